@@ -1,0 +1,76 @@
+"""Input checks shared by every entry point, with messages that say what to pass instead."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy import sparse
+
+_COUNTS_HINT = (
+    "Noise2Self splits raw UMI counts, so pass the raw integer counts, for example "
+    "`layer='counts'` (adata.layers['counts']) or an AnnData built from `adata.raw`, "
+    "not normalised or log-transformed values."
+)
+
+
+def stored_values(X) -> np.ndarray:
+    """Return the explicitly stored values of a dense or sparse matrix, without copying."""
+    if sparse.issparse(X):
+        return X.data
+    return np.asarray(X)
+
+
+def check_counts(X, *, name: str = "X") -> None:
+    """Raise a ValueError unless ``X`` holds finite, non-negative integer counts.
+
+    Parameters
+    ----------
+    X
+        A numpy array or scipy.sparse matrix; a float dtype is accepted when every value is
+        integral.
+    name
+        How to call the matrix in error messages.
+
+    Returns
+    -------
+    None; raises ``ValueError`` or ``TypeError`` on bad input.
+    """
+    values = stored_values(X)
+    if values.dtype.kind not in "iuf":
+        raise TypeError(f"{name} has dtype {values.dtype}; expected integer or float counts.")
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} contains NaN or infinite values. {_COUNTS_HINT}")
+        if values.size and np.any(values != np.round(values)):
+            raise ValueError(f"{name} contains non-integer values. {_COUNTS_HINT}")
+    if values.size and values.min() < 0:
+        raise ValueError(f"{name} contains negative values. {_COUNTS_HINT}")
+
+
+def check_fraction(p: float, *, name: str = "p") -> float:
+    """Return ``p`` as a float after checking it lies strictly between 0 and 1."""
+    if not isinstance(p, numbers.Real) or not 0.0 < float(p) < 1.0:
+        raise ValueError(
+            f"{name}={p!r} must lie strictly between 0 and 1: it is the share of each cell's "
+            "molecules that goes to half A (0.5 as in the paper, 0.9 as in MCV's code)."
+        )
+    return float(p)
+
+
+def check_choice(value: str, choices, *, name: str) -> str:
+    """Return ``value`` if it is one of ``choices``; otherwise raise with the list of choices."""
+    if value not in choices:
+        known = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"Unknown {name}={value!r}. Choose one of: {known}.")
+    return value
+
+
+def check_no_empty_cells(totals: np.ndarray, *, name: str = "X") -> None:
+    """Raise if any cell has no counts at all: it carries no signal to split or score."""
+    empty = np.flatnonzero(np.asarray(totals).ravel() == 0)
+    if empty.size:
+        raise ValueError(
+            f"{name} has {empty.size} cell(s) with zero total counts (first at row {empty[0]}). "
+            "Remove them first, e.g. `sc.pp.filter_cells(adata, min_counts=1)`."
+        )

@@ -1,0 +1,193 @@
+"""Steps 2-4 shared by every single-cell denoiser family: prepare the two halves, score
+predictions of half B made from half A, and keep the whole loss curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from scipy import sparse
+
+from ._validation import check_choice, check_counts, check_fraction, check_no_empty_cells
+from .splitting import RandomState, split_counts
+from .transforms import DepthConversion, Transform, apply_transform, library_sizes, normalize_to_depth
+
+Loss = Literal["mse", "poisson"]
+LOSSES: tuple[str, ...] = ("mse", "poisson")
+
+
+@dataclass
+class Halves:
+    """Half A (the input) and half B (the target) of one molecule split, ready to score.
+
+    ``a`` and ``b`` are library-size normalised to depths ``p * depth`` and ``(1 - p) * depth``
+    and transformed; ``b_counts`` keeps half B's raw counts for the Poisson loss.
+    """
+
+    a: Any
+    b: Any
+    b_counts: Any
+    totals_a: np.ndarray
+    p: float
+    depth: float
+    transform: str
+
+    @property
+    def conversion(self) -> DepthConversion:
+        """Moves a prediction of half A's transformed values to half B's depth."""
+        return DepthConversion(self.transform, self.p, 1.0 - self.p)
+
+    def expected_b_counts(self, mean_a_normalised: np.ndarray, rows: slice) -> np.ndarray:
+        """Expected raw counts of half B from predicted normalised means of half A.
+
+        Uses half A's library sizes, not half B's, so the prediction sees nothing of B.
+        """
+        size = self.totals_a[rows, None] / (self.p * self.depth)
+        return mean_a_normalised * size * ((1.0 - self.p) / self.p)
+
+
+def prepare_halves(
+    X,
+    *,
+    p: float,
+    transform: Transform,
+    random_state: RandomState,
+    depth: float | None = None,
+) -> Halves:
+    """Split ``X`` into molecule halves, then normalise and transform each on its own.
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes (numpy or scipy.sparse).
+    p
+        Share of molecules in half A.
+    transform
+        ``"sqrt"`` (the paper), ``"log1p"`` (scanpy) or ``"none"``.
+    random_state
+        Seed of the split.
+    depth
+        Median total count of the full data; computed from ``X`` when not given.
+
+    Returns
+    -------
+    The prepared :class:`Halves`.
+    """
+    if depth is None:
+        depth = float(np.median(library_sizes(X)))
+    counts_a, counts_b = split_counts(X, p, random_state=random_state)
+    totals_a = library_sizes(counts_a)
+    a = normalize_to_depth(counts_a, p * depth, totals_a)
+    del counts_a
+    b = normalize_to_depth(counts_b, (1.0 - p) * depth)
+    apply_transform(a, transform, inplace=True)
+    apply_transform(b, transform, inplace=True)
+    return Halves(a, b, counts_b, totals_a, p, depth, transform)
+
+
+def check_calibration_input(X, *, p: float, transform: str, loss: str, name: str = "X") -> float:
+    """Validate counts and options shared by every calibrate function; return ``p``."""
+    from .transforms import TRANSFORMS
+
+    check_choice(transform, TRANSFORMS, name="transform")
+    check_choice(loss, LOSSES, name="loss")
+    p = check_fraction(p)
+    check_counts(X, name=name)
+    if X.shape[0] < 2:
+        raise ValueError(
+            f"{name} has {X.shape[0]} cell(s); calibration needs at least 2 cells to fit on one "
+            "half and score on the other."
+        )
+    check_no_empty_cells(library_sizes(X), name=name)
+    return p
+
+
+def poisson_deviance(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Elementwise Poisson deviance ``2 * (y log(y / mu) - (y - mu))``, with ``0 log 0 = 0``."""
+    expected = np.maximum(expected, 1e-8)
+    ratio = np.where(observed > 0, observed / expected, 1.0)
+    return 2.0 * (observed * np.log(ratio) - (observed - expected))
+
+
+def dense_rows(X, rows: slice) -> np.ndarray:
+    """Rows of ``X`` as a dense float64 block (a bounded chunk, never the whole matrix)."""
+    block = X[rows]
+    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+    return block.astype(np.float64, copy=False)
+
+
+def row_chunks(n_rows: int, n_cols: int, budget_bytes: float = 64e6) -> list[slice]:
+    """Slices of rows whose dense float64 blocks stay within ``budget_bytes``."""
+    step = max(1, int(budget_bytes // (8 * max(n_cols, 1))))
+    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+
+
+@dataclass
+class CalibrationResult:
+    """The whole loss curve of one calibration, and everything needed to repeat it.
+
+    Attributes
+    ----------
+    param
+        Name of the knob (e.g. ``"n_comps"``).
+    grid
+        Values of the knob that were scored.
+    loss_per_split
+        Array ``(n_splits, len(grid))`` of self-supervised losses.
+    params
+        The settings of the run.
+    """
+
+    param: str
+    grid: np.ndarray
+    loss_per_split: np.ndarray
+    params: dict = field(default_factory=dict)
+
+    @property
+    def loss(self) -> np.ndarray:
+        """The loss curve, averaged over splits."""
+        return self.loss_per_split.mean(axis=0)
+
+    @property
+    def loss_std(self) -> np.ndarray:
+        """Spread of the loss across splits (zeros for a single split)."""
+        return self.loss_per_split.std(axis=0)
+
+    @property
+    def best_index(self) -> int:
+        """Index of the lowest mean loss in ``grid``."""
+        return int(np.argmin(self.loss))
+
+    @property
+    def best(self):
+        """The knob value with the lowest mean loss."""
+        value = self.grid[self.best_index]
+        return value.item() if isinstance(value, np.generic) else value
+
+    def to_dict(self) -> dict:
+        """A dict for ``adata.uns`` that survives writing to h5ad."""
+        return {
+            "params": {**_h5ad_safe(self.params), "param": self.param},
+            "grid": np.asarray(self.grid),
+            "loss": self.loss,
+            "loss_std": self.loss_std,
+            "loss_per_split": self.loss_per_split,
+            "best": self.best,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict) -> CalibrationResult:
+        """Rebuild a result from what :meth:`to_dict` wrote (e.g. read back from ``uns``)."""
+        params = dict(record.get("params", {}))
+        param = str(params.pop("param", "n_comps"))
+        per_split = record.get("loss_per_split")
+        if per_split is None:
+            per_split = np.asarray(record["loss"])[None, :]
+        return cls(param, np.asarray(record["grid"]), np.atleast_2d(per_split), params)
+
+
+def _h5ad_safe(params: dict) -> dict:
+    # h5ad cannot store None; keep the key so a run can be repeated.
+    return {k: ("None" if v is None else v) for k, v in params.items()}

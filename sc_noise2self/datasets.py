@@ -1,0 +1,194 @@
+"""Real datasets (local copy first, then download) and synthetic counts with known truth.
+
+Real files are looked up in ``$SC_NOISE2SELF_DATA`` (the project's shared data folder); when
+they are not there, scanpy's own loaders or the URLs in ``data/registry.json`` fetch them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+from scipy import sparse
+
+from .splitting import RandomState, make_rng
+
+DATA_ENV = "SC_NOISE2SELF_DATA"
+
+
+def data_dir() -> Path | None:
+    """The folder named by ``$SC_NOISE2SELF_DATA``, or None when unset or missing."""
+    path = os.environ.get(DATA_ENV)
+    return Path(path) if path and Path(path).is_dir() else None
+
+
+def local_file(name: str) -> Path | None:
+    """Path of ``name`` inside :func:`data_dir`, or None when it is not there."""
+    folder = data_dir()
+    if folder is None or not (folder / name).exists():
+        return None
+    return folder / name
+
+
+def registry() -> dict:
+    """Loader metadata (download URLs, hashes): ``data/registry.json`` of the project.
+
+    A wheel carries it as ``sc_noise2self/_data/registry.json``; a source checkout reads it
+    from the repository's ``data/`` folder.
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_data" / "registry.json", here.parent / "data" / "registry.json"):
+        if candidate.exists():
+            return json.loads(candidate.read_text())
+    raise FileNotFoundError("The loader registry (data/registry.json) is missing from the install.")
+
+
+def _as_integer_counts(adata: ad.AnnData) -> ad.AnnData:
+    """Store X as CSR int32 counts, checking that the values are integral."""
+    X = sparse.csr_matrix(adata.X)
+    rounded = np.rint(X.data)
+    if not np.array_equal(rounded, X.data):
+        raise ValueError("The loaded matrix does not hold raw integer counts.")
+    X.data = rounded.astype(np.int32)
+    adata.X = X
+    return adata
+
+
+def _read_local_or(name: str, download) -> ad.AnnData:
+    path = local_file(name)
+    adata = ad.read_h5ad(path) if path is not None else download()
+    return _as_integer_counts(adata)
+
+
+def paul15() -> ad.AnnData:
+    """Paul et al. (2015) mouse myeloid progenitors, raw UMI counts: the paper's Figure 3 data.
+
+    Returns
+    -------
+    AnnData, 2,730 cells x 3,451 genes, X as CSR int32 counts, ``obs['paul15_clusters']``.
+    Read from ``$SC_NOISE2SELF_DATA/paul15.h5ad`` when present, otherwise downloaded by
+    :func:`scanpy.datasets.paul15`.
+    """
+
+    def download() -> ad.AnnData:
+        import scanpy as sc
+
+        return sc.datasets.paul15()
+
+    return _read_local_or("paul15.h5ad", download)
+
+
+def pbmc3k() -> ad.AnnData:
+    """10x Genomics PBMC 3k raw counts (the scanpy tutorial dataset).
+
+    Returns
+    -------
+    AnnData, 2,700 cells x 32,738 genes, X as CSR int32 counts. Read from
+    ``$SC_NOISE2SELF_DATA/pbmc3k_raw.h5ad`` when present, otherwise downloaded by
+    :func:`scanpy.datasets.pbmc3k`.
+    """
+
+    def download() -> ad.AnnData:
+        import scanpy as sc
+
+        return sc.datasets.pbmc3k()
+
+    return _read_local_or("pbmc3k_raw.h5ad", download)
+
+
+def cellbench(protocol: str = "celseq2") -> ad.AnnData:
+    """CellBench three-cell-line mixture (Tian et al. 2019), deeply sequenced raw counts.
+
+    Deep enough to act as ground truth: downsample the counts and compare a denoiser's
+    output with the deep profile.
+
+    Parameters
+    ----------
+    protocol
+        ``"celseq2"`` (274 cells) or ``"dropseq"`` (225 cells).
+
+    Returns
+    -------
+    AnnData with X as CSR int32 counts and ``obs['cell_line']``. Read from
+    ``$SC_NOISE2SELF_DATA/cellbench_<protocol>_3cl.h5ad`` when present, otherwise downloaded
+    from the CellBench repository (``data/registry.json``).
+    """
+    entries = registry()["cellbench"]
+    if protocol not in entries:
+        raise ValueError(f"Unknown protocol={protocol!r}. Choose one of: {', '.join(entries)}.")
+    entry = entries[protocol]
+    return _read_local_or(entry["file"], lambda: _download_cellbench(entry))
+
+
+def _download_cellbench(entry: dict) -> ad.AnnData:
+    import pandas as pd
+    import pooch
+
+    path = pooch.retrieve(entry["url"], known_hash=entry.get("sha256"), progressbar=False)
+    counts = pd.read_csv(path, index_col=0)  # genes x cells
+    counts = counts.loc[~counts.index.str.startswith("ERCC-")]
+    adata = ad.AnnData(sparse.csr_matrix(counts.to_numpy().T))
+    adata.obs_names, adata.var_names = counts.columns.astype(str), counts.index.astype(str)
+    return adata
+
+
+def synthetic_counts(
+    n_obs: int = 1000,
+    n_vars: int = 500,
+    rank: int = 8,
+    depth: float = 1500.0,
+    random_state: RandomState = 0,
+    *,
+    store_truth: bool = True,
+) -> ad.AnnData:
+    """Poisson counts from a known low-rank positive expression matrix.
+
+    Each cell mixes ``rank`` gene programs (Dirichlet weights); each program up- or
+    down-regulates a third of the genes around a log-normal baseline. Library sizes are
+    log-normal around ``depth``. Counts are ``Poisson(rate)``.
+
+    Parameters
+    ----------
+    n_obs, n_vars
+        Numbers of cells and genes.
+    rank
+        Number of gene programs; the rate matrix has exactly this rank.
+    depth
+        Median library size (UMIs per cell).
+    random_state
+        Seed; the same seed gives identical data.
+    store_truth
+        Keep the dense ``rate`` matrix in ``layers['rate']`` (cells x genes float32), so that
+        tests can score any denoiser against the truth.
+
+    Returns
+    -------
+    AnnData with CSR int32 counts in X, ``obs['library_size']`` (the true expected totals),
+    ``uns['synthetic']`` (the settings) and, with ``store_truth``, ``layers['rate']``.
+    """
+    rng = make_rng(random_state)
+    profile = _low_rank_profile(n_obs, n_vars, rank, rng)
+    library = depth * np.exp(rng.normal(0.0, 0.4, n_obs))
+    rate = (profile * library[:, None]).astype(np.float32)
+    counts = sparse.csr_matrix(rng.poisson(rate).astype(np.int32))
+    adata = ad.AnnData(counts)
+    adata.obs_names = [f"cell{i}" for i in range(n_obs)]
+    adata.var_names = [f"gene{j}" for j in range(n_vars)]
+    adata.obs["library_size"] = library
+    adata.uns["synthetic"] = dict(n_obs=n_obs, n_vars=n_vars, rank=rank, depth=float(depth))
+    if store_truth:
+        adata.layers["rate"] = rate
+    return adata
+
+
+def _low_rank_profile(n_obs: int, n_vars: int, rank: int, rng: np.random.Generator) -> np.ndarray:
+    """Cells x genes expression shares (rows sum to 1) of exact rank ``rank``."""
+    baseline = rng.lognormal(0.0, 1.2, n_vars)
+    regulated = rng.random((rank, n_vars)) < 1 / 3
+    programs = baseline * np.exp(rng.normal(0.0, 1.2, (rank, n_vars)) * regulated)
+    weights = rng.dirichlet(np.full(rank, 0.5), n_obs)
+    profile = weights @ programs
+    return profile / profile.sum(axis=1, keepdims=True)

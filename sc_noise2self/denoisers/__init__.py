@@ -1,0 +1,1 @@
+"""Single-cell denoiser families; each scores its whole grid from one fit."""

@@ -1,0 +1,256 @@
+"""PCA denoising, and its self-supervised loss at every rank from one decomposition.
+
+With half A's centred decomposition ``A - 1 mu^T ~ sum_i a_i v_i^T`` (``a_i`` the score columns)
+and a linear depth conversion ``c``, the loss of the rank-k prediction ``c (mu + sum_{i<=k}
+a_i v_i^T)`` against half B expands into
+
+``||B - c 1 mu^T||^2 - 2c sum_{i<=k} <B - c 1 mu^T, a_i v_i^T> + c^2 sum_{i,j<=k} (a_i.a_j)(v_i.v_j)``,
+
+so every rank costs O(K^2) once ``B V^T`` (one sparse product) is known. Non-linear conversions
+and the Poisson loss are evaluated exactly on bounded row chunks instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import sparse
+from sklearn.decomposition import PCA, TruncatedSVD
+
+from .._validation import check_choice
+from ..calibration import (
+    CalibrationResult,
+    Halves,
+    check_calibration_input,
+    dense_rows,
+    poisson_deviance,
+    prepare_halves,
+    row_chunks,
+)
+from ..splitting import RandomState, spawn_seeds
+
+Solver = Literal["auto", "arpack", "covariance_eigh", "randomized"]
+SOLVERS: tuple[str, ...] = ("auto", "arpack", "covariance_eigh", "randomized")
+
+
+@dataclass
+class PCAFit:
+    """A truncated PCA: ``X ~ 1 mean^T + scores @ components``."""
+
+    scores: np.ndarray  # cells x K, float64
+    components: np.ndarray  # K x genes, float64
+    mean: np.ndarray  # genes, float64 (zeros when not centred)
+
+    @property
+    def n_comps(self) -> int:
+        """Number of components."""
+        return self.components.shape[0]
+
+    def reconstruct(self, rows: slice | np.ndarray, n_comps: int, genes=slice(None)) -> np.ndarray:
+        """Dense rank-``n_comps`` reconstruction of the given rows and genes."""
+        scores = self.scores[rows, :n_comps]
+        return self.mean[genes] + scores @ self.components[:n_comps][:, genes]
+
+
+def max_rank(shape: tuple[int, int]) -> int:
+    """Largest number of components every solver supports for a matrix of ``shape``."""
+    return max(min(shape) - 1, 0)
+
+
+def clip_n_comps(n_comps: int, shape: tuple[int, int], *, name: str = "max_comps") -> int:
+    """Clip ``n_comps`` to what the data allow, with a warning when it had to change."""
+    limit = max_rank(shape)
+    if n_comps < 1:
+        raise ValueError(f"{name}={n_comps} must be a positive number of components.")
+    if limit < 1:
+        raise ValueError(
+            f"Data of shape {shape} support no principal components; PCA needs at least "
+            "2 cells and 2 genes."
+        )
+    if n_comps > limit:
+        warnings.warn(
+            f"{name}={n_comps} exceeds what data of shape {shape} allow; using {limit}.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return limit
+    return int(n_comps)
+
+
+def fit_pca(
+    X,
+    n_comps: int,
+    *,
+    center: bool = True,
+    solver: Solver = "auto",
+    random_state: RandomState = 0,
+) -> PCAFit:
+    """Fit a truncated PCA with scikit-learn, centring sparse data implicitly.
+
+    Parameters
+    ----------
+    X
+        Cells x genes float matrix (numpy or CSR/CSC); it is not densified.
+    n_comps
+        Number of components.
+    center
+        Subtract gene means (as ``sc.pp.pca``); ``False`` gives a truncated SVD.
+    solver
+        ``"auto"`` picks ``"covariance_eigh"`` for up to 2,000 genes and ``"arpack"`` above
+        (scanpy's default for sparse data); ``"randomized"`` needs dense data when centring.
+    random_state
+        Seed of the iterative solvers' starting vectors.
+
+    Returns
+    -------
+    The fitted :class:`PCAFit`, in float64.
+    """
+    check_choice(solver, SOLVERS, name="solver")
+    if solver == "auto":
+        solver = "covariance_eigh" if X.shape[1] <= 2000 and center else "arpack"
+    seed = int(np.random.default_rng(random_state).integers(2**31 - 1))
+    if center:
+        model = PCA(n_components=n_comps, svd_solver=solver, random_state=seed)
+        scores = model.fit_transform(X)
+        mean = np.asarray(model.mean_, dtype=np.float64).ravel()
+    else:
+        algorithm = "randomized" if solver == "randomized" else "arpack"
+        model = TruncatedSVD(n_components=n_comps, algorithm=algorithm, random_state=seed)
+        scores = model.fit_transform(X)
+        mean = np.zeros(X.shape[1])
+    return PCAFit(
+        np.asarray(scores, dtype=np.float64),
+        np.asarray(model.components_, dtype=np.float64),
+        mean,
+    )
+
+
+def rank_loss_curve(fit: PCAFit, halves: Halves, loss: str = "mse") -> np.ndarray:
+    """Mean self-supervised loss against half B at every rank ``0..fit.n_comps``.
+
+    Parameters
+    ----------
+    fit
+        PCA fitted to ``halves.a``.
+    halves
+        The prepared split.
+    loss
+        ``"mse"`` on the transformed scale, or ``"poisson"`` deviance on half B's counts.
+
+    Returns
+    -------
+    Array of length ``fit.n_comps + 1``; entry ``k`` is the loss of the rank-``k`` prediction.
+    """
+    conversion = halves.conversion
+    if loss == "mse" and conversion.is_linear:
+        return _linear_mse_curve(fit, halves.b, conversion.scale)
+    return _chunked_curve(fit, halves, loss)
+
+
+def _linear_mse_curve(fit: PCAFit, B, scale: float) -> np.ndarray:
+    n_cells, n_genes = B.shape
+    mu, V, scores = fit.mean, fit.components, fit.scores
+    values = B.data if sparse.issparse(B) else B
+    b_sq = float(np.sum(np.square(values, dtype=np.float64)))
+    b_colsum = np.asarray(B.T @ np.ones(n_cells)).ravel()  # float64 accumulation
+    base = b_sq - 2 * scale * mu @ b_colsum + n_cells * scale**2 * (mu @ mu)
+    BV = np.asarray(B @ V.T, dtype=np.float64)  # one sparse product, cells x K
+    cross = np.einsum("ik,ik->k", scores, BV) - scale * scores.sum(axis=0) * (V @ mu)
+    gram = (scores.T @ scores) * (V @ V.T)
+    quad = _leading_block_sums(gram)
+    curve = np.concatenate([[base], base - 2 * scale * np.cumsum(cross) + scale**2 * quad])
+    return curve / (n_cells * n_genes)
+
+
+def _leading_block_sums(gram: np.ndarray) -> np.ndarray:
+    """``sum(gram[:k, :k])`` for k = 1..K."""
+    row_parts = np.cumsum(np.tril(gram, -1).sum(axis=1))
+    return np.cumsum(np.diag(gram)) + 2 * row_parts
+
+
+def _chunked_curve(fit: PCAFit, halves: Halves, loss: str) -> np.ndarray:
+    conversion = halves.conversion
+    y_max = 2.0 * max(_max_value(halves.a), _max_value(halves.b)) + 1.0
+    table = conversion.table(y_max)
+    target = halves.b_counts if loss == "poisson" else halves.b
+    totals = np.zeros(fit.n_comps + 1)
+    for rows in row_chunks(*target.shape):
+        observed = dense_rows(target, rows)
+        prediction = np.broadcast_to(fit.mean, observed.shape).copy()
+        for k in range(fit.n_comps + 1):
+            if k:
+                prediction += np.outer(fit.scores[rows, k - 1], fit.components[k - 1])
+            totals[k] += _chunk_loss(prediction, observed, halves, rows, table, loss)
+    return totals / np.prod(target.shape)
+
+
+def _chunk_loss(prediction, observed, halves: Halves, rows, table, loss: str) -> float:
+    conversion = halves.conversion
+    if loss == "poisson":
+        expected = halves.expected_b_counts(conversion.to_mean(prediction, table), rows)
+        return float(poisson_deviance(observed, expected).sum())
+    return float(np.sum((conversion.convert(prediction, table) - observed) ** 2))
+
+
+def _max_value(X) -> float:
+    values = X.data if sparse.issparse(X) else X
+    return float(values.max()) if values.size else 0.0
+
+
+def calibrate_pca_counts(
+    X,
+    *,
+    max_comps: int = 100,
+    transform: str = "sqrt",
+    loss: str = "mse",
+    p: float = 0.5,
+    n_splits: int = 1,
+    random_state: RandomState = 0,
+    center: bool = True,
+    solver: Solver = "auto",
+) -> CalibrationResult:
+    """Self-supervised loss of PCA denoising at every rank ``0..max_comps``, on raw counts.
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes (numpy or scipy.sparse); never densified.
+    max_comps
+        Largest rank scored; clipped, with a warning, to what the data allow.
+    transform
+        ``"sqrt"``, ``"log1p"`` or ``"none"`` after library-size normalisation.
+    loss
+        ``"mse"`` on the transformed scale or ``"poisson"`` deviance on counts.
+    p
+        Share of molecules in half A (the half that is fitted).
+    n_splits
+        Number of independent splits whose curves are averaged.
+    random_state
+        Seed; the same seed gives identical curves.
+    center
+        Centre genes before the SVD, as ``sc.pp.pca``.
+    solver
+        SVD solver, see :func:`fit_pca`.
+
+    Returns
+    -------
+    :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..max_comps``.
+    """
+    p = check_calibration_input(X, p=p, transform=transform, loss=loss)
+    if n_splits < 1:
+        raise ValueError(f"n_splits={n_splits} must be at least 1.")
+    max_comps = clip_n_comps(max_comps, X.shape)
+    params = dict(
+        max_comps=max_comps, transform=transform, loss=loss, p=p, n_splits=n_splits,
+        random_state=random_state if isinstance(random_state, int | None) else "custom",
+        center=center, solver=solver,
+    )
+    curves = []
+    for seed in spawn_seeds(random_state, n_splits):
+        halves = prepare_halves(X, p=p, transform=transform, random_state=seed)
+        fit = fit_pca(halves.a, max_comps, center=center, solver=solver, random_state=seed)
+        curves.append(rank_loss_curve(fit, halves, loss))
+    return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)
