@@ -192,3 +192,55 @@ def _low_rank_profile(n_obs: int, n_vars: int, rank: int, rng: np.random.Generat
     weights = rng.dirichlet(np.full(rank, 0.5), n_obs)
     profile = weights @ programs
     return profile / profile.sum(axis=1, keepdims=True)
+
+
+def _read_image(relative: str) -> np.ndarray:
+    """Read a shared image as a float array in [0, 1]."""
+    from skimage import io, util
+
+    path = local_file(relative)
+    if path is None:
+        raise FileNotFoundError(
+            f"{relative} is not under ${DATA_ENV}. Point ${DATA_ENV} at the folder holding the "
+            f"project's shared data (see data/registry.json for where each set comes from)."
+        )
+    return util.img_as_float(io.imread(path))
+
+
+def set12(index: int | None = None) -> np.ndarray | list[np.ndarray]:
+    """The Set12 grey-scale denoising test images, clean, as floats in [0, 1].
+
+    Parameters
+    ----------
+    index
+        1..12 for one image; None for all twelve.
+
+    Returns
+    -------
+    One 2-D array, or a list of them (256x256 and 512x512).
+    """
+    indices = range(1, 13) if index is None else [index]
+    for i in indices:
+        if not 1 <= i <= 12:
+            raise ValueError(f"Set12 has images 1..12; got index={i}.")
+    images = [_read_image(f"images/set12/{i:02d}.png") for i in indices]
+    return images if index is None else images[0]
+
+
+def fmd_confocal(channel: str = "B") -> tuple[np.ndarray, np.ndarray]:
+    """One real noisy FMD confocal frame (BPAE cells) and its 50-frame average.
+
+    Parameters
+    ----------
+    channel
+        ``"B"``, ``"G"`` or ``"R"``.
+
+    Returns
+    -------
+    ``(noisy, ground_truth)``, 512x512 float arrays in [0, 1].
+    """
+    if channel not in ("B", "G", "R"):
+        raise ValueError(f"Unknown channel={channel!r}. Choose one of: 'B', 'G', 'R'.")
+    noisy = _read_image(f"images/confocal/BPAE_{channel}_noisy.png")
+    truth = _read_image(f"images/confocal/BPAE_{channel}_gt.png")
+    return noisy, truth
