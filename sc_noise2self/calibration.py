@@ -1,5 +1,7 @@
-"""Steps 2-4 shared by every single-cell denoiser family: prepare the two halves, score
-predictions of half B made from half A, and keep the whole loss curve.
+"""Steps 2-4 shared by every single-cell denoiser family.
+
+Prepare the two halves, score predictions of half B made from half A, and keep the whole
+loss curve.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ from scipy import sparse
 
 from ._validation import check_choice, check_counts, check_fraction, check_no_empty_cells
 from .splitting import RandomState, split_counts
-from .transforms import DepthConversion, Transform, apply_transform, library_sizes, normalize_to_depth
+from .transforms import (
+    DepthConversion,
+    Transform,
+    apply_transform,
+    library_sizes,
+    normalize_to_depth,
+)
 
 Loss = Literal["mse", "poisson"]
 LOSSES: tuple[str, ...] = ("mse", "poisson")

@@ -1,5 +1,4 @@
-"""Library-size normalisation, variance-stabilising transforms, and moving expectations
-between sequencing depths.
+"""Library-size normalisation, variance-stabilising transforms, and depth conversion.
 
 A half that holds a share ``p`` of the molecules is normalised to depth ``p * M`` (``M`` the
 median total count of the full data), so its entries behave like counts at that depth. A

@@ -4,7 +4,8 @@ With half A's centred decomposition ``A - 1 mu^T ~ sum_i a_i v_i^T`` (``a_i`` th
 and a linear depth conversion ``c``, the loss of the rank-k prediction ``c (mu + sum_{i<=k}
 a_i v_i^T)`` against half B expands into
 
-``||B - c 1 mu^T||^2 - 2c sum_{i<=k} <B - c 1 mu^T, a_i v_i^T> + c^2 sum_{i,j<=k} (a_i.a_j)(v_i.v_j)``,
+``||B - c 1 mu^T||^2 - 2c sum_{i<=k} <B - c 1 mu^T, a_i v_i^T>
++ c^2 sum_{i,j<=k} (a_i.a_j)(v_i.v_j)``,
 
 so every rank costs O(K^2) once ``B V^T`` (one sparse product) is known. Non-linear conversions
 and the Poisson loss are evaluated exactly on bounded row chunks instead.

@@ -1,0 +1,93 @@
+"""Plots: the self-supervised loss curve of a calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from .calibration import CalibrationResult
+
+
+def _as_result(adata_or_result, key: str) -> CalibrationResult:
+    if isinstance(adata_or_result, CalibrationResult):
+        return adata_or_result
+    if isinstance(adata_or_result, ad.AnnData):
+        if key not in adata_or_result.uns:
+            raise KeyError(f"No calibration in adata.uns[{key!r}]; run `tl.calibrate_pca` first.")
+        return CalibrationResult.from_dict(adata_or_result.uns[key])
+    if isinstance(adata_or_result, dict):
+        return CalibrationResult.from_dict(adata_or_result)
+    raise TypeError(f"Expected AnnData, CalibrationResult or dict, got {type(adata_or_result)}.")
+
+
+def calibration_curve(
+    adata_or_result,
+    key: str = "noise2self",
+    *,
+    ax=None,
+    show: bool | None = None,
+    save: bool | str | None = None,
+):
+    """Plot the self-supervised loss against the calibrated knob, marking its minimum.
+
+    Parameters
+    ----------
+    adata_or_result
+        AnnData with ``uns[key]`` written by a calibrate function, a
+        :class:`~sc_noise2self.calibration.CalibrationResult`, or its ``to_dict()``.
+    key
+        Key in ``adata.uns``.
+    ax
+        Matplotlib axes to draw into; a new figure when None.
+    show
+        Show the figure; None follows ``scanpy.settings.autoshow``.
+    save
+        As in scanpy: True or a suffix writes ``calibration_curve{suffix}`` into
+        ``scanpy.settings.figdir``; a path with a directory writes exactly there.
+
+    Returns
+    -------
+    The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    result = _as_result(adata_or_result, key)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2))
+    _draw_curve(ax, result)
+    _save_or_show(ax.figure, save, show)
+    return ax
+
+
+def _draw_curve(ax, result: CalibrationResult) -> None:
+    grid = np.asarray(result.grid, dtype=float)
+    ax.plot(grid, result.loss, color="C0", lw=1.5, label="self-supervised loss")
+    if result.loss_per_split.shape[0] > 1:
+        low, high = result.loss - result.loss_std, result.loss + result.loss_std
+        ax.fill_between(grid, low, high, color="C0", alpha=0.25, lw=0, label="± 1 s.d. over splits")
+    best = result.best_index
+    ax.axvline(grid[best], color="C3", ls="--", lw=1)
+    ax.plot(grid[best], result.loss[best], "o", color="C3", label=f"minimum at {result.best}")
+    ax.set_xlabel(result.param)
+    ax.set_ylabel(f"loss ({result.params.get('loss', 'mse')})")
+    ax.legend(frameon=False, fontsize="small")
+
+
+def _save_or_show(fig, save: bool | str | None, show: bool | None) -> None:
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    if save:
+        path = Path(save) if isinstance(save, str) and Path(save).parent != Path() else None
+        if path is None:
+            suffix = save if isinstance(save, str) else ""
+            name = f"calibration_curve{suffix}"
+            if not Path(name).suffix:
+                name = f"{name}.{sc.settings.file_format_figs}"
+            path = Path(sc.settings.figdir) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight")
+    if sc.settings.autoshow if show is None else show:
+        plt.show()

@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+from conftest import to_dense
+from scipy import sparse
+
+from sc_noise2self.calibration import prepare_halves
+from sc_noise2self.denoisers.pca import calibrate_pca_counts, fit_pca, rank_loss_curve
+from sc_noise2self.splitting import spawn_seeds
+from sc_noise2self.transforms import apply_transform, normalize_to_depth
+
+
+def brute_force_curve(fit, halves, loss):
+    """Dense reconstruction at every rank, scored directly."""
+    conversion = halves.conversion
+    table = conversion.table(2 * max(to_dense(halves.a).max(), to_dense(halves.b).max()) + 1)
+    rows = slice(None)
+    out = []
+    for k in range(fit.n_comps + 1):
+        pred = fit.reconstruct(rows, k)
+        if loss == "poisson":
+            mu = halves.expected_b_counts(conversion.to_mean(pred, table), rows)
+            y = to_dense(halves.b_counts).astype(float)
+            dev = 2 * (np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / np.maximum(mu, 1e-8)), 0)
+                       - (y - np.maximum(mu, 1e-8)))
+            out.append(dev.mean())
+        else:
+            out.append(np.mean((conversion.convert(pred, table) - to_dense(halves.b)) ** 2))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    ("p", "transform", "loss", "fmt"),
+    [
+        (0.5, "sqrt", "mse", "csr"),
+        (0.5, "log1p", "mse", "dense"),
+        (0.7, "none", "mse", "csc"),
+        (0.7, "sqrt", "mse", "csr"),
+        (0.9, "log1p", "mse", "csr"),
+        (0.5, "sqrt", "poisson", "csr"),
+    ],
+)
+def test_all_rank_sweep_equals_brute_force(synthetic, p, transform, loss, fmt):
+    X = synthetic.X if fmt != "dense" else synthetic.X.toarray()
+    X = X.asformat(fmt) if sparse.issparse(X) else X
+    halves = prepare_halves(X, p=p, transform=transform, random_state=3)
+    fit = fit_pca(halves.a, 15)
+    np.testing.assert_allclose(
+        rank_loss_curve(fit, halves, loss), brute_force_curve(fit, halves, loss), rtol=1e-6
+    )
+
+
+def test_uncentred_sweep_equals_brute_force(synthetic):
+    halves = prepare_halves(synthetic.X, p=0.5, transform="sqrt", random_state=0)
+    fit = fit_pca(halves.a, 10, center=False)
+    assert np.all(fit.mean == 0)
+    np.testing.assert_allclose(
+        rank_loss_curve(fit, halves), brute_force_curve(fit, halves, "mse"), rtol=1e-6
+    )
+
+
+def expected_target(rate, p, depth, transform, draws=200, seed=0):
+    """E[transformed, normalised half B | truth], by Monte Carlo over fresh half-B draws."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros(rate.shape)
+    for _ in range(draws):
+        b = rng.poisson(rate * (1 - p))
+        total += apply_transform(normalize_to_depth(b, (1 - p) * depth, dtype=np.float64), transform)
+    return total / draws
+
+
+def test_self_supervised_minus_true_loss_is_constant_and_argmins_agree(synthetic):
+    """The paper's identity, on data whose truth is known."""
+    p, transform, max_comps = 0.5, "sqrt", 25
+    result = calibrate_pca_counts(synthetic.X, max_comps=max_comps, p=p, random_state=0)
+    # Rebuild the half-A denoiser that the curve scored (same seed), and its true loss.
+    seed = spawn_seeds(0, 1)[0]
+    halves = prepare_halves(synthetic.X, p=p, transform=transform, random_state=seed)
+    fit = fit_pca(halves.a, max_comps, random_state=seed)
+    truth = expected_target(synthetic.layers["rate"], p, halves.depth, transform)
+    true_loss = np.array([np.mean((fit.reconstruct(slice(None), k) - truth) ** 2)
+                          for k in range(max_comps + 1)])
+    gap = result.loss - true_loss
+    assert np.ptp(gap) < 0.05 * np.ptp(true_loss)
+    assert true_loss[result.best_index] <= 1.05 * true_loss.min()
+    # The curve has an interior minimum near the true rank (6).
+    assert 3 <= result.best <= 12
+
+
+def test_more_splits_average_and_keep_spread(synthetic):
+    one = calibrate_pca_counts(synthetic.X, max_comps=10, n_splits=1, random_state=5)
+    three = calibrate_pca_counts(synthetic.X, max_comps=10, n_splits=3, random_state=5)
+    assert three.loss_per_split.shape == (3, 11)
+    np.testing.assert_allclose(three.loss, three.loss_per_split.mean(axis=0))
+    assert np.all(three.loss_std > 0)
+    np.testing.assert_array_equal(three.loss_per_split[0], one.loss_per_split[0])
+
+
+def test_same_seed_gives_identical_curves(synthetic):
+    a = calibrate_pca_counts(synthetic.X, max_comps=8, random_state=11)
+    b = calibrate_pca_counts(synthetic.X, max_comps=8, random_state=11)
+    c = calibrate_pca_counts(synthetic.X, max_comps=8, random_state=12)
+    np.testing.assert_array_equal(a.loss, b.loss)
+    assert not np.array_equal(a.loss, c.loss)
+
+
+@pytest.mark.parametrize("solver", ["arpack", "covariance_eigh"])
+def test_solvers_agree(synthetic, solver):
+    ref = calibrate_pca_counts(synthetic.X, max_comps=10, solver="arpack")
+    other = calibrate_pca_counts(synthetic.X, max_comps=10, solver=solver)
+    np.testing.assert_allclose(other.loss, ref.loss, rtol=1e-5)
+
+
+def test_max_comps_is_clipped_with_a_warning():
+    X = np.random.default_rng(0).poisson(5, size=(8, 30))
+    with pytest.warns(UserWarning, match="using 7"):
+        result = calibrate_pca_counts(X, max_comps=50)
+    np.testing.assert_array_equal(result.grid, np.arange(8))
+
+
+@pytest.mark.parametrize(
+    ("X", "message"),
+    [
+        (np.array([[3, 4, 5]]), "at least 2 cells"),
+        (np.array([[3, 4, 5], [0, 0, 0], [1, 2, 0]]), "filter_cells"),
+        (np.array([[3, -4, 5], [1, 1, 1]]), "negative"),
+        (np.array([[3.2, 4, 5], [1, 1, 1]]), "non-integer"),
+        (np.array([[np.nan, 4, 5], [1, 1, 1]]), "NaN"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(X, message):
+    with pytest.raises(ValueError, match=message):
+        calibrate_pca_counts(X, max_comps=1)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [({"transform": "arcsinh"}, "transform"), ({"loss": "l1"}, "loss"),
+     ({"solver": "lapack"}, "solver"), ({"p": 1.0}, "between 0 and 1"),
+     ({"n_splits": 0}, "n_splits")],
+)
+def test_bad_options_raise_clear_errors(synthetic, option, message):
+    with pytest.raises(ValueError, match=message):
+        calibrate_pca_counts(synthetic.X, max_comps=3, **option)

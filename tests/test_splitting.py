@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from conftest import FORMATS, as_format, to_dense
+from scipy import sparse
+
+from sc_noise2self import split_counts
+
+DTYPES = (np.int32, np.int64, np.float32, np.float64)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_halves_sum_exactly_and_keep_type(counts, fmt, dtype):
+    X = as_format(counts.astype(dtype), fmt)
+    Xa, Xb = split_counts(X, 0.5, random_state=3)
+    for half in (Xa, Xb):
+        assert type(half) is type(X)
+        assert half.dtype == X.dtype
+        if sparse.issparse(X):
+            assert half.format == X.format
+    np.testing.assert_array_equal(to_dense(Xa) + to_dense(Xb), counts.astype(dtype))
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_sparsity_kept_and_no_explicit_zeros(counts, fmt):
+    X = as_format(counts, fmt)
+    X_pattern = to_dense(X) != 0
+    for half in split_counts(X, 0.5, random_state=0):
+        assert half.nnz <= X.nnz
+        assert np.all(half.data != 0)
+        assert not np.any((to_dense(half) != 0) & ~X_pattern)
+
+
+def test_explicit_zeros_and_duplicates_in_input():
+    X = sparse.coo_matrix(([0, 3, 4, 5], ([0, 0, 1, 1], [0, 1, 2, 2])), shape=(2, 3))
+    Xa, Xb = split_counts(X, 0.4, random_state=1)
+    np.testing.assert_array_equal(to_dense(Xa) + to_dense(Xb), X.toarray())
+    assert Xa.nnz + Xb.nnz <= 4 and np.all(Xa.data != 0)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_same_seed_same_bits_other_seed_differs(counts, fmt):
+    X = as_format(counts, fmt)
+    a1, _ = split_counts(X, random_state=7)
+    a2, _ = split_counts(X, random_state=7)
+    a3, _ = split_counts(X, random_state=8)
+    np.testing.assert_array_equal(to_dense(a1), to_dense(a2))
+    if sparse.issparse(a1):
+        np.testing.assert_array_equal(a1.data, a2.data)
+    assert not np.array_equal(to_dense(a1), to_dense(a3))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_input_not_modified(counts, fmt):
+    X = as_format(counts.astype(np.float32), fmt)
+    before = to_dense(X).copy()
+    split_counts(X, 0.3, random_state=0)
+    np.testing.assert_array_equal(to_dense(X), before)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_poisson_halves_have_share_p_and_are_uncorrelated(p):
+    rng = np.random.default_rng(0)
+    X = sparse.csr_matrix(rng.poisson(3.0, size=(2000, 500)))
+    Xa, Xb = split_counts(X, p, random_state=1)
+    assert Xa.sum() / X.sum() == pytest.approx(p, abs=0.005)
+    corr = np.corrcoef(to_dense(Xa).ravel(), to_dense(Xb).ravel())[0, 1]
+    assert abs(corr) < 0.01
+    # A half and the whole ARE correlated, with corr = sqrt(p) for Poisson counts.
+    corr_with_x = np.corrcoef(to_dense(Xa).ravel(), to_dense(X).ravel())[0, 1]
+    assert corr_with_x == pytest.approx(np.sqrt(p), abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([[1, -1], [2, 3]], "negative"),
+        ([[1.5, 1], [2, 3]], "non-integer"),
+        ([[np.nan, 1], [2, 3]], "NaN"),
+        ([[np.inf, 1], [2, 3]], "NaN or infinite"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+def test_bad_counts_are_refused_with_a_hint(values, message, fmt):
+    X = as_format(np.array(values, dtype=float), fmt)
+    with pytest.raises(ValueError, match=message) as info:
+        split_counts(X)
+    assert "layers['counts']" in str(info.value)
+
+
+@pytest.mark.parametrize("p", [0, 1, -0.1, 1.5, "half"])
+def test_p_outside_unit_interval_is_refused(counts, p):
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        split_counts(counts, p)
+
+
+def test_unknown_method_lists_known_ones(counts):
+    with pytest.raises(ValueError, match="'binomial'"):
+        split_counts(counts, method="poisson-ish")
