@@ -96,7 +96,7 @@ def test_dense_layer_skipped_over_the_memory_limit(adata):
         n2s.tl.denoise_pca(adata, n_comps=4, max_layer_gb=0.0)
     assert "noise2self" not in adata.layers
     assert n2s.tl.denoised_values(adata, "gene3").shape == (adata.n_obs, 1)
-    with pytest.raises(KeyError, match="not in adata.var_names"):
+    with pytest.raises(KeyError, match=r"not in adata\.var_names"):
         n2s.tl.denoised_values(adata, ["no_such_gene"])
 
 

@@ -64,7 +64,8 @@ def expected_target(rate, p, depth, transform, draws=200, seed=0):
     total = np.zeros(rate.shape)
     for _ in range(draws):
         b = rng.poisson(rate * (1 - p))
-        total += apply_transform(normalize_to_depth(b, (1 - p) * depth, dtype=np.float64), transform)
+        normalised = normalize_to_depth(b, (1 - p) * depth, dtype=np.float64)
+        total += apply_transform(normalised, transform)
     return total / draws
 
 

@@ -61,7 +61,8 @@ def test_depth_conversion_moves_expectations(name, a, b):
     lam = np.geomspace(0.01, 300, 50)
     conversion = DepthConversion(name, a, b)
     y_a = expected_transform(lam * a, name)
-    np.testing.assert_allclose(conversion.convert(y_a), expected_transform(lam * b, name), rtol=2e-3)
+    y_b = expected_transform(lam * b, name)
+    np.testing.assert_allclose(conversion.convert(y_a), y_b, rtol=2e-3)
     np.testing.assert_allclose(conversion.to_mean(y_a), lam * a, rtol=5e-3)
 
 
