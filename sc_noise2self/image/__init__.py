@@ -1,1 +1,42 @@
-"""Noise2Self for images: J-invariant calibration of classical denoisers and masked CNNs."""
+"""Noise2Self for images: J-invariant calibration of classical denoisers and masked CNNs.
+
+The four steps, one module each: :mod:`.masking` splits the pixels into grid phases and
+hides one at a time; :mod:`.invariant` makes any denoiser J-invariant, scores a parameter
+grid by the self-supervised loss and mixes the output with the input; :mod:`.classical`
+holds the built-in denoisers and their default grids; :mod:`.selection` picks the best
+method; :mod:`.noise` estimates the noise variance that the mixing needs.
+"""
+
+from .classical import METHODS, Method, available_methods, get_method
+from .invariant import (
+    ImageCalibration,
+    calibrate,
+    denoise_invariant,
+    expand_grid,
+    mixed_error,
+    optimal_mix_weight,
+)
+from .masking import INTERPOLATIONS, grid_masks, masked_inputs, neighbour_kernel, replacement_values
+from .noise import estimate_noise_variance
+from .selection import auto_methods, denoise
+
+__all__ = [
+    "INTERPOLATIONS",
+    "METHODS",
+    "ImageCalibration",
+    "Method",
+    "auto_methods",
+    "available_methods",
+    "calibrate",
+    "denoise",
+    "denoise_invariant",
+    "estimate_noise_variance",
+    "expand_grid",
+    "get_method",
+    "grid_masks",
+    "masked_inputs",
+    "mixed_error",
+    "neighbour_kernel",
+    "optimal_mix_weight",
+    "replacement_values",
+]

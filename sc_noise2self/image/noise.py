@@ -1,0 +1,107 @@
+"""Mean noise variance of one image, for Gaussian and for Poisson-Gaussian microscopy noise.
+
+The mixing weight of the calibration (lambda = noise variance / loss) is only as good as this
+number, so the estimator is built for the two ways real microscopy noise breaks the usual
+white-Gaussian estimators (``skimage.restoration.estimate_sigma`` takes one median over the
+whole image):
+
+- its variance grows with the signal (Poisson-Gaussian), so a median over the image reports
+  the dark background's noise, not the mean noise. We bin pixels by local intensity, take a
+  robust variance per bin and average the bins weighted by their sizes.
+- neighbouring pixels' noise is correlated (detector and scanning), which hides part of the
+  noise from differences of adjacent pixels. We difference pixels two apart instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .masking import spatial_axes
+
+_MAD_TO_SD = 1.4826
+_LAG = 2
+_N_BINS = 32
+_SMOOTHING = 2.0
+_FLAT_SHARE = 0.5
+
+
+def noise_residual(image: np.ndarray, *, channel_axis: int | None = None) -> np.ndarray:
+    """A high-pass of the image whose variance is the local noise variance.
+
+    The filter is the outer product, over the spatial axes, of the second difference
+    ``[1, 0, -2, 0, 1]`` (lag 2), scaled to unit norm: it cancels any signal that is
+    quadratic along each axis and, for white noise, has exactly the noise's variance.
+
+    Parameters
+    ----------
+    image
+        Float image.
+    channel_axis
+        Non-negative index of the channel axis, or None; channels are filtered separately.
+
+    Returns
+    -------
+    Array of the image's shape.
+    """
+    taps = np.zeros(2 * _LAG + 1)
+    taps[[0, _LAG, 2 * _LAG]] = (1.0, -2.0, 1.0)
+    residual = image
+    for axis in spatial_axes(image.ndim, channel_axis):
+        residual = ndi.correlate1d(residual, taps, axis=axis, mode="mirror")
+    n_spatial = image.ndim - (channel_axis is not None)
+    return residual / np.sqrt(np.sum(taps**2) ** n_spatial)
+
+
+def robust_variance(values: np.ndarray) -> float:
+    """Variance from the median absolute deviation, unmoved by a minority of outliers."""
+    deviation = np.abs(values - np.median(values))
+    return float((_MAD_TO_SD * np.median(deviation)) ** 2)
+
+
+def _smoothed_slope(image: np.ndarray, sigmas: list[float], channel_axis: int | None) -> np.ndarray:
+    """Gradient magnitude of the smoothed image along the spatial axes only."""
+    squared = np.zeros(image.shape)
+    for axis in spatial_axes(image.ndim, channel_axis):
+        order = [int(i == axis) for i in range(image.ndim)]
+        squared += ndi.gaussian_filter(image, sigmas, order=order) ** 2
+    return np.sqrt(squared)
+
+
+def estimate_noise_variance(image: np.ndarray, *, channel_axis: int | None = None) -> float:
+    """Mean per-pixel noise variance of one noisy image, without a clean reference.
+
+    Method: :func:`noise_residual` removes the signal; pixels are binned into 32 quantile
+    bins of the locally smoothed intensity (Gaussian, sigma 2 pixels), so that each bin has
+    about one noise level, whether the noise is Gaussian or Poisson-Gaussian; within each
+    bin, the flatter half of the pixels (lowest smoothed gradient) gives a robust (MAD)
+    variance, which keeps edges and texture out; the bins are averaged by pixel count.
+
+    Measured against the truth ``mean((noisy - clean) ** 2)`` (see ``benchmarks/RESULTS.md``):
+    within about 10% on ``camera`` with Gaussian noise, and on the FMD confocal images, where
+    ``estimate_sigma ** 2`` is 2.5 to 6 times too low.
+
+    Parameters
+    ----------
+    image
+        Float image (2D, 3D, with or without channels).
+    channel_axis
+        Non-negative index of the channel axis, or None. Channels are pooled.
+
+    Returns
+    -------
+    The estimated mean noise variance, in the image's units squared.
+    """
+    residual = noise_residual(image, channel_axis=channel_axis).ravel()
+    sigmas = [0.0 if axis == channel_axis else _SMOOTHING for axis in range(image.ndim)]
+    level = ndi.gaussian_filter(image, sigmas).ravel()
+    slope = _smoothed_slope(image, sigmas, channel_axis).ravel()
+    edges = np.quantile(level, np.linspace(0.0, 1.0, _N_BINS + 1))
+    bins = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, _N_BINS - 1)
+    total = 0.0
+    for members in np.array_split(np.argsort(bins, kind="stable"), np.cumsum(np.bincount(bins))):
+        if members.size == 0:
+            continue
+        flat = members[slope[members] <= np.quantile(slope[members], _FLAT_SHARE)]
+        total += robust_variance(residual[flat]) * members.size
+    return total / residual.size

@@ -1,0 +1,98 @@
+"""Step 4 across methods: calibrate several classical denoisers and keep the best.
+
+The J-invariant self-supervised loss of every method estimates its true error plus the same
+noise variance, so losses of different methods compare directly (the paper's Table 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .classical import available_methods, get_method
+from .invariant import ImageCalibration, calibrate, prepare_image
+from .noise import estimate_noise_variance
+
+# Too slow to calibrate unasked (seconds per 512x512 run, times every phase and parameter).
+_NOT_IN_AUTO = ("bm3d",)
+
+
+def auto_methods(n_spatial: int) -> list[str]:
+    """Methods that ``method="auto"`` compares for an image with ``n_spatial`` axes.
+
+    Parameters
+    ----------
+    n_spatial
+        Number of spatial axes of the image.
+
+    Returns
+    -------
+    Every installed built-in method that supports those dims, except ``bm3d`` (slow; name it
+    explicitly to use it).
+    """
+    return [name for name in available_methods(n_spatial) if name not in _NOT_IN_AUTO]
+
+
+def denoise(
+    image,
+    method: str = "auto",
+    *,
+    param_grid: dict | None = None,
+    mix: bool = True,
+    return_calibration: bool = False,
+    stride: int = 4,
+    approximate_loss: bool = False,
+    n_jobs: int | None = None,
+    progress: bool = True,
+    noise_variance: float | None = None,
+    channel_axis: int | None = None,
+    interpolation: str = "mean",
+) -> np.ndarray | tuple[np.ndarray, ImageCalibration]:
+    """Calibrate a classical denoiser on the image itself, then denoise with the best one.
+
+    Parameters
+    ----------
+    image
+        2D image or 3D volume, integer or float, optionally with channels; never modified.
+    method
+        A built-in method name, or ``"auto"``: calibrate every method of
+        :func:`auto_methods` and keep the one with the lowest self-supervised loss.
+    param_grid
+        Grid for a single named method; None uses its default grid. Not allowed with
+        ``"auto"``.
+    mix
+        Mix the J-invariant output with the input at the optimal weight (section 4.2).
+    return_calibration
+        Also return the chosen :class:`ImageCalibration`; with ``"auto"``, its
+        ``candidates`` holds every method's best loss.
+    stride, approximate_loss, n_jobs, progress, noise_variance, channel_axis, interpolation
+        As in :func:`~sc_noise2self.image.calibrate`.
+
+    Returns
+    -------
+    The denoised float image, or ``(denoised, calibration)``.
+    """
+    floats, channel_axis = prepare_image(image, stride=stride, channel_axis=channel_axis)
+    n_spatial = floats.ndim - (channel_axis is not None)
+    if method == "auto":
+        if param_grid is not None:
+            raise ValueError("param_grid applies to one method; pass method=<name> with it.")
+        names = auto_methods(n_spatial)
+    else:
+        names = [get_method(method, n_spatial).name]
+    if noise_variance is None:
+        noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis)
+    options = dict(
+        stride=stride,
+        approximate_loss=approximate_loss,
+        n_jobs=n_jobs,
+        progress=progress,
+        noise_variance=noise_variance,
+        channel_axis=channel_axis,
+        interpolation=interpolation,
+    )
+    calibrations = [calibrate(floats, name, param_grid, **options) for name in names]
+    best = min(calibrations, key=lambda c: c.best_loss)
+    best.candidates = {c.method: c.best_loss for c in calibrations}
+    best.noise_variance_estimated = noise_variance is None
+    denoised = best.denoise(floats, mix=mix)
+    return (denoised, best) if return_calibration else denoised
