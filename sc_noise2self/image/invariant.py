@@ -176,7 +176,7 @@ def denoise_invariant(
     floats, channel_axis = prepare_image(image, stride=stride, channel_axis=channel_axis)
     masks = grid_masks(floats.shape, stride, channel_axis) if masks is None else list(masks)
     replacement = replacement_values(
-        floats, interpolation, channel_axis=channel_axis, random_state=random_state
+        floats, interpolation, channel_axis=channel_axis, masks=masks, random_state=random_state
     )
     stack = masked_inputs(floats, masks, replacement)
     return _assemble(stack, masks, bind_denoiser(denoiser, kwargs, channel_axis))
@@ -537,7 +537,9 @@ def _score_grid(
         masks = grid_masks(image.shape, stride, channel_axis)
         if approximate_loss:
             masks = [masks[len(masks) // 2]]
-        replacement = replacement_values(image, interpolation, channel_axis=channel_axis)
+        replacement = replacement_values(
+            image, interpolation, channel_axis=channel_axis, masks=masks
+        )
         task, shared = _masked_loss, (masked_inputs(image, masks, replacement), masks, image)
     n_jobs = _worker_count(n_jobs, len(grid))
     jobs = (delayed(task)(*shared, denoise) for denoise in denoisers)

@@ -96,6 +96,7 @@ def replacement_values(
     interpolation: str = "mean",
     *,
     channel_axis: int | None = None,
+    masks: list[Mask] | None = None,
     random_state: int = 0,
 ) -> np.ndarray:
     """Values that stand in for hidden pixels: one array, computed once for every phase.
@@ -106,24 +107,40 @@ def replacement_values(
         Float image.
     interpolation
         ``"mean"`` or ``"kernel"`` (see :func:`neighbour_kernel`; borders are mirrored), or
-        ``"random"``: uniform values between the image's minimum and maximum.
+        ``"random"``: uniform values between the minimum and maximum of the pixels outside
+        the phase being replaced.
     channel_axis
         Non-negative index of the channel axis, or None.
+    masks
+        The phases; needed by ``"random"`` so that a phase's range comes from the other
+        pixels only (without them, the whole image's range is used).
     random_state
         Seed of the ``"random"`` replacement; the same seed gives identical values.
 
     Returns
     -------
-    Array of the image's shape and dtype. Its value at a pixel never depends on that
-    pixel's own value (the kernels have a zero centre).
+    Array of the image's shape and dtype. On each phase, its values never depend on the
+    values of that phase's own pixels.
     """
     check_choice(interpolation, INTERPOLATIONS, name="interpolation")
     if interpolation == "random":
-        rng = np.random.default_rng(random_state)
-        low, high = float(image.min()), float(image.max())
-        return rng.uniform(low, high, image.shape).astype(image.dtype)
+        return _random_values(image, masks, random_state)
     kernel = neighbour_kernel(image.ndim, interpolation, channel_axis).astype(image.dtype)
     return ndi.convolve(image, kernel, mode="mirror")
+
+
+def _random_values(image: np.ndarray, masks: list[Mask] | None, random_state: int) -> np.ndarray:
+    unit = np.random.default_rng(random_state).random(image.shape)
+    if masks is None:
+        low, high = float(image.min()), float(image.max())
+        return (low + unit * (high - low)).astype(image.dtype)
+    values = np.empty_like(image)
+    for mask in masks:
+        others = image.copy()
+        others[mask] = np.nan
+        low, high = float(np.nanmin(others)), float(np.nanmax(others))
+        values[mask] = low + unit[mask] * (high - low)
+    return values
 
 
 def masked_inputs(image: np.ndarray, masks: list[Mask], replacement: np.ndarray) -> np.ndarray:
