@@ -31,7 +31,8 @@ class Halves:
     """Half A (the input) and half B (the target) of one molecule split, ready to score.
 
     ``a`` and ``b`` are library-size normalised to depths ``p * depth`` and ``(1 - p) * depth``
-    and transformed; ``b_counts`` keeps half B's raw counts for the Poisson loss.
+    and transformed; ``b_counts`` keeps half B's raw counts for the Poisson loss (else None);
+    ``max_value`` is the largest transformed value in either half.
     """
 
     a: Any
@@ -41,6 +42,7 @@ class Halves:
     p: float
     depth: float
     transform: str
+    max_value: float
 
     @property
     def conversion(self) -> DepthConversion:
@@ -63,6 +65,7 @@ def prepare_halves(
     transform: Transform,
     random_state: RandomState,
     depth: float | None = None,
+    keep_counts: bool = False,
 ) -> Halves:
     """Split ``X`` into molecule halves, then normalise and transform each on its own.
 
@@ -78,6 +81,8 @@ def prepare_halves(
         Seed of the split.
     depth
         Median total count of the full data; computed from ``X`` when not given.
+    keep_counts
+        Keep half B's raw counts (needed by the Poisson loss).
 
     Returns
     -------
@@ -87,12 +92,20 @@ def prepare_halves(
         depth = float(np.median(library_sizes(X)))
     counts_a, counts_b = split_counts(X, p, random_state=random_state)
     totals_a = library_sizes(counts_a)
-    a = normalize_to_depth(counts_a, p * depth, totals_a)
-    del counts_a
-    b = normalize_to_depth(counts_b, (1.0 - p) * depth)
+    # The halves are ours: normalise them in place, so no copy of their patterns is made.
+    a = normalize_to_depth(counts_a, p * depth, totals_a, inplace=True)
+    b_counts = counts_b.copy() if keep_counts else None
+    b = normalize_to_depth(counts_b, (1.0 - p) * depth, inplace=True)
+    del counts_a, counts_b
     apply_transform(a, transform, inplace=True)
     apply_transform(b, transform, inplace=True)
-    return Halves(a, b, counts_b, totals_a, p, depth, transform)
+    max_value = max(_max_value(a), _max_value(b))
+    return Halves(a, b, b_counts, totals_a, p, depth, transform, max_value)
+
+
+def _max_value(X) -> float:
+    values = X.data if sparse.issparse(X) else X
+    return float(values.max()) if values.size else 0.0
 
 
 def check_calibration_input(X, *, p: float, transform: str, loss: str, name: str = "X") -> float:

@@ -82,11 +82,14 @@ def split_counts(
     return _split_dense(np.asarray(X), p, rng)
 
 
-def _binomial_halves(values: np.ndarray, p: float, rng: np.random.Generator):
+def _binomial_halves(values: np.ndarray, p: float, rng: np.random.Generator, chunk: int = 1 << 20):
     """Draw ``Binomial(values, p)`` and its complement, both in the dtype of ``values``."""
-    n = values.astype(np.int64, copy=False)
-    a = rng.binomial(n, p)
-    return a.astype(values.dtype, copy=False), (n - a).astype(values.dtype, copy=False)
+    a = np.empty_like(values)
+    # Chunks bound the int64 temporaries that numpy's binomial needs.
+    for start in range(0, values.size, chunk):
+        block = values[start : start + chunk]
+        a[start : start + chunk] = rng.binomial(block.astype(np.int64), p)
+    return a, values - a
 
 
 def _split_dense(X: np.ndarray, p: float, rng: np.random.Generator):
@@ -95,11 +98,19 @@ def _split_dense(X: np.ndarray, p: float, rng: np.random.Generator):
 
 
 def _split_sparse(X, p: float, rng: np.random.Generator):
-    # Work on a canonical copy so that duplicate entries are split as one count.
-    Xa = X.copy()
-    Xa.sum_duplicates()
-    Xb = Xa.copy()
-    Xa.data, Xb.data = _binomial_halves(Xa.data, p, rng)
-    Xa.eliminate_zeros()
-    Xb.eliminate_zeros()
-    return Xa, Xb
+    if not X.has_canonical_format:
+        # Duplicate entries must be split as one count.
+        X = X.copy()
+        X.sum_duplicates()
+    data_a, data_b = _binomial_halves(X.data, p, rng)
+    return _with_data(X, data_a), _with_data(X, data_b)
+
+
+def _with_data(X, data: np.ndarray):
+    """A matrix with the pattern of ``X`` (copied) and new values, its zeros removed."""
+    if X.format == "coo":
+        out = type(X)((data, (X.row.copy(), X.col.copy())), shape=X.shape)
+    else:
+        out = type(X)((data, X.indices.copy(), X.indptr.copy()), shape=X.shape)
+    out.eliminate_zeros()
+    return out

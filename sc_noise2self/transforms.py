@@ -30,7 +30,9 @@ def library_sizes(X) -> np.ndarray:
     return np.asarray(X @ np.ones(X.shape[1]), dtype=np.float64).ravel()
 
 
-def normalize_to_depth(X, target: float, totals: np.ndarray | None = None, *, dtype=np.float32):
+def normalize_to_depth(
+    X, target: float, totals: np.ndarray | None = None, *, dtype=np.float32, inplace: bool = False
+):
     """Scale each cell's counts to sum to ``target``; return a new float matrix.
 
     Parameters
@@ -43,26 +45,31 @@ def normalize_to_depth(X, target: float, totals: np.ndarray | None = None, *, dt
         Per-cell totals, computed from ``X`` when not given.
     dtype
         Floating dtype of the result; float32, as in scanpy, halves memory.
+    inplace
+        For a CSR or CSC ``X``: replace its values and keep its index arrays, so that no copy
+        of the sparsity pattern is made. Only for matrices the caller owns.
 
     Returns
     -------
-    A new matrix of the same kind as ``X``. Cells with a zero total stay zero.
+    A matrix of the same kind as ``X`` (``X`` itself when ``inplace``). Cells with a zero
+    total stay zero.
     """
     totals = library_sizes(X) if totals is None else np.asarray(totals, dtype=np.float64)
     scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
-    if sparse.issparse(X):
-        out = X.tocsr() if X.format not in ("csr", "csc") else X.copy()
-        out = out.astype(dtype)
-        _scale_rows_inplace(out, scale)
-        return out
-    return (np.asarray(X, dtype=dtype) * scale[:, None].astype(dtype)).astype(dtype, copy=False)
+    if not sparse.issparse(X):
+        return (np.asarray(X, dtype=dtype) * scale[:, None].astype(dtype)).astype(dtype, copy=False)
+    out = X if inplace and X.format in ("csr", "csc") else X.tocsr(copy=True)
+    data = out.data.astype(dtype)
+    data *= _per_value(out, scale.astype(dtype))
+    out.data = data
+    return out
 
 
-def _scale_rows_inplace(X, scale: np.ndarray) -> None:
+def _per_value(X, row_values: np.ndarray) -> np.ndarray:
+    """Broadcast one value per row to every stored entry of a CSR or CSC matrix."""
     if X.format == "csr":
-        X.data *= np.repeat(scale, np.diff(X.indptr)).astype(X.dtype, copy=False)
-    else:
-        X.data *= scale[X.indices].astype(X.dtype, copy=False)
+        return np.repeat(row_values, np.diff(X.indptr))
+    return row_values[X.indices]
 
 
 def apply_transform(X, transform: Transform, *, inplace: bool = False):

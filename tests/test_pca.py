@@ -42,7 +42,7 @@ def brute_force_curve(fit, halves, loss):
 def test_all_rank_sweep_equals_brute_force(synthetic, p, transform, loss, fmt):
     X = synthetic.X if fmt != "dense" else synthetic.X.toarray()
     X = X.asformat(fmt) if sparse.issparse(X) else X
-    halves = prepare_halves(X, p=p, transform=transform, random_state=3)
+    halves = prepare_halves(X, p=p, transform=transform, random_state=3, keep_counts=True)
     fit = fit_pca(halves.a, 15)
     np.testing.assert_allclose(
         rank_loss_curve(fit, halves, loss), brute_force_curve(fit, halves, loss), rtol=1e-6

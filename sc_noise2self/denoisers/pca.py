@@ -100,8 +100,9 @@ def fit_pca(
     center
         Subtract gene means (as ``sc.pp.pca``); ``False`` gives a truncated SVD.
     solver
-        ``"auto"`` picks ``"covariance_eigh"`` for up to 2,000 genes and ``"arpack"`` above
-        (scanpy's default for sparse data); ``"randomized"`` needs dense data when centring.
+        ``"auto"`` is ``"arpack"``, scanpy's default for sparse data (measured faster than
+        ``"covariance_eigh"`` on sparse counts, see ``benchmarks/RESULTS.md``);
+        ``"randomized"`` needs dense data when centring.
     random_state
         Seed of the iterative solvers' starting vectors.
 
@@ -111,7 +112,7 @@ def fit_pca(
     """
     check_choice(solver, SOLVERS, name="solver")
     if solver == "auto":
-        solver = "covariance_eigh" if X.shape[1] <= 2000 and center else "arpack"
+        solver = "arpack"
     seed = int(np.random.default_rng(random_state).integers(2**31 - 1))
     if center:
         model = PCA(n_components=n_comps, svd_solver=solver, random_state=seed)
@@ -158,12 +159,22 @@ def _linear_mse_curve(fit: PCAFit, B, scale: float) -> np.ndarray:
     b_sq = float(np.sum(np.square(values, dtype=np.float64)))
     b_colsum = np.asarray(B.T @ np.ones(n_cells)).ravel()  # float64 accumulation
     base = b_sq - 2 * scale * mu @ b_colsum + n_cells * scale**2 * (mu @ mu)
-    BV = np.asarray(B @ V.T, dtype=np.float64)  # one sparse product, cells x K
-    cross = np.einsum("ik,ik->k", scores, BV) - scale * scores.sum(axis=0) * (V @ mu)
+    # <B, a_k v_k^T> = (B^T a_k) . v_k: one sparse product with a genes x K result.
+    Bt_scores = _transpose_times(B, scores)
+    cross = np.einsum("gk,kg->k", Bt_scores, V) - scale * scores.sum(axis=0) * (V @ mu)
     gram = (scores.T @ scores) * (V @ V.T)
     quad = _leading_block_sums(gram)
     curve = np.concatenate([[base], base - 2 * scale * np.cumsum(cross) + scale**2 * quad])
     return curve / (n_cells * n_genes)
+
+
+def _transpose_times(B, scores: np.ndarray) -> np.ndarray:
+    """``B.T @ scores`` accumulated in float64, without copying B's index arrays."""
+    if sparse.issparse(B) and B.format in ("csr", "csc"):
+        B = type(B)((B.data.astype(np.float64), B.indices, B.indptr), shape=B.shape)
+    elif not sparse.issparse(B):
+        B = np.asarray(B, dtype=np.float64)
+    return np.asarray(B.T @ scores, dtype=np.float64)
 
 
 def _leading_block_sums(gram: np.ndarray) -> np.ndarray:
@@ -174,8 +185,7 @@ def _leading_block_sums(gram: np.ndarray) -> np.ndarray:
 
 def _chunked_curve(fit: PCAFit, halves: Halves, loss: str) -> np.ndarray:
     conversion = halves.conversion
-    y_max = 2.0 * max(_max_value(halves.a), _max_value(halves.b)) + 1.0
-    table = conversion.table(y_max)
+    table = conversion.table(2.0 * halves.max_value + 1.0)
     target = halves.b_counts if loss == "poisson" else halves.b
     totals = np.zeros(fit.n_comps + 1)
     for rows in row_chunks(*target.shape):
@@ -194,11 +204,6 @@ def _chunk_loss(prediction, observed, halves: Halves, rows, table, loss: str) ->
         expected = halves.expected_b_counts(conversion.to_mean(prediction, table), rows)
         return float(poisson_deviance(observed, expected).sum())
     return float(np.sum((conversion.convert(prediction, table) - observed) ** 2))
-
-
-def _max_value(X) -> float:
-    values = X.data if sparse.issparse(X) else X
-    return float(values.max()) if values.size else 0.0
 
 
 def calibrate_pca_counts(
@@ -251,7 +256,10 @@ def calibrate_pca_counts(
     )
     curves = []
     for seed in spawn_seeds(random_state, n_splits):
-        halves = prepare_halves(X, p=p, transform=transform, random_state=seed)
+        halves = prepare_halves(
+            X, p=p, transform=transform, random_state=seed, keep_counts=loss == "poisson"
+        )
         fit = fit_pca(halves.a, max_comps, center=center, solver=solver, random_state=seed)
+        halves.a = None  # summarised by the fit; free it before scoring
         curves.append(rank_loss_curve(fit, halves, loss))
     return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)
