@@ -84,10 +84,36 @@ def median_donut(
     """Median over a disk around each pixel that leaves the pixel itself out.
 
     J-invariant by construction for single pixels, and for grid phases whenever
-    ``radius < stride``.
+    ``radius < stride``. Near the border only the neighbours inside the image count (a
+    reflected border would bring the pixel's own value back in). With an even number of
+    neighbours the upper of the two middle values is taken, everywhere.
     """
     footprint = donut_footprint(int(radius), image.ndim, channel_axis)
-    return ndi.median_filter(image, footprint=footprint, mode="reflect")
+    output = ndi.median_filter(image, footprint=footprint, mode="reflect")
+    band = _border_band(image.shape, footprint.shape)
+    output[band] = _median_inside(image, footprint, band)
+    return output
+
+
+def _border_band(shape: tuple[int, ...], window: tuple[int, ...]) -> np.ndarray:
+    """Pixels whose window reaches outside the image."""
+    band = np.zeros(shape, dtype=bool)
+    for axis, (size, width) in enumerate(zip(shape, window, strict=True)):
+        reach = width // 2
+        index = [slice(None)] * len(shape)
+        index[axis] = np.r_[0 : min(reach, size), max(size - reach, 0) : size]
+        band[tuple(index)] = True
+    return band
+
+
+def _median_inside(image: np.ndarray, footprint: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """Upper median of the in-image footprint neighbours of the pixels in ``band``."""
+    reach = [(w // 2, w // 2) for w in footprint.shape]
+    padded = np.pad(image.astype(np.float64), reach, constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, footprint.shape)
+    values = np.sort(windows[band][:, footprint], axis=1)  # NaN (outside) sorts last
+    inside = np.count_nonzero(~np.isnan(values), axis=1)
+    return values[np.arange(len(values)), inside // 2].astype(image.dtype)
 
 
 def gaussian(
