@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 from sklearn.decomposition import PCA, TruncatedSVD
+from tqdm.auto import tqdm
 
 from .._validation import check_choice
 from ..calibration import (
@@ -130,7 +131,9 @@ def fit_pca(
     )
 
 
-def rank_loss_curve(fit: PCAFit, halves: Halves, loss: str = "mse") -> np.ndarray:
+def rank_loss_curve(
+    fit: PCAFit, halves: Halves, loss: str = "mse", *, progress: bool | None = None
+) -> np.ndarray:
     """Mean self-supervised loss against half B at every rank ``0..fit.n_comps``.
 
     Parameters
@@ -141,6 +144,9 @@ def rank_loss_curve(fit: PCAFit, halves: Halves, loss: str = "mse") -> np.ndarra
         The prepared split.
     loss
         ``"mse"`` on the transformed scale, or ``"poisson"`` deviance on half B's counts.
+    progress
+        Show a progress bar for the chunked (non-linear) evaluation; None shows it only on a
+        terminal.
 
     Returns
     -------
@@ -149,7 +155,7 @@ def rank_loss_curve(fit: PCAFit, halves: Halves, loss: str = "mse") -> np.ndarra
     conversion = halves.conversion
     if loss == "mse" and conversion.is_linear:
         return _linear_mse_curve(fit, halves.b, conversion.scale)
-    return _chunked_curve(fit, halves, loss)
+    return _chunked_curve(fit, halves, loss, progress)
 
 
 def _linear_mse_curve(fit: PCAFit, B, scale: float) -> np.ndarray:
@@ -183,12 +189,14 @@ def _leading_block_sums(gram: np.ndarray) -> np.ndarray:
     return np.cumsum(np.diag(gram)) + 2 * row_parts
 
 
-def _chunked_curve(fit: PCAFit, halves: Halves, loss: str) -> np.ndarray:
+def _chunked_curve(fit: PCAFit, halves: Halves, loss: str, progress: bool | None) -> np.ndarray:
+    # Cost O(cells x genes x ranks): the price of a non-linear depth conversion or loss.
     conversion = halves.conversion
     table = conversion.table(2.0 * halves.max_value + 1.0)
     target = halves.b_counts if loss == "poisson" else halves.b
     totals = np.zeros(fit.n_comps + 1)
-    for rows in row_chunks(*target.shape):
+    chunks = row_chunks(*target.shape)
+    for rows in tqdm(chunks, desc="scoring ranks", unit="chunk", disable=_hidden(progress)):
         observed = dense_rows(target, rows)
         prediction = np.broadcast_to(fit.mean, observed.shape).copy()
         for k in range(fit.n_comps + 1):
@@ -206,6 +214,11 @@ def _chunk_loss(prediction, observed, halves: Halves, rows, table, loss: str) ->
     return float(np.sum((conversion.convert(prediction, table) - observed) ** 2))
 
 
+def _hidden(progress: bool | None) -> bool | None:
+    """The ``disable`` argument of tqdm: None hides the bar unless writing to a terminal."""
+    return None if progress is None else not progress
+
+
 def calibrate_pca_counts(
     X,
     *,
@@ -217,6 +230,7 @@ def calibrate_pca_counts(
     random_state: RandomState = 0,
     center: bool = True,
     solver: Solver = "auto",
+    progress: bool | None = None,
 ) -> CalibrationResult:
     """Self-supervised loss of PCA denoising at every rank ``0..max_comps``, on raw counts.
 
@@ -240,6 +254,8 @@ def calibrate_pca_counts(
         Centre genes before the SVD, as ``sc.pp.pca``.
     solver
         SVD solver, see :func:`fit_pca`.
+    progress
+        Progress bars over splits and chunked scoring; None shows them only on a terminal.
 
     Returns
     -------
@@ -255,11 +271,12 @@ def calibrate_pca_counts(
         center=center, solver=solver,
     )
     curves = []
-    for seed in spawn_seeds(random_state, n_splits):
+    seeds = spawn_seeds(random_state, n_splits)
+    for seed in tqdm(seeds, desc="splits", disable=True if n_splits == 1 else _hidden(progress)):
         halves = prepare_halves(
             X, p=p, transform=transform, random_state=seed, keep_counts=loss == "poisson"
         )
         fit = fit_pca(halves.a, max_comps, center=center, solver=solver, random_state=seed)
         halves.a = None  # summarised by the fit; free it before scoring
-        curves.append(rank_loss_curve(fit, halves, loss))
+        curves.append(rank_loss_curve(fit, halves, loss, progress=progress))
     return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)
