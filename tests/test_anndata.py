@@ -119,3 +119,19 @@ def test_calibration_curve_plot(adata, tmp_path):
     plt.close("all")
     with pytest.raises(KeyError, match="calibrate_pca"):
         n2s.pl.calibration_curve(adata, key="missing", show=False)
+
+
+def test_one_cell_anndata_is_refused():
+    one = ad.AnnData(np.array([[3, 0, 5]], dtype=np.int32))
+    with pytest.raises(ValueError, match="at least 2 cells"):
+        n2s.tl.calibrate_pca(one)
+    with pytest.raises(ValueError, match="at least 2 cells"):
+        n2s.tl.denoise_pca(one)
+
+
+def test_all_zero_cells_point_to_filter_cells(adata):
+    X = adata.X.tolil()
+    X[3, :] = 0
+    adata.X = X.tocsr()
+    with pytest.raises(ValueError, match=r"sc\.pp\.filter_cells"):
+        n2s.tl.calibrate_pca(adata, max_comps=5)
