@@ -1,0 +1,55 @@
+"""Speed: calibrate against skimage.restoration.calibrate_denoiser(approximate_loss=False).
+
+Run: python benchmarks/bench_image_speed.py
+Same image (camera, Gaussian noise 0.1), same grids, same stride (4) and interpolation
+(face-neighbour mean); one run each, in this process. Prints the seconds, the ratio and the
+largest difference between the two loss curves.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import numpy as np
+from skimage import data
+from skimage.restoration import calibrate_denoiser
+from skimage.util import img_as_float
+
+from sc_noise2self import image as im
+
+
+def timed(function):
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    clean = img_as_float(data.camera())
+    noisy = clean + 0.1 * np.random.default_rng(0).standard_normal(clean.shape)
+    sd = float(np.sqrt(im.estimate_noise_variance(noisy)))
+    im.calibrate(noisy[:64, :64], "tv", {"weight": [0.1, 0.2]}, progress=False)  # warm workers
+    print("| method | grid size | ours (s) | skimage (s) | ratio | max loss diff | same best |")
+    print("|---|---|---|---|---|---|---|")
+    total_ours = total_theirs = 0.0
+    for name in ("wavelet", "tv", "nl_means"):
+        method = im.METHODS[name]
+        grid = method.grid(sd)
+        ours, t_ours = timed(partial(im.calibrate, noisy, name, grid, progress=False))
+        (_, (tested, losses)), t_theirs = timed(
+            partial(calibrate_denoiser, noisy, method.function, grid, approximate_loss=False,
+                    extra_output=True)
+        )  # fmt: skip
+        total_ours, total_theirs = total_ours + t_ours, total_theirs + t_theirs
+        diff = float(np.max(np.abs(ours.losses - np.asarray(losses))))
+        same = ours.best_params == tested[int(np.argmin(losses))]
+        print(f"| {name} | {len(ours.grid)} | {t_ours:.1f} | {t_theirs:.1f} | "
+              f"{t_theirs / t_ours:.2f}x | {diff:.1e} | {same} |", flush=True)  # fmt: skip
+    print(
+        f"| all | | {total_ours:.1f} | {total_theirs:.1f} | {total_theirs / total_ours:.2f}x | | |"
+    )
+
+
+if __name__ == "__main__":
+    main()
