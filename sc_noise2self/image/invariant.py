@@ -548,6 +548,8 @@ def _score_grid(
 
 
 def _worker_count(n_jobs: int | None, n_tasks: int) -> int:
-    cores = os.cpu_count() or 1
+    # The cores this process may use (a cgroup or taskset can grant fewer than the machine has).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
     wanted = cores if n_jobs is None or n_jobs < 0 else max(int(n_jobs), 1)
     return max(1, min(wanted, n_tasks))
