@@ -1,0 +1,75 @@
+"""PSNR against wall-clock time of Noise2Self CNNs on camera, sigma = 0.1, seed 0 (issue 4).
+
+Trains on the noisy image itself under a time budget and prints one table row per run.
+
+    python benchmarks/bench_cnn_camera.py --image crop --max-time 240
+    python benchmarks/bench_cnn_camera.py --image full --max-time 180 --model dncnn \
+        --model-kwargs '{"depth": 8, "features": 64}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+from skimage import data
+
+from sc_noise2self.image.training import train
+
+
+def camera(image: str) -> tuple[np.ndarray, np.ndarray]:
+    """Clean and noisy camera (float in [0, 1], plus 0.1 * N(0, 1) from seed 0, unclipped)."""
+    clean = data.camera().astype(np.float64) / 255.0
+    noisy = clean + 0.1 * np.random.default_rng(0).standard_normal(clean.shape)
+    if image == "crop":
+        return clean[128:384, 128:384], noisy[128:384, 128:384]
+    return clean, noisy
+
+
+def psnr(estimate: np.ndarray, clean: np.ndarray) -> float:
+    """PSNR in dB for a [0, 1] data range."""
+    return float(10 * np.log10(1.0 / np.mean((estimate - clean) ** 2)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", choices=("crop", "full"), default="crop")
+    parser.add_argument("--model", default="unet")
+    parser.add_argument("--model-kwargs", default="{}", help="JSON dict of architecture options")
+    parser.add_argument("--train-kwargs", default="{}", help="JSON dict of extra train() options")
+    parser.add_argument("--max-time", type=float, default=240.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--invariant", action="store_true", help="also score invariant=True")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    clean, noisy = camera(args.image)
+    extra = json.loads(args.train_kwargs)
+    start = time.perf_counter()
+    model = train(noisy, args.model, max_time=args.max_time, progress=False,
+                  model_kwargs=json.loads(args.model_kwargs), **extra)  # fmt: skip
+    trained = time.perf_counter() - start
+    start = time.perf_counter()
+    direct = psnr(model.predict(noisy), clean)
+    predicted = time.perf_counter() - start
+    history = model.history
+    row = {
+        "image": args.image, "model": args.model, "model_kwargs": args.model_kwargs,
+        "train_kwargs": args.train_kwargs, "max_time": args.max_time,
+        "steps": history["step"][-1], "train_s": round(trained, 1),
+        "predict_s": round(predicted, 2), "best_epoch": history["best_epoch"],
+        "stopped": history["stopped"], "psnr_noisy": round(psnr(noisy, clean), 2),
+        "psnr": round(direct, 2),
+    }  # fmt: skip
+    if args.invariant:
+        row["psnr_invariant"] = round(psnr(model.predict(noisy, invariant=True), clean), 2)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} torch {torch.__version__}")
+    print("# val_loss per epoch:", [round(v, 5) for v in history["val_loss"]])
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
