@@ -6,6 +6,8 @@ loss curve.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,6 +50,14 @@ class Halves:
     def conversion(self) -> DepthConversion:
         """Moves a prediction of half A's transformed values to half B's depth."""
         return DepthConversion(self.transform, self.p, 1.0 - self.p)
+
+    def conversion_table(self):
+        """Interpolation table of :attr:`conversion` covering every value of either half."""
+        return self.conversion.table(2.0 * self.max_value + 1.0)
+
+    def target(self, loss: str):
+        """What a prediction is scored against: half B transformed, or its counts (Poisson)."""
+        return self.b_counts if loss == "poisson" else self.b
 
     def expected_b_counts(self, mean_a_normalised: np.ndarray, rows: slice) -> np.ndarray:
         """Expected raw counts of half B from predicted normalised means of half A.
@@ -125,11 +135,69 @@ def check_calibration_input(X, *, p: float, transform: str, loss: str, name: str
     return p
 
 
+def expand_grid(param_grid: dict[str, Iterable]) -> list[dict[str, Any]]:
+    """Every combination of a dict of lists, as a list of dicts (a Cartesian product).
+
+    Parameters
+    ----------
+    param_grid
+        ``{name: values}``; every list must be non-empty.
+
+    Returns
+    -------
+    One dict per combination, in ``itertools.product`` order.
+    """
+    if not isinstance(param_grid, dict) or not param_grid:
+        raise ValueError(
+            f"param_grid={param_grid!r} is empty or not a dict; pass a dict of lists, e.g. "
+            "{'weight': [0.05, 0.1, 0.2]}."
+        )
+    values = {
+        name: list(np.atleast_1d(v)) if np.isscalar(v) else list(v)
+        for name, v in param_grid.items()
+    }
+    empty = [name for name, v in values.items() if not v]
+    if empty:
+        raise ValueError(f"param_grid has no values for {empty}; give each parameter a list.")
+    names = list(values)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values.values())]
+
+
 def poisson_deviance(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """Elementwise Poisson deviance ``2 * (y log(y / mu) - (y - mu))``, with ``0 log 0 = 0``."""
     expected = np.maximum(expected, 1e-8)
     ratio = np.where(observed > 0, observed / expected, 1.0)
     return 2.0 * (observed * np.log(ratio) - (observed - expected))
+
+
+def block_loss(prediction, observed, halves: Halves, rows, table, loss: str) -> float:
+    """Summed loss of a dense block of predictions of half A's values against half B.
+
+    Parameters
+    ----------
+    prediction
+        Predictions on half A's transformed scale, for cells ``rows`` (all genes, or the
+        genes of ``observed``).
+    observed
+        The matching dense block of :meth:`Halves.target`.
+    halves
+        The split, which knows the depth conversion and half A's library sizes.
+    rows
+        The cells of the block, to look up library sizes for the Poisson loss.
+    table
+        :meth:`Halves.conversion_table`, built once per calibration.
+    loss
+        ``"mse"`` or ``"poisson"``.
+
+    Returns
+    -------
+    The sum of elementwise losses over the block.
+    """
+    conversion = halves.conversion
+    if loss == "poisson":
+        expected = halves.expected_b_counts(conversion.to_mean(prediction, table), rows)
+        return float(poisson_deviance(observed, expected).sum())
+    return float(np.sum((conversion.convert(prediction, table) - observed) ** 2))
 
 
 def dense_rows(X, rows: slice) -> np.ndarray:

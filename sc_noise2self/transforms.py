@@ -181,27 +181,51 @@ class DepthConversion:
             raise ValueError("A conversion through a non-linear transform has no single scale.")
         return 1.0 if self.is_identity else self.ratio
 
-    def table(self, y_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return ``(mean_from, y_from, y_to)`` on a grid whose ``y_from`` reaches ``y_max``."""
-        mu_top = _mean_reaching(float(y_max), self.transform)
-        mu = np.concatenate([[0.0], np.geomspace(1e-4, mu_top, 3000)])
-        return (
-            mu,
-            expected_transform(mu, self.transform),
-            expected_transform(mu * self.ratio, self.transform),
+    def table(self, y_max: float, size: int = 1 << 16) -> ConversionTable:
+        """Tabulate the conversion on a uniform grid of source values ``0..y_max``.
+
+        The exact expectations are computed on a fine geometric grid of Poisson means and
+        interpolated onto the uniform grid, so that compiled kernels can look values up.
+        """
+        y_max = max(float(y_max), 1e-6)
+        mu_top = _mean_reaching(y_max, self.transform)
+        mu = np.concatenate([[0.0], np.geomspace(1e-4, mu_top, 4000)])
+        y_from = expected_transform(mu, self.transform)
+        y_to = expected_transform(mu * self.ratio, self.transform)
+        grid = np.linspace(0.0, y_max, size)
+        return ConversionTable(
+            step=grid[1], converted=np.interp(grid, y_from, y_to), means=np.interp(grid, y_from, mu)
         )
 
-    def convert(self, y: np.ndarray, table=None) -> np.ndarray:
+    def convert(self, y: np.ndarray, table: ConversionTable | None = None) -> np.ndarray:
         """Move predictions ``y`` from depth ``a`` to depth ``b``; negative ``y`` maps to 0."""
         if self.is_linear:
             return y * self.scale
-        _, y_from, y_to = table if table is not None else self.table(np.max(y))
-        return np.interp(y, y_from, y_to)
+        table = table if table is not None else self.table(np.max(y))
+        return np.interp(y, table.grid, table.converted)
 
-    def to_mean(self, y: np.ndarray, table=None) -> np.ndarray:
+    def to_mean(self, y: np.ndarray, table: ConversionTable | None = None) -> np.ndarray:
         """Invert ``y = E[f(Poisson(mu))]`` at the source depth to the Poisson mean ``mu``."""
-        mu, y_from, _ = table if table is not None else self.table(np.max(y))
-        return np.interp(y, y_from, mu)
+        table = table if table is not None else self.table(np.max(y))
+        return np.interp(y, table.grid, table.means)
+
+
+@dataclass(frozen=True)
+class ConversionTable:
+    """A :class:`DepthConversion` on the uniform grid ``0, step, 2 step, ...``.
+
+    ``converted`` holds the values at the target depth and ``means`` the Poisson means at the
+    source depth; between nodes both are linear, beyond the last node constant.
+    """
+
+    step: float
+    converted: np.ndarray
+    means: np.ndarray
+
+    @property
+    def grid(self) -> np.ndarray:
+        """The source values at the nodes."""
+        return self.step * np.arange(self.converted.size)
 
 
 def _mean_reaching(y_max: float, transform: str) -> float:

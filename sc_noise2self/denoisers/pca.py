@@ -27,10 +27,7 @@ from ..calibration import (
     CalibrationResult,
     Halves,
     check_calibration_input,
-    dense_rows,
-    poisson_deviance,
     prepare_halves,
-    row_chunks,
 )
 from ..splitting import RandomState, spawn_seeds
 
@@ -132,7 +129,7 @@ def fit_pca(
 
 
 def rank_loss_curve(
-    fit: PCAFit, halves: Halves, loss: str = "mse", *, progress: bool | None = None
+    fit: PCAFit, halves: Halves, loss: str = "mse"
 ) -> np.ndarray:
     """Mean self-supervised loss against half B at every rank ``0..fit.n_comps``.
 
@@ -144,9 +141,6 @@ def rank_loss_curve(
         The prepared split.
     loss
         ``"mse"`` on the transformed scale, or ``"poisson"`` deviance on half B's counts.
-    progress
-        Show a progress bar for the chunked (non-linear) evaluation; None shows it only on a
-        terminal.
 
     Returns
     -------
@@ -155,7 +149,7 @@ def rank_loss_curve(
     conversion = halves.conversion
     if loss == "mse" and conversion.is_linear:
         return _linear_mse_curve(fit, halves.b, conversion.scale)
-    return _chunked_curve(fit, halves, loss, progress)
+    return _compiled_curve(fit, halves, loss)
 
 
 def _linear_mse_curve(fit: PCAFit, B, scale: float) -> np.ndarray:
@@ -189,29 +183,21 @@ def _leading_block_sums(gram: np.ndarray) -> np.ndarray:
     return np.cumsum(np.diag(gram)) + 2 * row_parts
 
 
-def _chunked_curve(fit: PCAFit, halves: Halves, loss: str, progress: bool | None) -> np.ndarray:
-    # Cost O(cells x genes x ranks): the price of a non-linear depth conversion or loss.
-    conversion = halves.conversion
-    table = conversion.table(2.0 * halves.max_value + 1.0)
-    target = halves.b_counts if loss == "poisson" else halves.b
-    totals = np.zeros(fit.n_comps + 1)
-    chunks = row_chunks(*target.shape)
-    for rows in tqdm(chunks, desc="scoring ranks", unit="chunk", disable=_hidden(progress)):
-        observed = dense_rows(target, rows)
-        prediction = np.broadcast_to(fit.mean, observed.shape).copy()
-        for k in range(fit.n_comps + 1):
-            if k:
-                prediction += np.outer(fit.scores[rows, k - 1], fit.components[k - 1])
-            totals[k] += _chunk_loss(prediction, observed, halves, rows, table, loss)
-    return totals / np.prod(target.shape)
+def _compiled_curve(fit: PCAFit, halves: Halves, loss: str) -> np.ndarray:
+    # O(cells x genes x ranks) in a compiled loop: the price of a non-linear conversion or loss.
+    from ._kernels import rank_curve_sums
 
-
-def _chunk_loss(prediction, observed, halves: Halves, rows, table, loss: str) -> float:
-    conversion = halves.conversion
+    table = halves.conversion_table()
+    target = sparse.csr_matrix(halves.target(loss))
     if loss == "poisson":
-        expected = halves.expected_b_counts(conversion.to_mean(prediction, table), rows)
-        return float(poisson_deviance(observed, expected).sum())
-    return float(np.sum((conversion.convert(prediction, table) - observed) ** 2))
+        values = table.means
+        cell_scale = halves.expected_b_counts(np.ones((target.shape[0], 1)), slice(None)).ravel()
+    else:
+        values, cell_scale = table.converted, None
+    sums = rank_curve_sums(
+        fit.scores, fit.components, fit.mean, target, values, table.step, cell_scale
+    )
+    return sums / np.prod(target.shape)
 
 
 def _hidden(progress: bool | None) -> bool | None:
@@ -255,7 +241,7 @@ def calibrate_pca_counts(
     solver
         SVD solver, see :func:`fit_pca`.
     progress
-        Progress bars over splits and chunked scoring; None shows them only on a terminal.
+        A progress bar over splits; None shows it only on a terminal.
 
     Returns
     -------
@@ -278,5 +264,5 @@ def calibrate_pca_counts(
         )
         fit = fit_pca(halves.a, max_comps, center=center, solver=solver, random_state=seed)
         halves.a = None  # summarised by the fit; free it before scoring
-        curves.append(rank_loss_curve(fit, halves, loss, progress=progress))
+        curves.append(rank_loss_curve(fit, halves, loss))
     return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from .._validation import check_choice
+from ..calibration import expand_grid
 from .classical import Method, get_method
 from .masking import INTERPOLATIONS, Mask, grid_masks, masked_inputs, replacement_values
 from .noise import estimate_noise_variance
@@ -206,34 +205,6 @@ def _masked_loss(
 def _direct_loss(image: np.ndarray, denoise: Denoiser) -> float:
     """Self-supervised MSE of a denoiser that is J-invariant by construction."""
     return float(np.mean((np.asarray(denoise(image)) - image).astype(np.float64) ** 2))
-
-
-def expand_grid(param_grid: dict[str, Iterable]) -> list[dict[str, Any]]:
-    """Every combination of a dict of lists, as a list of dicts (a Cartesian product).
-
-    Parameters
-    ----------
-    param_grid
-        ``{name: values}``; every list must be non-empty.
-
-    Returns
-    -------
-    One dict per combination, in ``itertools.product`` order.
-    """
-    if not isinstance(param_grid, dict) or not param_grid:
-        raise ValueError(
-            f"param_grid={param_grid!r} is empty or not a dict; pass a dict of lists, e.g. "
-            "{'weight': [0.05, 0.1, 0.2]}."
-        )
-    values = {
-        name: list(np.atleast_1d(v)) if np.isscalar(v) else list(v)
-        for name, v in param_grid.items()
-    }
-    empty = [name for name, v in values.items() if not v]
-    if empty:
-        raise ValueError(f"param_grid has no values for {empty}; give each parameter a list.")
-    names = list(values)
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values.values())]
 
 
 def optimal_mix_weight(loss: float, noise_variance: float) -> float:

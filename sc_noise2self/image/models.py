@@ -28,8 +28,24 @@ def _layers(n_spatial: int) -> tuple[type, type, type, type]:
     raise ValueError(f"n_spatial={n_spatial!r}: the networks support 2D images and 3D volumes.")
 
 
+NORMS: tuple[str, ...] = ("instance", "batch", "none")
+
+
+def _norm_layer(kind: str, features: int, n_spatial: int) -> nn.Module:
+    """A normalisation layer: per-image statistics, batch statistics, or none."""
+    from .._validation import check_choice
+
+    check_choice(kind, NORMS, name="norm")
+    _, _, instance_norm, batch_norm = _layers(n_spatial)
+    if kind == "instance":
+        return instance_norm(features, affine=True)
+    if kind == "batch":
+        return batch_norm(features)
+    return nn.Identity()
+
+
 class ConvBlock(nn.Module):
-    """Two 3x3 (or 3x3x3) convolutions, each followed by instance norm and a leaky ReLU.
+    """Two 3x3 (or 3x3x3) convolutions, each followed by a normalisation and a leaky ReLU.
 
     Parameters
     ----------
@@ -37,16 +53,20 @@ class ConvBlock(nn.Module):
         Feature counts before and after the block.
     n_spatial
         2 or 3.
+    norm
+        ``"instance"`` (the paper's), ``"batch"`` or ``"none"``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, n_spatial: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, n_spatial: int, norm: str = "instance"
+    ) -> None:
         super().__init__()
-        conv, _, norm, _ = _layers(n_spatial)
+        conv, _, _, _ = _layers(n_spatial)
         layers: list[nn.Module] = []
         for n_in in (in_channels, out_channels):
             layers += [
                 conv(n_in, out_channels, 3, padding=1),
-                norm(out_channels, affine=True, track_running_stats=True),
+                _norm_layer(norm, out_channels, n_spatial),
                 nn.LeakyReLU(0.1, inplace=True),
             ]
         self.body = nn.Sequential(*layers)
@@ -81,6 +101,10 @@ class UNet(nn.Module):
         2 for images, 3 for volumes.
     residual
         Add the input to the output (needs ``in_channels == out_channels``).
+    norm
+        ``"instance"``: instance norm, as in the paper (statistics of each image or tile, so
+        tiles see slightly different statistics than the whole image); ``"batch"``: batch
+        norm, a fixed affine map at prediction; ``"none"``.
     """
 
     def __init__(
@@ -90,6 +114,7 @@ class UNet(nn.Module):
         channels: Sequence[int] = (32, 64, 128, 256),
         n_spatial: int = 2,
         residual: bool = False,
+        norm: str = "instance",
     ) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
@@ -103,7 +128,7 @@ class UNet(nn.Module):
         self.downs = nn.ModuleList()
         previous = in_channels
         for level, width in enumerate(channels):
-            self.encoders.append(ConvBlock(previous, width, n_spatial))
+            self.encoders.append(ConvBlock(previous, width, n_spatial, norm))
             if level < len(channels) - 1:
                 self.downs.append(conv(width, width, 2, stride=2))
             previous = width
@@ -111,7 +136,7 @@ class UNet(nn.Module):
         self.decoders = nn.ModuleList()
         for coarse, fine in zip(channels[:0:-1], channels[-2::-1], strict=True):
             self.ups.append(up_conv(coarse, fine, 2, stride=2))
-            self.decoders.append(ConvBlock(2 * fine, fine, n_spatial))
+            self.decoders.append(ConvBlock(2 * fine, fine, n_spatial, norm))
         self.head = conv(channels[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
