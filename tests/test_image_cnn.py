@@ -136,10 +136,20 @@ def test_model_shapes(n_spatial, channels):
     assert unet.size_multiple == 2
 
 
+@pytest.mark.parametrize(("norm", "layer"), [("instance", torch.nn.InstanceNorm2d),
+                                             ("batch", torch.nn.BatchNorm2d)])  # fmt: skip
+def test_unet_norm_choice(norm, layer):
+    unet = UNet(channels=TINY_UNET["channels"], norm=norm)
+    assert any(isinstance(m, layer) for m in unet.modules())
+    with pytest.raises(ValueError, match="Unknown norm='group'"):
+        UNet(norm="group")
+
+
 def test_paper_architectures():
-    unet = UNet()
+    unet = UNet(norm="instance")
     assert [block.body[0].out_channels for block in unet.encoders] == [32, 64, 128, 256]
     assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in unet.modules())
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in unet.modules()) == 3
     convs = [m for m in DnCNN().modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 17
     assert convs[0].out_channels == 64

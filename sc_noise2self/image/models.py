@@ -4,9 +4,9 @@ Both map ``(batch, in_channels, *spatial)`` to ``(batch, out_channels, *spatial)
 needs every spatial size to be a multiple of :attr:`UNet.size_multiple`; the trainer and
 :class:`~sc_noise2self.image.training.Noise2SelfModel` pad to it, so callers never have to.
 
-Normalisation layers keep running statistics, so that in evaluation mode each layer is a
-fixed per-channel affine map: a tile then gives the same output as the same region of the
-whole image (up to the receptive field), and the J-invariant prediction is exact.
+By default both use batch norm, which is a fixed per-channel affine map in evaluation mode:
+a tile then gives the same output as the same region of the whole image (up to the
+receptive field). The paper's instance norm is available for the UNet (``norm="instance"``).
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ class ConvBlock(nn.Module):
 class UNet(nn.Module):
     """The paper's UNet: conv blocks, strided convolutions down, transposed ones up, skips.
 
+    Each block is two 3x3 convolutions with a normalisation and a leaky ReLU each.
+
     Parameters
     ----------
     in_channels, out_channels
@@ -102,9 +104,12 @@ class UNet(nn.Module):
     residual
         Add the input to the output (needs ``in_channels == out_channels``).
     norm
-        ``"instance"``: instance norm, as in the paper (statistics of each image or tile, so
-        tiles see slightly different statistics than the whole image); ``"batch"``: batch
-        norm, a fixed affine map at prediction; ``"none"``.
+        ``"batch"`` (default): batch norm, a fixed per-channel affine map at prediction, so
+        tiles agree with the whole image and any image size works. ``"instance"``: the
+        paper's instance norm, whose statistics come from each patch in training but from
+        the whole image (or tile) at prediction; it predicted 2.7 dB worse than batch norm
+        on the camera crop after 100 s of training (benchmarks/RESULTS.md), and tiles then
+        disagree with the whole image. ``"none"``.
     """
 
     def __init__(
@@ -114,7 +119,7 @@ class UNet(nn.Module):
         channels: Sequence[int] = (32, 64, 128, 256),
         n_spatial: int = 2,
         residual: bool = False,
-        norm: str = "instance",
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
