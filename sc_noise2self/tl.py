@@ -36,6 +36,7 @@ def calibrate_pca(
     random_state: RandomState = 0,
     key_added: str = "noise2self",
     solver: Solver = "auto",
+    max_score_cells: int | None = 20_000,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Choose the number of principal components by molecular cross-validation.
@@ -67,6 +68,10 @@ def calibrate_pca(
         Results go to ``adata.uns[key_added]``.
     solver
         SVD solver: ``"auto"``, ``"arpack"``, ``"covariance_eigh"`` or ``"randomized"``.
+    max_score_cells
+        Cap on the cells scored when the loss is non-linear (``p != 0.5`` under ``sqrt`` or
+        ``log1p``, or ``loss="poisson"``); see
+        :func:`~sc_noise2self.denoisers.pca.calibrate_pca_counts`. None scores every cell.
     copy
         Return a new AnnData instead of writing into ``adata``.
 
@@ -80,6 +85,7 @@ def calibrate_pca(
     result = calibrate_pca_counts(
         get_counts(adata, layer), max_comps=max_comps, transform=transform, loss=loss, p=p,
         n_splits=n_splits, random_state=random_state, solver=solver,
+        max_score_cells=max_score_cells,
     )
     result.params["layer"] = layer
     adata = target(adata, copy)
@@ -102,6 +108,7 @@ def denoise_pca(
     key_added: str = "noise2self",
     solver: Solver = "auto",
     max_layer_gb: float = 1.0,
+    max_score_cells: int | None = 20_000,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Denoise by PCA at a calibrated (or given) rank, writing scores, loadings and values.
@@ -120,7 +127,7 @@ def denoise_pca(
         Layer with the raw counts; None means ``X``.
     transform
         ``"sqrt"``, ``"log1p"`` or ``"none"``.
-    max_comps, loss, p, n_splits
+    max_comps, loss, p, n_splits, max_score_cells
         Passed to the calibration when ``n_comps`` is None.
     random_state
         Seed of the calibration and of the SVD solver.
@@ -149,6 +156,7 @@ def denoise_pca(
         calibration = calibrate_pca_counts(
             counts, max_comps=max_comps, transform=transform, loss=loss, p=p,
             n_splits=n_splits, random_state=random_state, solver=solver,
+            max_score_cells=max_score_cells,
         )
         n_comps = _usable_rank(calibration)
     n_comps = clip_n_comps(n_comps, counts.shape, name="n_comps")

@@ -142,3 +142,23 @@ def test_bad_inputs_raise_clear_errors(X, message):
 def test_bad_options_raise_clear_errors(synthetic, option, message):
     with pytest.raises(ValueError, match=message):
         calibrate_pca_counts(synthetic.X, max_comps=3, **option)
+
+
+def test_subset_scoring_equals_brute_force_on_those_cells(synthetic):
+    halves = prepare_halves(synthetic.X, p=0.8, transform="sqrt", random_state=2)
+    fit = fit_pca(halves.a, 8)
+    cells = np.sort(np.random.default_rng(0).choice(synthetic.n_obs, 150, replace=False))
+    table = halves.conversion_table()
+    B = to_dense(halves.b)[cells]
+    expected = [np.mean((halves.conversion.convert(fit.reconstruct(cells, k), table) - B) ** 2)
+                for k in range(9)]
+    np.testing.assert_allclose(rank_loss_curve(fit, halves, score_cells=cells), expected, rtol=1e-6)
+
+
+def test_max_score_cells_caps_only_large_data(synthetic):
+    full = calibrate_pca_counts(synthetic.X, max_comps=6, p=0.8, max_score_cells=None)
+    same = calibrate_pca_counts(synthetic.X, max_comps=6, p=0.8, max_score_cells=10_000)
+    capped = calibrate_pca_counts(synthetic.X, max_comps=6, p=0.8, max_score_cells=200)
+    np.testing.assert_array_equal(full.loss, same.loss)
+    assert not np.array_equal(full.loss, capped.loss)
+    np.testing.assert_allclose(capped.loss, full.loss, rtol=0.05)

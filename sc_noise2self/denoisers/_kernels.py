@@ -56,8 +56,8 @@ def rank_curve_sums(
 
 
 @njit(inline="always", cache=True)
-def _lookup(y, values, step):
-    t = y / step
+def _lookup(y, values, inv_step):
+    t = y * inv_step
     if t <= 0.0:
         return values[0]
     last = values.size - 1
@@ -68,8 +68,8 @@ def _lookup(y, values, step):
 
 
 @njit(inline="always", cache=True)
-def _entry_loss(prediction, observed, values, step, scale, poisson):
-    v = _lookup(prediction, values, step)
+def _entry_loss(prediction, observed, values, inv_step, scale, poisson):
+    v = _lookup(prediction, values, inv_step)
     if not poisson:
         d = v - observed
         return d * d
@@ -84,6 +84,7 @@ def _curve_kernel(scores, components, mean, indptr, indices, data, values, step,
                   n_blocks):
     n_cells, n_comps = scores.shape
     n_genes = mean.size
+    inv_step = 1.0 / step
     partial = np.zeros((n_blocks, n_comps + 1))
     per_block = (n_cells + n_blocks - 1) // n_blocks
     for block in prange(n_blocks):
@@ -92,15 +93,18 @@ def _curve_kernel(scores, components, mean, indptr, indices, data, values, step,
         for i in range(block * per_block, min((block + 1) * per_block, n_cells)):
             for idx in range(indptr[i], indptr[i + 1]):
                 observed[indices[idx]] = data[idx]
-            prediction[:] = mean
-            for k in range(n_comps + 1):
-                if k > 0:
-                    s = scores[i, k - 1]
-                    for j in range(n_genes):
-                        prediction[j] += s * components[k - 1, j]
+            acc = 0.0
+            for j in range(n_genes):
+                prediction[j] = mean[j]
+                acc += _entry_loss(prediction[j], observed[j], values, inv_step, scale[i], poisson)
+            partial[block, 0] += acc
+            for k in range(1, n_comps + 1):
+                s = scores[i, k - 1]
                 acc = 0.0
                 for j in range(n_genes):
-                    acc += _entry_loss(prediction[j], observed[j], values, step, scale[i], poisson)
+                    prediction[j] += s * components[k - 1, j]
+                    acc += _entry_loss(prediction[j], observed[j], values, inv_step, scale[i],
+                                       poisson)
                 partial[block, k] += acc
             for idx in range(indptr[i], indptr[i + 1]):
                 observed[indices[idx]] = 0.0

@@ -129,7 +129,7 @@ def fit_pca(
 
 
 def rank_loss_curve(
-    fit: PCAFit, halves: Halves, loss: str = "mse"
+    fit: PCAFit, halves: Halves, loss: str = "mse", *, score_cells: np.ndarray | None = None
 ) -> np.ndarray:
     """Mean self-supervised loss against half B at every rank ``0..fit.n_comps``.
 
@@ -141,6 +141,9 @@ def rank_loss_curve(
         The prepared split.
     loss
         ``"mse"`` on the transformed scale, or ``"poisson"`` deviance on half B's counts.
+    score_cells
+        Cells on which a non-linear loss is evaluated (default all). The linear case, whose
+        cost does not grow with the ranks, always uses every cell.
 
     Returns
     -------
@@ -149,7 +152,8 @@ def rank_loss_curve(
     conversion = halves.conversion
     if loss == "mse" and conversion.is_linear:
         return _linear_mse_curve(fit, halves.b, conversion.scale)
-    return _compiled_curve(fit, halves, loss)
+    cells = np.arange(fit.scores.shape[0]) if score_cells is None else np.asarray(score_cells)
+    return _compiled_curve(fit, halves, loss, cells)
 
 
 def _linear_mse_curve(fit: PCAFit, B, scale: float) -> np.ndarray:
@@ -183,21 +187,33 @@ def _leading_block_sums(gram: np.ndarray) -> np.ndarray:
     return np.cumsum(np.diag(gram)) + 2 * row_parts
 
 
-def _compiled_curve(fit: PCAFit, halves: Halves, loss: str) -> np.ndarray:
+def _compiled_curve(fit: PCAFit, halves: Halves, loss: str, cells: np.ndarray) -> np.ndarray:
     # O(cells x genes x ranks) in a compiled loop: the price of a non-linear conversion or loss.
     from ._kernels import rank_curve_sums
 
     table = halves.conversion_table()
-    target = sparse.csr_matrix(halves.target(loss))
+    target = sparse.csr_matrix(halves.target(loss))[cells]
     if loss == "poisson":
         values = table.means
-        cell_scale = halves.expected_b_counts(np.ones((target.shape[0], 1)), slice(None)).ravel()
+        cell_scale = halves.expected_b_counts(np.ones((cells.size, 1)), cells).ravel()
     else:
         values, cell_scale = table.converted, None
     sums = rank_curve_sums(
-        fit.scores, fit.components, fit.mean, target, values, table.step, cell_scale
+        fit.scores[cells], fit.components, fit.mean, target, values, table.step, cell_scale
     )
     return sums / np.prod(target.shape)
+
+
+def pick_score_cells(
+    n_cells: int, max_score_cells: int | None, seed: np.random.SeedSequence
+) -> np.ndarray | None:
+    """A seeded random subset of at most ``max_score_cells`` cells, or None for all cells."""
+    if max_score_cells is None or n_cells <= max_score_cells:
+        return None
+    if max_score_cells < 1:
+        raise ValueError(f"max_score_cells={max_score_cells} must be a positive number or None.")
+    rng = np.random.default_rng(seed.spawn(1)[0])
+    return np.sort(rng.choice(n_cells, size=max_score_cells, replace=False))
 
 
 def _hidden(progress: bool | None) -> bool | None:
@@ -216,6 +232,7 @@ def calibrate_pca_counts(
     random_state: RandomState = 0,
     center: bool = True,
     solver: Solver = "auto",
+    max_score_cells: int | None = 20_000,
     progress: bool | None = None,
 ) -> CalibrationResult:
     """Self-supervised loss of PCA denoising at every rank ``0..max_comps``, on raw counts.
@@ -240,6 +257,11 @@ def calibrate_pca_counts(
         Centre genes before the SVD, as ``sc.pp.pca``.
     solver
         SVD solver, see :func:`fit_pca`.
+    max_score_cells
+        With ``p != 0.5`` under ``sqrt``/``log1p``, or ``loss="poisson"``, every entry must be
+        scored at every rank (cost cells x genes x ranks); above this many cells the loss is
+        scored on a seeded random subset of this size. None scores every cell. The SVD always
+        uses every cell.
     progress
         A progress bar over splits; None shows it only on a terminal.
 
@@ -254,7 +276,7 @@ def calibrate_pca_counts(
     params = dict(
         max_comps=max_comps, transform=transform, loss=loss, p=p, n_splits=n_splits,
         random_state=random_state if isinstance(random_state, int | None) else "custom",
-        center=center, solver=solver,
+        center=center, solver=solver, max_score_cells=max_score_cells,
     )
     curves = []
     seeds = spawn_seeds(random_state, n_splits)
@@ -264,5 +286,6 @@ def calibrate_pca_counts(
         )
         fit = fit_pca(halves.a, max_comps, center=center, solver=solver, random_state=seed)
         halves.a = None  # summarised by the fit; free it before scoring
-        curves.append(rank_loss_curve(fit, halves, loss))
+        cells = pick_score_cells(X.shape[0], max_score_cells, seed)
+        curves.append(rank_loss_curve(fit, halves, loss, score_cells=cells))
     return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)
