@@ -10,12 +10,10 @@ import numpy as np
 import pandas as pd
 
 from ._anndata import get_counts, target
-from .calibration import CalibrationResult
+from .calibration import DEFAULT_P, CalibrationResult
 from .denoisers.pca import Solver, calibrate_pca_counts, clip_n_comps, fit_pca
 from .splitting import RandomState
 from .transforms import apply_transform, library_sizes, normalize_to_depth
-
-DEFAULT_P = 0.5
 
 
 def _logger():
@@ -58,8 +56,10 @@ def calibrate_pca(
     loss
         ``"mse"`` on the transformed scale, or ``"poisson"`` deviance on half B's counts.
     p
-        Share of molecules in half A. With ``p != 0.5`` predictions are moved to half B's
-        depth before scoring.
+        Share of molecules in half A, the half that is fitted. The default 0.9 (MCV's) picks
+        ranks that suit the full depth; the paper's 0.5 picks ranks that suit half the depth,
+        which run low on shallow data (see ``benchmarks/RESULTS.md``). With ``p != 0.5``
+        predictions are moved to half B's depth before scoring.
     n_splits
         Independent splits to average; ``loss_std`` keeps their spread.
     random_state

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .._validation import check_choice
 from ..calibration import (
+    DEFAULT_P,
     CalibrationResult,
     Halves,
     check_calibration_input,
@@ -227,7 +228,7 @@ def calibrate_pca_counts(
     max_comps: int = 100,
     transform: str = "sqrt",
     loss: str = "mse",
-    p: float = 0.5,
+    p: float = DEFAULT_P,
     n_splits: int = 1,
     random_state: RandomState = 0,
     center: bool = True,
