@@ -15,7 +15,7 @@ import numpy as np
 from scipy import sparse
 
 from ._validation import check_choice, check_counts, check_fraction, check_no_empty_cells
-from .splitting import RandomState, split_counts
+from .splitting import RandomState, spawn_seeds, split_counts
 from .transforms import (
     DepthConversion,
     Transform,
@@ -121,6 +121,64 @@ def prepare_halves(
 def _max_value(X) -> float:
     values = X.data if sparse.issparse(X) else X
     return float(values.max()) if values.size else 0.0
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The options every calibrate function shares: how to split, transform and score."""
+
+    p: float = DEFAULT_P
+    transform: str = "sqrt"
+    loss: str = "mse"
+    n_splits: int = 1
+    random_state: RandomState = 0
+
+    def validate(self, X) -> None:
+        """Check the counts ``X`` and every setting; raise with a hint on what to pass."""
+        check_calibration_input(X, p=self.p, transform=self.transform, loss=self.loss)
+        if self.n_splits < 1:
+            raise ValueError(f"n_splits={self.n_splits} must be at least 1.")
+
+    def params(self) -> dict:
+        """The settings as a dict for the result record."""
+        seed = self.random_state
+        return dict(
+            p=self.p, transform=self.transform, loss=self.loss, n_splits=self.n_splits,
+            random_state=seed if isinstance(seed, int | None) else "custom",
+        )
+
+
+def run_splits(X, settings: SplitSettings, score_split, *, progress: bool | None = None):
+    """Score each of ``settings.n_splits`` independent splits of ``X`` (validated already).
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes.
+    settings
+        How to split, transform and score.
+    score_split
+        ``score_split(halves, seed) -> losses``: fits on ``halves.a``, returns one loss per
+        grid point against ``halves.b``.
+    progress
+        A progress bar over splits; None shows it only on a terminal.
+
+    Returns
+    -------
+    Array ``(n_splits, n_grid)`` of losses.
+    """
+    from tqdm.auto import tqdm
+
+    seeds = spawn_seeds(settings.random_state, settings.n_splits)
+    hide = True if settings.n_splits == 1 else (None if progress is None else not progress)
+    curves = []
+    for seed in tqdm(seeds, desc="splits", disable=hide):
+        halves = prepare_halves(
+            X, p=settings.p, transform=settings.transform, random_state=seed,
+            keep_counts=settings.loss == "poisson",
+        )
+        curves.append(np.asarray(score_split(halves, seed), dtype=np.float64))
+    return np.vstack(curves)
 
 
 def check_calibration_input(X, *, p: float, transform: str, loss: str, name: str = "X") -> float:

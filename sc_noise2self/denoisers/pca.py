@@ -20,17 +20,10 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 from sklearn.decomposition import PCA, TruncatedSVD
-from tqdm.auto import tqdm
 
 from .._validation import check_choice
-from ..calibration import (
-    DEFAULT_P,
-    CalibrationResult,
-    Halves,
-    check_calibration_input,
-    prepare_halves,
-)
-from ..splitting import RandomState, spawn_seeds
+from ..calibration import DEFAULT_P, CalibrationResult, Halves, SplitSettings, run_splits
+from ..splitting import RandomState
 
 Solver = Literal["auto", "arpack", "covariance_eigh", "randomized"]
 SOLVERS: tuple[str, ...] = ("auto", "arpack", "covariance_eigh", "randomized")
@@ -217,11 +210,6 @@ def pick_score_cells(
     return np.sort(rng.choice(n_cells, size=max_score_cells, replace=False))
 
 
-def _hidden(progress: bool | None) -> bool | None:
-    """The ``disable`` argument of tqdm: None hides the bar unless writing to a terminal."""
-    return None if progress is None else not progress
-
-
 def calibrate_pca_counts(
     X,
     *,
@@ -270,23 +258,19 @@ def calibrate_pca_counts(
     -------
     :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..max_comps``.
     """
-    p = check_calibration_input(X, p=p, transform=transform, loss=loss)
-    if n_splits < 1:
-        raise ValueError(f"n_splits={n_splits} must be at least 1.")
+    settings = SplitSettings(p, transform, loss, n_splits, random_state)
+    settings.validate(X)
     max_comps = clip_n_comps(max_comps, X.shape)
-    params = dict(
-        max_comps=max_comps, transform=transform, loss=loss, p=p, n_splits=n_splits,
-        random_state=random_state if isinstance(random_state, int | None) else "custom",
-        center=center, solver=solver, max_score_cells=max_score_cells,
-    )
-    curves = []
-    seeds = spawn_seeds(random_state, n_splits)
-    for seed in tqdm(seeds, desc="splits", disable=True if n_splits == 1 else _hidden(progress)):
-        halves = prepare_halves(
-            X, p=p, transform=transform, random_state=seed, keep_counts=loss == "poisson"
-        )
+
+    def score(halves: Halves, seed) -> np.ndarray:
         fit = fit_pca(halves.a, max_comps, center=center, solver=solver, random_state=seed)
         halves.a = None  # summarised by the fit; free it before scoring
         cells = pick_score_cells(X.shape[0], max_score_cells, seed)
-        curves.append(rank_loss_curve(fit, halves, loss, score_cells=cells))
-    return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)
+        return rank_loss_curve(fit, halves, loss, score_cells=cells)
+
+    curves = run_splits(X, settings, score, progress=progress)
+    params = dict(
+        settings.params(), max_comps=max_comps, center=center, solver=solver,
+        max_score_cells=max_score_cells,
+    )
+    return CalibrationResult("n_comps", np.arange(max_comps + 1), curves, params)
