@@ -17,7 +17,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.neighbors import NearestNeighbors
 
-from ..calibration import Halves, block_loss
+from ..calibration import CalibrationResult, Halves, SplitSettings, block_loss, run_splits
 
 GENE_BLOCK_BYTES = 64e6
 
@@ -143,7 +143,7 @@ def knn_loss_curve(graph: NeighbourGraph, halves: Halves, ks, loss: str = "mse")
     totals = np.zeros(ks.size)
     table = halves.conversion_table()
 
-    def score_block(a_block, observed, genes):
+    def score_block(a_block, observed):
         running = np.zeros_like(a_block)
         for r in range(int(ks.max())):
             running += a_block[graph.indices[:, r]]
@@ -178,7 +178,7 @@ def diffusion_loss_curve(operator, halves: Halves, t_max: int, loss: str = "mse"
     totals = np.zeros(t_max + 1)
     table = halves.conversion_table()
 
-    def score_block(a_block, observed, genes):
+    def score_block(a_block, observed):
         smoothed = a_block
         for t in range(t_max + 1):
             if t:
@@ -194,9 +194,104 @@ def _over_gene_blocks(halves: Halves, loss: str, score_block) -> None:
     target = halves.target(loss)
     target = target.tocsc() if sparse.issparse(target) else np.asarray(target)
     for genes in gene_blocks(*a.shape):
-        score_block(_dense(a[:, genes]), _dense(target[:, genes]), genes)
+        score_block(_dense(a[:, genes]), _dense(target[:, genes]))
 
 
 def _dense(block) -> np.ndarray:
     block = block.toarray() if sparse.issparse(block) else block
     return np.asarray(block, dtype=np.float64)
+
+
+DEFAULT_KS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
+
+
+def calibrate_knn_counts(
+    X,
+    *,
+    ks=DEFAULT_KS,
+    n_pcs: int = 30,
+    settings: SplitSettings | None = None,
+    progress: bool | None = None,
+) -> CalibrationResult:
+    """Self-supervised loss of kNN averaging for every neighbour count in ``ks``.
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes.
+    ks
+        Neighbour counts to score, the cell itself included (1 = no smoothing).
+    n_pcs
+        Principal components of half A that the neighbour search uses.
+    settings
+        Split, transform and loss options (:class:`~sc_noise2self.calibration.SplitSettings`).
+    progress
+        A progress bar over splits; None shows it only on a terminal.
+
+    Returns
+    -------
+    :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = ks``.
+    """
+    settings = settings or SplitSettings()
+    settings.validate(X)
+    ks = np.unique(np.asarray(ks, dtype=int))
+    if ks.size == 0 or ks.min() < 1 or ks.max() >= X.shape[0]:
+        raise ValueError(
+            f"ks must hold neighbour counts between 1 and n_cells - 1 = {X.shape[0] - 1}; "
+            f"got {ks.tolist()}."
+        )
+
+    def score(halves: Halves, seed) -> np.ndarray:
+        graph = build_graph(halves.a, int(ks.max()), n_pcs=n_pcs, random_state=seed)
+        return knn_loss_curve(graph, halves, ks, settings.loss)
+
+    curves = run_splits(X, settings, score, progress=progress)
+    return CalibrationResult("n_neighbors", ks, curves, dict(settings.params(), n_pcs=n_pcs))
+
+
+def calibrate_diffusion_counts(
+    X,
+    *,
+    t_max: int = 12,
+    n_neighbors: int = 15,
+    n_pcs: int = 30,
+    settings: SplitSettings | None = None,
+    progress: bool | None = None,
+) -> CalibrationResult:
+    """Self-supervised loss of lazy diffusion for every number of steps ``0..t_max``.
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes.
+    t_max
+        Largest number of diffusion steps scored.
+    n_neighbors
+        Neighbours per cell in the graph, the cell itself included.
+    n_pcs
+        Principal components of half A that the neighbour search uses.
+    settings
+        Split, transform and loss options (:class:`~sc_noise2self.calibration.SplitSettings`).
+    progress
+        A progress bar over splits; None shows it only on a terminal.
+
+    Returns
+    -------
+    :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..t_max``.
+    """
+    settings = settings or SplitSettings()
+    settings.validate(X)
+    if t_max < 0:
+        raise ValueError(f"t_max={t_max} must be a non-negative number of steps.")
+    if not 2 <= n_neighbors < X.shape[0]:
+        raise ValueError(
+            f"n_neighbors={n_neighbors} must lie between 2 and n_cells - 1 = {X.shape[0] - 1}."
+        )
+
+    def score(halves: Halves, seed) -> np.ndarray:
+        graph = build_graph(halves.a, n_neighbors, n_pcs=n_pcs, random_state=seed)
+        return diffusion_loss_curve(diffusion_operator(graph), halves, t_max, settings.loss)
+
+    curves = run_splits(X, settings, score, progress=progress)
+    params = dict(settings.params(), n_neighbors=n_neighbors, n_pcs=n_pcs, t_max=t_max)
+    return CalibrationResult("t", np.arange(t_max + 1), curves, params)

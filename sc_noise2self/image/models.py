@@ -184,8 +184,11 @@ class DnCNN(nn.Module):
     n_spatial
         2 for images, 3 for volumes.
     residual
-        Predict the noise and subtract it from the input, as DnCNN does (needs
-        ``in_channels == out_channels``).
+        Predict the noise and subtract it from the input, as the original DnCNN does (needs
+        ``in_channels == out_channels``). Off by default: under Noise2Self masking the
+        input at a hidden pixel is a random stand-in that the residual would have to cancel,
+        and a residual 8-layer DnCNN predicted 0.5 dB worse on the camera crop after 120 s
+        (benchmarks/RESULTS.md).
     """
 
     size_multiple = 1
@@ -197,7 +200,7 @@ class DnCNN(nn.Module):
         depth: int = 17,
         features: int = 64,
         n_spatial: int = 2,
-        residual: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if int(depth) < 2 or int(features) < 1:
