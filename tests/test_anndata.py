@@ -34,7 +34,7 @@ def test_calibrate_pca_writes_the_record(adata):
     assert set(record) >= {"params", "grid", "loss", "best", "loss_std"}
     np.testing.assert_array_equal(record["grid"], np.arange(13))
     assert record["best"] == record["grid"][np.argmin(record["loss"])]
-    assert record["params"]["max_comps"] == 12 and record["params"]["p"] == 0.9
+    assert record["params"]["max_comps"] == 12 and record["params"]["p"] == 0.7
     assert (adata.X != X_before).nnz == 0
 
 
