@@ -845,7 +845,7 @@ def train(
     max_time: float | None = None,
     batch_size: int = 16,
     patch_size: int | Sequence[int] = 64,
-    lr: float = 2e-3,
+    lr: float = 5e-3,
     masking: str = "random",
     replacement: str | None = None,
     mask_stride: int = 5,
