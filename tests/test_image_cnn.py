@@ -81,6 +81,17 @@ def test_masked_output_ignores_hidden_pixels(masking, replacement, net_cls):
     assert torch.count_nonzero(grad_unmasked[mask]) > 0
 
 
+@pytest.mark.parametrize("masking", ["random", "grid"])
+def test_masked_output_ignores_hidden_voxels(masking):
+    torch.manual_seed(0)
+    net = DnCNN(2, 2, n_spatial=3, **TINY_DNCNN)
+    masker = Masker(masking, "mean" if masking == "grid" else "random", stride=2, n_spatial=3)
+    grad, mask = _input_gradient(net, masker, torch.rand(2, 2, 6, 7, 8), mask_input=True)
+    assert mask.any()
+    assert torch.all(grad[mask] == 0)
+    assert torch.count_nonzero(grad[~mask]) > 0
+
+
 def test_invariant_prediction_ignores_each_pixel(fitted):
     image = smooth_noisy((20, 23), seed=3)
     changed = image.copy()
