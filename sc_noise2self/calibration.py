@@ -6,6 +6,7 @@ loss curve.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -57,9 +58,13 @@ class Halves:
         """Moves a prediction of half A's transformed values to half B's depth."""
         return DepthConversion(self.transform, self.p, 1.0 - self.p)
 
+    @functools.cached_property
+    def _table(self):
+        return self.conversion.table(2.0 * self.max_value + 1.0)
+
     def conversion_table(self):
         """Interpolation table of :attr:`conversion` covering every value of either half."""
-        return self.conversion.table(2.0 * self.max_value + 1.0)
+        return self._table
 
     def target(self, loss: str):
         """What a prediction is scored against: half B transformed, or its counts (Poisson)."""
@@ -180,6 +185,71 @@ def run_splits(X, settings: SplitSettings, score_split, *, progress: bool | None
         )
         curves.append(np.asarray(score_split(halves, seed), dtype=np.float64))
     return np.vstack(curves)
+
+
+def calibrate_callable_counts(
+    X,
+    denoiser,
+    param_grid: dict[str, Iterable],
+    *,
+    settings: SplitSettings | None = None,
+    progress: bool | None = None,
+) -> CalibrationResult:
+    """Self-supervised loss of any denoiser of counts, over a grid of its parameters.
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes.
+    denoiser
+        ``denoiser(train_half, **params) -> prediction``: ``train_half`` is half A, library-size
+        normalised and transformed (cells x genes, the input's sparse or dense kind); the
+        prediction is a cells x genes array on the same scale.
+    param_grid
+        ``{name: values}``, expanded as a product.
+    settings
+        Split, transform and loss options.
+    progress
+        A progress bar over splits; None shows it only on a terminal.
+
+    Returns
+    -------
+    :class:`CalibrationResult`. With one parameter its values are the grid; with several the
+    grid is ``0..n-1`` and ``params['grid_params']`` lists each combination.
+    """
+    settings = settings or SplitSettings()
+    settings.validate(X)
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}.")
+    combos = expand_grid(param_grid)
+
+    def score(halves: Halves, seed) -> np.ndarray:
+        return np.array([prediction_loss(denoiser(halves.a, **c), halves, settings.loss)
+                         for c in combos])
+
+    curves = run_splits(X, settings, score, progress=progress)
+    names = list(param_grid)
+    params = dict(settings.params(), grid_params=[repr(c) for c in combos])
+    if len(names) == 1:
+        return CalibrationResult(names[0], np.asarray([c[names[0]] for c in combos]), curves,
+                                 params)
+    return CalibrationResult("combination", np.arange(len(combos)), curves, params)
+
+
+def prediction_loss(prediction, halves: Halves, loss: str) -> float:
+    """Mean loss of a full cells x genes prediction of half A's values against half B."""
+    if prediction.shape != halves.b.shape:
+        raise ValueError(
+            f"The denoiser returned shape {prediction.shape}; expected {halves.b.shape} "
+            "(cells x genes, like its input)."
+        )
+    target = halves.target(loss)
+    table = halves.conversion_table()
+    total = 0.0
+    for rows in row_chunks(*target.shape):
+        total += block_loss(dense_rows(prediction, rows), dense_rows(target, rows), halves,
+                            rows, table, loss)
+    return total / np.prod(target.shape)
 
 
 def check_calibration_input(X, *, p: float, transform: str, loss: str, name: str = "X") -> float:

@@ -38,7 +38,8 @@ def calibration_curve(
         AnnData with ``uns[key]`` written by a calibrate function, a
         :class:`~sc_noise2self.calibration.CalibrationResult`, or its ``to_dict()``.
     key
-        Key in ``adata.uns``.
+        Key in ``adata.uns``; a list of keys overlays several calibrations (e.g. the
+        ``key`` column of :func:`~sc_noise2self.tl.compare`), each against its own knob.
     ax
         Matplotlib axes to draw into; a new figure when None.
     show
@@ -53,24 +54,31 @@ def calibration_curve(
     """
     import matplotlib.pyplot as plt
 
-    result = _as_result(adata_or_result, key)
+    keys = [key] if isinstance(key, str) else list(key)
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.2))
-    _draw_curve(ax, result)
+    for i, name in enumerate(keys):
+        label = None if len(keys) == 1 else name
+        _draw_curve(ax, _as_result(adata_or_result, name), color=f"C{i}", label=label)
     _save_or_show(ax.figure, save, show)
     return ax
 
 
-def _draw_curve(ax, result: CalibrationResult) -> None:
+def _draw_curve(ax, result: CalibrationResult, color: str = "C0", label: str | None = None):
     grid = np.asarray(result.grid, dtype=float)
-    ax.plot(grid, result.loss, color="C0", lw=1.5, label="self-supervised loss")
+    overlay = label is not None
+    name = f"{label} ({result.param})" if overlay else "self-supervised loss"
+    ax.plot(grid, result.loss, color=color, lw=1.5, label=name)
     if result.loss_per_split.shape[0] > 1:
         low, high = result.loss - result.loss_std, result.loss + result.loss_std
-        ax.fill_between(grid, low, high, color="C0", alpha=0.25, lw=0, label="± 1 s.d. over splits")
+        ax.fill_between(grid, low, high, color=color, alpha=0.25, lw=0,
+                        label=None if overlay else "± 1 s.d. over splits")
     best = result.best_index
-    ax.axvline(grid[best], color="C3", ls="--", lw=1)
-    ax.plot(grid[best], result.loss[best], "o", color="C3", label=f"minimum at {result.best}")
-    ax.set_xlabel(result.param)
+    marker_color = color if overlay else "C3"
+    ax.axvline(grid[best], color=marker_color, ls="--", lw=1)
+    ax.plot(grid[best], result.loss[best], "o", color=marker_color,
+            label=None if overlay else f"minimum at {result.best}")
+    ax.set_xlabel("setting" if overlay else result.param)
     ax.set_ylabel(f"loss ({result.params.get('loss', 'mse')})")
     ax.legend(frameon=False, fontsize="small")
 

@@ -131,15 +131,14 @@ def expected_transform(mu: np.ndarray, transform: Transform) -> np.ndarray:
 
 
 def _series_expectation(mu: np.ndarray, func) -> np.ndarray:
-    if mu.size == 0:
-        return mu.copy()
-    kmax = int(np.max(mu) + 12 * np.sqrt(np.max(mu)) + 30)
-    k = np.arange(kmax + 1)
     out = np.empty_like(mu)
-    # Blocks of means keep the (means x support) pmf table small.
+    order = np.argsort(mu)
+    # Blocks of similar means keep each (means x support) pmf table small.
     for start in range(0, mu.size, 256):
-        block = mu[start : start + 256]
-        out[start : start + 256] = stats.poisson.pmf(k[None, :], block[:, None]) @ func(k)
+        chosen = order[start : start + 256]
+        top = mu[chosen].max()
+        k = np.arange(int(top + 12 * np.sqrt(top) + 30) + 1)
+        out[chosen] = stats.poisson.pmf(k[None, :], mu[chosen][:, None]) @ func(k)
     return out
 
 

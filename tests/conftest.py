@@ -11,6 +11,18 @@ import pytest
 from scipy import sparse
 
 matplotlib.use("Agg")
+# Tests run two per machine (pytest -n 2): one thread each avoids oversubscribing the cores,
+# which slows small torch and BLAS operations by an order of magnitude.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+from threadpoolctl import threadpool_limits
+
+threadpool_limits(1)
 
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if "SC_NOISE2SELF_DATA" not in os.environ and _SHARED.is_dir():

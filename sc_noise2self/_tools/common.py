@@ -76,6 +76,13 @@ def denoised_values(
     columns = _gene_positions(adata, genes)
     record = adata.uns[key]
     method = str(record.get("method", "pca"))
+    if method == "autoencoder":
+        if key not in adata.layers:
+            raise KeyError(
+                f"The autoencoder run under {key!r} wrote no dense layer (max_layer_gb); re-run "
+                "`tl.denoise_autoencoder` with a larger max_layer_gb."
+            )
+        return np.asarray(adata.layers[key][:, columns], dtype=np.float32)
     if method == "pca":
         loadings = adata.varm[f"{key}_loadings"][columns]
         mean = adata.var[f"{key}_mean"].to_numpy()[columns]

@@ -574,7 +574,7 @@ def split_validation(
 
     Returns
     -------
-    ``(train, val)`` lists of views; ``val`` is empty when nothing is held out.
+    ``(train, val)`` lists of copies; ``val`` is empty when nothing is held out.
     """
     if not 0.0 <= float(val_fraction) <= 0.5:
         raise ValueError(f"val_fraction={val_fraction!r} must lie in [0, 0.5] (0.1 is usual).")

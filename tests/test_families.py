@@ -1,0 +1,112 @@
+import numpy as np
+import pandas as pd
+import pytest
+from test_pca import expected_target
+
+import sc_noise2self as n2s
+from sc_noise2self import datasets
+from sc_noise2self.calibration import SplitSettings, calibrate_callable_counts, prepare_halves
+from sc_noise2self.denoisers.autoencoder import (
+    TrainSettings,
+    apply_net,
+    calibrate_autoencoder_counts,
+    fit_autoencoder,
+)
+from sc_noise2self.denoisers.pca import calibrate_pca_counts, fit_pca
+from sc_noise2self.splitting import spawn_seeds
+
+FAST = TrainSettings(max_epochs=60, patience=5)
+WIDTHS = (1, 2, 4, 16, 64)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return datasets.synthetic_counts(500, 150, rank=4, depth=600, random_state=2)
+
+
+def test_autoencoder_width_choice_is_near_the_true_best(small):
+    settings = SplitSettings(p=0.7)
+    result = calibrate_autoencoder_counts(small.X, widths=WIDTHS, train=FAST, settings=settings)
+    assert 0 < result.best_index < len(WIDTHS) - 1  # not monotone: an interior minimum
+    # Rebuild the scored half-A denoisers (same seeds) and their true losses.
+    seed = spawn_seeds(0, 1)[0]
+    halves = prepare_halves(small.X, p=0.7, transform="sqrt", random_state=seed)
+    torch_seed = int(np.random.default_rng(seed.spawn(1)[0]).integers(2**31 - 1))
+    truth = expected_target(small.layers["rate"], 0.7, halves.depth, "sqrt", draws=100)
+    table = halves.conversion_table()
+    true_loss = []
+    for width in WIDTHS:
+        net, _ = fit_autoencoder(halves.a, width, FAST, torch_seed)
+        prediction = halves.conversion.convert(apply_net(net, halves.a), table)
+        true_loss.append(np.mean((prediction - truth) ** 2))
+    true_loss = np.array(true_loss)
+    assert true_loss[result.best_index] <= 1.10 * true_loss.min()
+
+
+def test_autoencoder_poisson_loss_runs_and_is_deterministic(small):
+    settings = SplitSettings(loss="poisson")
+    train = TrainSettings(max_epochs=15, patience=3)
+    a = calibrate_autoencoder_counts(small.X, widths=(2, 8), train=train, settings=settings)
+    b = calibrate_autoencoder_counts(small.X, widths=(2, 8), train=train, settings=settings)
+    np.testing.assert_array_equal(a.loss, b.loss)
+    assert np.all(np.isfinite(a.loss)) and np.all(a.loss > 0)
+
+
+def test_user_pca_callable_reproduces_calibrate_pca(small):
+    def pca_denoiser(train_half, n_comps):
+        fit = fit_pca(train_half, max(n_comps, 1), random_state=spawn_seeds(0, 1)[0])
+        if n_comps == 0:
+            return np.broadcast_to(fit.mean, train_half.shape)
+        return fit.reconstruct(slice(None), n_comps)
+
+    ranks = [0, 1, 3, 6, 10]
+    for p in (0.5, 0.7):
+        ours = calibrate_pca_counts(small.X, max_comps=10, p=p)
+        theirs = calibrate_callable_counts(small.X, pca_denoiser, {"n_comps": ranks},
+                                           settings=SplitSettings(p=p))
+        np.testing.assert_allclose(theirs.loss, ours.loss[ranks], rtol=1e-4)
+
+
+def test_generic_front_and_compare(small):
+    adata = small.copy()
+    n2s.tl.calibrate(adata, "knn", param_grid={"n_neighbors": [1, 5, 15]})
+    np.testing.assert_array_equal(adata.uns["noise2self_knn"]["grid"], [1, 5, 15])
+    table = n2s.tl.compare(adata, methods=("pca", "diffusion"))
+    assert isinstance(table, pd.DataFrame)
+    assert list(table.columns[:4]) == ["method", "param", "best", "best_loss"]
+    assert table["best_loss"].is_monotonic_increasing
+    for key in table["key"]:
+        assert key in adata.uns
+    ax = n2s.pl.calibration_curve(adata, key=list(table["key"]), show=False)
+    assert {line.get_label() for line in ax.lines} >= {f"{k} (n_comps)" for k in table["key"]
+                                                      if k.endswith("pca")}
+
+
+def test_denoise_autoencoder_writes_codes_and_layer(small):
+    adata = small.copy()
+    n2s.tl.denoise_autoencoder(adata, width=4, max_epochs=20, patience=3)
+    assert adata.obsm["X_noise2self_autoencoder"].shape == (adata.n_obs, 4)
+    assert adata.layers["noise2self_autoencoder"].shape == adata.shape
+    values = n2s.tl.denoised_values(adata, ["gene1"], key="noise2self_autoencoder")
+    np.testing.assert_array_equal(values[:, 0], adata.layers["noise2self_autoencoder"][:, 1])
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda a: n2s.tl.calibrate_autoencoder(a, widths=[2, 10_000]), ValueError, "widths"),
+        (lambda a: n2s.tl.calibrate_autoencoder(a, device="cuda"), RuntimeError, "CUDA"),
+        (lambda a: n2s.tl.calibrate_knn(a, ks=[a.n_obs]), ValueError, "n_cells - 1"),
+        (lambda a: n2s.tl.calibrate(a, "magic"), ValueError, "'diffusion'"),
+        (lambda a: n2s.tl.calibrate(a, lambda x: x), ValueError, "param_grid"),
+        (lambda a: n2s.tl.calibrate(a, "pca", param_grid={"k": [1]}), ValueError, "n_comps"),
+    ],
+)
+def test_bad_inputs(small, call, error, message):
+    if message == "CUDA":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+    with pytest.raises(error, match=message):
+        call(small.copy())
