@@ -31,18 +31,17 @@ def main() -> None:
     parser.add_argument("--max-time", type=float, default=300.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--classical", action="store_true")
+    parser.add_argument("--skip-cnn", action="store_true", help="only the classical method")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clean = datasets.set12()
     noisy = [c + SIGMA * np.random.default_rng(0).standard_normal(c.shape) for c in clean]
-    start = time.perf_counter()
-    model = train(noisy, args.model, max_time=args.max_time, progress=False,
-                  model_kwargs=json.loads(args.model_kwargs))  # fmt: skip
-    print(f"# trained {time.perf_counter() - start:.0f} s, {model.history['step'][-1]} steps, "
-          f"stopped: {model.history['stopped']}")  # fmt: skip
+    model = None if args.skip_cnn else _train(noisy, args)
     rows = []
     for index, (c, n) in enumerate(zip(clean, noisy, strict=True), start=1):
-        row = {"image": index, "noisy": psnr(n, c), "cnn": psnr(model.predict(n), c)}
+        row = {"image": index, "noisy": psnr(n, c)}
+        if model is not None:
+            row["cnn"] = psnr(model.predict(n), c)
         if args.classical:
             from sc_noise2self.image import denoise
 
@@ -52,6 +51,15 @@ def main() -> None:
                          for k, v in row.items()), flush=True)  # fmt: skip
     means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "image"}
     print("mean:", json.dumps({k: round(v, 2) for k, v in means.items()}))
+
+
+def _train(noisy: list[np.ndarray], args: argparse.Namespace):
+    start = time.perf_counter()
+    model = train(noisy, args.model, max_time=args.max_time, progress=False,
+                  model_kwargs=json.loads(args.model_kwargs))  # fmt: skip
+    print(f"# trained {time.perf_counter() - start:.0f} s, {model.history['step'][-1]} steps, "
+          f"stopped: {model.history['stopped']}")  # fmt: skip
+    return model
 
 
 if __name__ == "__main__":
