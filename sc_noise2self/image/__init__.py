@@ -18,17 +18,41 @@ from .invariant import (
 )
 from .masking import INTERPOLATIONS, grid_masks, masked_inputs, neighbour_kernel, replacement_values
 from .noise import estimate_noise_variance
-from .selection import auto_methods, denoise
+from .selection import CNN_METHODS, auto_methods, denoise
+
+# The CNN side needs torch: its names load on first use.
+_LAZY = {
+    "train": ".training",
+    "Noise2SelfModel": ".training",
+    "denoise_cnn": ".training",
+    "UNet": ".models",
+    "DnCNN": ".models",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "CNN_METHODS",
     "INTERPOLATIONS",
     "METHODS",
+    "DnCNN",
     "ImageCalibration",
     "Method",
+    "Noise2SelfModel",
+    "UNet",
     "auto_methods",
     "available_methods",
     "calibrate",
     "denoise",
+    "denoise_cnn",
     "denoise_invariant",
     "estimate_noise_variance",
     "expand_grid",
@@ -39,4 +63,5 @@ __all__ = [
     "neighbour_kernel",
     "optimal_mix_weight",
     "replacement_values",
+    "train",
 ]

@@ -12,6 +12,7 @@ from .classical import available_methods, get_method
 from .invariant import ImageCalibration, calibrate, prepare_image
 from .noise import estimate_noise_variance
 
+CNN_METHODS = ("unet", "dncnn")
 # Too slow to calibrate unasked (seconds per 512x512 run, times every phase and parameter).
 _NOT_IN_AUTO = ("bm3d",)
 
@@ -46,16 +47,21 @@ def denoise(
     noise_variance: float | None = None,
     channel_axis: int | None = None,
     interpolation: str = "mean",
+    **train_kwargs,
 ) -> np.ndarray | tuple[np.ndarray, ImageCalibration]:
-    """Calibrate a classical denoiser on the image itself, then denoise with the best one.
+    """Calibrate a denoiser on the image itself, then denoise with the best one.
+
+    Classical methods are calibrated by the J-invariant loss; ``"unet"`` and ``"dncnn"`` train
+    a masked CNN on the image (Noise2Self, section 5) and return its prediction.
 
     Parameters
     ----------
     image
         2D image or 3D volume, integer or float, optionally with channels; never modified.
     method
-        A built-in method name, or ``"auto"``: calibrate every method of
-        :func:`auto_methods` and keep the one with the lowest self-supervised loss.
+        A built-in method name, ``"unet"`` or ``"dncnn"``, or ``"auto"``: calibrate every
+        classical method of :func:`auto_methods` and keep the one with the lowest
+        self-supervised loss.
     param_grid
         Grid for a single named method; None uses its default grid. Not allowed with
         ``"auto"``.
@@ -66,11 +72,24 @@ def denoise(
         ``candidates`` holds every method's best loss.
     stride, approximate_loss, n_jobs, progress, noise_variance, channel_axis, interpolation
         As in :func:`~sc_noise2self.image.calibrate`.
+    **train_kwargs
+        For ``"unet"`` and ``"dncnn"``: options of :func:`~sc_noise2self.image.train`
+        (``max_time``, ``steps``, ``device``, ``random_state``, ...).
 
     Returns
     -------
-    The denoised float image, or ``(denoised, calibration)``.
+    The denoised float image, or ``(denoised, calibration)``; for a CNN the second item is
+    the trained :class:`~sc_noise2self.image.Noise2SelfModel`.
     """
+    if method in CNN_METHODS:
+        from .training import denoise_cnn
+
+        return denoise_cnn(image, model=method, channel_axis=channel_axis,
+                           return_model=return_calibration, progress=progress, **train_kwargs)
+    if train_kwargs:
+        raise TypeError(
+            f"Options {sorted(train_kwargs)} apply to method='unet' or 'dncnn' only."
+        )
     floats, channel_axis = prepare_image(image, stride=stride, channel_axis=channel_axis)
     n_spatial = floats.ndim - (channel_axis is not None)
     if method == "auto":
