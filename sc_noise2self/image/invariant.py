@@ -195,7 +195,7 @@ def _masked_loss(
     """Self-supervised MSE over the masked pixels, with no full output kept in memory."""
     total, count = 0.0, 0
     for masked, mask in zip(stack, masks, strict=True):
-        # np.array: joblib hands workers a read-only memory map of the stack.
+        # A private copy: a denoiser may write into its input.
         errors = np.asarray(denoise(np.array(masked)))[mask] - image[mask]
         total += float(np.sum(errors.astype(np.float64) ** 2))
         count += errors.size
@@ -423,7 +423,9 @@ def calibrate(
         Score one phase only (the middle one, as scikit-image does): ``stride ** ndim``
         times faster, noisier.
     n_jobs
-        Worker processes over parameter sets; None or -1 uses every core, 1 runs here.
+        Worker threads over parameter sets; None or -1 uses every core, 1 runs here.
+        Threads share the masked inputs without copies, and scikit-image's denoisers release
+        the GIL in their inner loops (measured faster than processes, benchmarks/RESULTS.md).
     progress
         Show a progress bar over parameter sets.
     noise_variance
@@ -514,7 +516,8 @@ def _score_grid(
         task, shared = _masked_loss, (masked_inputs(image, masks, replacement), masks, image)
     n_jobs = _worker_count(n_jobs, len(grid))
     jobs = (delayed(task)(*shared, denoise) for denoise in denoisers)
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+    # Threads: no copies of the masked stack, and measured faster than worker processes.
+    results = Parallel(n_jobs=n_jobs, return_as="generator", prefer="threads")(jobs)
     return np.array(list(tqdm(results, total=len(grid), disable=not progress, desc="calibrate")))
 
 
