@@ -139,3 +139,11 @@ def test_stacked_member_uses_only_its_own_bottleneck_units():
     after = stack(x)
     torch.testing.assert_close(after[0], before[0])
     assert not torch.allclose(after[1], before[1])  # member 1 (width 5) uses units 2..4
+
+
+def test_default_grids_fit_small_data():
+    tiny = datasets.synthetic_counts(40, 30, rank=2, depth=400, random_state=5)
+    n2s.tl.calibrate_knn(tiny)
+    assert tiny.uns["noise2self_knn"]["grid"].max() < tiny.n_obs
+    n2s.tl.calibrate_autoencoder(tiny, max_epochs=3, patience=1)
+    assert tiny.uns["noise2self_autoencoder"]["grid"].max() <= tiny.n_vars

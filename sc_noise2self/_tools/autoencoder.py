@@ -10,7 +10,6 @@ import numpy as np
 from .._anndata import get_counts, target
 from ..calibration import DEFAULT_P, SplitSettings
 from ..denoisers.autoencoder import (
-    DEFAULT_WIDTHS,
     TrainSettings,
     apply_net,
     calibrate_autoencoder_counts,
@@ -25,7 +24,7 @@ from .common import logger, normalised_values, store_calibration
 def calibrate_autoencoder(
     adata: ad.AnnData,
     *,
-    widths=DEFAULT_WIDTHS,
+    widths=None,
     hidden: tuple[int, ...] = (128,),
     layer: str | None = None,
     transform: str = "sqrt",
@@ -54,7 +53,8 @@ def calibrate_autoencoder(
     adata
         Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
     widths
-        Bottleneck widths to score, each at most the number of genes.
+        Bottleneck widths to score, each at most the number of genes; None uses
+        1, 2, 4, ..., 128 up to the number of genes.
     hidden
         Hidden layer sizes of the encoder (mirrored in the decoder).
     layer

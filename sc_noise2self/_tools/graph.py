@@ -8,7 +8,6 @@ import numpy as np
 from .._anndata import get_counts, target
 from ..calibration import DEFAULT_P, CalibrationResult, SplitSettings
 from ..denoisers.graph import (
-    DEFAULT_KS,
     build_graph,
     calibrate_diffusion_counts,
     calibrate_knn_counts,
@@ -23,7 +22,7 @@ from .common import logger, normalised_values, store_calibration, write_dense_la
 def calibrate_knn(
     adata: ad.AnnData,
     *,
-    ks=DEFAULT_KS,
+    ks=None,
     n_pcs: int = 30,
     layer: str | None = None,
     transform: str = "sqrt",
@@ -44,7 +43,8 @@ def calibrate_knn(
     adata
         Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
     ks
-        Neighbour counts to score; 1 means no smoothing.
+        Neighbour counts to score; 1 means no smoothing. None uses 1, 2, 3, 5, 8, 10, 15, 20,
+        30, 50 below the number of cells.
     n_pcs
         Principal components of half A used for the neighbour search.
     layer

@@ -273,7 +273,7 @@ def check_widths(widths, n_genes: int) -> np.ndarray:
 def calibrate_autoencoder_counts(
     X,
     *,
-    widths=DEFAULT_WIDTHS,
+    widths=None,
     train: TrainSettings | None = None,
     settings: SplitSettings | None = None,
     progress: bool | None = None,
@@ -285,7 +285,8 @@ def calibrate_autoencoder_counts(
     X
         Raw counts, cells x genes.
     widths
-        Bottleneck widths to train and score.
+        Bottleneck widths to train and score; None uses ``DEFAULT_WIDTHS`` up to the number
+        of genes.
     train
         Training options (:class:`TrainSettings`).
     settings
@@ -304,6 +305,8 @@ def calibrate_autoencoder_counts(
     settings = settings or SplitSettings()
     train = train or TrainSettings()
     settings.validate(X)
+    if widths is None:
+        widths = [w for w in DEFAULT_WIDTHS if w <= X.shape[1]]
     widths = check_widths(widths, X.shape[1])
     resolve_device(train.device)  # a missing accelerator fails before any work
     if not 0 < train.val_fraction < 1:

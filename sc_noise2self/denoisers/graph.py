@@ -208,7 +208,7 @@ DEFAULT_KS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
 def calibrate_knn_counts(
     X,
     *,
-    ks=DEFAULT_KS,
+    ks=None,
     n_pcs: int = 30,
     settings: SplitSettings | None = None,
     progress: bool | None = None,
@@ -220,7 +220,8 @@ def calibrate_knn_counts(
     X
         Raw counts, cells x genes.
     ks
-        Neighbour counts to score, the cell itself included (1 = no smoothing).
+        Neighbour counts to score, the cell itself included (1 = no smoothing); None uses
+        ``DEFAULT_KS`` below the number of cells.
     n_pcs
         Principal components of half A that the neighbour search uses.
     settings
@@ -234,6 +235,8 @@ def calibrate_knn_counts(
     """
     settings = settings or SplitSettings()
     settings.validate(X)
+    if ks is None:
+        ks = [k for k in DEFAULT_KS if k < X.shape[0]]
     ks = np.unique(np.asarray(ks, dtype=int))
     if ks.size == 0 or ks.min() < 1 or ks.max() >= X.shape[0]:
         raise ValueError(
