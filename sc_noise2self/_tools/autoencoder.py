@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import anndata as ad
 import numpy as np
 
@@ -18,7 +16,7 @@ from ..denoisers.autoencoder import (
 )
 from ..splitting import RandomState, make_rng
 from ..transforms import library_sizes
-from .common import logger, normalised_values, store_calibration
+from .common import logger, normalised_values, store_calibration, write_dense_layer
 
 
 def calibrate_autoencoder(
@@ -153,7 +151,8 @@ def denoise_autoencoder(
                             layer="X" if layer is None else layer)
     record.update(method="autoencoder", width=width, history=np.asarray(history))
     adata.uns[key_added] = record
-    _write_decoded_layer(adata, net, values, key_added, max_layer_gb)
+    write_dense_layer(adata, key_added, max_layer_gb, values=lambda: apply_net(net, values),
+                      way_out=f"The latent codes are in obsm['X_{key_added}'].")
     return adata if copy else None
 
 
@@ -163,16 +162,3 @@ def _train_settings(options: dict) -> TrainSettings:
     if "hidden" in chosen:
         chosen["hidden"] = tuple(chosen["hidden"])
     return TrainSettings(**chosen)
-
-
-def _write_decoded_layer(adata, net, values, key: str, max_layer_gb: float) -> None:
-    size_gb = adata.n_obs * adata.n_vars * 4 / 1e9
-    if size_gb <= max_layer_gb:
-        adata.layers[key] = apply_net(net, values)
-        return
-    warnings.warn(
-        f"The dense decoded matrix would take {size_gb:.2f} GB (> max_layer_gb={max_layer_gb}); "
-        f"not writing layers[{key!r}]. The latent codes are in obsm['X_{key}'].",
-        UserWarning,
-        stacklevel=3,
-    )

@@ -35,16 +35,24 @@ def normalised_values(counts, depth: float, transform: str, columns=None):
     return apply_transform(normalize_to_depth(counts, depth, totals), transform, inplace=True)
 
 
-def write_dense_layer(adata: ad.AnnData, key: str, max_layer_gb: float) -> None:
-    """Write ``layers[key]`` when it fits ``max_layer_gb``; else warn and name the way out."""
+def write_dense_layer(
+    adata: ad.AnnData, key: str, max_layer_gb: float, values=None, way_out: str | None = None
+) -> None:
+    """Write ``layers[key]`` when it fits ``max_layer_gb``; else warn and name the way out.
+
+    ``values()`` computes the dense matrix (default: :func:`denoised_values`); ``way_out``
+    says how to get values without the layer.
+    """
     size_gb = adata.n_obs * adata.n_vars * 4 / 1e9
     if size_gb <= max_layer_gb:
-        adata.layers[key] = denoised_values(adata, key=key)
+        adata.layers[key] = values() if values else denoised_values(adata, key=key)
         return
+    way_out = way_out or (
+        f"Get chosen genes with `sc_noise2self.tl.denoised_values(adata, genes, key={key!r})`."
+    )
     warnings.warn(
         f"The dense denoised matrix would take {size_gb:.2f} GB (> max_layer_gb={max_layer_gb}); "
-        f"not writing layers[{key!r}]. Get chosen genes with "
-        f"`sc_noise2self.tl.denoised_values(adata, genes, key={key!r})`.",
+        f"not writing layers[{key!r}]. {way_out}",
         UserWarning,
         stacklevel=3,
     )
