@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -115,7 +116,9 @@ def prepare_halves(
     totals_a = library_sizes(counts_a)
     # The halves are ours: normalise them in place, so no copy of their patterns is made.
     a = normalize_to_depth(counts_a, p * depth, totals_a, inplace=True)
-    b_counts = counts_b.copy() if keep_counts else None
+    b_counts = None
+    if keep_counts:  # CSR (or dense), so that rows can be sliced for scoring
+        b_counts = counts_b.tocsr(copy=True) if sparse.issparse(counts_b) else counts_b.copy()
     b = normalize_to_depth(counts_b, (1.0 - p) * depth, inplace=True)
     del counts_a, counts_b
     apply_transform(a, transform, inplace=True)
@@ -150,7 +153,9 @@ class SplitSettings:
         seed = self.random_state
         return dict(
             p=self.p, transform=self.transform, loss=self.loss, n_splits=self.n_splits,
-            random_state=seed if isinstance(seed, int | None) else "custom",
+            random_state=int(seed) if isinstance(seed, numbers.Integral) else (
+                None if seed is None else "custom"
+            ),
         )
 
 

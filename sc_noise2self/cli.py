@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -91,7 +92,8 @@ def run_denoise(args: argparse.Namespace) -> int:
     adata.write_h5ad(args.out)
     print(f"wrote {args.out}")
     if args.plot:
-        pl.calibration_curve(adata, show=False, save=args.plot)
+        # A path with a directory is written exactly there (a bare name would be a suffix).
+        pl.calibration_curve(adata, show=False, save=str(Path(args.plot).resolve()))
         print(f"wrote {args.plot}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0

@@ -27,12 +27,23 @@ def make_rng(random_state: RandomState) -> np.random.Generator:
 
 
 def spawn_seeds(random_state: RandomState, n: int) -> list[np.random.SeedSequence]:
-    """Return ``n`` independent child seeds, reproducible from ``random_state``."""
+    """Return ``n`` independent child seeds, reproducible from ``random_state``.
+
+    Unlike ``SeedSequence.spawn``, this leaves ``random_state`` untouched, so passing the
+    same seed object twice gives the same children.
+    """
     if isinstance(random_state, np.random.Generator):
-        return random_state.bit_generator.seed_seq.spawn(n)
-    if isinstance(random_state, np.random.SeedSequence):
-        return random_state.spawn(n)
-    return np.random.SeedSequence(random_state).spawn(n)
+        parent = random_state.bit_generator.seed_seq
+    elif isinstance(random_state, np.random.SeedSequence):
+        parent = random_state
+    else:
+        parent = np.random.SeedSequence(random_state)
+    return [
+        np.random.SeedSequence(
+            parent.entropy, spawn_key=(*parent.spawn_key, i), pool_size=parent.pool_size
+        )
+        for i in range(n)
+    ]
 
 
 def split_counts(

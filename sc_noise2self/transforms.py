@@ -102,7 +102,7 @@ def expected_transform(mu: np.ndarray, transform: Transform) -> np.ndarray:
     """Return ``E[f(Poisson(mu))]`` for each entry of ``mu``.
 
     Exact by summing the Poisson series up to ``mu = 1000``, and by the second-order delta
-    method ``f(mu) + f''(mu) * mu / 2`` above, where its error is below 1e-6.
+    method ``f(mu) + f''(mu) * mu / 2`` above, where its error is about 2e-6 or less.
 
     Parameters
     ----------
@@ -197,7 +197,10 @@ class DepthConversion:
         )
 
     def convert(self, y: np.ndarray, table: ConversionTable | None = None) -> np.ndarray:
-        """Move predictions ``y`` from depth ``a`` to depth ``b``; negative ``y`` maps to 0."""
+        """Move predictions ``y`` from depth ``a`` to depth ``b``.
+
+        A tabulated (non-linear) conversion maps negative ``y`` to 0; a linear one scales it.
+        """
         if self.is_linear:
             return y * self.scale
         table = table if table is not None else self.table(np.max(y))

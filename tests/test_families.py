@@ -31,7 +31,7 @@ def test_autoencoder_width_choice_is_near_the_true_best(small):
     # Rebuild the scored half-A denoisers (same seeds) and their true losses.
     seed = spawn_seeds(0, 1)[0]
     halves = prepare_halves(small.X, p=0.7, transform="sqrt", random_state=seed)
-    torch_seed = int(np.random.default_rng(seed.spawn(1)[0]).integers(2**31 - 1))
+    torch_seed = int(np.random.default_rng(spawn_seeds(seed, 1)[0]).integers(2**31 - 1))
     truth = expected_target(small.layers["rate"], 0.7, halves.depth, "sqrt", draws=100)
     table = halves.conversion_table()
     true_loss = []
@@ -147,3 +147,18 @@ def test_default_grids_fit_small_data():
     assert tiny.uns["noise2self_knn"]["grid"].max() < tiny.n_obs
     n2s.tl.calibrate_autoencoder(tiny, max_epochs=3, patience=1)
     assert tiny.uns["noise2self_autoencoder"]["grid"].max() <= tiny.n_vars
+
+
+def test_poisson_training_survives_cells_with_empty_half_a():
+    import torch
+
+    from sc_noise2self.denoisers.autoencoder import _training_loss
+
+    X = np.array([[1, 0, 0], [5, 3, 2], [4, 4, 1], [2, 6, 3]])
+    halves = prepare_halves(X, p=0.7, transform="sqrt", random_state=4)
+    halves.totals_a[0] = 0.0  # an empty half A, as a one-molecule cell can get
+    batch = torch.as_tensor(np.asarray(halves.a), dtype=torch.float32)
+    output = torch.zeros_like(batch, requires_grad=True)
+    loss = _training_loss(output, batch, halves, np.arange(4), "poisson")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(output.grad).all()

@@ -162,3 +162,21 @@ def test_max_score_cells_caps_only_large_data(synthetic):
     np.testing.assert_array_equal(full.loss, same.loss)
     assert not np.array_equal(full.loss, capped.loss)
     np.testing.assert_allclose(capped.loss, full.loss, rtol=0.05)
+
+
+def test_seed_objects_are_not_consumed(synthetic):
+    seed = np.random.SeedSequence(42)
+    first = calibrate_pca_counts(synthetic.X, max_comps=5, random_state=seed)
+    second = calibrate_pca_counts(synthetic.X, max_comps=5, random_state=seed)
+    np.testing.assert_array_equal(first.loss, second.loss)
+    assert seed.n_children_spawned == 0
+
+
+def test_poisson_loss_accepts_coo_input(synthetic):
+    from sc_noise2self.calibration import SplitSettings, calibrate_callable_counts
+
+    result = calibrate_callable_counts(
+        synthetic.X.tocoo(), lambda a, s: a * s, {"s": [0.5, 1.0]},
+        settings=SplitSettings(loss="poisson"),
+    )
+    assert np.all(np.isfinite(result.loss))

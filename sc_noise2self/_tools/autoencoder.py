@@ -131,6 +131,12 @@ def denoise_autoencoder(
     ``obsm['X_' + key_added]``, ``uns[key_added]`` and, when it fits, the decoded values on the
     transformed scale to ``layers[key_added]``.
     """
+    if calibrate_kwargs.get("loss", "mse") != "mse":
+        raise ValueError(
+            "denoise_autoencoder trains its final network by squared error on the transformed "
+            "scale, so calibrate its width with loss='mse'. (calibrate_autoencoder supports "
+            "loss='poisson' for comparing losses.)"
+        )
     record = {"params": {}}
     if width is None:
         scratch = ad.AnnData(get_counts(adata, layer))

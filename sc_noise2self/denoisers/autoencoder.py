@@ -21,6 +21,7 @@ from ..calibration import (
     poisson_deviance,
     run_splits,
 )
+from ..splitting import spawn_seeds
 
 DEFAULT_WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -207,7 +208,9 @@ def _training_loss(output, batch, halves: Halves, rows, loss: str):
     size = torch.as_tensor(halves.totals_a[rows] / (halves.p * halves.depth),
                            dtype=batch.dtype, device=batch.device)[:, None]
     counts = _inverse_transform(batch, halves.transform) * size
-    return torch.mean(torch.exp(output) * size - counts * (output + torch.log(size)))
+    # A cell whose half A is empty has size 0: its term is 0, not 0 * log(0).
+    log_size = torch.log(size.clamp_min(1e-12))
+    return torch.mean(torch.exp(output) * size - counts * (output + log_size))
 
 
 def _inverse_transform(values, transform: str):
@@ -313,7 +316,7 @@ def calibrate_autoencoder_counts(
         raise ValueError(f"val_fraction={train.val_fraction} must lie strictly between 0 and 1.")
 
     def score(halves: Halves, seed) -> np.ndarray:
-        torch_seed = int(np.random.default_rng(seed.spawn(1)[0]).integers(2**31 - 1))
+        torch_seed = int(np.random.default_rng(spawn_seeds(seed, 1)[0]).integers(2**31 - 1))
         every_cell = np.arange(X.shape[0])
         batch_loss = halves_batch_loss(halves, settings.loss)
         if train.batched:

@@ -23,7 +23,7 @@ from sklearn.decomposition import PCA, TruncatedSVD
 
 from .._validation import check_choice
 from ..calibration import DEFAULT_P, CalibrationResult, Halves, SplitSettings, run_splits
-from ..splitting import RandomState
+from ..splitting import RandomState, spawn_seeds
 
 Solver = Literal["auto", "arpack", "covariance_eigh", "randomized"]
 SOLVERS: tuple[str, ...] = ("auto", "arpack", "covariance_eigh", "randomized")
@@ -206,7 +206,7 @@ def pick_score_cells(
         return None
     if max_score_cells < 1:
         raise ValueError(f"max_score_cells={max_score_cells} must be a positive number or None.")
-    rng = np.random.default_rng(seed.spawn(1)[0])
+    rng = np.random.default_rng(spawn_seeds(seed, 1)[0])
     return np.sort(rng.choice(n_cells, size=max_score_cells, replace=False))
 
 
