@@ -14,7 +14,7 @@ from scipy import sparse
 
 from ._validation import check_choice, check_counts, check_fraction
 
-SPLIT_METHODS = ("binomial",)
+SPLIT_METHODS = ("binomial", "negative_binomial")
 
 RandomState = int | np.random.Generator | np.random.SeedSequence | None
 
@@ -51,7 +51,8 @@ def split_counts(
     p: float = 0.5,
     *,
     random_state: RandomState = 0,
-    method: Literal["binomial"] = "binomial",
+    method: Literal["binomial", "negative_binomial"] = "binomial",
+    overdispersion=None,
 ):
     """Split count matrix ``X`` molecule by molecule into two halves that sum to ``X``.
 
@@ -66,7 +67,14 @@ def split_counts(
         Seed, ``SeedSequence`` or ``Generator``. The same seed gives bit-identical halves.
     method
         ``"binomial"``: ``Xa ~ Binomial(X, p)``, which makes the halves independent given the
-        truth when the counts are Poisson.
+        truth when the counts are Poisson. ``"negative_binomial"``: ``Xa ~ Binomial(X, pi)``
+        with ``pi ~ Beta(p b, (1 - p) b)`` for gene size ``b`` (count splitting / data
+        thinning), which makes the halves independent NB(p mu, p b) and NB((1-p) mu,
+        (1-p) b) when the counts are NB(mu, b).
+    overdispersion
+        The NB size ``b``: one number, one per gene, or ``"estimate"``
+        (:func:`estimate_overdispersion`). ``inf`` means Poisson for that gene. Only with
+        ``method="negative_binomial"``.
 
     Returns
     -------
@@ -87,34 +95,119 @@ def split_counts(
     check_choice(method, SPLIT_METHODS, name="method")
     p = check_fraction(p)
     check_counts(X)
+    sizes = _gene_sizes(X, method, overdispersion)
     rng = make_rng(random_state)
     if sparse.issparse(X):
-        return _split_sparse(X, p, rng)
-    return _split_dense(np.asarray(X), p, rng)
+        return _split_sparse(X, p, rng, sizes)
+    return _split_dense(np.asarray(X), p, rng, sizes)
 
 
-def _binomial_halves(values: np.ndarray, p: float, rng: np.random.Generator, chunk: int = 1 << 20):
-    """Draw ``Binomial(values, p)`` and its complement, both in the dtype of ``values``."""
+def _gene_sizes(X, method: str, overdispersion) -> np.ndarray | None:
+    """Per-gene NB sizes for ``method="negative_binomial"``; None for binomial splitting."""
+    if method == "binomial":
+        if overdispersion is not None:
+            raise ValueError("overdispersion applies to method='negative_binomial' only.")
+        return None
+    if overdispersion is None:
+        raise ValueError(
+            "method='negative_binomial' needs overdispersion: a number, one per gene, or "
+            "'estimate'."
+        )
+    if isinstance(overdispersion, str):
+        check_choice(overdispersion, ("estimate",), name="overdispersion")
+        return estimate_overdispersion(X)
+    sizes = np.broadcast_to(np.asarray(overdispersion, dtype=np.float64), (X.shape[1],))
+    if np.any(np.isnan(sizes)) or np.any(sizes <= 0):
+        raise ValueError("overdispersion (the NB size b) must be positive; use inf for Poisson.")
+    return np.array(sizes)
+
+
+def estimate_overdispersion(X, *, prior_genes: float = 10.0) -> np.ndarray:
+    """Per-gene negative-binomial size ``b`` by moments, shrunk towards the typical gene.
+
+    With size factors ``s_i`` (library size over its mean), the counts have mean
+    ``s_i mu_g`` and variance ``s_i mu_g + s_i^2 mu_g^2 / b_g``. The moment estimate of
+    ``phi_g = 1 / b_g`` is shrunk towards the median over genes, with weight
+    ``n_g / (n_g + prior_genes)`` on the gene's own estimate, ``n_g`` its non-zero cells.
+    Sparse input stays sparse.
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes.
+    prior_genes
+        Strength of the shrinkage, in non-zero cells.
+
+    Returns
+    -------
+    Array of ``b`` per gene; ``inf`` where no overdispersion is seen (Poisson).
+    """
+    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    s = totals / totals.mean()
+    square = X.multiply(X) if sparse.issparse(X) else np.square(X, dtype=np.float64)
+    sum_x = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
+    sum_x2 = np.asarray(square.sum(axis=0), dtype=np.float64).ravel()
+    sum_sx = np.asarray(X.T @ s, dtype=np.float64).ravel()
+    mu = sum_x / s.sum()
+    excess = sum_x2 - 2 * mu * sum_sx + mu**2 * np.sum(s**2) - mu * s.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = np.where(mu > 0, excess / (mu**2 * np.sum(s**2)), 0.0)
+    phi = np.clip(phi, 0.0, None)
+    detected = np.asarray((X > 0).sum(axis=0), dtype=np.float64).ravel()
+    weight = detected / (detected + prior_genes)
+    typical = np.median(phi[detected > 0]) if np.any(detected > 0) else 0.0
+    shrunk = weight * phi + (1 - weight) * typical
+    with np.errstate(divide="ignore"):
+        return np.where(shrunk > 0, 1.0 / shrunk, np.inf)
+
+
+def _draw_halves(values: np.ndarray, p: float, rng: np.random.Generator,
+                 sizes: np.ndarray | None = None, chunk: int = 1 << 20):
+    """Split each count of ``values`` into two, in the dtype of ``values``.
+
+    Binomially with share ``p``, or beta-binomially with the NB size ``sizes`` (one per
+    value) when given.
+    """
     a = np.empty_like(values)
-    # Chunks bound the int64 temporaries that numpy's binomial needs.
+    # Chunks bound the int64 and float64 temporaries of numpy's samplers.
     for start in range(0, values.size, chunk):
         block = values[start : start + chunk]
-        a[start : start + chunk] = rng.binomial(block.astype(np.int64), p)
+        share = p if sizes is None else _beta_shares(sizes[start : start + chunk], p, rng)
+        a[start : start + chunk] = rng.binomial(block.astype(np.int64), share)
     return a, values - a
 
 
-def _split_dense(X: np.ndarray, p: float, rng: np.random.Generator):
-    a, b = _binomial_halves(X.ravel(), p, rng)
+def _beta_shares(sizes: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """``Beta(p b, (1 - p) b)`` draws; ``p`` itself where ``b`` is infinite (Poisson)."""
+    finite = np.isfinite(sizes)
+    shares = np.full(sizes.shape, p)
+    shares[finite] = rng.beta(p * sizes[finite], (1 - p) * sizes[finite])
+    return shares
+
+
+def _split_dense(X: np.ndarray, p: float, rng: np.random.Generator, sizes=None):
+    per_value = None if sizes is None else np.broadcast_to(sizes, X.shape).ravel()
+    a, b = _draw_halves(X.ravel(), p, rng, per_value)
     return a.reshape(X.shape), b.reshape(X.shape)
 
 
-def _split_sparse(X, p: float, rng: np.random.Generator):
+def _split_sparse(X, p: float, rng: np.random.Generator, sizes=None):
     if not X.has_canonical_format:
         # Duplicate entries must be split as one count.
         X = X.copy()
         X.sum_duplicates()
-    data_a, data_b = _binomial_halves(X.data, p, rng)
+    per_value = None if sizes is None else sizes[_value_genes(X)]
+    data_a, data_b = _draw_halves(X.data, p, rng, per_value)
     return _with_data(X, data_a), _with_data(X, data_b)
+
+
+def _value_genes(X) -> np.ndarray:
+    """The gene (column) of every stored value of a sparse matrix."""
+    if X.format == "csr":
+        return X.indices
+    if X.format == "csc":
+        return np.repeat(np.arange(X.shape[1]), np.diff(X.indptr))
+    return X.col
 
 
 def _with_data(X, data: np.ndarray):

@@ -97,3 +97,64 @@ def test_p_outside_unit_interval_is_refused(counts, p):
 def test_unknown_method_lists_known_ones(counts):
     with pytest.raises(ValueError, match="'binomial'"):
         split_counts(counts, method="poisson-ish")
+
+
+def nb_counts(n_cells=3000, mu=5.0, size=1.0, n_genes=50, seed=0):
+    """NB counts with one mean and size for every entry: no signal, pure overdispersed noise."""
+    rng = np.random.default_rng(seed)
+    return rng.negative_binomial(size, size / (size + mu), size=(n_cells, n_genes))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_negative_binomial_halves_sum_exactly(counts, fmt):
+    X = as_format(counts, fmt)
+    Xa, Xb = split_counts(X, 0.4, method="negative_binomial", overdispersion=2.0, random_state=1)
+    np.testing.assert_array_equal(to_dense(Xa) + to_dense(Xb), counts)
+    assert type(Xa) is type(X)
+
+
+def test_beta_binomial_split_decorrelates_nb_counts_where_binomial_does_not():
+    mu, size = 5.0, 1.0
+    X = sparse.csr_matrix(nb_counts(mu=mu, size=size))
+    a, b = split_counts(X, 0.5, random_state=2)
+    binomial_corr = np.corrcoef(to_dense(a).ravel(), to_dense(b).ravel())[0, 1]
+    assert binomial_corr == pytest.approx(mu / (mu + 2 * size), abs=0.03)
+    a, b = split_counts(X, 0.5, method="negative_binomial", overdispersion=size, random_state=2)
+    assert abs(np.corrcoef(to_dense(a).ravel(), to_dense(b).ravel())[0, 1]) < 0.02
+
+
+def test_beta_binomial_halves_have_nb_margins():
+    mu, size, p = 4.0, 2.0, 0.7
+    a, _ = split_counts(nb_counts(mu=mu, size=size), p, method="negative_binomial",
+                        overdispersion=size, random_state=3)
+    assert a.mean() == pytest.approx(p * mu, rel=0.02)
+    expected_var = p * mu + (p * mu) ** 2 / (p * size)
+    assert a.var() == pytest.approx(expected_var, rel=0.05)
+
+
+def test_overdispersion_estimate_recovers_known_size():
+    from sc_noise2self.splitting import estimate_overdispersion
+
+    rng = np.random.default_rng(4)
+    mu = rng.lognormal(1.0, 0.7, size=200)
+    library = rng.lognormal(0.0, 0.3, size=2000)[:, None]
+    means = library * mu
+    X = rng.negative_binomial(2.0, 2.0 / (2.0 + means))
+    estimate = estimate_overdispersion(sparse.csr_matrix(X))
+    assert np.median(estimate) == pytest.approx(2.0, rel=0.15)
+    poisson = estimate_overdispersion(sparse.csr_matrix(rng.poisson(means)))
+    assert np.median(1 / poisson) < 0.05  # nearly no overdispersion found in Poisson data
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"method": "negative_binomial"}, "needs overdispersion"),
+        ({"overdispersion": 2.0}, "negative_binomial' only"),
+        ({"method": "negative_binomial", "overdispersion": -1.0}, "positive"),
+        ({"method": "negative_binomial", "overdispersion": "guess"}, "'estimate'"),
+    ],
+)
+def test_bad_overdispersion_options(counts, options, message):
+    with pytest.raises(ValueError, match=message):
+        split_counts(counts, **options)
