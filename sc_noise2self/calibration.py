@@ -6,6 +6,7 @@ loss curve.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import numbers
@@ -88,6 +89,8 @@ def prepare_halves(
     random_state: RandomState,
     depth: float | None = None,
     keep_counts: bool = False,
+    split: str = "binomial",
+    overdispersion=None,
 ) -> Halves:
     """Split ``X`` into molecule halves, then normalise and transform each on its own.
 
@@ -105,6 +108,8 @@ def prepare_halves(
         Median total count of the full data; computed from ``X`` when not given.
     keep_counts
         Keep half B's raw counts (needed by the Poisson loss).
+    split, overdispersion
+        Passed to :func:`~sc_noise2self.split_counts` as ``method`` and ``overdispersion``.
 
     Returns
     -------
@@ -112,7 +117,9 @@ def prepare_halves(
     """
     if depth is None:
         depth = float(np.median(library_sizes(X)))
-    counts_a, counts_b = split_counts(X, p, random_state=random_state)
+    counts_a, counts_b = split_counts(
+        X, p, random_state=random_state, method=split, overdispersion=overdispersion
+    )
     totals_a = library_sizes(counts_a)
     # The halves are ours: normalise them in place, so no copy of their patterns is made.
     a = normalize_to_depth(counts_a, p * depth, totals_a, inplace=True)
@@ -141,18 +148,32 @@ class SplitSettings:
     loss: str = "mse"
     n_splits: int = 1
     random_state: RandomState = 0
+    split: str = "binomial"
+    overdispersion: Any = None
 
-    def validate(self, X) -> None:
-        """Check the counts ``X`` and every setting; raise with a hint on what to pass."""
+    def validate(self, X) -> SplitSettings:
+        """Check the counts ``X`` and every setting; return the settings ready to split ``X``.
+
+        Raises with a hint on what to pass. ``overdispersion="estimate"`` is estimated here,
+        once for every split.
+        """
+        from .splitting import SPLIT_METHODS, estimate_overdispersion
+
         check_calibration_input(X, p=self.p, transform=self.transform, loss=self.loss)
         if self.n_splits < 1:
             raise ValueError(f"n_splits={self.n_splits} must be at least 1.")
+        check_choice(self.split, SPLIT_METHODS, name="split")
+        if isinstance(self.overdispersion, str) and self.split == "negative_binomial":
+            check_choice(self.overdispersion, ("estimate",), name="overdispersion")
+            return dataclasses.replace(self, overdispersion=estimate_overdispersion(X))
+        return self
 
     def params(self) -> dict:
         """The settings as a dict for the result record."""
         seed = self.random_state
         return dict(
             p=self.p, transform=self.transform, loss=self.loss, n_splits=self.n_splits,
+            split=self.split, overdispersion=self.overdispersion,
             random_state=int(seed) if isinstance(seed, numbers.Integral) else (
                 None if seed is None else "custom"
             ),
@@ -186,7 +207,8 @@ def run_splits(X, settings: SplitSettings, score_split, *, progress: bool | None
     for seed in tqdm(seeds, desc="splits", disable=hide):
         halves = prepare_halves(
             X, p=settings.p, transform=settings.transform, random_state=seed,
-            keep_counts=settings.loss == "poisson",
+            keep_counts=settings.loss == "poisson", split=settings.split,
+            overdispersion=settings.overdispersion,
         )
         curves.append(np.asarray(score_split(halves, seed), dtype=np.float64))
     return np.vstack(curves)
@@ -223,7 +245,7 @@ def calibrate_callable_counts(
     grid is ``0..n-1`` and ``params['grid_params']`` lists each combination.
     """
     settings = settings or SplitSettings()
-    settings.validate(X)
+    settings = settings.validate(X)
     if not callable(denoiser):
         raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}.")
     combos = expand_grid(param_grid)

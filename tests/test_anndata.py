@@ -135,3 +135,21 @@ def test_all_zero_cells_point_to_filter_cells(adata):
     adata.X = X.tocsr()
     with pytest.raises(ValueError, match=r"sc\.pp\.filter_cells"):
         n2s.tl.calibrate_pca(adata, max_comps=5)
+
+
+def test_negative_binomial_split_reaches_every_family(adata):
+    n2s.tl.calibrate_pca(adata, max_comps=6, split="negative_binomial", overdispersion="estimate")
+    sizes = adata.var["noise2self_overdispersion"]
+    assert sizes.shape == (adata.n_vars,) and np.all(sizes > 0)
+    record = adata.uns["noise2self"]
+    assert record["params"]["split"] == "negative_binomial"
+    binomial = n2s.tl.calibrate_pca(adata, max_comps=6, copy=True).uns["noise2self"]["loss"]
+    assert not np.allclose(record["loss"], binomial)
+    n2s.tl.calibrate_knn(adata, ks=[1, 5], split="negative_binomial", overdispersion=5.0)
+    assert adata.uns["noise2self_knn"]["params"]["overdispersion"] == 5.0
+    n2s.tl.calibrate(adata, "diffusion", param_grid={"t": [0, 2]}, split="negative_binomial",
+                     overdispersion=5.0)
+    with pytest.raises(ValueError, match="needs overdispersion"):
+        n2s.tl.calibrate_pca(adata, max_comps=3, split="negative_binomial")
+    with pytest.raises(ValueError, match="'negative_binomial'"):
+        n2s.tl.calibrate_pca(adata, max_comps=3, split="nb")

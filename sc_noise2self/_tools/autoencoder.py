@@ -36,6 +36,8 @@ def calibrate_autoencoder(
     val_fraction: float = 0.1,
     device: str = "auto",
     random_state: RandomState = 0,
+    split: str = "binomial",
+    overdispersion=None,
     progress: bool | None = None,
     key_added: str = "noise2self_autoencoder",
     copy: bool = False,
@@ -57,7 +59,7 @@ def calibrate_autoencoder(
         Hidden layer sizes of the encoder (mirrored in the decoder).
     layer
         Layer with the raw counts; None means ``X``.
-    transform, p, n_splits, random_state
+    transform, p, n_splits, random_state, split, overdispersion
         As in :func:`~sc_noise2self.tl.calibrate_pca`.
     loss
         ``"mse"``: the net predicts transformed values. ``"poisson"``: it predicts log
@@ -85,7 +87,8 @@ def calibrate_autoencoder(
                           device)
     result = calibrate_autoencoder_counts(
         get_counts(adata, layer), widths=widths, train=train,
-        settings=SplitSettings(p, transform, loss, n_splits, random_state), progress=progress,
+        settings=SplitSettings(p, transform, loss, n_splits, random_state, split, overdispersion),
+        progress=progress,
     )
     adata = target(adata, copy)
     store_calibration(adata, result, key_added, layer)

@@ -22,8 +22,15 @@ def logger():
 
 
 def store_calibration(adata: ad.AnnData, result, key_added: str, layer: str | None) -> None:
-    """Write a calibration record into ``adata.uns[key_added]``."""
+    """Write a calibration record into ``adata.uns[key_added]``.
+
+    Per-gene NB sizes (estimated or given) go to ``adata.var[key_added + '_overdispersion']``.
+    """
     result.params["layer"] = layer
+    sizes = result.params.get("overdispersion")
+    if isinstance(sizes, np.ndarray):
+        adata.var[f"{key_added}_overdispersion"] = sizes
+        result.params["overdispersion"] = f"per gene, in var['{key_added}_overdispersion']"
     adata.uns[key_added] = result.to_dict()
 
 

@@ -17,7 +17,8 @@ from .graph import calibrate_diffusion, calibrate_knn
 from .pca import calibrate_pca
 
 METHODS = ("pca", "knn", "diffusion", "autoencoder")
-_SPLIT_OPTIONS = ("p", "transform", "loss", "n_splits", "random_state")
+_SPLIT_OPTIONS = ("p", "transform", "loss", "n_splits", "random_state", "split",
+                  "overdispersion")
 
 
 def _grid_options(method: str, param_grid: dict | None) -> dict:

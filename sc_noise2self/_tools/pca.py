@@ -28,6 +28,8 @@ def calibrate_pca(
     key_added: str = "noise2self",
     solver: Solver = "auto",
     max_score_cells: int | None = 20_000,
+    split: str = "binomial",
+    overdispersion=None,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Choose the number of principal components by molecular cross-validation.
@@ -66,6 +68,12 @@ def calibrate_pca(
         Cap on the cells scored when the loss is non-linear (``p != 0.5`` under ``sqrt`` or
         ``log1p``, or ``loss="poisson"``); see
         :func:`~sc_noise2self.denoisers.pca.calibrate_pca_counts`. None scores every cell.
+    split
+        ``"binomial"`` (Poisson counts) or ``"negative_binomial"`` (overdispersed counts:
+        beta-binomial splitting keeps the halves independent).
+    overdispersion
+        For ``split="negative_binomial"``: the NB size per gene, one number, or
+        ``"estimate"`` (written to ``var[key_added + '_overdispersion']``).
     copy
         Return a new AnnData instead of writing into ``adata``.
 
@@ -79,7 +87,7 @@ def calibrate_pca(
     result = calibrate_pca_counts(
         get_counts(adata, layer), max_comps=max_comps, transform=transform, loss=loss, p=p,
         n_splits=n_splits, random_state=random_state, solver=solver,
-        max_score_cells=max_score_cells,
+        max_score_cells=max_score_cells, split=split, overdispersion=overdispersion,
     )
     adata = target(adata, copy)
     store_calibration(adata, result, key_added, layer)

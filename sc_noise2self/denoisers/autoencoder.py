@@ -307,7 +307,7 @@ def calibrate_autoencoder_counts(
 
     settings = settings or SplitSettings()
     train = train or TrainSettings()
-    settings.validate(X)
+    settings = settings.validate(X)
     if widths is None:
         widths = [w for w in DEFAULT_WIDTHS if w <= X.shape[1]]
     widths = check_widths(widths, X.shape[1])

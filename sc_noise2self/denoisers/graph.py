@@ -234,7 +234,7 @@ def calibrate_knn_counts(
     :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = ks``.
     """
     settings = settings or SplitSettings()
-    settings.validate(X)
+    settings = settings.validate(X)
     if ks is None:
         ks = [k for k in DEFAULT_KS if k < X.shape[0]]
     ks = np.unique(np.asarray(ks, dtype=int))
@@ -283,7 +283,7 @@ def calibrate_diffusion_counts(
     :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..t_max``.
     """
     settings = settings or SplitSettings()
-    settings.validate(X)
+    settings = settings.validate(X)
     if t_max < 0:
         raise ValueError(f"t_max={t_max} must be a non-negative number of steps.")
     if not 2 <= n_neighbors < X.shape[0]:

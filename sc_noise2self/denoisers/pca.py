@@ -222,6 +222,8 @@ def calibrate_pca_counts(
     center: bool = True,
     solver: Solver = "auto",
     max_score_cells: int | None = 20_000,
+    split: str = "binomial",
+    overdispersion=None,
     progress: bool | None = None,
 ) -> CalibrationResult:
     """Self-supervised loss of PCA denoising at every rank ``0..max_comps``, on raw counts.
@@ -251,6 +253,9 @@ def calibrate_pca_counts(
         scored at every rank (cost cells x genes x ranks); above this many cells the loss is
         scored on a seeded random subset of this size. None scores every cell. The SVD always
         uses every cell.
+    split, overdispersion
+        How molecules are split (:func:`~sc_noise2self.split_counts`): ``"binomial"``, or
+        ``"negative_binomial"`` with the NB size per gene, a number or ``"estimate"``.
     progress
         A progress bar over splits; None shows it only on a terminal.
 
@@ -258,8 +263,8 @@ def calibrate_pca_counts(
     -------
     :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..max_comps``.
     """
-    settings = SplitSettings(p, transform, loss, n_splits, random_state)
-    settings.validate(X)
+    settings = SplitSettings(p, transform, loss, n_splits, random_state, split, overdispersion)
+    settings = settings.validate(X)
     max_comps = clip_n_comps(max_comps, X.shape)
 
     def score(halves: Halves, seed) -> np.ndarray:
