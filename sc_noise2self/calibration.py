@@ -91,6 +91,7 @@ def prepare_halves(
     keep_counts: bool = False,
     split: str = "binomial",
     overdispersion=None,
+    sample_ratio: float | None = None,
 ) -> Halves:
     """Split ``X`` into molecule halves, then normalise and transform each on its own.
 
@@ -108,8 +109,8 @@ def prepare_halves(
         Median total count of the full data; computed from ``X`` when not given.
     keep_counts
         Keep half B's raw counts (needed by the Poisson loss).
-    split, overdispersion
-        Passed to :func:`~sc_noise2self.split_counts` as ``method`` and ``overdispersion``.
+    split, overdispersion, sample_ratio
+        Passed to :func:`~sc_noise2self.split_counts` (``split`` as ``method``).
 
     Returns
     -------
@@ -118,7 +119,8 @@ def prepare_halves(
     if depth is None:
         depth = float(np.median(library_sizes(X)))
     counts_a, counts_b = split_counts(
-        X, p, random_state=random_state, method=split, overdispersion=overdispersion
+        X, p, random_state=random_state, method=split, overdispersion=overdispersion,
+        sample_ratio=sample_ratio,
     )
     totals_a = library_sizes(counts_a)
     # The halves are ours: normalise them in place, so no copy of their patterns is made.
@@ -150,6 +152,7 @@ class SplitSettings:
     random_state: RandomState = 0
     split: str = "binomial"
     overdispersion: Any = None
+    sample_ratio: float | None = None
 
     def validate(self, X) -> SplitSettings:
         """Check the counts ``X`` and every setting; return the settings ready to split ``X``.
@@ -173,7 +176,7 @@ class SplitSettings:
         seed = self.random_state
         return dict(
             p=self.p, transform=self.transform, loss=self.loss, n_splits=self.n_splits,
-            split=self.split, overdispersion=self.overdispersion,
+            split=self.split, overdispersion=self.overdispersion, sample_ratio=self.sample_ratio,
             random_state=int(seed) if isinstance(seed, numbers.Integral) else (
                 None if seed is None else "custom"
             ),
@@ -208,7 +211,7 @@ def run_splits(X, settings: SplitSettings, score_split, *, progress: bool | None
         halves = prepare_halves(
             X, p=settings.p, transform=settings.transform, random_state=seed,
             keep_counts=settings.loss == "poisson", split=settings.split,
-            overdispersion=settings.overdispersion,
+            overdispersion=settings.overdispersion, sample_ratio=settings.sample_ratio,
         )
         curves.append(np.asarray(score_split(halves, seed), dtype=np.float64))
     return np.vstack(curves)

@@ -53,6 +53,7 @@ def split_counts(
     random_state: RandomState = 0,
     method: Literal["binomial", "negative_binomial"] = "binomial",
     overdispersion=None,
+    sample_ratio: float | None = None,
 ):
     """Split count matrix ``X`` molecule by molecule into two halves that sum to ``X``.
 
@@ -75,6 +76,11 @@ def split_counts(
         The NB size ``b``: one number, one per gene, or ``"estimate"``
         (:func:`estimate_overdispersion`). ``inf`` means Poisson for that gene. Only with
         ``method="negative_binomial"``.
+    sample_ratio
+        MCV's overlap correction: the share ``r`` of each cell's molecules that the data
+        captured. Two independent draws from the cell would share molecules when ``r`` is
+        not small, so each observed molecule goes to A only, B only or both, with the shares
+        of :func:`overlap_shares`; then ``Xa + Xb >= X``. None (or 0) splits plainly.
 
     Returns
     -------
@@ -97,9 +103,60 @@ def split_counts(
     check_counts(X)
     sizes = _gene_sizes(X, method, overdispersion)
     rng = make_rng(random_state)
+    if sample_ratio:
+        if method != "binomial":
+            raise ValueError("sample_ratio (the overlap correction) needs method='binomial'.")
+        return _split_with_overlap(X, overlap_shares(p, sample_ratio), rng)
     if sparse.issparse(X):
         return _split_sparse(X, p, rng, sizes)
     return _split_dense(np.asarray(X), p, rng, sizes)
+
+
+def overlap_shares(p: float, sample_ratio: float) -> tuple[float, float, float]:
+    """Shares of observed molecules in A only, B only, and both, under MCV's overlap model.
+
+    Two independent draws capture each of a cell's molecules with probabilities ``a`` and
+    ``b`` (``a / (a + b) = p``); a molecule is observed when either draw has it, so
+    ``a + b - a b = sample_ratio``. Given that it was observed, it lies in A only, B only or
+    both with probabilities ``a (1 - b) / r``, ``b (1 - a) / r`` and ``a b / r``.
+
+    Parameters
+    ----------
+    p
+        Share of half A, as in :func:`split_counts`.
+    sample_ratio
+        Share ``r`` of the cell's molecules that were captured, in (0, 1).
+
+    Returns
+    -------
+    ``(only_a, only_b, both)``, summing to 1.
+    """
+    r = check_fraction(sample_ratio, name="sample_ratio")
+    q = p * (1 - p)
+    total = (1 - np.sqrt(1 - 4 * q * r)) / (2 * q)  # a + b
+    a, b = p * total, (1 - p) * total
+    return a * (1 - b) / r, b * (1 - a) / r, a * b / r
+
+
+def _split_with_overlap(X, shares: tuple[float, float, float], rng: np.random.Generator):
+    """Give each molecule to A only, B only or both; the halves keep X's kind and dtype."""
+    only_a, _, both = shares
+    if sparse.issparse(X):
+        if not X.has_canonical_format:
+            X = X.copy()
+            X.sum_duplicates()
+        values = X.data
+    else:
+        X = np.asarray(X)
+        values = X.ravel()
+    n = values.astype(np.int64)
+    in_both = rng.binomial(n, both)
+    in_a_only = rng.binomial(n - in_both, only_a / (1 - both))
+    half_a = (in_a_only + in_both).astype(values.dtype)
+    half_b = (n - in_a_only).astype(values.dtype)
+    if sparse.issparse(X):
+        return _with_data(X, half_a), _with_data(X, half_b)
+    return half_a.reshape(X.shape), half_b.reshape(X.shape)
 
 
 def _gene_sizes(X, method: str, overdispersion) -> np.ndarray | None:

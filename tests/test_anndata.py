@@ -153,3 +153,11 @@ def test_negative_binomial_split_reaches_every_family(adata):
         n2s.tl.calibrate_pca(adata, max_comps=3, split="negative_binomial")
     with pytest.raises(ValueError, match="'negative_binomial'"):
         n2s.tl.calibrate_pca(adata, max_comps=3, split="nb")
+
+
+def test_sample_ratio_reaches_calibrate_pca(adata):
+    plain = n2s.tl.calibrate_pca(adata, max_comps=5, copy=True).uns["noise2self"]
+    overlap = n2s.tl.calibrate_pca(adata, max_comps=5, sample_ratio=0.5, copy=True)
+    record = overlap.uns["noise2self"]
+    assert record["params"]["sample_ratio"] == 0.5
+    assert not np.allclose(record["loss"], plain["loss"])

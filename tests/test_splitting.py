@@ -158,3 +158,30 @@ def test_overdispersion_estimate_recovers_known_size():
 def test_bad_overdispersion_options(counts, options, message):
     with pytest.raises(ValueError, match=message):
         split_counts(counts, **options)
+
+
+@pytest.mark.parametrize(("p", "r"), [(0.5, 0.3), (0.7, 0.8)])
+def test_overlap_correction_matches_its_shares(p, r):
+    from sc_noise2self.splitting import overlap_shares
+
+    only_a, only_b, both = overlap_shares(p, r)
+    assert only_a + only_b + both == pytest.approx(1.0)
+    # The shares are those of two independent draws conditioned on being observed.
+    a_rate = (only_a + both) * r
+    b_rate = (only_b + both) * r
+    assert both * r == pytest.approx(a_rate * b_rate)
+    assert a_rate / (a_rate + b_rate) == pytest.approx(p, rel=1e-9)
+    X = sparse.csr_matrix(np.full((400, 500), 20))
+    Xa, Xb = split_counts(X, p, sample_ratio=r, random_state=0)
+    total = X.sum()
+    overlap = (Xa + Xb - X).sum()
+    assert overlap / total == pytest.approx(both, abs=0.003)
+    assert (Xa.sum() - overlap) / total == pytest.approx(only_a, abs=0.003)
+    assert np.all(to_dense(Xa) <= 20) and np.all(to_dense(Xa + Xb) >= 20)
+
+
+def test_no_sample_ratio_is_plain_splitting(counts):
+    plain = split_counts(counts, 0.6, random_state=9)
+    for ratio in (None, 0):
+        same = split_counts(counts, 0.6, random_state=9, sample_ratio=ratio)
+        np.testing.assert_array_equal(same[0], plain[0])

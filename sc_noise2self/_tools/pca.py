@@ -30,6 +30,7 @@ def calibrate_pca(
     max_score_cells: int | None = 20_000,
     split: str = "binomial",
     overdispersion=None,
+    sample_ratio: float | None = None,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Choose the number of principal components by molecular cross-validation.
@@ -74,6 +75,9 @@ def calibrate_pca(
     overdispersion
         For ``split="negative_binomial"``: the NB size per gene, one number, or
         ``"estimate"`` (written to ``var[key_added + '_overdispersion']``).
+    sample_ratio
+        MCV's overlap correction, the captured share of each cell's molecules; None (the
+        default) splits plainly. See :func:`~sc_noise2self.split_counts`.
     copy
         Return a new AnnData instead of writing into ``adata``.
 
@@ -88,6 +92,7 @@ def calibrate_pca(
         get_counts(adata, layer), max_comps=max_comps, transform=transform, loss=loss, p=p,
         n_splits=n_splits, random_state=random_state, solver=solver,
         max_score_cells=max_score_cells, split=split, overdispersion=overdispersion,
+        sample_ratio=sample_ratio,
     )
     adata = target(adata, copy)
     store_calibration(adata, result, key_added, layer)

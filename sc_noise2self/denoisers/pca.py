@@ -224,6 +224,7 @@ def calibrate_pca_counts(
     max_score_cells: int | None = 20_000,
     split: str = "binomial",
     overdispersion=None,
+    sample_ratio: float | None = None,
     progress: bool | None = None,
 ) -> CalibrationResult:
     """Self-supervised loss of PCA denoising at every rank ``0..max_comps``, on raw counts.
@@ -256,6 +257,8 @@ def calibrate_pca_counts(
     split, overdispersion
         How molecules are split (:func:`~sc_noise2self.split_counts`): ``"binomial"``, or
         ``"negative_binomial"`` with the NB size per gene, a number or ``"estimate"``.
+    sample_ratio
+        MCV's overlap correction (:func:`~sc_noise2self.split_counts`); None splits plainly.
     progress
         A progress bar over splits; None shows it only on a terminal.
 
@@ -263,7 +266,9 @@ def calibrate_pca_counts(
     -------
     :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..max_comps``.
     """
-    settings = SplitSettings(p, transform, loss, n_splits, random_state, split, overdispersion)
+    settings = SplitSettings(
+        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio
+    )
     settings = settings.validate(X)
     max_comps = clip_n_comps(max_comps, X.shape)
 
