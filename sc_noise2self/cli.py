@@ -56,7 +56,7 @@ def load_input(path: str | None, dataset: str):
     if dataset == "paul15":
         return datasets.paul15(), "paul15 (downloaded)"
     adata = datasets.synthetic_counts(2000, 1000, rank=10, depth=1500, store_truth=False)
-    return adata, "synthetic counts, 2000 cells x 1000 genes, true rank 10"
+    return adata, "synthetic counts with a true rank of 10"
 
 
 def describe_curve(grid: np.ndarray, loss: np.ndarray) -> str:
