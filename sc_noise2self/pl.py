@@ -99,3 +99,62 @@ def _save_or_show(fig, save: bool | str | None, show: bool | None) -> None:
         fig.savefig(path, bbox_inches="tight")
     if sc.settings.autoshow if show is None else show:
         plt.show()
+
+
+def split_diagnostics(
+    adata: ad.AnnData,
+    *,
+    layer: str | None = None,
+    p: float = 0.5,
+    split: str = "binomial",
+    overdispersion=None,
+    random_state=0,
+    ax=None,
+    show: bool | None = None,
+    save: bool | str | None = None,
+):
+    """Plot, per gene, the correlation between the two halves of a split against its mean.
+
+    Halves of a split that suits the data are independent given the truth, so across cells
+    their correlation is near 0 for genes without structure. Binomial splitting of
+    overdispersed counts shows positive correlations that grow with the mean: the cue to
+    use ``split="negative_binomial"``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
+    layer
+        Layer with the raw counts; None means ``X``.
+    p, split, overdispersion, random_state
+        The split to diagnose, as in :func:`~sc_noise2self.split_counts`.
+    ax
+        Matplotlib axes to draw into; a new figure when None.
+    show, save
+        As in :func:`calibration_curve`.
+
+    Returns
+    -------
+    The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    from ._anndata import get_counts
+    from .splitting import half_correlations, split_counts
+
+    counts = get_counts(adata, layer)
+    half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,
+                                  overdispersion=overdispersion)
+    correlation = half_correlations(half_a, half_b)
+    mean = np.asarray(counts.mean(axis=0)).ravel()
+    shown = (mean > 0) & np.isfinite(correlation)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.scatter(mean[shown], correlation[shown], s=4, alpha=0.5, color="C0", lw=0)
+    ax.axhline(0.0, color="C3", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean count per cell")
+    ax.set_ylabel("correlation between halves")
+    ax.set_title(f"{split} split, median {np.median(correlation[shown]):.3f}", fontsize="small")
+    _save_or_show(ax.figure, save, show)
+    return ax

@@ -185,3 +185,20 @@ def test_no_sample_ratio_is_plain_splitting(counts):
     for ratio in (None, 0):
         same = split_counts(counts, 0.6, random_state=9, sample_ratio=ratio)
         np.testing.assert_array_equal(same[0], plain[0])
+
+
+def test_split_diagnostics_show_the_binomial_split_correlating_nb_halves():
+    import anndata as ad
+
+    import sc_noise2self as n2s
+    from sc_noise2self.splitting import half_correlations
+
+    X = sparse.csr_matrix(nb_counts(mu=5.0, size=1.0))
+    a, b = split_counts(X, 0.5, random_state=1)
+    assert np.nanmedian(half_correlations(a, b)) > 0.5
+    a, b = split_counts(X, 0.5, method="negative_binomial", overdispersion=1.0, random_state=1)
+    assert abs(np.nanmedian(half_correlations(a, b))) < 0.05
+    dense = half_correlations(a.toarray(), b.toarray())
+    np.testing.assert_allclose(dense, half_correlations(a, b), atol=1e-10)
+    ax = n2s.pl.split_diagnostics(ad.AnnData(X), show=False)
+    assert len(ax.collections[0].get_offsets()) == X.shape[1]
