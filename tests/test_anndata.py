@@ -161,3 +161,10 @@ def test_sample_ratio_reaches_calibrate_pca(adata):
     record = overlap.uns["noise2self"]
     assert record["params"]["sample_ratio"] == 0.5
     assert not np.allclose(record["loss"], plain["loss"])
+
+
+def test_sample_ratio_reaches_the_graph_families(adata):
+    n2s.tl.calibrate_knn(adata, ks=[1, 5], sample_ratio=0.4)
+    assert adata.uns["noise2self_knn"]["params"]["sample_ratio"] == 0.4
+    n2s.tl.calibrate(adata, "diffusion", param_grid={"t": [0, 1]}, sample_ratio=0.4)
+    assert adata.uns["noise2self_diffusion"]["params"]["sample_ratio"] == 0.4

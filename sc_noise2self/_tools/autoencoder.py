@@ -38,6 +38,7 @@ def calibrate_autoencoder(
     random_state: RandomState = 0,
     split: str = "binomial",
     overdispersion=None,
+    sample_ratio: float | None = None,
     progress: bool | None = None,
     key_added: str = "noise2self_autoencoder",
     copy: bool = False,
@@ -59,7 +60,7 @@ def calibrate_autoencoder(
         Hidden layer sizes of the encoder (mirrored in the decoder).
     layer
         Layer with the raw counts; None means ``X``.
-    transform, p, n_splits, random_state, split, overdispersion
+    transform, p, n_splits, random_state, split, overdispersion, sample_ratio
         As in :func:`~sc_noise2self.tl.calibrate_pca`.
     loss
         ``"mse"``: the net predicts transformed values. ``"poisson"``: it predicts log
@@ -87,7 +88,8 @@ def calibrate_autoencoder(
                           device)
     result = calibrate_autoencoder_counts(
         get_counts(adata, layer), widths=widths, train=train,
-        settings=SplitSettings(p, transform, loss, n_splits, random_state, split, overdispersion),
+        settings=SplitSettings(p, transform, loss, n_splits, random_state, split, overdispersion,
+                               sample_ratio),
         progress=progress,
     )
     adata = target(adata, copy)

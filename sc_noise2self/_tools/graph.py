@@ -32,6 +32,7 @@ def calibrate_knn(
     random_state: RandomState = 0,
     split: str = "binomial",
     overdispersion=None,
+    sample_ratio: float | None = None,
     key_added: str = "noise2self_knn",
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -51,7 +52,7 @@ def calibrate_knn(
         Principal components of half A used for the neighbour search.
     layer
         Layer with the raw counts; None means ``X``.
-    transform, loss, p, n_splits, random_state, split, overdispersion
+    transform, loss, p, n_splits, random_state, split, overdispersion, sample_ratio
         As in :func:`~sc_noise2self.tl.calibrate_pca`.
     key_added
         Results go to ``adata.uns[key_added]``.
@@ -63,7 +64,9 @@ def calibrate_knn(
     None, or a new AnnData when ``copy=True``. Writes ``uns[key_added]`` with ``params``,
     ``grid`` (the ks), ``loss``, ``loss_std``, ``loss_per_split`` and ``best``.
     """
-    settings = SplitSettings(p, transform, loss, n_splits, random_state, split, overdispersion)
+    settings = SplitSettings(
+        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio
+    )
     result = calibrate_knn_counts(get_counts(adata, layer), ks=ks, n_pcs=n_pcs, settings=settings)
     adata = target(adata, copy)
     store_calibration(adata, result, key_added, layer)
@@ -84,6 +87,7 @@ def calibrate_diffusion(
     random_state: RandomState = 0,
     split: str = "binomial",
     overdispersion=None,
+    sample_ratio: float | None = None,
     key_added: str = "noise2self_diffusion",
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -104,7 +108,7 @@ def calibrate_diffusion(
         Principal components of half A used for the neighbour search.
     layer
         Layer with the raw counts; None means ``X``.
-    transform, loss, p, n_splits, random_state, split, overdispersion
+    transform, loss, p, n_splits, random_state, split, overdispersion, sample_ratio
         As in :func:`~sc_noise2self.tl.calibrate_pca`.
     key_added
         Results go to ``adata.uns[key_added]``.
@@ -116,7 +120,9 @@ def calibrate_diffusion(
     None, or a new AnnData when ``copy=True``. Writes ``uns[key_added]`` with ``params``,
     ``grid`` (0..t_max), ``loss``, ``loss_std``, ``loss_per_split`` and ``best``.
     """
-    settings = SplitSettings(p, transform, loss, n_splits, random_state, split, overdispersion)
+    settings = SplitSettings(
+        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio
+    )
     result = calibrate_diffusion_counts(
         get_counts(adata, layer), t_max=t_max, n_neighbors=n_neighbors, n_pcs=n_pcs,
         settings=settings,
@@ -241,13 +247,14 @@ def denoise_diffusion(
 
 
 def _settings(transform: str, random_state, options: dict) -> SplitSettings:
-    known = {"p", "loss", "n_splits", "split", "overdispersion"}
+    known = {"p", "loss", "n_splits", "split", "overdispersion", "sample_ratio"}
     return SplitSettings(transform=transform, random_state=random_state,
                          **{k: v for k, v in options.items() if k in known})
 
 
 def _only(options: dict, *names: str) -> dict:
-    unknown = set(options) - {"p", "loss", "n_splits", "split", "overdispersion", *names}
+    split_options = {"p", "loss", "n_splits", "split", "overdispersion", "sample_ratio"}
+    unknown = set(options) - split_options - set(names)
     if unknown:
         raise TypeError(f"Unexpected options {sorted(unknown)}.")
     return {k: v for k, v in options.items() if k in names}
