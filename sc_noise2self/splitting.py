@@ -308,3 +308,80 @@ def half_correlations(Xa, Xb) -> np.ndarray:
     var_b = column_squares(Xb) / n - mean_b**2
     with np.errstate(divide="ignore", invalid="ignore"):
         return covariance / np.sqrt(var_a * var_b)
+
+
+def split_folds(
+    X,
+    n_folds: int,
+    *,
+    random_state: RandomState = 0,
+    method: Literal["binomial", "negative_binomial"] = "binomial",
+    overdispersion=None,
+) -> list:
+    """Thin ``X`` into ``n_folds`` parts that sum to it exactly (K-fold data thinning).
+
+    Poisson counts (``"binomial"``): each count is split multinomially with equal shares,
+    giving independent Poisson folds. NB counts (``"negative_binomial"``): the shares are
+    ``Dirichlet(b / K, ..., b / K)`` per count first, giving independent NB(mu / K, b / K)
+    folds.
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes (numpy or scipy.sparse).
+    n_folds
+        Number of folds K, at least 2.
+    random_state
+        Seed; the same seed gives bit-identical folds.
+    method, overdispersion
+        As in :func:`split_counts`.
+
+    Returns
+    -------
+    A list of K matrices of the input's kind and dtype whose sum is ``X``.
+    """
+    if not isinstance(n_folds, int | np.integer) or n_folds < 2:
+        raise ValueError(f"n_folds={n_folds!r} must be an integer of at least 2.")
+    check_choice(method, SPLIT_METHODS, name="method")
+    check_counts(X)
+    sizes = _gene_sizes(X, method, overdispersion)
+    rng = make_rng(random_state)
+    if sparse.issparse(X):
+        if not X.has_canonical_format:
+            X = X.copy()
+            X.sum_duplicates()
+        values = X.data
+        per_value = None if sizes is None else sizes[_value_genes(X)]
+    else:
+        X = np.asarray(X)
+        values = X.ravel()
+        per_value = None if sizes is None else np.broadcast_to(sizes, X.shape).ravel()
+    parts = _multinomial_parts(values, n_folds, rng, per_value)
+    if sparse.issparse(X):
+        return [_with_data(X, part) for part in parts]
+    return [part.reshape(X.shape) for part in parts]
+
+
+def _multinomial_parts(values: np.ndarray, k: int, rng: np.random.Generator, sizes=None):
+    """Split each count into k parts, multinomially (Dirichlet-multinomially with sizes)."""
+    if sizes is None:
+        shares = np.full((values.size, k), 1.0 / k)
+    else:
+        concentration = np.where(np.isfinite(sizes), sizes / k, np.inf)
+        finite = np.isfinite(concentration)
+        shares = np.full((values.size, k), 1.0 / k)
+        draws = rng.gamma(concentration[finite, None], size=(int(finite.sum()), k))
+        shares[finite] = draws / draws.sum(axis=1, keepdims=True)
+    remaining = values.astype(np.int64)
+    left = np.ones(values.size)
+    parts = []
+    for j in range(k - 1):
+        # Sequential binomials give the multinomial: part j takes its share of what is left.
+        share = np.clip(np.divide(shares[:, j], left, out=np.ones_like(left), where=left > 0),
+                        0.0, 1.0)
+        part = rng.binomial(remaining, share)
+        parts.append(part.astype(values.dtype))
+        remaining -= part
+        left -= shares[:, j]
+    parts.append(remaining.astype(values.dtype))
+    return parts

@@ -202,3 +202,29 @@ def test_split_diagnostics_show_the_binomial_split_correlating_nb_halves():
     np.testing.assert_allclose(dense, half_correlations(a, b), atol=1e-10)
     ax = n2s.pl.split_diagnostics(ad.AnnData(X), show=False)
     assert len(ax.collections[0].get_offsets()) == X.shape[1]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("method", ["binomial", "negative_binomial"])
+def test_folds_sum_exactly(counts, fmt, method):
+    from sc_noise2self.splitting import split_folds
+
+    X = as_format(counts.astype(np.int32), fmt)
+    options = {"overdispersion": 2.0} if method == "negative_binomial" else {}
+    folds = split_folds(X, 4, method=method, random_state=3, **options)
+    assert len(folds) == 4 and all(type(f) is type(X) for f in folds)
+    np.testing.assert_array_equal(sum(to_dense(f) for f in folds), counts)
+
+
+def test_folds_have_equal_shares_and_nb_folds_decorrelate():
+    from sc_noise2self.splitting import split_folds
+
+    X = nb_counts(mu=6.0, size=1.5, n_cells=2000, n_genes=40)
+    poisson_folds = split_folds(X, 3, random_state=1)
+    for fold in poisson_folds:
+        assert fold.mean() == pytest.approx(X.mean() / 3, rel=0.03)
+    nb_folds = split_folds(X, 3, method="negative_binomial", overdispersion=1.5, random_state=1)
+    assert abs(np.corrcoef(nb_folds[0].ravel(), nb_folds[1].ravel())[0, 1]) < 0.03
+    assert np.corrcoef(poisson_folds[0].ravel(), poisson_folds[1].ravel())[0, 1] > 0.3
+    with pytest.raises(ValueError, match="at least 2"):
+        split_folds(X, 1)
