@@ -179,43 +179,87 @@ def _gene_sizes(X, method: str, overdispersion) -> np.ndarray | None:
     return np.array(sizes)
 
 
-def estimate_overdispersion(X, *, prior_genes: float = 10.0) -> np.ndarray:
+def estimate_overdispersion(
+    X, *, mean: str = "neighbours", n_neighbors: int = 15, prior_cells: float = 10.0
+) -> np.ndarray:
     """Per-gene negative-binomial size ``b`` by moments, shrunk towards the typical gene.
 
-    With size factors ``s_i`` (library size over its mean), the counts have mean
-    ``s_i mu_g`` and variance ``s_i mu_g + s_i^2 mu_g^2 / b_g``. The moment estimate of
-    ``phi_g = 1 / b_g`` is shrunk towards the median over genes, with weight
-    ``n_g / (n_g + prior_genes)`` on the gene's own estimate, ``n_g`` its non-zero cells.
-    Sparse input stays sparse.
+    Each count is compared with its expected value ``s_i mu_ig`` (``s_i``: library size over
+    its mean). Under NB, ``E[(x - m)^2 - m] = m^2 / b``, so ``phi_g = 1 / b_g`` is the summed
+    excess variance over the summed ``m^2``. The estimate is shrunk towards the median over
+    genes, with weight ``n_g / (n_g + prior_cells)`` on the gene's own value (``n_g``: its
+    non-zero cells).
 
     Parameters
     ----------
     X
         Raw counts, cells x genes.
-    prior_genes
+    mean
+        How ``mu_ig`` is estimated. ``"neighbours"`` (default): the mean normalised count of
+        each cell's nearest cells (PCA of sqrt-normalised counts, the cell itself left out),
+        so that differences between cell types are not taken for noise. ``"gene"``: one mean
+        per gene, right only for homogeneous cells.
+    n_neighbors
+        Cells averaged for ``"neighbours"``.
+    prior_cells
         Strength of the shrinkage, in non-zero cells.
 
     Returns
     -------
     Array of ``b`` per gene; ``inf`` where no overdispersion is seen (Poisson).
     """
-    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-    s = totals / totals.mean()
-    square = X.multiply(X) if sparse.issparse(X) else np.square(X, dtype=np.float64)
-    sum_x = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
-    sum_x2 = np.asarray(square.sum(axis=0), dtype=np.float64).ravel()
-    sum_sx = np.asarray(X.T @ s, dtype=np.float64).ravel()
-    mu = sum_x / s.sum()
-    excess = sum_x2 - 2 * mu * sum_sx + mu**2 * np.sum(s**2) - mu * s.sum()
+    check_choice(mean, ("neighbours", "gene"), name="mean")
+    X = sparse.csr_matrix(X, dtype=np.float64)
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    size = totals / totals.mean()
+    if mean == "gene":
+        expected_rows = _gene_mean_rows(X, size)
+    else:
+        expected_rows = _neighbour_mean_rows(X, size, n_neighbors)
+    excess, scale = np.zeros(X.shape[1]), np.zeros(X.shape[1])
+    for rows, expected in expected_rows:
+        observed = X[rows]
+        squares = observed.multiply(observed) - 2 * observed.multiply(expected)
+        excess += np.asarray(squares.sum(axis=0)).ravel()
+        excess += np.asarray((expected.multiply(expected) - expected).sum(axis=0)).ravel()
+        scale += np.asarray(expected.multiply(expected).sum(axis=0)).ravel()
     with np.errstate(divide="ignore", invalid="ignore"):
-        phi = np.where(mu > 0, excess / (mu**2 * np.sum(s**2)), 0.0)
-    phi = np.clip(phi, 0.0, None)
-    detected = np.asarray((X > 0).sum(axis=0), dtype=np.float64).ravel()
-    weight = detected / (detected + prior_genes)
+        phi = np.clip(np.where(scale > 0, excess / scale, 0.0), 0.0, None)
+    detected = np.diff(X.tocsc().indptr).astype(np.float64)
+    weight = detected / (detected + prior_cells)
     typical = np.median(phi[detected > 0]) if np.any(detected > 0) else 0.0
     shrunk = weight * phi + (1 - weight) * typical
     with np.errstate(divide="ignore"):
         return np.where(shrunk > 0, 1.0 / shrunk, np.inf)
+
+
+def _gene_mean_rows(X, size: np.ndarray, chunk: int = 4096):
+    """Expected counts ``s_i mu_g`` with one mean per gene, by blocks of cells."""
+    mu = np.asarray(X.sum(axis=0)).ravel() / size.sum()
+    for start in range(0, X.shape[0], chunk):
+        rows = slice(start, min(start + chunk, X.shape[0]))
+        yield rows, sparse.csr_matrix(np.outer(size[rows], mu))
+
+
+def _neighbour_mean_rows(X, size: np.ndarray, n_neighbors: int, chunk: int = 4096):
+    """Expected counts from each cell's nearest cells (itself left out), by blocks of cells."""
+    from .denoisers.graph import build_graph
+    from .transforms import apply_transform, normalize_to_depth
+
+    n_cells = X.shape[0]
+    k = min(n_neighbors, n_cells - 1)
+    depth = float(np.median(np.asarray(X.sum(axis=1)).ravel()))
+    values = apply_transform(normalize_to_depth(X, depth), "sqrt", inplace=True)
+    neighbours = build_graph(values, k + 1).indices[:, 1:]
+    normalised = sparse.diags(1.0 / size) @ X
+    for start in range(0, n_cells, chunk):
+        rows = slice(start, min(start + chunk, n_cells))
+        block = neighbours[rows]
+        average = sparse.csr_matrix(
+            (np.full(block.size, 1.0 / k), block.ravel(),
+             np.arange(0, block.size + 1, k)), shape=(block.shape[0], n_cells),
+        )
+        yield rows, sparse.diags(size[rows]) @ (average @ normalised)
 
 
 def _draw_halves(values: np.ndarray, p: float, rng: np.random.Generator,

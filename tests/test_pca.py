@@ -180,3 +180,24 @@ def test_poisson_loss_accepts_coo_input(synthetic):
         settings=SplitSettings(loss="poisson"),
     )
     assert np.all(np.isfinite(result.loss))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_negative_binomial_split_fixes_rank_choice_on_overdispersed_counts(seed):
+    """Issue 6's claim: binomial halves of NB counts share noise and over-pick the rank."""
+    from sc_noise2self import datasets
+
+    true_rank, size = 6, 2.0
+    adata = datasets.synthetic_counts(1500, 400, rank=true_rank, depth=2000, random_state=seed)
+    rate = adata.layers["rate"].astype(float)
+    rng = np.random.default_rng(seed + 10)
+    X = sparse.csr_matrix(rng.negative_binomial(size, size / (size + rate)).astype(np.int32))
+    X = X[np.asarray(X.sum(axis=1)).ravel() > 0]
+    options = dict(max_comps=30, p=0.5)
+    binomial = calibrate_pca_counts(X, **options).best
+    known = calibrate_pca_counts(X, split="negative_binomial", overdispersion=size, **options)
+    estimated = calibrate_pca_counts(X, split="negative_binomial", overdispersion="estimate",
+                                     **options)
+    assert binomial >= true_rank + 8
+    assert abs(known.best - true_rank) <= 3
+    assert abs(estimated.best - true_rank) <= 3
