@@ -122,6 +122,31 @@ def prepare_halves(
         X, p, random_state=random_state, method=split, overdispersion=overdispersion,
         sample_ratio=sample_ratio,
     )
+    return halves_from_counts(counts_a, counts_b, p=p, transform=transform, depth=depth,
+                              keep_counts=keep_counts)
+
+
+def halves_from_counts(counts_a, counts_b, *, p: float, transform: str, depth: float,
+                       keep_counts: bool = False) -> Halves:
+    """Normalise and transform two halves that are already split (and owned by the caller).
+
+    Parameters
+    ----------
+    counts_a, counts_b
+        Half A (share ``p`` of the molecules) and half B, raw counts; modified in place.
+    p
+        Share of molecules in half A.
+    transform
+        ``"sqrt"``, ``"log1p"`` or ``"none"``.
+    depth
+        Median total count of the full data.
+    keep_counts
+        Keep half B's raw counts (needed by the Poisson loss).
+
+    Returns
+    -------
+    The prepared :class:`Halves`.
+    """
     totals_a = library_sizes(counts_a)
     # The halves are ours: normalise them in place, so no copy of their patterns is made.
     a = normalize_to_depth(counts_a, p * depth, totals_a, inplace=True)
@@ -153,6 +178,7 @@ class SplitSettings:
     split: str = "binomial"
     overdispersion: Any = None
     sample_ratio: float | None = None
+    folds: int | None = None
 
     def validate(self, X) -> SplitSettings:
         """Check the counts ``X`` and every setting; return the settings ready to split ``X``.
@@ -166,6 +192,13 @@ class SplitSettings:
         if self.n_splits < 1:
             raise ValueError(f"n_splits={self.n_splits} must be at least 1.")
         check_choice(self.split, SPLIT_METHODS, name="split")
+        if self.folds is not None:
+            if not isinstance(self.folds, int | np.integer) or self.folds < 2:
+                raise ValueError(f"folds={self.folds!r} must be an integer of at least 2.")
+            if self.sample_ratio:
+                raise ValueError("folds and sample_ratio cannot be combined.")
+            # K-fold thinning: each fold is scored against the rest, a share (K-1)/K.
+            self = dataclasses.replace(self, p=(self.folds - 1) / self.folds)
         if isinstance(self.overdispersion, str) and self.split == "negative_binomial":
             check_choice(self.overdispersion, ("estimate",), name="overdispersion")
             return dataclasses.replace(self, overdispersion=estimate_overdispersion(X))
@@ -177,6 +210,7 @@ class SplitSettings:
         return dict(
             p=self.p, transform=self.transform, loss=self.loss, n_splits=self.n_splits,
             split=self.split, overdispersion=self.overdispersion, sample_ratio=self.sample_ratio,
+            folds=self.folds,
             random_state=int(seed) if isinstance(seed, numbers.Integral) else (
                 None if seed is None else "custom"
             ),
@@ -208,13 +242,30 @@ def run_splits(X, settings: SplitSettings, score_split, *, progress: bool | None
     hide = True if settings.n_splits == 1 else (None if progress is None else not progress)
     curves = []
     for seed in tqdm(seeds, desc="splits", disable=hide):
-        halves = prepare_halves(
+        for halves in _halves_of(X, settings, seed):
+            curves.append(np.asarray(score_split(halves, seed), dtype=np.float64))
+    return np.vstack(curves)
+
+
+def _halves_of(X, settings: SplitSettings, seed):
+    """The halves one seed gives: one split, or with ``folds`` each fold against the rest."""
+    if settings.folds is None:
+        yield prepare_halves(
             X, p=settings.p, transform=settings.transform, random_state=seed,
             keep_counts=settings.loss == "poisson", split=settings.split,
             overdispersion=settings.overdispersion, sample_ratio=settings.sample_ratio,
         )
-        curves.append(np.asarray(score_split(halves, seed), dtype=np.float64))
-    return np.vstack(curves)
+        return
+    from .splitting import split_folds
+
+    depth = float(np.median(library_sizes(X)))
+    parts = split_folds(X, settings.folds, random_state=seed, method=settings.split,
+                        overdispersion=settings.overdispersion)
+    for k, held_out in enumerate(parts):
+        rest = sum(part for i, part in enumerate(parts) if i != k)
+        yield halves_from_counts(rest, held_out.copy(), p=settings.p,
+                                 transform=settings.transform, depth=depth,
+                                 keep_counts=settings.loss == "poisson")
 
 
 def calibrate_callable_counts(

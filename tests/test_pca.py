@@ -201,3 +201,16 @@ def test_negative_binomial_split_fixes_rank_choice_on_overdispersed_counts(seed)
     assert binomial >= true_rank + 8
     assert abs(known.best - true_rank) <= 3
     assert abs(estimated.best - true_rank) <= 3
+
+
+@pytest.mark.parametrize("fmt", ["csr", "dense"])
+def test_k_fold_thinning_scores_each_fold_against_the_rest(synthetic, fmt):
+    X = synthetic.X if fmt == "csr" else synthetic.X.toarray()
+    result = calibrate_pca_counts(X, max_comps=10, folds=4, n_splits=2, random_state=3)
+    assert result.loss_per_split.shape == (8, 11)
+    assert result.params["p"] == pytest.approx(0.75) and result.params["folds"] == 4
+    assert 0 < result.best < 10
+    again = calibrate_pca_counts(X, max_comps=10, folds=4, n_splits=2, random_state=3)
+    np.testing.assert_array_equal(result.loss, again.loss)
+    with pytest.raises(ValueError, match="at least 2"):
+        calibrate_pca_counts(X, max_comps=3, folds=1)

@@ -18,7 +18,7 @@ from .pca import calibrate_pca
 
 METHODS = ("pca", "knn", "diffusion", "autoencoder")
 _SPLIT_OPTIONS = ("p", "transform", "loss", "n_splits", "random_state", "split",
-                  "overdispersion", "sample_ratio")
+                  "overdispersion", "sample_ratio", "folds")
 
 
 def _grid_options(method: str, param_grid: dict | None) -> dict:

@@ -31,6 +31,7 @@ def calibrate_pca(
     split: str = "binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
+    folds: int | None = None,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Choose the number of principal components by molecular cross-validation.
@@ -78,6 +79,8 @@ def calibrate_pca(
     sample_ratio
         MCV's overlap correction, the captured share of each cell's molecules; None (the
         default) splits plainly. See :func:`~sc_noise2self.split_counts`.
+    folds
+        K-fold thinning: each fold scored against the other K-1 (``p`` becomes (K-1)/K).
     copy
         Return a new AnnData instead of writing into ``adata``.
 
@@ -92,7 +95,7 @@ def calibrate_pca(
         get_counts(adata, layer), max_comps=max_comps, transform=transform, loss=loss, p=p,
         n_splits=n_splits, random_state=random_state, solver=solver,
         max_score_cells=max_score_cells, split=split, overdispersion=overdispersion,
-        sample_ratio=sample_ratio,
+        sample_ratio=sample_ratio, folds=folds,
     )
     adata = target(adata, copy)
     store_calibration(adata, result, key_added, layer)

@@ -225,6 +225,7 @@ def calibrate_pca_counts(
     split: str = "binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
+    folds: int | None = None,
     progress: bool | None = None,
 ) -> CalibrationResult:
     """Self-supervised loss of PCA denoising at every rank ``0..max_comps``, on raw counts.
@@ -259,6 +260,10 @@ def calibrate_pca_counts(
         ``"negative_binomial"`` with the NB size per gene, a number or ``"estimate"``.
     sample_ratio
         MCV's overlap correction (:func:`~sc_noise2self.split_counts`); None splits plainly.
+    folds
+        K-fold thinning instead of one split (:func:`~sc_noise2self.splitting.split_folds`):
+        each fold is scored against the other K-1, so ``p`` becomes (K-1)/K; the K curves
+        of each of the ``n_splits`` thinnings are averaged.
     progress
         A progress bar over splits; None shows it only on a terminal.
 
@@ -267,7 +272,7 @@ def calibrate_pca_counts(
     :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..max_comps``.
     """
     settings = SplitSettings(
-        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio
+        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio, folds
     )
     settings = settings.validate(X)
     max_comps = clip_n_comps(max_comps, X.shape)
