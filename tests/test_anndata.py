@@ -168,3 +168,9 @@ def test_sample_ratio_reaches_the_graph_families(adata):
     assert adata.uns["noise2self_knn"]["params"]["sample_ratio"] == 0.4
     n2s.tl.calibrate(adata, "diffusion", param_grid={"t": [0, 1]}, sample_ratio=0.4)
     assert adata.uns["noise2self_diffusion"]["params"]["sample_ratio"] == 0.4
+
+
+def test_folds_reach_the_graph_families(adata):
+    n2s.tl.calibrate_knn(adata, ks=[1, 5], folds=3)
+    record = adata.uns["noise2self_knn"]
+    assert record["loss_per_split"].shape == (3, 2) and record["params"]["folds"] == 3

@@ -39,6 +39,7 @@ def calibrate_autoencoder(
     split: str = "binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
+    folds: int | None = None,
     progress: bool | None = None,
     key_added: str = "noise2self_autoencoder",
     copy: bool = False,
@@ -60,7 +61,7 @@ def calibrate_autoencoder(
         Hidden layer sizes of the encoder (mirrored in the decoder).
     layer
         Layer with the raw counts; None means ``X``.
-    transform, p, n_splits, random_state, split, overdispersion, sample_ratio
+    transform, p, n_splits, random_state, split, overdispersion, sample_ratio, folds
         As in :func:`~sc_noise2self.tl.calibrate_pca`.
     loss
         ``"mse"``: the net predicts transformed values. ``"poisson"``: it predicts log
@@ -89,7 +90,7 @@ def calibrate_autoencoder(
     result = calibrate_autoencoder_counts(
         get_counts(adata, layer), widths=widths, train=train,
         settings=SplitSettings(p, transform, loss, n_splits, random_state, split, overdispersion,
-                               sample_ratio),
+                               sample_ratio, folds),
         progress=progress,
     )
     adata = target(adata, copy)

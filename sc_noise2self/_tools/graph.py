@@ -33,6 +33,7 @@ def calibrate_knn(
     split: str = "binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
+    folds: int | None = None,
     key_added: str = "noise2self_knn",
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -52,7 +53,7 @@ def calibrate_knn(
         Principal components of half A used for the neighbour search.
     layer
         Layer with the raw counts; None means ``X``.
-    transform, loss, p, n_splits, random_state, split, overdispersion, sample_ratio
+    transform, loss, p, n_splits, random_state, split, overdispersion, sample_ratio, folds
         As in :func:`~sc_noise2self.tl.calibrate_pca`.
     key_added
         Results go to ``adata.uns[key_added]``.
@@ -65,7 +66,7 @@ def calibrate_knn(
     ``grid`` (the ks), ``loss``, ``loss_std``, ``loss_per_split`` and ``best``.
     """
     settings = SplitSettings(
-        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio
+        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio, folds
     )
     result = calibrate_knn_counts(get_counts(adata, layer), ks=ks, n_pcs=n_pcs, settings=settings)
     adata = target(adata, copy)
@@ -88,6 +89,7 @@ def calibrate_diffusion(
     split: str = "binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
+    folds: int | None = None,
     key_added: str = "noise2self_diffusion",
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -108,7 +110,7 @@ def calibrate_diffusion(
         Principal components of half A used for the neighbour search.
     layer
         Layer with the raw counts; None means ``X``.
-    transform, loss, p, n_splits, random_state, split, overdispersion, sample_ratio
+    transform, loss, p, n_splits, random_state, split, overdispersion, sample_ratio, folds
         As in :func:`~sc_noise2self.tl.calibrate_pca`.
     key_added
         Results go to ``adata.uns[key_added]``.
@@ -121,7 +123,7 @@ def calibrate_diffusion(
     ``grid`` (0..t_max), ``loss``, ``loss_std``, ``loss_per_split`` and ``best``.
     """
     settings = SplitSettings(
-        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio
+        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio, folds
     )
     result = calibrate_diffusion_counts(
         get_counts(adata, layer), t_max=t_max, n_neighbors=n_neighbors, n_pcs=n_pcs,
@@ -247,13 +249,14 @@ def denoise_diffusion(
 
 
 def _settings(transform: str, random_state, options: dict) -> SplitSettings:
-    known = {"p", "loss", "n_splits", "split", "overdispersion", "sample_ratio"}
+    known = {"p", "loss", "n_splits", "split", "overdispersion", "sample_ratio", "folds"}
     return SplitSettings(transform=transform, random_state=random_state,
                          **{k: v for k, v in options.items() if k in known})
 
 
 def _only(options: dict, *names: str) -> dict:
-    split_options = {"p", "loss", "n_splits", "split", "overdispersion", "sample_ratio"}
+    split_options = {"p", "loss", "n_splits", "split", "overdispersion", "sample_ratio",
+                     "folds"}
     unknown = set(options) - split_options - set(names)
     if unknown:
         raise TypeError(f"Unexpected options {sorted(unknown)}.")
