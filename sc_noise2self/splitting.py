@@ -107,9 +107,9 @@ def split_counts(
         if method != "binomial":
             raise ValueError("sample_ratio (the overlap correction) needs method='binomial'.")
         return _split_with_overlap(X, overlap_shares(p, sample_ratio), rng)
-    if sparse.issparse(X):
-        return _split_sparse(X, p, rng, sizes)
-    return _split_dense(np.asarray(X), p, rng, sizes)
+    X, values, per_value = _flat_counts(X, sizes)
+    data_a, data_b = _draw_halves(values, p, rng, per_value)
+    return _rebuild(X, data_a), _rebuild(X, data_b)
 
 
 def overlap_shares(p: float, sample_ratio: float) -> tuple[float, float, float]:
@@ -141,22 +141,13 @@ def overlap_shares(p: float, sample_ratio: float) -> tuple[float, float, float]:
 def _split_with_overlap(X, shares: tuple[float, float, float], rng: np.random.Generator):
     """Give each molecule to A only, B only or both; the halves keep X's kind and dtype."""
     only_a, _, both = shares
-    if sparse.issparse(X):
-        if not X.has_canonical_format:
-            X = X.copy()
-            X.sum_duplicates()
-        values = X.data
-    else:
-        X = np.asarray(X)
-        values = X.ravel()
+    X, values, _ = _flat_counts(X)
     n = values.astype(np.int64)
     in_both = rng.binomial(n, both)
     in_a_only = rng.binomial(n - in_both, only_a / (1 - both))
     half_a = (in_a_only + in_both).astype(values.dtype)
     half_b = (n - in_a_only).astype(values.dtype)
-    if sparse.issparse(X):
-        return _with_data(X, half_a), _with_data(X, half_b)
-    return half_a.reshape(X.shape), half_b.reshape(X.shape)
+    return _rebuild(X, half_a), _rebuild(X, half_b)
 
 
 def _gene_sizes(X, method: str, overdispersion) -> np.ndarray | None:
@@ -286,20 +277,25 @@ def _beta_shares(sizes: np.ndarray, p: float, rng: np.random.Generator) -> np.nd
     return shares
 
 
-def _split_dense(X: np.ndarray, p: float, rng: np.random.Generator, sizes=None):
+def _flat_counts(X, sizes: np.ndarray | None = None):
+    """``X`` (sparse: canonical), its stored values, and each value's gene size (or None).
+
+    Duplicate sparse entries are summed first, so that they are split as one count.
+    """
+    if sparse.issparse(X):
+        if not X.has_canonical_format:
+            X = X.copy()
+            X.sum_duplicates()
+        per_value = None if sizes is None else sizes[_value_genes(X)]
+        return X, X.data, per_value
+    X = np.asarray(X)
     per_value = None if sizes is None else np.broadcast_to(sizes, X.shape).ravel()
-    a, b = _draw_halves(X.ravel(), p, rng, per_value)
-    return a.reshape(X.shape), b.reshape(X.shape)
+    return X, X.ravel(), per_value
 
 
-def _split_sparse(X, p: float, rng: np.random.Generator, sizes=None):
-    if not X.has_canonical_format:
-        # Duplicate entries must be split as one count.
-        X = X.copy()
-        X.sum_duplicates()
-    per_value = None if sizes is None else sizes[_value_genes(X)]
-    data_a, data_b = _draw_halves(X.data, p, rng, per_value)
-    return _with_data(X, data_a), _with_data(X, data_b)
+def _rebuild(X, values: np.ndarray):
+    """A matrix like ``X`` holding ``values`` (from :func:`_flat_counts`) instead."""
+    return _with_data(X, values) if sparse.issparse(X) else values.reshape(X.shape)
 
 
 def _value_genes(X) -> np.ndarray:
@@ -390,20 +386,8 @@ def split_folds(
     check_counts(X)
     sizes = _gene_sizes(X, method, overdispersion)
     rng = make_rng(random_state)
-    if sparse.issparse(X):
-        if not X.has_canonical_format:
-            X = X.copy()
-            X.sum_duplicates()
-        values = X.data
-        per_value = None if sizes is None else sizes[_value_genes(X)]
-    else:
-        X = np.asarray(X)
-        values = X.ravel()
-        per_value = None if sizes is None else np.broadcast_to(sizes, X.shape).ravel()
-    parts = _multinomial_parts(values, n_folds, rng, per_value)
-    if sparse.issparse(X):
-        return [_with_data(X, part) for part in parts]
-    return [part.reshape(X.shape) for part in parts]
+    X, values, per_value = _flat_counts(X, sizes)
+    return [_rebuild(X, part) for part in _multinomial_parts(values, n_folds, rng, per_value)]
 
 
 def _multinomial_parts(values: np.ndarray, k: int, rng: np.random.Generator, sizes=None):
