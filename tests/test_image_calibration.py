@@ -156,19 +156,20 @@ def test_self_supervised_minus_true_loss_is_the_noise_variance(clean, noisy):
     assert gap < 0.7 * noise_power
 
 
+@pytest.mark.parametrize(("dtype", "atol"), [(np.float32, 1e-6), (np.float64, 1e-12)])
 @pytest.mark.parametrize("approximate_loss", [False, True])
 @pytest.mark.parametrize("stride", [3, 4])
-def test_losses_match_scikit_image(noisy, approximate_loss, stride):
+def test_losses_match_scikit_image(noisy, approximate_loss, stride, dtype, atol):
     grid = {"weight": [0.02, 0.05, 0.1, 0.2, 0.4]}
     ours = im.calibrate(
         noisy, restoration.denoise_tv_chambolle, grid, stride=stride,
-        approximate_loss=approximate_loss, n_jobs=1, progress=False,
+        approximate_loss=approximate_loss, n_jobs=1, progress=False, dtype=dtype,
     )  # fmt: skip
     _, (tested, losses) = restoration.calibrate_denoiser(
         noisy, restoration.denoise_tv_chambolle, grid, stride=stride,
         approximate_loss=approximate_loss, extra_output=True,
     )  # fmt: skip
-    np.testing.assert_allclose(ours.losses, losses, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours.losses, losses, rtol=0, atol=atol)
     assert ours.best_params == tested[int(np.argmin(losses))]
 
 
@@ -182,6 +183,11 @@ def test_builtin_wavelet_matches_scikit_image(noisy):
     )  # fmt: skip
     np.testing.assert_allclose(ours.losses, losses, rtol=0, atol=1e-6)
     assert ours.best_params["sigma"] == tested[int(np.argmin(losses))]["sigma"]
+
+
+def test_work_dtype_must_be_a_float_type(noisy):
+    with pytest.raises(ValueError, match=r"np\.float32 or np\.float64"):
+        im.calibrate(noisy, "tv", {"weight": [0.1]}, dtype=np.int16, progress=False)
 
 
 def test_parallel_and_serial_runs_are_bit_identical(noisy):
