@@ -1,18 +1,23 @@
-"""GPU readiness check for the Noise2Self CNNs: train with AMP on CUDA, predict, time it.
+"""GPU check for the Noise2Self CNNs: CUDA agrees with the CPU, then train and time on CUDA.
 
-Trains the default UNet on the full noisy camera image (sigma 0.1, seed 0) for a short
-time budget on CUDA with automatic mixed precision (bf16 where supported, else fp16) and
-torch.compile, then predicts the whole image, tiled and untiled, and prints steps/s, PSNR,
-prediction time and peak GPU memory. Without CUDA it says so and exits with status 2,
-unless ``--cpu-fallback`` asks for the same run on the CPU (labelled as such).
+1. Consistency: a small UNet trained briefly on the CPU predicts the same image on CPU and
+   CUDA (float32, and bf16/fp16 autocast), whole and tiled, including an odd size.
+2. Training runs on the full noisy camera image (sigma 0.1, seed 0): each ``MODEL:SECONDS``
+   in ``--runs`` trains that model with AMP and torch.compile on CUDA for that budget, then
+   predicts the whole image untiled and tiled, and prints steps/s, PSNR, prediction time
+   and peak GPU memory, one JSON line per run.
 
-    python benchmarks/gpu_check.py --max-time 90
-    python benchmarks/gpu_check.py --max-time 20 --cpu-fallback   # no GPU: a labelled CPU run
+Without CUDA it says so and exits with status 2, unless ``--cpu-fallback`` asks for the
+same runs on the CPU (labelled as such).
+
+    python benchmarks/gpu_check.py --runs unet:60 dncnn:60
+    python benchmarks/gpu_check.py --runs unet:10 --cpu-fallback   # no GPU: a labelled CPU run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -20,52 +25,97 @@ import numpy as np
 import torch
 from bench_cnn_camera import camera, psnr
 
-from sc_noise2self.image.training import resolve_amp, train
+from sc_noise2self.image.training import resolve_amp, resolve_device, train
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-time", type=float, default=90.0)
-    parser.add_argument("--model", default="unet")
+    parser.add_argument("--runs", nargs="+", default=["unet:60", "dncnn:60"])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--cpu-fallback", action="store_true")
     args = parser.parse_args()
+    device = pick_device(args.cpu_fallback)
+    if device is None:
+        return 2
+    if device.type == "cuda":
+        check_consistency()
+    clean, noisy = camera("full")
+    finite = True
+    for spec in args.runs:
+        model_name, seconds = spec.split(":")
+        row, denoised = train_and_time(model_name, float(seconds), clean, noisy, device, args)
+        print(json.dumps(row), flush=True)
+        finite &= bool(np.isfinite(denoised).all())
+    return 0 if finite else 1
+
+
+def pick_device(cpu_fallback: bool) -> torch.device | None:
     if torch.cuda.is_available():
         device = torch.device("cuda")
         print(f"device: CUDA {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-              f"amp dtype {resolve_amp(device, None)}")  # fmt: skip
-    elif args.cpu_fallback:
-        device = torch.device("cpu")
+              f"amp dtype {resolve_amp(device, None)}, auto -> "
+              f"{resolve_device('auto')}")  # fmt: skip
+        return device
+    if cpu_fallback:
         print(f"device: CPU FALLBACK (no CUDA; these are NOT GPU figures), torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
-    else:
-        print(f"no CUDA device (torch {torch.__version__}, built with CUDA "
-              f"{torch.version.cuda}); nothing checked. Pass --cpu-fallback for a CPU "
-              "run.")  # fmt: skip
-        return 2
-    clean, noisy = camera("full")
+        return torch.device("cpu")
+    print(f"no CUDA device (torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
+          "nothing checked. Pass --cpu-fallback for a CPU run.")  # fmt: skip
+    return None
+
+
+def check_consistency() -> None:
+    """The same weights predict the same image on CPU and CUDA, whole, tiled and odd-sized."""
+    _, noisy = camera("crop")
+    model = train(noisy, "unet", steps=20, batch_size=4, patch_size=32, device="cpu",
+                  model_kwargs={"channels": (8, 16)}, progress=False)  # fmt: skip
+    odd = noisy[:101, :77]
+    cases = (
+        ("float32 whole", {}, 1e-4),
+        ("float32 tiled 48", {"tile_size": 48, "tile_overlap": 8}, 1e-4),
+        ("autocast whole", {"amp": True}, 5e-2),
+    )
+    # The CPU reference of each case: the same call, in float32 (autocast is CUDA-only).
+    on_cpu = {
+        label: model.predict(odd, **{k: v for k, v in kwargs.items() if k != "amp"})
+        for label, kwargs, _ in cases
+    }
+    model.to("cuda")
+    for label, kwargs, tol in cases:
+        diff = float(np.max(np.abs(model.predict(odd, **kwargs) - on_cpu[label])))
+        verdict = "ok" if diff <= tol else "MISMATCH"
+        print(f"consistency {label}: max |cuda - cpu| = {diff:.2e} (tolerance {tol}) {verdict}")
+
+
+def train_and_time(model_name, seconds, clean, noisy, device, args) -> tuple[dict, np.ndarray]:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    model = train(noisy, args.model, max_time=args.max_time, device=device, amp=None,
+    model = train(noisy, model_name, max_time=seconds, device=device, amp=None,
                   compile=False if args.no_compile else None, batch_size=args.batch_size,
                   patch_size=args.patch_size, progress=False)  # fmt: skip
-    seconds = time.perf_counter() - start
+    trained = time.perf_counter() - start
     steps = model.history["step"][-1]
-    print(f"train: {steps} steps in {seconds:.1f} s = {steps / seconds:.1f} steps/s "
-          f"(batch {args.batch_size} x {args.patch_size}^2, stopped: "
-          f"{model.history['stopped']}, best epoch {model.history['best_epoch']})")  # fmt: skip
+    row = {
+        "device": str(device), "model": model_name, "max_time": seconds,
+        "train_s": round(trained, 1), "steps": steps, "steps_per_s": round(steps / trained, 1),
+        "stopped": model.history["stopped"], "best_epoch": model.history["best_epoch"],
+        "psnr_noisy": round(psnr(noisy, clean), 2),
+    }  # fmt: skip
     for tile_size in (None, 256):
         _sync(device)
         start = time.perf_counter()
         denoised = model.predict(noisy, tile_size=tile_size)
         _sync(device)
-        seconds = time.perf_counter() - start
-        print(f"predict (tile_size={tile_size}): {seconds:.3f} s, PSNR "
-              f"{psnr(denoised, clean):.2f} dB (noisy {psnr(noisy, clean):.2f} dB)")  # fmt: skip
+        key = "whole" if tile_size is None else f"tiled{tile_size}"
+        row[f"predict_{key}_s"] = round(time.perf_counter() - start, 3)
+        row[f"psnr_{key}"] = round(psnr(denoised, clean), 2)
     if device.type == "cuda":
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    return 0 if np.isfinite(denoised).all() else 1
+        row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    return row, denoised
 
 
 def _sync(device: torch.device) -> None:

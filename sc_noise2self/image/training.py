@@ -782,7 +782,7 @@ class _Trainer:
         }
         self.best: tuple[float, dict] | None = None
 
-    def step(self, batch: torch.Tensor, lr: float) -> float:
+    def step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         mask = self.masker.sample(batch, self.generator)
@@ -794,7 +794,8 @@ class _Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return float(loss.detach())
+        # A tensor, not a float: reading it would wait for the GPU at every step.
+        return loss.detach()
 
     @torch.no_grad()
     def validate(self, val_set: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> float:
@@ -810,7 +811,8 @@ class _Trainer:
         return total / max(count, 1.0)
 
     def record(self, epoch, step, elapsed, lr, train_losses, val_loss) -> None:
-        values = (epoch, step, elapsed, lr, float(np.mean(train_losses)), val_loss)
+        train_loss = float(torch.stack(train_losses).float().mean())
+        values = (epoch, step, elapsed, lr, train_loss, val_loss)
         for key, value in zip(
             ("epoch", "step", "time", "lr", "train_loss", "val_loss"), values, strict=True
         ):
@@ -967,11 +969,11 @@ def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress,
             losses.append(trainer.step(sampler.batch(config.batch_size), lr))
             step += 1
             bar.update()
-            bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
         if losses and (step % config.steps_per_epoch == 0 or stop is not None):
             epoch += 1
             val_loss = trainer.validate(val_set) if val_set else float("nan")
             trainer.record(epoch, step, time.perf_counter() - start, lr, losses, val_loss)
+            bar.set_postfix(loss=f"{trainer.history['train_loss'][-1]:.4g}", val=f"{val_loss:.4g}")
             losses = []
             if not val_set:
                 continue
