@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import sys
 
 import numpy as np
 from scipy import sparse
@@ -12,6 +13,12 @@ _COUNTS_HINT = (
     "`layer='counts'` (adata.layers['counts']) or an AnnData built from `adata.raw`, "
     "not normalised or log-transformed values."
 )
+
+
+def is_dask_array(X) -> bool:
+    """True for a ``dask.array.Array``; never imports dask (it is optional and slow to load)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(X, module.Array)
 
 
 def stored_values(X) -> np.ndarray:

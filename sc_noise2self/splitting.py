@@ -12,7 +12,8 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 
-from ._validation import check_choice, check_counts, check_fraction
+from ._row_streams import row_stream_key, split_rows
+from ._validation import check_choice, check_counts, check_fraction, is_dask_array
 
 SPLIT_METHODS = ("binomial", "negative_binomial")
 
@@ -61,11 +62,13 @@ def split_counts(
     ----------
     X
         Cells x genes raw counts: a numpy array or a scipy.sparse matrix or array (CSR, CSC or
-        COO). Integer dtypes, or floats whose values are all integral.
+        COO), or a dask array of such chunks (split lazily, chunk by chunk). Integer dtypes,
+        or floats whose values are all integral.
     p
         Expected share of each count that goes to the first half, strictly between 0 and 1.
     random_state
-        Seed, ``SeedSequence`` or ``Generator``. The same seed gives bit-identical halves.
+        Seed, ``SeedSequence`` or ``Generator``. The same seed gives bit-identical halves,
+        whatever the dask chunking: each cell draws from its own stream, indexed by its row.
     method
         ``"binomial"``: ``Xa ~ Binomial(X, p)``, which makes the halves independent given the
         truth when the counts are Poisson. ``"negative_binomial"``: ``Xa ~ Binomial(X, pi)``
@@ -86,8 +89,9 @@ def split_counts(
     -------
     Xa, Xb
         Two matrices of the input's type, sparse format and dtype with ``Xa + Xb == X``
-        exactly. Sparse halves store no zeros, so they never hold more non-zeros than ``X``.
-        The input is not modified.
+        exactly (for dask input: two lazy dask arrays, nothing computed yet). Sparse halves
+        store no zeros, so they never hold more non-zeros than ``X``. The input is not
+        modified.
 
     Examples
     --------
@@ -100,16 +104,18 @@ def split_counts(
     """
     check_choice(method, SPLIT_METHODS, name="method")
     p = check_fraction(p)
+    if sample_ratio and method != "binomial":
+        raise ValueError("sample_ratio (the overlap correction) needs method='binomial'.")
+    if is_dask_array(X):
+        from ._dask import split_counts_dask
+
+        return split_counts_dask(X, p, random_state=random_state, method=method,
+                                 overdispersion=overdispersion, sample_ratio=sample_ratio)
     check_counts(X)
     sizes = _gene_sizes(X, method, overdispersion)
-    rng = make_rng(random_state)
-    if sample_ratio:
-        if method != "binomial":
-            raise ValueError("sample_ratio (the overlap correction) needs method='binomial'.")
-        return _split_with_overlap(X, overlap_shares(p, sample_ratio), rng)
-    X, values, per_value = _flat_counts(X, sizes)
-    data_a, data_b = _draw_halves(values, p, rng, per_value)
-    return _rebuild(X, data_a), _rebuild(X, data_b)
+    shares = overlap_shares(p, sample_ratio) if sample_ratio else None
+    # One stream per row: dask chunks of any size give these same halves (_row_streams.py).
+    return split_rows(X, p, row_stream_key(random_state), sizes=sizes, shares=shares)
 
 
 def overlap_shares(p: float, sample_ratio: float) -> tuple[float, float, float]:
@@ -136,18 +142,6 @@ def overlap_shares(p: float, sample_ratio: float) -> tuple[float, float, float]:
     total = (1 - np.sqrt(1 - 4 * q * r)) / (2 * q)  # a + b
     a, b = p * total, (1 - p) * total
     return a * (1 - b) / r, b * (1 - a) / r, a * b / r
-
-
-def _split_with_overlap(X, shares: tuple[float, float, float], rng: np.random.Generator):
-    """Give each molecule to A only, B only or both; the halves keep X's kind and dtype."""
-    only_a, _, both = shares
-    X, values, _ = _flat_counts(X)
-    n = values.astype(np.int64)
-    in_both = rng.binomial(n, both)
-    in_a_only = rng.binomial(n - in_both, only_a / (1 - both))
-    half_a = (in_a_only + in_both).astype(values.dtype)
-    half_b = (n - in_a_only).astype(values.dtype)
-    return _rebuild(X, half_a), _rebuild(X, half_b)
 
 
 def _gene_sizes(X, method: str, overdispersion) -> np.ndarray | None:
@@ -251,30 +245,6 @@ def _neighbour_mean_rows(X, size: np.ndarray, n_neighbors: int, chunk: int = 409
              np.arange(0, block.size + 1, k)), shape=(block.shape[0], n_cells),
         )
         yield rows, sparse.diags(size[rows]) @ (average @ normalised)
-
-
-def _draw_halves(values: np.ndarray, p: float, rng: np.random.Generator,
-                 sizes: np.ndarray | None = None, chunk: int = 1 << 20):
-    """Split each count of ``values`` into two, in the dtype of ``values``.
-
-    Binomially with share ``p``, or beta-binomially with the NB size ``sizes`` (one per
-    value) when given.
-    """
-    a = np.empty_like(values)
-    # Chunks bound the int64 and float64 temporaries of numpy's samplers.
-    for start in range(0, values.size, chunk):
-        block = values[start : start + chunk]
-        share = p if sizes is None else _beta_shares(sizes[start : start + chunk], p, rng)
-        a[start : start + chunk] = rng.binomial(block.astype(np.int64), share)
-    return a, values - a
-
-
-def _beta_shares(sizes: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
-    """``Beta(p b, (1 - p) b)`` draws; ``p`` itself where ``b`` is infinite (Poisson)."""
-    finite = np.isfinite(sizes)
-    shares = np.full(sizes.shape, p)
-    shares[finite] = rng.beta(p * sizes[finite], (1 - p) * sizes[finite])
-    return shares
 
 
 def _flat_counts(X, sizes: np.ndarray | None = None):

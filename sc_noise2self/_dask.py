@@ -1,0 +1,93 @@
+"""Molecule splitting and per-chunk reductions on dask arrays of counts.
+
+Every function here builds a lazy graph over row chunks (``map_blocks``); nothing is
+computed until the caller asks. Each cell draws from its own random stream, indexed by its
+row (:mod:`sc_noise2self._row_streams`), so the halves are the same bits as the in-memory
+split whatever the chunking, the scheduler, the number of workers or the order of execution.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from ._row_streams import row_stream_key, split_rows
+from ._validation import check_counts
+
+
+def rows_chunked(X):
+    """``X`` with every row whole in one chunk (one chunk along genes), as splitting needs.
+
+    A row's stream is consumed in column order, so a chunk must hold whole rows. AnnData's
+    lazy CSR is chunked along rows only, so this is usually free.
+    """
+    if X.ndim != 2:
+        raise ValueError(f"Expected a cells x genes dask array; got {X.ndim} dimension(s).")
+    return X if X.numblocks[1] == 1 else X.rechunk({1: -1})
+
+
+def row_offsets(X) -> np.ndarray:
+    """The first row of each row chunk of ``X``."""
+    return np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(np.int64)
+
+
+def split_counts_dask(
+    X,
+    p: float,
+    *,
+    random_state=0,
+    method: str = "binomial",
+    overdispersion=None,
+    sample_ratio: float | None = None,
+):
+    """Lazy molecule split of a dask array of counts; see :func:`~sc_noise2self.split_counts`.
+
+    Parameters
+    ----------
+    X
+        Dask array, cells x genes, of numpy or scipy.sparse chunks.
+    p
+        Share of half A (validated by the caller).
+    random_state
+        Seed; the halves equal ``split_counts(X.compute(), ...)`` bit for bit.
+    method, overdispersion, sample_ratio
+        As in :func:`~sc_noise2self.split_counts`; ``overdispersion="estimate"`` needs all
+        cells at once and is refused (pass the sizes, e.g. estimated on a subsample).
+
+    Returns
+    -------
+    Xa, Xb
+        Lazy dask arrays with X's chunks, chunk type and dtype. Counts are checked (integral,
+        non-negative) chunk by chunk when computed.
+    """
+    from .splitting import _gene_sizes, overlap_shares
+
+    if X.dtype.kind not in "iuf":
+        raise TypeError(f"X has dtype {X.dtype}; expected integer or float counts.")
+    if isinstance(overdispersion, str):
+        raise ValueError(
+            "overdispersion='estimate' needs every cell in memory; on a dask array pass the "
+            "NB sizes per gene, e.g. estimate_overdispersion(adata[:20000].X.compute())."
+        )
+    X = rows_chunked(X)
+    sizes = _gene_sizes(X, method, overdispersion)
+    shares = overlap_shares(p, sample_ratio) if sample_ratio else None
+    key = row_stream_key(random_state)
+    offsets = row_offsets(X)
+    pairs = X.map_blocks(
+        _split_chunk, p=p, key=key, offsets=offsets, sizes=sizes, shares=shares,
+        dtype=X.dtype, meta=X._meta, token="split-counts-pairs",
+    )
+    return tuple(
+        pairs.map_blocks(operator.itemgetter(half), dtype=X.dtype, meta=X._meta,
+                         token=f"split-counts-{'ab'[half]}")
+        for half in (0, 1)
+    )
+
+
+def _split_chunk(chunk, *, p, key, offsets, sizes, shares, block_id=None):
+    """Both halves of one row chunk (a tuple; picked apart by the next layer)."""
+    first_row = int(offsets[block_id[0]])
+    check_counts(chunk, name=f"X (rows from {first_row})")
+    return split_rows(chunk, p, key, first_row=first_row, sizes=sizes, shares=shares)

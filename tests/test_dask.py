@@ -1,0 +1,116 @@
+"""The dask path: lazy splitting and PCA calibration that reproduce the in-memory results."""
+
+import numpy as np
+import pytest
+from conftest import to_dense
+from scipy import sparse
+
+from sc_noise2self import split_counts
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+
+CHUNK_TYPES = ("csr", "dense")
+
+
+def make_counts(n_cells=1200, n_genes=150, seed=0) -> np.ndarray:
+    """Counts with a low-rank structure, many zeros and some large values."""
+    rng = np.random.default_rng(seed)
+    rate = rng.gamma(0.5, 1.0, (n_cells, 4)) @ rng.gamma(0.4, 2.0, (4, n_genes))
+    return rng.poisson(rate * rng.lognormal(0.0, 0.4, (n_cells, 1))).astype(np.int32)
+
+
+def as_dask(X: np.ndarray, chunk_type: str, rows: int):
+    """``X`` as a dask array of CSR or dense chunks of ``rows`` rows."""
+    if chunk_type == "dense":
+        return da.from_array(X, chunks=(rows, -1))
+    return da.from_array(sparse.csr_matrix(X), chunks=(rows, -1), asarray=False)
+
+
+def in_memory(X: np.ndarray, chunk_type: str):
+    return X if chunk_type == "dense" else sparse.csr_matrix(X)
+
+
+@pytest.fixture(scope="module")
+def counts() -> np.ndarray:
+    return make_counts()
+
+
+SPLITS = [
+    {},
+    {"method": "negative_binomial", "overdispersion": 1.5},
+    {"sample_ratio": 0.3},
+]
+
+
+@pytest.mark.parametrize("options", SPLITS, ids=["binomial", "nb", "overlap"])
+@pytest.mark.parametrize("chunk_type", CHUNK_TYPES)
+def test_dask_split_equals_in_memory_split(counts, chunk_type, options):
+    expected = split_counts(in_memory(counts, chunk_type), 0.6, random_state=5, **options)
+    halves = split_counts(as_dask(counts, chunk_type, 250), 0.6, random_state=5, **options)
+    for half, want in zip(halves, expected, strict=True):
+        assert isinstance(half, da.Array)
+        got = half.compute()
+        assert type(got) is type(want) and got.dtype == want.dtype
+        np.testing.assert_array_equal(to_dense(got), to_dense(want))
+    total = to_dense(halves[0].compute()) + to_dense(halves[1].compute())
+    if "sample_ratio" in options:  # shared molecules count in both halves
+        assert np.all(total >= counts) and np.any(total > counts)
+    else:
+        np.testing.assert_array_equal(total, counts)
+
+
+@pytest.mark.parametrize("chunk_type", CHUNK_TYPES)
+def test_chunk_size_does_not_change_the_split(counts, chunk_type):
+    splits = [
+        [to_dense(h.compute()) for h in split_counts(as_dask(counts, chunk_type, rows),
+                                                     random_state=2)]
+        for rows in (100, 1000, counts.shape[0])
+    ]
+    for other in splits[1:]:
+        np.testing.assert_array_equal(other[0], splits[0][0])
+        np.testing.assert_array_equal(other[1], splits[0][1])
+    other_seed = split_counts(as_dask(counts, chunk_type, 100), random_state=3)[0].compute()
+    assert not np.array_equal(to_dense(other_seed), splits[0][0])
+
+
+def test_dense_and_sparse_rows_split_alike(counts):
+    # Zeros draw nothing from a row's stream, so storing them or not changes nothing.
+    dense_a, _ = split_counts(counts, 0.4, random_state=1)
+    csc_a, _ = split_counts(sparse.csc_matrix(counts), 0.4, random_state=1)
+    np.testing.assert_array_equal(csc_a.toarray(), dense_a)
+
+
+def test_column_chunks_are_joined_before_splitting(counts):
+    expected, _ = split_counts(counts, random_state=4)
+    half, _ = split_counts(da.from_array(counts, chunks=(300, 40)), random_state=4)
+    np.testing.assert_array_equal(half.compute(), expected)
+
+
+def test_split_computes_nothing(counts):
+    from dask.callbacks import Callback
+
+    loaded = []
+
+    def load(block):
+        loaded.append(block.shape)
+        return block
+
+    X = as_dask(counts, "csr", 200).map_blocks(load, meta=sparse.csr_matrix((0, 0), dtype=int))
+    tasks = []
+    with Callback(pretask=lambda key, dask, state: tasks.append(key)):
+        half_a, _ = split_counts(X, random_state=0)
+    assert tasks == [] and loaded == []
+    half_a.compute()
+    assert len(loaded) == X.numblocks[0]  # and it does compute when asked
+
+
+def test_bad_counts_fail_at_compute_with_the_row(counts):
+    X = counts.astype(np.float64)
+    X[700, 3] = 1.5
+    half, _ = split_counts(da.from_array(X, chunks=(200, -1)))
+    with pytest.raises(ValueError, match=r"rows from 600.*non-integer"):
+        half.compute()
+    with pytest.raises(ValueError, match="estimate_overdispersion"):
+        split_counts(da.from_array(X, chunks=(200, -1)), method="negative_binomial",
+                     overdispersion="estimate")
