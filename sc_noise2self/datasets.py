@@ -20,13 +20,28 @@ DATA_ENV = "SC_NOISE2SELF_DATA"
 
 
 def data_dir() -> Path | None:
-    """The folder named by ``$SC_NOISE2SELF_DATA``, or None when unset or missing."""
+    """The folder named by ``$SC_NOISE2SELF_DATA``, or None when unset or missing.
+
+    Returns
+    -------
+    The folder's path, or None.
+    """
     path = os.environ.get(DATA_ENV)
     return Path(path) if path and Path(path).is_dir() else None
 
 
 def local_file(name: str) -> Path | None:
-    """Path of ``name`` inside :func:`data_dir`, or None when it is not there."""
+    """Path of ``name`` inside :func:`data_dir`, or None when it is not there.
+
+    Parameters
+    ----------
+    name
+        File name relative to the data folder, e.g. ``"paul15.h5ad"``.
+
+    Returns
+    -------
+    The file's path, or None.
+    """
     folder = data_dir()
     if folder is None or not (folder / name).exists():
         return None
@@ -38,6 +53,10 @@ def registry() -> dict:
 
     A wheel carries it as ``sc_noise2self/_data/registry.json``; a source checkout reads it
     from the repository's ``data/`` folder.
+
+    Returns
+    -------
+    The parsed registry, a dict keyed by dataset.
     """
     here = Path(__file__).resolve().parent
     for candidate in (here / "_data" / "registry.json", here.parent / "data" / "registry.json"):

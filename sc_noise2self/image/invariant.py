@@ -244,7 +244,21 @@ def optimal_mix_weight(loss: float, noise_variance: float) -> float:
 
 
 def mixed_error(weight: float, loss: float, noise_variance: float) -> float:
-    """Expected true MSE of ``weight * f(x) + (1 - weight) * x``, from self-supervised terms."""
+    """Expected true MSE of ``weight * f(x) + (1 - weight) * x``, from self-supervised terms.
+
+    Parameters
+    ----------
+    weight
+        Weight of the J-invariant output ``f(x)``.
+    loss
+        Self-supervised loss of ``f(x)``.
+    noise_variance
+        Mean noise variance.
+
+    Returns
+    -------
+    ``weight**2 * max(loss - noise_variance, 0) + (1 - weight)**2 * noise_variance``.
+    """
     true_error = max(loss - noise_variance, 0.0)
     return weight**2 * true_error + (1.0 - weight) ** 2 * noise_variance
 
