@@ -22,9 +22,15 @@ def rows_chunked(X):
     A row's stream is consumed in column order, so a chunk must hold whole rows. AnnData's
     lazy CSR is chunked along rows only, so this is usually free.
     """
+    return X if X.numblocks[1] == 1 else X.rechunk({1: -1})
+
+
+def check_dask_counts(X) -> None:
+    """What can be checked of dask counts without computing: the dtype and the shape."""
     if X.ndim != 2:
         raise ValueError(f"Expected a cells x genes dask array; got {X.ndim} dimension(s).")
-    return X if X.numblocks[1] == 1 else X.rechunk({1: -1})
+    if X.dtype.kind not in "iuf":
+        raise TypeError(f"X has dtype {X.dtype}; expected integer or float counts.")
 
 
 def row_offsets(X) -> np.ndarray:
@@ -61,18 +67,9 @@ def split_counts_dask(
         Lazy dask arrays with X's chunks, chunk type and dtype. Counts are checked (integral,
         non-negative) chunk by chunk when computed.
     """
-    from .splitting import _gene_sizes, overlap_shares
-
-    if X.dtype.kind not in "iuf":
-        raise TypeError(f"X has dtype {X.dtype}; expected integer or float counts.")
-    if isinstance(overdispersion, str):
-        raise ValueError(
-            "overdispersion='estimate' needs every cell in memory; on a dask array pass the "
-            "NB sizes per gene, e.g. estimate_overdispersion(adata[:20000].X.compute())."
-        )
+    check_dask_counts(X)
     X = rows_chunked(X)
-    sizes = _gene_sizes(X, method, overdispersion)
-    shares = overlap_shares(p, sample_ratio) if sample_ratio else None
+    sizes, shares = split_options(X, p, method, overdispersion, sample_ratio)
     key = row_stream_key(random_state)
     offsets = row_offsets(X)
     pairs = X.map_blocks(
@@ -91,3 +88,56 @@ def _split_chunk(chunk, *, p, key, offsets, sizes, shares, block_id=None):
     first_row = int(offsets[block_id[0]])
     check_counts(chunk, name=f"X (rows from {first_row})")
     return split_rows(chunk, p, key, first_row=first_row, sizes=sizes, shares=shares)
+
+
+def split_options(X, p: float, method: str, overdispersion, sample_ratio):
+    """Per-gene NB sizes and overlap shares for a dask split; refuses what needs all cells."""
+    from .splitting import _gene_sizes, overlap_shares
+
+    if isinstance(overdispersion, str):
+        raise ValueError(
+            "overdispersion='estimate' needs every cell in memory; on a dask array pass the "
+            "NB sizes per gene, e.g. estimate_overdispersion(adata[:20000].X.compute())."
+        )
+    sizes = _gene_sizes(X, method, overdispersion)
+    return sizes, (overlap_shares(p, sample_ratio) if sample_ratio else None)
+
+
+def checked_library_sizes(X) -> np.ndarray:
+    """Total counts per cell (float64, in memory), checking every chunk's counts on the way.
+
+    Parameters
+    ----------
+    X
+        Dask array of counts, chunked along rows only.
+
+    Returns
+    -------
+    One total per cell; raises ``ValueError`` naming the chunk with bad counts.
+    """
+    totals = X.map_blocks(
+        _checked_row_sums, offsets=row_offsets(X), drop_axis=1, dtype=np.float64,
+        meta=np.array((), dtype=np.float64),
+    )
+    return totals.compute()
+
+
+def _checked_row_sums(chunk, *, offsets, block_id=None) -> np.ndarray:
+    from .transforms import library_sizes
+
+    check_counts(chunk, name=f"X (rows from {offsets[block_id[0]]})")
+    return library_sizes(chunk)
+
+
+def tree_reduce(parts: list, combine, fan_in: int = 8):
+    """Combine delayed ``parts`` by ``combine(list)`` in a tree of ``fan_in``, lazily.
+
+    A tree keeps at most about ``fan_in`` partial results alive per level, where one task
+    gathering every part would hold them all.
+    """
+    import dask
+
+    while len(parts) > 1:
+        parts = [dask.delayed(combine)(parts[i : i + fan_in])
+                 for i in range(0, len(parts), fan_in)]
+    return parts[0]

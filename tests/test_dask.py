@@ -114,3 +114,103 @@ def test_bad_counts_fail_at_compute_with_the_row(counts):
     with pytest.raises(ValueError, match="estimate_overdispersion"):
         split_counts(da.from_array(X, chunks=(200, -1)), method="negative_binomial",
                      overdispersion="estimate")
+
+
+@pytest.mark.parametrize("p", [0.7, 0.5], ids=["nonlinear", "linear"])
+@pytest.mark.parametrize("chunk_type", CHUNK_TYPES)
+def test_dask_calibration_equals_in_memory(counts, chunk_type, p):
+    from sc_noise2self.denoisers.pca import calibrate_pca_counts
+
+    expected = calibrate_pca_counts(in_memory(counts, chunk_type), max_comps=25, p=p)
+    got = calibrate_pca_counts(as_dask(counts, chunk_type, 300), max_comps=25, p=p)
+    np.testing.assert_array_equal(got.grid, expected.grid)
+    np.testing.assert_allclose(got.loss, expected.loss, rtol=1e-6, atol=0)
+    assert got.best == expected.best
+    assert got.params["backend"] == "dask" and got.params["p"] == p
+
+
+def test_poisson_loss_and_several_splits_on_dask(counts):
+    from sc_noise2self.denoisers.pca import calibrate_pca_counts
+
+    options = dict(max_comps=15, loss="poisson", n_splits=2, random_state=3)
+    expected = calibrate_pca_counts(sparse.csr_matrix(counts), **options)
+    got = calibrate_pca_counts(as_dask(counts, "csr", 500), **options)
+    assert got.loss_per_split.shape == (2, 16)
+    # The deviance of near-zero predictions amplifies the SVD's rounding (float32 ARPACK in
+    # memory against a float64 eigendecomposition here): equal to 1e-4, not 1e-6.
+    np.testing.assert_allclose(got.loss_per_split, expected.loss_per_split, rtol=1e-4)
+    assert got.best == expected.best
+
+
+def test_calibration_does_not_depend_on_chunking(counts):
+    from sc_noise2self.denoisers.pca import calibrate_pca_counts
+
+    curves = [calibrate_pca_counts(as_dask(counts, "csr", rows), max_comps=10, p=0.5).loss
+              for rows in (100, counts.shape[0])]
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"folds": 3}, "n_splits"), ({"split": "negative_binomial", "overdispersion": "estimate"},
+                                  "estimate_overdispersion"), ({"solver": "arpack"}, "solver")],
+)
+def test_dask_calibration_refuses_what_it_cannot_do(counts, options, message):
+    from sc_noise2self.denoisers.pca import calibrate_pca_counts
+
+    with pytest.raises(ValueError, match=message):
+        calibrate_pca_counts(as_dask(counts, "csr", 500), max_comps=5, **options)
+
+
+def test_empty_cells_are_refused_before_splitting(counts):
+    from sc_noise2self.denoisers.pca import calibrate_pca_counts
+
+    X = counts.copy()
+    X[10] = 0
+    with pytest.raises(ValueError, match="zero total"):
+        calibrate_pca_counts(as_dask(X, "dense", 500), max_comps=5)
+
+
+def test_local_cluster_of_two_workers_gives_the_in_memory_results(counts):
+    import faulthandler
+
+    from dask.distributed import Client, LocalCluster
+
+    from sc_noise2self.denoisers.pca import calibrate_pca_counts
+
+    expected_split = split_counts(sparse.csr_matrix(counts), random_state=8)
+    expected = calibrate_pca_counts(sparse.csr_matrix(counts), max_comps=20, random_state=8)
+    X = as_dask(counts, "csr", 150)
+    # A hung cluster must fail this test, not stall CI: dump the stacks and exit after 120 s.
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        with (LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
+                           host="127.0.0.1", dashboard_address=None) as cluster,
+              Client(cluster, timeout=30) as client):
+            assert len(client.scheduler_info()["workers"]) == 2
+            futures = client.compute(list(split_counts(X, random_state=8)))
+            halves = [future.result(timeout=60) for future in futures]
+            got = calibrate_pca_counts(X, max_comps=20, random_state=8)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    for half, want in zip(halves, expected_split, strict=True):
+        np.testing.assert_array_equal(half.toarray(), want.toarray())
+    np.testing.assert_allclose(got.loss, expected.loss, rtol=1e-6, atol=0)
+    assert got.best == expected.best
+
+
+def test_anndata_front_accepts_dask_counts(counts):
+    import anndata as ad
+
+    from sc_noise2self import pp, tl
+
+    lazy = ad.AnnData(X=as_dask(counts, "csr", 400))
+    eager = ad.AnnData(X=sparse.csr_matrix(counts))
+    for adata in (lazy, eager):
+        tl.calibrate_pca(adata, max_comps=10)
+        pp.split_molecules(adata, random_state=2)
+    assert isinstance(lazy.layers["noise2self_a"], da.Array)
+    np.testing.assert_array_equal(lazy.layers["noise2self_a"].compute().toarray(),
+                                  eager.layers["noise2self_a"].toarray())
+    np.testing.assert_allclose(lazy.uns["noise2self"]["loss"], eager.uns["noise2self"]["loss"],
+                               rtol=1e-6)

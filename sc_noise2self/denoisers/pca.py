@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.decomposition import PCA, TruncatedSVD
 
-from .._validation import check_choice
+from .._validation import check_choice, is_dask_array
 from ..calibration import DEFAULT_P, CalibrationResult, Halves, SplitSettings, run_splits
 from ..splitting import RandomState, spawn_seeds
 
@@ -151,17 +151,59 @@ def rank_loss_curve(
 
 
 def _linear_mse_curve(fit: PCAFit, B, scale: float) -> np.ndarray:
-    n_cells, n_genes = B.shape
-    mu, V, scores = fit.mean, fit.components, fit.scores
+    n_cells = B.shape[0]
     values = B.data if sparse.issparse(B) else B
-    b_sq = float(np.sum(np.square(values, dtype=np.float64)))
-    b_colsum = np.asarray(B.T @ np.ones(n_cells)).ravel()  # float64 accumulation
-    base = b_sq - 2 * scale * mu @ b_colsum + n_cells * scale**2 * (mu @ mu)
-    # <B, a_k v_k^T> = (B^T a_k) . v_k: one sparse product with a genes x K result.
-    Bt_scores = _transpose_times(B, scores)
-    cross = np.einsum("gk,kg->k", Bt_scores, V) - scale * scores.sum(axis=0) * (V @ mu)
-    gram = (scores.T @ scores) * (V @ V.T)
-    quad = _leading_block_sums(gram)
+    products = BProducts(
+        b_sq=float(np.sum(np.square(values, dtype=np.float64))),
+        b_colsum=np.asarray(B.T @ np.ones(n_cells)).ravel(),  # float64 accumulation
+        # <B, a_k v_k^T> = (B^T a_k) . v_k: one sparse product with a genes x K result.
+        bt_scores=_transpose_times(B, fit.scores),
+        scores_sum=fit.scores.sum(axis=0),
+        scores_gram=fit.scores.T @ fit.scores,
+    )
+    return linear_mse_from_products(fit.mean, fit.components, products, B.shape, scale)
+
+
+@dataclass
+class BProducts:
+    """What the linear all-rank MSE needs of half B and the scores ``a``; sums over cells.
+
+    ``b_sq``: sum of B^2; ``b_colsum``: B^T 1 (genes); ``bt_scores``: B^T a (genes x K);
+    ``scores_sum``: a^T 1 (K); ``scores_gram``: a^T a (K x K).
+    """
+
+    b_sq: float
+    b_colsum: np.ndarray
+    bt_scores: np.ndarray
+    scores_sum: np.ndarray
+    scores_gram: np.ndarray
+
+
+def linear_mse_from_products(
+    mu: np.ndarray, V: np.ndarray, products: BProducts, shape: tuple[int, int], scale: float
+) -> np.ndarray:
+    """Mean MSE at every rank ``0..K`` of ``scale * (mu + a_k V_k)`` against half B.
+
+    Parameters
+    ----------
+    mu, V
+        The fit's mean (genes) and components (K x genes).
+    products
+        Half B's sums and its products with the scores.
+    shape
+        Cells x genes of half B.
+    scale
+        The linear depth conversion.
+
+    Returns
+    -------
+    Array of length K + 1.
+    """
+    n_cells, n_genes = shape
+    p = products
+    base = p.b_sq - 2 * scale * mu @ p.b_colsum + n_cells * scale**2 * (mu @ mu)
+    cross = np.einsum("gk,kg->k", p.bt_scores, V) - scale * p.scores_sum * (V @ mu)
+    quad = _leading_block_sums(p.scores_gram * (V @ V.T))
     curve = np.concatenate([[base], base - 2 * scale * np.cumsum(cross) + scale**2 * quad])
     return curve / (n_cells * n_genes)
 
@@ -233,7 +275,9 @@ def calibrate_pca_counts(
     Parameters
     ----------
     X
-        Raw counts, cells x genes (numpy or scipy.sparse); never densified.
+        Raw counts, cells x genes (numpy or scipy.sparse); never densified. A dask array
+        is calibrated out of core, chunk by chunk
+        (:func:`~sc_noise2self.denoisers.pca_dask.calibrate_pca_dask`).
     max_comps
         Largest rank scored; clipped, with a warning, to what the data allow.
     transform
@@ -271,6 +315,15 @@ def calibrate_pca_counts(
     -------
     :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..max_comps``.
     """
+    if is_dask_array(X):
+        from .pca_dask import calibrate_pca_dask
+
+        return calibrate_pca_dask(
+            X, max_comps=max_comps, transform=transform, loss=loss, p=p, n_splits=n_splits,
+            random_state=random_state, center=center, solver=solver,
+            max_score_cells=max_score_cells, split=split, overdispersion=overdispersion,
+            sample_ratio=sample_ratio, folds=folds, progress=progress,
+        )
     settings = SplitSettings(
         p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio, folds
     )

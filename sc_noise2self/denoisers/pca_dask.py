@@ -1,0 +1,268 @@
+"""PCA rank calibration on a dask array of counts, out of core and on any dask scheduler.
+
+One pass over the row chunks gives every cell's total (and checks the counts). Then, per
+split, one more pass splits each chunk (the in-memory halves, bit for bit: one random stream
+per row), normalises and transforms both halves exactly as in memory, and sums over chunks:
+
+- ``A^T A`` and ``A^T 1``: the covariance of half A, whose top eigenvectors are the
+  components (the Gram route of scanpy's ``PCAEighDask``, exact, one pass);
+- ``B^T A``, ``B^T 1`` and ``sum(B^2)``: with the components ``V``, these give
+  ``B^T scores = (B^T A) V^T - (B^T 1)(V mu)^T`` and ``scores^T scores``, hence the MSE at
+  every rank (:func:`~sc_noise2self.denoisers.pca.linear_mse_from_products`) without the
+  scores themselves;
+- for a non-linear depth conversion or the Poisson loss, the rows of the cells that are
+  scored (at most ``max_score_cells``), then scored in memory as
+  :func:`~sc_noise2self.denoisers.pca.rank_loss_curve` does.
+
+Only genes x genes, genes x K, K x K and scored-cells x genes pieces come to memory, never
+the cells x genes matrix; each task holds one chunk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+from scipy import sparse
+
+from .._dask import checked_library_sizes, row_offsets, rows_chunked, split_options, tree_reduce
+from .._row_streams import row_stream_key, split_rows
+from .._validation import check_choice, check_fraction, check_no_empty_cells
+from ..calibration import LOSSES, CalibrationResult, Halves, SplitSettings, halves_from_counts
+from ..splitting import SPLIT_METHODS, RandomState, spawn_seeds
+from ..transforms import TRANSFORMS, DepthConversion
+from .pca import BProducts, PCAFit, clip_n_comps, linear_mse_from_products, pick_score_cells
+from .pca import rank_loss_curve as _rank_loss_curve
+
+DASK_SOLVERS = ("auto", "covariance_eigh")
+
+
+def calibrate_pca_dask(
+    X,
+    *,
+    max_comps: int = 100,
+    transform: str = "sqrt",
+    loss: str = "mse",
+    p: float = 0.7,
+    n_splits: int = 1,
+    random_state: RandomState = 0,
+    center: bool = True,
+    solver: str = "auto",
+    max_score_cells: int | None = 20_000,
+    split: str = "binomial",
+    overdispersion=None,
+    sample_ratio: float | None = None,
+    folds: int | None = None,
+    progress: bool | None = None,
+) -> CalibrationResult:
+    """Self-supervised loss of PCA at every rank ``0..max_comps`` for a dask array of counts.
+
+    Gives the curve of :func:`~sc_noise2self.denoisers.pca.calibrate_pca_counts` on the
+    same data and seed (the same split bit for bit; the curve within rounding, as the SVD
+    route differs), computed chunk by chunk on whatever dask scheduler is active (a
+    ``dask.distributed.Client`` included).
+
+    Parameters
+    ----------
+    X
+        Dask array of raw counts, cells x genes, with numpy or scipy.sparse chunks; chunks
+        along genes are joined.
+    max_comps, transform, loss, p, n_splits, random_state, center
+        As in :func:`~sc_noise2self.denoisers.pca.calibrate_pca_counts`.
+    solver
+        ``"auto"`` or ``"covariance_eigh"``: the eigendecomposition of half A's genes x genes
+        covariance, summed over chunks (memory grows with genes squared).
+    max_score_cells
+        Cells scored when the loss is non-linear; their rows of both halves come to memory.
+        None scores (and gathers) every cell.
+    split, overdispersion, sample_ratio
+        As in :func:`~sc_noise2self.split_counts`; ``overdispersion="estimate"`` is refused
+        (it needs every cell at once): pass the sizes.
+    folds
+        Not supported on dask arrays; use ``n_splits``.
+    progress
+        A progress bar over splits; None shows it only on a terminal.
+
+    Returns
+    -------
+    :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..max_comps``.
+    """
+    from tqdm.auto import tqdm
+
+    settings = SplitSettings(
+        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio, folds
+    )
+    _check_settings(settings, X, solver)
+    X = rows_chunked(X)
+    max_comps = clip_n_comps(max_comps, X.shape)
+    totals = checked_library_sizes(X)
+    check_no_empty_cells(totals)
+    depth = float(np.median(totals))
+    sizes, shares = split_options(X, settings.p, split, overdispersion, sample_ratio)
+    conversion = DepthConversion(transform, settings.p, 1.0 - settings.p)
+    linear = loss == "mse" and conversion.is_linear
+    curves = []
+    seeds = spawn_seeds(random_state, n_splits)
+    hide = True if n_splits == 1 else (None if progress is None else not progress)
+    for seed in tqdm(seeds, desc="splits", disable=hide):
+        cells = None if linear else pick_score_cells(X.shape[0], max_score_cells, seed)
+        if not linear and cells is None:
+            cells = np.arange(X.shape[0])
+        plan = _ChunkPlan(settings, depth, row_stream_key(seed), sizes, shares, linear, center)
+        stats = _split_statistics(X, plan, cells)
+        fit = _components(stats, max_comps, center)
+        curves.append(_curve(stats, fit, plan, X.shape, conversion))
+    params = dict(
+        settings.params(), max_comps=max_comps, center=center, solver="covariance_eigh",
+        max_score_cells=max_score_cells, backend="dask",
+    )
+    return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)
+
+
+def _check_settings(settings: SplitSettings, X, solver: str) -> None:
+    """Check the options and what is known of X without computing anything."""
+    from .._dask import check_dask_counts
+
+    check_dask_counts(X)
+    check_choice(settings.transform, TRANSFORMS, name="transform")
+    check_choice(settings.loss, LOSSES, name="loss")
+    check_choice(settings.split, SPLIT_METHODS, name="split")
+    check_choice(solver, DASK_SOLVERS, name="solver (on a dask array)")
+    check_fraction(settings.p)
+    if settings.n_splits < 1:
+        raise ValueError(f"n_splits={settings.n_splits} must be at least 1.")
+    if settings.folds is not None:
+        raise ValueError("folds is not supported on dask arrays; use n_splits instead.")
+    if X.shape[0] < 2:
+        raise ValueError(
+            f"X has {X.shape[0]} cell(s); calibration needs at least 2 cells to fit on one "
+            "half and score on the other."
+        )
+
+
+class _ChunkPlan:
+    """Everything a chunk task needs to split, normalise and summarise its rows."""
+
+    def __init__(self, settings, depth, key, sizes, shares, linear, center):
+        self.p, self.transform, self.loss = settings.p, settings.transform, settings.loss
+        self.depth, self.key, self.sizes, self.shares = depth, key, sizes, shares
+        self.linear, self.center = linear, center
+
+
+def _split_statistics(X, plan: _ChunkPlan, cells: np.ndarray | None) -> dict:
+    """One pass: split every chunk and sum the products the curve needs (see module doc)."""
+    import dask
+
+    blocks = X.to_delayed(optimize_graph=False).ravel()
+    parts = []
+    for block, first in zip(blocks, row_offsets(X), strict=True):
+        local = None
+        if cells is not None:
+            n_rows = X.chunks[0][len(parts)]
+            chosen = cells[(cells >= first) & (cells < first + n_rows)]
+            local = chosen - first
+        parts.append(dask.delayed(_chunk_statistics)(block, int(first), plan, local))
+    (total,) = dask.compute(tree_reduce(parts, _combine))
+    return total
+
+
+def _chunk_statistics(chunk, first_row: int, plan: _ChunkPlan, local) -> dict:
+    """Split one chunk (as the whole matrix would be split) and summarise its halves."""
+    half_a, half_b = split_rows(chunk, plan.p, plan.key, first_row=first_row, sizes=plan.sizes,
+                                shares=plan.shares)
+    halves = halves_from_counts(half_a, half_b, p=plan.p, transform=plan.transform,
+                                depth=plan.depth, keep_counts=plan.loss == "poisson")
+    a = _as_float64(halves.a)
+    stats = {"n": a.shape[0], "a_sum": _column_sums(a), "a_gram": _gram(a, a),
+             "max_value": halves.max_value, "rows": []}
+    if plan.linear:
+        b = _as_float64(halves.b)
+        values = b.data if sparse.issparse(b) else b
+        stats.update(b_sum=_column_sums(b), b_sq=float(np.sum(values * values)),
+                     ba=_gram(b, a))
+    if local is not None and local.size:
+        target = halves.target(plan.loss)
+        stats["rows"] = [(first_row, _rows(halves.a, local), _rows(target, local),
+                          halves.totals_a[local])]
+    return stats
+
+
+def _combine(parts: list[dict]) -> dict:
+    """Sum the products of several chunks; keep the largest value and every gathered row."""
+    out = dict(parts[0])
+    out["rows"] = list(out["rows"])
+    for part in parts[1:]:
+        for name, value in part.items():
+            if name == "max_value":
+                out[name] = max(out[name], value)
+            elif name == "rows":
+                out[name].extend(value)
+            else:
+                out[name] = out[name] + value
+    return out
+
+
+def _as_float64(M):
+    """A float64 view of a chunk's values (sparse: CSR), so products accumulate in float64."""
+    if sparse.issparse(M):
+        return sparse.csr_matrix(M, dtype=np.float64)
+    return np.asarray(M, dtype=np.float64)
+
+
+def _column_sums(M) -> np.ndarray:
+    return np.asarray(M.sum(axis=0), dtype=np.float64).ravel()
+
+
+def _gram(left, right) -> np.ndarray:
+    """``left^T right`` as a dense genes x genes float64 array."""
+    product = left.T @ right
+    return product.toarray() if sparse.issparse(product) else np.asarray(product)
+
+
+def _rows(M, rows: np.ndarray):
+    """The chosen rows, as CSR (sparse) or a dense array."""
+    return sparse.csr_matrix(M)[rows] if sparse.issparse(M) else np.asarray(M)[rows]
+
+
+def _components(stats: dict, n_comps: int, center: bool) -> PCAFit:
+    """Top ``n_comps`` eigenvectors of half A's covariance (or second moment), descending.
+
+    The fit's scores hold only the gathered rows' scores (or nothing): the curve needs no
+    more.
+    """
+    n = stats["n"]
+    mean = stats["a_sum"] / n if center else np.zeros_like(stats["a_sum"])
+    covariance = stats["a_gram"] / n - np.outer(mean, mean)
+    n_genes = covariance.shape[0]
+    _, vectors = scipy.linalg.eigh(covariance, subset_by_index=[n_genes - n_comps, n_genes - 1])
+    components = np.ascontiguousarray(vectors[:, ::-1].T)
+    return PCAFit(np.zeros((0, n_comps)), components, mean)
+
+
+def _curve(stats: dict, fit: PCAFit, plan: _ChunkPlan, shape, conversion) -> np.ndarray:
+    """The loss at every rank from the summed statistics (and gathered rows)."""
+    V, mu = fit.components, fit.mean
+    if plan.linear:
+        return linear_mse_from_products(mu, V, _products(stats, V, mu), shape, conversion.scale)
+    rows = sorted(stats["rows"], key=lambda part: part[0])
+    stack = sparse.vstack if sparse.issparse(rows[0][1]) else np.vstack
+    a_rows = _as_float64(stack([part[1] for part in rows]))
+    target = stack([part[2] for part in rows])
+    scores = np.asarray(a_rows @ V.T) - V @ mu
+    halves = Halves(None, target, target, np.concatenate([part[3] for part in rows]), plan.p,
+                    plan.depth, plan.transform, stats["max_value"])
+    return _rank_loss_curve(PCAFit(scores, V, mu), halves, plan.loss)
+
+
+def _products(stats: dict, V: np.ndarray, mu: np.ndarray) -> BProducts:
+    """Half B's products with the scores ``a = A V^T - 1 (V mu)^T``, from the Gram sums."""
+    n = stats["n"]
+    v_mu, v_a = V @ mu, V @ stats["a_sum"]
+    gram = V @ stats["a_gram"] @ V.T
+    gram += n * np.outer(v_mu, v_mu) - np.outer(v_a, v_mu) - np.outer(v_mu, v_a)
+    return BProducts(
+        b_sq=stats["b_sq"],
+        b_colsum=stats["b_sum"],
+        bt_scores=stats["ba"] @ V.T - np.outer(stats["b_sum"], v_mu),
+        scores_sum=v_a - n * v_mu,
+        scores_gram=gram,
+    )
