@@ -1,0 +1,71 @@
+"""Sphinx configuration of the sc_noise2self documentation.
+
+Build: ``sphinx-build -W -b html docs docs/_build/html`` (after ``pip install -e ".[docs]"``).
+The tutorials are rendered as committed (outputs stripped), never executed here: CI
+executes them separately with ``pytest --nbmake tutorials/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+import sc_noise2self  # noqa: E402
+
+project = "sc_noise2self"
+author = "sc_noise2self developers"
+copyright = "2026, sc_noise2self developers"
+release = version = sc_noise2self.__version__
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+]
+
+# The notebooks live in ../tutorials (where CI runs them); Sphinx only reads files under
+# this folder, so copy them in on every build (docs/tutorials/ is git-ignored).
+_TUTORIALS = HERE / "tutorials"
+shutil.rmtree(_TUTORIALS, ignore_errors=True)
+_TUTORIALS.mkdir()
+for notebook in sorted((ROOT / "tutorials").glob("*.ipynb")):
+    shutil.copy2(notebook, _TUTORIALS / notebook.name)
+
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+templates_path = ["_templates"]
+
+# Render the notebooks as committed; executing them is CI's job, not the docs build's.
+nb_execution_mode = "off"
+myst_enable_extensions = ["colon_fence", "dollarmath"]
+myst_heading_anchors = 3
+
+autosummary_generate = True
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"
+autodoc_mock_imports: list[str] = []
+
+# numpy-style docstrings. Our Returns sections are prose (what is written where, scanpy
+# style), not "name : type" lists, so they render as a plain titled section.
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_ivar = True  # dataclass "Attributes" as fields, not duplicate attribute entries
+napoleon_use_rtype = False
+napoleon_custom_sections = ["Returns"]
+
+html_theme = "sphinx_book_theme"
+html_title = "sc_noise2self"
+html_theme_options = {
+    "repository_url": "https://github.com/sc-noise2self/sc_noise2self",
+    "use_repository_button": False,
+    "show_toc_level": 2,
+}
+html_static_path: list[str] = []
