@@ -6,7 +6,7 @@ the PSNR of the direct prediction (and of the J-invariant one with ``--invariant
 not seconds, make CPU and GPU runs comparable: a CPU budget buys a few hundred to a few
 thousand steps.
 
-    python benchmarks/bench_cnn_recipes.py --recipes default grid_mean --device cuda
+    python benchmarks/bench_cnn_recipes.py --recipes default grid_mean --device cuda --augment
     python benchmarks/bench_cnn_recipes.py --list
 """
 
@@ -33,6 +33,12 @@ RECIPES: dict[str, dict] = {
     "dncnn_17x64": {"model": "dncnn"},
     "no_early_stop": {"patience": 10**6},
     "grid_mean_no_early_stop": {**GRID_MEAN, "patience": 10**6},
+    "grid_mean_ema": {**GRID_MEAN, "ema": 0.999},
+    "grid_mean_ema_batch32": {**GRID_MEAN, "ema": 0.999, "batch_size": 32},
+    "dncnn_8x64_grid_mean_ema": {
+        **GRID_MEAN, "ema": 0.999, "model": "dncnn", "model_kwargs": {"depth": 8}
+    },
+    "small_unet_grid_mean_ema": {**GRID_MEAN, "ema": 0.999, "model_kwargs": SMALL_UNET},
 }
 
 
@@ -43,6 +49,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--invariant", action="store_true")
+    parser.add_argument("--augment", action="store_true", help="also score augment=True")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     if args.list:
@@ -64,6 +71,8 @@ def main() -> None:
                 "psnr": round(psnr(fitted.predict(noisy), clean), 2),
                 "val_loss": [round(v, 6) for v in fitted.history["val_loss"]],
             }  # fmt: skip
+            if args.augment:
+                row["psnr_augment"] = round(psnr(fitted.predict(noisy, augment=True), clean), 2)
             if args.invariant:
                 row["psnr_invariant"] = round(psnr(fitted.predict(noisy, invariant=True), clean), 2)
             print(json.dumps(row), flush=True)

@@ -235,6 +235,46 @@ def test_normalisation_round_trip():
 # --------------------------------------------------------------------- training
 
 
+def test_augmented_invariant_prediction_ignores_each_pixel(fitted):
+    image = smooth_noisy((20, 23), seed=3)
+    changed = image.copy()
+    changed[7, 11] += 5.0
+    before = fitted.predict(image, invariant=True, augment=True)
+    after = fitted.predict(changed, invariant=True, augment=True)
+    assert after[7, 11] == pytest.approx(before[7, 11], abs=1e-6)
+    assert not np.allclose(after, before)
+
+
+@pytest.mark.parametrize("flip", [(0,), (1,), (0, 1)])
+def test_augmented_prediction_is_flip_equivariant(fitted, flip):
+    image = smooth_noisy((20, 23), seed=5)
+    plain = fitted.predict(image, augment=True)
+    flipped = fitted.predict(np.flip(image, flip), augment=True)
+    np.testing.assert_allclose(np.flip(flipped, flip), plain, atol=1e-5)
+    # Without augmentation the network alone is not flip-equivariant.
+    single = np.flip(fitted.predict(np.flip(image, flip)), flip)
+    assert np.abs(single - fitted.predict(image)).max() > 1e-4
+
+
+def test_augmented_volume_keeps_its_shape():
+    volume = smooth_noisy((9, 12, 10))
+    model = train(volume, "unet", steps=2, model_kwargs=TINY_UNET, **{**FAST, "patch_size": 8})
+    assert model.predict(volume, augment=True).shape == volume.shape
+
+
+def test_weight_average_is_what_is_kept(tmp_path):
+    image = smooth_noisy((40, 40))
+    options = dict(steps=20, model_kwargs=TINY_DNCNN, **FAST)
+    raw = train(image, "dncnn", **options)
+    averaged = train(image, "dncnn", ema=0.9, **options)
+    assert averaged.config.ema == 0.9
+    assert not np.array_equal(raw.predict(image), averaged.predict(image))
+    loaded = Noise2SelfModel.load(averaged.save(tmp_path / "ema.pt"), device="cpu")
+    assert np.array_equal(loaded.predict(image), averaged.predict(image))
+    with pytest.raises(ValueError, match=r"ema=1\.5"):
+        train(image, "dncnn", ema=1.5, **options)
+
+
 def test_training_lowers_the_self_supervised_loss():
     image = smooth_noisy((48, 48))
     model = train(image, "dncnn", steps=40, lr=5e-3, model_kwargs=TINY_DNCNN, patience=100,

@@ -14,6 +14,7 @@ training loop (:func:`train`), the fitted model with tiled prediction and save/l
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import math
 import time
@@ -698,6 +699,9 @@ class TrainConfig:
         before stopping.
     random_state
         Seed of the network's initialisation, the patches and the masks.
+    ema
+        Decay of the exponential moving average of the weights that is validated, kept and
+        returned; 0 keeps the raw weights.
     """
 
     model: str
@@ -714,6 +718,7 @@ class TrainConfig:
     steps_per_epoch: int
     patience: int
     random_state: int
+    ema: float = 0.0  # a default, so that models saved before it load
 
     def progress(self, step: int, elapsed: float) -> float:
         """How far training is, in [0, 1], by steps or by time, whichever is further.
@@ -781,6 +786,9 @@ class _Trainer:
             key: [] for key in ("epoch", "step", "time", "lr", "train_loss", "val_loss")
         }
         self.best: tuple[float, dict] | None = None
+        # The weights that are validated and kept: an average of the live ones, or them.
+        self.kept = copy.deepcopy(net) if config.ema > 0 else net
+        self.steps_done = 0
 
     def step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
@@ -794,19 +802,32 @@ class _Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.steps_done += 1
+        if self.kept is not self.net:
+            self._average_weights()
         # A tensor, not a float: reading it would wait for the GPU at every step.
         return loss.detach()
 
     @torch.no_grad()
+    def _average_weights(self) -> None:
+        # The warm-up (1 + n) / (10 + n) keeps the first, random weights from lingering.
+        n = self.steps_done
+        weight = 1.0 - min(self.config.ema, (1.0 + n) / (10.0 + n))
+        for averaged, live in zip(self.kept.parameters(), self.net.parameters(), strict=True):
+            averaged.lerp_(live, weight)
+        for averaged, live in zip(self.kept.buffers(), self.net.buffers(), strict=True):
+            averaged.copy_(live)  # batch-norm statistics follow the live network
+
+    @torch.no_grad()
     def validate(self, val_set: list[torch.Tensor]) -> float:
-        self.net.eval()
+        self.kept.eval()
         # Reseeded: every epoch sees the same stand-in values, so epochs compare fairly.
         generator = torch.Generator(device=self.device).manual_seed(self.config.random_state + 1)
         total, count = 0.0, 0.0
         for target in val_set:
             for masked, mask in _every_phase(target, self.masker, generator):
                 with _autocast(self.device, self.amp_dtype):
-                    output = padded_forward(self.net, masked)
+                    output = padded_forward(self.kept, masked)
                 n = float(mask.sum()) * target.shape[1]
                 total += float(masked_loss(output, target, mask)) * n
                 count += n
@@ -825,9 +846,34 @@ class _Trainer:
         """Keep the weights when the loss beats the best by a relative 1e-4."""
         if self.best is not None and not val_loss < self.best[0] * (1 - 1e-4):
             return False
-        state = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.kept.state_dict().items()}
         self.best = (val_loss, state)
         return True
+
+
+def _augmented(one_pass, x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``one_pass`` over the flips of every spatial axis (2D: and the transpose)."""
+    spatial = list(range(2, x.ndim))
+    transposes = (False, True) if len(spatial) == 2 else (False,)
+    subsets = itertools.chain.from_iterable(
+        itertools.combinations(spatial, r) for r in range(len(spatial) + 1)
+    )
+    total, count = torch.zeros_like(x, dtype=torch.float32), 0
+    for dims in subsets:
+        for transpose in transposes:
+            moved = torch.flip(x, dims) if dims else x
+            moved = moved.transpose(-1, -2) if transpose else moved
+            out = one_pass(moved).float()
+            out = out.transpose(-1, -2) if transpose else out
+            total += torch.flip(out, dims) if dims else out
+            count += 1
+    return total / count
+
+
+def _check_ema(ema: float) -> float:
+    if not 0.0 <= float(ema) < 1.0:
+        raise ValueError(f"ema={ema!r} must be in [0, 1): a decay such as 0.999, or 0 for off.")
+    return float(ema)
 
 
 def _every_phase(target: torch.Tensor, masker: Masker, generator: torch.Generator):
@@ -864,6 +910,7 @@ def train(
     device: str | torch.device = "auto",
     amp: bool | str | None = None,
     compile: bool | None = None,
+    ema: float = 0.0,
     random_state: int = 0,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
@@ -907,6 +954,11 @@ def train(
     compile
         Compile the network with :func:`torch.compile`; None means on CUDA only, where it
         pays for its compile time.
+    ema
+        Keep an exponential moving average of the weights with this decay (e.g. 0.999, with
+        a shorter warm-up average early on) and validate, keep and return the averaged
+        weights; 0 turns it off. The self-supervised gradient is noisy (the loss is mostly
+        noise variance), and averaging smooths it out.
     random_state
         Seed of the initialisation, patches and masks; on CPU, the same seed and a step
         budget give bit-identical weights.
@@ -932,7 +984,7 @@ def train(
         model, dict(model_kwargs or {}), steps, max_time, int(batch_size),
         parse_patch_size(patch_size, layout.n_spatial), float(lr), masking, replacement,
         int(mask_stride), float(val_fraction), int(steps_per_epoch), int(patience),
-        int(random_state),
+        int(random_state), _check_ema(ema),
     )  # fmt: skip
     normalisation = Normalisation.fit(arrays)
     train_parts, val_parts = split_validation(
@@ -1009,6 +1061,7 @@ def _finish(trainer: _Trainer, fitted: Noise2SelfModel, stop: str) -> None:
         trainer.net.load_state_dict(trainer.best[1])
         history["best_epoch"] = history["epoch"][int(np.nanargmin(history["val_loss"]))]
     else:
+        trainer.net.load_state_dict(trainer.kept.state_dict())  # no validation: the last
         history["best_epoch"] = history["epoch"][-1] if history["epoch"] else 0
     history["stopped"] = stop
     trainer.net.eval()
@@ -1087,6 +1140,7 @@ class Noise2SelfModel:
         image: ImageLike,
         *,
         invariant: bool = False,
+        augment: bool = False,
         tile_size: int | Sequence[int] | None = None,
         tile_overlap: int = 32,
         batch_size: int = 4,
@@ -1104,6 +1158,10 @@ class Noise2SelfModel:
             False: one direct pass, which the paper found about 0.5 dB better. True: the
             J-invariant prediction, one pass per grid phase (``mask_stride ** n_spatial``),
             each pixel predicted with itself hidden as in training.
+        augment
+            Average the predictions of the 8 flipped (2D: and transposed) copies of the
+            image, each mapped back: 8 times the passes, a smoother estimate. With
+            ``invariant=True`` every copy is itself J-invariant, and so is the average.
         tile_size
             Predict tiles of this size (one int or one per axis) and blend them where they
             overlap, to bound memory; None predicts the whole image at once.
@@ -1121,8 +1179,9 @@ class Noise2SelfModel:
         -------
         Float array(s) of the input's shape, in the training images' units.
         """
-        options = dict(invariant=invariant, tile_size=tile_size, tile_overlap=tile_overlap,
-                       batch_size=batch_size, amp=amp, random_state=random_state)  # fmt: skip
+        options = dict(invariant=invariant, augment=augment, tile_size=tile_size,
+                       tile_overlap=tile_overlap, batch_size=batch_size, amp=amp,
+                       random_state=random_state)  # fmt: skip
         if isinstance(image, list | tuple):
             return [self.predict(one, **options) for one in image]
         array = np.asarray(image)
@@ -1134,8 +1193,12 @@ class Noise2SelfModel:
         )[None]
         tiler = Tiler(self.net, tile_size, tile_overlap, batch_size, resolve_amp(self.device, amp))
         self.net.eval()
+
+        def one_pass(inputs: torch.Tensor) -> torch.Tensor:
+            return self._invariant(inputs, tiler, random_state) if invariant else tiler(inputs)
+
         with torch.no_grad():
-            out = self._invariant(x, tiler, random_state) if invariant else tiler(x)
+            out = _augmented(one_pass, x) if augment else one_pass(x)
         result = self.normalisation.inverse(out[0].float().cpu().numpy())
         return self.layout.to_user(result).astype(np.result_type(floats.dtype, np.float32))
 
