@@ -39,6 +39,8 @@ RECIPES: dict[str, dict] = {
         **GRID_MEAN, "ema": 0.999, "model": "dncnn", "model_kwargs": {"depth": 8}
     },
     "small_unet_grid_mean_ema": {**GRID_MEAN, "ema": 0.999, "model_kwargs": SMALL_UNET},
+    "dncnn_17x64_grid_mean": {**GRID_MEAN, "model": "dncnn", "patience": 30},
+    "grid_mean_lr_2e-3": {**GRID_MEAN, "lr": 2e-3, "patience": 30},
 }
 
 
