@@ -214,3 +214,23 @@ def test_anndata_front_accepts_dask_counts(counts):
                                   eager.layers["noise2self_a"].toarray())
     np.testing.assert_allclose(lazy.uns["noise2self"]["loss"], eager.uns["noise2self"]["loss"],
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_type", CHUNK_TYPES)
+def test_denoise_pca_on_dask_writes_scores_and_a_lazy_layer(counts, chunk_type):
+    import anndata as ad
+
+    from sc_noise2self import tl
+
+    lazy = ad.AnnData(X=as_dask(counts, chunk_type, 400))
+    eager = ad.AnnData(X=in_memory(counts, chunk_type))
+    for adata in (lazy, eager):
+        tl.denoise_pca(adata, n_comps=6)
+    assert isinstance(lazy.obsm["X_noise2self"], np.ndarray)  # small: computed
+    assert isinstance(lazy.layers["noise2self"], da.Array)  # dense: only ever lazy
+    assert lazy.uns["noise2self"]["params"]["depth"] == eager.uns["noise2self"]["params"]["depth"]
+    np.testing.assert_allclose(lazy.layers["noise2self"].compute(), eager.layers["noise2self"],
+                               rtol=1e-4, atol=1e-4)
+    # Components agree up to sign.
+    np.testing.assert_allclose(np.abs(lazy.obsm["X_noise2self"]),
+                               np.abs(eager.obsm["X_noise2self"]), rtol=1e-3, atol=1e-3)

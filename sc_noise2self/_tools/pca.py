@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 
 from .._anndata import get_counts, target
+from .._validation import is_dask_array
 from ..calibration import DEFAULT_P, CalibrationResult
 from ..denoisers.pca import Solver, calibrate_pca_counts, clip_n_comps, fit_pca
 from ..splitting import RandomState
@@ -147,6 +148,8 @@ def denoise_pca(
     max_layer_gb
         A dense denoised matrix goes to ``layers[key_added]`` only when it takes at most this
         many gigabytes (float32); otherwise use :func:`denoised_values` for chosen genes.
+        For dask counts the layer is always a lazy dask array, and the cell scores are
+        computed when they take at most this much (else they stay lazy too).
     copy
         Return a new AnnData instead of writing into ``adata``.
 
@@ -170,6 +173,17 @@ def denoise_pca(
         n_comps = _usable_rank(calibration)
     n_comps = clip_n_comps(n_comps, counts.shape, name="n_comps")
     start = log.info(f"denoising by PCA with {n_comps} components")
+    if is_dask_array(counts):
+        # Out of core: scores computed when they fit max_layer_gb; the dense layer stays lazy.
+        from ..denoisers.pca_dask import fit_pca_dask
+
+        fit, depth, denoised = fit_pca_dask(counts, n_comps, transform=transform,
+                                            max_scores_gb=max_layer_gb)
+        adata = target(adata, copy)
+        _write_pca(adata, fit, key_added, calibration, n_comps, depth, transform, layer)
+        adata.layers[key_added] = denoised
+        log.info("    finished", time=start, deep="added lazy 'layers', 'obsm', 'varm', 'uns'")
+        return adata if copy else None
     depth = float(np.median(library_sizes(counts)))
     values = normalised_values(counts, depth, transform)
     fit = fit_pca(values, n_comps, solver=solver, random_state=random_state)

@@ -189,7 +189,8 @@ def _chunk_statistics(chunk, first_row: int, plan: _ChunkPlan, local) -> dict:
 def _combine(parts: list[dict]) -> dict:
     """Sum the products of several chunks; keep the largest value and every gathered row."""
     out = dict(parts[0])
-    out["rows"] = list(out["rows"])
+    if "rows" in out:
+        out["rows"] = list(out["rows"])
     for part in parts[1:]:
         for name, value in part.items():
             if name == "max_value":
@@ -266,3 +267,68 @@ def _products(stats: dict, V: np.ndarray, mu: np.ndarray) -> BProducts:
         scores_sum=v_a - n * v_mu,
         scores_gram=gram,
     )
+
+
+def fit_pca_dask(X, n_comps: int, *, transform: str = "sqrt", max_scores_gb: float = 1.0):
+    """PCA of normalised, transformed dask counts, for ``tl.denoise_pca``; one pass to fit.
+
+    Parameters
+    ----------
+    X
+        Dask array of raw counts, cells x genes.
+    n_comps
+        Number of components.
+    transform
+        ``"sqrt"``, ``"log1p"`` or ``"none"`` after normalising to the median total.
+    max_scores_gb
+        The cell scores are computed when they take at most this many GB (float32), and
+        left as a lazy dask array otherwise.
+
+    Returns
+    -------
+    fit, depth, denoised
+        :class:`~sc_noise2self.denoisers.pca.PCAFit` (scores: numpy or dask), the median
+        total count, and the dense denoised matrix as a lazy float32 dask array (never
+        computed here).
+    """
+    import dask
+
+    X = rows_chunked(X)
+    totals = checked_library_sizes(X)
+    check_no_empty_cells(totals)
+    depth = float(np.median(totals))
+    meta = X._meta.astype(np.float32)
+    values = X.map_blocks(_normalised_chunk, depth=depth, transform=transform,
+                          dtype=np.float32, meta=meta)
+    parts = [dask.delayed(_value_statistics)(block)
+             for block in values.to_delayed(optimize_graph=False).ravel()]
+    (stats,) = dask.compute(tree_reduce(parts, _combine))
+    fit = _components(stats, n_comps, center=True)
+    V, mu = fit.components, fit.mean
+    scores = values.map_blocks(_chunk_scores, V=V, mu=mu, chunks=(values.chunks[0], (n_comps,)),
+                               dtype=np.float64, meta=np.empty((0, 0)))
+    if X.shape[0] * n_comps * 4 / 1e9 <= max_scores_gb:
+        scores = scores.compute()
+    fit.scores = scores
+    denoised = values.map_blocks(_chunk_denoised, V=V, mu=mu, dtype=np.float32,
+                                 meta=np.empty((0, 0), dtype=np.float32))
+    return fit, depth, denoised
+
+
+def _normalised_chunk(chunk, *, depth: float, transform: str):
+    from ..transforms import apply_transform, normalize_to_depth
+
+    return apply_transform(normalize_to_depth(chunk, depth), transform, inplace=True)
+
+
+def _value_statistics(chunk) -> dict:
+    values = _as_float64(chunk)
+    return {"n": values.shape[0], "a_sum": _column_sums(values), "a_gram": _gram(values, values)}
+
+
+def _chunk_scores(chunk, *, V: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    return np.asarray(_as_float64(chunk) @ V.T) - V @ mu
+
+
+def _chunk_denoised(chunk, *, V: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    return (_chunk_scores(chunk, V=V, mu=mu) @ V + mu).astype(np.float32)
