@@ -903,7 +903,7 @@ def train(
     mask_stride: int | None = None,
     val_fraction: float = 0.1,
     steps_per_epoch: int = 50,
-    patience: int = 10,
+    patience: int = 20,
     channel_axis: int | None = None,
     n_spatial: int | None = None,
     model_kwargs: dict | None = None,
