@@ -72,6 +72,8 @@ def split_counts_dask(
     sizes, shares = split_options(X, p, method, overdispersion, sample_ratio)
     key = row_stream_key(random_state)
     offsets = row_offsets(X)
+    # One task per chunk draws both halves (a tuple); two cheap layers pick them apart, so
+    # computing both halves splits each chunk once. The meta only stands in for the tuple.
     pairs = X.map_blocks(
         _split_chunk, p=p, key=key, offsets=offsets, sizes=sizes, shares=shares,
         dtype=X.dtype, meta=X._meta, token="split-counts-pairs",

@@ -116,13 +116,15 @@ def test_bad_counts_fail_at_compute_with_the_row(counts):
                      overdispersion="estimate")
 
 
+@pytest.mark.parametrize("center", [True, False], ids=["centred", "uncentred"])
 @pytest.mark.parametrize("p", [0.7, 0.5], ids=["nonlinear", "linear"])
 @pytest.mark.parametrize("chunk_type", CHUNK_TYPES)
-def test_dask_calibration_equals_in_memory(counts, chunk_type, p):
+def test_dask_calibration_equals_in_memory(counts, chunk_type, p, center):
     from sc_noise2self.denoisers.pca import calibrate_pca_counts
 
-    expected = calibrate_pca_counts(in_memory(counts, chunk_type), max_comps=25, p=p)
-    got = calibrate_pca_counts(as_dask(counts, chunk_type, 300), max_comps=25, p=p)
+    options = dict(max_comps=25, p=p, center=center)
+    expected = calibrate_pca_counts(in_memory(counts, chunk_type), **options)
+    got = calibrate_pca_counts(as_dask(counts, chunk_type, 300), **options)
     np.testing.assert_array_equal(got.grid, expected.grid)
     np.testing.assert_allclose(got.loss, expected.loss, rtol=1e-6, atol=0)
     assert got.best == expected.best

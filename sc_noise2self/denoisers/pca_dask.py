@@ -20,6 +20,8 @@ the cells x genes matrix; each task holds one chunk.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.linalg
 from scipy import sparse
@@ -27,7 +29,14 @@ from scipy import sparse
 from .._dask import checked_library_sizes, row_offsets, rows_chunked, split_options, tree_reduce
 from .._row_streams import row_stream_key, split_rows
 from .._validation import check_choice, check_fraction, check_no_empty_cells
-from ..calibration import LOSSES, CalibrationResult, Halves, SplitSettings, halves_from_counts
+from ..calibration import (
+    DEFAULT_P,
+    LOSSES,
+    CalibrationResult,
+    Halves,
+    SplitSettings,
+    halves_from_counts,
+)
 from ..splitting import SPLIT_METHODS, RandomState, spawn_seeds
 from ..transforms import TRANSFORMS, DepthConversion
 from .pca import BProducts, PCAFit, clip_n_comps, linear_mse_from_products, pick_score_cells
@@ -42,7 +51,7 @@ def calibrate_pca_dask(
     max_comps: int = 100,
     transform: str = "sqrt",
     loss: str = "mse",
-    p: float = 0.7,
+    p: float = DEFAULT_P,
     n_splits: int = 1,
     random_state: RandomState = 0,
     center: bool = True,
@@ -107,7 +116,8 @@ def calibrate_pca_dask(
         cells = None if linear else pick_score_cells(X.shape[0], max_score_cells, seed)
         if not linear and cells is None:
             cells = np.arange(X.shape[0])
-        plan = _ChunkPlan(settings, depth, row_stream_key(seed), sizes, shares, linear, center)
+        plan = _ChunkPlan(settings.p, transform, loss, depth, row_stream_key(seed), sizes,
+                          shares, linear)
         stats = _split_statistics(X, plan, cells)
         fit = _components(stats, max_comps, center)
         curves.append(_curve(stats, fit, plan, X.shape, conversion))
@@ -139,13 +149,18 @@ def _check_settings(settings: SplitSettings, X, solver: str) -> None:
         )
 
 
+@dataclass(frozen=True)
 class _ChunkPlan:
     """Everything a chunk task needs to split, normalise and summarise its rows."""
 
-    def __init__(self, settings, depth, key, sizes, shares, linear, center):
-        self.p, self.transform, self.loss = settings.p, settings.transform, settings.loss
-        self.depth, self.key, self.sizes, self.shares = depth, key, sizes, shares
-        self.linear, self.center = linear, center
+    p: float
+    transform: str
+    loss: str
+    depth: float
+    key: np.ndarray  # of the rows' random streams
+    sizes: np.ndarray | None  # NB sizes per gene
+    shares: tuple | None  # overlap shares
+    linear: bool  # the MSE has a closed form: no rows to gather
 
 
 def _split_statistics(X, plan: _ChunkPlan, cells: np.ndarray | None) -> dict:
@@ -154,12 +169,10 @@ def _split_statistics(X, plan: _ChunkPlan, cells: np.ndarray | None) -> dict:
 
     blocks = X.to_delayed(optimize_graph=False).ravel()
     parts = []
-    for block, first in zip(blocks, row_offsets(X), strict=True):
-        local = None
+    for block, first, n_rows in zip(blocks, row_offsets(X), X.chunks[0], strict=True):
+        local = None  # the scored cells of this chunk, by position in it
         if cells is not None:
-            n_rows = X.chunks[0][len(parts)]
-            chosen = cells[(cells >= first) & (cells < first + n_rows)]
-            local = chosen - first
+            local = cells[(cells >= first) & (cells < first + n_rows)] - first
         parts.append(dask.delayed(_chunk_statistics)(block, int(first), plan, local))
     (total,) = dask.compute(tree_reduce(parts, _combine))
     return total
