@@ -146,6 +146,40 @@ def test_overdispersion_estimate_recovers_known_size():
     assert np.median(1 / poisson) < 0.05  # nearly no overdispersion found in Poisson data
 
 
+def test_overdispersion_estimate_keeps_genes_that_truly_differ_apart():
+    """Shrinkage pulls noisy genes together, but not genes whose sizes really differ."""
+    from sc_noise2self.splitting import estimate_overdispersion
+
+    rng = np.random.default_rng(5)
+    means = rng.lognormal(0.5, 1.0, 300) * rng.lognormal(0.0, 0.3, (2000, 1))
+    sizes = np.where(np.arange(300) % 2, 0.5, 5.0)
+    estimate = estimate_overdispersion(sparse.csr_matrix(
+        rng.negative_binomial(sizes, sizes / (sizes + means))))
+    assert np.median(estimate[1::2]) == pytest.approx(0.5, rel=0.2)
+    assert np.median(estimate[0::2]) == pytest.approx(5.0, rel=0.2)
+
+
+def test_overdispersion_of_the_most_expressed_genes_is_not_hidden_by_their_neighbours():
+    """Neighbours found from a gene's own noisy values share that noise and hide its excess.
+
+    On low-rank NB data the most expressed genes, which drive the neighbour search, must come
+    out near the true size like the rest (with neighbours from all genes they came out 60%
+    too high).
+    """
+    from sc_noise2self import datasets
+    from sc_noise2self.splitting import estimate_overdispersion
+
+    size = 0.5
+    rate = datasets.synthetic_counts(1500, 400, rank=6, depth=2000,
+                                     random_state=1).layers["rate"].astype(float)
+    rng = np.random.default_rng(11)
+    X = sparse.csr_matrix(rng.negative_binomial(size, size / (size + rate)))
+    estimate = estimate_overdispersion(X)
+    top = np.argsort(-np.asarray(X.mean(axis=0)).ravel())[:40]
+    assert np.median(estimate[top]) == pytest.approx(size, rel=0.25)
+    assert np.median(estimate) == pytest.approx(size, rel=0.25)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
