@@ -182,25 +182,65 @@ def test_poisson_loss_accepts_coo_input(synthetic):
     assert np.all(np.isfinite(result.loss))
 
 
+def expected_sqrt_nb(mu: np.ndarray, size: float) -> np.ndarray:
+    """``E[sqrt(NB(mu, size))]``: the Poisson expectation averaged over the Gamma rate.
+
+    Generalised Gauss-Laguerre quadrature over ``lambda ~ Gamma(size, mu / size)`` on a grid
+    of means, interpolated.
+    """
+    from scipy.special import gamma, roots_genlaguerre
+
+    from sc_noise2self.transforms import expected_transform
+
+    nodes, weights = roots_genlaguerre(80, size - 1.0)
+    grid = np.concatenate([[0.0], np.geomspace(1e-4, mu.max() * 1.01, 300)])
+    rates = grid[:, None] * nodes[None, :] / size
+    values = expected_transform(rates.ravel(), "sqrt").reshape(rates.shape) @ weights
+    return np.interp(mu, grid, values / gamma(size))
+
+
+def truth_best_rank(X, rate: np.ndarray, size: float, max_comps: int) -> int:
+    """The rank at which the full-data sqrt-PCA denoiser is closest to the truth.
+
+    The truth is what that denoiser estimates: each cell's expected sqrt-normalised count,
+    ``sqrt(depth / L_i) E[sqrt(NB(rate_ij, b))]`` (``L_i``: expected library size).
+    """
+    from sc_noise2self.denoisers.pca import _linear_mse_curve, fit_pca
+    from sc_noise2self.transforms import apply_transform, library_sizes, normalize_to_depth
+
+    depth = float(np.median(library_sizes(X)))
+    fit = fit_pca(apply_transform(normalize_to_depth(X, depth), "sqrt"), max_comps)
+    library = rate.sum(axis=1)
+    truth = np.sqrt(depth / library)[:, None] * expected_sqrt_nb(rate, size)
+    return int(np.argmin(_linear_mse_curve(fit, truth, 1.0)))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_negative_binomial_split_fixes_rank_choice_on_overdispersed_counts(seed):
-    """Issue 6's claim: binomial halves of NB counts share noise and over-pick the rank."""
+    """Issue 6's claim: binomial halves of NB counts share noise and over-pick the rank.
+
+    The target is the rank that is best against the truth, not the simulator's number of
+    programs (6): Dirichlet-mixed programs normalised per cell span a 5-dimensional affine
+    set, and at b = 2 the sixth direction (sqrt curvature) is not worth its noise, so the
+    truth-best rank is 4-5.
+    """
     from sc_noise2self import datasets
 
-    true_rank, size = 6, 2.0
-    adata = datasets.synthetic_counts(1500, 400, rank=true_rank, depth=2000, random_state=seed)
+    size, max_comps = 2.0, 20
+    adata = datasets.synthetic_counts(1500, 400, rank=6, depth=2000, random_state=seed)
     rate = adata.layers["rate"].astype(float)
     rng = np.random.default_rng(seed + 10)
     X = sparse.csr_matrix(rng.negative_binomial(size, size / (size + rate)).astype(np.int32))
-    X = X[np.asarray(X.sum(axis=1)).ravel() > 0]
-    options = dict(max_comps=30, p=0.5)
+    best = truth_best_rank(X, rate, size, max_comps)
+    assert 3 <= best <= 7  # the simulation has an identifiable interior optimum
+    options = dict(max_comps=max_comps, p=0.5)
     binomial = calibrate_pca_counts(X, **options).best
     known = calibrate_pca_counts(X, split="negative_binomial", overdispersion=size, **options)
     estimated = calibrate_pca_counts(X, split="negative_binomial", overdispersion="estimate",
                                      **options)
-    assert binomial >= true_rank + 8
-    assert abs(known.best - true_rank) <= 3
-    assert abs(estimated.best - true_rank) <= 3
+    assert binomial >= best + 8
+    assert abs(known.best - best) <= 2
+    assert abs(estimated.best - best) <= 3
 
 
 @pytest.mark.parametrize("fmt", ["csr", "dense"])
