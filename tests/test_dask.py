@@ -236,3 +236,15 @@ def test_denoise_pca_on_dask_writes_scores_and_a_lazy_layer(counts, chunk_type):
     # Components agree up to sign.
     np.testing.assert_allclose(np.abs(lazy.obsm["X_noise2self"]),
                                np.abs(eager.obsm["X_noise2self"]), rtol=1e-3, atol=1e-3)
+
+
+def test_many_genes_warn_about_the_gram_matrices():
+    from sc_noise2self.denoisers.pca_dask import _warn_large_gram
+
+    with pytest.warns(UserWarning, match="highly variable genes"):
+        _warn_large_gram(20_000)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_large_gram(2_000)

@@ -20,6 +20,7 @@ the cells x genes matrix; each task holds one chunk.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +104,7 @@ def calibrate_pca_dask(
     _check_settings(settings, X, solver)
     X = rows_chunked(X)
     max_comps = clip_n_comps(max_comps, X.shape)
+    _warn_large_gram(X.shape[1])
     totals = checked_library_sizes(X)
     check_no_empty_cells(totals)
     depth = float(np.median(totals))
@@ -126,6 +128,19 @@ def calibrate_pca_dask(
         max_score_cells=max_score_cells, backend="dask",
     )
     return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)
+
+
+def _warn_large_gram(n_genes: int, limit_gb: float = 1.0) -> None:
+    """Warn when the genes x genes matrices of the Gram route would be large."""
+    size_gb = 8 * n_genes**2 / 1e9
+    if size_gb > limit_gb:
+        warnings.warn(
+            f"With {n_genes} genes each genes x genes float64 matrix takes {size_gb:.1f} GB, "
+            "and a few are held per dask thread. Select genes first (e.g. 2,000 highly "
+            "variable genes) to keep memory low.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_settings(settings: SplitSettings, X, solver: str) -> None:
@@ -307,6 +322,7 @@ def fit_pca_dask(X, n_comps: int, *, transform: str = "sqrt", max_scores_gb: flo
     import dask
 
     X = rows_chunked(X)
+    _warn_large_gram(X.shape[1])
     totals = checked_library_sizes(X)
     check_no_empty_cells(totals)
     depth = float(np.median(totals))
