@@ -7,6 +7,7 @@ executes them separately with ``pytest --nbmake tutorials/``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -42,8 +43,12 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 
-# Render the notebooks as committed; executing them is CI's job, not the docs build's.
-nb_execution_mode = "off"
+# Render the notebooks as committed (no outputs); executing them is CI's job. To publish the
+# site with figures, set SC_NOISE2SELF_DOCS_EXECUTE=1 (with $SC_NOISE2SELF_DATA set): the
+# notebooks then run during the build, as long as in CI, and any error fails it.
+nb_execution_mode = "force" if os.environ.get("SC_NOISE2SELF_DOCS_EXECUTE") == "1" else "off"
+nb_execution_timeout = 900
+nb_execution_raise_on_error = True
 myst_enable_extensions = ["colon_fence", "dollarmath"]
 myst_heading_anchors = 3
 
