@@ -246,15 +246,19 @@ def _excess_ratio(sums: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def _shrink(phi: np.ndarray, variance: np.ndarray) -> np.ndarray:
     """Empirical-Bayes shrinkage of ``phi`` towards the mean over genes.
 
-    The spread between genes is the variance of ``phi`` less the mean sampling variance
-    (unweighted moments: precision weights let the best-measured genes set the spread and
-    flatten genes that truly differ). Each gene keeps ``spread / (spread + its variance)``
-    of its difference from the random-effects mean.
+    The spread between genes is the variance of ``phi`` less the mean sampling variance, over
+    the genes measured to within half their value (unweighted moments: precision weights let
+    the best-measured genes set the spread; rarely seen genes, whose variances are large and
+    heavy-tailed, would swamp it). Each gene keeps ``spread / (spread + its variance)`` of its
+    difference from the random-effects mean.
     """
     seen = np.isfinite(phi) & np.isfinite(variance)
     if not np.any(seen):
         return np.zeros(phi.shape)
-    spread = max(0.0, float(np.var(phi[seen]) - np.mean(variance[seen])))
+    precise = seen & (variance < (phi / 2) ** 2)
+    spread = 0.0
+    if precise.sum() > 2:
+        spread = max(0.0, float(np.var(phi[precise]) - np.mean(variance[precise])))
     weight = 1.0 / (spread + variance[seen] + 1e-12)
     centre = np.sum(weight * phi[seen]) / weight.sum()
     out = np.full(phi.shape, centre)
