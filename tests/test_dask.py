@@ -248,3 +248,26 @@ def test_many_genes_warn_about_the_gram_matrices():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _warn_large_gram(2_000)
+
+
+@pytest.mark.parametrize("chunk_type", CHUNK_TYPES)
+def test_torch_device_path_equals_the_scipy_path(counts, chunk_type):
+    pytest.importorskip("torch")
+    from sc_noise2self.denoisers.pca_dask import calibrate_pca_dask
+
+    X = as_dask(counts, chunk_type, 300)
+    for p in (0.5, 0.7):  # closed-form products, and gathered rows
+        expected = calibrate_pca_dask(X, max_comps=15, p=p)
+        got = calibrate_pca_dask(X, max_comps=15, p=p, device="cpu")
+        np.testing.assert_allclose(got.loss, expected.loss, rtol=1e-10, atol=0)
+        assert got.params["device"] == "cpu"
+
+
+def test_unavailable_device_is_refused(counts):
+    torch = pytest.importorskip("torch")
+    from sc_noise2self.denoisers.pca_dask import calibrate_pca_dask
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        calibrate_pca_dask(as_dask(counts, "csr", 500), max_comps=5, device="cuda")

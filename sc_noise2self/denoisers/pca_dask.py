@@ -63,6 +63,7 @@ def calibrate_pca_dask(
     sample_ratio: float | None = None,
     folds: int | None = None,
     progress: bool | None = None,
+    device: str | None = None,
 ) -> CalibrationResult:
     """Self-supervised loss of PCA at every rank ``0..max_comps`` for a dask array of counts.
 
@@ -91,6 +92,10 @@ def calibrate_pca_dask(
         Not supported on dask arrays; use ``n_splits``.
     progress
         A progress bar over splits; None shows it only on a terminal.
+    device
+        None: numpy and scipy. ``"cuda"`` (or ``"cuda:1"``, ``"cpu"``): each chunk's genes x
+        genes products and the eigendecomposition run in float64 on that torch device
+        (the chunk is densified there); the rest stays on the CPU.
 
     Returns
     -------
@@ -102,6 +107,7 @@ def calibrate_pca_dask(
         p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio, folds
     )
     _check_settings(settings, X, solver)
+    device = _check_device(device)
     X = rows_chunked(X)
     max_comps = clip_n_comps(max_comps, X.shape)
     _warn_large_gram(X.shape[1])
@@ -119,13 +125,13 @@ def calibrate_pca_dask(
         if not linear and cells is None:
             cells = np.arange(X.shape[0])
         plan = _ChunkPlan(settings.p, transform, loss, depth, row_stream_key(seed), sizes,
-                          shares, linear)
+                          shares, linear, device)
         stats = _split_statistics(X, plan, cells)
-        fit = _components(stats, max_comps, center)
+        fit = _components(stats, max_comps, center, device)
         curves.append(_curve(stats, fit, plan, X.shape, conversion))
     params = dict(
         settings.params(), max_comps=max_comps, center=center, solver="covariance_eigh",
-        max_score_cells=max_score_cells, backend="dask",
+        max_score_cells=max_score_cells, backend="dask", device=str(device),
     )
     return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)
 
@@ -176,6 +182,7 @@ class _ChunkPlan:
     sizes: np.ndarray | None  # NB sizes per gene
     shares: tuple | None  # overlap shares
     linear: bool  # the MSE has a closed form: no rows to gather
+    device: str | None = None  # torch device of the products, or None for scipy
 
 
 def _split_statistics(X, plan: _ChunkPlan, cells: np.ndarray | None) -> dict:
@@ -200,13 +207,13 @@ def _chunk_statistics(chunk, first_row: int, plan: _ChunkPlan, local) -> dict:
     halves = halves_from_counts(half_a, half_b, p=plan.p, transform=plan.transform,
                                 depth=plan.depth, keep_counts=plan.loss == "poisson")
     a = _as_float64(halves.a)
-    stats = {"n": a.shape[0], "a_sum": _column_sums(a), "a_gram": _gram(a, a),
+    stats = {"n": a.shape[0], "a_sum": _column_sums(a), "a_gram": _gram(a, a, plan.device),
              "max_value": halves.max_value, "rows": []}
     if plan.linear:
         b = _as_float64(halves.b)
         values = b.data if sparse.issparse(b) else b
         stats.update(b_sum=_column_sums(b), b_sq=float(np.sum(values * values)),
-                     ba=_gram(b, a))
+                     ba=_gram(b, a, plan.device))
     if local is not None and local.size:
         target = halves.target(plan.loss)
         stats["rows"] = [(first_row, _rows(halves.a, local), _rows(target, local),
@@ -241,8 +248,10 @@ def _column_sums(M) -> np.ndarray:
     return np.asarray(M.sum(axis=0), dtype=np.float64).ravel()
 
 
-def _gram(left, right) -> np.ndarray:
-    """``left^T right`` as a dense genes x genes float64 array."""
+def _gram(left, right, device: str | None = None) -> np.ndarray:
+    """``left^T right`` as a dense genes x genes float64 array (on a torch device if given)."""
+    if device is not None:
+        return _torch_gram(left, right, device)
     product = left.T @ right
     return product.toarray() if sparse.issparse(product) else np.asarray(product)
 
@@ -252,7 +261,46 @@ def _rows(M, rows: np.ndarray):
     return sparse.csr_matrix(M)[rows] if sparse.issparse(M) else np.asarray(M)[rows]
 
 
-def _components(stats: dict, n_comps: int, center: bool) -> PCAFit:
+def _check_device(device: str | None) -> str | None:
+    """None, or a torch device name that exists and computes in float64."""
+    if device is None:
+        return None
+    from ..image.training import resolve_device
+
+    resolved = resolve_device(device)
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device={device!r}: the products need float64, which only 'cpu' and 'cuda' "
+            "torch devices offer; pass device='cuda', 'cpu' or None."
+        )
+    return str(resolved)
+
+
+def _torch_tensor(M, device: str):
+    """A float64 dense torch tensor of a chunk, densified on the device (not the host)."""
+    import torch
+
+    if not sparse.issparse(M):
+        return torch.as_tensor(np.ascontiguousarray(M), device=device)
+    M = sparse.csr_matrix(M)
+    with warnings.catch_warnings():  # torch's "sparse CSR is in beta": it only carries data
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        tensor = torch.sparse_csr_tensor(
+            torch.as_tensor(M.indptr.astype(np.int64)),
+            torch.as_tensor(M.indices.astype(np.int64)),
+            torch.as_tensor(M.data), size=M.shape, dtype=torch.float64,
+            check_invariants=False,  # scipy's CSR is valid; checking costs a pass
+        )
+    return tensor.to(device).to_dense()
+
+
+def _torch_gram(left, right, device: str) -> np.ndarray:
+    first = _torch_tensor(left, device)
+    second = first if right is left else _torch_tensor(right, device)
+    return (first.T @ second).cpu().numpy()
+
+
+def _components(stats: dict, n_comps: int, center: bool, device: str | None = None) -> PCAFit:
     """Top ``n_comps`` eigenvectors of half A's covariance (or second moment), descending.
 
     The fit's scores hold only the gathered rows' scores (or nothing): the curve needs no
@@ -262,7 +310,14 @@ def _components(stats: dict, n_comps: int, center: bool) -> PCAFit:
     mean = stats["a_sum"] / n if center else np.zeros_like(stats["a_sum"])
     covariance = stats["a_gram"] / n - np.outer(mean, mean)
     n_genes = covariance.shape[0]
-    _, vectors = scipy.linalg.eigh(covariance, subset_by_index=[n_genes - n_comps, n_genes - 1])
+    if device is None:
+        _, vectors = scipy.linalg.eigh(covariance,
+                                       subset_by_index=[n_genes - n_comps, n_genes - 1])
+    else:
+        import torch
+
+        _, every = torch.linalg.eigh(torch.as_tensor(covariance, device=device))
+        vectors = every[:, n_genes - n_comps :].cpu().numpy()  # ascending, like scipy's
     components = np.ascontiguousarray(vectors[:, ::-1].T)
     return PCAFit(np.zeros((0, n_comps)), components, mean)
 
