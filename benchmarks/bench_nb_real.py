@@ -1,0 +1,109 @@
+"""Negative-binomial splitting on real data: estimated sizes, split diagnostics, rank shifts.
+
+For paul15, pbmc3k and CellBench (CEL-seq2, Drop-seq), on the 3,000 most expressed genes:
+- the distribution of the estimated NB size b per gene (``estimate_overdispersion``);
+- the median correlation between the halves of a binomial and of an NB (estimated b) split,
+  and the diagnostic plot of both (``pl.split_diagnostics``), saved under
+  ``benchmarks/figures/``;
+- the PCA rank chosen with binomial and with NB (estimated b) splitting, at p = 0.5 and at
+  the default p.
+
+Run:  SC_NOISE2SELF_DATA=/work/shared/data python benchmarks/bench_nb_real.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from sc_noise2self import datasets, pl
+from sc_noise2self.calibration import DEFAULT_P
+from sc_noise2self.denoisers.pca import calibrate_pca_counts
+from sc_noise2self.splitting import estimate_overdispersion
+
+FIGURES = Path(__file__).parent / "figures"
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def loaders():
+    yield "paul15", datasets.paul15
+    yield "pbmc3k", datasets.pbmc3k
+    for protocol in ("celseq2", "dropseq"):
+        yield f"CellBench {protocol}", lambda protocol=protocol: datasets.cellbench(protocol)
+
+
+def top_genes(adata: ad.AnnData, n_genes: int) -> ad.AnnData:
+    """The ``n_genes`` most expressed genes, and the cells with any count in them."""
+    totals = np.asarray(adata.X.sum(axis=0)).ravel()
+    subset = adata[:, np.sort(np.argsort(-totals)[:n_genes])]
+    keep = np.asarray(subset.X.sum(axis=1)).ravel() > 0
+    return ad.AnnData(subset.X[keep].astype(np.int32))
+
+
+def diagnostics(adata: ad.AnnData, sizes: np.ndarray, name: str) -> Path:
+    """Binomial and NB split diagnostics side by side, saved as a small PNG."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    pl.split_diagnostics(adata, ax=axes[0], show=False)
+    pl.split_diagnostics(adata, split="negative_binomial", overdispersion=sizes, ax=axes[1],
+                         show=False)
+    fig.suptitle(name, fontsize="medium")
+    fig.tight_layout()
+    path = FIGURES / f"nb_split_{name.lower().replace(' ', '_')}.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def half_correlation_median(X, **split) -> float:
+    """Median over genes of the correlation between the halves of one p = 0.5 split."""
+    from sc_noise2self.splitting import half_correlations, split_counts
+
+    a, b = split_counts(X, 0.5, random_state=0, **split)
+    correlation = half_correlations(a, b)
+    return float(np.nanmedian(correlation))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--genes", type=int, default=3000)
+    parser.add_argument("--max-comps", type=int, default=50)
+    args = parser.parse_args()
+    matplotlib.use("Agg")
+    FIGURES.mkdir(exist_ok=True)
+    ps = sorted({0.5, DEFAULT_P})
+    for name, load in loaders():
+        t0 = time.perf_counter()
+        adata = top_genes(load(), args.genes)
+        X = adata.X
+        sizes = estimate_overdispersion(X)
+        finite = sizes[np.isfinite(sizes)]
+        quantiles = ", ".join(f"{q:.0%}: {v:.2f}" for q, v in
+                              zip(QUANTILES, np.quantile(finite, QUANTILES), strict=True))
+        nb = dict(method="negative_binomial", overdispersion=sizes)
+        print(f"## {name}: {X.shape[0]} cells x {X.shape[1]} genes, "
+              f"median {np.median(np.asarray(X.sum(axis=1))):.0f} UMIs per cell")
+        print(f"- estimated b: {quantiles}; Poisson (b = inf) for "
+              f"{np.mean(~np.isfinite(sizes)):.1%} of genes")
+        print(f"- median correlation between halves: binomial "
+              f"{half_correlation_median(X):.3f}, NB {half_correlation_median(X, **nb):.3f}")
+        print(f"- figure: {diagnostics(adata, sizes, name).relative_to(FIGURES.parent.parent)}")
+        for p in ps:
+            options = dict(max_comps=args.max_comps, p=p)
+            binomial = calibrate_pca_counts(X, **options).best
+            negative = calibrate_pca_counts(X, split="negative_binomial", overdispersion=sizes,
+                                            **options).best
+            print(f"- p = {p}: chosen rank binomial {binomial}, NB (estimated b) {negative}")
+        print(f"- {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    with threadpool_limits(1):
+        main()
