@@ -1400,6 +1400,7 @@ def denoise_cnn(
     *,
     channel_axis: int | None = None,
     invariant: bool = False,
+    augment: bool = False,
     tile_size: int | Sequence[int] | None = None,
     return_model: bool = False,
     **train_kwargs,
@@ -1414,7 +1415,7 @@ def denoise_cnn(
         ``"unet"`` or ``"dncnn"``.
     channel_axis
         Channel axis, or None.
-    invariant, tile_size
+    invariant, augment, tile_size
         As in :meth:`Noise2SelfModel.predict`.
     return_model
         Also return the trained :class:`Noise2SelfModel`.
@@ -1426,5 +1427,5 @@ def denoise_cnn(
     The denoised float image, or ``(denoised, model)``.
     """
     fitted = train(image, model, channel_axis=channel_axis, **train_kwargs)
-    denoised = fitted.predict(image, invariant=invariant, tile_size=tile_size)
+    denoised = fitted.predict(image, invariant=invariant, augment=augment, tile_size=tile_size)
     return (denoised, fitted) if return_model else denoised
