@@ -1,0 +1,85 @@
+"""The split diagnostic: correlation of the halves' noise, with the biology they share removed."""
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+from sc_noise2self import datasets, pl, split_counts
+from sc_noise2self.splitting import half_correlations, noise_correlations
+
+# Median over genes of the noise correlation for a split that suits the data. The neighbour
+# mean never matches a cell's expression exactly; on these data that leaves about 0.01-0.02.
+SUITED = 0.04
+
+
+@pytest.fixture(scope="module")
+def rate() -> np.ndarray:
+    """Strong low-rank cell structure: 6 programs, deep cells (raw half correlations > 0.2)."""
+    return datasets.synthetic_counts(1000, 300, rank=6, depth=5000,
+                                     random_state=3).layers["rate"].astype(np.float64)
+
+
+def draw(rate: np.ndarray, size: float, seed: int = 0) -> sparse.csr_matrix:
+    rng = np.random.default_rng(seed)
+    if np.isinf(size):
+        return sparse.csr_matrix(rng.poisson(rate))
+    return sparse.csr_matrix(rng.negative_binomial(size, size / (size + rate)))
+
+
+@pytest.mark.parametrize(
+    ("size", "split", "p"),
+    [
+        (np.inf, {}, 0.5),
+        (np.inf, {}, 0.7),
+        (2.0, {"method": "negative_binomial", "overdispersion": 2.0}, 0.5),
+        (5.0, {"method": "negative_binomial", "overdispersion": 5.0}, 0.7),
+    ],
+    ids=["poisson-binomial", "poisson-binomial-p0.7", "nb2-nb", "nb5-nb-p0.7"],
+)
+def test_noise_correlation_is_zero_for_a_suited_split_where_the_raw_one_is_not(rate, size,
+                                                                                split, p):
+    X = draw(rate, size)
+    a, b = split_counts(X, p, random_state=1, **split)
+    raw = np.nanmedian(half_correlations(a, b))
+    noise = noise_correlations(a, b)
+    assert raw > 0.1  # the shared biology: the old statistic fails "about 0"
+    assert abs(np.nanmedian(noise)) < SUITED
+    assert np.mean(np.isfinite(noise)) > 0.95
+
+
+@pytest.mark.parametrize("size", [2.0, 10.0])
+def test_noise_correlation_of_binomial_halves_of_nb_counts_is_mu_over_mu_plus_2b(rate, size):
+    X = draw(rate, size, seed=1)
+    a, b = split_counts(X, 0.5, random_state=2)
+    noise = noise_correlations(a, b)
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    expected = mean / (mean + 2 * size)  # corr of NB(mu, b)'s binomial halves at p = 0.5
+    assert np.nanmedian(noise) > 0.1
+    assert np.nanmedian(noise - expected) == pytest.approx(0.0, abs=0.05)
+    # Binomial splitting of overdispersed counts: noise correlation grows with the mean.
+    low, high = np.argsort(mean)[:100], np.argsort(mean)[-100:]
+    assert np.nanmedian(noise[high]) > np.nanmedian(noise[low]) + 0.2
+
+
+def test_noise_correlation_sparse_equals_dense_and_needs_matching_halves(rate):
+    X = draw(rate[:200, :60], 2.0)
+    a, b = split_counts(X, 0.5, random_state=0)
+    np.testing.assert_allclose(noise_correlations(a.toarray(), b.toarray()),
+                               noise_correlations(a, b), atol=1e-10)
+    with pytest.raises(ValueError, match="differ in shape"):
+        noise_correlations(a, b[:, :10])
+
+
+def test_split_diagnostics_draws_the_noise_statistic_by_default(rate):
+    X = draw(rate[:300, :80], 2.0)
+    adata = ad.AnnData(X)
+    a, b = split_counts(X, 0.5, random_state=0)
+    for statistic, expected in (("noise", noise_correlations(a, b)),
+                                ("raw", half_correlations(a, b))):
+        options = {} if statistic == "noise" else {"statistic": statistic}
+        ax = pl.split_diagnostics(adata, show=False, **options)
+        drawn = ax.collections[0].get_offsets()[:, 1]
+        np.testing.assert_allclose(np.sort(drawn), np.sort(expected[np.isfinite(expected)]))
+    with pytest.raises(ValueError, match="'noise'"):
+        pl.split_diagnostics(adata, statistic="residual", show=False)
