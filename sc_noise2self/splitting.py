@@ -366,8 +366,10 @@ def _with_data(X, data: np.ndarray):
 def half_correlations(Xa, Xb) -> np.ndarray:
     """Per-gene Pearson correlation across cells between two halves (sparse stays sparse).
 
-    About 0 when the split suits the data; positive when binomial splitting meets
-    overdispersed counts.
+    About 0 when the split suits the data AND the cells share one expression and depth;
+    positive when binomial splitting meets overdispersed counts. On real data the halves
+    share each cell's biology and depth too, which makes it positive for any split; use
+    :func:`noise_correlations` to see the shared noise alone.
 
     Parameters
     ----------
