@@ -205,12 +205,89 @@ def synthetic_counts(
 
 def _low_rank_profile(n_obs: int, n_vars: int, rank: int, rng: np.random.Generator) -> np.ndarray:
     """Cells x genes expression shares (rows sum to 1) of exact rank ``rank``."""
+    return _cell_profiles(_gene_programs(n_vars, rank, rng), n_obs, rng)
+
+
+def _gene_programs(n_vars: int, rank: int, rng: np.random.Generator) -> np.ndarray:
+    """``rank`` x genes programs: each up- or down-regulates a third of the genes."""
     baseline = rng.lognormal(0.0, 1.2, n_vars)
     regulated = rng.random((rank, n_vars)) < 1 / 3
-    programs = baseline * np.exp(rng.normal(0.0, 1.2, (rank, n_vars)) * regulated)
-    weights = rng.dirichlet(np.full(rank, 0.5), n_obs)
+    return baseline * np.exp(rng.normal(0.0, 1.2, (rank, n_vars)) * regulated)
+
+
+def _cell_profiles(programs: np.ndarray, n_obs: int, rng: np.random.Generator) -> np.ndarray:
+    """Expression shares of ``n_obs`` cells, each a Dirichlet mix of the programs."""
+    weights = rng.dirichlet(np.full(programs.shape[0], 0.5), n_obs)
     profile = weights @ programs
     return profile / profile.sum(axis=1, keepdims=True)
+
+
+def write_synthetic_counts(
+    path: str | Path,
+    n_obs: int = 200_000,
+    n_vars: int = 500,
+    *,
+    rank: int = 8,
+    depth: float = 1500.0,
+    chunk_size: int = 10_000,
+    random_state: RandomState = 0,
+) -> Path:
+    """Write synthetic counts to a zarr AnnData store, chunk by chunk (for the dask path).
+
+    The model of :func:`synthetic_counts` (the same gene programs for every cell, Poisson
+    counts), but only ``chunk_size`` cells are ever in memory, so the store may be far larger
+    than memory. Open X lazily with ``anndata.experimental.read_elem_lazy``, or the whole
+    store with ``anndata.read_zarr``.
+
+    Parameters
+    ----------
+    path
+        Where to write the store (a folder); an existing store there is replaced.
+    n_obs, n_vars
+        Numbers of cells and genes.
+    rank
+        Number of gene programs.
+    depth
+        Median library size (UMIs per cell).
+    chunk_size
+        Cells generated and appended at a time.
+    random_state
+        Seed; the same seed and ``chunk_size`` give an identical store. (The counts differ
+        from ``synthetic_counts`` with the same seed: the random draws come in another order.)
+
+    Returns
+    -------
+    The store's path. X holds CSR int32 counts, ``obs['library_size']`` the true expected
+    totals. Needs anndata 0.12 or later.
+    """
+    import pandas as pd
+    import zarr
+
+    if n_obs < 1 or n_vars < 1 or chunk_size < 1:
+        raise ValueError(
+            f"n_obs={n_obs}, n_vars={n_vars} and chunk_size={chunk_size} must all be positive."
+        )
+    rng = make_rng(random_state)
+    programs = _gene_programs(n_vars, rank, rng)
+    var = pd.DataFrame(index=[f"gene{j}" for j in range(n_vars)])
+    obs = pd.DataFrame(index=[f"cell{i}" for i in range(n_obs)])
+    root = zarr.open_group(str(path), mode="w")
+    library = []
+    # Plain zarr chunks (anndata >= 0.12 warns that it will shard zarr v3 arrays by default).
+    with ad.settings.override(auto_shard_zarr_v3=False):
+        ad.io.write_elem(root, "/", ad.AnnData(obs=obs, var=var))  # all but X
+        for start in range(0, n_obs, chunk_size):
+            rows = min(chunk_size, n_obs - start)
+            profile = _cell_profiles(programs, rows, rng)
+            library.append(depth * np.exp(rng.normal(0.0, 0.4, rows)))
+            counts = sparse.csr_matrix(rng.poisson(profile * library[-1][:, None]).astype(np.int32))
+            if start == 0:
+                ad.io.write_elem(root, "X", counts, dataset_kwargs={"chunks": (1 << 20,)})
+            else:
+                ad.io.sparse_dataset(root["X"]).append(counts)
+        obs["library_size"] = np.concatenate(library)
+        ad.io.write_elem(root, "obs", obs)  # now that every cell's total is known
+    return Path(path)
 
 
 def _read_image(relative: str) -> np.ndarray:

@@ -15,6 +15,31 @@ def test_synthetic_counts_have_known_low_rank_truth():
     assert "rate" not in datasets.synthetic_counts(20, 10, store_truth=False).layers
 
 
+def test_write_synthetic_counts_appends_chunks_into_a_lazy_readable_store(tmp_path):
+    import anndata as ad
+    import zarr
+    from anndata.experimental import read_elem_lazy
+
+    path = datasets.write_synthetic_counts(tmp_path / "a.zarr", 250, 40, rank=3, depth=300,
+                                           chunk_size=60, random_state=1)
+    again = datasets.write_synthetic_counts(tmp_path / "b.zarr", 250, 40, rank=3, depth=300,
+                                            chunk_size=60, random_state=1)
+    adata, twin = ad.read_zarr(path), ad.read_zarr(again)
+    assert adata.shape == (250, 40) and adata.X.dtype == np.int32 and adata.X.format == "csr"
+    assert (adata.X != twin.X).nnz == 0  # same seed, same store
+    assert np.median(np.asarray(adata.X.sum(1))) == pytest.approx(300, rel=0.2)
+    assert np.median(adata.obs["library_size"]) == pytest.approx(300, rel=0.2)
+    # Every chunk landed: the last rows are not empty, and the lazy read equals the eager one.
+    assert np.asarray(adata.X[-60:].sum(1)).min() > 0
+    lazy = read_elem_lazy(zarr.open_group(str(path), mode="r")["X"], chunks=(100, -1))
+    assert (lazy.compute() != adata.X).nnz == 0
+    other = ad.read_zarr(datasets.write_synthetic_counts(tmp_path / "c.zarr", 250, 40,
+                                                         rank=3, depth=300, random_state=2))
+    assert (other.X != adata.X).nnz > 0
+    with pytest.raises(ValueError, match="chunk_size=0"):
+        datasets.write_synthetic_counts(tmp_path / "d.zarr", 10, 5, chunk_size=0)
+
+
 @pytest.mark.shared_data
 @pytest.mark.parametrize(
     ("loader", "file", "shape"),
