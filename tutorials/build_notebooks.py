@@ -701,7 +701,7 @@ This tutorial writes a 200,000-cell count matrix to a zarr store, opens it lazil
 without computing anything, calibrates the PCA rank out of core, checks the answer against
 the in-memory calibration, and runs the same code on a dask cluster.
 
-**Time:** about two minutes on 2 CPU cores. *For speed* the cells have 500 genes (say, the
+**Time:** about a minute on 2 idle CPU cores. *For speed* the cells have 500 genes (say, the
 highly variable ones) and a median of 150 UMIs among them; use 2,000 genes for real work
 (the genes x genes matrices grow with the square: 32 MB each at 2,000 genes). No real data
 are needed here.
@@ -851,7 +851,7 @@ n2s.tl.calibrate_pca(adata)                    # runs on the cluster's workers
 
 ## Denoise at the chosen rank
 
-`tl.denoise_pca` fits the components in one more pass and computes the cell scores (here
+`tl.denoise_pca` reads the chunks again to fit the components and compute the scores (here
 200,000 x the rank, small) into `obsm["X_noise2self"]`, ready for scanpy. The dense
 denoised matrix stays a lazy dask array in `layers["noise2self"]`: compute only the slices
 you need.
