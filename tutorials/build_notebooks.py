@@ -460,11 +460,14 @@ Binomial splitting assumes Poisson counts given the truth. With overdispersed
 fitting it: the chosen rank runs high. `split="negative_binomial"` splits beta-binomially,
 which keeps negative-binomial halves independent (count splitting, data thinning).
 
-`pl.split_diagnostics` draws, per gene, the correlation across cells between the two
-halves, against the gene's mean. Shared noise shows up as correlation that grows with the
-mean. But on real data the halves also share the truth: cell types, and each cell's
-sequencing depth, raise the correlation of every gene with structure. So the level is not
-zero for either split here; compare the two panels rather than reading one alone.
+`pl.split_diagnostics` draws, per gene, the correlation between the two halves' *noise*
+against the gene's mean. Each half's count is compared with the mean of the cell's nearest
+cells, found from the other genes, so the cell type and sequencing depth that both halves
+share cancel out. Points near 0 mean the split suits the data. Points that rise with the
+mean mean the halves share noise (overdispersed counts split binomially), and the chosen
+rank will run high; points below 0 mean the split assumed more overdispersion than the data
+have. A few genes high at a low mean are single cells with an extreme count: read the bulk
+of the points and the median in the title.
 """),
         code("""
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True, layout="constrained")
@@ -494,8 +497,8 @@ n2s.pl.calibration_curve(adata, key=["noise2self_pca", "noise2self_pca_nb"]);
   each family's curve is kept in `adata.uns`. Calibrate a family with its own options (the
   autoencoder here) under the same split settings and it joins the comparison.
 - `pl.calibration_curve` draws one curve or overlays several (`key=[...]`).
-- `pl.split_diagnostics` shows whether the two halves share noise; on real data the truth
-  they share raises every gene's correlation, so compare splits rather than expect zero.
+- `pl.split_diagnostics` shows whether the two halves share noise: near 0 when the split
+  suits the data, rising with the mean when a binomial split meets overdispersed counts.
 - `split="negative_binomial", overdispersion="estimate"` keeps overdispersed halves
   independent; every calibrate function takes it, and a lower chosen rank is the sign that
   the binomial split was rewarding noise.
