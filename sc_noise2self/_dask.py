@@ -64,8 +64,9 @@ def split_counts_dask(
     Returns
     -------
     Xa, Xb
-        Lazy dask arrays with X's chunks, chunk type and dtype. Counts are checked (integral,
-        non-negative) chunk by chunk when computed.
+        Lazy dask arrays with X's row chunks (one chunk along genes: gene chunks are joined
+        first), chunk type and dtype. Counts are checked (integral, non-negative) chunk by
+        chunk when computed.
     """
     check_dask_counts(X)
     X = rows_chunked(X)

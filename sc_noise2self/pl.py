@@ -160,11 +160,16 @@ def split_diagnostics(
     import matplotlib.pyplot as plt
 
     from ._anndata import get_counts
-    from ._validation import check_choice
+    from ._validation import check_choice, is_dask_array
     from .splitting import half_correlations, noise_correlations, split_counts
 
     check_choice(statistic, ("noise", "raw"), name="statistic")
     counts = get_counts(adata, layer)
+    if is_dask_array(counts):
+        raise TypeError(
+            "split_diagnostics needs counts in memory, and this AnnData holds a dask array. "
+            "Plot a subsample: e.g. adata[:20000].to_memory(), or compute() a few chunks."
+        )
     half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,
                                   overdispersion=overdispersion)
     if statistic == "noise":

@@ -266,7 +266,9 @@ def test_weight_average_is_what_is_kept(tmp_path):
     image = smooth_noisy((40, 40))
     options = dict(steps=20, model_kwargs=TINY_DNCNN, **FAST)
     raw = train(image, "dncnn", **options)
-    averaged = train(image, "dncnn", ema=0.9, **options)
+    averaged = train(image, "dncnn", ema=0.9, checkpoint_dir=tmp_path / "run", **options)
+    checkpoint = Noise2SelfModel.load(tmp_path / "run" / "best.pt", device="cpu")
+    assert np.array_equal(checkpoint.predict(image), averaged.predict(image))
     assert averaged.config.ema == 0.9
     assert not np.array_equal(raw.predict(image), averaged.predict(image))
     loaded = Noise2SelfModel.load(averaged.save(tmp_path / "ema.pt"), device="cpu")

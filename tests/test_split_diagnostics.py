@@ -83,3 +83,27 @@ def test_split_diagnostics_draws_the_noise_statistic_by_default(rate):
         np.testing.assert_allclose(np.sort(drawn), np.sort(expected[np.isfinite(expected)]))
     with pytest.raises(ValueError, match="'noise'"):
         pl.split_diagnostics(adata, statistic="residual", show=False)
+
+
+def test_noise_correlation_refuses_too_few_genes_or_cells():
+    counts = np.random.default_rng(0).poisson(5, (200, 3))
+    half_a, half_b = split_counts(counts, 0.5, random_state=0)
+    with pytest.raises(ValueError, match="at least 4 genes"):
+        noise_correlations(half_a, half_b)
+    with pytest.raises(ValueError, match="at least 3 cells"):
+        noise_correlations(half_a[:2], half_b[:2])
+
+
+def test_overdispersion_estimate_refuses_too_few_cells():
+    from sc_noise2self.splitting import estimate_overdispersion
+
+    with pytest.raises(ValueError, match="at least 3 cells"):
+        estimate_overdispersion(np.ones((2, 5)))
+
+
+def test_split_diagnostics_refuses_dask_counts():
+    da = pytest.importorskip("dask.array")
+    counts = np.random.default_rng(0).poisson(2, (60, 20))
+    adata = ad.AnnData(da.from_array(counts, chunks=(20, 20)))
+    with pytest.raises(TypeError, match="in memory"):
+        pl.split_diagnostics(adata, show=False)

@@ -364,7 +364,7 @@ def fit_pca_dask(X, n_comps: int, *, transform: str = "sqrt", max_scores_gb: flo
     transform
         ``"sqrt"``, ``"log1p"`` or ``"none"`` after normalising to the median total.
     max_scores_gb
-        The cell scores are computed when they take at most this many GB (float32), and
+        The cell scores are computed when they take at most this many GB (float64), and
         left as a lazy dask array otherwise.
 
     Returns
@@ -391,7 +391,7 @@ def fit_pca_dask(X, n_comps: int, *, transform: str = "sqrt", max_scores_gb: flo
     V, mu = fit.components, fit.mean
     scores = values.map_blocks(_chunk_scores, V=V, mu=mu, chunks=(values.chunks[0], (n_comps,)),
                                dtype=np.float64, meta=np.empty((0, 0)))
-    if X.shape[0] * n_comps * 4 / 1e9 <= max_scores_gb:
+    if X.shape[0] * n_comps * 8 / 1e9 <= max_scores_gb:  # float64 scores
         scores = scores.compute()
     fit.scores = scores
     denoised = values.map_blocks(_chunk_denoised, V=V, mu=mu, dtype=np.float32,

@@ -942,6 +942,8 @@ def train(
     val_fraction
         Share of every image (a band along its longest axis) held out to score the
         self-supervised loss after each epoch; 0 turns validation and early stopping off.
+        Every grid phase of the band is scored (``mask_stride ** n_spatial`` passes), with
+        the stand-ins of ``replacement``, whichever ``masking`` trains.
     steps_per_epoch, patience
         Steps between validations; stop after ``patience`` epochs without improvement.
     channel_axis
@@ -1044,7 +1046,11 @@ def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress,
                 bad_epochs = 0
                 fitted.history = trainer.history
                 if checkpoint_dir is not None:
-                    fitted.save(Path(checkpoint_dir) / "best.pt")
+                    # The weights just validated: the averaged copy when ema is on.
+                    Noise2SelfModel(trainer.kept, fitted.layout, fitted.normalisation,
+                                    fitted.config, trainer.history).save(
+                        Path(checkpoint_dir) / "best.pt"
+                    )  # fmt: skip
             else:
                 bad_epochs += 1
             if stop is None and bad_epochs >= config.patience:
