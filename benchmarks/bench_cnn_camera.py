@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--max-time", type=float, default=240.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--invariant", action="store_true", help="also score invariant=True")
+    parser.add_argument("--augment", action="store_true", help="also score augment=True")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clean, noisy = camera(args.image)
@@ -64,6 +65,8 @@ def main() -> None:
         "stopped": history["stopped"], "psnr_noisy": round(psnr(noisy, clean), 2),
         "psnr": round(direct, 2),
     }  # fmt: skip
+    if args.augment:
+        row["psnr_augment"] = round(psnr(model.predict(noisy, augment=True), clean), 2)
     if args.invariant:
         row["psnr_invariant"] = round(psnr(model.predict(noisy, invariant=True), clean), 2)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} torch {torch.__version__}")

@@ -318,9 +318,33 @@ def test_best_checkpoint_is_kept_and_saved(tmp_path):
     assert np.array_equal(saved.predict(image), model.predict(image))
 
 
+def test_compile_default_follows_device_and_budget():
+    from sc_noise2self.image.training import _should_compile
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _should_compile(cuda, 10, None)
+    assert _should_compile(cpu, 2000, None) and _should_compile(cpu, None, 240.0)
+    assert not _should_compile(cpu, 20, None) and not _should_compile(cpu, None, 5.0)
+    assert not _should_compile(cpu, 10**6, 1.0)  # the clock ends it first
+
+
+def test_failed_compilation_falls_back_to_eager(monkeypatch):
+    def broken_compile(net):
+        def fail(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        model = train(smooth_noisy(), "dncnn", steps=3, compile=True, model_kwargs=TINY_DNCNN,
+                      **FAST)  # fmt: skip
+    assert model.history["step"][-1] == 3
+
+
 def test_early_stopping_on_a_plateau():
     # lr = 0 freezes the weights, so the validation loss cannot keep improving.
-    model = train(smooth_noisy(), "dncnn", steps=500, lr=0.0, patience=2,
+    model = train(smooth_noisy(), "dncnn", steps=500, lr=0.0, patience=2, compile=False,
                   model_kwargs={**TINY_DNCNN, "depth": 2}, **FAST)  # fmt: skip
     assert model.history["stopped"] == "plateau"
     assert model.history["step"][-1] < 500

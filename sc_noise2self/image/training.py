@@ -39,6 +39,9 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 MIN_TRAIN_SIZE = 4
 #: Percentiles mapped to 0 and 1 by the input normalisation (as in CSBDeep/CAREamics).
 PERCENTILES = (1.0, 99.8)
+#: CPU budgets from which ``compile=None`` compiles (the compile time is then repaid).
+CPU_COMPILE_MIN_SECONDS = 60.0
+CPU_COMPILE_MIN_STEPS = 500
 #: Steps when neither ``steps``, ``epochs`` nor ``max_time`` is given.
 DEFAULT_STEPS = 2000
 _FORMAT_VERSION = 1
@@ -771,6 +774,17 @@ def _budget(steps: int | None, epochs: int | None, max_time: float | None, per_e
     return (None if steps is None else int(steps)), max_time
 
 
+def _should_compile(device: torch.device, steps: int | None, max_time: float | None) -> bool:
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    # Training ends at whichever budget comes first, so both must be long (or absent).
+    enough_steps = steps is None or steps >= CPU_COMPILE_MIN_STEPS
+    enough_time = max_time is None or max_time >= CPU_COMPILE_MIN_SECONDS
+    return enough_steps and enough_time
+
+
 class _Trainer:
     """One training run: the loop, validation, early stopping and the best checkpoint."""
 
@@ -796,7 +810,7 @@ class _Trainer:
         mask = self.masker.sample(batch, self.generator)
         masked = self.masker.replace(batch, mask, self.generator)
         with _autocast(self.device, self.amp_dtype):
-            output = padded_forward(self.forward, masked)
+            output = self._forward(masked)
         loss = masked_loss(output, batch, mask)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -807,6 +821,17 @@ class _Trainer:
             self._average_weights()
         # A tensor, not a float: reading it would wait for the GPU at every step.
         return loss.detach()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return padded_forward(self.forward, x)
+        except Exception as error:  # compilation runs, and fails, at the first call
+            if self.forward is self.net:
+                raise
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); training "
+                          "goes on without it (pass compile=False to skip it).", stacklevel=3)
+            self.forward = self.net
+            return padded_forward(self.net, x)
 
     @torch.no_grad()
     def _average_weights(self) -> None:
@@ -958,8 +983,12 @@ def train(
     amp
         Mixed precision; see :func:`resolve_amp` (on by default on CUDA only).
     compile
-        Compile the network with :func:`torch.compile`; None means on CUDA only, where it
-        pays for its compile time.
+        Compile the network with :func:`torch.compile`. None: on CUDA always, and on the CPU
+        when the budget is long enough to repay the compile time (``max_time`` of at least
+        :data:`CPU_COMPILE_MIN_SECONDS` or ``steps`` of at least
+        :data:`CPU_COMPILE_MIN_STEPS`). On 2 CPU cores, compiling took about 20 s and then
+        ran DnCNN 8x32 steps 4.6 times faster (benchmarks/RESULTS.md). If compilation fails
+        (e.g. no C++ compiler), training warns and goes on without it.
     ema
         Keep an exponential moving average of the weights with this decay (e.g. 0.999, with
         a shorter warm-up average early on) and validate, keep and return the averaged
@@ -1006,7 +1035,7 @@ def train(
             n_spatial=layout.n_spatial, **config.model_kwargs,
         ).to(torch_device)  # fmt: skip
         fitted = Noise2SelfModel(net, layout, normalisation, config)
-        compile_ = torch_device.type == "cuda" if compile is None else bool(compile)
+        compile_ = _should_compile(torch_device, steps, max_time) if compile is None else compile
         trainer = _Trainer(net, config, masker, torch_device, amp_dtype, compile_)
         sampler = PatchSampler(
             [torch.as_tensor(p, device=torch_device) for p in train_parts],
