@@ -157,8 +157,10 @@ def test_unet_norm_choice(norm, layer):
 
 
 def test_paper_architectures():
-    unet = UNet(norm="instance")
+    unet = UNet(channels=(32, 64, 128, 256), norm="instance")
     assert [block.body[0].out_channels for block in unet.encoders] == [32, 64, 128, 256]
+    # The default keeps the paper's four levels at half the widths (faster on a CPU).
+    assert [block.body[0].out_channels for block in UNet().encoders] == [16, 32, 64, 128]
     assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in unet.modules())
     assert sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in unet.modules()) == 3
     convs = [m for m in DnCNN().modules() if isinstance(m, torch.nn.Conv2d)]
@@ -176,7 +178,9 @@ def test_predict_odd_sizes(fitted, tile_size):
 
 def test_tiled_equals_untiled():
     image = smooth_noisy((45, 61), seed=2)
-    model = train(image, "unet", steps=10, model_kwargs=TINY_UNET, **FAST)
+    # The tolerance suits this lightly trained net (lr pinned): nets that use more context
+    # differ more near tile edges at this small overlap.
+    model = train(image, "unet", steps=10, lr=5e-3, model_kwargs=TINY_UNET, **FAST)
     whole = model.predict(image)
     tiled = model.predict(image, tile_size=24, tile_overlap=10, batch_size=3)
     scale = np.ptp(image)
@@ -277,6 +281,17 @@ def test_weight_average_is_what_is_kept(tmp_path):
         train(image, "dncnn", ema=1.5, **options)
 
 
+def test_training_defaults_follow_the_network_and_yield_to_given_values():
+    image = smooth_noisy()
+    options = {**FAST, "batch_size": None, "steps": 1, "val_fraction": 0}
+    unet = train(image, "unet", model_kwargs=TINY_UNET, **options).config
+    dncnn = train(image, "dncnn", model_kwargs=TINY_DNCNN, **options).config
+    assert (unet.batch_size, unet.lr, unet.ema) == (8, 1e-2, 0.99)
+    assert (dncnn.batch_size, dncnn.lr, dncnn.ema) == (16, 5e-3, 0.0)
+    given = train(image, "unet", model_kwargs=TINY_UNET, lr=1e-3, ema=0.0, **options).config
+    assert (given.batch_size, given.lr, given.ema) == (8, 1e-3, 0.0)
+
+
 def test_training_lowers_the_self_supervised_loss():
     image = smooth_noisy((48, 48))
     model = train(image, "dncnn", steps=40, lr=5e-3, model_kwargs=TINY_DNCNN, patience=100,
@@ -368,7 +383,11 @@ def test_denoise_cnn_one_call():
     out, model = denoise_cnn(image, "dncnn", steps=3, model_kwargs=TINY_DNCNN, return_model=True,
                              **FAST)  # fmt: skip
     assert out.shape == image.shape
-    assert np.array_equal(out, model.predict(image))
+    # The one call averages over flips and transposes, which a single pass does not.
+    assert np.array_equal(out, model.predict(image, augment=True))
+    assert not np.array_equal(out, model.predict(image))
+    plain = denoise_cnn(image, "dncnn", steps=3, model_kwargs=TINY_DNCNN, augment=False, **FAST)
+    assert np.array_equal(plain, model.predict(image))
 
 
 # --------------------------------------------------------------------- bad inputs, devices
