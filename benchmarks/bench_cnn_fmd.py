@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--max-time", type=float, default=120.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--channels", default="BGR")
+    parser.add_argument("--augment", action="store_true", help="also score augment=True")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for channel in args.channels:
@@ -36,6 +37,8 @@ def main() -> None:
         row = {"channel": channel, "noisy": round(psnr(noisy, truth), 2),
                "cnn": round(psnr(model.predict(noisy), truth), 2),
                "steps": model.history["step"][-1], "train_s": round(seconds)}  # fmt: skip
+        if args.augment:
+            row["cnn_augment"] = round(psnr(model.predict(noisy, augment=True), truth), 2)
         print(json.dumps(row), flush=True)
 
 

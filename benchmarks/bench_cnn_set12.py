@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--classical", action="store_true")
     parser.add_argument("--skip-cnn", action="store_true", help="only the classical method")
+    parser.add_argument("--augment", action="store_true", help="also score augment=True")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clean = datasets.set12()
@@ -42,6 +43,8 @@ def main() -> None:
         row = {"image": index, "noisy": psnr(n, c)}
         if model is not None:
             row["cnn"] = psnr(model.predict(n), c)
+            if args.augment:
+                row["cnn_augment"] = psnr(model.predict(n, augment=True), c)
         if args.classical:
             from sc_noise2self.image import denoise
 
