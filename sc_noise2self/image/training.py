@@ -42,6 +42,10 @@ PERCENTILES = (1.0, 99.8)
 #: CPU budgets from which ``compile=None`` compiles (the compile time is then repaid).
 CPU_COMPILE_MIN_SECONDS = 60.0
 CPU_COMPILE_MIN_STEPS = 500
+#: Share of the learning-rate schedule after which a plateau may stop training. Before it the
+#: rate is high and the held-out loss swings from epoch to epoch: on the full camera image a
+#: 900 s CPU budget stopped at 292 s on such swings (benchmarks/RESULTS.md).
+EARLY_STOP_FROM = 0.5
 #: Steps when neither ``steps``, ``epochs`` nor ``max_time`` is given.
 DEFAULT_STEPS = 2000
 #: What ``batch_size``, ``lr`` and ``ema`` of None mean, per network. Each set won on the
@@ -988,7 +992,9 @@ def train(
         Every grid phase of the band is scored (``mask_stride ** n_spatial`` passes), with
         the stand-ins of ``replacement``, whichever ``masking`` trains.
     steps_per_epoch, patience
-        Steps between validations; stop after ``patience`` epochs without improvement.
+        Steps between validations; stop after ``patience`` epochs without improvement,
+        counted from the second half of the learning-rate schedule on
+        (:data:`EARLY_STOP_FROM`), when the decaying rate lets the held-out loss settle.
     channel_axis
         Channel axis of one image, or None.
     n_spatial
@@ -1101,7 +1107,7 @@ def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress,
                                     fitted.config, trainer.history).save(
                         Path(checkpoint_dir) / "best.pt"
                     )  # fmt: skip
-            else:
+            elif config.progress(step, elapsed) >= EARLY_STOP_FROM:
                 bad_epochs += 1
             if stop is None and bad_epochs >= config.patience:
                 stop = "plateau"
