@@ -281,6 +281,31 @@ def test_weight_average_is_what_is_kept(tmp_path):
         train(image, "dncnn", ema=1.5, **options)
 
 
+def test_weight_average_also_averages_batch_norm_statistics():
+    from dataclasses import replace
+
+    from sc_noise2self.image.training import _Trainer
+
+    config = train(smooth_noisy(), "dncnn", steps=1, model_kwargs=TINY_DNCNN, **FAST).config
+    torch.manual_seed(0)
+    net = DnCNN(**TINY_DNCNN)
+    trainer = _Trainer(net, replace(config, ema=0.5), Masker("grid", "mean", 4, 2),
+                       torch.device("cpu"), None, False)  # fmt: skip
+    batches = torch.rand(6, 4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    statistics = []
+    for batch in batches:
+        trainer.step(batch, lr=1e-2)
+        statistics.append(net.body[3].running_mean.clone())
+    kept = trainer.kept.body[3].running_mean
+    # Averaged like the weights: not the live network's latest statistics, and no more than
+    # a blend of the statistics the live network went through.
+    assert not torch.allclose(kept, statistics[-1])
+    history = torch.stack([torch.zeros_like(kept), *statistics])
+    assert torch.all(kept >= history.min(0).values - 1e-7)
+    assert torch.all(kept <= history.max(0).values + 1e-7)
+    assert trainer.kept.body[3].num_batches_tracked == net.body[3].num_batches_tracked
+
+
 def test_training_defaults_follow_the_network_and_yield_to_given_values():
     image = smooth_noisy()
     options = {**FAST, "batch_size": None, "steps": 1, "val_fraction": 0}

@@ -853,7 +853,12 @@ class _Trainer:
         for averaged, live in zip(self.kept.parameters(), self.net.parameters(), strict=True):
             averaged.lerp_(live, weight)
         for averaged, live in zip(self.kept.buffers(), self.net.buffers(), strict=True):
-            averaged.copy_(live)  # batch-norm statistics follow the live network
+            # Batch-norm statistics are averaged like the weights they normalise (copying the
+            # live ones pairs averaged weights with the latest batches' statistics).
+            if averaged.is_floating_point():
+                averaged.lerp_(live, weight)
+            else:
+                averaged.copy_(live)
 
     @torch.no_grad()
     def validate(self, val_set: list[torch.Tensor]) -> float:
