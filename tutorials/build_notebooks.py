@@ -585,9 +585,9 @@ ax.legend(frameon=False);
 `predict(augment=True)` averages the predictions of the 8 flipped and transposed copies of
 the image (test-time augmentation): 8 passes instead of one, a smoother estimate. It added
 0.06 to 0.50 dB in every GPU run where it was scored, and 0.24 to 0.55 dB in the CPU runs on
-the crop; `image.denoise(img, method="unet")` uses it by default. Against the classical best: NL-means
-calibrated by its J-invariant loss and mixed with the input, as `image.denoise` does it
-(tutorial 2).
+the crop; `image.denoise(img, method="unet")` uses it by default. Against the classical
+best: NL-means calibrated by its J-invariant loss and mixed with the input, as
+`image.denoise` does it (tutorial 2).
 """),
         code("""
 direct = model.predict(noisy)
