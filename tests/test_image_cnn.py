@@ -392,6 +392,32 @@ def test_early_stopping_on_a_plateau():
     assert model.history["step"][-1] == 255
 
 
+def test_saved_files_record_every_architecture_option(tmp_path):
+    image = smooth_noisy((24, 24))
+    model = train(image, "unet", steps=1, model_kwargs={"channels": (4, 8)}, **FAST)
+    assert model.config.model_kwargs == {"channels": [4, 8], "residual": False, "norm": "batch"}
+    dncnn = train(image, "dncnn", steps=1, model_kwargs={"depth": 3}, **FAST)
+    assert dncnn.config.model_kwargs == {"depth": 3, "features": 64, "residual": False}
+    with pytest.raises(TypeError, match=r"Unknown model_kwargs \['width'\].*'channels'"):
+        train(image, "unet", steps=1, model_kwargs={"width": 8}, **FAST)
+
+
+def test_format_1_files_rebuild_the_unet_widths_of_their_time(tmp_path):
+    # Format 1 stored only the options given, and the UNet's widths were then the paper's.
+    image = smooth_noisy((24, 24))
+    model = train(image, "unet", steps=1, model_kwargs={"channels": (32, 64, 128, 256)}, **FAST)
+    payload = torch.load(model.save(tmp_path / "new.pt"), weights_only=True)
+    payload["format_version"] = 1
+    payload["config"]["model_kwargs"] = {}
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = Noise2SelfModel.load(tmp_path / "old.pt", device="cpu")
+    assert np.array_equal(loaded.predict(image), model.predict(image))
+    payload["format_version"] = 7
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="not a Noise2SelfModel file"):
+        Noise2SelfModel.load(tmp_path / "future.pt")
+
+
 def test_save_load_identical(tmp_path, fitted):
     image = smooth_noisy((29, 31), seed=4)
     path = fitted.save(tmp_path / "sub" / "model.pt")

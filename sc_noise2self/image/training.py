@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import itertools
 import math
 import time
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from .._validation import check_choice
 from .masking import neighbour_kernel
-from .models import MODEL_NAMES, build_model
+from .models import MODEL_NAMES, DnCNN, UNet, build_model
 
 MASKINGS: tuple[str, ...] = ("random", "grid")
 REPLACEMENTS: tuple[str, ...] = ("random", "mean")
@@ -56,7 +57,10 @@ TRAINING_DEFAULTS: dict[str, dict[str, float]] = {
     "unet": {"batch_size": 8, "lr": 1e-2, "ema": 0.99},
     "dncnn": {"batch_size": 16, "lr": 5e-3, "ema": 0.0},
 }
-_FORMAT_VERSION = 1
+#: Format 2 stores every architecture option; format 1 relied on the defaults of its time.
+_FORMAT_VERSION = 2
+#: The UNet's widths when format 1 was written (the paper's), for files that left them out.
+_FORMAT_1_UNET_CHANNELS = (32, 64, 128, 256)
 
 ImageLike = np.ndarray | Sequence[np.ndarray]
 
@@ -912,6 +916,37 @@ def _augmented(one_pass, x: torch.Tensor) -> torch.Tensor:
     return total / count
 
 
+def _architecture(model: str, model_kwargs: dict | None) -> dict:
+    """Every architecture option of ``model``: the given ones, the rest at their defaults.
+
+    Stored with the model, so that a saved file rebuilds the same network whatever the
+    defaults of a later release.
+
+    Parameters
+    ----------
+    model
+        ``"unet"`` or ``"dncnn"``.
+    model_kwargs
+        Options given by the user, or None.
+
+    Returns
+    -------
+    Option name to value, without the channel counts and dimensions (set from the data).
+    """
+    cls = UNet if model == "unet" else DnCNN
+    from_data = {"self", "in_channels", "out_channels", "n_spatial"}
+    options = {name: parameter.default
+               for name, parameter in inspect.signature(cls.__init__).parameters.items()
+               if name not in from_data}  # fmt: skip
+    given = dict(model_kwargs or {})
+    unknown = sorted(set(given) - set(options))
+    if unknown:
+        raise TypeError(f"Unknown model_kwargs {unknown} for model={model!r}; "
+                        f"its options are {sorted(options)}.")  # fmt: skip
+    options.update(given)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
 def _training_defaults(model: str, **given: float | None) -> tuple[float, ...]:
     """``batch_size``, ``lr`` and ``ema``: the given values, None filled per network."""
     defaults = TRAINING_DEFAULTS[model]
@@ -1051,7 +1086,7 @@ def train(
         mask_stride = 4 if masking == "grid" else 5
     masker = Masker(masking, replacement, mask_stride, layout.n_spatial)
     config = TrainConfig(
-        model, dict(model_kwargs or {}), steps, max_time, int(batch_size),
+        model, _architecture(model, model_kwargs), steps, max_time, int(batch_size),
         parse_patch_size(patch_size, layout.n_spatial), float(lr), masking, replacement,
         int(mask_stride), float(val_fraction), int(steps_per_epoch), int(patience),
         int(random_state), _check_ema(ema),
@@ -1349,10 +1384,14 @@ class Noise2SelfModel:
         The model, in evaluation mode.
         """
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if payload.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"{path} is not a Noise2SelfModel file of format {_FORMAT_VERSION}.")
+        version = payload.get("format_version")
+        if version not in (1, _FORMAT_VERSION):
+            raise ValueError(f"{path} is not a Noise2SelfModel file (formats 1 to "
+                             f"{_FORMAT_VERSION}).")  # fmt: skip
         config = TrainConfig(**{**payload["config"],
                                 "patch_size": tuple(payload["config"]["patch_size"])})  # fmt: skip
+        if version == 1 and config.model == "unet":
+            config.model_kwargs = {"channels": _FORMAT_1_UNET_CHANNELS, **config.model_kwargs}
         layout = Layout(**payload["layout"])
         normalisation = Normalisation(
             tuple(payload["normalisation"]["low"]), tuple(payload["normalisation"]["high"])
