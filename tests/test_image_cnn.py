@@ -297,12 +297,12 @@ def test_weight_average_also_averages_batch_norm_statistics():
         trainer.step(batch, lr=1e-2)
         statistics.append(net.body[3].running_mean.clone())
     kept = trainer.kept.body[3].running_mean
-    # Averaged like the weights: not the live network's latest statistics, and no more than
-    # a blend of the statistics the live network went through.
+    # Averaged like the weights, with the same warm-up weights, from the initial zeros.
+    expected = torch.zeros_like(kept)
+    for n, live in enumerate(statistics, start=1):
+        expected += (1.0 - min(0.5, (1.0 + n) / (10.0 + n))) * (live - expected)
+    torch.testing.assert_close(kept, expected)
     assert not torch.allclose(kept, statistics[-1])
-    history = torch.stack([torch.zeros_like(kept), *statistics])
-    assert torch.all(kept >= history.min(0).values - 1e-7)
-    assert torch.all(kept <= history.max(0).values + 1e-7)
     assert trainer.kept.body[3].num_batches_tracked == net.body[3].num_batches_tracked
 
 
@@ -400,6 +400,14 @@ def test_saved_files_record_every_architecture_option(tmp_path):
     assert dncnn.config.model_kwargs == {"depth": 3, "features": 64, "residual": False}
     with pytest.raises(TypeError, match=r"Unknown model_kwargs \['width'\].*'channels'"):
         train(image, "unet", steps=1, model_kwargs={"width": 8}, **FAST)
+    with pytest.raises(TypeError, match=r"\['n_spatial'\] are set from the images"):
+        train(image, "unet", steps=1, model_kwargs={"n_spatial": 2}, **FAST)
+    # numpy values are stored as plain Python, which a weights_only load accepts.
+    given = {"channels": np.array([4, 8]), "residual": np.bool_(False)}
+    path = train(image, "unet", steps=1, model_kwargs=given, **FAST).save(tmp_path / "m.pt")
+    stored = torch.load(path, weights_only=True)["config"]["model_kwargs"]
+    assert stored == {"channels": [4, 8], "residual": False, "norm": "batch"}
+    assert type(stored["channels"][0]) is int
 
 
 def test_format_1_files_rebuild_the_unet_widths_of_their_time(tmp_path):
@@ -412,6 +420,11 @@ def test_format_1_files_rebuild_the_unet_widths_of_their_time(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     loaded = Noise2SelfModel.load(tmp_path / "old.pt", device="cpu")
     assert np.array_equal(loaded.predict(image), model.predict(image))
+    # Saved again, it is a complete format-2 file.
+    again = torch.load(loaded.save(tmp_path / "again.pt"), weights_only=True)
+    assert again["format_version"] == 2
+    assert again["config"]["model_kwargs"] == {"channels": [32, 64, 128, 256],
+                                               "residual": False, "norm": "batch"}
     payload["format_version"] = 7
     torch.save(payload, tmp_path / "future.pt")
     with pytest.raises(ValueError, match="not a Noise2SelfModel file"):

@@ -74,7 +74,9 @@ def denoise(
         As in :func:`~sc_noise2self.image.calibrate`.
     **train_kwargs
         For ``"unet"`` and ``"dncnn"``: options of :func:`~sc_noise2self.image.train`
-        (``max_time``, ``steps``, ``device``, ``random_state``, ...).
+        (``max_time``, ``steps``, ``device``, ``random_state``, ...) and of the prediction
+        (``augment``, on by default: the mean over flips and transposes; ``invariant``;
+        ``tile_size``), as in :func:`~sc_noise2self.image.denoise_cnn`.
 
     Returns
     -------

@@ -939,12 +939,25 @@ def _architecture(model: str, model_kwargs: dict | None) -> dict:
                for name, parameter in inspect.signature(cls.__init__).parameters.items()
                if name not in from_data}  # fmt: skip
     given = dict(model_kwargs or {})
+    taken = sorted(set(given) & from_data)
+    if taken:
+        raise TypeError(f"model_kwargs {taken} are set from the images (their channels and "
+                        "spatial axes); leave them out, or use channel_axis / n_spatial.")
     unknown = sorted(set(given) - set(options))
     if unknown:
         raise TypeError(f"Unknown model_kwargs {unknown} for model={model!r}; "
                         f"its options are {sorted(options)}.")  # fmt: skip
     options.update(given)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+    return {name: _plain(value) for name, value in options.items()}
+
+
+def _plain(value):
+    """Python values for numpy scalars, tuples, ranges and arrays (``weights_only`` loads)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list, range, np.ndarray)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _training_defaults(model: str, **given: float | None) -> tuple[float, ...]:
@@ -1035,6 +1048,8 @@ def train(
         Steps between validations; stop after ``patience`` epochs without improvement,
         counted from the second half of the learning-rate schedule on
         (:data:`EARLY_STOP_FROM`), when the decaying rate lets the held-out loss settle.
+        A budget shorter than ``2 * patience`` epochs (the default 2000 steps is 40) thus
+        always runs to its end.
     channel_axis
         Channel axis of one image, or None.
     n_spatial
@@ -1391,7 +1406,12 @@ class Noise2SelfModel:
         config = TrainConfig(**{**payload["config"],
                                 "patch_size": tuple(payload["config"]["patch_size"])})  # fmt: skip
         if version == 1 and config.model == "unet":
+            # Only the widths changed since format 1 was last written (the second session's
+            # files); earlier format-1 files with instance norm or a residual DnCNN have the
+            # same weight names and are not told apart.
             config.model_kwargs = {"channels": _FORMAT_1_UNET_CHANNELS, **config.model_kwargs}
+        # Complete, so that saving this model again writes every option (format 2).
+        config.model_kwargs = _architecture(config.model, config.model_kwargs)
         layout = Layout(**payload["layout"])
         normalisation = Normalisation(
             tuple(payload["normalisation"]["low"]), tuple(payload["normalisation"]["high"])
