@@ -11,8 +11,10 @@ receptive field). The paper's instance norm is available for the UNet (``norm="i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -249,6 +251,56 @@ def _check_residual(residual: bool, in_channels: int, out_channels: int) -> None
         )
 
 
+def _model_class(name: str) -> type[UNet] | type[DnCNN]:
+    from .._validation import check_choice
+
+    check_choice(name, MODEL_NAMES, name="model")
+    return UNet if name == "unet" else DnCNN
+
+
+def architecture(name: str, options: dict | None = None) -> dict:
+    """Every architecture option of a network: the given ones, the rest at their defaults.
+
+    Stored with a trained model, so that a saved file rebuilds the same network whatever
+    the defaults of a later release.
+
+    Parameters
+    ----------
+    name
+        ``"unet"`` or ``"dncnn"``.
+    options
+        Options given by the user, or None.
+
+    Returns
+    -------
+    Option name to plain Python value (lists for sequences), without the channel counts and
+    dimensions, which come from the data.
+    """
+    from_data = {"in_channels", "out_channels", "n_spatial"}
+    defaults = {option: parameter.default
+                for option, parameter in inspect.signature(_model_class(name)).parameters.items()
+                if option not in from_data}  # fmt: skip
+    given = dict(options or {})
+    taken = sorted(set(given) & from_data)
+    if taken:
+        raise TypeError(f"model_kwargs {taken} are set from the images (their channels and "
+                        "spatial axes); leave them out, or use channel_axis / n_spatial.")
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(f"Unknown model_kwargs {unknown} for model={name!r}; "
+                        f"its options are {sorted(defaults)}.")  # fmt: skip
+    return {option: _plain(value) for option, value in {**defaults, **given}.items()}
+
+
+def _plain(value):
+    """Python values for numpy scalars, tuples, ranges and arrays (``weights_only`` loads)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list, range, np.ndarray)):
+        return [_plain(item) for item in value]
+    return value
+
+
 def build_model(
     name: str, *, in_channels: int, out_channels: int, n_spatial: int, **kwargs
 ) -> UNet | DnCNN:
@@ -268,8 +320,5 @@ def build_model(
     -------
     The untrained network.
     """
-    from .._validation import check_choice
-
-    check_choice(name, MODEL_NAMES, name="model")
-    cls = UNet if name == "unet" else DnCNN
+    cls = _model_class(name)
     return cls(in_channels=in_channels, out_channels=out_channels, n_spatial=n_spatial, **kwargs)

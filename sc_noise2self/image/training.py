@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import itertools
 import math
 import time
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 
 from .._validation import check_choice
 from .masking import neighbour_kernel
-from .models import MODEL_NAMES, DnCNN, UNet, build_model
+from .models import MODEL_NAMES, architecture, build_model
 
 MASKINGS: tuple[str, ...] = ("random", "grid")
 REPLACEMENTS: tuple[str, ...] = ("random", "mean")
@@ -916,50 +915,6 @@ def _augmented(one_pass, x: torch.Tensor) -> torch.Tensor:
     return total / count
 
 
-def _architecture(model: str, model_kwargs: dict | None) -> dict:
-    """Every architecture option of ``model``: the given ones, the rest at their defaults.
-
-    Stored with the model, so that a saved file rebuilds the same network whatever the
-    defaults of a later release.
-
-    Parameters
-    ----------
-    model
-        ``"unet"`` or ``"dncnn"``.
-    model_kwargs
-        Options given by the user, or None.
-
-    Returns
-    -------
-    Option name to value, without the channel counts and dimensions (set from the data).
-    """
-    cls = UNet if model == "unet" else DnCNN
-    from_data = {"self", "in_channels", "out_channels", "n_spatial"}
-    options = {name: parameter.default
-               for name, parameter in inspect.signature(cls.__init__).parameters.items()
-               if name not in from_data}  # fmt: skip
-    given = dict(model_kwargs or {})
-    taken = sorted(set(given) & from_data)
-    if taken:
-        raise TypeError(f"model_kwargs {taken} are set from the images (their channels and "
-                        "spatial axes); leave them out, or use channel_axis / n_spatial.")
-    unknown = sorted(set(given) - set(options))
-    if unknown:
-        raise TypeError(f"Unknown model_kwargs {unknown} for model={model!r}; "
-                        f"its options are {sorted(options)}.")  # fmt: skip
-    options.update(given)
-    return {name: _plain(value) for name, value in options.items()}
-
-
-def _plain(value):
-    """Python values for numpy scalars, tuples, ranges and arrays (``weights_only`` loads)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, list, range, np.ndarray)):
-        return [_plain(item) for item in value]
-    return value
-
-
 def _training_defaults(model: str, **given: float | None) -> tuple[float, ...]:
     """``batch_size``, ``lr`` and ``ema``: the given values, None filled per network."""
     defaults = TRAINING_DEFAULTS[model]
@@ -1101,7 +1056,7 @@ def train(
         mask_stride = 4 if masking == "grid" else 5
     masker = Masker(masking, replacement, mask_stride, layout.n_spatial)
     config = TrainConfig(
-        model, _architecture(model, model_kwargs), steps, max_time, int(batch_size),
+        model, architecture(model, model_kwargs), steps, max_time, int(batch_size),
         parse_patch_size(patch_size, layout.n_spatial), float(lr), masking, replacement,
         int(mask_stride), float(val_fraction), int(steps_per_epoch), int(patience),
         int(random_state), _check_ema(ema),
@@ -1411,7 +1366,7 @@ class Noise2SelfModel:
             # same weight names and are not told apart.
             config.model_kwargs = {"channels": _FORMAT_1_UNET_CHANNELS, **config.model_kwargs}
         # Complete, so that saving this model again writes every option (format 2).
-        config.model_kwargs = _architecture(config.model, config.model_kwargs)
+        config.model_kwargs = architecture(config.model, config.model_kwargs)
         layout = Layout(**payload["layout"])
         normalisation = Normalisation(
             tuple(payload["normalisation"]["low"]), tuple(payload["normalisation"]["high"])
