@@ -5,6 +5,12 @@ Trains on the noisy image itself under a time budget and prints one table row pe
     python benchmarks/bench_cnn_camera.py --image crop --max-time 240
     python benchmarks/bench_cnn_camera.py --image full --max-time 180 --model dncnn \
         --model-kwargs '{"depth": 8, "features": 64}'
+    python benchmarks/bench_cnn_camera.py --image full --max-time 900 --augment --track 5 \
+        --invariant --mix
+
+``--track K`` prints the direct PSNR of the weights validated every K epochs (through
+``train``'s callback); ``--mix`` scores the J-invariant prediction mixed with the noisy input
+at the optimal weight of section 4.2, the noise variance estimated from the image.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import numpy as np
 import torch
 from skimage import data
 
-from sc_noise2self.image.training import train
+from sc_noise2self.image.invariant import optimal_mix_weight
+from sc_noise2self.image.noise import estimate_noise_variance
+from sc_noise2self.image.training import Noise2SelfModel, train
 
 
 def camera(image: str) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +43,20 @@ def psnr(estimate: np.ndarray, clean: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((estimate - clean) ** 2)))
 
 
+def tracker(noisy: np.ndarray, clean: np.ndarray, every: int):
+    """A ``train`` callback printing epoch, step, seconds, held-out loss and direct PSNR."""
+
+    def track(model: Noise2SelfModel) -> None:
+        history = model.history
+        if history["epoch"][-1] % every == 0:
+            direct = psnr(model.predict(noisy), clean)
+            values = (history["epoch"][-1], history["step"][-1], round(history["time"][-1]),
+                      round(history["val_loss"][-1], 6), round(direct, 2))
+            print("# track epoch, step, s, val_loss, psnr:", *values, flush=True)
+
+    return track
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", choices=("crop", "full"), default="crop")
@@ -43,13 +65,20 @@ def main() -> None:
     parser.add_argument("--train-kwargs", default="{}", help="JSON dict of extra train() options")
     parser.add_argument("--max-time", type=float, default=240.0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--invariant", action="store_true", help="also score invariant=True")
+    parser.add_argument("--invariant", action="store_true", help="also score invariant=True "
+                        "(with --augment: augmented)")
     parser.add_argument("--augment", action="store_true", help="also score augment=True")
+    parser.add_argument("--mix", action="store_true",
+                        help="also score the invariant prediction mixed with the input")
+    parser.add_argument("--track", type=int, default=0,
+                        help="print the direct PSNR every TRACK epochs (0: never)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clean, noisy = camera(args.image)
     extra = json.loads(args.train_kwargs)
     start = time.perf_counter()
+    if args.track:
+        extra["callback"] = tracker(noisy, clean, args.track)
     model = train(noisy, args.model, max_time=args.max_time, progress=False,
                   model_kwargs=json.loads(args.model_kwargs), **extra)  # fmt: skip
     trained = time.perf_counter() - start
@@ -67,8 +96,14 @@ def main() -> None:
     }  # fmt: skip
     if args.augment:
         row["psnr_augment"] = round(psnr(model.predict(noisy, augment=True), clean), 2)
-    if args.invariant:
-        row["psnr_invariant"] = round(psnr(model.predict(noisy, invariant=True), clean), 2)
+    if args.invariant or args.mix:
+        invariant = model.predict(noisy, invariant=True, augment=args.augment)
+        row["psnr_invariant"] = round(psnr(invariant, clean), 2)
+    if args.mix:
+        weight = optimal_mix_weight(float(np.mean((invariant - noisy) ** 2)),
+                                    estimate_noise_variance(noisy))  # fmt: skip
+        row["mix_weight"] = round(weight, 3)
+        row["psnr_mixed"] = round(psnr(weight * invariant + (1 - weight) * noisy, clean), 2)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} torch {torch.__version__}")
     print("# val_loss per epoch:", [round(v, 5) for v in history["val_loss"]])
     print(json.dumps(row))

@@ -358,6 +358,28 @@ def test_best_checkpoint_is_kept_and_saved(tmp_path):
     assert np.array_equal(saved.predict(image), model.predict(image))
 
 
+def test_callback_sees_each_epoch_and_can_stop_training():
+    image = smooth_noisy()
+    seen = []
+
+    def follow(model: Noise2SelfModel) -> bool:
+        seen.append((len(model.history["epoch"]), model.predict(image)))
+        return len(seen) == 3
+
+    stopped = train(image, "unet", steps=100, model_kwargs=TINY_UNET, ema=0.9, callback=follow,
+                    **FAST)  # fmt: skip
+    assert [n for n, _ in seen] == [1, 2, 3]
+    assert stopped.history["stopped"] == "callback" and stopped.history["step"][-1] == 15
+    assert not np.array_equal(seen[0][1], seen[2][1])  # the weights it sees are the live ones
+    # A callback that only predicts leaves training exactly as without one (batch norm is
+    # back in training mode after each call, even when the kept net is the live one).
+    plain = train(image, "dncnn", steps=15, model_kwargs=TINY_DNCNN, **FAST)
+    followed = train(image, "dncnn", steps=15, model_kwargs=TINY_DNCNN,
+                     callback=lambda m: m.predict(image) is None, **FAST)  # fmt: skip
+    assert np.array_equal(plain.predict(image), followed.predict(image))
+    assert followed.history["stopped"] == "steps"
+
+
 def test_compile_default_follows_device_and_budget():
     from sc_noise2self.image.training import _should_compile
 

@@ -19,7 +19,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -818,6 +818,7 @@ class _Trainer:
         # The weights that are validated and kept: an average of the live ones, or them.
         self.kept = copy.deepcopy(net) if config.ema > 0 else net
         self.steps_done = 0
+        self.bad_epochs = 0  # validations in a row without improvement, once they count
 
     def step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
@@ -965,6 +966,7 @@ def train(
     random_state: int = 0,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
+    callback: Callable[[Noise2SelfModel], bool | None] | None = None,
 ) -> Noise2SelfModel:
     """Train a masked CNN on noisy images alone with the Noise2Self loss.
 
@@ -1037,6 +1039,12 @@ def train(
         Show a tqdm progress bar.
     checkpoint_dir
         Folder where the best model so far is saved as ``best.pt``.
+    callback
+        Called after every epoch with a :class:`Noise2SelfModel` of the weights just
+        validated (the averaged ones when ``ema`` is on) and the ``.history`` so far, e.g. to
+        log or to score predictions against a clean reference. Returning True stops training
+        (``history["stopped"] == "callback"``); the best weights are still the ones returned.
+        It must not change the weights.
 
     Returns
     -------
@@ -1079,17 +1087,18 @@ def train(
             config.patch_size, np.random.default_rng(config.random_state),
         )  # fmt: skip
         val_set = [torch.as_tensor(part, device=torch_device)[None] for part in val_parts]
-        _run(trainer, sampler, val_set, fitted, progress, checkpoint_dir)
+        _run(trainer, sampler, val_set, fitted, progress, checkpoint_dir, callback)
     return fitted
 
 
-def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress, checkpoint_dir):
-    """The loop: steps until the budget ends or the validation loss stops improving."""
+def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress, checkpoint_dir,
+         callback=None):
+    """The loop: steps until the budget ends, the held-out loss plateaus or the callback stops."""
     from tqdm.auto import tqdm
 
     config = trainer.config
     bar = tqdm(total=config.steps, disable=not progress, desc=f"Noise2Self {config.model}")
-    start, step, epoch, bad_epochs, losses = time.perf_counter(), 0, 0, 0, []
+    start, step, epoch, losses = time.perf_counter(), 0, 0, []
     stop = None
     trainer.net.train()
     while stop is None:
@@ -1106,23 +1115,37 @@ def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress,
             trainer.record(epoch, step, time.perf_counter() - start, lr, losses, val_loss)
             bar.set_postfix(loss=f"{trainer.history['train_loss'][-1]:.4g}", val=f"{val_loss:.4g}")
             losses = []
-            if not val_set:
-                continue
-            if trainer.improved(val_loss):
-                bad_epochs = 0
-                fitted.history = trainer.history
-                if checkpoint_dir is not None:
-                    # The weights just validated: the averaged copy when ema is on.
-                    Noise2SelfModel(trainer.kept, fitted.layout, fitted.normalisation,
-                                    fitted.config, trainer.history).save(
-                        Path(checkpoint_dir) / "best.pt"
-                    )  # fmt: skip
-            elif config.progress(step, elapsed) >= EARLY_STOP_FROM:
-                bad_epochs += 1
-            if stop is None and bad_epochs >= config.patience:
-                stop = "plateau"
+            late = config.progress(step, elapsed) >= EARLY_STOP_FROM
+            if val_set and _keep_or_count(trainer, fitted, val_loss, late, checkpoint_dir):
+                stop = stop or "plateau"
+            if callback is not None and callback(_kept_model(trainer, fitted)):
+                stop = stop or "callback"
+            trainer.net.train()  # the callback may have predicted, which sets eval mode
     bar.close()
     _finish(trainer, fitted, stop)
+
+
+def _kept_model(trainer: _Trainer, fitted: Noise2SelfModel) -> Noise2SelfModel:
+    """The weights just validated (the averaged copy when ema is on), ready to predict."""
+    return Noise2SelfModel(trainer.kept, fitted.layout, fitted.normalisation, fitted.config,
+                           trainer.history)  # fmt: skip
+
+
+def _keep_or_count(trainer, fitted, val_loss: float, late: bool, checkpoint_dir) -> bool:
+    """Keep (and save) improved weights, else count a plateau epoch once ``late``.
+
+    Returns
+    -------
+    True when ``patience`` plateau epochs have passed in a row.
+    """
+    if trainer.improved(val_loss):
+        trainer.bad_epochs = 0
+        fitted.history = trainer.history
+        if checkpoint_dir is not None:
+            _kept_model(trainer, fitted).save(Path(checkpoint_dir) / "best.pt")
+    elif late:
+        trainer.bad_epochs += 1
+    return trainer.bad_epochs >= trainer.config.patience
 
 
 def _budget_spent(config: TrainConfig, step: int, elapsed: float) -> str | None:
