@@ -550,7 +550,8 @@ levels at half its widths, with training settings chosen for a CPU budget). Here
 the CPU runs of `benchmarks/RESULTS.md` (camera crop, 240 s on 2 cores, `augment=True`),
 the DnCNN 8x32 reached 28.73 dB and the default UNet 28.57 to 28.68 dB over three seeds,
 against 28.1 dB for NL-means. With 64 features, the DnCNN is the best recipe for long
-budgets: on the full camera image it reached 29.24 dB after 40 minutes on 2 CPU cores, and
+budgets: on the full camera image it reached 29.10 to 29.24 dB over two training seeds
+after 40 minutes on 2 CPU cores, and
 29.12 dB after 21 s on a GPU (last section). A step of the 8x64 costs about four times the
 arithmetic of the 8x32.
 """),
