@@ -1044,7 +1044,7 @@ def train(
         validated (the averaged ones when ``ema`` is on) and the ``.history`` so far, e.g. to
         log or to score predictions against a clean reference. Returning True stops training
         (``history["stopped"] == "callback"``); the best weights are still the ones returned.
-        It must not change the weights.
+        It must not change the weights; its time counts against ``max_time``.
 
     Returns
     -------
