@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 from sc_noise2self import datasets, pl
 from sc_noise2self.calibration import DEFAULT_P
 from sc_noise2self.denoisers.pca import calibrate_pca_counts
-from sc_noise2self.splitting import estimate_overdispersion
+from sc_noise2self.diagnostics import estimate_overdispersion
 
 FIGURES = Path(__file__).parent / "figures"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -72,7 +72,8 @@ def diagnostics(adata: ad.AnnData, sizes: np.ndarray, name: str) -> Path:
 
 def correlation_medians(X, **split) -> str:
     """Medians over genes (all; mean > 0.5) of the raw and noise correlations of one split."""
-    from sc_noise2self.splitting import half_correlations, noise_correlations, split_counts
+    from sc_noise2self import split_counts
+    from sc_noise2self.diagnostics import half_correlations, noise_correlations
 
     a, b = split_counts(X, 0.5, random_state=0, **split)
     expressed = np.asarray(X.mean(axis=0)).ravel() > 0.5
@@ -92,7 +93,7 @@ def poisson_null(X, random_state: int = 0, n_neighbors: int = 15):
     """
     from scipy import sparse
 
-    from sc_noise2self.splitting import _neighbours
+    from sc_noise2self.diagnostics import _neighbours
 
     X = sparse.csr_matrix(X, dtype=np.float64)
     totals = np.asarray(X.sum(axis=1)).ravel()

@@ -25,8 +25,10 @@ from scipy.special import gammaln, roots_genlaguerre
 from threadpoolctl import threadpool_limits
 
 from sc_noise2self import datasets
-from sc_noise2self.denoisers.pca import _linear_mse_curve, calibrate_pca_counts, fit_pca
-from sc_noise2self.splitting import estimate_overdispersion
+from sc_noise2self.denoisers.pca import calibrate_pca_counts
+from sc_noise2self.denoisers.rank_loss import linear_mse_curve as _linear_mse_curve
+from sc_noise2self.diagnostics import estimate_overdispersion
+from sc_noise2self.embedding import fit_pca
 from sc_noise2self.transforms import (
     apply_transform,
     expected_transform,

@@ -24,7 +24,9 @@ import time
 import numpy as np
 
 from sc_noise2self import datasets, split_counts
-from sc_noise2self.denoisers.pca import _linear_mse_curve, calibrate_pca_counts, fit_pca
+from sc_noise2self.denoisers.pca import calibrate_pca_counts
+from sc_noise2self.denoisers.rank_loss import linear_mse_curve as _linear_mse_curve
+from sc_noise2self.embedding import fit_pca
 from sc_noise2self.transforms import (
     apply_transform,
     expected_transform,

@@ -61,7 +61,7 @@ def naive_calibration(X, max_comps: int) -> None:
     """Refit a PCA for every rank and score it densely (what one would write by hand)."""
     from sklearn.decomposition import PCA
 
-    from sc_noise2self.calibration import prepare_halves
+    from sc_noise2self.losses import prepare_halves
 
     halves = prepare_halves(X, p=0.5, transform="sqrt", random_state=0)
     B = halves.b.toarray()

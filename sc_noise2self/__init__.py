@@ -9,9 +9,8 @@ from __future__ import annotations
 import importlib
 
 from ._version import __version__
-from .splitting import split_counts
 
-_SUBMODULES = ("pp", "tl", "pl", "image", "datasets")
+_SUBMODULES = ("pp", "tl", "pl", "image", "datasets", "diagnostics")
 
 __all__ = ["__version__", "split_counts", *_SUBMODULES]
 
@@ -21,6 +20,10 @@ def __getattr__(name: str):
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module
+    if name == "split_counts":  # the front in pp, which resolves overdispersion="estimate"
+        value = importlib.import_module(".pp", __name__).split_counts
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

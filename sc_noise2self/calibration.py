@@ -1,31 +1,42 @@
-"""Steps 2-4 shared by every single-cell denoiser family.
+"""Step 4, the engine: score a denoiser family's whole grid over splits and keep the curve.
 
-Prepare the two halves, score predictions of half B made from half A, and keep the whole
-loss curve.
+Every single-cell family is a :class:`Family` record (its knob, its grid, how to score the
+grid from one fit, how to denoise and store). :func:`calibrate_counts` runs any record the
+same way, on any backend:
+
+1. :class:`SplitSettings` checks the counts and the options once, before any work, and
+   resolves ``overdispersion="estimate"``;
+2. :func:`run_splits` draws ``n_splits`` independent splits (or K folds each), in memory or
+   chunk by chunk on a dask array, and asks the record to score its grid on each;
+3. the curves become one :class:`CalibrationResult`, the record type of both domains (the
+   image calibration subclasses it). A non-finite loss never wins.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
+import json
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from scipy import sparse
 
-from ._validation import check_choice, check_counts, check_fraction, check_no_empty_cells
-from .splitting import RandomState, spawn_seeds, split_counts
-from .transforms import (
-    DepthConversion,
-    Transform,
-    apply_transform,
-    library_sizes,
-    normalize_to_depth,
+from ._dask import check_dask_counts, checked_library_sizes, rows_chunked
+from ._rng import RandomState, check_random_state, spawn_seeds
+from ._validation import (
+    check_choice,
+    check_counts,
+    check_fraction,
+    check_no_empty_cells,
+    is_dask_array,
 )
+from .diagnostics import estimate_overdispersion
+from .losses import LOSSES, Halves, halves_from_counts, prediction_loss, prepare_halves
+from .splitting import SPLIT_METHODS, gene_sizes, split_folds
+from .transforms import TRANSFORMS, library_sizes
 
 # The share of molecules in the fitted half. Measured over 30 synthetic and CellBench cases
 # (benchmarks/RESULTS.md, "The split fraction p"): the paper's 0.5 picks ranks that suit
@@ -33,142 +44,32 @@ from .transforms import (
 # over-picks on small data; 0.7 had the lowest mean, median and worst regret.
 DEFAULT_P = 0.7
 
-Loss = Literal["mse", "poisson"]
-LOSSES: tuple[str, ...] = ("mse", "poisson")
 
-
-@dataclass
-class Halves:
-    """Half A (the input) and half B (the target) of one molecule split, ready to score.
-
-    ``a`` and ``b`` are library-size normalised to depths ``p * depth`` and ``(1 - p) * depth``
-    and transformed; ``b_counts`` keeps half B's raw counts for the Poisson loss (else None);
-    ``max_value`` is the largest transformed value in either half.
-    """
-
-    a: Any
-    b: Any
-    b_counts: Any
-    totals_a: np.ndarray
-    p: float
-    depth: float
-    transform: str
-    max_value: float
-
-    @property
-    def conversion(self) -> DepthConversion:
-        """Moves a prediction of half A's transformed values to half B's depth."""
-        return DepthConversion(self.transform, self.p, 1.0 - self.p)
-
-    @functools.cached_property
-    def _table(self):
-        return self.conversion.table(2.0 * self.max_value + 1.0)
-
-    def conversion_table(self):
-        """Interpolation table of :attr:`conversion` covering every value of either half."""
-        return self._table
-
-    def target(self, loss: str):
-        """What a prediction is scored against: half B transformed, or its counts (Poisson)."""
-        return self.b_counts if loss == "poisson" else self.b
-
-    def expected_b_counts(self, mean_a_normalised: np.ndarray, rows: slice) -> np.ndarray:
-        """Expected raw counts of half B from predicted normalised means of half A.
-
-        Uses half A's library sizes, not half B's, so the prediction sees nothing of B.
-        """
-        size = self.totals_a[rows, None] / (self.p * self.depth)
-        return mean_a_normalised * size * ((1.0 - self.p) / self.p)
-
-
-def prepare_halves(
-    X,
-    *,
-    p: float,
-    transform: Transform,
-    random_state: RandomState,
-    depth: float | None = None,
-    keep_counts: bool = False,
-    split: str = "binomial",
-    overdispersion=None,
-    sample_ratio: float | None = None,
-) -> Halves:
-    """Split ``X`` into molecule halves, then normalise and transform each on its own.
-
-    Parameters
-    ----------
-    X
-        Raw counts, cells x genes (numpy or scipy.sparse).
-    p
-        Share of molecules in half A.
-    transform
-        ``"sqrt"`` (the paper), ``"log1p"`` (scanpy) or ``"none"``.
-    random_state
-        Seed of the split.
-    depth
-        Median total count of the full data; computed from ``X`` when not given.
-    keep_counts
-        Keep half B's raw counts (needed by the Poisson loss).
-    split, overdispersion, sample_ratio
-        Passed to :func:`~sc_noise2self.split_counts` (``split`` as ``method``).
-
-    Returns
-    -------
-    The prepared :class:`Halves`.
-    """
-    if depth is None:
-        depth = float(np.median(library_sizes(X)))
-    counts_a, counts_b = split_counts(
-        X, p, random_state=random_state, method=split, overdispersion=overdispersion,
-        sample_ratio=sample_ratio,
-    )
-    return halves_from_counts(counts_a, counts_b, p=p, transform=transform, depth=depth,
-                              keep_counts=keep_counts)
-
-
-def halves_from_counts(counts_a, counts_b, *, p: float, transform: str, depth: float,
-                       keep_counts: bool = False) -> Halves:
-    """Normalise and transform two halves that are already split (and owned by the caller).
-
-    Parameters
-    ----------
-    counts_a, counts_b
-        Half A (share ``p`` of the molecules) and half B, raw counts; modified in place.
-    p
-        Share of molecules in half A.
-    transform
-        ``"sqrt"``, ``"log1p"`` or ``"none"``.
-    depth
-        Median total count of the full data.
-    keep_counts
-        Keep half B's raw counts (needed by the Poisson loss).
-
-    Returns
-    -------
-    The prepared :class:`Halves`.
-    """
-    totals_a = library_sizes(counts_a)
-    # The halves are ours: normalise them in place, so no copy of their patterns is made.
-    a = normalize_to_depth(counts_a, p * depth, totals_a, inplace=True)
-    b_counts = None
-    if keep_counts:  # CSR (or dense), so that rows can be sliced for scoring
-        b_counts = counts_b.tocsr(copy=True) if sparse.issparse(counts_b) else counts_b.copy()
-    b = normalize_to_depth(counts_b, (1.0 - p) * depth, inplace=True)
-    del counts_a, counts_b
-    apply_transform(a, transform, inplace=True)
-    apply_transform(b, transform, inplace=True)
-    max_value = max(_max_value(a), _max_value(b))
-    return Halves(a, b, b_counts, totals_a, p, depth, transform, max_value)
-
-
-def _max_value(X) -> float:
-    values = X.data if sparse.issparse(X) else X
-    return float(values.max()) if values.size else 0.0
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SplitSettings:
-    """The options every calibrate function shares: how to split, transform and score."""
+    """The options every calibration shares: how to split, transform and score.
+
+    Attributes
+    ----------
+    p
+        Share of molecules in half A, the half that is fitted.
+    transform
+        ``"sqrt"``, ``"log1p"`` or ``"none"`` after library-size normalisation.
+    loss
+        ``"mse"`` on the transformed scale, or ``"poisson"`` deviance on half B's counts.
+    n_splits
+        Independent splits whose curves are averaged.
+    random_state
+        Seed; the same seed gives identical curves.
+    split
+        ``"binomial"`` (Poisson counts) or ``"negative_binomial"`` (beta-binomial shares).
+    overdispersion
+        NB size per gene, one number, or ``"estimate"``; only with the NB split.
+    sample_ratio
+        MCV's overlap correction; None splits plainly.
+    folds
+        K-fold thinning instead of one split: each fold scored against the other K-1.
+    """
 
     p: float = DEFAULT_P
     transform: str = "sqrt"
@@ -180,84 +81,332 @@ class SplitSettings:
     sample_ratio: float | None = None
     folds: int | None = None
 
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def take(cls, options: dict) -> SplitSettings:
+        """Settings from the split options in ``options``, which are removed from it."""
+        return cls(**{name: options.pop(name) for name in cls.names() if name in options})
+
     def validate(self, X) -> SplitSettings:
-        """Check the counts ``X`` and every setting; return the settings ready to split ``X``.
+        """Check ``X`` and every option before any work; return settings ready to split ``X``.
 
-        Raises with a hint on what to pass. ``overdispersion="estimate"`` is estimated here,
-        once for every split.
+        In memory the counts are checked whole and ``overdispersion="estimate"`` is estimated
+        once, for every split. For a dask array what can be known without computing is
+        checked here; the counts themselves are checked chunk by chunk on the first pass.
         """
-        from .splitting import SPLIT_METHODS, estimate_overdispersion
-
-        check_calibration_input(X, p=self.p, transform=self.transform, loss=self.loss)
-        if self.n_splits < 1:
-            raise ValueError(f"n_splits={self.n_splits} must be at least 1.")
-        check_choice(self.split, SPLIT_METHODS, name="split")
+        self._check_options()
+        if getattr(X, "ndim", None) != 2:
+            raise ValueError(
+                f"X must be a cells x genes matrix; got {getattr(X, 'ndim', '?')} dimension(s)."
+            )
+        if X.shape[0] < 2:
+            raise ValueError(
+                f"X has {X.shape[0]} cell(s); calibration needs at least 2 cells to fit on "
+                "one half and score on the other."
+            )
+        settings = self
         if self.folds is not None:
-            if not isinstance(self.folds, int | np.integer) or self.folds < 2:
+            # K-fold thinning: each fold is scored against the rest, a share (K-1)/K.
+            settings = dataclasses.replace(self, p=(self.folds - 1) / self.folds)
+        if is_dask_array(X):
+            return settings._validate_dask(X)
+        check_counts(X)
+        check_no_empty_cells(library_sizes(X))
+        if isinstance(self.overdispersion, str):
+            return dataclasses.replace(settings, overdispersion=estimate_overdispersion(X))
+        gene_sizes(X, self.split, self.overdispersion)  # checks shape and values
+        return settings
+
+    def _check_options(self) -> None:
+        check_choice(self.transform, TRANSFORMS, name="transform")
+        check_choice(self.loss, LOSSES, name="loss")
+        check_choice(self.split, SPLIT_METHODS, name="split")
+        check_fraction(self.p)
+        check_random_state(self.random_state)
+        if not _is_whole(self.n_splits) or self.n_splits < 1:
+            raise ValueError(f"n_splits={self.n_splits!r} must be a whole number of at least 1.")
+        if self.sample_ratio:
+            check_fraction(self.sample_ratio, name="sample_ratio")
+            if self.split != "binomial":
+                raise ValueError("sample_ratio (the overlap correction) needs split='binomial'.")
+        if self.folds is not None:
+            if not _is_whole(self.folds) or self.folds < 2:
                 raise ValueError(f"folds={self.folds!r} must be an integer of at least 2.")
             if self.sample_ratio:
-                raise ValueError("folds and sample_ratio cannot be combined.")
-            # K-fold thinning: each fold is scored against the rest, a share (K-1)/K.
-            self = dataclasses.replace(self, p=(self.folds - 1) / self.folds)
-        if isinstance(self.overdispersion, str) and self.split == "negative_binomial":
+                raise ValueError("folds and sample_ratio cannot be combined; drop one of them.")
+        if isinstance(self.overdispersion, str):
             check_choice(self.overdispersion, ("estimate",), name="overdispersion")
-            return dataclasses.replace(self, overdispersion=estimate_overdispersion(X))
+            if self.split != "negative_binomial":
+                raise ValueError(
+                    "overdispersion='estimate' applies to split='negative_binomial' only."
+                )
+
+    def _validate_dask(self, X) -> SplitSettings:
+        check_dask_counts(X)
+        if self.folds is not None:
+            raise ValueError("folds is not supported on dask arrays; use n_splits instead.")
+        if isinstance(self.overdispersion, str):
+            raise ValueError(
+                "overdispersion='estimate' needs every cell in memory; on a dask array pass "
+                "the NB sizes per gene, e.g. "
+                "sc_noise2self.diagnostics.estimate_overdispersion(adata[:20000].X.compute())."
+            )
+        gene_sizes(X, self.split, self.overdispersion)
         return self
 
     def params(self) -> dict:
         """The settings as a dict for the result record."""
         seed = self.random_state
-        return dict(
-            p=self.p, transform=self.transform, loss=self.loss, n_splits=self.n_splits,
-            split=self.split, overdispersion=self.overdispersion, sample_ratio=self.sample_ratio,
-            folds=self.folds,
-            random_state=int(seed) if isinstance(seed, numbers.Integral) else (
-                None if seed is None else "custom"
-            ),
+        record = {name: getattr(self, name) for name in self.names()}
+        record["random_state"] = (
+            int(seed) if isinstance(seed, numbers.Integral) else (None if seed is None else
+                                                                  "custom")
         )
+        return record
 
 
-def run_splits(X, settings: SplitSettings, score_split, *, progress: bool | None = None):
+def _is_whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass
+class DaskCounts:
+    """A dask array of counts prepared once for every split: whole rows, checked totals."""
+
+    X: Any
+    totals: np.ndarray
+    depth: float
+
+
+def best_value(result: CalibrationResult):
+    """The knob value a calibration chose (a family's default ``choose``)."""
+    return result.best
+
+
+@dataclass(frozen=True)
+class Family:
+    """A single-cell denoiser family, declared once; the engine and ``tl`` do the rest.
+
+    Attributes
+    ----------
+    name
+        Method name (``"pca"``, ``"knn"``, ...), also the key suffix in ``uns``.
+    knob
+        The parameter the loss chooses (``"n_comps"``).
+    grid_arg
+        How ``calibrate_*`` takes the grid (``"max_comps"``, ``"ks"``).
+    grid_default
+        The default of ``grid_arg`` (None: the family's default grid).
+    make_grid
+        ``make_grid(grid_arg_value, shape, options) -> grid``: the checked grid to score.
+    grid_arg_from_values
+        ``tl.calibrate(param_grid={knob: values})`` to the value of ``grid_arg``.
+    score
+        ``score(halves, grid, seed, options, loss, progress=) -> losses``: fit once on half
+        A, score every grid point against half B.
+    fit
+        ``fit(counts, value, options, transform=, random_state=, max_layer_gb=) -> fitted``:
+        denoise the full counts at the chosen knob value.
+    store
+        ``store(adata, fitted, key, max_layer_gb) -> dict``: write the fit into the AnnData
+        and return extra entries for ``uns[key]``.
+    values
+        ``values(adata, key, columns) -> array``: denoised values of chosen genes, read back
+        from what ``store`` wrote (for :func:`~sc_noise2self.tl.denoised_values`).
+    options
+        The family's own options and their defaults.
+    option_docs
+        Docstring text of the knob, the grid argument and each option, by name.
+    summary, denoise_summary, writes
+        Texts of the generated ``calibrate_*`` and ``denoise_*`` docstrings.
+    check_options
+        ``check_options(options, X)`` raises on bad options before any work, or None.
+    score_dask
+        ``score_dask(counts: DaskCounts, settings, grid, seed, options) -> losses`` for dask
+        arrays, or None when the family needs counts in memory.
+    choose
+        ``choose(result) -> value``: the knob value ``denoise_*`` uses from a calibration.
+    fit_options
+        The options that also shape the final fit (the rest only shape the calibration).
+    denoise_losses
+        The losses whose calibration ``denoise_*`` can use.
+    """
+
+    name: str
+    knob: str
+    grid_arg: str
+    grid_default: Any
+    make_grid: Callable
+    grid_arg_from_values: Callable
+    score: Callable
+    fit: Callable
+    store: Callable
+    values: Callable
+    options: dict = field(default_factory=dict)
+    option_docs: dict = field(default_factory=dict)
+    summary: str = ""
+    denoise_summary: str = ""
+    writes: str = ""
+    check_options: Callable | None = None
+    score_dask: Callable | None = None
+    choose: Callable = best_value
+    fit_options: tuple[str, ...] = ()
+    denoise_losses: tuple[str, ...] = LOSSES
+
+    @property
+    def key(self) -> str:
+        """Default ``key_added``: ``"noise2self"`` for PCA, ``"noise2self_<name>"`` else."""
+        return "noise2self" if self.name == "pca" else f"noise2self_{self.name}"
+
+    def take_options(self, options: dict) -> dict:
+        """The family's options from ``options`` (removed from it), defaults filled in."""
+        return {name: options.pop(name, default) for name, default in self.options.items()}
+
+
+def calibrate_counts(
+    X,
+    family: Family,
+    /,
+    *,
+    settings: SplitSettings | None = None,
+    progress: bool | None = None,
+    **options,
+) -> CalibrationResult:
+    """Self-supervised loss of a family over its whole grid, on raw counts.
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes: numpy, scipy.sparse, or dask (for families with a dask
+        backend).
+    family
+        The :class:`Family` record.
+    settings
+        Split options; alternatively pass them as keywords (``p=0.5``).
+    progress
+        A progress bar over splits; None shows it only on a terminal.
+    **options
+        The family's grid argument (e.g. ``max_comps``), its own options and split options.
+
+    Returns
+    -------
+    :class:`CalibrationResult` over the family's grid.
+    """
+    options = dict(options)
+    from_keywords = SplitSettings.take(options)
+    if settings is None:
+        settings = from_keywords
+    elif dataclasses.asdict(from_keywords) != dataclasses.asdict(SplitSettings()):
+        raise TypeError("Pass split options either in settings= or as keywords, not both.")
+    grid_value = options.pop(family.grid_arg, family.grid_default)
+    own = family.take_options(options)
+    if options:
+        raise TypeError(
+            f"Unexpected option(s) {sorted(options)} for the {family.name!r} family; it takes "
+            f"{[family.grid_arg, *family.options, *SplitSettings.names()]}."
+        )
+    settings = settings.validate(X)
+    if family.check_options is not None:
+        family.check_options(own, X)
+    grid = family.make_grid(grid_value, X.shape, own)
+
+    def score(halves: Halves, seed) -> np.ndarray:
+        return family.score(halves, grid, seed, own, settings.loss, progress=progress)
+
+    score_dask = None
+    if family.score_dask is not None:
+        def score_dask(counts: DaskCounts, seed) -> np.ndarray:
+            return family.score_dask(counts, settings, grid, seed, own)
+
+    curves = run_splits(X, settings, score, score_dask=score_dask, progress=progress,
+                        family=family.name)
+    params = dict(settings.params(), **{family.grid_arg: _plain(grid_value)}, **_plain(own))
+    if is_dask_array(X):
+        params["backend"] = "dask"
+    return CalibrationResult(family.knob, np.asarray(grid), curves, params)
+
+
+def _plain(value):
+    """Options as plain Python for the record (tuples to lists, None kept for h5ad later)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def run_splits(X, settings: SplitSettings, score_split, *, score_dask=None,
+               progress: bool | None = None, family: str = "this family"):
     """Score each of ``settings.n_splits`` independent splits of ``X`` (validated already).
 
     Parameters
     ----------
     X
-        Raw counts, cells x genes.
+        Raw counts, cells x genes, in memory or a dask array.
     settings
-        How to split, transform and score.
+        How to split, transform and score (from :meth:`SplitSettings.validate`).
     score_split
-        ``score_split(halves, seed) -> losses``: fits on ``halves.a``, returns one loss per
-        grid point against ``halves.b``.
+        ``score_split(halves, seed) -> losses`` for counts in memory.
+    score_dask
+        ``score_dask(DaskCounts, seed) -> losses`` for a dask array, or None when the
+        family needs counts in memory.
     progress
         A progress bar over splits; None shows it only on a terminal.
+    family
+        Name used in the error for a dask array without a dask backend.
 
     Returns
     -------
-    Array ``(n_splits, n_grid)`` of losses.
+    Array ``(n_splits * max(folds, 1), n_grid)`` of losses.
     """
     from tqdm.auto import tqdm
 
     seeds = spawn_seeds(settings.random_state, settings.n_splits)
+    if is_dask_array(X):
+        if score_dask is None:
+            raise ValueError(
+                f"{family} needs the counts in memory and got a dask array; compute them "
+                "(e.g. adata.X = adata.X.compute()) or calibrate PCA, which runs on dask."
+            )
+        counts = _prepare_dask(X)
+
+        def curves_of(seed):
+            yield score_dask(counts, seed)
+    else:
+        def curves_of(seed):
+            for halves in _halves_of(X, settings, seed):
+                yield score_split(halves, seed)
+
     hide = True if settings.n_splits == 1 else (None if progress is None else not progress)
-    curves = []
-    for seed in tqdm(seeds, desc="splits", disable=hide):
-        for halves in _halves_of(X, settings, seed):
-            curves.append(np.asarray(score_split(halves, seed), dtype=np.float64))
+    curves = [np.asarray(curve, dtype=np.float64)
+              for seed in tqdm(seeds, desc="splits", disable=hide) for curve in curves_of(seed)]
     return np.vstack(curves)
+
+
+def _prepare_dask(X) -> DaskCounts:
+    """One pass over the chunks: every cell's total, the counts checked on the way."""
+    X = rows_chunked(X)
+    totals = checked_library_sizes(X)
+    check_no_empty_cells(totals)
+    return DaskCounts(X, totals, float(np.median(totals)))
 
 
 def _halves_of(X, settings: SplitSettings, seed):
     """The halves one seed gives: one split, or with ``folds`` each fold against the rest."""
+    keep_counts = settings.loss == "poisson"
     if settings.folds is None:
         yield prepare_halves(
             X, p=settings.p, transform=settings.transform, random_state=seed,
-            keep_counts=settings.loss == "poisson", split=settings.split,
+            keep_counts=keep_counts, split=settings.split,
             overdispersion=settings.overdispersion, sample_ratio=settings.sample_ratio,
         )
         return
-    from .splitting import split_folds
-
     depth = float(np.median(library_sizes(X)))
     parts = split_folds(X, settings.folds, random_state=seed, method=settings.split,
                         overdispersion=settings.overdispersion)
@@ -265,7 +414,7 @@ def _halves_of(X, settings: SplitSettings, seed):
         rest = sum(part for i, part in enumerate(parts) if i != k)
         yield halves_from_counts(rest, held_out.copy(), p=settings.p,
                                  transform=settings.transform, depth=depth,
-                                 keep_counts=settings.loss == "poisson")
+                                 keep_counts=keep_counts)
 
 
 def calibrate_callable_counts(
@@ -298,17 +447,15 @@ def calibrate_callable_counts(
     :class:`CalibrationResult`. With one parameter its values are the grid; with several the
     grid is ``0..n-1`` and ``params['grid_params']`` lists each combination.
     """
-    settings = settings or SplitSettings()
-    settings = settings.validate(X)
     if not callable(denoiser):
         raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}.")
     combos = expand_grid(param_grid)
+    settings = (settings or SplitSettings()).validate(X)
 
     def score(halves: Halves, seed) -> np.ndarray:
-        return np.array([prediction_loss(denoiser(halves.a, **c), halves, settings.loss)
-                         for c in combos])
+        return np.array([_scored(denoiser, combo, halves, settings.loss) for combo in combos])
 
-    curves = run_splits(X, settings, score, progress=progress)
+    curves = run_splits(X, settings, score, progress=progress, family="a callable denoiser")
     names = list(param_grid)
     params = dict(settings.params(), grid_params=[repr(c) for c in combos])
     if len(names) == 1:
@@ -317,37 +464,15 @@ def calibrate_callable_counts(
     return CalibrationResult("combination", np.arange(len(combos)), curves, params)
 
 
-def prediction_loss(prediction, halves: Halves, loss: str) -> float:
-    """Mean loss of a full cells x genes prediction of half A's values against half B."""
-    if prediction.shape != halves.b.shape:
-        raise ValueError(
-            f"The denoiser returned shape {prediction.shape}; expected {halves.b.shape} "
-            "(cells x genes, like its input)."
+def _scored(denoiser, combo: dict, halves: Halves, loss: str) -> float:
+    """The loss of one setting of a user's denoiser (NaN, never the winner, if not finite)."""
+    prediction = denoiser(halves.a, **combo)
+    if not hasattr(prediction, "shape"):
+        raise TypeError(
+            f"The denoiser returned {type(prediction).__name__} for {combo}; it must return a "
+            "cells x genes array like its input."
         )
-    target = halves.target(loss)
-    table = halves.conversion_table()
-    total = 0.0
-    for rows in row_chunks(*target.shape):
-        total += block_loss(dense_rows(prediction, rows), dense_rows(target, rows), halves,
-                            rows, table, loss)
-    return total / np.prod(target.shape)
-
-
-def check_calibration_input(X, *, p: float, transform: str, loss: str, name: str = "X") -> float:
-    """Validate counts and options shared by every calibrate function; return ``p``."""
-    from .transforms import TRANSFORMS
-
-    check_choice(transform, TRANSFORMS, name="transform")
-    check_choice(loss, LOSSES, name="loss")
-    p = check_fraction(p)
-    check_counts(X, name=name)
-    if X.shape[0] < 2:
-        raise ValueError(
-            f"{name} has {X.shape[0]} cell(s); calibration needs at least 2 cells to fit on one "
-            "half and score on the other."
-        )
-    check_no_empty_cells(library_sizes(X), name=name)
-    return p
+    return prediction_loss(prediction, halves, loss)
 
 
 def expand_grid(param_grid: dict[str, Iterable]) -> list[dict[str, Any]]:
@@ -378,59 +503,28 @@ def expand_grid(param_grid: dict[str, Iterable]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values.values())]
 
 
-def poisson_deviance(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Elementwise Poisson deviance ``2 * (y log(y / mu) - (y - mu))``, with ``0 log 0 = 0``."""
-    expected = np.maximum(expected, 1e-8)
-    ratio = np.where(observed > 0, observed / expected, 1.0)
-    return 2.0 * (observed * np.log(ratio) - (observed - expected))
+def finite_argmin(losses: np.ndarray) -> int:
+    """Index of the lowest finite loss; raises when no loss is finite.
 
-
-def block_loss(prediction, observed, halves: Halves, rows, table, loss: str) -> float:
-    """Summed loss of a dense block of predictions of half A's values against half B.
-
-    Parameters
-    ----------
-    prediction
-        Predictions on half A's transformed scale, for cells ``rows`` (all genes, or the
-        genes of ``observed``).
-    observed
-        The matching dense block of :meth:`Halves.target`.
-    halves
-        The split, which knows the depth conversion and half A's library sizes.
-    rows
-        The cells of the block, to look up library sizes for the Poisson loss.
-    table
-        :meth:`Halves.conversion_table`, built once per calibration.
-    loss
-        ``"mse"`` or ``"poisson"``.
-
-    Returns
-    -------
-    The sum of elementwise losses over the block.
+    A NaN or infinite loss means the setting failed (a denoiser returning NaN, an overflow):
+    it must never be chosen, and it is skipped, not propagated.
     """
-    conversion = halves.conversion
-    if loss == "poisson":
-        expected = halves.expected_b_counts(conversion.to_mean(prediction, table), rows)
-        return float(poisson_deviance(observed, expected).sum())
-    return float(np.sum((conversion.convert(prediction, table) - observed) ** 2))
-
-
-def dense_rows(X, rows: slice) -> np.ndarray:
-    """Rows of ``X`` as a dense float64 block (a bounded chunk, never the whole matrix)."""
-    block = X[rows]
-    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-    return block.astype(np.float64, copy=False)
-
-
-def row_chunks(n_rows: int, n_cols: int, budget_bytes: float = 64e6) -> list[slice]:
-    """Slices of rows whose dense float64 blocks stay within ``budget_bytes``."""
-    step = max(1, int(budget_bytes // (8 * max(n_cols, 1))))
-    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+    losses = np.asarray(losses, dtype=np.float64)
+    finite = np.isfinite(losses)
+    if not finite.any():
+        raise ValueError(
+            "No setting gave a finite self-supervised loss (all are NaN or infinite): the "
+            "denoiser failed on every setting. Check its output on this data, or the grid."
+        )
+    return int(np.argmin(np.where(finite, losses, np.inf)))
 
 
 @dataclass
 class CalibrationResult:
     """The whole loss curve of one calibration, and everything needed to repeat it.
+
+    The record type of both domains: single-cell calibrations use it as it is, and
+    :class:`~sc_noise2self.image.ImageCalibration` extends it.
 
     Attributes
     ----------
@@ -452,17 +546,22 @@ class CalibrationResult:
     @property
     def loss(self) -> np.ndarray:
         """The loss curve, averaged over splits."""
-        return self.loss_per_split.mean(axis=0)
+        return np.asarray(self.loss_per_split, dtype=np.float64).mean(axis=0)
 
     @property
     def loss_std(self) -> np.ndarray:
         """Spread of the loss across splits (zeros for a single split)."""
-        return self.loss_per_split.std(axis=0)
+        return np.asarray(self.loss_per_split, dtype=np.float64).std(axis=0)
+
+    @property
+    def failed(self) -> np.ndarray:
+        """Indices of grid points whose loss is not finite (they never win)."""
+        return np.flatnonzero(~np.isfinite(self.loss))
 
     @property
     def best_index(self) -> int:
-        """Index of the lowest mean loss in ``grid``."""
-        return int(np.argmin(self.loss))
+        """Index of the lowest finite mean loss in ``grid``."""
+        return finite_argmin(self.loss)
 
     @property
     def best(self):
@@ -470,28 +569,53 @@ class CalibrationResult:
         value = self.grid[self.best_index]
         return value.item() if isinstance(value, np.generic) else value
 
-    def to_dict(self) -> dict:
-        """A dict for ``adata.uns`` that survives writing to h5ad."""
-        return {
+    def to_dict(self, *, json_safe: bool = False) -> dict:
+        """A record for ``adata.uns`` (survives h5ad) or, with ``json_safe``, for JSON."""
+        record = {
             "params": {**_h5ad_safe(self.params), "param": self.param},
             "grid": np.asarray(self.grid),
             "loss": self.loss,
             "loss_std": self.loss_std,
-            "loss_per_split": self.loss_per_split,
+            "loss_per_split": np.asarray(self.loss_per_split),
             "best": self.best,
         }
+        return _json_ready(record) if json_safe else record
+
+    def to_json(self) -> str:
+        """The record as a JSON string (NaN losses written as ``NaN``)."""
+        return json.dumps(self.to_dict(json_safe=True))
 
     @classmethod
     def from_dict(cls, record: dict) -> CalibrationResult:
         """Rebuild a result from what :meth:`to_dict` wrote (e.g. read back from ``uns``)."""
-        params = dict(record.get("params", {}))
+        params = {k: (None if isinstance(v, str) and v == "None" else v)
+                  for k, v in dict(record.get("params", {})).items()}
         param = str(params.pop("param", "n_comps"))
         per_split = record.get("loss_per_split")
         if per_split is None:
-            per_split = np.asarray(record["loss"])[None, :]
-        return cls(param, np.asarray(record["grid"]), np.atleast_2d(per_split), params)
+            per_split = np.asarray(record["loss"], dtype=np.float64)[None, :]
+        return cls(param, np.asarray(record["grid"]),
+                   np.atleast_2d(np.asarray(per_split, dtype=np.float64)), params)
+
+    @classmethod
+    def from_json(cls, text: str) -> CalibrationResult:
+        """Rebuild a result from :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
 
 
 def _h5ad_safe(params: dict) -> dict:
     # h5ad cannot store None; keep the key so a run can be repeated.
     return {k: ("None" if v is None else v) for k, v in params.items()}
+
+
+def _json_ready(value):
+    """numpy arrays and scalars as lists and Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

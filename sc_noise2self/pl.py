@@ -7,7 +7,11 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from ._anndata import get_counts
+from ._validation import check_choice, is_dask_array
 from .calibration import CalibrationResult
+from .diagnostics import half_correlations, noise_correlations
+from .pp import split_counts
 
 
 def _as_result(adata_or_result, key: str) -> CalibrationResult:
@@ -121,7 +125,7 @@ def split_diagnostics(
     split of overdispersed (negative-binomial) counts gives them shared noise, which
     rewards overfitting. Both halves also share each cell's biology and depth, so their
     plain correlation across cells is positive on real data whatever the split. The default
-    ``statistic="noise"`` (:func:`~sc_noise2self.splitting.noise_correlations`) therefore
+    ``statistic="noise"`` (:func:`~sc_noise2self.diagnostics.noise_correlations`) therefore
     correlates each half's residual from its cell's neighbours, found from the other genes:
     about 0 for every gene when the split suits the data; positive, and growing with the
     mean (about ``mean / (mean + 2 b)`` at ``p = 0.5``), when the counts are overdispersed
@@ -144,7 +148,7 @@ def split_diagnostics(
     statistic
         ``"noise"``: correlation of the halves' noise (signal removed, see above).
         ``"raw"``: plain correlation across cells
-        (:func:`~sc_noise2self.splitting.half_correlations`), which includes the shared
+        (:func:`~sc_noise2self.diagnostics.half_correlations`), which includes the shared
         biology and depth.
     n_neighbors
         Neighbours per cell for ``statistic="noise"``.
@@ -158,10 +162,6 @@ def split_diagnostics(
     The matplotlib Axes.
     """
     import matplotlib.pyplot as plt
-
-    from ._anndata import get_counts
-    from ._validation import check_choice, is_dask_array
-    from .splitting import half_correlations, noise_correlations, split_counts
 
     check_choice(statistic, ("noise", "raw"), name="statistic")
     counts = get_counts(adata, layer)

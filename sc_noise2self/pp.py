@@ -1,11 +1,90 @@
-"""Preprocessing: split the molecules of an AnnData into two halves."""
+"""Preprocessing: split molecules into halves, for arrays and for AnnData."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import anndata as ad
 
+from . import splitting
 from ._anndata import get_counts, target
-from .splitting import RandomState, split_counts
+from ._rng import RandomState
+from ._validation import check_counts, is_dask_array
+from .diagnostics import estimate_overdispersion
+
+# split_counts is public as sc_noise2self.split_counts (the API page lists it there).
+__all__ = ["split_molecules"]
+
+
+def split_counts(
+    X,
+    p: float = 0.5,
+    *,
+    random_state: RandomState = 0,
+    method: Literal["binomial", "negative_binomial"] = "binomial",
+    overdispersion=None,
+    sample_ratio: float | None = None,
+):
+    """Split count matrix ``X`` molecule by molecule into two halves that sum to ``X``.
+
+    Parameters
+    ----------
+    X
+        Cells x genes raw counts: a numpy array or a scipy.sparse matrix or array (CSR, CSC or
+        COO), or a dask array of such chunks (split lazily, chunk by chunk). Integer dtypes,
+        or floats whose values are all integral.
+    p
+        Expected share of each count that goes to the first half, strictly between 0 and 1.
+    random_state
+        Seed, ``SeedSequence`` or ``Generator``. The same seed gives bit-identical halves,
+        whatever the dask chunking: each cell draws from its own stream, indexed by its row
+        and its total (see :mod:`sc_noise2self._rng`), so splitting a half again with the
+        same seed does not reuse the first split's draws.
+    method
+        ``"binomial"``: ``Xa ~ Binomial(X, p)``, which makes the halves independent given the
+        truth when the counts are Poisson. ``"negative_binomial"``: ``Xa ~ Binomial(X, pi)``
+        with ``pi ~ Beta(p b, (1 - p) b)`` for gene size ``b`` (count splitting / data
+        thinning), which makes the halves independent NB(p mu, p b) and NB((1-p) mu,
+        (1-p) b) when the counts are NB(mu, b).
+    overdispersion
+        The NB size ``b``: one number, one per gene, or ``"estimate"``
+        (:func:`~sc_noise2self.diagnostics.estimate_overdispersion`, counts in memory only).
+        ``inf`` means Poisson for that gene. Only with ``method="negative_binomial"``.
+    sample_ratio
+        MCV's overlap correction: the share ``r`` of each cell's molecules that the data
+        captured. Two independent draws from the cell would share molecules when ``r`` is
+        not small, so each observed molecule goes to A only, B only or both, with the shares
+        of :func:`overlap_shares`; then ``Xa + Xb >= X``. None (or 0) splits plainly.
+
+    Returns
+    -------
+    Xa, Xb
+        Two matrices of the input's type, sparse format and dtype with ``Xa + Xb == X``
+        exactly (for dask input: two lazy dask arrays, nothing computed yet). Sparse halves
+        store no zeros, so they never hold more non-zeros than ``X``. The input is not
+        modified.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sc_noise2self import split_counts
+    >>> X = np.array([[3, 0, 10], [1, 4, 0]])
+    >>> Xa, Xb = split_counts(X, random_state=0)
+    >>> bool((Xa + Xb == X).all())
+    True
+    """
+    if isinstance(overdispersion, str) and overdispersion == "estimate":
+        if is_dask_array(X):
+            raise ValueError(
+                "overdispersion='estimate' needs every cell in memory; on a dask array pass "
+                "the NB sizes per gene, e.g. "
+                "sc_noise2self.diagnostics.estimate_overdispersion(X[:20000].compute())."
+            )
+        if method == "negative_binomial":
+            check_counts(X)
+            overdispersion = estimate_overdispersion(X)
+    return splitting.split_counts(X, p, random_state=random_state, method=method,
+                                  overdispersion=overdispersion, sample_ratio=sample_ratio)
 
 
 def split_molecules(

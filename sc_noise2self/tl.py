@@ -1,15 +1,372 @@
 """Tools: calibrate a denoiser by the self-supervised loss, then denoise, writing into AnnData.
 
-One private module per family (``sc_noise2self._tools``), one public namespace here.
+Every ``calibrate_*`` / ``denoise_*`` pair is generated from its family's record
+(:class:`~sc_noise2self.calibration.Family`) by one adapter: the signature is the family's
+grid argument and options followed by the split options of
+:class:`~sc_noise2self.calibration.SplitSettings`, so an option added to the engine reaches
+every family, and a new family is one record in ``sc_noise2self/denoisers/``.
 """
 
-from ._tools.autoencoder import calibrate_autoencoder, denoise_autoencoder
-from ._tools.common import denoised_values
-from ._tools.generic import calibrate, compare
-from ._tools.graph import calibrate_diffusion, calibrate_knn, denoise_diffusion, denoise_knn
-from ._tools.pca import calibrate_pca, denoise_pca
+from __future__ import annotations
+
+import inspect
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from ._anndata import gene_positions, get_counts, logger, store_calibration, target
+from ._validation import check_choice, check_counts, is_dask_array
+from .calibration import (
+    DEFAULT_P,
+    CalibrationResult,
+    Family,
+    SplitSettings,
+    calibrate_callable_counts,
+    calibrate_counts,
+)
+from .denoisers.autoencoder import AUTOENCODER
+from .denoisers.graph import DIFFUSION, KNN
+from .denoisers.pca import PCA
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (PCA, KNN, DIFFUSION, AUTOENCODER)}
+METHODS = tuple(FAMILIES)
+
+_SHARED_DOCS = {
+    "adata": "Annotated data with raw integer counts in ``X`` or ``layers[layer]``.",
+    "layer": "Layer with the raw counts; None means ``X``.",
+    "p": "Share of molecules in half A, the half that is fitted. The default 0.7 had the "
+         "lowest regret in our measurements: the paper's 0.5 picks settings that suit half the "
+         "depth, and MCV's 0.9 leaves too noisy a target on small data "
+         "(``benchmarks/RESULTS.md``). With ``p != 0.5`` predictions are moved to half B's "
+         "depth before scoring.",
+    "transform": "``\"sqrt\"`` (the paper) or ``\"log1p\"`` (scanpy) after normalising each "
+                 "half to its share of the median library size; ``\"none\"`` keeps "
+                 "normalised counts.",
+    "loss": "``\"mse\"`` on the transformed scale, or ``\"poisson\"`` deviance on half B's "
+            "counts.",
+    "n_splits": "Independent splits to average; ``loss_std`` keeps their spread.",
+    "random_state": "Seed of the splits (and of the final fit); the same seed gives identical "
+                    "results.",
+    "split": "``\"binomial\"`` (Poisson counts) or ``\"negative_binomial\"`` (overdispersed "
+             "counts: beta-binomial splitting keeps the halves independent).",
+    "overdispersion": "For ``split=\"negative_binomial\"``: the NB size per gene, one number, "
+                      "or ``\"estimate\"`` (written to ``var[key_added + '_overdispersion']``).",
+    "sample_ratio": "MCV's overlap correction, the captured share of each cell's molecules; "
+                    "None splits plainly (:func:`~sc_noise2self.split_counts`).",
+    "folds": "K-fold thinning: each fold scored against the other K-1 (``p`` becomes "
+             "(K-1)/K).",
+    "progress": "Progress bars; None shows them only on a terminal.",
+    "key_added": "Where the results go: ``uns[key_added]`` and the keys named below.",
+    "max_layer_gb": "Write a dense denoised ``layers[key_added]`` only when it takes at most "
+                    "this many gigabytes (float32); otherwise read chosen genes with "
+                    ":func:`denoised_values`.",
+    "copy": "Return a new AnnData instead of writing into ``adata``.",
+}
+
+
+def _parameter(name: str, default) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+
+
+def _signature(family: Family, denoise: bool) -> inspect.Signature:
+    """The generated signature: AnnData, knob, grid, options, layer, split options, tail."""
+    adata = inspect.Parameter("adata", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              annotation="ad.AnnData")
+    head = [_parameter(family.knob, None)] if denoise else []
+    grid = [_parameter(family.grid_arg, family.grid_default)]
+    own = [_parameter(name, default) for name, default in family.options.items()]
+    split = [_parameter(name, getattr(SplitSettings(), name)) for name in SplitSettings.names()]
+    tail = [_parameter("layer", None), _parameter("progress", None),
+            _parameter("key_added", family.key)]
+    if denoise:
+        tail.append(_parameter("max_layer_gb", 1.0))
+    tail.append(_parameter("copy", False))
+    return inspect.Signature([adata, *head, *grid, *own, *split, *tail],
+                             return_annotation="ad.AnnData | None")
+
+
+def _docstring(family: Family, signature: inspect.Signature, denoise: bool) -> str:
+    """A numpy-style docstring from the family's texts and the shared option texts."""
+    docs = {**_SHARED_DOCS, **family.option_docs}
+    summary = family.denoise_summary if denoise else family.summary
+    lines = [line for paragraph in summary.split("\n\n")
+             for line in [*textwrap.wrap(paragraph, 92), ""]]
+    lines += ["Parameters", "----------"]
+    for name in signature.parameters:
+        lines.append(name)
+        lines.extend(textwrap.wrap(docs[name], 88, initial_indent="    ",
+                                   subsequent_indent="    "))
+    if denoise:
+        returns = f"None, or a new AnnData when ``copy=True``. Writes {family.writes}"
+    else:
+        returns = ("None, or a new AnnData when ``copy=True``. Writes ``uns[key_added]`` with "
+                   f"``params``, ``grid`` (the {family.knob} values scored), ``loss``, "
+                   "``loss_std``, ``loss_per_split`` and ``best``.")
+    lines += ["", "Returns", "-------", *textwrap.wrap(returns, 92)]
+    return "\n".join(lines) + "\n"
+
+
+def _generated(family: Family, denoise: bool, run: Callable) -> Callable:
+    """A public function with the family's signature and docstring that calls ``run``."""
+    signature = _signature(family, denoise)
+
+    def function(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return run(family, dict(bound.arguments))
+
+    name = f"{'denoise' if denoise else 'calibrate'}_{family.name}"
+    function.__name__ = function.__qualname__ = name
+    function.__module__ = __name__
+    function.__signature__ = signature
+    function.__doc__ = _docstring(family, signature, denoise)
+    return function
+
+
+def _split_options(arguments: dict) -> dict:
+    return {name: arguments.pop(name) for name in SplitSettings.names()}
+
+
+def _run_calibrate(family: Family, arguments: dict) -> ad.AnnData | None:
+    adata, layer, key = arguments.pop("adata"), arguments.pop("layer"), arguments.pop("key_added")
+    copy, progress = arguments.pop("copy"), arguments.pop("progress")
+    log = logger()
+    start = log.info(f"calibrating {family.name} ({family.knob}) by molecular cross-validation")
+    result = calibrate_counts(get_counts(adata, layer), family, progress=progress, **arguments)
+    adata = target(adata, copy)
+    store_calibration(adata, result, key, layer)
+    log.info(f"    best {family.knob} {result.best}", time=start, deep=f"added 'uns[{key!r}]'")
+    return adata if copy else None
+
+
+def _run_denoise(family: Family, arguments: dict) -> ad.AnnData | None:
+    adata, layer, key = arguments.pop("adata"), arguments.pop("layer"), arguments.pop("key_added")
+    copy, progress = arguments.pop("copy"), arguments.pop("progress")
+    max_layer_gb, value = arguments.pop("max_layer_gb"), arguments.pop(family.knob)
+    if arguments["loss"] not in family.denoise_losses:
+        raise ValueError(
+            f"denoise_{family.name} fits its final model by {family.denoise_losses[0]!r}, so "
+            f"calibrate it with loss={family.denoise_losses[0]!r} (calibrate_{family.name} "
+            f"supports loss={arguments['loss']!r} for comparing losses)."
+        )
+    counts = get_counts(adata, layer)
+    if not is_dask_array(counts):
+        check_counts(counts)  # the full counts are fitted even when the setting is given
+    log = logger()
+    result = None
+    if value is None:
+        result = _stored_calibration(adata, key, family, counts, arguments, layer)
+        if result is None:
+            log.info(f"calibrating {family.knob} first (no matching calibration under {key!r})")
+            result = calibrate_counts(counts, family, progress=progress, **arguments)
+        value = family.choose(result)
+    start = log.info(f"denoising by {family.name} with {family.knob}={value}")
+    fit_options = {name: arguments[name] for name in family.fit_options}
+    fitted = family.fit(counts, value, fit_options, transform=arguments["transform"],
+                        random_state=arguments["random_state"], max_layer_gb=max_layer_gb)
+    adata = target(adata, copy)
+    record = (store_calibration(adata, result, key, layer) if result is not None
+              else {"params": {}})
+    record["params"].update({family.knob: value, "depth": fitted.depth,
+                             "transform": arguments["transform"],
+                             "layer": "X" if layer is None else layer, **fit_options})
+    record.update({"method": family.name, family.knob: value})
+    adata.uns[key] = record
+    adata.uns[key].update(family.store(adata, fitted, key, max_layer_gb))
+    log.info("    finished", time=start, deep=f"added results under {key!r}")
+    return adata if copy else None
+
+
+def _stored_calibration(adata, key, family, counts, arguments, layer) -> CalibrationResult | None:
+    """A calibration already under ``uns[key]`` whose settings match this call, or None."""
+    record = adata.uns.get(key)
+    if not isinstance(record, dict) or "loss" not in record or "params" not in record:
+        return None
+    if not isinstance(arguments["overdispersion"], int | float | type(None)):
+        return None  # per-gene or estimated sizes: recalibrate rather than compare arrays
+    settings = SplitSettings(**{n: arguments[n] for n in SplitSettings.names()})
+    if is_dask_array(counts) or settings.folds is not None:
+        return None
+    wanted = {**settings.params(), family.grid_arg: arguments[family.grid_arg],
+              **{name: arguments[name] for name in family.options},
+              "layer": "X" if layer is None else layer}
+    stored = record["params"]
+    if any(_plain(stored.get(name)) != _plain(value) for name, value in wanted.items()):
+        return None
+    logger().info(f"reusing the calibration stored in uns[{key!r}] (same settings)")
+    return CalibrationResult.from_dict(record)
+
+
+def _plain(value):
+    """A comparable form of a stored or given option (h5ad writes None as 'None')."""
+    if value is None or (isinstance(value, str) and value == "None"):
+        return None
+    if isinstance(value, np.ndarray | list | tuple):
+        return tuple(_plain(v) for v in np.asarray(value).tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+calibrate_pca = _generated(PCA, False, _run_calibrate)
+denoise_pca = _generated(PCA, True, _run_denoise)
+calibrate_knn = _generated(KNN, False, _run_calibrate)
+denoise_knn = _generated(KNN, True, _run_denoise)
+calibrate_diffusion = _generated(DIFFUSION, False, _run_calibrate)
+denoise_diffusion = _generated(DIFFUSION, True, _run_denoise)
+calibrate_autoencoder = _generated(AUTOENCODER, False, _run_calibrate)
+denoise_autoencoder = _generated(AUTOENCODER, True, _run_denoise)
+
+
+def calibrate(
+    adata: ad.AnnData,
+    method="pca",
+    *,
+    param_grid: dict | None = None,
+    layer: str | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+    **kwargs,
+) -> ad.AnnData | None:
+    """Calibrate any denoiser family, or your own denoiser, by the self-supervised loss.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
+    method
+        ``"pca"``, ``"knn"``, ``"diffusion"``, ``"autoencoder"``, or a callable
+        ``f(train_half, **params) -> prediction`` that denoises half A's normalised,
+        transformed values (cells x genes) and returns a prediction of the same shape.
+    param_grid
+        For a callable: ``{name: values}``, expanded as a product (required). For a family:
+        its knob, ``{"n_comps": ...}``, ``{"n_neighbors": ...}``, ``{"t": ...}`` or
+        ``{"width": ...}`` (optional; default grids otherwise).
+    layer
+        Layer with the raw counts; None means ``X``.
+    key_added
+        Where the record goes in ``uns``; default ``"noise2self"`` for PCA,
+        ``"noise2self_<method>"`` for the others and ``"noise2self_custom"`` for a callable.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+    **kwargs
+        Split options (``p``, ``transform``, ``loss``, ``n_splits``, ``random_state``, ...)
+        and the family's own options.
+
+    Returns
+    -------
+    None, or a new AnnData when ``copy=True``. The record has the same keys for every
+    method: ``params``, ``grid``, ``loss``, ``loss_std``, ``loss_per_split`` and ``best``.
+    """
+    if callable(method):
+        return _calibrate_callable(adata, method, param_grid, layer, key_added, copy, kwargs)
+    family = FAMILIES[check_choice(method, METHODS, name="method")]
+    if param_grid:
+        if set(param_grid) != {family.knob}:
+            raise ValueError(f"For method={method!r}, param_grid takes one key, "
+                             f"{family.knob!r}; got {sorted(param_grid)}.")
+        values = list(np.atleast_1d(param_grid[family.knob]))
+        kwargs[family.grid_arg] = family.grid_arg_from_values(values)
+    arguments = _signature(family, False).bind(adata, **kwargs, layer=layer,
+                                              key_added=key_added or family.key, copy=copy)
+    arguments.apply_defaults()
+    return _run_calibrate(family, dict(arguments.arguments))
+
+
+def _calibrate_callable(adata, denoiser, param_grid, layer, key_added, copy, options):
+    if not param_grid:
+        raise ValueError("A callable method needs param_grid, e.g. {'n_comps': [5, 10, 20]}.")
+    progress = options.pop("progress", None)
+    unknown = set(options) - set(SplitSettings.names())
+    if unknown:
+        raise TypeError(f"Unexpected options {sorted(unknown)} for a callable method.")
+    result = calibrate_callable_counts(get_counts(adata, layer), denoiser, param_grid,
+                                       settings=SplitSettings(**options), progress=progress)
+    adata = target(adata, copy)
+    store_calibration(adata, result, key_added or "noise2self_custom", layer)
+    return adata if copy else None
+
+
+def compare(
+    adata: ad.AnnData,
+    methods=("pca", "knn", "diffusion"),
+    *,
+    layer: str | None = None,
+    key_added: str = "noise2self",
+    **kwargs,
+) -> pd.DataFrame:
+    """Calibrate several families on the same split and tabulate their best losses.
+
+    Every family sees the same split (same ``random_state``), so the losses compare
+    directly: the lowest is the family that predicts held-out molecules best.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
+    methods
+        Families to run, from ``"pca"``, ``"knn"``, ``"diffusion"``, ``"autoencoder"``.
+    layer
+        Layer with the raw counts; None means ``X``.
+    key_added
+        Each record goes to ``uns[f"{key_added}_{method}"]``.
+    **kwargs
+        Split options shared by all families (``p``, ``transform``, ``loss``, ``n_splits``,
+        ``random_state``).
+
+    Returns
+    -------
+    A DataFrame with one row per method: ``method``, ``param``, ``best``, ``best_loss``,
+    ``seconds``, ``key``, sorted by ``best_loss``.
+    """
+    for method in methods:
+        check_choice(method, METHODS, name="method")
+    rows = []
+    for method in methods:
+        key = f"{key_added}_{method}"
+        start = time.perf_counter()
+        calibrate(adata, method, layer=layer, key_added=key, **kwargs)
+        result = CalibrationResult.from_dict(adata.uns[key])
+        rows.append(dict(method=method, param=result.param, best=result.best,
+                         best_loss=float(result.loss[result.best_index]),
+                         seconds=time.perf_counter() - start, key=key))
+    return pd.DataFrame(rows).sort_values("best_loss", ignore_index=True)
+
+
+def denoised_values(
+    adata: ad.AnnData,
+    genes: Sequence[str] | str | None = None,
+    *,
+    key: str = "noise2self",
+) -> np.ndarray:
+    """Denoised values for chosen genes, from what a ``tl.denoise_*`` function stored.
+
+    Parameters
+    ----------
+    adata
+        AnnData on which a ``denoise_*`` function ran.
+    genes
+        One gene name, a list of names, or None for all genes.
+    key
+        The ``key_added`` of that run.
+
+    Returns
+    -------
+    Dense float32 array, cells x genes, on the transformed scale of the run.
+    """
+    record = adata.uns.get(key)
+    if not isinstance(record, dict) or str(record.get("method")) not in FAMILIES:
+        raise KeyError(f"No denoising under key {key!r}; run a `tl.denoise_*` function first.")
+    family = FAMILIES[str(record["method"])]
+    return family.values(adata, key, gene_positions(adata, genes))
+
 
 __all__ = [
+    "DEFAULT_P",
     "calibrate",
     "calibrate_autoencoder",
     "calibrate_diffusion",

@@ -238,3 +238,14 @@ def _mean_reaching(y_max: float, transform: str) -> float:
     if transform == "log1p":
         return float(np.expm1(min(y_max + 1.0, 700.0)))
     return 2.0 * y_max + 1.0
+
+
+def normalised_values(counts, depth: float, transform: str, columns=None):
+    """Counts normalised to ``depth`` and transformed, for all genes or ``columns`` only.
+
+    Library sizes come from every gene, so a subset of columns is scaled as in the whole.
+    """
+    totals = library_sizes(counts)
+    if columns is not None:
+        counts = counts[:, columns]
+    return apply_transform(normalize_to_depth(counts, depth, totals), transform, inplace=True)

@@ -253,7 +253,7 @@ def test_many_genes_warn_about_the_gram_matrices():
 @pytest.mark.parametrize("chunk_type", CHUNK_TYPES)
 def test_torch_device_path_equals_the_scipy_path(counts, chunk_type):
     pytest.importorskip("torch")
-    from sc_noise2self.denoisers.pca_dask import calibrate_pca_dask
+    from sc_noise2self.denoisers.pca import calibrate_pca_counts as calibrate_pca_dask
 
     X = as_dask(counts, chunk_type, 300)
     for p in (0.5, 0.7):  # closed-form products, and gathered rows
@@ -265,7 +265,7 @@ def test_torch_device_path_equals_the_scipy_path(counts, chunk_type):
 
 def test_unavailable_device_is_refused(counts):
     torch = pytest.importorskip("torch")
-    from sc_noise2self.denoisers.pca_dask import calibrate_pca_dask
+    from sc_noise2self.denoisers.pca import calibrate_pca_counts as calibrate_pca_dask
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")

@@ -5,15 +5,17 @@ from test_pca import expected_target
 
 import sc_noise2self as n2s
 from sc_noise2self import datasets
-from sc_noise2self.calibration import SplitSettings, calibrate_callable_counts, prepare_halves
+from sc_noise2self._rng import spawn_seeds
+from sc_noise2self.calibration import SplitSettings, calibrate_callable_counts
 from sc_noise2self.denoisers.autoencoder import (
     TrainSettings,
     apply_net,
     calibrate_autoencoder_counts,
     fit_autoencoder,
 )
-from sc_noise2self.denoisers.pca import calibrate_pca_counts, fit_pca
-from sc_noise2self.splitting import spawn_seeds
+from sc_noise2self.denoisers.pca import calibrate_pca_counts
+from sc_noise2self.embedding import fit_pca
+from sc_noise2self.losses import prepare_halves
 
 FAST = TrainSettings(max_epochs=60, patience=5)
 WIDTHS = (1, 2, 4, 16, 64)
@@ -128,7 +130,7 @@ def test_batched_widths_reach_the_sequential_best_loss(small):
 def test_stacked_member_uses_only_its_own_bottleneck_units():
     import torch
 
-    from sc_noise2self.denoisers.autoencoder import StackedAutoencoders
+    from sc_noise2self.denoisers.autoencoder_batched import StackedAutoencoders
 
     torch.manual_seed(0)
     stack = StackedAutoencoders(12, [2, 5], hidden=(8,))
@@ -152,7 +154,7 @@ def test_default_grids_fit_small_data():
 def test_poisson_training_survives_cells_with_empty_half_a():
     import torch
 
-    from sc_noise2self.denoisers.autoencoder import _training_loss
+    from sc_noise2self.denoisers.autoencoder_nets import training_loss as _training_loss
 
     X = np.array([[1, 0, 0], [5, 3, 2], [4, 4, 1], [2, 6, 3]])
     halves = prepare_halves(X, p=0.7, transform="sqrt", random_state=4)

@@ -3,7 +3,7 @@ import pytest
 from conftest import to_dense
 
 import sc_noise2self as n2s
-from sc_noise2self.calibration import SplitSettings, prepare_halves
+from sc_noise2self.calibration import SplitSettings
 from sc_noise2self.denoisers.graph import (
     build_graph,
     calibrate_diffusion_counts,
@@ -13,6 +13,7 @@ from sc_noise2self.denoisers.graph import (
     knn_loss_curve,
     knn_operator,
 )
+from sc_noise2self.losses import prepare_halves
 
 
 @pytest.fixture(scope="module")

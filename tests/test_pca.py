@@ -3,9 +3,11 @@ import pytest
 from conftest import to_dense
 from scipy import sparse
 
-from sc_noise2self.calibration import prepare_halves
-from sc_noise2self.denoisers.pca import calibrate_pca_counts, fit_pca, rank_loss_curve
-from sc_noise2self.splitting import spawn_seeds
+from sc_noise2self._rng import spawn_seeds
+from sc_noise2self.denoisers.pca import calibrate_pca_counts
+from sc_noise2self.denoisers.rank_loss import rank_loss_curve
+from sc_noise2self.embedding import fit_pca
+from sc_noise2self.losses import prepare_halves
 from sc_noise2self.transforms import apply_transform, normalize_to_depth
 
 
@@ -205,7 +207,8 @@ def truth_best_rank(X, rate: np.ndarray, size: float, max_comps: int) -> int:
     The truth is what that denoiser estimates: each cell's expected sqrt-normalised count,
     ``sqrt(depth / L_i) E[sqrt(NB(rate_ij, b))]`` (``L_i``: expected library size).
     """
-    from sc_noise2self.denoisers.pca import _linear_mse_curve, fit_pca
+    from sc_noise2self.denoisers.rank_loss import linear_mse_curve as _linear_mse_curve
+    from sc_noise2self.embedding import fit_pca
     from sc_noise2self.transforms import apply_transform, library_sizes, normalize_to_depth
 
     depth = float(np.median(library_sizes(X)))

@@ -6,7 +6,7 @@ import pytest
 from scipy import sparse
 
 from sc_noise2self import datasets, pl, split_counts
-from sc_noise2self.splitting import half_correlations, noise_correlations
+from sc_noise2self.diagnostics import half_correlations, noise_correlations
 
 # Median over genes of the noise correlation for a split that suits the data. The neighbour
 # mean never matches a cell's expression exactly; on these data that leaves about 0.01-0.02.
@@ -95,7 +95,7 @@ def test_noise_correlation_refuses_too_few_genes_or_cells():
 
 
 def test_overdispersion_estimate_refuses_too_few_cells():
-    from sc_noise2self.splitting import estimate_overdispersion
+    from sc_noise2self.diagnostics import estimate_overdispersion
 
     with pytest.raises(ValueError, match="at least 3 cells"):
         estimate_overdispersion(np.ones((2, 5)))

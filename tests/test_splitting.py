@@ -133,7 +133,7 @@ def test_beta_binomial_halves_have_nb_margins():
 
 
 def test_overdispersion_estimate_recovers_known_size():
-    from sc_noise2self.splitting import estimate_overdispersion
+    from sc_noise2self.diagnostics import estimate_overdispersion
 
     rng = np.random.default_rng(4)
     mu = rng.lognormal(1.0, 0.7, size=200)
@@ -148,7 +148,7 @@ def test_overdispersion_estimate_recovers_known_size():
 
 def test_overdispersion_estimate_keeps_genes_that_truly_differ_apart():
     """Shrinkage pulls noisy genes together, but not genes whose sizes really differ."""
-    from sc_noise2self.splitting import estimate_overdispersion
+    from sc_noise2self.diagnostics import estimate_overdispersion
 
     rng = np.random.default_rng(5)
     means = rng.lognormal(0.5, 1.0, 300) * rng.lognormal(0.0, 0.3, (2000, 1))
@@ -167,7 +167,7 @@ def test_overdispersion_of_the_most_expressed_genes_is_not_hidden_by_their_neigh
     too high).
     """
     from sc_noise2self import datasets
-    from sc_noise2self.splitting import estimate_overdispersion
+    from sc_noise2self.diagnostics import estimate_overdispersion
 
     size = 0.5
     rate = datasets.synthetic_counts(1500, 400, rank=6, depth=2000,
@@ -225,7 +225,7 @@ def test_split_diagnostics_show_the_binomial_split_correlating_nb_halves():
     import anndata as ad
 
     import sc_noise2self as n2s
-    from sc_noise2self.splitting import half_correlations
+    from sc_noise2self.diagnostics import half_correlations
 
     X = sparse.csr_matrix(nb_counts(mu=5.0, size=1.0))
     a, b = split_counts(X, 0.5, random_state=1)

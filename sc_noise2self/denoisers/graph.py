@@ -1,12 +1,13 @@
-"""Graph smoothing denoisers: kNN averaging and lazy diffusion, each scored over its whole grid.
+"""Graph smoothing families: kNN averaging and lazy diffusion, each scored over its whole grid.
 
 The graph is built from half A alone (PCA of half A, then scikit-learn's neighbours), so that
 half B, the target, leaks into nothing. Both families are linear smoothers applied per gene,
 so the loss is accumulated over blocks of genes, never holding a dense cells x genes matrix:
 
-- kNN averaging with k neighbours (the cell itself first): the running sum over neighbours
-  gives every k of the grid in one pass;
-- diffusion ``X_t = M^t A`` with the lazy walk ``M = (P + I) / 2``: one sparse product a step.
+- :data:`KNN`, averaging over k neighbours (the cell itself first): the running sum over
+  neighbours gives every k of the grid in one pass;
+- :data:`DIFFUSION`, ``X_t = M^t A`` with the lazy walk ``M = (P + I) / 2``: one sparse
+  product a step.
 """
 
 from __future__ import annotations
@@ -15,69 +16,19 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from sklearn.neighbors import NearestNeighbors
 
-from ..calibration import CalibrationResult, Halves, SplitSettings, block_loss, run_splits
+from .._anndata import get_counts, write_dense_layer
+from ..calibration import CalibrationResult, Family, calibrate_counts
+from ..embedding import NeighbourGraph, build_graph
+from ..losses import Halves, block_loss
+from ..transforms import library_sizes, normalised_values
 
 GENE_BLOCK_BYTES = 64e6
+DEFAULT_KS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
 
-
-@dataclass
-class NeighbourGraph:
-    """Neighbours of each cell, nearest first and the cell itself at position 0."""
-
-    indices: np.ndarray  # cells x n_neighbors
-    distances: np.ndarray  # cells x n_neighbors
-
-    @property
-    def n_neighbors(self) -> int:
-        """Neighbours stored per cell, the cell itself included."""
-        return self.indices.shape[1]
-
-
-def build_graph(values, n_neighbors: int, *, n_pcs: int = 30, random_state=0) -> NeighbourGraph:
-    """kNN graph of cells from their transformed values (PCA, then exact Euclidean neighbours).
-
-    Parameters
-    ----------
-    values
-        Cells x genes transformed values (numpy or CSR); for calibration, half A only.
-    n_neighbors
-        Neighbours per cell, the cell itself included.
-    n_pcs
-        Principal components that the distances use (clipped to what the data allow).
-    random_state
-        Seed of the PCA solver.
-
-    Returns
-    -------
-    The :class:`NeighbourGraph`.
-    """
-    from .pca import fit_pca, max_rank
-
-    n_cells = values.shape[0]
-    if n_neighbors > n_cells:
-        raise ValueError(
-            f"n_neighbors={n_neighbors} exceeds the {n_cells} cells; use at most {n_cells}."
-        )
-    n_pcs = max(1, min(n_pcs, max_rank(values.shape)))
-    embedding = fit_pca(values, n_pcs, random_state=random_state).scores
-    search = NearestNeighbors(n_neighbors=n_neighbors).fit(embedding)
-    distances, indices = search.kneighbors(embedding)
-    _put_self_first(indices, distances)
-    return NeighbourGraph(indices, distances)
-
-
-def _put_self_first(indices: np.ndarray, distances: np.ndarray) -> None:
-    # Duplicated cells can tie at distance 0, so the cell itself is not always returned first.
-    own = np.arange(indices.shape[0])
-    not_first = indices[:, 0] != own
-    for i in np.flatnonzero(not_first):
-        where = np.flatnonzero(indices[i] == own[i])
-        j = where[0] if where.size else indices.shape[1] - 1
-        indices[i, 1 : j + 1] = indices[i, :j].copy()
-        distances[i, 1 : j + 1] = distances[i, :j].copy()
-        indices[i, 0], distances[i, 0] = i, 0.0
+__all__ = ["DIFFUSION", "KNN", "build_graph", "calibrate_diffusion_counts",
+           "calibrate_knn_counts", "diffusion_loss_curve", "diffusion_operator",
+           "knn_loss_curve", "knn_operator"]
 
 
 def diffusion_operator(graph: NeighbourGraph, *, bandwidth_rank: int | None = None):
@@ -153,7 +104,7 @@ def knn_loss_curve(graph: NeighbourGraph, halves: Halves, ks, loss: str = "mse")
                     prediction, observed, halves, slice(None), table, loss
                 )
 
-    _over_gene_blocks(halves, loss, score_block)
+    over_gene_blocks(halves, loss, score_block)
     return totals / np.prod(halves.b.shape)
 
 
@@ -185,116 +136,226 @@ def diffusion_loss_curve(operator, halves: Halves, t_max: int, loss: str = "mse"
                 smoothed = operator @ smoothed
             totals[t] += block_loss(smoothed, observed, halves, slice(None), table, loss)
 
-    _over_gene_blocks(halves, loss, score_block)
+    over_gene_blocks(halves, loss, score_block)
     return totals / np.prod(halves.b.shape)
 
 
-def _over_gene_blocks(halves: Halves, loss: str, score_block) -> None:
+def over_gene_blocks(halves: Halves, loss: str, score_block) -> None:
+    """Call ``score_block(a_block, target_block)`` on dense blocks of genes of both halves."""
     a = halves.a.tocsc() if sparse.issparse(halves.a) else np.asarray(halves.a)
     target = halves.target(loss)
     target = target.tocsc() if sparse.issparse(target) else np.asarray(target)
     for genes in gene_blocks(*a.shape):
-        score_block(_dense(a[:, genes]), _dense(target[:, genes]))
+        score_block(dense_block(a[:, genes]), dense_block(target[:, genes]))
 
 
-def _dense(block) -> np.ndarray:
+def dense_block(block) -> np.ndarray:
+    """A sparse or dense block as a dense float64 array."""
     block = block.toarray() if sparse.issparse(block) else block
     return np.asarray(block, dtype=np.float64)
 
 
-DEFAULT_KS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
+def _knn_grid(ks, shape: tuple[int, int], options: dict) -> np.ndarray:
+    n_cells = shape[0]
+    if ks is None:
+        ks = [k for k in DEFAULT_KS if k < n_cells]
+    ks = np.unique(np.asarray(ks, dtype=int))
+    if ks.size == 0 or ks.min() < 1 or ks.max() >= n_cells:
+        raise ValueError(
+            f"ks must hold neighbour counts between 1 and n_cells - 1 = {n_cells - 1}; "
+            f"got {ks.tolist()}."
+        )
+    return ks
 
 
-def calibrate_knn_counts(
-    X,
-    *,
-    ks=None,
-    n_pcs: int = 30,
-    settings: SplitSettings | None = None,
-    progress: bool | None = None,
-) -> CalibrationResult:
-    """Self-supervised loss of kNN averaging for every neighbour count in ``ks``.
+def _score_knn(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
+               progress: bool | None = None) -> np.ndarray:
+    graph = build_graph(halves.a, int(grid.max()), n_pcs=options["n_pcs"], random_state=seed)
+    return knn_loss_curve(graph, halves, grid, loss)
+
+
+def _diffusion_grid(t_max: int, shape: tuple[int, int], options: dict) -> np.ndarray:
+    if not isinstance(t_max, int | np.integer) or t_max < 0:
+        raise ValueError(f"t_max={t_max!r} must be a non-negative number of steps.")
+    return np.arange(t_max + 1)
+
+
+def _check_diffusion(options: dict, X) -> None:
+    n_neighbors = options["n_neighbors"]
+    if not isinstance(n_neighbors, int | np.integer) or not 2 <= n_neighbors < X.shape[0]:
+        raise ValueError(
+            f"n_neighbors={n_neighbors!r} must lie between 2 and n_cells - 1 = "
+            f"{X.shape[0] - 1}."
+        )
+
+
+def _check_n_pcs(options: dict, X) -> None:
+    n_pcs = options["n_pcs"]
+    if not isinstance(n_pcs, int | np.integer) or n_pcs < 1:
+        raise ValueError(f"n_pcs={n_pcs!r} must be a positive number of components.")
+
+
+def _score_diffusion(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
+                     progress: bool | None = None) -> np.ndarray:
+    graph = build_graph(halves.a, options["n_neighbors"], n_pcs=options["n_pcs"],
+                        random_state=seed)
+    return diffusion_loss_curve(diffusion_operator(graph), halves, int(grid[-1]), loss)
+
+
+@dataclass
+class Smoother:
+    """A fitted graph smoother: the operator, how often to apply it, the depth it used."""
+
+    operator: sparse.csr_matrix
+    steps: int
+    depth: float
+    n_neighbors: int
+
+
+def _smoother(counts, n_neighbors: int, options: dict, transform: str, random_state):
+    depth = float(np.median(library_sizes(counts)))
+    values = normalised_values(counts, depth, transform)
+    graph = build_graph(values, n_neighbors, n_pcs=options["n_pcs"], random_state=random_state)
+    return graph, depth
+
+
+def _fit_knn(counts, k: int, options: dict, *, transform: str, random_state,
+             max_layer_gb: float) -> Smoother:
+    graph, depth = _smoother(counts, int(k), options, transform, random_state)
+    return Smoother(knn_operator(graph, int(k)), 1, depth, int(k))
+
+
+def _fit_diffusion(counts, t: int, options: dict, *, transform: str, random_state,
+                   max_layer_gb: float) -> Smoother:
+    if not isinstance(t, int | np.integer) or t < 0:
+        raise ValueError(f"t={t!r} must be a non-negative number of diffusion steps.")
+    graph, depth = _smoother(counts, options["n_neighbors"], options, transform, random_state)
+    return Smoother(diffusion_operator(graph), int(t), depth, options["n_neighbors"])
+
+
+def store_smoother(adata, fitted: Smoother, key: str, max_layer_gb: float) -> dict:
+    """Write the operator to ``obsp[key + '_operator']`` and the layer when it fits.
+
+    ``uns[key]`` already holds the record's params (layer, depth, transform); the steps are
+    added first, because :func:`smoothed_values` reads them back to make the layer.
+    """
+    adata.obsp[f"{key}_operator"] = fitted.operator
+    adata.uns[key].update(steps=fitted.steps, n_neighbors=fitted.n_neighbors)
+    write_dense_layer(adata, key, max_layer_gb,
+                      values=lambda: smoothed_values(adata, key, np.arange(adata.n_vars)))
+    return {}
+
+
+def smoothed_values(adata, key: str, columns: np.ndarray) -> np.ndarray:
+    """Apply the stored graph operator (``steps`` times) to the chosen genes' values."""
+    record = adata.uns[key]
+    params = record["params"]
+    layer = None if params["layer"] in ("X", "None") else params["layer"]
+    values = normalised_values(get_counts(adata, layer), params["depth"], params["transform"],
+                               columns)
+    values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+    operator = adata.obsp[f"{key}_operator"]
+    for _ in range(int(record.get("steps", 1))):
+        values = operator @ values
+    return np.asarray(values, dtype=np.float32)
+
+
+_SMOOTHER_WRITES = ("``obsp[key_added + '_operator']`` (one step of the smoother), "
+                    "``uns[key_added]`` (with ``steps``) and, when it fits ``max_layer_gb``, "
+                    "``layers[key_added]`` on the transformed scale.")
+_N_PCS_DOC = "Principal components of half A (of the full data when denoising) used for the "\
+    "neighbour search."
+
+KNN = Family(
+    name="knn",
+    knob="n_neighbors",
+    grid_arg="ks",
+    grid_default=None,
+    make_grid=_knn_grid,
+    grid_arg_from_values=list,
+    score=_score_knn,
+    check_options=_check_n_pcs,
+    fit=_fit_knn,
+    store=store_smoother,
+    values=smoothed_values,
+    options={"n_pcs": 30},
+    fit_options=("n_pcs",),
+    option_docs={
+        "ks": "Neighbour counts to score, the cell itself included (1 = no smoothing). None "
+              "uses 1, 2, 3, 5, 8, 10, 15, 20, 30, 50 below the number of cells.",
+        "n_neighbors": "Neighbours to average over, the cell itself included. None calibrates "
+                       "it first (or reuses a matching calibration stored under "
+                       "``key_added``).",
+        "n_pcs": _N_PCS_DOC,
+    },
+    summary="Choose the number of neighbours to average over by molecular cross-validation."
+            "\n\nThe kNN graph is built from half A alone; each cell's prediction is the mean "
+            "of half A over its k nearest cells (itself first), scored against half B.",
+    denoise_summary="Denoise by averaging each cell over its nearest cells, at a calibrated "
+                    "(or given) k.",
+    writes=_SMOOTHER_WRITES,
+)
+
+DIFFUSION = Family(
+    name="diffusion",
+    knob="t",
+    grid_arg="t_max",
+    grid_default=12,
+    make_grid=_diffusion_grid,
+    grid_arg_from_values=lambda values: int(max(values)),
+    score=_score_diffusion,
+    check_options=lambda options, X: (_check_n_pcs(options, X), _check_diffusion(options, X)),
+    fit=_fit_diffusion,
+    store=store_smoother,
+    values=smoothed_values,
+    options={"n_neighbors": 15, "n_pcs": 30},
+    fit_options=("n_neighbors", "n_pcs"),
+    option_docs={
+        "t_max": "Largest number of diffusion steps scored (the grid is ``0..t_max``).",
+        "t": "Number of diffusion steps. None calibrates it first (or reuses a matching "
+             "calibration stored under ``key_added``).",
+        "n_neighbors": "Neighbours per cell in the graph, the cell itself included.",
+        "n_pcs": _N_PCS_DOC,
+    },
+    summary="Choose the number of diffusion steps (MAGIC-style smoothing) by molecular "
+            "cross-validation.\n\nThe lazy random walk ``(P + I) / 2`` on an adaptive Gaussian "
+            "kNN graph of half A is applied ``t`` times to half A and scored against half B, "
+            "for every t in ``0..t_max``.",
+    denoise_summary="Denoise by ``t`` steps of lazy diffusion on the kNN graph, ``t`` "
+                    "calibrated or given.",
+    writes=_SMOOTHER_WRITES,
+)
+
+
+def calibrate_knn_counts(X, **options) -> CalibrationResult:
+    """Array-level kNN calibration: :func:`~sc_noise2self.calibration.calibrate_counts` of KNN.
 
     Parameters
     ----------
     X
         Raw counts, cells x genes.
-    ks
-        Neighbour counts to score, the cell itself included (1 = no smoothing); None uses
-        ``DEFAULT_KS`` below the number of cells.
-    n_pcs
-        Principal components of half A that the neighbour search uses.
-    settings
-        Split, transform and loss options (:class:`~sc_noise2self.calibration.SplitSettings`).
-    progress
-        A progress bar over splits; None shows it only on a terminal.
+    **options
+        ``ks``, ``n_pcs``, split options or ``settings=``, and ``progress``.
 
     Returns
     -------
     :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = ks``.
     """
-    settings = settings or SplitSettings()
-    settings = settings.validate(X)
-    if ks is None:
-        ks = [k for k in DEFAULT_KS if k < X.shape[0]]
-    ks = np.unique(np.asarray(ks, dtype=int))
-    if ks.size == 0 or ks.min() < 1 or ks.max() >= X.shape[0]:
-        raise ValueError(
-            f"ks must hold neighbour counts between 1 and n_cells - 1 = {X.shape[0] - 1}; "
-            f"got {ks.tolist()}."
-        )
-
-    def score(halves: Halves, seed) -> np.ndarray:
-        graph = build_graph(halves.a, int(ks.max()), n_pcs=n_pcs, random_state=seed)
-        return knn_loss_curve(graph, halves, ks, settings.loss)
-
-    curves = run_splits(X, settings, score, progress=progress)
-    return CalibrationResult("n_neighbors", ks, curves, dict(settings.params(), n_pcs=n_pcs))
+    return calibrate_counts(X, KNN, **options)
 
 
-def calibrate_diffusion_counts(
-    X,
-    *,
-    t_max: int = 12,
-    n_neighbors: int = 15,
-    n_pcs: int = 30,
-    settings: SplitSettings | None = None,
-    progress: bool | None = None,
-) -> CalibrationResult:
-    """Self-supervised loss of lazy diffusion for every number of steps ``0..t_max``.
+def calibrate_diffusion_counts(X, **options) -> CalibrationResult:
+    """Array-level diffusion calibration (:func:`~sc_noise2self.calibration.calibrate_counts`).
 
     Parameters
     ----------
     X
         Raw counts, cells x genes.
-    t_max
-        Largest number of diffusion steps scored.
-    n_neighbors
-        Neighbours per cell in the graph, the cell itself included.
-    n_pcs
-        Principal components of half A that the neighbour search uses.
-    settings
-        Split, transform and loss options (:class:`~sc_noise2self.calibration.SplitSettings`).
-    progress
-        A progress bar over splits; None shows it only on a terminal.
+    **options
+        ``t_max``, ``n_neighbors``, ``n_pcs``, split options or ``settings=``, ``progress``.
 
     Returns
     -------
     :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..t_max``.
     """
-    settings = settings or SplitSettings()
-    settings = settings.validate(X)
-    if t_max < 0:
-        raise ValueError(f"t_max={t_max} must be a non-negative number of steps.")
-    if not 2 <= n_neighbors < X.shape[0]:
-        raise ValueError(
-            f"n_neighbors={n_neighbors} must lie between 2 and n_cells - 1 = {X.shape[0] - 1}."
-        )
-
-    def score(halves: Halves, seed) -> np.ndarray:
-        graph = build_graph(halves.a, n_neighbors, n_pcs=n_pcs, random_state=seed)
-        return diffusion_loss_curve(diffusion_operator(graph), halves, t_max, settings.loss)
-
-    curves = run_splits(X, settings, score, progress=progress)
-    params = dict(settings.params(), n_neighbors=n_neighbors, n_pcs=n_pcs, t_max=t_max)
-    return CalibrationResult("t", np.arange(t_max + 1), curves, params)
+    return calibrate_counts(X, DIFFUSION, **options)

@@ -1,4 +1,4 @@
-"""PCA rank calibration on a dask array of counts, out of core and on any dask scheduler.
+"""The PCA family on a dask array of counts: out of core, on any dask scheduler.
 
 One pass over the row chunks gives every cell's total (and checks the counts). Then, per
 split, one more pass splits each chunk (the in-memory halves, bit for bit: one random stream
@@ -8,11 +8,11 @@ per row), normalises and transforms both halves exactly as in memory, and sums o
   components (the Gram route of scanpy's ``PCAEighDask``, exact, one pass);
 - ``B^T A``, ``B^T 1`` and ``sum(B^2)``: with the components ``V``, these give
   ``B^T scores = (B^T A) V^T - (B^T 1)(V mu)^T`` and ``scores^T scores``, hence the MSE at
-  every rank (:func:`~sc_noise2self.denoisers.pca.linear_mse_from_products`) without the
+  every rank (:func:`~sc_noise2self.denoisers.rank_loss.linear_mse_from_products`) without the
   scores themselves;
 - for a non-linear depth conversion or the Poisson loss, the rows of the cells that are
   scored (at most ``max_score_cells``), then scored in memory as
-  :func:`~sc_noise2self.denoisers.pca.rank_loss_curve` does.
+  :func:`~sc_noise2self.denoisers.rank_loss.rank_loss_curve` does.
 
 Only genes x genes, genes x K, K x K and scored-cells x genes pieces come to memory, never
 the cells x genes matrix; each task holds one chunk.
@@ -27,113 +27,66 @@ import numpy as np
 import scipy.linalg
 from scipy import sparse
 
-from .._dask import checked_library_sizes, row_offsets, rows_chunked, split_options, tree_reduce
-from .._row_streams import row_stream_key, split_rows
-from .._validation import check_choice, check_fraction, check_no_empty_cells
-from ..calibration import (
-    DEFAULT_P,
-    LOSSES,
-    CalibrationResult,
-    Halves,
-    SplitSettings,
-    halves_from_counts,
-)
-from ..splitting import SPLIT_METHODS, RandomState, spawn_seeds
-from ..transforms import TRANSFORMS, DepthConversion
-from .pca import BProducts, PCAFit, clip_n_comps, linear_mse_from_products, pick_score_cells
-from .pca import rank_loss_curve as _rank_loss_curve
+from .._dask import checked_library_sizes, row_offsets, rows_chunked, tree_reduce
+from .._device import resolve_device
+from .._rng import row_stream_key
+from .._validation import check_no_empty_cells
+from ..calibration import DaskCounts, SplitSettings
+from ..embedding import PCAFit
+from ..losses import Halves, halves_from_counts
+from ..splitting import gene_sizes, overlap_shares, split_rows
+from ..transforms import DepthConversion, apply_transform, normalize_to_depth
+from .rank_loss import BProducts, linear_mse_from_products, pick_score_cells, rank_loss_curve
 
 DASK_SOLVERS = ("auto", "covariance_eigh")
 
 
-def calibrate_pca_dask(
-    X,
-    *,
-    max_comps: int = 100,
-    transform: str = "sqrt",
-    loss: str = "mse",
-    p: float = DEFAULT_P,
-    n_splits: int = 1,
-    random_state: RandomState = 0,
-    center: bool = True,
-    solver: str = "auto",
-    max_score_cells: int | None = 20_000,
-    split: str = "binomial",
-    overdispersion=None,
-    sample_ratio: float | None = None,
-    folds: int | None = None,
-    progress: bool | None = None,
-    device: str | None = None,
-) -> CalibrationResult:
-    """Self-supervised loss of PCA at every rank ``0..max_comps`` for a dask array of counts.
+def score_pca_dask(counts: DaskCounts, settings: SplitSettings, grid: np.ndarray, seed,
+                   options: dict) -> np.ndarray:
+    """The PCA family's loss at every rank for one split of a dask array (its dask backend).
 
-    Gives the curve of :func:`~sc_noise2self.denoisers.pca.calibrate_pca_counts` on the
-    same data and seed (the same split bit for bit; the curve within rounding, as the SVD
-    route differs), computed chunk by chunk on whatever dask scheduler is active (a
-    ``dask.distributed.Client`` included).
+    Gives what scoring the in-memory halves gives on the same data and seed (the same split
+    bit for bit; the curve within rounding, as the SVD route differs), computed chunk by
+    chunk on whatever dask scheduler is active (a ``dask.distributed.Client`` included).
 
     Parameters
     ----------
-    X
-        Dask array of raw counts, cells x genes, with numpy or scipy.sparse chunks; chunks
-        along genes are joined.
-    max_comps, transform, loss, p, n_splits, random_state, center
-        As in :func:`~sc_noise2self.denoisers.pca.calibrate_pca_counts`.
-    solver
-        ``"auto"`` or ``"covariance_eigh"``: the eigendecomposition of half A's genes x genes
-        covariance, summed over chunks (memory grows with genes squared).
-    max_score_cells
-        Cells scored when the loss is non-linear; their rows of both halves come to memory.
-        None scores (and gathers) every cell.
-    split, overdispersion, sample_ratio
-        As in :func:`~sc_noise2self.split_counts`; ``overdispersion="estimate"`` is refused
-        (it needs every cell at once): pass the sizes.
-    folds
-        Not supported on dask arrays; use ``n_splits``.
-    progress
-        A progress bar over splits; None shows it only on a terminal.
-    device
-        None: numpy and scipy. ``"cuda"`` (or ``"cuda:1"``, ``"cpu"``): each chunk's genes x
-        genes products and the eigendecomposition run in float64 on that torch device
-        (the chunk is densified there); the rest stays on the CPU.
+    counts
+        The dask counts with their checked totals (:class:`~sc_noise2self.calibration.DaskCounts`).
+    settings
+        Validated split options.
+    grid
+        Ranks ``0..max_comps``.
+    seed
+        This split's seed.
+    options
+        The PCA family's options: ``center``, ``solver`` (``"auto"`` or
+        ``"covariance_eigh"``: the eigendecomposition of half A's genes x genes covariance,
+        summed over chunks), ``max_score_cells`` (cells scored when the loss is non-linear;
+        their rows of both halves come to memory) and ``device`` (None: numpy and scipy;
+        ``"cuda"``: each chunk's genes x genes products and the eigendecomposition run in
+        float64 on that torch device).
 
     Returns
     -------
-    :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..max_comps``.
+    The loss at every rank of ``grid``.
     """
-    from tqdm.auto import tqdm
-
-    settings = SplitSettings(
-        p, transform, loss, n_splits, random_state, split, overdispersion, sample_ratio, folds
-    )
-    _check_settings(settings, X, solver)
-    device = _check_device(device)
-    X = rows_chunked(X)
-    max_comps = clip_n_comps(max_comps, X.shape)
+    X, n_comps = counts.X, int(grid[-1])
+    device = _check_device(options.get("device"))
     _warn_large_gram(X.shape[1])
-    totals = checked_library_sizes(X)
-    check_no_empty_cells(totals)
-    depth = float(np.median(totals))
-    sizes, shares = split_options(X, settings.p, split, overdispersion, sample_ratio)
-    conversion = DepthConversion(transform, settings.p, 1.0 - settings.p)
-    linear = loss == "mse" and conversion.is_linear
-    curves = []
-    seeds = spawn_seeds(random_state, n_splits)
-    hide = True if n_splits == 1 else (None if progress is None else not progress)
-    for seed in tqdm(seeds, desc="splits", disable=hide):
-        cells = None if linear else pick_score_cells(X.shape[0], max_score_cells, seed)
-        if not linear and cells is None:
-            cells = np.arange(X.shape[0])
-        plan = _ChunkPlan(settings.p, transform, loss, depth, row_stream_key(seed), sizes,
-                          shares, linear, device)
-        stats = _split_statistics(X, plan, cells)
-        fit = _components(stats, max_comps, center, device)
-        curves.append(_curve(stats, fit, plan, X.shape, conversion))
-    params = dict(
-        settings.params(), max_comps=max_comps, center=center, solver="covariance_eigh",
-        max_score_cells=max_score_cells, backend="dask", device=str(device),
-    )
-    return CalibrationResult("n_comps", np.arange(max_comps + 1), np.vstack(curves), params)
+    conversion = DepthConversion(settings.transform, settings.p, 1.0 - settings.p)
+    linear = settings.loss == "mse" and conversion.is_linear
+    cells = None
+    if not linear:
+        cells = pick_score_cells(X.shape[0], options["max_score_cells"], seed)
+        cells = np.arange(X.shape[0]) if cells is None else cells
+    shares = overlap_shares(settings.p, settings.sample_ratio) if settings.sample_ratio else None
+    sizes = gene_sizes(X, settings.split, settings.overdispersion)
+    plan = ChunkPlan(settings.p, settings.transform, settings.loss, counts.depth,
+                     row_stream_key(seed, "split"), sizes, shares, linear, device)
+    stats = _split_statistics(X, plan, cells)
+    fit = _components(stats, n_comps, options["center"], device)
+    return _curve(stats, fit, plan, X.shape, conversion)
 
 
 def _warn_large_gram(n_genes: int, limit_gb: float = 1.0) -> None:
@@ -149,29 +102,8 @@ def _warn_large_gram(n_genes: int, limit_gb: float = 1.0) -> None:
         )
 
 
-def _check_settings(settings: SplitSettings, X, solver: str) -> None:
-    """Check the options and what is known of X without computing anything."""
-    from .._dask import check_dask_counts
-
-    check_dask_counts(X)
-    check_choice(settings.transform, TRANSFORMS, name="transform")
-    check_choice(settings.loss, LOSSES, name="loss")
-    check_choice(settings.split, SPLIT_METHODS, name="split")
-    check_choice(solver, DASK_SOLVERS, name="solver (on a dask array)")
-    check_fraction(settings.p)
-    if settings.n_splits < 1:
-        raise ValueError(f"n_splits={settings.n_splits} must be at least 1.")
-    if settings.folds is not None:
-        raise ValueError("folds is not supported on dask arrays; use n_splits instead.")
-    if X.shape[0] < 2:
-        raise ValueError(
-            f"X has {X.shape[0]} cell(s); calibration needs at least 2 cells to fit on one "
-            "half and score on the other."
-        )
-
-
 @dataclass(frozen=True)
-class _ChunkPlan:
+class ChunkPlan:
     """Everything a chunk task needs to split, normalise and summarise its rows."""
 
     p: float
@@ -185,7 +117,7 @@ class _ChunkPlan:
     device: str | None = None  # torch device of the products, or None for scipy
 
 
-def _split_statistics(X, plan: _ChunkPlan, cells: np.ndarray | None) -> dict:
+def _split_statistics(X, plan: ChunkPlan, cells: np.ndarray | None) -> dict:
     """One pass: split every chunk and sum the products the curve needs (see module doc)."""
     import dask
 
@@ -200,7 +132,7 @@ def _split_statistics(X, plan: _ChunkPlan, cells: np.ndarray | None) -> dict:
     return total
 
 
-def _chunk_statistics(chunk, first_row: int, plan: _ChunkPlan, local) -> dict:
+def _chunk_statistics(chunk, first_row: int, plan: ChunkPlan, local) -> dict:
     """Split one chunk (as the whole matrix would be split) and summarise its halves."""
     half_a, half_b = split_rows(chunk, plan.p, plan.key, first_row=first_row, sizes=plan.sizes,
                                 shares=plan.shares)
@@ -265,8 +197,6 @@ def _check_device(device: str | None) -> str | None:
     """None, or a torch device name that exists and computes in float64."""
     if device is None:
         return None
-    from ..image.training import resolve_device
-
     resolved = resolve_device(device)
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(
@@ -322,7 +252,7 @@ def _components(stats: dict, n_comps: int, center: bool, device: str | None = No
     return PCAFit(np.zeros((0, n_comps)), components, mean)
 
 
-def _curve(stats: dict, fit: PCAFit, plan: _ChunkPlan, shape, conversion) -> np.ndarray:
+def _curve(stats: dict, fit: PCAFit, plan: ChunkPlan, shape, conversion) -> np.ndarray:
     """The loss at every rank from the summed statistics (and gathered rows)."""
     V, mu = fit.components, fit.mean
     if plan.linear:
@@ -334,7 +264,7 @@ def _curve(stats: dict, fit: PCAFit, plan: _ChunkPlan, shape, conversion) -> np.
     scores = np.asarray(a_rows @ V.T) - V @ mu
     halves = Halves(None, target, target, np.concatenate([part[3] for part in rows]), plan.p,
                     plan.depth, plan.transform, stats["max_value"])
-    return _rank_loss_curve(PCAFit(scores, V, mu), halves, plan.loss)
+    return rank_loss_curve(PCAFit(scores, V, mu), halves, plan.loss)
 
 
 def _products(stats: dict, V: np.ndarray, mu: np.ndarray) -> BProducts:
@@ -400,8 +330,6 @@ def fit_pca_dask(X, n_comps: int, *, transform: str = "sqrt", max_scores_gb: flo
 
 
 def _normalised_chunk(chunk, *, depth: float, transform: str):
-    from ..transforms import apply_transform, normalize_to_depth
-
     return apply_transform(normalize_to_depth(chunk, depth), transform, inplace=True)
 
 

@@ -1,0 +1,91 @@
+"""Leaf: which torch device and mixed-precision dtype to use, for both domains.
+
+torch is imported inside the functions, so importing this module costs nothing; the
+single-cell autoencoders, the dask GPU path and the image CNNs all choose devices here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+
+
+def mps_available() -> bool:
+    """True when Apple's Metal backend is built into torch and usable here."""
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(device: Any = "auto"):
+    """The torch device to compute on.
+
+    Parameters
+    ----------
+    device
+        ``"auto"`` (CUDA, then Apple MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+        ``"mps"`` or a :class:`torch.device`.
+
+    Returns
+    -------
+    The ``torch.device``; raises ``RuntimeError`` when the requested accelerator is absent.
+    """
+    import torch
+
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        known = ", ".join(repr(d) for d in DEVICES)
+        raise ValueError(f"Unknown device={device!r}. Choose one of: {known}.") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={device!r} was requested but CUDA is not available (torch "
+            f"{torch.__version__}, built with CUDA {torch.version.cuda}). Pass device='cpu', "
+            "or device='auto' to use the best device present."
+        )
+    if resolved.type == "mps" and not mps_available():
+        raise RuntimeError(f"device={device!r} was requested but Apple MPS is not available.")
+    return resolved
+
+
+def resolve_amp(device, amp: bool | str | None = None):
+    """The autocast dtype for mixed precision, or None for full float32.
+
+    Parameters
+    ----------
+    device
+        The ``torch.device`` that computes.
+    amp
+        None: on for CUDA, off elsewhere. True: on (ignored with a warning off CUDA, where
+        low-precision convolutions are slower). False: off. ``"bf16"`` or ``"fp16"``: that
+        dtype on CUDA.
+
+    Returns
+    -------
+    ``torch.bfloat16`` when the GPU supports it, else ``torch.float16``; None when off.
+    """
+    import torch
+
+    if amp not in (None, True, False, "bf16", "fp16"):
+        raise ValueError(f"amp={amp!r} must be None, True, False, 'bf16' or 'fp16'.")
+    if amp is False or (amp is None and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        warnings.warn(
+            f"amp={amp!r} is ignored on device {device.type!r}: mixed precision is used on CUDA "
+            "only, and the computation runs in float32.",
+            stacklevel=3,
+        )
+        return None
+    if amp == "fp16" or (amp != "bf16" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16

@@ -1,1 +1,0 @@
-"""Implementations behind ``sc_noise2self.tl``, one module per denoiser family."""

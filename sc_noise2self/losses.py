@@ -1,0 +1,226 @@
+"""Step 3 for counts: the self-supervised loss of a prediction of one half against the other.
+
+A split gives half A (what a denoiser sees) and half B (what it is scored against). Each is
+library-size normalised to its share of the median depth and transformed on its own
+(:class:`Halves`); a prediction of half A's values is moved to half B's depth
+(:class:`~sc_noise2self.transforms.DepthConversion`) and scored by squared error on the
+transformed scale or by Poisson deviance on half B's counts, in bounded dense blocks.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import sparse
+
+from .splitting import RandomState, split_counts
+from .transforms import (
+    DepthConversion,
+    Transform,
+    apply_transform,
+    library_sizes,
+    normalize_to_depth,
+)
+
+Loss = Literal["mse", "poisson"]
+LOSSES: tuple[str, ...] = ("mse", "poisson")
+
+
+@dataclass
+class Halves:
+    """Half A (the input) and half B (the target) of one molecule split, ready to score.
+
+    ``a`` and ``b`` are library-size normalised to depths ``p * depth`` and ``(1 - p) * depth``
+    and transformed; ``b_counts`` keeps half B's raw counts for the Poisson loss (else None);
+    ``max_value`` is the largest transformed value in either half.
+    """
+
+    a: Any
+    b: Any
+    b_counts: Any
+    totals_a: np.ndarray
+    p: float
+    depth: float
+    transform: str
+    max_value: float
+
+    @property
+    def conversion(self) -> DepthConversion:
+        """Moves a prediction of half A's transformed values to half B's depth."""
+        return DepthConversion(self.transform, self.p, 1.0 - self.p)
+
+    @functools.cached_property
+    def _table(self):
+        return self.conversion.table(2.0 * self.max_value + 1.0)
+
+    def conversion_table(self):
+        """Interpolation table of :attr:`conversion` covering every value of either half."""
+        return self._table
+
+    def target(self, loss: str):
+        """What a prediction is scored against: half B transformed, or its counts (Poisson)."""
+        return self.b_counts if loss == "poisson" else self.b
+
+    def expected_b_counts(self, mean_a_normalised: np.ndarray, rows: slice) -> np.ndarray:
+        """Expected raw counts of half B from predicted normalised means of half A.
+
+        Uses half A's library sizes, not half B's, so the prediction sees nothing of B.
+        """
+        size = self.totals_a[rows, None] / (self.p * self.depth)
+        return mean_a_normalised * size * ((1.0 - self.p) / self.p)
+
+
+def prepare_halves(
+    X,
+    *,
+    p: float,
+    transform: Transform,
+    random_state: RandomState,
+    depth: float | None = None,
+    keep_counts: bool = False,
+    split: str = "binomial",
+    overdispersion=None,
+    sample_ratio: float | None = None,
+) -> Halves:
+    """Split ``X`` into molecule halves, then normalise and transform each on its own.
+
+    Parameters
+    ----------
+    X
+        Raw counts, cells x genes (numpy or scipy.sparse).
+    p
+        Share of molecules in half A.
+    transform
+        ``"sqrt"`` (the paper), ``"log1p"`` (scanpy) or ``"none"``.
+    random_state
+        Seed of the split.
+    depth
+        Median total count of the full data; computed from ``X`` when not given.
+    keep_counts
+        Keep half B's raw counts (needed by the Poisson loss).
+    split, overdispersion, sample_ratio
+        Passed to :func:`~sc_noise2self.split_counts` (``split`` as ``method``).
+
+    Returns
+    -------
+    The prepared :class:`Halves`.
+    """
+    if depth is None:
+        depth = float(np.median(library_sizes(X)))
+    counts_a, counts_b = split_counts(
+        X, p, random_state=random_state, method=split, overdispersion=overdispersion,
+        sample_ratio=sample_ratio,
+    )
+    return halves_from_counts(counts_a, counts_b, p=p, transform=transform, depth=depth,
+                              keep_counts=keep_counts)
+
+
+def halves_from_counts(counts_a, counts_b, *, p: float, transform: str, depth: float,
+                       keep_counts: bool = False) -> Halves:
+    """Normalise and transform two halves that are already split (and owned by the caller).
+
+    Parameters
+    ----------
+    counts_a, counts_b
+        Half A (share ``p`` of the molecules) and half B, raw counts; modified in place.
+    p
+        Share of molecules in half A.
+    transform
+        ``"sqrt"``, ``"log1p"`` or ``"none"``.
+    depth
+        Median total count of the full data.
+    keep_counts
+        Keep half B's raw counts (needed by the Poisson loss).
+
+    Returns
+    -------
+    The prepared :class:`Halves`.
+    """
+    totals_a = library_sizes(counts_a)
+    # The halves are ours: normalise them in place, so no copy of their patterns is made.
+    a = normalize_to_depth(counts_a, p * depth, totals_a, inplace=True)
+    b_counts = None
+    if keep_counts:  # CSR (or dense), so that rows can be sliced for scoring
+        b_counts = counts_b.tocsr(copy=True) if sparse.issparse(counts_b) else counts_b.copy()
+    b = normalize_to_depth(counts_b, (1.0 - p) * depth, inplace=True)
+    del counts_a, counts_b
+    apply_transform(a, transform, inplace=True)
+    apply_transform(b, transform, inplace=True)
+    max_value = max(_max_value(a), _max_value(b))
+    return Halves(a, b, b_counts, totals_a, p, depth, transform, max_value)
+
+
+def _max_value(X) -> float:
+    values = X.data if sparse.issparse(X) else X
+    return float(values.max()) if values.size else 0.0
+
+
+def prediction_loss(prediction, halves: Halves, loss: str) -> float:
+    """Mean loss of a full cells x genes prediction of half A's values against half B."""
+    if prediction.shape != halves.b.shape:
+        raise ValueError(
+            f"The denoiser returned shape {prediction.shape}; expected {halves.b.shape} "
+            "(cells x genes, like its input)."
+        )
+    target = halves.target(loss)
+    table = halves.conversion_table()
+    total = 0.0
+    for rows in row_chunks(*target.shape):
+        total += block_loss(dense_rows(prediction, rows), dense_rows(target, rows), halves,
+                            rows, table, loss)
+    return total / np.prod(target.shape)
+
+
+def poisson_deviance(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Elementwise Poisson deviance ``2 * (y log(y / mu) - (y - mu))``, with ``0 log 0 = 0``."""
+    expected = np.maximum(expected, 1e-8)
+    ratio = np.where(observed > 0, observed / expected, 1.0)
+    return 2.0 * (observed * np.log(ratio) - (observed - expected))
+
+
+def block_loss(prediction, observed, halves: Halves, rows, table, loss: str) -> float:
+    """Summed loss of a dense block of predictions of half A's values against half B.
+
+    Parameters
+    ----------
+    prediction
+        Predictions on half A's transformed scale, for cells ``rows`` (all genes, or the
+        genes of ``observed``).
+    observed
+        The matching dense block of :meth:`Halves.target`.
+    halves
+        The split, which knows the depth conversion and half A's library sizes.
+    rows
+        The cells of the block, to look up library sizes for the Poisson loss.
+    table
+        :meth:`Halves.conversion_table`, built once per calibration.
+    loss
+        ``"mse"`` or ``"poisson"``.
+
+    Returns
+    -------
+    The sum of elementwise losses over the block.
+    """
+    conversion = halves.conversion
+    if loss == "poisson":
+        expected = halves.expected_b_counts(conversion.to_mean(prediction, table), rows)
+        return float(poisson_deviance(observed, expected).sum())
+    return float(np.sum((conversion.convert(prediction, table) - observed) ** 2))
+
+
+def dense_rows(X, rows: slice) -> np.ndarray:
+    """Rows of ``X`` as a dense float64 block (a bounded chunk, never the whole matrix)."""
+    block = X[rows]
+    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+    return block.astype(np.float64, copy=False)
+
+
+def row_chunks(n_rows: int, n_cols: int, budget_bytes: float = 64e6) -> list[slice]:
+    """Slices of rows whose dense float64 blocks stay within ``budget_bytes``."""
+    step = max(1, int(budget_bytes // (8 * max(n_cols, 1))))
+    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+
+
