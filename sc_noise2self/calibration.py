@@ -15,9 +15,8 @@ same way, on any backend:
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
 import numbers
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,8 +34,12 @@ from ._validation import (
 )
 from .diagnostics import estimate_overdispersion
 from .losses import LOSSES, Halves, halves_from_counts, prediction_loss, prepare_halves
+from .results import CalibrationResult, expand_grid, finite_argmin
 from .splitting import SPLIT_METHODS, gene_sizes, split_folds
 from .transforms import TRANSFORMS, library_sizes
+
+__all__ = ["DEFAULT_P", "CalibrationResult", "DaskCounts", "Family", "SplitSettings",
+           "calibrate_callable_counts", "calibrate_counts", "expand_grid", "run_splits"]
 
 # The share of molecules in the fitted half. Measured over 30 synthetic and CellBench cases
 # (benchmarks/RESULTS.md, "The split fraction p"): the paper's 0.5 picks ranks that suit
@@ -327,7 +330,22 @@ def calibrate_counts(
     params = dict(settings.params(), **{family.grid_arg: _plain(grid_value)}, **_plain(own))
     if is_dask_array(X):
         params["backend"] = "dask"
-    return CalibrationResult(family.knob, np.asarray(grid), curves, params)
+    return checked(CalibrationResult(family.knob, np.asarray(grid), curves, params))
+
+
+def checked(result: CalibrationResult) -> CalibrationResult:
+    """``result``, after saying which settings gave no finite loss (none finite: an error)."""
+    finite_argmin(result.loss)
+    if result.failed.size:
+        failed = [result.grid[i].item() if isinstance(result.grid[i], np.generic)
+                  else result.grid[i] for i in result.failed]
+        warnings.warn(
+            f"{result.param}={failed} gave a non-finite self-supervised loss (NaN or "
+            "infinite), so they cannot be chosen; the best is taken among the others.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return result
 
 
 def _plain(value):
@@ -459,9 +477,9 @@ def calibrate_callable_counts(
     names = list(param_grid)
     params = dict(settings.params(), grid_params=[repr(c) for c in combos])
     if len(names) == 1:
-        return CalibrationResult(names[0], np.asarray([c[names[0]] for c in combos]), curves,
-                                 params)
-    return CalibrationResult("combination", np.arange(len(combos)), curves, params)
+        grid = np.asarray([c[names[0]] for c in combos])
+        return checked(CalibrationResult(names[0], grid, curves, params))
+    return checked(CalibrationResult("combination", np.arange(len(combos)), curves, params))
 
 
 def _scored(denoiser, combo: dict, halves: Halves, loss: str) -> float:
@@ -473,149 +491,3 @@ def _scored(denoiser, combo: dict, halves: Halves, loss: str) -> float:
             "cells x genes array like its input."
         )
     return prediction_loss(prediction, halves, loss)
-
-
-def expand_grid(param_grid: dict[str, Iterable]) -> list[dict[str, Any]]:
-    """Every combination of a dict of lists, as a list of dicts (a Cartesian product).
-
-    Parameters
-    ----------
-    param_grid
-        ``{name: values}``; every list must be non-empty.
-
-    Returns
-    -------
-    One dict per combination, in ``itertools.product`` order.
-    """
-    if not isinstance(param_grid, dict) or not param_grid:
-        raise ValueError(
-            f"param_grid={param_grid!r} is empty or not a dict; pass a dict of lists, e.g. "
-            "{'weight': [0.05, 0.1, 0.2]}."
-        )
-    values = {
-        name: list(np.atleast_1d(v)) if np.isscalar(v) else list(v)
-        for name, v in param_grid.items()
-    }
-    empty = [name for name, v in values.items() if not v]
-    if empty:
-        raise ValueError(f"param_grid has no values for {empty}; give each parameter a list.")
-    names = list(values)
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values.values())]
-
-
-def finite_argmin(losses: np.ndarray) -> int:
-    """Index of the lowest finite loss; raises when no loss is finite.
-
-    A NaN or infinite loss means the setting failed (a denoiser returning NaN, an overflow):
-    it must never be chosen, and it is skipped, not propagated.
-    """
-    losses = np.asarray(losses, dtype=np.float64)
-    finite = np.isfinite(losses)
-    if not finite.any():
-        raise ValueError(
-            "No setting gave a finite self-supervised loss (all are NaN or infinite): the "
-            "denoiser failed on every setting. Check its output on this data, or the grid."
-        )
-    return int(np.argmin(np.where(finite, losses, np.inf)))
-
-
-@dataclass
-class CalibrationResult:
-    """The whole loss curve of one calibration, and everything needed to repeat it.
-
-    The record type of both domains: single-cell calibrations use it as it is, and
-    :class:`~sc_noise2self.image.ImageCalibration` extends it.
-
-    Attributes
-    ----------
-    param
-        Name of the knob (e.g. ``"n_comps"``).
-    grid
-        Values of the knob that were scored.
-    loss_per_split
-        Array ``(n_splits, len(grid))`` of self-supervised losses.
-    params
-        The settings of the run.
-    """
-
-    param: str
-    grid: np.ndarray
-    loss_per_split: np.ndarray
-    params: dict = field(default_factory=dict)
-
-    @property
-    def loss(self) -> np.ndarray:
-        """The loss curve, averaged over splits."""
-        return np.asarray(self.loss_per_split, dtype=np.float64).mean(axis=0)
-
-    @property
-    def loss_std(self) -> np.ndarray:
-        """Spread of the loss across splits (zeros for a single split)."""
-        return np.asarray(self.loss_per_split, dtype=np.float64).std(axis=0)
-
-    @property
-    def failed(self) -> np.ndarray:
-        """Indices of grid points whose loss is not finite (they never win)."""
-        return np.flatnonzero(~np.isfinite(self.loss))
-
-    @property
-    def best_index(self) -> int:
-        """Index of the lowest finite mean loss in ``grid``."""
-        return finite_argmin(self.loss)
-
-    @property
-    def best(self):
-        """The knob value with the lowest mean loss."""
-        value = self.grid[self.best_index]
-        return value.item() if isinstance(value, np.generic) else value
-
-    def to_dict(self, *, json_safe: bool = False) -> dict:
-        """A record for ``adata.uns`` (survives h5ad) or, with ``json_safe``, for JSON."""
-        record = {
-            "params": {**_h5ad_safe(self.params), "param": self.param},
-            "grid": np.asarray(self.grid),
-            "loss": self.loss,
-            "loss_std": self.loss_std,
-            "loss_per_split": np.asarray(self.loss_per_split),
-            "best": self.best,
-        }
-        return _json_ready(record) if json_safe else record
-
-    def to_json(self) -> str:
-        """The record as a JSON string (NaN losses written as ``NaN``)."""
-        return json.dumps(self.to_dict(json_safe=True))
-
-    @classmethod
-    def from_dict(cls, record: dict) -> CalibrationResult:
-        """Rebuild a result from what :meth:`to_dict` wrote (e.g. read back from ``uns``)."""
-        params = {k: (None if isinstance(v, str) and v == "None" else v)
-                  for k, v in dict(record.get("params", {})).items()}
-        param = str(params.pop("param", "n_comps"))
-        per_split = record.get("loss_per_split")
-        if per_split is None:
-            per_split = np.asarray(record["loss"], dtype=np.float64)[None, :]
-        return cls(param, np.asarray(record["grid"]),
-                   np.atleast_2d(np.asarray(per_split, dtype=np.float64)), params)
-
-    @classmethod
-    def from_json(cls, text: str) -> CalibrationResult:
-        """Rebuild a result from :meth:`to_json`."""
-        return cls.from_dict(json.loads(text))
-
-
-def _h5ad_safe(params: dict) -> dict:
-    # h5ad cannot store None; keep the key so a run can be repeated.
-    return {k: ("None" if v is None else v) for k, v in params.items()}
-
-
-def _json_ready(value):
-    """numpy arrays and scalars as lists and Python numbers, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -8,7 +8,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
+
+from . import datasets, pl, tl
 
 DEFAULT_DATASETS = ("auto", "paul15", "synthetic")
 
@@ -45,10 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_input(path: str | None, dataset: str):
     """Read ``path``, or the embedded default dataset; return ``(adata, description)``."""
-    import anndata as ad
-
-    from . import datasets
-
     if path is not None:
         return ad.read_h5ad(path), path
     if dataset in ("auto", "paul15") and datasets.local_file("paul15.h5ad") is not None:
@@ -71,9 +70,7 @@ def describe_curve(grid: np.ndarray, loss: np.ndarray) -> str:
 
 def run_denoise(args: argparse.Namespace) -> int:
     """Run the ``denoise`` command."""
-    import scanpy as sc
-
-    from . import pl, tl
+    import scanpy as sc  # slow to import; only a run needs it, not --help
 
     sc.settings.verbosity = "info"
     start = time.perf_counter()

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
-from .splitting import RandomState, make_rng
+from ._rng import RandomState, make_rng
 
 DATA_ENV = "SC_NOISE2SELF_DATA"
 
@@ -143,7 +144,6 @@ def cellbench(protocol: str = "celseq2") -> ad.AnnData:
 
 
 def _download_cellbench(entry: dict) -> ad.AnnData:
-    import pandas as pd
     import pooch
 
     path = pooch.retrieve(entry["url"], known_hash=entry.get("sha256"), progressbar=False)
@@ -260,7 +260,6 @@ def write_synthetic_counts(
     The store's path. X holds CSR int32 counts, ``obs['library_size']`` the true expected
     totals. Needs anndata 0.12 or later.
     """
-    import pandas as pd
     import zarr
 
     if n_obs < 1 or n_vars < 1 or chunk_size < 1:
