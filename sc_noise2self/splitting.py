@@ -232,12 +232,14 @@ def _draw_rows(values, row_ptr, first_row, p, key, sizes, shares):
     """Both halves of row-major ``values``, row ``i`` drawn from its own stream."""
     streams = RowStreams(key)
     counts = values.astype(np.int64)
+    running = np.concatenate([[0], np.cumsum(counts)])
+    totals = running[row_ptr[1:]] - running[row_ptr[:-1]]
     half_a = np.zeros_like(values)
     half_b = np.zeros_like(values)
     for i in np.flatnonzero(np.diff(row_ptr)):
         rows = slice(row_ptr[i], row_ptr[i + 1])
         # The row's total keys its stream: a half split again with the same seed draws anew.
-        rng = streams.seek(first_row + int(i), salt=int(counts[rows].sum()))
+        rng = streams.seek(first_row + int(i), salt=int(totals[i]))
         row_sizes = None if sizes is None else sizes[rows]
         half_a[rows], half_b[rows] = _draw_row(counts[rows], p, rng, row_sizes, shares)
     return half_a, half_b
