@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ._compat import moved_names
 from ._dask import check_dask_counts, checked_library_sizes, rows_chunked
 from ._rng import RandomState, check_random_state, spawn_seeds
 from ._validation import (
@@ -491,3 +492,9 @@ def _scored(denoiser, combo: dict, halves: Halves, loss: str) -> float:
             "cells x genes array like its input."
         )
     return prediction_loss(prediction, halves, loss)
+
+
+__getattr__ = moved_names(__name__, {
+    name: f"sc_noise2self.losses:{name}"
+    for name in ("block_loss", "poisson_deviance", "dense_rows", "row_chunks")
+})

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._anndata import write_dense_layer
+from .._compat import moved_names
 from .._validation import check_choice, is_dask_array
 from ..calibration import CalibrationResult, Family, calibrate_counts
 from ..embedding import SOLVERS, PCAFit, clip_n_comps, fit_pca
@@ -169,3 +170,9 @@ def calibrate_pca_counts(X, **options) -> CalibrationResult:
     :class:`~sc_noise2self.calibration.CalibrationResult` over ranks ``0..max_comps``.
     """
     return calibrate_counts(X, PCA, **options)
+
+
+__getattr__ = moved_names(__name__, {
+    "max_rank": "sc_noise2self.embedding:max_rank",
+    "linear_mse_from_products": "sc_noise2self.denoisers.rank_loss:linear_mse_from_products",
+})
