@@ -39,8 +39,9 @@ from .results import CalibrationResult, expand_grid, finite_argmin
 from .splitting import SPLIT_METHODS, gene_sizes, split_folds
 from .transforms import TRANSFORMS, library_sizes
 
-__all__ = ["DEFAULT_P", "CalibrationResult", "DaskCounts", "Family", "SplitSettings",
-           "calibrate_callable_counts", "calibrate_counts", "expand_grid", "run_splits"]
+__all__ = ["DEFAULT_P", "CalibrationResult", "DaskCounts", "Family", "Knob", "SplitSettings",
+           "calibrate_callable_counts", "calibrate_counts", "counts_calibrator", "expand_grid",
+           "run_splits"]
 
 # The share of molecules in the fitted half. Measured over 30 synthetic and CellBench cases
 # (benchmarks/RESULTS.md, "The split fraction p"): the paper's 0.5 picks ranks that suit
@@ -192,6 +193,36 @@ def best_value(result: CalibrationResult):
 
 
 @dataclass(frozen=True)
+class Knob:
+    """The parameter a family's loss chooses, and how its grid is given.
+
+    Attributes
+    ----------
+    name
+        The knob (``"n_comps"``); ``denoise_*`` takes it, None meaning "calibrate first".
+    grid_arg
+        How ``calibrate_*`` takes the grid (``"max_comps"``, ``"ks"``).
+    default
+        The default of ``grid_arg`` (None: the family's default grid).
+    make_grid
+        ``make_grid(grid_arg_value, shape, options) -> grid``: the checked grid to score.
+    from_values
+        ``tl.calibrate(param_grid={knob: values})`` to the value of ``grid_arg``.
+    """
+
+    name: str
+    grid_arg: str
+    default: Any
+    make_grid: Callable
+    from_values: Callable = list
+
+
+def largest(values: list) -> int:
+    """The largest of a list of grid values (for knobs whose grid is ``0..largest``)."""
+    return int(max(values))
+
+
+@dataclass(frozen=True)
 class Family:
     """A single-cell denoiser family, declared once; the engine and ``tl`` do the rest.
 
@@ -199,22 +230,14 @@ class Family:
     ----------
     name
         Method name (``"pca"``, ``"knn"``, ...), also the key suffix in ``uns``.
-    knob
-        The parameter the loss chooses (``"n_comps"``).
-    grid_arg
-        How ``calibrate_*`` takes the grid (``"max_comps"``, ``"ks"``).
-    grid_default
-        The default of ``grid_arg`` (None: the family's default grid).
-    make_grid
-        ``make_grid(grid_arg_value, shape, options) -> grid``: the checked grid to score.
-    grid_arg_from_values
-        ``tl.calibrate(param_grid={knob: values})`` to the value of ``grid_arg``.
+    grid
+        The :class:`Knob` and its grid.
     score
         ``score(halves, grid, seed, options, loss, progress=) -> losses``: fit once on half
         A, score every grid point against half B.
     fit
         ``fit(counts, value, options, transform=, random_state=, max_layer_gb=) -> fitted``:
-        denoise the full counts at the chosen knob value.
+        denoise the full counts at the chosen knob value (``fitted.depth`` is recorded).
     store
         ``store(adata, fitted, key, max_layer_gb) -> dict``: write the fit into the AnnData
         and return extra entries for ``uns[key]``.
@@ -241,11 +264,7 @@ class Family:
     """
 
     name: str
-    knob: str
-    grid_arg: str
-    grid_default: Any
-    make_grid: Callable
-    grid_arg_from_values: Callable
+    grid: Knob
     score: Callable
     fit: Callable
     store: Callable
@@ -260,6 +279,21 @@ class Family:
     choose: Callable = best_value
     fit_options: tuple[str, ...] = ()
     denoise_losses: tuple[str, ...] = LOSSES
+
+    @property
+    def knob(self) -> str:
+        """The parameter the loss chooses."""
+        return self.grid.name
+
+    @property
+    def grid_arg(self) -> str:
+        """How ``calibrate_*`` takes the grid."""
+        return self.grid.grid_arg
+
+    @property
+    def grid_default(self):
+        """The default of :attr:`grid_arg`."""
+        return self.grid.default
 
     @property
     def key(self) -> str:
@@ -316,7 +350,7 @@ def calibrate_counts(
     settings = settings.validate(X)
     if family.check_options is not None:
         family.check_options(own, X)
-    grid = family.make_grid(grid_value, X.shape, own)
+    grid = family.grid.make_grid(grid_value, X.shape, own)
 
     def score(halves: Halves, seed) -> np.ndarray:
         return family.score(halves, grid, seed, own, settings.loss, progress=progress)
@@ -347,6 +381,35 @@ def checked(result: CalibrationResult) -> CalibrationResult:
             stacklevel=3,
         )
     return result
+
+
+def counts_calibrator(family: Family) -> Callable:
+    """The array-level ``calibrate_<family>_counts(X, **options)`` of a family.
+
+    Parameters
+    ----------
+    family
+        The family's record.
+
+    Returns
+    -------
+    A function ``(X, **options) -> CalibrationResult``, :func:`calibrate_counts` with the
+    family bound.
+    """
+
+    def calibrate(X, **options) -> CalibrationResult:
+        return calibrate_counts(X, family, **options)
+
+    calibrate.__name__ = calibrate.__qualname__ = f"calibrate_{family.name}_counts"
+    calibrate.__doc__ = (
+        f"Array-level {family.name} calibration: :func:`calibrate_counts` with its record.\n\n"
+        "Parameters\n----------\nX\n    Raw counts, cells x genes.\n**options\n"
+        f"    ``{family.grid_arg}``, the family's options "
+        f"({', '.join(family.options) or 'none'}), split options or ``settings=``, and "
+        "``progress``.\n\nReturns\n-------\nThe :class:`CalibrationResult` over the "
+        f"{family.knob} grid.\n"
+    )
+    return calibrate
 
 
 def _plain(value):

@@ -16,15 +16,9 @@ from .diagnostics import estimate_overdispersion
 __all__ = ["split_molecules"]
 
 
-def split_counts(
-    X,
-    p: float = 0.5,
-    *,
-    random_state: RandomState = 0,
-    method: Literal["binomial", "negative_binomial"] = "binomial",
-    overdispersion=None,
-    sample_ratio: float | None = None,
-):
+def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
+                 method: Literal["binomial", "negative_binomial"] = "binomial",
+                 overdispersion=None, sample_ratio: float | None = None):
     """Split count matrix ``X`` molecule by molecule into two halves that sum to ``X``.
 
     Parameters
@@ -91,19 +85,23 @@ def split_molecules(
     adata: ad.AnnData,
     *,
     p: float = 0.5,
+    method: Literal["binomial", "negative_binomial"] = "binomial",
+    overdispersion=None,
+    sample_ratio: float | None = None,
     layer: str | None = None,
     random_state: RandomState = 0,
     key_added: str = "noise2self",
     copy: bool = False,
 ) -> ad.AnnData | None:
-    """Split each cell's UMI counts binomially into two halves stored as layers.
+    """Split each cell's UMI counts into two halves stored as layers.
 
     Parameters
     ----------
     adata
-        Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
-    p
-        Expected share of molecules in half A.
+        The cells, with raw integer counts in ``X`` or in ``layers[layer]``.
+    p, method, overdispersion, sample_ratio
+        As in :func:`~sc_noise2self.split_counts`: the expected share of half A, binomial or
+        beta-binomial (negative-binomial) shares, and MCV's overlap correction.
     layer
         Layer holding the raw counts; None means ``X``.
     random_state
@@ -119,7 +117,8 @@ def split_molecules(
     None, or the new AnnData when ``copy=True``. The counts themselves are never modified.
     """
     counts = get_counts(adata, layer)
-    half_a, half_b = split_counts(counts, p, random_state=random_state)
+    half_a, half_b = split_counts(counts, p, random_state=random_state, method=method,
+                                  overdispersion=overdispersion, sample_ratio=sample_ratio)
     adata = target(adata, copy)
     adata.layers[f"{key_added}_a"] = half_a
     adata.layers[f"{key_added}_b"] = half_b
@@ -127,6 +126,7 @@ def split_molecules(
         "p": float(p),
         "layer": "X" if layer is None else layer,
         "random_state": random_state if isinstance(random_state, int) else "custom",
-        "method": "binomial",
+        "method": method,
+        "sample_ratio": "None" if sample_ratio is None else float(sample_ratio),
     }
     return adata if copy else None

@@ -30,15 +30,9 @@ __all__ = ["SPLIT_METHODS", "RandomState", "gene_sizes", "overlap_shares", "spli
            "split_folds", "split_rows"]
 
 
-def split_counts(
-    X,
-    p: float = 0.5,
-    *,
-    random_state: RandomState = 0,
-    method: Literal["binomial", "negative_binomial"] = "binomial",
-    overdispersion=None,
-    sample_ratio: float | None = None,
-):
+def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
+                 method: Literal["binomial", "negative_binomial"] = "binomial",
+                 overdispersion=None, sample_ratio: float | None = None):
     """Split count matrix ``X`` molecule by molecule into two halves that sum to ``X``.
 
     Step 1 itself. :func:`sc_noise2self.split_counts` is the public front, which also

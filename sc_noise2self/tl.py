@@ -29,7 +29,8 @@ from .calibration import (
     calibrate_counts,
 )
 from .denoisers.autoencoder import AUTOENCODER
-from .denoisers.graph import DIFFUSION, KNN
+from .denoisers.diffusion import DIFFUSION
+from .denoisers.knn import KNN
 from .denoisers.pca import PCA
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (PCA, KNN, DIFFUSION, AUTOENCODER)}
@@ -270,7 +271,7 @@ def calibrate(
             raise ValueError(f"For method={method!r}, param_grid takes one key, "
                              f"{family.knob!r}; got {sorted(param_grid)}.")
         values = list(np.atleast_1d(param_grid[family.knob]))
-        kwargs[family.grid_arg] = family.grid_arg_from_values(values)
+        kwargs[family.grid_arg] = family.grid.from_values(values)
     arguments = _signature(family, False).bind(adata, **kwargs, layer=layer,
                                               key_added=key_added or family.key, copy=copy)
     arguments.apply_defaults()

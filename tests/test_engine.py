@@ -15,6 +15,7 @@ from sc_noise2self import tl
 from sc_noise2self.calibration import (
     CalibrationResult,
     Family,
+    Knob,
     SplitSettings,
     calibrate_callable_counts,
     calibrate_counts,
@@ -83,11 +84,11 @@ def test_a_new_family_is_one_record(small):
         converted = halves.conversion.convert(a)
         return np.array([np.mean((w * converted + (1 - w) * mean - target) ** 2) for w in grid])
 
-    shrink = Family(
-        name="shrink", knob="weight", grid_arg="weights", grid_default=(0.0, 0.5, 1.0),
-        make_grid=lambda weights, shape, options: np.asarray(weights, dtype=float),
-        grid_arg_from_values=list, score=score, fit=None, store=None, values=None,
-    )
+    def weights(values, shape, options):
+        return np.asarray(values, dtype=float)
+
+    shrink = Family(name="shrink", grid=Knob("weight", "weights", (0.0, 0.5, 1.0), weights),
+                    score=score, fit=None, store=None, values=None)
     result = calibrate_counts(small.X, shrink, p=0.5)
     assert result.param == "weight" and result.loss.shape == (3,)
     # Shrinking noisy cells towards the gene means beats keeping them as they are.

@@ -4,15 +4,15 @@ from conftest import to_dense
 
 import sc_noise2self as n2s
 from sc_noise2self.calibration import SplitSettings
+from sc_noise2self.denoisers.diffusion import calibrate_diffusion_counts
 from sc_noise2self.denoisers.graph import (
     build_graph,
-    calibrate_diffusion_counts,
-    calibrate_knn_counts,
     diffusion_loss_curve,
     diffusion_operator,
     knn_loss_curve,
     knn_operator,
 )
+from sc_noise2self.denoisers.knn import calibrate_knn_counts
 from sc_noise2self.losses import prepare_halves
 
 

@@ -17,7 +17,7 @@ from .._anndata import write_dense_layer
 from .._compat import moved_names
 from .._device import resolve_device
 from .._rng import make_rng, spawn_seeds
-from ..calibration import CalibrationResult, Family, calibrate_counts
+from ..calibration import CalibrationResult, Family, Knob, calibrate_counts
 from ..losses import Halves, block_loss, dense_rows, poisson_deviance
 from ..transforms import library_sizes, normalised_values
 from .autoencoder_batched import fit_autoencoders_batched
@@ -265,16 +265,9 @@ def decoded_values(adata, key: str, columns: np.ndarray) -> np.ndarray:
 
 AUTOENCODER = Family(
     name="autoencoder",
-    knob="width",
-    grid_arg="widths",
-    grid_default=None,
-    make_grid=_grid,
-    grid_arg_from_values=list,
-    score=score_widths,
-    check_options=_check,
-    fit=fit_width,
-    store=store_autoencoder,
-    values=decoded_values,
+    grid=Knob("width", grid_arg="widths", default=None, make_grid=_grid),
+    score=score_widths, check_options=_check,
+    fit=fit_width, store=store_autoencoder, values=decoded_values,
     options={f.name: f.default for f in dataclasses.fields(TrainSettings)},
     fit_options=tuple(f.name for f in dataclasses.fields(TrainSettings)),
     denoise_losses=("mse",),

@@ -114,17 +114,13 @@ def fit_autoencoders_batched(values, widths, settings: TrainSettings, seed: int,
 
     Parameters
     ----------
-    values
-        Cells x genes inputs (half A).
+    values, settings, seed
+        As in :func:`~sc_noise2self.denoisers.autoencoder.fit_autoencoder`; every member
+        shares the hold-out, and each keeps its own best epoch.
     widths
-        Bottleneck widths.
-    settings
-        Training options; ``val_fraction`` of the cells are held out.
-    seed
-        Seed of the hold-out, the weights and the batch order.
+        Bottleneck widths, one member each.
     batch_loss
-        ``batch_loss(output, batch, rows) -> scalar tensor`` for one member; default mean
-        squared error.
+        ``batch_loss(output, batch, rows) -> scalar tensor`` of one member (default: MSE).
 
     Returns
     -------

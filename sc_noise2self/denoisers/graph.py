@@ -1,13 +1,13 @@
-"""Graph smoothing families: kNN averaging and lazy diffusion, each scored over its whole grid.
+"""Graph smoothing, shared by the kNN and diffusion families: graphs, operators, losses, storage.
 
 The graph is built from half A alone (PCA of half A, then scikit-learn's neighbours), so that
 half B, the target, leaks into nothing. Both families are linear smoothers applied per gene,
 so the loss is accumulated over blocks of genes, never holding a dense cells x genes matrix:
 
-- :data:`KNN`, averaging over k neighbours (the cell itself first): the running sum over
+- kNN averaging over k neighbours (the cell itself first, :mod:`.knn`): the running sum over
   neighbours gives every k of the grid in one pass;
-- :data:`DIFFUSION`, ``X_t = M^t A`` with the lazy walk ``M = (P + I) / 2``: one sparse
-  product a step.
+- diffusion ``X_t = M^t A`` with the lazy walk ``M = (P + I) / 2`` (:mod:`.diffusion`): one
+  sparse product a step.
 """
 
 from __future__ import annotations
@@ -18,17 +18,15 @@ import numpy as np
 from scipy import sparse
 
 from .._anndata import get_counts, write_dense_layer
-from ..calibration import CalibrationResult, Family, calibrate_counts
+from .._compat import moved_names
 from ..embedding import NeighbourGraph, build_graph
 from ..losses import Halves, block_loss
 from ..transforms import library_sizes, normalised_values
 
 GENE_BLOCK_BYTES = 64e6
-DEFAULT_KS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50)
 
-__all__ = ["DIFFUSION", "KNN", "build_graph", "calibrate_diffusion_counts",
-           "calibrate_knn_counts", "diffusion_loss_curve", "diffusion_operator",
-           "knn_loss_curve", "knn_operator"]
+__all__ = ["Smoother", "build_graph", "diffusion_loss_curve", "diffusion_operator",
+           "knn_loss_curve", "knn_operator", "smoothed_values", "store_smoother"]
 
 
 def diffusion_operator(graph: NeighbourGraph, *, bandwidth_rank: int | None = None):
@@ -155,51 +153,11 @@ def dense_block(block) -> np.ndarray:
     return np.asarray(block, dtype=np.float64)
 
 
-def _knn_grid(ks, shape: tuple[int, int], options: dict) -> np.ndarray:
-    n_cells = shape[0]
-    if ks is None:
-        ks = [k for k in DEFAULT_KS if k < n_cells]
-    ks = np.unique(np.asarray(ks, dtype=int))
-    if ks.size == 0 or ks.min() < 1 or ks.max() >= n_cells:
-        raise ValueError(
-            f"ks must hold neighbour counts between 1 and n_cells - 1 = {n_cells - 1}; "
-            f"got {ks.tolist()}."
-        )
-    return ks
-
-
-def _score_knn(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
-               progress: bool | None = None) -> np.ndarray:
-    graph = build_graph(halves.a, int(grid.max()), n_pcs=options["n_pcs"], random_state=seed)
-    return knn_loss_curve(graph, halves, grid, loss)
-
-
-def _diffusion_grid(t_max: int, shape: tuple[int, int], options: dict) -> np.ndarray:
-    if not isinstance(t_max, int | np.integer) or t_max < 0:
-        raise ValueError(f"t_max={t_max!r} must be a non-negative number of steps.")
-    return np.arange(t_max + 1)
-
-
-def _check_diffusion(options: dict, X) -> None:
-    n_neighbors = options["n_neighbors"]
-    if not isinstance(n_neighbors, int | np.integer) or not 2 <= n_neighbors < X.shape[0]:
-        raise ValueError(
-            f"n_neighbors={n_neighbors!r} must lie between 2 and n_cells - 1 = "
-            f"{X.shape[0] - 1}."
-        )
-
-
-def _check_n_pcs(options: dict, X) -> None:
+def check_n_pcs(options: dict, X) -> None:
+    """Refuse an ``n_pcs`` option that is not a positive integer."""
     n_pcs = options["n_pcs"]
     if not isinstance(n_pcs, int | np.integer) or n_pcs < 1:
         raise ValueError(f"n_pcs={n_pcs!r} must be a positive number of components.")
-
-
-def _score_diffusion(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
-                     progress: bool | None = None) -> np.ndarray:
-    graph = build_graph(halves.a, options["n_neighbors"], n_pcs=options["n_pcs"],
-                        random_state=seed)
-    return diffusion_loss_curve(diffusion_operator(graph), halves, int(grid[-1]), loss)
 
 
 @dataclass
@@ -212,25 +170,12 @@ class Smoother:
     n_neighbors: int
 
 
-def _smoother(counts, n_neighbors: int, options: dict, transform: str, random_state):
+def neighbour_graph(counts, n_neighbors: int, options: dict, transform: str, random_state):
+    """The kNN graph of the full normalised counts, and the depth they were normalised to."""
     depth = float(np.median(library_sizes(counts)))
     values = normalised_values(counts, depth, transform)
     graph = build_graph(values, n_neighbors, n_pcs=options["n_pcs"], random_state=random_state)
     return graph, depth
-
-
-def _fit_knn(counts, k: int, options: dict, *, transform: str, random_state,
-             max_layer_gb: float) -> Smoother:
-    graph, depth = _smoother(counts, int(k), options, transform, random_state)
-    return Smoother(knn_operator(graph, int(k)), 1, depth, int(k))
-
-
-def _fit_diffusion(counts, t: int, options: dict, *, transform: str, random_state,
-                   max_layer_gb: float) -> Smoother:
-    if not isinstance(t, int | np.integer) or t < 0:
-        raise ValueError(f"t={t!r} must be a non-negative number of diffusion steps.")
-    graph, depth = _smoother(counts, options["n_neighbors"], options, transform, random_state)
-    return Smoother(diffusion_operator(graph), int(t), depth, options["n_neighbors"])
 
 
 def store_smoother(adata, fitted: Smoother, key: str, max_layer_gb: float) -> dict:
@@ -260,102 +205,16 @@ def smoothed_values(adata, key: str, columns: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-_SMOOTHER_WRITES = ("``obsp[key_added + '_operator']`` (one step of the smoother), "
+SMOOTHER_WRITES = ("``obsp[key_added + '_operator']`` (one step of the smoother), "
                     "``uns[key_added]`` (with ``steps``) and, when it fits ``max_layer_gb``, "
                     "``layers[key_added]`` on the transformed scale.")
-_N_PCS_DOC = "Principal components of half A (of the full data when denoising) used for the "\
+N_PCS_DOC = "Principal components of half A (of the full data when denoising) used for the "\
     "neighbour search."
 
-KNN = Family(
-    name="knn",
-    knob="n_neighbors",
-    grid_arg="ks",
-    grid_default=None,
-    make_grid=_knn_grid,
-    grid_arg_from_values=list,
-    score=_score_knn,
-    check_options=_check_n_pcs,
-    fit=_fit_knn,
-    store=store_smoother,
-    values=smoothed_values,
-    options={"n_pcs": 30},
-    fit_options=("n_pcs",),
-    option_docs={
-        "ks": "Neighbour counts to score, the cell itself included (1 = no smoothing). None "
-              "uses 1, 2, 3, 5, 8, 10, 15, 20, 30, 50 below the number of cells.",
-        "n_neighbors": "Neighbours to average over, the cell itself included. None calibrates "
-                       "it first (or reuses a matching calibration stored under "
-                       "``key_added``).",
-        "n_pcs": _N_PCS_DOC,
-    },
-    summary="Choose the number of neighbours to average over by molecular cross-validation."
-            "\n\nThe kNN graph is built from half A alone; each cell's prediction is the mean "
-            "of half A over its k nearest cells (itself first), scored against half B.",
-    denoise_summary="Denoise by averaging each cell over its nearest cells, at a calibrated "
-                    "(or given) k.",
-    writes=_SMOOTHER_WRITES,
-)
 
-DIFFUSION = Family(
-    name="diffusion",
-    knob="t",
-    grid_arg="t_max",
-    grid_default=12,
-    make_grid=_diffusion_grid,
-    grid_arg_from_values=lambda values: int(max(values)),
-    score=_score_diffusion,
-    check_options=lambda options, X: (_check_n_pcs(options, X), _check_diffusion(options, X)),
-    fit=_fit_diffusion,
-    store=store_smoother,
-    values=smoothed_values,
-    options={"n_neighbors": 15, "n_pcs": 30},
-    fit_options=("n_neighbors", "n_pcs"),
-    option_docs={
-        "t_max": "Largest number of diffusion steps scored (the grid is ``0..t_max``).",
-        "t": "Number of diffusion steps. None calibrates it first (or reuses a matching "
-             "calibration stored under ``key_added``).",
-        "n_neighbors": "Neighbours per cell in the graph, the cell itself included.",
-        "n_pcs": _N_PCS_DOC,
-    },
-    summary="Choose the number of diffusion steps (MAGIC-style smoothing) by molecular "
-            "cross-validation.\n\nThe lazy random walk ``(P + I) / 2`` on an adaptive Gaussian "
-            "kNN graph of half A is applied ``t`` times to half A and scored against half B, "
-            "for every t in ``0..t_max``.",
-    denoise_summary="Denoise by ``t`` steps of lazy diffusion on the kNN graph, ``t`` "
-                    "calibrated or given.",
-    writes=_SMOOTHER_WRITES,
-)
-
-
-def calibrate_knn_counts(X, **options) -> CalibrationResult:
-    """Array-level kNN calibration: :func:`~sc_noise2self.calibration.calibrate_counts` of KNN.
-
-    Parameters
-    ----------
-    X
-        Raw counts, cells x genes.
-    **options
-        ``ks``, ``n_pcs``, split options or ``settings=``, and ``progress``.
-
-    Returns
-    -------
-    :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = ks``.
-    """
-    return calibrate_counts(X, KNN, **options)
-
-
-def calibrate_diffusion_counts(X, **options) -> CalibrationResult:
-    """Array-level diffusion calibration (:func:`~sc_noise2self.calibration.calibrate_counts`).
-
-    Parameters
-    ----------
-    X
-        Raw counts, cells x genes.
-    **options
-        ``t_max``, ``n_neighbors``, ``n_pcs``, split options or ``settings=``, ``progress``.
-
-    Returns
-    -------
-    :class:`~sc_noise2self.calibration.CalibrationResult` over ``grid = 0..t_max``.
-    """
-    return calibrate_counts(X, DIFFUSION, **options)
+__getattr__ = moved_names(__name__, {
+    "KNN": "sc_noise2self.denoisers.knn:KNN",
+    "DIFFUSION": "sc_noise2self.denoisers.diffusion:DIFFUSION",
+    "calibrate_knn_counts": "sc_noise2self.denoisers.knn:calibrate_knn_counts",
+    "calibrate_diffusion_counts": "sc_noise2self.denoisers.diffusion:calibrate_diffusion_counts",
+})

@@ -16,7 +16,7 @@ import numpy as np
 from .._anndata import write_dense_layer
 from .._compat import moved_names
 from .._validation import check_choice, is_dask_array
-from ..calibration import CalibrationResult, Family, calibrate_counts
+from ..calibration import CalibrationResult, Family, Knob, counts_calibrator, largest
 from ..embedding import SOLVERS, PCAFit, clip_n_comps, fit_pca
 from ..losses import Halves
 from ..transforms import library_sizes, normalised_values
@@ -109,19 +109,9 @@ def reconstruct(adata, key: str, columns: np.ndarray) -> np.ndarray:
 
 PCA = Family(
     name="pca",
-    knob="n_comps",
-    grid_arg="max_comps",
-    grid_default=100,
-    make_grid=_grid,
-    grid_arg_from_values=lambda values: int(max(values)),
-    score=score_ranks,
-    score_dask=lambda counts, settings, grid, seed, options: score_pca_dask(
-        counts, settings, grid, seed, options),
-    check_options=_check,
-    fit=fit_ranks,
-    choose=choose_rank,
-    store=store_pca,
-    values=reconstruct,
+    grid=Knob("n_comps", grid_arg="max_comps", default=100, make_grid=_grid, from_values=largest),
+    score=score_ranks, score_dask=score_pca_dask, check_options=_check,
+    fit=fit_ranks, choose=choose_rank, store=store_pca, values=reconstruct,
     options={"solver": "auto", "max_score_cells": 20_000, "center": True, "device": None},
     fit_options=("solver",),
     option_docs={
@@ -153,24 +143,7 @@ PCA = Family(
 )
 
 
-def calibrate_pca_counts(X, **options) -> CalibrationResult:
-    """Array-level PCA calibration: :func:`~sc_noise2self.calibration.calibrate_counts` of PCA.
-
-    Parameters
-    ----------
-    X
-        Raw counts, cells x genes (numpy, scipy.sparse or dask).
-    **options
-        ``max_comps``, the family's options (``solver``, ``max_score_cells``, ``center``,
-        ``device``), split options (``p``, ``transform``, ``loss``, ...) or ``settings=``,
-        and ``progress``.
-
-    Returns
-    -------
-    :class:`~sc_noise2self.calibration.CalibrationResult` over ranks ``0..max_comps``.
-    """
-    return calibrate_counts(X, PCA, **options)
-
+calibrate_pca_counts = counts_calibrator(PCA)
 
 __getattr__ = moved_names(__name__, {
     "max_rank": "sc_noise2self.embedding:max_rank",
