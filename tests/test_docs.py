@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 API_PAGE = ROOT / "docs" / "api.rst"
-MODULES = ("pp", "tl", "pl", "image", "datasets")
+MODULES = ("pp", "tl", "pl", "image", "datasets", "diagnostics", "calibration")
 
 
 def public_objects(module) -> dict[str, object]:
