@@ -227,11 +227,13 @@ def _draw_rows(values, row_ptr, first_row, p, key, sizes, shares):
     """Both halves of row-major ``values``, row ``i`` drawn from its own stream."""
     streams = RowStreams(key)
     counts = values.astype(np.int64)
-    running = np.concatenate([[0], np.cumsum(counts)])
-    totals = running[row_ptr[1:]] - running[row_ptr[:-1]]
+    nonempty = np.flatnonzero(np.diff(row_ptr))
+    totals = np.zeros(len(row_ptr) - 1, dtype=np.int64)
+    if nonempty.size:  # one sum per row, without a cumulative copy of every value
+        totals[nonempty] = np.add.reduceat(counts, row_ptr[nonempty])
     half_a = np.zeros_like(values)
     half_b = np.zeros_like(values)
-    for i in np.flatnonzero(np.diff(row_ptr)):
+    for i in nonempty:
         rows = slice(row_ptr[i], row_ptr[i + 1])
         # The row's total keys its stream: a half split again with the same seed draws anew.
         rng = streams.seek(first_row + int(i), salt=int(totals[i]))
