@@ -34,7 +34,15 @@ from ._validation import (
     is_dask_array,
 )
 from .diagnostics import estimate_overdispersion
-from .losses import LOSSES, Halves, halves_from_counts, prediction_loss, prepare_halves
+from .losses import (
+    LOSSES,
+    Halves,
+    baseline_loss,
+    column_means,
+    halves_from_counts,
+    prediction_loss,
+    prepare_halves,
+)
 from .results import CalibrationResult, expand_grid, finite_argmin
 from .splitting import SPLIT_METHODS, gene_sizes, split_folds
 from .transforms import TRANSFORMS, library_sizes
@@ -261,6 +269,10 @@ class Family:
         The options that also shape the final fit (the rest only shape the calibration).
     denoise_losses
         The losses whose calibration ``denoise_*`` can use.
+    baseline_index
+        ``baseline_index(grid, options) -> int | None``: the grid point that IS the gene-mean
+        baseline (PCA's rank 0), so the referee reads it off the curve instead of scoring it
+        again; None scores the baseline on every split.
     """
 
     name: str
@@ -279,6 +291,7 @@ class Family:
     choose: Callable = best_value
     fit_options: tuple[str, ...] = ()
     denoise_losses: tuple[str, ...] = LOSSES
+    baseline_index: Callable | None = None
 
     @property
     def knob(self) -> str:
@@ -351,26 +364,77 @@ def calibrate_counts(
     if family.check_options is not None:
         family.check_options(own, X)
     grid = family.grid.make_grid(grid_value, X.shape, own)
+    index = None if family.baseline_index is None else family.baseline_index(grid, own)
+    referee = Referee(settings.loss, index)
 
     def score(halves: Halves, seed) -> np.ndarray:
-        return family.score(halves, grid, seed, own, settings.loss, progress=progress)
+        return referee.scored(halves, family.score(referee.before(halves), grid, seed, own,
+                                                   settings.loss, progress=progress))
 
     score_dask = None
     if family.score_dask is not None:
         def score_dask(counts: DaskCounts, seed) -> np.ndarray:
-            return family.score_dask(counts, settings, grid, seed, own)
+            return referee.scored(None, family.score_dask(counts, settings, grid, seed, own))
 
     curves = run_splits(X, settings, score, score_dask=score_dask, progress=progress,
                         family=family.name)
     params = dict(settings.params(), **{family.grid_arg: _plain(grid_value)}, **_plain(own))
     if is_dask_array(X):
         params["backend"] = "dask"
-    return checked(CalibrationResult(family.knob, np.asarray(grid), curves, params))
+    return checked(CalibrationResult(family.knob, np.asarray(grid), curves, params), referee)
 
 
-def checked(result: CalibrationResult) -> CalibrationResult:
-    """``result``, after saying which settings gave no finite loss (none finite: an error)."""
+class Referee:
+    """Scores the gene-mean baseline on every split, so each calibration is graded against it.
+
+    The baseline predicts every cell by half A's gene means: J-invariant, and blind to any
+    structure. A denoiser whose best loss does not beat it found nothing above noise.
+    """
+
+    def __init__(self, loss: str, index: int | None = None):
+        self.loss, self.index, self.losses, self._means = loss, index, [], None
+
+    def before(self, halves: Halves) -> Halves:
+        """Note half A's gene means before a family frees half A; return the halves."""
+        if self.index is None:
+            self._means = column_means(halves.a)
+        return halves
+
+    def scored(self, halves: Halves | None, curve) -> np.ndarray:
+        """Record the baseline of the split that gave ``curve``; return the curve."""
+        curve = np.asarray(curve, dtype=np.float64)
+        if self.index is not None:
+            self.losses.append(float(curve[self.index]))
+        elif halves is not None and self._means is not None:
+            self.losses.append(baseline_loss(self._means, halves, self.loss))
+        return curve
+
+    @property
+    def loss_value(self) -> float | None:
+        """The baseline's loss averaged over splits (None when it was not scored)."""
+        return float(np.mean(self.losses)) if self.losses else None
+
+
+def checked(result: CalibrationResult, referee: Referee | None = None) -> CalibrationResult:
+    """``result`` graded: non-finite settings named, the baseline recorded and compared.
+
+    Raises when no setting gave a finite loss. Warns, with both losses, when the best setting
+    does not beat the gene-mean baseline.
+    """
     finite_argmin(result.loss)
+    baseline = None if referee is None else referee.loss_value
+    if baseline is not None:
+        result.params["baseline_loss"] = baseline
+        best = float(result.loss[result.best_index])
+        if best >= baseline and referee.index != result.best_index:
+            warnings.warn(
+                f"The best {result.param}={result.best} has a self-supervised loss of "
+                f"{best:.6g}, no better than {baseline:.6g} of the gene-mean baseline (every "
+                "cell predicted by the genes' means): it finds no structure above noise in "
+                "these counts. Try another family or a wider grid, or deeper data.",
+                UserWarning,
+                stacklevel=4,
+            )
     if result.failed.size:
         failed = [result.grid[i].item() if isinstance(result.grid[i], np.generic)
                   else result.grid[i] for i in result.failed]
@@ -534,16 +598,21 @@ def calibrate_callable_counts(
     combos = expand_grid(param_grid)
     settings = (settings or SplitSettings()).validate(X)
 
+    referee = Referee(settings.loss)
+
     def score(halves: Halves, seed) -> np.ndarray:
-        return np.array([_scored(denoiser, combo, halves, settings.loss) for combo in combos])
+        referee.before(halves)
+        return referee.scored(halves, [_scored(denoiser, combo, halves, settings.loss)
+                                       for combo in combos])
 
     curves = run_splits(X, settings, score, progress=progress, family="a callable denoiser")
     names = list(param_grid)
     params = dict(settings.params(), grid_params=[repr(c) for c in combos])
     if len(names) == 1:
         grid = np.asarray([c[names[0]] for c in combos])
-        return checked(CalibrationResult(names[0], grid, curves, params))
-    return checked(CalibrationResult("combination", np.arange(len(combos)), curves, params))
+        return checked(CalibrationResult(names[0], grid, curves, params), referee)
+    return checked(CalibrationResult("combination", np.arange(len(combos)), curves, params),
+                   referee)
 
 
 def _scored(denoiser, combo: dict, halves: Halves, loss: str) -> float:

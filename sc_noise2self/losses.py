@@ -174,6 +174,27 @@ def prediction_loss(prediction, halves: Halves, loss: str) -> float:
     return total / np.prod(target.shape)
 
 
+def column_means(values) -> np.ndarray:
+    """Each gene's mean over cells (float64), sparse or dense, without densifying."""
+    return np.asarray(values.mean(axis=0), dtype=np.float64).ravel()
+
+
+def baseline_loss(means: np.ndarray, halves: Halves, loss: str) -> float:
+    """The loss of the trivial J-invariant predictor: every cell predicted by half A's means.
+
+    It sees nothing of half B, so it is the floor any denoiser must beat to show that it
+    found structure above noise: the referee of every calibration.
+    """
+    target = halves.target(loss)
+    table = halves.conversion_table()
+    total = 0.0
+    for rows in row_chunks(*target.shape):
+        block = dense_rows(target, rows)
+        prediction = np.broadcast_to(means, block.shape)
+        total += block_loss(prediction, block, halves, rows, table, loss)
+    return total / np.prod(target.shape)
+
+
 def poisson_deviance(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """Elementwise Poisson deviance ``2 * (y log(y / mu) - (y - mu))``, with ``0 log 0 = 0``."""
     expected = np.maximum(expected, 1e-8)

@@ -178,3 +178,24 @@ def test_rows_with_no_counts_anywhere_split_like_the_rest():
     np.testing.assert_array_equal(dense_a + dense_b, X)
     np.testing.assert_array_equal(sparse_a.toarray(), dense_a)
     assert not dense_a[[0, 7, 8, 29]].any()
+
+
+def test_the_referee_grades_every_calibration_against_the_gene_means(small):
+    from sc_noise2self.losses import baseline_loss, column_means, prepare_halves
+
+    # PCA's rank 0 is the baseline itself: reading it off the curve equals scoring it.
+    result = calibrate_counts(small.X, tl.FAMILIES["pca"], max_comps=5, p=0.5)
+    halves = prepare_halves(small.X, p=0.5, transform="sqrt",
+                            random_state=n2s._rng.spawn_seeds(0, 1)[0])
+    scored = baseline_loss(column_means(halves.a), halves, "mse")
+    assert result.params["baseline_loss"] == pytest.approx(scored, rel=1e-7)  # closed form
+    assert result.params["baseline_loss"] == pytest.approx(result.loss[0], rel=1e-12)
+
+    # A denoiser that only adds noise loses to the baseline, and the user is told so.
+    def noisy(values, scale):
+        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+        return values + np.random.default_rng(0).normal(0, scale, values.shape)
+
+    with pytest.warns(UserWarning, match="no better than .* gene-mean baseline"):
+        lost = calibrate_callable_counts(small.X, noisy, {"scale": [1.0, 2.0]})
+    assert lost.loss.min() > lost.params["baseline_loss"]

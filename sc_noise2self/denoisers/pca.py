@@ -112,6 +112,7 @@ PCA = Family(
     grid=Knob("n_comps", grid_arg="max_comps", default=100, make_grid=_grid, from_values=largest),
     score=score_ranks, score_dask=score_pca_dask, check_options=_check,
     fit=fit_ranks, choose=choose_rank, store=store_pca, values=reconstruct,
+    baseline_index=lambda grid, options: 0 if options["center"] else None,
     options={"solver": "auto", "max_score_cells": 20_000, "center": True, "device": None},
     fit_options=("solver",),
     option_docs={
