@@ -1,4 +1,8 @@
-"""The ``sc-noise2self`` command: calibrate and denoise counts from the shell."""
+"""The ``sc-noise2self`` command: calibrate and denoise counts from the shell.
+
+Outputs are checked before any work and written atomically (:mod:`sc_noise2self.io`): an
+existing file, or the input itself, is replaced only with ``--overwrite``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 
 from . import datasets, pl, tl
+from ._version import __version__
+from .calibration import DEFAULT_P
+from .io import atomic_path, check_output, formats_text, read_counts, write_h5ad
 
 DEFAULT_DATASETS = ("auto", "paul15", "synthetic")
 
@@ -22,22 +28,34 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sc-noise2self",
         description="Noise2Self / molecular cross-validation for single-cell counts.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     denoise = commands.add_parser(
         "denoise",
         help="choose the PCA rank by the self-supervised loss, then denoise",
         description="Choose the PCA rank by molecular cross-validation and denoise. With no "
-        "INPUT, runs on paul15 when $SC_NOISE2SELF_DATA holds it, else on synthetic counts.",
+        "INPUT, runs on paul15 when $SC_NOISE2SELF_DATA holds it, else on synthetic counts. "
+        f"Input formats:\n{formats_text()}",
+        formatter_class=HelpFormatter,
     )
-    denoise.add_argument("input", nargs="?", help="h5ad file with raw counts (optional)")
+    denoise.add_argument("input", nargs="?", help="raw counts: a file or a 10x folder "
+                         "(formats above); none runs the embedded default dataset")
     denoise.add_argument("--out", default="noise2self.h5ad", help="output h5ad path")
+    denoise.add_argument("--overwrite", action="store_true",
+                         help="replace --out (and --plot) if they exist, even the input")
     denoise.add_argument("--layer", default=None, help="layer with raw counts (default: X)")
     denoise.add_argument("--max-comps", type=int, default=100, help="largest rank scored")
-    denoise.add_argument("--p", type=float, default=None, help="share of molecules in half A")
+    denoise.add_argument("--p", type=float, default=DEFAULT_P,
+                         help="share of molecules in half A")
     denoise.add_argument("--transform", default="sqrt", choices=("sqrt", "log1p", "none"))
     denoise.add_argument("--loss", default="mse", choices=("mse", "poisson"))
     denoise.add_argument("--n-splits", type=int, default=1, help="independent splits to average")
-    denoise.add_argument("--random-state", type=int, default=0)
+    denoise.add_argument("--random-state", type=int, default=0, help="seed of the splits")
+    denoise.add_argument("--max-layer-gb", type=float, default=1.0,
+                         help="write the dense denoised layer only when it takes at most this "
+                         "many GB (float32); scores and loadings are always written")
+    denoise.add_argument("--no-layer", action="store_true",
+                         help="never write the dense denoised layer (same as --max-layer-gb 0)")
     denoise.add_argument("--plot", default=None, help="write the loss curve to this image file")
     denoise.add_argument(
         "--dataset", default="auto", choices=DEFAULT_DATASETS,
@@ -46,10 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option, and the description's line breaks kept."""
+
+
 def load_input(path: str | None, dataset: str):
     """Read ``path``, or the embedded default dataset; return ``(adata, description)``."""
     if path is not None:
-        return ad.read_h5ad(path), path
+        return read_counts(path), path
     if dataset in ("auto", "paul15") and datasets.local_file("paul15.h5ad") is not None:
         return datasets.paul15(), "paul15 (from $SC_NOISE2SELF_DATA)"
     if dataset == "paul15":
@@ -72,25 +94,33 @@ def run_denoise(args: argparse.Namespace) -> int:
     """Run the ``denoise`` command."""
     import scanpy as sc  # slow to import; only a run needs it, not --help
 
+    # Every output is checked before the work starts: a bad path fails in a second, not
+    # after the calibration.
+    out = check_output(args.out, overwrite=args.overwrite, inputs=(args.input,))
+    plot = None
+    if args.plot:
+        # A path with a directory is written exactly there (a bare name would be a suffix).
+        plot = check_output(Path(args.plot).resolve(), overwrite=args.overwrite,
+                            inputs=(args.input,))
     sc.settings.verbosity = "info"
     start = time.perf_counter()
     adata, description = load_input(args.input, args.dataset)
     print(f"data: {description}, {adata.n_obs} cells x {adata.n_vars} genes", flush=True)
-    options = dict(
-        layer=args.layer, max_comps=args.max_comps, transform=args.transform, loss=args.loss,
-        n_splits=args.n_splits, random_state=args.random_state,
+    tl.denoise_pca(
+        adata, layer=args.layer, max_comps=args.max_comps, transform=args.transform,
+        loss=args.loss, n_splits=args.n_splits, random_state=args.random_state, p=args.p,
+        max_layer_gb=0.0 if args.no_layer else args.max_layer_gb,
     )
-    if args.p is not None:
-        options["p"] = args.p
-    tl.denoise_pca(adata, **options)
     record = adata.uns["noise2self"]
     print(f"chosen rank: {record['n_comps']}")
     print(f"curve: {describe_curve(np.asarray(record['grid']), np.asarray(record['loss']))}")
-    adata.write_h5ad(args.out)
-    print(f"wrote {args.out}")
-    if args.plot:
-        # A path with a directory is written exactly there (a bare name would be a suffix).
-        pl.calibration_curve(adata, show=False, save=str(Path(args.plot).resolve()))
+    write_h5ad(adata, out, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    if plot is not None:
+        figure = pl.calibration_curve(adata, show=False).figure
+        with atomic_path(plot, overwrite=args.overwrite) as temporary:
+            figure.savefig(temporary, format=plot.suffix.lstrip(".") or "png",
+                           bbox_inches="tight")
         print(f"wrote {args.plot}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0
@@ -101,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run_denoise(args)
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as error:
+    except (ValueError, KeyError, TypeError, OSError) as error:
         print(f"sc-noise2self: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,169 @@
+"""Reading counts from the formats single-cell data come in, and writing files atomically.
+
+Every file the package writes goes through :func:`atomic_path`: the content is written to a
+temporary file in the target's own folder and renamed over the target only once it is
+complete, so an interrupted write (Ctrl-C, a full disk, a crash) leaves the previous file as
+it was. An existing file is replaced only when the caller asks (``overwrite=True``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import anndata as ad
+
+#: What :func:`read_counts` accepts, by how the path ends (or a 10x folder).
+FORMATS = {
+    ".h5ad": "AnnData",
+    ".h5": "10x Genomics HDF5 (filtered_feature_bc_matrix.h5)",
+    ".loom": "loom",
+    ".csv": "CSV, cells as rows and genes as columns (first column: cell names)",
+    ".tsv": "TSV, like CSV",
+    ".txt": "tab-separated text, like TSV",
+    "folder": "10x Genomics folder with matrix.mtx(.gz), barcodes and features/genes",
+}
+
+
+def formats_text() -> str:
+    """The accepted formats, one per line, for error messages and ``--help``."""
+    return "\n".join(f"  {ending}: {what}" for ending, what in FORMATS.items())
+
+
+def read_counts(path: str | os.PathLike) -> ad.AnnData:
+    """Read raw counts from any format in :data:`FORMATS` into an AnnData.
+
+    Parameters
+    ----------
+    path
+        A file (``.h5ad``, 10x ``.h5``, ``.loom``, ``.csv``/``.tsv``/``.txt``, optionally
+        ``.gz``) or a 10x matrix folder.
+
+    Returns
+    -------
+    The AnnData, with counts in ``X``; raises ``FileNotFoundError`` or ``ValueError``
+    naming the path and the formats accepted.
+    """
+    import scanpy as sc  # slow to import; only reading needs it
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Input {str(path)!r} does not exist.")
+    if path.is_dir():
+        if not any(path.glob("matrix.mtx*")):
+            raise ValueError(
+                f"Input {str(path)!r} is a folder without matrix.mtx(.gz); a folder must be a "
+                f"10x matrix folder. Formats accepted:\n{formats_text()}"
+            )
+        return sc.read_10x_mtx(path)
+    name = path.name.lower().removesuffix(".gz")
+    ending = Path(name).suffix
+    if ending == ".h5ad":
+        return ad.read_h5ad(path)
+    if ending == ".h5":
+        return sc.read_10x_h5(path)
+    if ending == ".loom":
+        return ad.io.read_loom(path)
+    if ending == ".csv":
+        return ad.io.read_csv(path)
+    if ending in (".tsv", ".txt"):
+        return ad.io.read_text(path, delimiter="\t")
+    raise ValueError(
+        f"Cannot read {str(path)!r}: unknown format {path.suffix or '(no ending)'!r}. Formats "
+        f"accepted:\n{formats_text()}"
+    )
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool = False,
+                 inputs: tuple = ()) -> Path:
+    """Check, before any work, that ``path`` can be written; return it as a Path.
+
+    Parameters
+    ----------
+    path
+        Where the output goes.
+    overwrite
+        Replace an existing file; without it an existing file is refused.
+    inputs
+        Paths being read: writing over one of them is refused unless ``overwrite``.
+
+    Returns
+    -------
+    The path; raises ``FileExistsError``, ``FileNotFoundError`` or ``PermissionError``.
+    """
+    path = Path(path)
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"The output folder {str(folder)!r} does not exist; create it first "
+            f"(mkdir -p {folder})."
+        )
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"The output folder {str(folder)!r} is not writable.")
+    if path.is_dir():
+        raise IsADirectoryError(f"The output {str(path)!r} is a folder; name a file.")
+    if not overwrite:
+        if any(Path(i).resolve() == path.resolve() for i in inputs if i is not None):
+            raise FileExistsError(
+                f"The output {str(path)!r} is the input: writing it would replace your data. "
+                "Choose another output, or pass overwrite (--overwrite) to replace it."
+            )
+        if path.exists():
+            raise FileExistsError(
+                f"The output {str(path)!r} exists; choose another name, or pass overwrite "
+                "(--overwrite) to replace it."
+            )
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed to ``path`` when the block completes.
+
+    Parameters
+    ----------
+    path
+        The final file.
+    overwrite
+        Replace an existing ``path``; otherwise an existing file is refused first.
+
+    Yields
+    ------
+    The temporary path to write to (in the same folder, so the rename is atomic).
+    """
+    path = check_output(path, overwrite=overwrite)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                                         dir=path.resolve().parent)
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())  # on disk before the rename makes it the file
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``adata`` to ``path`` atomically (see :func:`atomic_path`).
+
+    Parameters
+    ----------
+    adata
+        What to write.
+    path
+        The ``.h5ad`` file.
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    The path written.
+    """
+    with atomic_path(path, overwrite=overwrite) as temporary:
+        adata.write_h5ad(temporary)
+    return Path(path)
