@@ -174,7 +174,7 @@ def test_rows_with_no_counts_anywhere_split_like_the_rest():
     X = np.random.default_rng(3).poisson(2.0, size=(30, 12))
     X[[0, 7, 8, 29]] = 0  # empty rows first, in a run, and last
     dense_a, dense_b = n2s.split_counts(X, 0.3, random_state=5)
-    sparse_a, sparse_b = n2s.split_counts(sparse.csc_matrix(X), 0.3, random_state=5)
+    sparse_a, _ = n2s.split_counts(sparse.csc_matrix(X), 0.3, random_state=5)
     np.testing.assert_array_equal(dense_a + dense_b, X)
     np.testing.assert_array_equal(sparse_a.toarray(), dense_a)
     assert not dense_a[[0, 7, 8, 29]].any()
