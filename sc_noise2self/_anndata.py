@@ -20,7 +20,19 @@ def logger():
 def get_counts(adata: ad.AnnData, layer: str | None):
     """Return ``adata.X`` or ``adata.layers[layer]``, with a helpful error for a bad name."""
     if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
+        raise TypeError(
+            f"adata is a {type(adata).__name__}; pass an AnnData (e.g. anndata.AnnData(X) "
+            "around a counts matrix)."
+        )
+    if adata.isbacked:
+        raise ValueError(
+            "adata is backed (read_h5ad(..., backed='r')): its X is read row by row from disk "
+            "and cannot be split in place. Load it with adata = adata.to_memory(), or for data "
+            "larger than memory read X lazily as a dask array "
+            "(anndata.experimental.read_elem_lazy) and pass that."
+        )
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer={layer!r} must be the name of a layer (a str) or None for X.")
     if layer is None:
         if adata.X is None:
             raise ValueError("adata.X is empty; pass `layer=` naming the layer with raw counts.")

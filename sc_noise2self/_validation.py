@@ -43,6 +43,7 @@ def check_counts(X, *, name: str = "X") -> None:
     -------
     None; raises ``ValueError`` or ``TypeError`` on bad input.
     """
+    check_matrix(X, name=name)
     values = stored_values(X)
     if values.dtype.kind not in "iuf":
         raise TypeError(f"{name} has dtype {values.dtype}; expected integer or float counts.")
@@ -57,7 +58,7 @@ def check_counts(X, *, name: str = "X") -> None:
 
 def check_fraction(p: float, *, name: str = "p") -> float:
     """Return ``p`` as a float after checking it lies strictly between 0 and 1."""
-    if not isinstance(p, numbers.Real) or not 0.0 < float(p) < 1.0:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < float(p) < 1.0:
         raise ValueError(
             f"{name}={p!r} must lie strictly between 0 and 1: it is the share of each cell's "
             "molecules that goes to half A (0.5 as in the paper, 0.9 as in MCV's code)."
@@ -80,4 +81,81 @@ def check_no_empty_cells(totals: np.ndarray, *, name: str = "X") -> None:
         raise ValueError(
             f"{name} has {empty.size} cell(s) with zero total counts (first at row {empty[0]}). "
             "Remove them first, e.g. `sc.pp.filter_cells(adata, min_counts=1)`."
+        )
+
+
+def check_whole(value, *, name: str, minimum: int | None = None, maximum: int | None = None,
+                hint: str = "") -> int:
+    """Return ``value`` as an int after checking it is a whole number within bounds.
+
+    Parameters
+    ----------
+    value
+        What the user passed (bools and non-integral floats are refused).
+    name
+        The argument's name, for the message.
+    minimum, maximum
+        Inclusive bounds, or None.
+    hint
+        What the number means, appended to the message.
+
+    Returns
+    -------
+    The integer.
+    """
+    note = f" ({hint})" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}={value!r} must be a whole number{note}.")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = (f"at least {minimum}" if maximum is None else
+                  f"between {minimum} and {maximum}" if minimum is not None else
+                  f"at most {maximum}")
+        raise ValueError(f"{name}={value} must be {bounds}{note}.")
+    return int(value)
+
+
+def check_real(value, *, name: str, minimum: float | None = None, allow_none: bool = False,
+               hint: str = "") -> float | None:
+    """Return ``value`` as a float after checking it is a finite number of at least ``minimum``.
+
+    Parameters
+    ----------
+    value
+        What the user passed.
+    name
+        The argument's name, for the message.
+    minimum
+        Inclusive lower bound, or None.
+    allow_none
+        Accept None (returned as None).
+    hint
+        What the number means, appended to the message.
+
+    Returns
+    -------
+    The float, or None.
+    """
+    if value is None and allow_none:
+        return None
+    note = f" ({hint})" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r} must be a number{note}.")
+    if not np.isfinite(value) or (minimum is not None and value < minimum):
+        floor = "" if minimum is None else f" of at least {minimum}"
+        raise ValueError(f"{name}={value} must be a finite number{floor}{note}.")
+    return float(value)
+
+
+def check_matrix(X, *, name: str = "X") -> None:
+    """Raise unless ``X`` is a 2-D cells x genes matrix (numpy, scipy.sparse or dask)."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is None or not hasattr(X, "shape"):
+        raise TypeError(
+            f"{name} is a {type(X).__name__}; pass a cells x genes numpy array, scipy.sparse "
+            "matrix or dask array (or an AnnData to the tl/pp functions)."
+        )
+    if ndim != 2:
+        raise ValueError(
+            f"{name} has {ndim} dimension(s) (shape {X.shape}); counts must be a cells x genes "
+            "matrix. Reshape a single cell to (1, n_genes)."
         )

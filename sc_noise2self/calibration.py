@@ -30,6 +30,7 @@ from ._validation import (
     check_choice,
     check_counts,
     check_fraction,
+    check_matrix,
     check_no_empty_cells,
     is_dask_array,
 )
@@ -111,16 +112,15 @@ class SplitSettings:
         once, for every split. For a dask array what can be known without computing is
         checked here; the counts themselves are checked chunk by chunk on the first pass.
         """
-        self._check_options()
-        if getattr(X, "ndim", None) != 2:
-            raise ValueError(
-                f"X must be a cells x genes matrix; got {getattr(X, 'ndim', '?')} dimension(s)."
-            )
+        self.check_options()
+        check_matrix(X)
         if X.shape[0] < 2:
             raise ValueError(
                 f"X has {X.shape[0]} cell(s); calibration needs at least 2 cells to fit on "
                 "one half and score on the other."
             )
+        if X.shape[1] < 1:
+            raise ValueError("X has no genes; pass counts with at least one gene.")
         settings = self
         if self.folds is not None:
             # K-fold thinning: each fold is scored against the rest, a share (K-1)/K.
@@ -134,7 +134,8 @@ class SplitSettings:
         gene_sizes(X, self.split, self.overdispersion)  # checks shape and values
         return settings
 
-    def _check_options(self) -> None:
+    def check_options(self) -> None:
+        """Check every option (not the data); raise naming the option and the fix."""
         check_choice(self.transform, TRANSFORMS, name="transform")
         check_choice(self.loss, LOSSES, name="loss")
         check_choice(self.split, SPLIT_METHODS, name="split")

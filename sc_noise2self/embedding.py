@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy import sparse
 from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.neighbors import NearestNeighbors
 
@@ -40,6 +41,51 @@ class PCAFit:
         """Dense rank-``n_comps`` reconstruction of the given rows and genes."""
         scores = self.scores[rows, :n_comps]
         return self.mean[genes] + scores @ self.components[:n_comps][:, genes]
+
+
+def centred_randomized_pca(X, n_comps: int, seed: int, *, n_iter: int = 7,
+                           oversample: int = 10) -> PCAFit:
+    """Randomized PCA (Halko et al. 2011) of sparse ``X`` centred implicitly, never densified.
+
+    Every product with ``X - 1 mu^T`` is ``X @ V - 1 (mu @ V)``, so the sparse matrix is used
+    as it is; power iterations with QR keep the small singular directions accurate.
+
+    Parameters
+    ----------
+    X
+        Cells x genes sparse matrix.
+    n_comps
+        Number of components.
+    seed
+        Seed of the random test matrix.
+    n_iter, oversample
+        Power iterations and extra columns, as scikit-learn's ``randomized_svd``.
+
+    Returns
+    -------
+    The fitted :class:`PCAFit` (scores ``U S``, components ``V``), in float64.
+    """
+    X = sparse.csr_matrix(X, dtype=np.float64)
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    ones = np.ones((X.shape[0], 1))
+
+    def times(V):  # (X - 1 mu^T) V
+        return X @ V - ones @ (mean @ V)[None, :]
+
+    def transposed_times(U):  # (X - 1 mu^T)^T U
+        return X.T @ U - np.outer(mean, U.sum(axis=0))
+
+    width = min(n_comps + oversample, min(X.shape))
+    Q = times(np.random.default_rng(seed).standard_normal((X.shape[1], width)))
+    for _ in range(n_iter):
+        Q = np.linalg.qr(times(np.linalg.qr(transposed_times(np.linalg.qr(Q)[0]))[0]))[0]
+    Q = np.linalg.qr(Q)[0]
+    U_small, S, Vt = np.linalg.svd(transposed_times(Q).T, full_matrices=False)
+    U = Q @ U_small[:, :n_comps]
+    # Signs as scikit-learn's svd_flip: the largest loading of each component positive.
+    signs = np.sign(Vt[np.arange(n_comps), np.argmax(np.abs(Vt[:n_comps]), axis=1)])
+    signs[signs == 0] = 1.0
+    return PCAFit(U * S[:n_comps] * signs, Vt[:n_comps] * signs[:, None], mean)
 
 
 def max_rank(shape: tuple[int, int]) -> int:
@@ -88,7 +134,7 @@ def fit_pca(
     solver
         ``"auto"`` is ``"arpack"``, scanpy's default for sparse data (measured faster than
         ``"covariance_eigh"`` on sparse counts, see ``benchmarks/RESULTS.md``);
-        ``"randomized"`` needs dense data when centring.
+        ``"randomized"`` centres sparse data implicitly (:func:`centred_randomized_pca`).
     random_state
         Seed of the iterative solvers' starting vectors.
 
@@ -100,6 +146,9 @@ def fit_pca(
     if solver == "auto":
         solver = "arpack"
     seed = int(np.random.default_rng(random_state).integers(2**31 - 1))
+    if center and solver == "randomized" and sparse.issparse(X):
+        # scikit-learn's PCA centres sparse data only with arpack and covariance_eigh.
+        return centred_randomized_pca(X, n_comps, seed)
     if center:
         model = PCA(n_components=n_comps, svd_solver=solver, random_state=seed)
         scores = model.fit_transform(X)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._anndata import gene_positions, get_counts, logger, store_calibration, target
-from ._validation import check_choice, check_counts, is_dask_array
+from ._validation import check_choice, check_counts, check_real, is_dask_array
 from .calibration import (
     DEFAULT_P,
     CalibrationResult,
@@ -132,7 +132,24 @@ def _split_options(arguments: dict) -> dict:
     return {name: arguments.pop(name) for name in SplitSettings.names()}
 
 
+def _check_front(arguments: dict) -> None:
+    """The arguments every front shares, checked before any work."""
+    key = arguments["key_added"]
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"key_added={key!r} must be a non-empty str naming where results go.")
+    for name in ("copy",):
+        if not isinstance(arguments[name], bool):
+            raise TypeError(f"{name}={arguments[name]!r} must be True or False.")
+    if arguments["progress"] is not None and not isinstance(arguments["progress"], bool):
+        raise TypeError(f"progress={arguments['progress']!r} must be True, False or None.")
+    if "max_layer_gb" in arguments:
+        check_real(arguments["max_layer_gb"], name="max_layer_gb", minimum=0.0,
+                   hint="the largest dense layer to write, in GB; 0 writes none")
+    SplitSettings(**{n: arguments[n] for n in SplitSettings.names()}).check_options()
+
+
 def _run_calibrate(family: Family, arguments: dict) -> ad.AnnData | None:
+    _check_front(arguments)
     adata, layer, key = arguments.pop("adata"), arguments.pop("layer"), arguments.pop("key_added")
     copy, progress = arguments.pop("copy"), arguments.pop("progress")
     log = logger()
@@ -145,6 +162,7 @@ def _run_calibrate(family: Family, arguments: dict) -> ad.AnnData | None:
 
 
 def _run_denoise(family: Family, arguments: dict) -> ad.AnnData | None:
+    _check_front(arguments)
     adata, layer, key = arguments.pop("adata"), arguments.pop("layer"), arguments.pop("key_added")
     copy, progress = arguments.pop("copy"), arguments.pop("progress")
     max_layer_gb, value = arguments.pop("max_layer_gb"), arguments.pop(family.knob)

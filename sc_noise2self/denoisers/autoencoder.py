@@ -17,6 +17,7 @@ from .._anndata import write_dense_layer
 from .._compat import moved_names
 from .._device import resolve_device
 from .._rng import make_rng, spawn_seeds
+from .._validation import check_real, check_whole
 from ..calibration import CalibrationResult, Family, Knob, calibrate_counts
 from ..losses import Halves, block_loss, dense_rows, poisson_deviance
 from ..transforms import library_sizes, normalised_values
@@ -170,6 +171,9 @@ def score_autoencoder(net, halves: Halves, rows: np.ndarray, loss: str, device=N
 
 def check_widths(widths, n_genes: int) -> np.ndarray:
     """Sorted unique widths, each between 1 and the number of genes."""
+    for width in np.atleast_1d(widths):
+        check_whole(width if not isinstance(width, np.integer) else int(width),
+                    name="widths (each value)", hint="a bottleneck width")
     widths = np.unique(np.asarray(widths, dtype=int))
     if widths.size == 0 or widths.min() < 1 or widths.max() > n_genes:
         raise ValueError(
@@ -197,9 +201,11 @@ def _check(options: dict, X) -> None:
     if not 0 < train.val_fraction < 1:
         raise ValueError(f"val_fraction={train.val_fraction} must lie strictly between 0 and 1.")
     for name in ("max_epochs", "patience", "batch_size"):
-        value = options[name]
-        if not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer.")
+        check_whole(options[name], name=name, minimum=1)
+    for size in np.atleast_1d(options["hidden"]):
+        check_whole(size if not isinstance(size, np.integer) else int(size),
+                    name="hidden (each size)", minimum=1, hint="units of a hidden layer")
+    check_real(options["lr"], name="lr", minimum=1e-12, hint="Adam's learning rate")
 
 
 def score_widths(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import check_whole
 from ..calibration import Family, Knob, counts_calibrator, largest
 from ..embedding import build_graph
 from ..losses import Halves
@@ -21,19 +22,14 @@ from .graph import (
 
 
 def _diffusion_grid(t_max: int, shape: tuple[int, int], options: dict) -> np.ndarray:
-    if not isinstance(t_max, int | np.integer) or t_max < 0:
-        raise ValueError(f"t_max={t_max!r} must be a non-negative number of steps.")
+    check_whole(t_max, name="t_max", minimum=0, hint="the most diffusion steps scored")
     return np.arange(t_max + 1)
 
 
 def _check_diffusion(options: dict, X) -> None:
     check_n_pcs(options, X)
-    n_neighbors = options["n_neighbors"]
-    if not isinstance(n_neighbors, int | np.integer) or not 2 <= n_neighbors < X.shape[0]:
-        raise ValueError(
-            f"n_neighbors={n_neighbors!r} must lie between 2 and n_cells - 1 = "
-            f"{X.shape[0] - 1}."
-        )
+    check_whole(options["n_neighbors"], name="n_neighbors", minimum=2,
+                maximum=X.shape[0] - 1, hint="neighbours per cell in the graph")
 
 
 def _score_diffusion(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
@@ -45,8 +41,7 @@ def _score_diffusion(halves: Halves, grid: np.ndarray, seed, options: dict, loss
 
 def _fit_diffusion(counts, t: int, options: dict, *, transform: str, random_state,
                    max_layer_gb: float) -> Smoother:
-    if not isinstance(t, int | np.integer) or t < 0:
-        raise ValueError(f"t={t!r} must be a non-negative number of diffusion steps.")
+    check_whole(t, name="t", minimum=0, hint="the number of diffusion steps")
     graph, depth = neighbour_graph(counts, options["n_neighbors"], options, transform, random_state)
     return Smoother(diffusion_operator(graph), int(t), depth, options["n_neighbors"])
 

@@ -19,6 +19,7 @@ from scipy import sparse
 
 from .._anndata import get_counts, write_dense_layer
 from .._compat import moved_names
+from .._validation import check_whole
 from ..embedding import NeighbourGraph, build_graph
 from ..losses import Halves, block_loss
 from ..transforms import library_sizes, normalised_values
@@ -155,9 +156,8 @@ def dense_block(block) -> np.ndarray:
 
 def check_n_pcs(options: dict, X) -> None:
     """Refuse an ``n_pcs`` option that is not a positive integer."""
-    n_pcs = options["n_pcs"]
-    if not isinstance(n_pcs, int | np.integer) or n_pcs < 1:
-        raise ValueError(f"n_pcs={n_pcs!r} must be a positive number of components.")
+    check_whole(options["n_pcs"], name="n_pcs", minimum=1,
+                hint="principal components for the neighbour search")
 
 
 @dataclass

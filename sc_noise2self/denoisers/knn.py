@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import check_whole
 from ..calibration import Family, Knob, counts_calibrator
 from ..embedding import build_graph
 from ..losses import Halves
@@ -26,6 +27,9 @@ def _knn_grid(ks, shape: tuple[int, int], options: dict) -> np.ndarray:
     n_cells = shape[0]
     if ks is None:
         ks = [k for k in DEFAULT_KS if k < n_cells]
+    for k in np.atleast_1d(ks):
+        check_whole(k if not isinstance(k, np.integer) else int(k), name="ks (each value)",
+                    hint="a number of neighbours")
     ks = np.unique(np.asarray(ks, dtype=int))
     if ks.size == 0 or ks.min() < 1 or ks.max() >= n_cells:
         raise ValueError(
@@ -43,6 +47,8 @@ def _score_knn(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str,
 
 def _fit_knn(counts, k: int, options: dict, *, transform: str, random_state,
              max_layer_gb: float) -> Smoother:
+    check_whole(k, name="n_neighbors", minimum=1, maximum=counts.shape[0],
+                hint="the cell itself included")
     graph, depth = neighbour_graph(counts, int(k), options, transform, random_state)
     return Smoother(knn_operator(graph, int(k)), 1, depth, int(k))
 

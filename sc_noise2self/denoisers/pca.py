@@ -15,7 +15,7 @@ import numpy as np
 
 from .._anndata import write_dense_layer
 from .._compat import moved_names
-from .._validation import check_choice, is_dask_array
+from .._validation import check_choice, check_whole, is_dask_array
 from ..calibration import CalibrationResult, Family, Knob, counts_calibrator, largest
 from ..embedding import SOLVERS, PCAFit, clip_n_comps, fit_pca
 from ..losses import Halves
@@ -25,6 +25,7 @@ from .rank_loss import pick_score_cells, rank_loss_curve
 
 
 def _grid(max_comps: int, shape: tuple[int, int], options: dict) -> np.ndarray:
+    check_whole(max_comps, name="max_comps", minimum=1, hint="the largest rank scored")
     return np.arange(clip_n_comps(max_comps, shape) + 1)
 
 
@@ -32,9 +33,11 @@ def _check(options: dict, X) -> None:
     solvers = DASK_SOLVERS if is_dask_array(X) else SOLVERS
     name = "solver (on a dask array)" if is_dask_array(X) else "solver"
     check_choice(options["solver"], solvers, name=name)
-    cells = options["max_score_cells"]
-    if cells is not None and (not isinstance(cells, int | np.integer) or cells < 1):
-        raise ValueError(f"max_score_cells={cells!r} must be a positive number or None.")
+    if options["max_score_cells"] is not None:
+        check_whole(options["max_score_cells"], name="max_score_cells", minimum=1,
+                    hint="or None to score every cell")
+    if not isinstance(options["center"], bool):
+        raise TypeError(f"center={options['center']!r} must be True or False.")
 
 
 def score_ranks(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
@@ -73,6 +76,7 @@ def choose_rank(result: CalibrationResult) -> int:
 def fit_ranks(counts, n_comps: int, options: dict, *, transform: str, random_state,
               max_layer_gb: float) -> FittedPCA:
     """PCA of the full normalised, transformed counts at ``n_comps`` components."""
+    check_whole(n_comps, name="n_comps", minimum=1, hint="the rank of the denoiser")
     n_comps = clip_n_comps(n_comps, counts.shape, name="n_comps")
     if is_dask_array(counts):
         # Out of core: scores computed when they fit max_layer_gb; the dense layer stays lazy.
