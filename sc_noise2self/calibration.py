@@ -25,6 +25,7 @@ import numpy as np
 
 from ._compat import moved_names
 from ._dask import check_dask_counts, checked_library_sizes, rows_chunked
+from ._progress import progress_bar
 from ._rng import RandomState, check_random_state, spawn_seeds
 from ._validation import (
     check_choice,
@@ -512,8 +513,6 @@ def run_splits(X, settings: SplitSettings, score_split, *, score_dask=None,
     -------
     Array ``(n_splits * max(folds, 1), n_grid)`` of losses.
     """
-    from tqdm.auto import tqdm
-
     seeds = spawn_seeds(settings.random_state, settings.n_splits)
     if is_dask_array(X):
         if score_dask is None:
@@ -530,9 +529,9 @@ def run_splits(X, settings: SplitSettings, score_split, *, score_dask=None,
             for halves in _halves_of(X, settings, seed):
                 yield score_split(halves, seed)
 
-    hide = True if settings.n_splits == 1 else (None if progress is None else not progress)
     curves = [np.asarray(curve, dtype=np.float64)
-              for seed in tqdm(seeds, desc="splits", disable=hide) for curve in curves_of(seed)]
+              for seed in progress_bar(seeds, desc=f"{family}: splits", progress=progress)
+              for curve in curves_of(seed)]
     return np.vstack(curves)
 
 

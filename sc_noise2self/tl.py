@@ -60,7 +60,8 @@ _SHARED_DOCS = {
                     "None splits plainly (:func:`~sc_noise2self.split_counts`).",
     "folds": "K-fold thinning: each fold scored against the other K-1 (``p`` becomes "
              "(K-1)/K).",
-    "progress": "Progress bars; None shows them only on a terminal.",
+    "progress": "Progress bars over splits (and widths): True, False, or None to show them "
+                "when scanpy's verbosity is at least info, on a terminal or in a notebook.",
     "key_added": "Where the results go: ``uns[key_added]`` and the keys named below.",
     "max_layer_gb": "Write a dense denoised ``layers[key_added]`` only when it takes at most "
                     "this many gigabytes (float32); otherwise read chosen genes with "

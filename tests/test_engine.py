@@ -199,3 +199,21 @@ def test_the_referee_grades_every_calibration_against_the_gene_means(small):
     with pytest.warns(UserWarning, match="no better than .* gene-mean baseline"):
         lost = calibrate_callable_counts(small.X, noisy, {"scale": [1.0, 2.0]})
     assert lost.loss.min() > lost.params["baseline_loss"]
+
+
+def test_progress_bars_follow_the_flag_and_scanpys_verbosity(small, capfd, monkeypatch):
+    import scanpy as sc
+
+    from sc_noise2self import _progress
+
+    tl.calibrate_pca(small, max_comps=4, n_splits=2, progress=True, copy=True)
+    assert "pca: splits" in capfd.readouterr().err
+    tl.calibrate_pca(small, max_comps=4, n_splits=2, progress=False, copy=True)
+    assert "splits" not in capfd.readouterr().err
+    monkeypatch.setattr(_progress, "_interactive", lambda: True)  # as on a terminal
+    monkeypatch.setattr(sc.settings, "verbosity", "warning")
+    assert not _progress.shows_progress(None)
+    monkeypatch.setattr(sc.settings, "verbosity", "info")
+    assert _progress.shows_progress(None)
+    tl.calibrate_pca(small, max_comps=4, n_splits=2, copy=True)
+    assert "pca: splits" in capfd.readouterr().err

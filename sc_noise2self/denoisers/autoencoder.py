@@ -16,6 +16,7 @@ import numpy as np
 from .._anndata import write_dense_layer
 from .._compat import moved_names
 from .._device import resolve_device
+from .._progress import progress_bar
 from .._rng import make_rng, spawn_seeds
 from .._validation import check_real, check_whole
 from ..calibration import CalibrationResult, Family, Knob, calibrate_counts
@@ -211,8 +212,6 @@ def _check(options: dict, X) -> None:
 def score_widths(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
                  progress: bool | None = None) -> np.ndarray:
     """Train one autoencoder per width on half A and score each against half B."""
-    from tqdm.auto import tqdm
-
     train = _train_settings(options)
     torch_seed = int(np.random.default_rng(spawn_seeds(seed, 1)[0]).integers(2**31 - 1))
     every_cell = np.arange(halves.b.shape[0])
@@ -220,9 +219,8 @@ def score_widths(halves: Halves, grid: np.ndarray, seed, options: dict, loss: st
     if train.batched:
         nets = fit_autoencoders_batched(halves.a, grid, train, torch_seed, batch_loss)
     else:
-        hide = None if progress is None else not progress
         nets = [fit_autoencoder(halves.a, int(w), train, torch_seed, batch_loss)[0]
-                for w in tqdm(grid, desc="widths", disable=hide)]
+                for w in progress_bar(grid, desc="autoencoder widths", progress=progress)]
     return np.array([score_autoencoder(net, halves, every_cell, loss) for net in nets])
 
 
