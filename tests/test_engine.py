@@ -211,9 +211,13 @@ def test_progress_bars_follow_the_flag_and_scanpys_verbosity(small, capfd, monke
     tl.calibrate_pca(small, max_comps=4, n_splits=2, progress=False, copy=True)
     assert "splits" not in capfd.readouterr().err
     monkeypatch.setattr(_progress, "_interactive", lambda: True)  # as on a terminal
-    monkeypatch.setattr(sc.settings, "verbosity", "warning")
-    assert not _progress.shows_progress(None)
-    monkeypatch.setattr(sc.settings, "verbosity", "info")
-    assert _progress.shows_progress(None)
-    tl.calibrate_pca(small, max_comps=4, n_splits=2, copy=True)
-    assert "pca: splits" in capfd.readouterr().err
+    before = sc.settings.verbosity
+    try:
+        sc.settings.verbosity = "warning"
+        assert not _progress.shows_progress(None)
+        sc.settings.verbosity = "info"
+        assert _progress.shows_progress(None)
+        tl.calibrate_pca(small, max_comps=4, n_splits=2, copy=True)
+        assert "pca: splits" in capfd.readouterr().err
+    finally:
+        sc.settings.verbosity = before
