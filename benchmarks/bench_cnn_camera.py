@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from skimage import data
 
-from sc_noise2self.image.invariant import optimal_mix_weight
+from sc_noise2self.image.cnn import Noise2SelfModel, train
+from sc_noise2self.image.mixing import optimal_mix_weight
 from sc_noise2self.image.noise import estimate_noise_variance
-from sc_noise2self.image.training import Noise2SelfModel, train
 
 
 def camera(image: str) -> tuple[np.ndarray, np.ndarray]:

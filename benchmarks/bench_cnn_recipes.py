@@ -24,7 +24,7 @@ import time
 import torch
 from bench_cnn_camera import camera, psnr
 
-from sc_noise2self.image.training import train
+from sc_noise2self.image.cnn import train
 
 GRID_MEAN = {"masking": "grid", "replacement": "mean", "mask_stride": 4}
 SMALL_UNET = {"channels": [16, 32, 64]}

@@ -19,7 +19,7 @@ import torch
 from bench_cnn_camera import psnr
 
 from sc_noise2self import datasets
-from sc_noise2self.image.training import train
+from sc_noise2self.image.cnn import train
 
 SIGMA = 25 / 255
 

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from bench_cnn_camera import camera, psnr
 
-from sc_noise2self.image.training import resolve_amp, resolve_device, train
+from sc_noise2self._device import resolve_amp, resolve_device
+from sc_noise2self.image.cnn import train
 
 
 def main() -> int:

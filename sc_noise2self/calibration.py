@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,16 +35,9 @@ from ._validation import (
     is_dask_array,
 )
 from .diagnostics import estimate_overdispersion
-from .losses import (
-    LOSSES,
-    Halves,
-    baseline_loss,
-    column_means,
-    halves_from_counts,
-    prediction_loss,
-    prepare_halves,
-)
-from .results import CalibrationResult, expand_grid, finite_argmin
+from .losses import LOSSES, Halves, halves_from_counts, prediction_loss, prepare_halves
+from .referee import Referee, checked
+from .results import CalibrationResult, expand_grid
 from .splitting import SPLIT_METHODS, gene_sizes, split_folds
 from .transforms import TRANSFORMS, library_sizes
 
@@ -384,69 +376,6 @@ def calibrate_counts(
     if is_dask_array(X):
         params["backend"] = "dask"
     return checked(CalibrationResult(family.knob, np.asarray(grid), curves, params), referee)
-
-
-class Referee:
-    """Scores the gene-mean baseline on every split, so each calibration is graded against it.
-
-    The baseline predicts every cell by half A's gene means: J-invariant, and blind to any
-    structure. A denoiser whose best loss does not beat it found nothing above noise.
-    """
-
-    def __init__(self, loss: str, index: int | None = None):
-        self.loss, self.index, self.losses, self._means = loss, index, [], None
-
-    def before(self, halves: Halves) -> Halves:
-        """Note half A's gene means before a family frees half A; return the halves."""
-        if self.index is None:
-            self._means = column_means(halves.a)
-        return halves
-
-    def scored(self, halves: Halves | None, curve) -> np.ndarray:
-        """Record the baseline of the split that gave ``curve``; return the curve."""
-        curve = np.asarray(curve, dtype=np.float64)
-        if self.index is not None:
-            self.losses.append(float(curve[self.index]))
-        elif halves is not None and self._means is not None:
-            self.losses.append(baseline_loss(self._means, halves, self.loss))
-        return curve
-
-    @property
-    def loss_value(self) -> float | None:
-        """The baseline's loss averaged over splits (None when it was not scored)."""
-        return float(np.mean(self.losses)) if self.losses else None
-
-
-def checked(result: CalibrationResult, referee: Referee | None = None) -> CalibrationResult:
-    """``result`` graded: non-finite settings named, the baseline recorded and compared.
-
-    Raises when no setting gave a finite loss. Warns, with both losses, when the best setting
-    does not beat the gene-mean baseline.
-    """
-    finite_argmin(result.loss)
-    baseline = None if referee is None else referee.loss_value
-    if baseline is not None:
-        result.params["baseline_loss"] = baseline
-        best = float(result.loss[result.best_index])
-        if best >= baseline and referee.index != result.best_index:
-            warnings.warn(
-                f"The best {result.param}={result.best} has a self-supervised loss of "
-                f"{best:.6g}, no better than {baseline:.6g} of the gene-mean baseline (every "
-                "cell predicted by the genes' means): it finds no structure above noise in "
-                "these counts. Try another family or a wider grid, or deeper data.",
-                UserWarning,
-                stacklevel=4,
-            )
-    if result.failed.size:
-        failed = [result.grid[i].item() if isinstance(result.grid[i], np.generic)
-                  else result.grid[i] for i in result.failed]
-        warnings.warn(
-            f"{result.param}={failed} gave a non-finite self-supervised loss (NaN or "
-            "infinite), so they cannot be chosen; the best is taken among the others.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return result
 
 
 def counts_calibrator(family: Family) -> Callable:

@@ -218,6 +218,58 @@ def test_lowest_loss_parameter_is_near_the_truly_best(clean, noisy):
     assert abs(calibration.best_index - int(np.argmin(true))) <= 1
 
 
+# --- the result record ----------------------------------------------------------------------
+
+
+def plain(value):
+    """numpy values as JSON types (the conversion a user writing JSON would add)."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def test_image_calibration_is_the_shared_result_type(noisy):
+    from sc_noise2self.calibration import CalibrationResult
+
+    grid = {"sigma": [0.5, 1.0, 2.0]}
+    calibration = im.calibrate(noisy, "gaussian", grid, n_jobs=1, progress=False)
+    assert isinstance(calibration, CalibrationResult)
+    assert calibration.param == "sigma"
+    assert calibration.loss_per_split.shape == (1, 3)
+    np.testing.assert_array_equal(calibration.loss, calibration.losses)
+    np.testing.assert_array_equal(calibration.loss_std, 0.0)
+    assert calibration.best == calibration.best_params == calibration.grid[calibration.best_index]
+    assert calibration.params is calibration.settings and calibration.params["stride"] == 4
+
+
+@pytest.mark.parametrize("method", ["gaussian", "median", "callable"])
+def test_to_dict_survives_json_and_rebuilds(noisy, method):
+    import json
+
+    from scipy import ndimage as ndi
+
+    if method == "callable":
+        grid = {"size": np.array([3, 5]), "mode": ["reflect"]}  # numpy values in the grid
+        calibration = im.calibrate(noisy, ndi.uniform_filter, grid, n_jobs=1, progress=False)
+    else:
+        calibration = im.calibrate(noisy, method, n_jobs=1, progress=False)
+    calibration.candidates = {method: calibration.best_loss}
+    record = json.loads(json.dumps(calibration.to_dict(), default=plain))
+    rebuilt = im.ImageCalibration.from_dict(record)
+    np.testing.assert_array_equal(rebuilt.losses, calibration.losses)
+    assert rebuilt.best_params == calibration.best_params
+    assert rebuilt.mix_weight == calibration.mix_weight
+    assert rebuilt.param == calibration.param and rebuilt.settings == calibration.settings
+    for name in ("method", "noise_variance", "noise_variance_estimated", "invariant",
+                 "candidates"):  # fmt: skip
+        assert getattr(rebuilt, name) == getattr(calibration, name), name
+    if method == "callable":  # a user's callable is not stored: it is passed back in
+        with pytest.raises(ValueError, match="rebuilt without its denoiser"):
+            rebuilt.denoise(noisy)
+        rebuilt = im.ImageCalibration.from_dict(record, denoiser=ndi.uniform_filter)
+    np.testing.assert_array_equal(rebuilt.denoise(noisy), calibration.denoise(noisy))
+
+
 # --- mixing ---------------------------------------------------------------------------------
 
 
@@ -286,6 +338,14 @@ def test_named_method_returns_a_denoised_image(clean, noisy):
     denoised = im.denoise(noisy, "nl_means", n_jobs=1, progress=False)
     assert denoised.shape == noisy.shape
     assert np.mean((denoised - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
+
+
+def test_denoise_records_whether_it_estimated_the_noise_variance(noisy):
+    options = {"param_grid": {"sigma": [1.0]}, "return_calibration": True, "progress": False}
+    _, estimated = im.denoise(noisy, "gaussian", n_jobs=1, **options)
+    _, given = im.denoise(noisy, "gaussian", noise_variance=0.01, **options)
+    assert estimated.noise_variance_estimated and not given.noise_variance_estimated
+    assert given.noise_variance == 0.01
 
 
 def test_missing_bm3d_says_how_to_install(monkeypatch, noisy):

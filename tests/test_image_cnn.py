@@ -8,17 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from sc_noise2self.image.models import DnCNN, UNet
-from sc_noise2self.image.training import (
-    Masker,
-    Noise2SelfModel,
-    Normalisation,
-    denoise_cnn,
-    masked_loss,
-    resolve_amp,
-    resolve_device,
-    train,
-)
+from sc_noise2self._device import resolve_amp, resolve_device
+from sc_noise2self.image.cnn.data import Normalisation
+from sc_noise2self.image.cnn.masker import Masker, masked_loss
+from sc_noise2self.image.cnn.model import Noise2SelfModel
+from sc_noise2self.image.cnn.models import DnCNN, UNet
+from sc_noise2self.image.cnn.training import denoise_cnn, train
 
 TINY_UNET = {"channels": (4, 8)}
 TINY_DNCNN = {"depth": 3, "features": 8}
@@ -284,7 +279,7 @@ def test_weight_average_is_what_is_kept(tmp_path):
 def test_weight_average_also_averages_batch_norm_statistics():
     from dataclasses import replace
 
-    from sc_noise2self.image.training import _Trainer
+    from sc_noise2self.image.cnn.training import _Trainer
 
     config = train(smooth_noisy(), "dncnn", steps=1, model_kwargs=TINY_DNCNN, **FAST).config
     torch.manual_seed(0)
@@ -381,7 +376,7 @@ def test_callback_sees_each_epoch_and_can_stop_training():
 
 
 def test_compile_default_follows_device_and_budget():
-    from sc_noise2self.image.training import _should_compile
+    from sc_noise2self.image.cnn.training import _should_compile
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert _should_compile(cuda, 10, None)

@@ -98,3 +98,66 @@ def test_masked_inputs_replace_exactly_one_phase_each():
         expected[mask] = -1
         np.testing.assert_array_equal(copy, expected)
     np.testing.assert_array_equal(image, np.arange(64.0).reshape(8, 8))
+
+
+def test_masked_phases_stream_the_same_copies_one_buffer_at_a_time():
+    from sc_noise2self.image.masking import masked_phases
+
+    image = np.random.default_rng(2).random((9, 10))
+    masks = grid_masks(image.shape, 3)
+    replacement = replacement_values(image, "kernel")
+    stack = masked_inputs(image, masks, replacement)
+    buffers = set()
+    for index, (masked, mask) in enumerate(masked_phases(image, masks, replacement)):
+        np.testing.assert_array_equal(masked, stack[index])
+        assert mask == masks[index]
+        buffers.add(id(masked))
+        masked[...] = np.nan  # a denoiser that writes into its input spoils nothing
+    assert len(buffers) == 1
+    as32 = [m.copy() for m, _ in masked_phases(image, masks, replacement, dtype=np.float32)]
+    np.testing.assert_array_equal(np.stack(as32), stack.astype(np.float32))
+
+
+# --- the torch twins, used by the masked CNNs ------------------------------------------------
+
+
+@pytest.mark.parametrize(("shape", "stride"), [((2, 1, 9, 11), 3), ((1, 1, 5, 6, 7), 2)])
+def test_torch_phases_are_the_numpy_phases(shape, stride):
+    torch = pytest.importorskip("torch")
+    from sc_noise2self.image.masking import phase_mask_torch, phase_offsets
+
+    spatial = shape[2:]
+    for offsets, mask in zip(phase_offsets(stride, len(spatial)),
+                             grid_masks(spatial, stride), strict=True):  # fmt: skip
+        expected = np.zeros(spatial, dtype=bool)
+        expected[mask] = True
+        got = phase_mask_torch(shape, stride, torch.tensor([offsets] * shape[0]))
+        assert got.shape == shape
+        for sample in got[:, 0].numpy():
+            np.testing.assert_array_equal(sample, expected)
+
+
+@pytest.mark.parametrize("interpolation", ["mean", "kernel"])
+@pytest.mark.parametrize("spatial", [(7, 9), (4, 5, 6)])
+def test_torch_neighbour_mean_is_the_numpy_replacement(interpolation, spatial):
+    torch = pytest.importorskip("torch")
+    from sc_noise2self.image.masking import neighbour_mean_torch
+
+    image = np.random.default_rng(3).random((2, *spatial))  # channels first
+    expected = replacement_values(image, interpolation, channel_axis=0)
+    got = neighbour_mean_torch(torch.as_tensor(image)[None], interpolation)[0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_torch_random_mask_density_and_mirror_pad_of_short_axes():
+    torch = pytest.importorskip("torch")
+    from sc_noise2self.image.masking import mirror_pad_torch, random_mask_torch
+
+    mask = random_mask_torch((4, 1, 50, 50), 1 / 25, torch.Generator().manual_seed(0))
+    assert mask.dtype == torch.bool and abs(mask.float().mean().item() - 1 / 25) < 0.01
+    row = torch.arange(3.0).view(1, 1, 1, 3)
+    padded = mirror_pad_torch(row, [(0, 0), (4, 4)])  # pads longer than the axis
+    expected = np.pad(np.arange(3.0), 4, mode="reflect")
+    np.testing.assert_array_equal(padded[0, 0, 0].numpy(), expected)
+    np.testing.assert_array_equal(mirror_pad_torch(row[..., :1], [(0, 0), (2, 1)]).numpy(),
+                                  np.zeros((1, 1, 1, 4)))  # fmt: skip

@@ -1,32 +1,29 @@
 """Noise2Self for images: J-invariant calibration of classical denoisers and masked CNNs.
 
 The four steps, one module each: :mod:`.masking` splits the pixels into grid phases and
-hides one at a time; :mod:`.invariant` makes any denoiser J-invariant, scores a parameter
-grid by the self-supervised loss and mixes the output with the input; :mod:`.classical`
-holds the built-in denoisers and their default grids; :mod:`.selection` picks the best
-method; :mod:`.noise` estimates the noise variance that the mixing needs.
+hides one at a time (numpy and torch); :mod:`.invariant` makes any denoiser J-invariant and
+scores a parameter grid by the self-supervised loss; :mod:`.mixing` mixes the output with
+the input; :mod:`.classical` holds the built-in denoisers and their default grids;
+:mod:`.selection` picks the best method; :mod:`.noise` estimates the noise variance that
+the mixing needs. :mod:`.cnn` trains masked UNets and DnCNNs (it needs torch, and loads on
+first use, so that importing this package does not import torch).
 """
 
+from ..results import expand_grid
 from .classical import METHODS, Method, available_methods, get_method
-from .invariant import (
-    ImageCalibration,
-    calibrate,
-    denoise_invariant,
-    expand_grid,
-    mixed_error,
-    optimal_mix_weight,
-)
+from .invariant import ImageCalibration, calibrate, denoise_invariant
 from .masking import INTERPOLATIONS, grid_masks, masked_inputs, neighbour_kernel, replacement_values
+from .mixing import mixed_error, optimal_mix_weight
 from .noise import estimate_noise_variance
 from .selection import CNN_METHODS, auto_methods, denoise
 
 # The CNN side needs torch: its names load on first use.
 _LAZY = {
-    "train": ".training",
-    "Noise2SelfModel": ".training",
-    "denoise_cnn": ".training",
-    "UNet": ".models",
-    "DnCNN": ".models",
+    "train": ".cnn.training",
+    "denoise_cnn": ".cnn.training",
+    "Noise2SelfModel": ".cnn.model",
+    "UNet": ".cnn.models",
+    "DnCNN": ".cnn.models",
 }
 
 
@@ -38,6 +35,7 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CNN_METHODS",

@@ -1,13 +1,17 @@
-"""Steps 2-4 for images: the J-invariant wrapper, calibration over a grid, and mixing.
+"""Steps 2-4 for images: the J-invariant wrapper and calibration over a parameter grid.
 
 A J-invariant denoiser's output at a pixel ignores that pixel's value, so its error is
 independent of the pixel's noise, and its self-supervised loss ``mean((f(x) - x) ** 2)``
 equals the true loss ``mean((f(x) - y) ** 2)`` plus the noise variance. The parameters with
 the lowest self-supervised loss are then the best ones (Batson & Royer 2019, section 3).
+The best output is then mixed with the input (:mod:`.mixing`).
 
-Value ranges: integer images are scaled like :func:`skimage.util.img_as_float` (uint8 by
-1/255, uint16 by 1/65535, so into [0, 1]); float images are used as they are (float16 is
-promoted to float32). Every output is a float array in those units, and is never clipped.
+Memory: the phases are streamed. Each worker holds one masked copy of the image at a time
+(:func:`~sc_noise2self.image.masking.masked_phases`), plus the stand-in values and the
+denoiser's own output, whatever the number of phases (16 in 2D, 64 in 3D at stride 4).
+
+Value ranges: see :mod:`.checks` (integers scaled into [0, 1], floats as they are). Every
+output is a float array in those units, and is never clipped.
 """
 
 from __future__ import annotations
@@ -16,86 +20,19 @@ import functools
 import inspect
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from .._validation import check_choice
-from ..calibration import expand_grid
-from .classical import Method, get_method
-from .masking import INTERPOLATIONS, Mask, grid_masks, masked_inputs, replacement_values
+from ..results import CalibrationResult, expand_grid
+from .checks import DEFAULT_STRIDE, prepare_image
+from .classical import METHODS, Method, get_method
+from .masking import INTERPOLATIONS, Mask, grid_masks, masked_phases, replacement_values
+from .mixing import mixed_error, optimal_mix_weight
 from .noise import estimate_noise_variance
 
 Denoiser = Callable[..., np.ndarray]
-
-
-def prepare_image(
-    image, *, stride: int, channel_axis: int | None, name: str = "image"
-) -> tuple[np.ndarray, int | None]:
-    """Check an image and return it as floats, with its channel axis made non-negative.
-
-    Parameters
-    ----------
-    image
-        Array-like of 2 or more spatial axes, integer or float.
-    stride
-        Grid spacing; every spatial axis must be at least this long.
-    channel_axis
-        Index of the channel axis (negative allowed), or None.
-    name
-        How to call the image in error messages.
-
-    Returns
-    -------
-    ``(floats, channel_axis)``. The input is never modified; the floats may be the input
-    itself when it already is float32 or float64.
-    """
-    array = np.asarray(image)
-    if array.dtype.kind not in "uif":
-        raise TypeError(f"{name} has dtype {array.dtype}; pass an integer or float image.")
-    channel_axis = _normalise_channel_axis(channel_axis, array.ndim, name)
-    n_spatial = array.ndim - (channel_axis is not None)
-    if n_spatial < 2:
-        raise ValueError(
-            f"{name} has {n_spatial} spatial axis (shape {array.shape}); J-invariant "
-            "calibration needs a 2D image or a 3D volume. Reshape 1D signals to 2D first."
-        )
-    _check_stride(stride)
-    spatial = [s for axis, s in enumerate(array.shape) if axis != channel_axis]
-    if min(spatial) < stride:
-        raise ValueError(
-            f"{name} has spatial shape {tuple(spatial)}, smaller than stride={stride} along "
-            f"an axis; pass a larger image or a stride of at most {min(spatial)}."
-        )
-    floats = _as_float(array)
-    if not np.all(np.isfinite(floats)):
-        raise ValueError(f"{name} contains NaN or infinite values; fill or crop them first.")
-    return floats, channel_axis
-
-
-def _normalise_channel_axis(channel_axis: int | None, ndim: int, name: str) -> int | None:
-    if channel_axis is None:
-        return None
-    if not -ndim <= int(channel_axis) < ndim:
-        raise ValueError(
-            f"channel_axis={channel_axis} is out of range for {name} with {ndim} axes; pass "
-            f"an index from {-ndim} to {ndim - 1}, or None when there are no channels."
-        )
-    return int(channel_axis) % ndim
-
-
-def _check_stride(stride: int) -> None:
-    if not isinstance(stride, int | np.integer) or stride < 2:
-        raise ValueError(f"stride={stride!r} must be an integer of at least 2 (4 is usual).")
-
-
-def _as_float(array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind == "f":
-        return array.astype(np.float32) if array.dtype.itemsize < 4 else array
-    from skimage.util import img_as_float
-
-    return img_as_float(array)
 
 
 def bind_denoiser(denoiser: Denoiser, params: dict, channel_axis: int | None) -> Denoiser:
@@ -133,7 +70,7 @@ def denoise_invariant(
     image,
     denoiser: Denoiser,
     *,
-    stride: int = 4,
+    stride: int = DEFAULT_STRIDE,
     masks: Iterable[Mask] | None = None,
     interpolation: str = "mean",
     channel_axis: int | None = None,
@@ -178,26 +115,24 @@ def denoise_invariant(
     replacement = replacement_values(
         floats, interpolation, channel_axis=channel_axis, masks=masks, random_state=random_state
     )
-    stack = masked_inputs(floats, masks, replacement)
-    return _assemble(stack, masks, bind_denoiser(denoiser, kwargs, channel_axis))
-
-
-def _assemble(stack: np.ndarray, masks: list[Mask], denoise: Denoiser) -> np.ndarray:
-    """Output made of each masked input's denoised values on its own phase."""
-    output = np.full(stack.shape[1:], np.nan, dtype=np.result_type(stack.dtype, np.float32))
-    for masked, mask in zip(stack, masks, strict=True):
-        output[mask] = np.asarray(denoise(np.array(masked)))[mask]
+    denoise = bind_denoiser(denoiser, kwargs, channel_axis)
+    output = np.full(floats.shape, np.nan, dtype=np.result_type(floats.dtype, np.float32))
+    for masked, mask in masked_phases(floats, masks, replacement):
+        output[mask] = np.asarray(denoise(masked))[mask]
     return output
 
 
 def _masked_loss(
-    stack: np.ndarray, masks: list[Mask], image: np.ndarray, denoise: Denoiser
+    image: np.ndarray,
+    masks: list[Mask],
+    replacement: np.ndarray,
+    work_dtype: np.dtype,
+    denoise: Denoiser,
 ) -> float:
-    """Self-supervised MSE over the masked pixels, with no full output kept in memory."""
+    """Self-supervised MSE over the masked pixels, one masked copy in memory at a time."""
     total, count = 0.0, 0
-    for masked, mask in zip(stack, masks, strict=True):
-        # A private copy: a denoiser may write into its input.
-        errors = np.asarray(denoise(np.array(masked)))[mask].astype(np.float64) - image[mask]
+    for masked, mask in masked_phases(image, masks, replacement, dtype=work_dtype):
+        errors = np.asarray(denoise(masked))[mask].astype(np.float64) - image[mask]
         total += float(np.sum(errors**2))
         count += errors.size
     return total / count
@@ -215,104 +150,88 @@ def _check_work_dtype(dtype: DTypeLike) -> np.dtype:
     return work
 
 
-def optimal_mix_weight(loss: float, noise_variance: float) -> float:
-    """Weight of the J-invariant output in ``w * f(x) + (1 - w) * x`` (paper section 4.2).
-
-    With ``e2 = loss - noise_variance`` (the estimated true error of ``f``), independent of
-    the noise because ``f`` is J-invariant, the mix has expected error
-    ``w**2 * e2 + (1 - w)**2 * noise_variance``, lowest at ``w = noise_variance / loss``.
-    When the noise variance reaches the loss (``e2 <= 0``), mixing cannot help and 1 is
-    returned (no mixing).
-
-    Parameters
-    ----------
-    loss
-        Self-supervised loss of the J-invariant output.
-    noise_variance
-        Mean noise variance.
-
-    Returns
-    -------
-    The weight, in [0, 1]; 1 means the J-invariant output alone.
-    """
-    if loss <= 0 or noise_variance >= loss:
-        return 1.0
-    weight = noise_variance / loss
-    if mixed_error(weight, loss, noise_variance) > loss - noise_variance:
-        return 1.0
-    return float(weight)
-
-
-def mixed_error(weight: float, loss: float, noise_variance: float) -> float:
-    """Expected true MSE of ``weight * f(x) + (1 - weight) * x``, from self-supervised terms.
-
-    Parameters
-    ----------
-    weight
-        Weight of the J-invariant output ``f(x)``.
-    loss
-        Self-supervised loss of ``f(x)``.
-    noise_variance
-        Mean noise variance.
-
-    Returns
-    -------
-    ``weight**2 * max(loss - noise_variance, 0) + (1 - weight)**2 * noise_variance``.
-    """
-    true_error = max(loss - noise_variance, 0.0)
-    return weight**2 * true_error + (1.0 - weight) ** 2 * noise_variance
-
-
-@dataclass
-class ImageCalibration:
+class ImageCalibration(CalibrationResult):
     """The whole loss curve of one calibration, and how to denoise with its best parameters.
 
-    Attributes
+    The image twin of :class:`~sc_noise2self.calibration.CalibrationResult`: ``grid`` holds
+    the parameter sets (one dict each), ``loss_per_split`` has one row (the masking is the
+    split), ``params`` holds the run's settings, and ``best`` is the best parameter set.
+
+    Parameters
     ----------
     method
         Registry name, or the callable's name.
     grid
         Parameter sets scored, one dict each.
     losses
-        Self-supervised loss of each parameter set.
+        Self-supervised loss of each parameter set (or one row per split).
     noise_variance
         Mean noise variance used for mixing (given, or estimated).
     noise_variance_estimated
         True when :func:`~sc_noise2self.image.noise.estimate_noise_variance` gave it.
     denoiser
-        The callable that was calibrated.
+        The callable that was calibrated; None for a record rebuilt without it.
     invariant
         True when the denoiser is J-invariant by construction (no masking needed).
     settings
-        ``stride``, ``interpolation``, ``channel_axis``, ``approximate_loss``.
+        ``stride``, ``interpolation``, ``channel_axis``, ``approximate_loss``, ``dtype``.
     candidates
         For ``denoise(method="auto")``: the best loss of every method compared.
     """
 
-    method: str
-    grid: list[dict]
-    losses: np.ndarray
-    noise_variance: float
-    noise_variance_estimated: bool
-    denoiser: Denoiser
-    invariant: bool = False
-    settings: dict = field(default_factory=dict)
-    candidates: dict[str, float] = field(default_factory=dict)
+    def __init__(
+        self,
+        method: str,
+        grid: list[dict],
+        losses,
+        noise_variance: float,
+        noise_variance_estimated: bool,
+        denoiser: Denoiser | None,
+        invariant: bool = False,
+        settings: dict | None = None,
+        candidates: dict[str, float] | None = None,
+    ) -> None:
+        sets = np.empty(len(grid), dtype=object)  # dicts, not a 2D array of their values
+        sets[:] = [dict(p) for p in grid]
+        super().__init__(
+            param=knob_name(grid),
+            grid=sets,
+            loss_per_split=np.atleast_2d(np.asarray(losses, dtype=float)),
+            params=dict(settings or {}),
+        )
+        self.method = method
+        self.noise_variance = float(noise_variance)
+        self.noise_variance_estimated = bool(noise_variance_estimated)
+        self.denoiser = denoiser
+        self.invariant = bool(invariant)
+        self.candidates = dict(candidates or {})
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageCalibration(method={self.method!r}, n_params={len(self.grid)}, "
+            f"best_params={self.best_params!r}, best_loss={self.best_loss:.6g}, "
+            f"mix_weight={self.mix_weight:.3f})"
+        )
 
     @property
-    def best_index(self) -> int:
-        """Index of the lowest loss in :attr:`grid`."""
-        return int(np.argmin(self.losses))
+    def losses(self) -> np.ndarray:
+        """Self-supervised loss of each parameter set (:attr:`loss`)."""
+        return self.loss
+
+    @property
+    def settings(self) -> dict:
+        """The run's settings (:attr:`params`): stride, interpolation, channel axis, ..."""
+        return self.params
 
     @property
     def best_params(self) -> dict:
-        """The parameter set with the lowest self-supervised loss."""
-        return dict(self.grid[self.best_index])
+        """The parameter set with the lowest self-supervised loss (a copy)."""
+        return dict(self.best)
 
     @property
     def best_loss(self) -> float:
         """The lowest self-supervised loss."""
-        return float(self.losses[self.best_index])
+        return float(self.loss[self.best_index])
 
     @property
     def mix_weight(self) -> float:
@@ -349,6 +268,11 @@ class ImageCalibration:
         -------
         Float image of the input's shape (units as in the module docstring).
         """
+        if self.denoiser is None:
+            raise ValueError(
+                f"This calibration of {self.method!r} was rebuilt without its denoiser; pass "
+                "it as ImageCalibration.from_dict(record, denoiser=...)."
+            )
         floats, channel_axis = prepare_image(
             image, stride=self.settings["stride"], channel_axis=self.settings["channel_axis"]
         )
@@ -394,24 +318,112 @@ class ImageCalibration:
         return ax
 
     def _plot_positions(self) -> tuple[np.ndarray, str]:
-        varying = [k for k in self.grid[0] if len({repr(p[k]) for p in self.grid}) > 1]
+        varying = varying_parameters(self.grid)
         if len(varying) == 1 and all(np.isscalar(p[varying[0]]) for p in self.grid):
             return np.array([p[varying[0]] for p in self.grid], dtype=float), varying[0]
         return np.arange(len(self.grid)), "parameter set"
 
     def to_dict(self) -> dict:
-        """Plain record of the calibration (no callable), e.g. for ``json`` or ``adata.uns``."""
+        """Plain record of the calibration (no callable), e.g. for ``json`` or ``adata.uns``.
+
+        Returns
+        -------
+        The keys of :meth:`CalibrationResult.to_dict
+        <sc_noise2self.calibration.CalibrationResult.to_dict>` (``params`` holding the
+        settings and ``param``, ``grid``, ``loss``, ``loss_std``, ``loss_per_split``,
+        ``best``) plus ``method``, ``noise_variance``, ``noise_variance_estimated``,
+        ``mix_weight``, ``invariant`` and ``candidates``. :meth:`from_dict` rebuilds the
+        calibration from it.
+        """
         return {
             "method": self.method,
             "grid": [dict(p) for p in self.grid],
             "loss": np.asarray(self.losses),
+            "loss_std": self.loss_std,
+            "loss_per_split": self.loss_per_split,
             "best": self.best_params,
             "noise_variance": self.noise_variance,
             "noise_variance_estimated": self.noise_variance_estimated,
             "mix_weight": self.mix_weight,
-            "params": dict(self.settings),
+            "invariant": self.invariant,
+            "params": {**self.settings, "param": self.param},
             "candidates": dict(self.candidates),
         }
+
+    @classmethod
+    def from_dict(cls, record: dict, denoiser: Denoiser | None = None) -> ImageCalibration:
+        """Rebuild a calibration from what :meth:`to_dict` wrote (e.g. read back from JSON).
+
+        Parameters
+        ----------
+        record
+            The dict; arrays may have become lists.
+        denoiser
+            The calibrated callable, for :meth:`denoise`. None: a built-in method's function
+            is looked up by name; a user's callable cannot be stored, so without it the
+            result can be inspected and plotted but not used to denoise.
+
+        Returns
+        -------
+        The :class:`ImageCalibration`, with the same losses, best parameters and mixing
+        weight.
+        """
+        method = METHODS.get(record["method"])
+        if denoiser is None and method is not None:
+            denoiser = method.function
+        default_invariant = method.invariant if method is not None else False
+        settings = {
+            key: None if value == "None" else value  # h5ad stores None as "None"
+            for key, value in record.get("params", {}).items()
+            if key != "param"
+        }
+        return cls(
+            record["method"],
+            list(record["grid"]),
+            record.get("loss_per_split", record["loss"]),
+            record["noise_variance"],
+            record["noise_variance_estimated"],
+            denoiser,
+            record.get("invariant", default_invariant),
+            settings,
+            record.get("candidates"),
+        )
+
+
+def varying_parameters(grid) -> list[str]:
+    """Names of the parameters that take more than one value across a grid of dicts.
+
+    Parameters
+    ----------
+    grid
+        Parameter sets, one dict each (as from :func:`expand_grid`).
+
+    Returns
+    -------
+    The names, in the order of the first set.
+    """
+    if len(grid) == 0:
+        return []
+    return [k for k in grid[0] if len({repr(p[k]) for p in grid}) > 1]
+
+
+def knob_name(grid) -> str:
+    """The name to give a grid's knob: the one varying parameter, or ``"params"``.
+
+    Parameters
+    ----------
+    grid
+        Parameter sets, one dict each.
+
+    Returns
+    -------
+    The parameter that varies (or the only parameter there is), else ``"params"``.
+    """
+    varying = varying_parameters(grid)
+    if len(varying) == 1:
+        return varying[0]
+    names = list(grid[0]) if len(grid) else []
+    return names[0] if len(names) == 1 else "params"
 
 
 def calibrate(
@@ -419,7 +431,7 @@ def calibrate(
     denoiser: Denoiser | str,
     param_grid: dict[str, Iterable] | None = None,
     *,
-    stride: int = 4,
+    stride: int = DEFAULT_STRIDE,
     approximate_loss: bool = False,
     n_jobs: int | None = None,
     progress: bool = True,
@@ -447,8 +459,9 @@ def calibrate(
         times faster, noisier.
     n_jobs
         Worker threads over parameter sets; None or -1 uses every core, 1 runs here.
-        Threads share the masked inputs without copies, and scikit-image's denoisers release
+        Threads share the image without copies, and scikit-image's denoisers release
         the GIL in their inner loops (measured faster than processes, benchmarks/RESULTS.md).
+        Each worker holds one masked copy of the image (in ``dtype``) at a time.
     progress
         Show a progress bar over parameter sets.
     noise_variance
@@ -486,17 +499,9 @@ def calibrate(
     grid = expand_grid(param_grid)
     function, invariant, name = _resolve(denoiser, method)
     losses = _score_grid(
-        floats,
-        function,
-        grid,
-        invariant,
-        stride=stride,
-        approximate_loss=approximate_loss,
-        interpolation=interpolation,
-        channel_axis=channel_axis,
-        n_jobs=n_jobs,
-        progress=progress,
-        work_dtype=work_dtype,
+        floats, function, grid, invariant, stride=stride, approximate_loss=approximate_loss,
+        interpolation=interpolation, channel_axis=channel_axis, n_jobs=n_jobs,
+        progress=progress, work_dtype=work_dtype,
     )
     settings = dict(
         stride=stride,
@@ -532,7 +537,7 @@ def _score_grid(
     progress: bool,
     work_dtype: np.dtype,
 ) -> np.ndarray:
-    """Loss of every parameter set; the masked inputs are built once and shared."""
+    """Loss of every parameter set; the stand-in values are computed once and shared."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
@@ -545,12 +550,12 @@ def _score_grid(
             masks = [masks[len(masks) // 2]]
         replacement = replacement_values(
             image, interpolation, channel_axis=channel_axis, masks=masks
-        )
-        stack = masked_inputs(image.astype(work_dtype, copy=False), masks, replacement)
-        task, shared = _masked_loss, (stack, masks, image)
+        ).astype(work_dtype, copy=False)  # rounded as the masked copies would round it
+        task, shared = _masked_loss, (image, masks, replacement, work_dtype)
     n_jobs = _worker_count(n_jobs, len(grid))
     jobs = (delayed(task)(*shared, denoise) for denoise in denoisers)
-    # Threads: no copies of the masked stack, and measured faster than worker processes.
+    # Threads share the image and the stand-ins without copies, and were measured faster
+    # than worker processes; each task streams its own masked copies.
     results = Parallel(n_jobs=n_jobs, return_as="generator", prefer="threads")(jobs)
     return np.array(list(tqdm(results, total=len(grid), disable=not progress, desc="calibrate")))
 

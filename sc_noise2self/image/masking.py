@@ -1,4 +1,8 @@
-"""Step 1 and 2 for images: split the pixels into grid phases and hide one phase at a time.
+"""Step 1 for images: split the pixels into grid phases and hide one phase at a time.
+
+This is the only module that makes pixel partitions, for both paths: numpy for the
+J-invariant wrapper (:mod:`.invariant`), torch for the masked CNNs (:mod:`.cnn`; the
+``*_torch`` functions import torch when called, so importing this module never does).
 
 A *phase* is the set of pixels whose coordinates are congruent to a fixed offset modulo
 ``stride`` along every spatial axis; there are ``stride ** n_spatial`` of them and together
@@ -13,6 +17,8 @@ hidden together, because channels of one pixel usually share their noise source.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -20,6 +26,8 @@ from scipy import ndimage as ndi
 from .._validation import check_choice
 
 INTERPOLATIONS: tuple[str, ...] = ("mean", "kernel", "random")
+#: Stand-ins of the torch path: uniform values, or the face neighbours' mean.
+TORCH_REPLACEMENTS: tuple[str, ...] = ("random", "mean")
 
 Mask = tuple[slice, ...]
 
@@ -27,6 +35,24 @@ Mask = tuple[slice, ...]
 def spatial_axes(ndim: int, channel_axis: int | None) -> tuple[int, ...]:
     """Axes of an ``ndim``-dimensional array that are not the (normalised) channel axis."""
     return tuple(axis for axis in range(ndim) if axis != channel_axis)
+
+
+def phase_offsets(stride: int, n_spatial: int) -> list[tuple[int, ...]]:
+    """The offset of every grid phase along the spatial axes, in one fixed order.
+
+    Parameters
+    ----------
+    stride
+        Grid spacing.
+    n_spatial
+        Number of spatial axes.
+
+    Returns
+    -------
+    ``stride ** n_spatial`` tuples; :func:`grid_masks` and :func:`phase_mask_torch` list
+    the phases in this order.
+    """
+    return list(itertools.product(range(stride), repeat=n_spatial))
 
 
 def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = None) -> list[Mask]:
@@ -48,7 +74,7 @@ def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = N
     """
     n_spatial = len(shape) - (channel_axis is not None)
     masks = []
-    for offsets in itertools.product(range(stride), repeat=n_spatial):
+    for offsets in phase_offsets(stride, n_spatial):
         spatial = iter(slice(offset, None, stride) for offset in offsets)
         masks.append(
             tuple(
@@ -135,19 +161,59 @@ def _random_values(image: np.ndarray, masks: list[Mask] | None, random_state: in
         low, high = float(image.min()), float(image.max())
         return (low + unit * (high - low)).astype(image.dtype)
     values = np.empty_like(image)
+    outside = np.empty(image.shape, dtype=bool)
     for mask in masks:
-        others = image.copy()
-        others[mask] = np.nan
-        low, high = float(np.nanmin(others)), float(np.nanmax(others))
+        # A boolean ``where`` instead of a NaN-filled copy: an eighth of the memory.
+        outside.fill(True)
+        outside[mask] = False
+        low = float(np.min(image, where=outside, initial=np.inf))
+        high = float(np.max(image, where=outside, initial=-np.inf))
         values[mask] = low + unit[mask] * (high - low)
     return values
+
+
+def masked_phases(
+    image: np.ndarray,
+    masks: Sequence[Mask],
+    replacement: np.ndarray,
+    *,
+    dtype: Any = None,
+) -> Iterator[tuple[np.ndarray, Mask]]:
+    """The masked copies of ``image`` one at a time, all in one reused buffer.
+
+    Memory is one image (in ``dtype``) however many phases there are; the J-invariant
+    wrapper and the calibration stream their phases through this.
+
+    Parameters
+    ----------
+    image
+        Float image.
+    masks
+        Phases, as returned by :func:`grid_masks` (or anything that indexes the image).
+    replacement
+        Stand-in values, as returned by :func:`replacement_values`.
+    dtype
+        Float type of the copies; None keeps the image's. The image and the stand-ins are
+        rounded to it exactly as ``astype`` would.
+
+    Yields
+    ------
+    ``(masked, mask)``: the image with phase ``mask`` replaced, and that phase. ``masked``
+    is the same buffer at every step, refilled from the image, so a denoiser may write
+    into it; copy it to keep it past the next step.
+    """
+    buffer = np.empty(image.shape, dtype=image.dtype if dtype is None else dtype)
+    for mask in masks:
+        np.copyto(buffer, image, casting="same_kind")
+        buffer[mask] = replacement[mask]
+        yield buffer, mask
 
 
 def masked_inputs(image: np.ndarray, masks: list[Mask], replacement: np.ndarray) -> np.ndarray:
     """Every masked copy of ``image`` at once: phase ``i`` of copy ``i`` is replaced.
 
-    Built once per calibration and shared by every parameter set (and every worker
-    process, which joblib hands a memory map of it).
+    For inspection and teaching; the package itself streams the copies with
+    :func:`masked_phases`, which holds one at a time.
 
     Parameters
     ----------
@@ -166,3 +232,154 @@ def masked_inputs(image: np.ndarray, masks: list[Mask], replacement: np.ndarray)
     for copy, mask in zip(stack, masks, strict=True):
         copy[mask] = replacement[mask]
     return stack
+
+
+# --------------------------------------------------------------------------- torch
+# The masked CNNs hide pixels of ``(batch, channels, *spatial)`` tensors; a mask there is a
+# boolean tensor ``(batch, 1, *spatial)``, so every channel of a pixel is hidden together.
+
+
+def phase_mask_torch(shape: tuple[int, ...], stride: int, offsets):
+    """Boolean mask of the grid phase ``offsets[b]`` for every sample ``b`` of a batch.
+
+    Parameters
+    ----------
+    shape
+        ``(batch, 1, *spatial)``.
+    stride
+        Grid spacing.
+    offsets
+        Integer tensor ``(batch, n_spatial)`` of values in ``[0, stride)`` (see
+        :func:`phase_offsets`); the mask is made on its device.
+
+    Returns
+    -------
+    Boolean tensor of ``shape``: pixel ``p`` of sample ``b`` is hidden when
+    ``p % stride == offsets[b]`` along every spatial axis, as in :func:`grid_masks`.
+    """
+    import torch
+
+    mask = torch.ones(shape, dtype=torch.bool, device=offsets.device)
+    for axis, size in enumerate(shape[2:]):
+        coords = torch.arange(size, device=offsets.device) % stride
+        view = [shape[0]] + [1] * (len(shape) - 1)
+        view[2 + axis] = size
+        hit = coords.view(1, size) == offsets[:, axis : axis + 1]
+        mask = mask & hit.view(view)
+    return mask
+
+
+def random_mask_torch(shape: tuple[int, ...], density: float, generator):
+    """Boolean mask hiding each pixel independently with probability ``density``.
+
+    Parameters
+    ----------
+    shape
+        ``(batch, 1, *spatial)``.
+    density
+        Probability that a pixel is hidden.
+    generator
+        Seeded ``torch.Generator``; the mask is made on its device.
+
+    Returns
+    -------
+    Boolean tensor of ``shape``.
+    """
+    import torch
+
+    return torch.rand(shape, generator=generator, device=generator.device) < density
+
+
+def mirror_pad_torch(x, pads: list[tuple[int, int]]):
+    """Mirror-pad the spatial axes of ``x`` by ``pads[axis] = (before, after)``.
+
+    The mirror leaves the edge pixel out, like ``scipy.ndimage``'s ``"mirror"`` mode.
+    Reflection needs a pad smaller than the axis, so short axes are reflected repeatedly,
+    and an axis of one pixel repeats it.
+
+    Parameters
+    ----------
+    x
+        Tensor ``(batch, channels, *spatial)``.
+    pads
+        One ``(before, after)`` pair per spatial axis.
+
+    Returns
+    -------
+    The padded tensor.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    for axis, (before, after) in enumerate(pads):
+        dim = 2 + axis
+        while before or after:
+            size = x.shape[dim]
+            if size == 1:  # nothing to reflect: repeat the single value
+                x = torch.cat([x] * (1 + before + after), dim=dim)
+                break
+            step_b, step_a = min(before, size - 1), min(after, size - 1)
+            # F.pad's reflect mode pads trailing axes first; zero pads leave the others.
+            spec = [0, 0] * (x.ndim - 2)
+            position = 2 * (x.ndim - 1 - dim)
+            spec[position : position + 2] = [step_b, step_a]
+            x = F.pad(x, spec, mode="reflect")
+            before, after = before - step_b, after - step_a
+    return x
+
+
+def neighbour_mean_torch(x, interpolation: str = "mean"):
+    """The torch twin of :func:`replacement_values` for ``"mean"`` and ``"kernel"``.
+
+    Parameters
+    ----------
+    x
+        Tensor ``(batch, channels, *spatial)`` with 2 or 3 spatial axes.
+    interpolation
+        ``"mean"`` or ``"kernel"`` (see :func:`neighbour_kernel`); borders are mirrored.
+
+    Returns
+    -------
+    Tensor of ``x``'s shape: at every pixel, the weighted mean of its neighbours, never of
+    the pixel itself; channels do not mix.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n_spatial, channels = x.ndim - 2, x.shape[1]
+    kernel = torch.as_tensor(
+        neighbour_kernel(n_spatial, interpolation), dtype=x.dtype, device=x.device
+    )
+    weight = kernel.expand(channels, 1, *kernel.shape).contiguous()
+    conv = F.conv2d if n_spatial == 2 else F.conv3d
+    return conv(mirror_pad_torch(x, [(1, 1)] * n_spatial), weight, groups=channels)
+
+
+def hide_torch(x, mask, replacement: str, generator):
+    """``x`` with the pixels of ``mask`` replaced by stand-ins (a new tensor).
+
+    Parameters
+    ----------
+    x
+        Tensor ``(batch, channels, *spatial)``, normalised to about [0, 1].
+    mask
+        Boolean tensor ``(batch, 1, *spatial)`` of hidden pixels.
+    replacement
+        ``"random"``: uniform values in [0, 1], the normalised intensity range (drawn
+        from ``generator``). ``"mean"``: :func:`neighbour_mean_torch`, J-invariant only when
+        no two hidden pixels are neighbours (a grid phase).
+    generator
+        Seeded ``torch.Generator`` on ``x``'s device.
+
+    Returns
+    -------
+    The masked tensor; differentiable in ``x``.
+    """
+    import torch
+
+    check_choice(replacement, TORCH_REPLACEMENTS, name="replacement")
+    if replacement == "random":
+        values = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    else:
+        values = neighbour_mean_torch(x, "mean")
+    return torch.where(mask, values, x)

@@ -6,10 +6,13 @@ noise variance, so losses of different methods compare directly (the paper's Tab
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
+from .checks import DEFAULT_STRIDE, prepare_image
 from .classical import available_methods, get_method
-from .invariant import ImageCalibration, calibrate, prepare_image
+from .invariant import ImageCalibration, calibrate
 from .noise import estimate_noise_variance
 
 CNN_METHODS = ("unet", "dncnn")
@@ -40,14 +43,10 @@ def denoise(
     param_grid: dict | None = None,
     mix: bool = True,
     return_calibration: bool = False,
-    stride: int = 4,
-    approximate_loss: bool = False,
-    n_jobs: int | None = None,
-    progress: bool = True,
-    noise_variance: float | None = None,
     channel_axis: int | None = None,
-    interpolation: str = "mean",
-    **train_kwargs,
+    noise_variance: float | None = None,
+    progress: bool = True,
+    **options,
 ) -> np.ndarray | tuple[np.ndarray, ImageCalibration]:
     """Calibrate a denoiser on the image itself, then denoise with the best one.
 
@@ -70,10 +69,17 @@ def denoise(
     return_calibration
         Also return the chosen :class:`ImageCalibration`; with ``"auto"``, its
         ``candidates`` holds every method's best loss.
-    stride, approximate_loss, n_jobs, progress, noise_variance, channel_axis, interpolation
-        As in :func:`~sc_noise2self.image.calibrate`.
-    **train_kwargs
-        For ``"unet"`` and ``"dncnn"``: options of :func:`~sc_noise2self.image.train`
+    channel_axis
+        Axis holding channels, or None.
+    noise_variance
+        Mean noise variance for the mixing weight; None estimates it once from the image,
+        for every method compared.
+    progress
+        Show progress bars.
+    **options
+        For classical methods: the options of :func:`~sc_noise2self.image.calibrate`
+        (``stride``, ``approximate_loss``, ``n_jobs``, ``interpolation``, ``dtype``). For
+        ``"unet"`` and ``"dncnn"``: options of :func:`~sc_noise2self.image.train`
         (``max_time``, ``steps``, ``device``, ``random_state``, ...) and of the prediction
         (``augment``, on by default: the mean over flips and transposes; ``invariant``;
         ``tile_size``), as in :func:`~sc_noise2self.image.denoise_cnn`.
@@ -84,15 +90,14 @@ def denoise(
     the trained :class:`~sc_noise2self.image.Noise2SelfModel`.
     """
     if method in CNN_METHODS:
-        from .training import denoise_cnn
+        from .cnn.training import denoise_cnn  # torch loads only when a CNN is asked for
 
         return denoise_cnn(image, model=method, channel_axis=channel_axis,
-                           return_model=return_calibration, progress=progress, **train_kwargs)
-    if train_kwargs:
-        raise TypeError(
-            f"Options {sorted(train_kwargs)} apply to method='unet' or 'dncnn' only."
-        )
-    floats, channel_axis = prepare_image(image, stride=stride, channel_axis=channel_axis)
+                           return_model=return_calibration, progress=progress, **options)
+    _check_calibration_options(options)
+    floats, channel_axis = prepare_image(
+        image, stride=options.get("stride", DEFAULT_STRIDE), channel_axis=channel_axis
+    )
     n_spatial = floats.ndim - (channel_axis is not None)
     if method == "auto":
         if param_grid is not None:
@@ -100,20 +105,28 @@ def denoise(
         names = auto_methods(n_spatial)
     else:
         names = [get_method(method, n_spatial).name]
-    if noise_variance is None:
+    estimated = noise_variance is None
+    if estimated:
         noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis)
-    options = dict(
-        stride=stride,
-        approximate_loss=approximate_loss,
-        n_jobs=n_jobs,
-        progress=progress,
-        noise_variance=noise_variance,
-        channel_axis=channel_axis,
-        interpolation=interpolation,
-    )
-    calibrations = [calibrate(floats, name, param_grid, **options) for name in names]
+    calibrations = [
+        calibrate(floats, name, param_grid, progress=progress, noise_variance=noise_variance,
+                  channel_axis=channel_axis, **options)
+        for name in names
+    ]  # fmt: skip
     best = min(calibrations, key=lambda c: c.best_loss)
     best.candidates = {c.method: c.best_loss for c in calibrations}
-    best.noise_variance_estimated = noise_variance is None
+    best.noise_variance_estimated = estimated
     denoised = best.denoise(floats, mix=mix)
     return (denoised, best) if return_calibration else denoised
+
+
+def _check_calibration_options(options: dict) -> None:
+    """Refuse options that :func:`calibrate` does not take, naming the ones it does."""
+    known = [name for name, parameter in inspect.signature(calibrate).parameters.items()
+             if parameter.kind is inspect.Parameter.KEYWORD_ONLY]  # fmt: skip
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(
+            f"Options {unknown} are not options of the classical methods ({known}); training "
+            "options apply to method='unet' or 'dncnn' only."
+        )

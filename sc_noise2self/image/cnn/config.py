@@ -1,0 +1,171 @@
+"""What defines a training run: the settings record, its defaults, budget and schedule.
+
+:class:`TrainConfig` is stored with every saved model, so it sits below the trainer, the
+model and the file format, which all read it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: CPU budgets from which ``compile=None`` compiles (the compile time is then repaid).
+CPU_COMPILE_MIN_SECONDS = 60.0
+CPU_COMPILE_MIN_STEPS = 500
+#: Share of the learning-rate schedule after which a plateau may stop training. Before it the
+#: rate is high and the held-out loss swings from epoch to epoch: on the full camera image a
+#: 900 s CPU budget stopped at 292 s on such swings (benchmarks/RESULTS.md).
+EARLY_STOP_FROM = 0.5
+#: Steps when neither ``steps``, ``epochs`` nor ``max_time`` is given.
+DEFAULT_STEPS = 2000
+#: What ``batch_size``, ``lr`` and ``ema`` of None mean, per network. Each set won on the
+#: 256 x 256 camera crop with 240 s of compiled training on 2 CPU cores (benchmarks/RESULTS.md):
+#: the UNet with 8 patches at 1e-2 and averaged weights reached 28.55 dB with ``augment=True``
+#: (28.37 dB with the DnCNN's set), while the DnCNN 8x32 lost 0.54 dB with the UNet's set.
+TRAINING_DEFAULTS: dict[str, dict[str, float]] = {
+    "unet": {"batch_size": 8, "lr": 1e-2, "ema": 0.99},
+    "dncnn": {"batch_size": 16, "lr": 5e-3, "ema": 0.0},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; stored with the model.
+
+    Parameters
+    ----------
+    model, model_kwargs
+        Network name and architecture options.
+    steps, max_time
+        Budget: optimiser steps (None: no step limit) and wall-clock seconds (None: none).
+    batch_size, patch_size, lr
+        Patches per step, patch size per axis, peak learning rate of Adam.
+    masking, replacement, mask_stride
+        See :class:`Masker`.
+    val_fraction, steps_per_epoch, patience
+        Validation: share held out, steps between validations, epochs without improvement
+        before stopping.
+    random_state
+        Seed of the network's initialisation, the patches and the masks.
+    ema
+        Decay of the exponential moving average of the weights that is validated, kept and
+        returned; 0 keeps the raw weights.
+    """
+
+    model: str
+    model_kwargs: dict
+    steps: int | None
+    max_time: float | None
+    batch_size: int
+    patch_size: tuple[int, ...]
+    lr: float
+    masking: str
+    replacement: str
+    mask_stride: int
+    val_fraction: float
+    steps_per_epoch: int
+    patience: int
+    random_state: int
+    ema: float = 0.0  # a default, so that models saved before it load
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """How far training is, in [0, 1], by steps or by time, whichever is further.
+
+        Parameters
+        ----------
+        step
+            Steps done.
+        elapsed
+            Seconds since training started.
+
+        Returns
+        -------
+        The fraction; the learning-rate schedule follows it, so a time budget still ends
+        with a low learning rate.
+        """
+        by_steps = step / self.steps if self.steps else 0.0
+        by_time = elapsed / self.max_time if self.max_time else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def learning_rate(self, progress: float) -> float:
+        """Linear warm-up over the first 5%, then cosine decay to 1% of ``lr``.
+
+        Parameters
+        ----------
+        progress
+            From :meth:`progress`.
+
+        Returns
+        -------
+        The learning rate.
+        """
+        warmup = 0.05
+        if progress < warmup:
+            return self.lr * (0.1 + 0.9 * progress / warmup)
+        cosine = 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
+        return self.lr * (0.01 + 0.99 * cosine)
+
+
+def resolve_budget(
+    steps: int | None, epochs: int | None, max_time: float | None, per_epoch: int
+) -> tuple[int | None, float | None]:
+    """The step and time budget of a run, checked.
+
+    Parameters
+    ----------
+    steps, epochs
+        Optimiser steps, or epochs of ``per_epoch`` steps (not both); None for no limit.
+    max_time
+        Wall-clock seconds, or None.
+    per_epoch
+        Steps per epoch.
+
+    Returns
+    -------
+    ``(steps, max_time)``; :data:`DEFAULT_STEPS` steps when nothing is given.
+    """
+    for name, value in (("steps", steps), ("epochs", epochs), ("max_time", max_time)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name}={value!r} must be positive (or None).")
+    if steps is not None and epochs is not None:
+        raise ValueError("Pass steps or epochs, not both (an epoch is steps_per_epoch steps).")
+    if epochs is not None:
+        steps = int(epochs) * per_epoch
+    if steps is None and max_time is None:
+        steps = DEFAULT_STEPS
+    return (None if steps is None else int(steps)), max_time
+
+
+def training_defaults(model: str, **given: float | None) -> tuple[float, ...]:
+    """``batch_size``, ``lr`` and ``ema``: the given values, None filled per network.
+
+    Parameters
+    ----------
+    model
+        ``"unet"`` or ``"dncnn"``.
+    **given
+        The values passed by the user (None for the default), in the order wanted.
+
+    Returns
+    -------
+    The values, in the order given, from :data:`TRAINING_DEFAULTS` where None.
+    """
+    defaults = TRAINING_DEFAULTS[model]
+    return tuple(defaults[name] if value is None else value for name, value in given.items())
+
+
+def check_ema(ema: float) -> float:
+    """Return the weight-average decay ``ema`` as a float if it lies in [0, 1), else raise.
+
+    Parameters
+    ----------
+    ema
+        The decay (0 for off).
+
+    Returns
+    -------
+    ``float(ema)``.
+    """
+    if not 0.0 <= float(ema) < 1.0:
+        raise ValueError(f"ema={ema!r} must be in [0, 1): a decay such as 0.999, or 0 for off.")
+    return float(ema)

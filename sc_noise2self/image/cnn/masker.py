@@ -1,0 +1,168 @@
+"""Step 1 and 3 for the CNNs: hide pixels of a batch, and score the output on them only.
+
+The partitions themselves come from :mod:`sc_noise2self.image.masking` (its ``*_torch``
+functions), the same module that masks images for the classical J-invariant wrapper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..._validation import check_choice
+from ..checks import check_stride
+from ..masking import (
+    TORCH_REPLACEMENTS,
+    hide_torch,
+    phase_mask_torch,
+    phase_offsets,
+    random_mask_torch,
+)
+
+MASKINGS: tuple[str, ...] = ("random", "grid")
+REPLACEMENTS: tuple[str, ...] = TORCH_REPLACEMENTS
+
+
+@dataclass(frozen=True)
+class Masker:
+    """Hide pixels and replace them by values that carry no information about them.
+
+    Parameters
+    ----------
+    masking
+        ``"random"``: each pixel is hidden independently with probability
+        ``1 / stride ** n_spatial`` (the paper's 1/25 in 2D). ``"grid"``: one random phase
+        of the stride grid per sample (see :func:`~sc_noise2self.image.masking.grid_masks`).
+    replacement
+        ``"random"``: uniform values in [0, 1] (the normalised intensity range), as in the
+        paper. ``"mean"``: the mean of the face neighbours; only with ``"grid"`` masking,
+        because a random subset can hide two neighbours, and then each one's stand-in would
+        leak the other's value.
+    stride
+        Grid spacing, at least 2.
+    n_spatial
+        2 or 3.
+    """
+
+    masking: str
+    replacement: str
+    stride: int
+    n_spatial: int
+
+    def __post_init__(self) -> None:
+        check_choice(self.masking, MASKINGS, name="masking")
+        check_choice(self.replacement, REPLACEMENTS, name="replacement")
+        check_stride(self.stride, name="mask_stride")
+        if self.masking == "random" and self.replacement == "mean":
+            raise ValueError(
+                "replacement='mean' is not J-invariant with masking='random' (two hidden "
+                "neighbours would see each other through their stand-ins); use "
+                "masking='grid' with it, or replacement='random'."
+            )
+
+    @property
+    def density(self) -> float:
+        """Expected fraction of hidden pixels."""
+        return float(self.stride) ** -self.n_spatial
+
+    def sample(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A boolean mask ``(batch, 1, *spatial)`` of hidden pixels (channels hidden together).
+
+        Parameters
+        ----------
+        x
+            The batch ``(batch, channels, *spatial)``.
+        generator
+            Seeded generator on ``x``'s device.
+
+        Returns
+        -------
+        The mask.
+        """
+        shape = (x.shape[0], 1, *x.shape[2:])
+        if self.masking == "random":
+            return random_mask_torch(shape, self.density, generator)
+        offsets = torch.randint(
+            self.stride, (x.shape[0], self.n_spatial), generator=generator, device=x.device
+        )
+        return self.phase_mask(shape, offsets)
+
+    def phase_mask(self, shape: tuple[int, ...], offsets: torch.Tensor) -> torch.Tensor:
+        """Mask of the grid phase ``offsets[b]`` for every sample ``b``.
+
+        Parameters
+        ----------
+        shape
+            ``(batch, 1, *spatial)``.
+        offsets
+            ``(batch, n_spatial)`` integers in ``[0, stride)``.
+
+        Returns
+        -------
+        Boolean tensor of ``shape``.
+        """
+        return phase_mask_torch(shape, self.stride, offsets)
+
+    def replace(
+        self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """``x`` with the hidden pixels replaced (a new tensor; differentiable in ``x``).
+
+        Parameters
+        ----------
+        x
+            ``(batch, channels, *spatial)``.
+        mask
+            From :meth:`sample` or :meth:`phase_mask`.
+        generator
+            Seeded generator on ``x``'s device (used by ``"random"``).
+
+        Returns
+        -------
+        The masked input.
+        """
+        return hide_torch(x, mask, self.replacement, generator)
+
+    def every_phase(
+        self, x: torch.Tensor, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``x`` masked on each grid phase in turn: together they hide every pixel once.
+
+        Parameters
+        ----------
+        x
+            One image ``(1, channels, *spatial)``.
+        generator
+            Seeded generator on ``x``'s device (used by ``"random"`` stand-ins).
+
+        Yields
+        ------
+        ``(masked, mask)`` per phase, in :func:`~sc_noise2self.image.masking.phase_offsets`
+        order; one masked copy exists at a time.
+        """
+        shape = (1, 1, *x.shape[2:])
+        for offsets in phase_offsets(self.stride, self.n_spatial):
+            mask = self.phase_mask(shape, torch.tensor([offsets], device=x.device))
+            yield self.replace(x, mask, generator), mask
+
+
+def masked_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the hidden pixels only.
+
+    Parameters
+    ----------
+    output, target
+        ``(batch, channels, *spatial)``.
+    mask
+        ``(batch, 1, *spatial)`` boolean mask of hidden pixels.
+
+    Returns
+    -------
+    Scalar loss (float32 even under AMP).
+    """
+    weight = mask.to(torch.float32)
+    squared = (output.float() - target.float()) ** 2 * weight
+    count = weight.sum() * output.shape[1]
+    return squared.sum() / count.clamp_min(1.0)
