@@ -267,6 +267,15 @@ class Family:
         ``baseline_index(grid, options) -> int | None``: the grid point that IS the gene-mean
         baseline (PCA's rank 0), so the referee reads it off the curve instead of scoring it
         again; None scores the baseline on every split.
+    prepare_options
+        ``prepare_options(options, X, settings) -> options``: resolve options that depend on
+        the data once, before the splits (the Leiden family's calibrated PCA rank), or None.
+    fit_after_calibrate
+        ``calibrate_*`` also fits at the best value and stores it (clustering writes its
+        labels at the best resolution).
+
+    A family's ``score`` may return ``(losses, extras)``: ``extras`` maps a name to one value
+    per grid point (e.g. the number of clusters), averaged over splits into the params.
     """
 
     name: str
@@ -286,6 +295,8 @@ class Family:
     fit_options: tuple[str, ...] = ()
     denoise_losses: tuple[str, ...] = LOSSES
     baseline_index: Callable | None = None
+    prepare_options: Callable | None = None
+    fit_after_calibrate: bool = False
 
     @property
     def knob(self) -> str:
@@ -358,12 +369,19 @@ def calibrate_counts(
     if family.check_options is not None:
         family.check_options(own, X)
     grid = family.grid.make_grid(grid_value, X.shape, own)
+    if family.prepare_options is not None:
+        own = family.prepare_options(own, X, settings)
     index = None if family.baseline_index is None else family.baseline_index(grid, own)
     referee = Referee(settings.loss, index)
+    extras: list[dict] = []
 
     def score(halves: Halves, seed) -> np.ndarray:
-        return referee.scored(halves, family.score(referee.before(halves), grid, seed, own,
-                                                   settings.loss, progress=progress))
+        scored = family.score(referee.before(halves), grid, seed, own, settings.loss,
+                              progress=progress)
+        if isinstance(scored, tuple):  # (losses, {name: one value per grid point})
+            scored, extra = scored
+            extras.append(extra)
+        return referee.scored(halves, scored)
 
     score_dask = None
     if family.score_dask is not None:
@@ -373,6 +391,8 @@ def calibrate_counts(
     curves = run_splits(X, settings, score, score_dask=score_dask, progress=progress,
                         family=family.name)
     params = dict(settings.params(), **{family.grid_arg: _plain(grid_value)}, **_plain(own))
+    for name in extras[0] if extras else ():  # averaged over splits, one per grid point
+        params[name] = np.mean([np.asarray(e[name], dtype=np.float64) for e in extras], axis=0)
     if is_dask_array(X):
         params["backend"] = "dask"
     return checked(CalibrationResult(family.knob, np.asarray(grid), curves, params), referee)

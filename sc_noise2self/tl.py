@@ -31,9 +31,11 @@ from .calibration import (
 from .denoisers.autoencoder import AUTOENCODER
 from .denoisers.diffusion import DIFFUSION
 from .denoisers.knn import KNN
+from .denoisers.leiden import LEIDEN
 from .denoisers.pca import PCA
+from .inference import rank_genes_groups_split
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (PCA, KNN, DIFFUSION, AUTOENCODER)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (PCA, KNN, DIFFUSION, AUTOENCODER, LEIDEN)}
 METHODS = tuple(FAMILIES)
 
 _SHARED_DOCS = {
@@ -155,9 +157,14 @@ def _run_calibrate(family: Family, arguments: dict) -> ad.AnnData | None:
     copy, progress = arguments.pop("copy"), arguments.pop("progress")
     log = logger()
     start = log.info(f"calibrating {family.name} ({family.knob}) by molecular cross-validation")
-    result = calibrate_counts(get_counts(adata, layer), family, progress=progress, **arguments)
+    counts = get_counts(adata, layer)
+    result = calibrate_counts(counts, family, progress=progress, **arguments)
     adata = target(adata, copy)
-    store_calibration(adata, result, key, layer)
+    if family.fit_after_calibrate:  # e.g. the labels at the best resolution
+        _fit_and_store(family, adata, counts, family.choose(result), arguments, result, key,
+                       layer, max_layer_gb=None)
+    else:
+        store_calibration(adata, result, key, layer)
     log.info(f"    best {family.knob} {result.best}", time=start, deep=f"added 'uns[{key!r}]'")
     return adata if copy else None
 
@@ -185,20 +192,33 @@ def _run_denoise(family: Family, arguments: dict) -> ad.AnnData | None:
             result = calibrate_counts(counts, family, progress=progress, **arguments)
         value = family.choose(result)
     start = log.info(f"denoising by {family.name} with {family.knob}={value}")
-    fit_options = {name: arguments[name] for name in family.fit_options}
+    adata = target(adata, copy)
+    _fit_and_store(family, adata, counts, value, arguments, result, key, layer, max_layer_gb)
+    log.info("    finished", time=start, deep=f"added results under {key!r}")
+    return adata if copy else None
+
+
+def _fit_and_store(family: Family, adata, counts, value, arguments: dict, result, key: str,
+                   layer, max_layer_gb: float | None) -> None:
+    """Fit the family at ``value`` on all the counts and write the fit and its record.
+
+    Options left to the calibration (None, e.g. the Leiden graph's rank) take the value the
+    calibration resolved; ``max_layer_gb=None`` writes no dense layer and says nothing.
+    """
+    resolved = result.params if result is not None else {}
+    fit_options = {name: resolved.get(name) if arguments[name] is None else arguments[name]
+                   for name in family.fit_options}
     fitted = family.fit(counts, value, fit_options, transform=arguments["transform"],
                         random_state=arguments["random_state"], max_layer_gb=max_layer_gb)
-    adata = target(adata, copy)
     record = (store_calibration(adata, result, key, layer) if result is not None
               else {"params": {}})
     record["params"].update({family.knob: value, "depth": fitted.depth,
                              "transform": arguments["transform"],
-                             "layer": "X" if layer is None else layer, **fit_options})
+                             "layer": "X" if layer is None else layer,
+                             **{k: v for k, v in fit_options.items() if v is not None}})
     record.update({"method": family.name, family.knob: value})
     adata.uns[key] = record
     adata.uns[key].update(family.store(adata, fitted, key, max_layer_gb))
-    log.info("    finished", time=start, deep=f"added results under {key!r}")
-    return adata if copy else None
 
 
 def _stored_calibration(adata, key, family, counts, arguments, layer) -> CalibrationResult | None:
@@ -240,6 +260,8 @@ calibrate_diffusion = _generated(DIFFUSION, False, _run_calibrate)
 denoise_diffusion = _generated(DIFFUSION, True, _run_denoise)
 calibrate_autoencoder = _generated(AUTOENCODER, False, _run_calibrate)
 denoise_autoencoder = _generated(AUTOENCODER, True, _run_denoise)
+calibrate_leiden = _generated(LEIDEN, False, _run_calibrate)
+denoise_leiden = _generated(LEIDEN, True, _run_denoise)
 
 
 def calibrate(
@@ -391,11 +413,14 @@ __all__ = [
     "calibrate_autoencoder",
     "calibrate_diffusion",
     "calibrate_knn",
+    "calibrate_leiden",
     "calibrate_pca",
     "compare",
     "denoise_autoencoder",
     "denoise_diffusion",
     "denoise_knn",
+    "denoise_leiden",
     "denoise_pca",
     "denoised_values",
+    "rank_genes_groups_split",
 ]

@@ -1,0 +1,154 @@
+"""Marker genes without double dipping: cluster on half A, test on half B (count splitting).
+
+``sc.tl.leiden`` followed by ``sc.tl.rank_genes_groups`` on the same counts tests the genes
+that made the clusters: even one homogeneous population gives hundreds of "markers". Count
+splitting (Neufeld et al., Biostatistics 2024; negative-binomial splitting, arXiv:2307.12985)
+clusters on half A and tests on half B. For Poisson counts (binomial split), or negative
+binomial counts with the right overdispersion (beta-binomial split), the halves are
+independent, so the p-values of half B are valid whatever half A's clusters are.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from ._anndata import get_counts, logger, target
+from ._rng import RandomState, spawn_seeds
+from ._validation import check_choice, check_counts, check_fraction, check_real
+from .calibration import SplitSettings, calibrate_counts
+from .denoisers.leiden import LEIDEN, calibrated_rank, fit_clusters
+from .pp import split_counts
+
+METHODS = ("wilcoxon", "t-test", "t-test_overestim_var", "logreg")
+
+
+def rank_genes_groups_split(
+    adata: ad.AnnData,
+    *,
+    groupby: str | None = None,
+    resolution: float | str | None = None,
+    method: str = "wilcoxon",
+    p: float = 0.5,
+    split: str = "binomial",
+    overdispersion=None,
+    n_comps: int | None = None,
+    n_neighbors: int = 15,
+    layer: str | None = None,
+    random_state: RandomState = 0,
+    key_added: str = "rank_genes_groups_split",
+    copy: bool = False,
+    **kwargs,
+) -> ad.AnnData | None:
+    """Marker genes of clusters found on half A, tested on half B (scanpy's format).
+
+    Parameters
+    ----------
+    adata
+        Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
+    groupby
+        An ``obs`` column of groups that YOU computed from half A (e.g. with
+        :func:`sc_noise2self.pp.split_molecules` and your own clustering of
+        ``layers['noise2self_a']``), or None to cluster half A here by Leiden. Groups computed
+        from all the counts would bring the double dipping back.
+    resolution
+        Leiden resolution when ``groupby`` is None: a number, None (1.0, scanpy's default),
+        or ``"calibrated"`` (chosen by the self-supervised loss within half A).
+    method
+        Test of ``sc.tl.rank_genes_groups``: ``"wilcoxon"``, ``"t-test"``,
+        ``"t-test_overestim_var"`` or ``"logreg"``.
+    p
+        Share of molecules in half A (the clustering half); 0.5 as in count splitting.
+    split, overdispersion
+        ``"binomial"`` for Poisson counts; ``"negative_binomial"`` with the NB size per gene,
+        one number or ``"estimate"`` for overdispersed counts (binomial splitting of NB
+        counts leaves the halves correlated, and the p-values too small).
+    n_comps, n_neighbors
+        The PCA rank (None: calibrated on half A) and neighbours of half A's graph.
+    layer
+        Layer with the raw counts; None means ``X``.
+    random_state
+        Seed of the split and the clustering; the same seed gives identical results.
+    key_added
+        The test results go to ``uns[key_added]`` in ``sc.tl.rank_genes_groups``'s format,
+        so ``sc.pl.rank_genes_groups``, ``sc.get.rank_genes_groups_df`` and dotplots read
+        them; half A's groups go to ``obs[key_added + '_groups']`` (or stay in ``groupby``).
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+    **kwargs
+        Passed to ``sc.tl.rank_genes_groups`` (``n_genes``, ``corr_method``, ...); the
+        Wilcoxon test gets ``tie_correct=True`` unless told otherwise.
+
+    Returns
+    -------
+    None, or a new AnnData when ``copy=True``.
+    """
+    import scanpy as sc  # slow to import; only testing needs it
+
+    check_choice(method, METHODS, name="method")
+    if method == "wilcoxon":
+        # Split counts are small integers with many ties: without the tie correction the
+        # rank-sum variance is overestimated and the p-values pile up near 1.
+        kwargs.setdefault("tie_correct", True)
+    p = check_fraction(p)
+    counts = get_counts(adata, layer)
+    check_counts(counts)
+    if groupby is not None and groupby not in adata.obs:
+        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+    split_seed, cluster_seed = spawn_seeds(random_state, 2)
+    half_a, half_b = split_counts(counts, p, random_state=split_seed, method=split,
+                                  overdispersion=overdispersion)
+    log = logger()
+    if groupby is None:
+        labels = _clusters_of_half(half_a, resolution, n_comps, n_neighbors, cluster_seed)
+        group_key = f"{key_added}_groups"
+    else:
+        labels, group_key = adata.obs[groupby].astype(str).to_numpy(), groupby
+    tested = _normalised_half(half_b, adata)
+    tested.obs[group_key] = pd.Categorical(labels)
+    log.info(f"testing {tested.obs[group_key].nunique()} groups of half A on half B")
+    sc.tl.rank_genes_groups(tested, group_key, method=method, key_added=key_added, **kwargs)
+    adata = target(adata, copy)
+    if groupby is None:
+        adata.obs[group_key] = tested.obs[group_key].to_numpy()
+        adata.obs[group_key] = adata.obs[group_key].astype("category")
+    record = dict(tested.uns[key_added])
+    record["params"] = {**dict(record["params"]), "count_split": {
+        "p": p, "split": split, "random_state": _seed_record(random_state),
+        "groups_from": "half A (Leiden)" if groupby is None else f"obs[{groupby!r}]"}}
+    adata.uns[key_added] = record
+    return adata if copy else None
+
+
+def _seed_record(random_state) -> int | str:
+    return int(random_state) if isinstance(random_state, int | np.integer) else "custom"
+
+
+def _clusters_of_half(half_a, resolution, n_comps, n_neighbors, seed) -> np.ndarray:
+    """Leiden labels of half A (string codes), at a given or self-calibrated resolution."""
+    options = {"n_comps": n_comps, "n_neighbors": n_neighbors}
+    if isinstance(resolution, str):
+        check_choice(resolution, ("calibrated",), name="resolution")
+        # Calibrated within half A: half A is split again (its own stream) to grade it.
+        result = calibrate_counts(half_a, LEIDEN, settings=SplitSettings(random_state=seed),
+                                  **options)
+        resolution, options = result.best, {**options, "n_comps": result.params["n_comps"]}
+    else:
+        resolution = 1.0 if resolution is None else resolution
+        options = calibrated_rank(options, half_a, SplitSettings(random_state=seed))
+    check_real(resolution, name="resolution", minimum=1e-9, hint="Leiden's resolution")
+    clusters = fit_clusters(half_a, resolution, options, transform="sqrt", random_state=seed,
+                            max_layer_gb=0.0)
+    return clusters.labels.astype(str)
+
+
+def _normalised_half(half_b, adata: ad.AnnData) -> ad.AnnData:
+    """Half B as scanpy tests it: normalised to 10,000 per cell and log1p-transformed."""
+    import scanpy as sc
+
+    tested = ad.AnnData(half_b.astype(np.float32), obs=pd.DataFrame(index=adata.obs_names),
+                        var=pd.DataFrame(index=adata.var_names))
+    sc.pp.normalize_total(tested, target_sum=1e4)
+    sc.pp.log1p(tested)
+    return tested

@@ -1,0 +1,150 @@
+"""Clustering by the self-supervised loss, and marker genes without double dipping (issue 16).
+
+Simulated data with known truth: homogeneous populations (no clusters: every marker is
+false), well-separated groups (K known), and groups with known marker genes.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse, stats
+
+import sc_noise2self as n2s
+from sc_noise2self import tl
+
+
+def homogeneous(n_cells: int, n_genes: int, seed: int, size: float | None = None):
+    """One population, library sizes near 3,000: Poisson, or NB with size ``size``."""
+    rng = np.random.default_rng(seed)
+    mu = rng.gamma(0.6, 1.0, n_genes)
+    mu = np.outer(rng.lognormal(0.0, 0.1, n_cells), mu / mu.sum() * 3000)
+    rate = mu if size is None else rng.gamma(size, mu / size)
+    adata = ad.AnnData(sparse.csr_matrix(rng.poisson(rate).astype(np.float32)))
+    adata.var_names = [f"g{j}" for j in range(n_genes)]
+    return adata
+
+
+def groups(k: int, seed: int, n_cells: int = 900, n_genes: int = 300, n_markers: int = 0):
+    """``k`` groups; with ``n_markers`` the first genes of each group are its up-markers."""
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(0.5, 1.0, n_genes)
+    profiles = np.tile(base, (k, 1))
+    if n_markers:
+        for g in range(k):
+            profiles[g, g * n_markers:(g + 1) * n_markers] *= 4.0
+    else:
+        profiles *= rng.lognormal(0.0, 1.0, (k, n_genes))
+    profiles /= profiles.sum(axis=1, keepdims=True)
+    labels = rng.integers(k, size=n_cells)
+    adata = ad.AnnData(sparse.csr_matrix(rng.poisson(2000 * profiles[labels]).astype(np.float32)))
+    adata.var_names = [f"g{j}" for j in range(n_genes)]
+    return adata, labels
+
+
+def pvalues(adata, key: str) -> np.ndarray:
+    record = adata.uns[key]["pvals"]
+    return np.concatenate([record[name] for name in record.dtype.names])
+
+
+def naive_pvalues(adata) -> np.ndarray:
+    """sc.tl.leiden then sc.tl.rank_genes_groups on the same counts: double dipping."""
+    import scanpy as sc
+
+    naive = adata.copy()
+    sc.pp.normalize_total(naive, target_sum=1e4)
+    sc.pp.log1p(naive)
+    sc.pp.pca(naive, n_comps=30)
+    sc.pp.neighbors(naive)
+    sc.tl.leiden(naive, resolution=1.0, flavor="igraph", n_iterations=2, directed=False)
+    sc.tl.rank_genes_groups(naive, "leiden", method="wilcoxon", tie_correct=True)
+    return pvalues(naive, "rank_genes_groups")
+
+
+def split_pvalues(adata, **options) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas fragmentation warnings inside scanpy
+        tl.rank_genes_groups_split(adata, resolution=1.0, n_genes=adata.n_vars, **options)
+    return pvalues(adata, "rank_genes_groups_split")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_pvalues_are_uniform_on_one_population(seed):
+    adata = homogeneous(1200, 400, seed)
+    p = split_pvalues(adata, random_state=seed)
+    assert adata.obs["rank_genes_groups_split_groups"].nunique() > 1  # noise was clustered
+    assert stats.kstest(p, "uniform").pvalue > 0.01
+    assert 0.03 <= np.mean(p < 0.05) <= 0.07
+
+
+def test_double_dipping_inflates_what_the_split_keeps_valid():
+    adata = homogeneous(1200, 400, 0)
+    assert np.mean(naive_pvalues(adata) < 0.05) > 0.08
+
+
+def test_nb_counts_need_the_nb_split():
+    adata = homogeneous(1200, 400, 3, size=2.0)
+    binomial = np.mean(split_pvalues(adata.copy(), random_state=0) < 0.05)
+    nb = split_pvalues(adata, random_state=0, split="negative_binomial",
+                       overdispersion="estimate")
+    assert binomial > 0.07  # halves of NB counts split binomially share noise
+    assert 0.03 <= np.mean(nb < 0.05) <= 0.07
+
+
+def test_true_markers_are_found_at_fdr_005():
+    adata, _ = groups(4, 0, n_markers=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tl.rank_genes_groups_split(adata, resolution="calibrated", n_genes=adata.n_vars,
+                                   random_state=0)
+    record = adata.uns["rank_genes_groups_split"]
+    found = set()
+    for group in record["names"].dtype.names:
+        names, adjusted = record["names"][group], record["pvals_adj"][group]
+        scores = record["scores"][group]
+        found |= {n for n, q, s in zip(names, adjusted, scores, strict=True)
+                  if q < 0.05 and s > 0}
+    markers = {f"g{j}" for j in range(40)}
+    assert len(found & markers) >= 0.8 * len(markers)
+
+
+@pytest.mark.parametrize("k", [3, 6, 10])
+def test_calibrated_resolution_finds_k_groups(k):
+    hits = 0
+    for seed in range(3):
+        adata, _ = groups(k, seed)
+        tl.calibrate_leiden(adata, random_state=seed)
+        hits += abs(adata.obs["noise2self_leiden"].nunique() - k) <= 1
+    assert hits >= 2
+
+
+def test_leiden_record_and_labels_the_scanpy_way():
+    adata, truth = groups(3, 5)
+    tl.calibrate_leiden(adata, resolutions=[0.1, 0.5, 2.0])
+    record = adata.uns["noise2self_leiden"]
+    assert list(record["grid"]) == [0.1, 0.5, 2.0]
+    assert len(record["params"]["n_clusters"]) == 3 and record["best"] in (0.1, 0.5, 2.0)
+    assert adata.obs["noise2self_leiden"].dtype == "category"
+    # The labels agree with the truth (up to names).
+    table = np.zeros((3, adata.obs["noise2self_leiden"].nunique()))
+    np.add.at(table, (truth, adata.obs["noise2self_leiden"].cat.codes.to_numpy()), 1)
+    assert table.max(axis=1).sum() / truth.size > 0.95
+    scratch = tl.denoise_leiden(adata, copy=True)  # reuses the calibration
+    assert scratch.layers["noise2self_leiden"].shape == adata.shape
+
+
+def test_marker_results_work_with_scanpys_readers():
+    import scanpy as sc
+
+    adata, _ = groups(3, 7, n_markers=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tl.rank_genes_groups_split(adata, resolution=0.3, random_state=1)
+    frame = sc.get.rank_genes_groups_df(adata, group=None, key="rank_genes_groups_split")
+    assert {"names", "pvals", "pvals_adj", "scores"} <= set(frame.columns)
+    assert adata.uns["rank_genes_groups_split"]["params"]["count_split"]["p"] == 0.5
+    axes = sc.pl.rank_genes_groups(adata, key="rank_genes_groups_split", show=False)
+    assert axes is not None
