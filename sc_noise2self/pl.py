@@ -1,4 +1,4 @@
-"""Plots: the self-supervised loss curve of a calibration."""
+"""Plots: loss curves of calibrations, resolution curves, and p-values against the uniform."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def _as_result(adata_or_result, key: str) -> CalibrationResult:
         return adata_or_result
     if isinstance(adata_or_result, ad.AnnData):
         if key not in adata_or_result.uns:
-            raise KeyError(f"No calibration in adata.uns[{key!r}]; run `tl.calibrate_pca` first.")
+            raise KeyError(
+                f"No calibration in adata.uns[{key!r}]; run a `tl.calibrate_*` function first."
+            )
         return CalibrationResult.from_dict(adata_or_result.uns[key])
     if isinstance(adata_or_result, dict):
         return CalibrationResult.from_dict(adata_or_result)
@@ -187,5 +189,101 @@ def split_diagnostics(
     ax.set_ylabel("noise correlation between halves" if statistic == "noise"
                   else "correlation between halves")
     ax.set_title(f"{split} split, median {np.median(correlation[shown]):.3f}", fontsize="small")
+    _save_or_show(ax.figure, save, show)
+    return ax
+
+
+def resolution_curve(
+    adata_or_result,
+    key: str = "noise2self_leiden",
+    *,
+    ax=None,
+    show: bool | None = None,
+    save: bool | str | None = None,
+):
+    """Plot the loss and the number of clusters against the Leiden resolution.
+
+    Parameters
+    ----------
+    adata_or_result
+        AnnData on which :func:`~sc_noise2self.tl.calibrate_leiden` ran, its
+        :class:`~sc_noise2self.calibration.CalibrationResult`, or its ``to_dict()``.
+    key
+        Key in ``adata.uns``.
+    ax
+        Matplotlib axes for the loss; the cluster counts go on a twin axis. New when None.
+    show, save
+        As in :func:`calibration_curve`.
+
+    Returns
+    -------
+    The matplotlib Axes of the loss.
+    """
+    import matplotlib.pyplot as plt
+
+    result = _as_result(adata_or_result, key)
+    if "n_clusters" not in result.params:
+        raise KeyError(f"uns[{key!r}] holds no cluster counts; run tl.calibrate_leiden first.")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2))
+    _draw_curve(ax, result)
+    ax.set_xscale("log")
+    counts = ax.twinx()
+    counts.plot(np.asarray(result.grid, dtype=float), result.params["n_clusters"], "s:",
+                color="C2", ms=3, lw=1)
+    counts.set_ylabel("clusters (half A)", color="C2")
+    _save_or_show(ax.figure, save, show)
+    return ax
+
+
+def pvalue_qq(
+    adata,
+    key: str = "rank_genes_groups_split",
+    *,
+    naive_key: str | None = None,
+    ax=None,
+    show: bool | None = None,
+    save: bool | str | None = None,
+):
+    """Q-Q plot of marker p-values against the uniform, beside double-dipping ones if asked.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``sc.tl.rank_genes_groups``-format results in ``uns[key]`` (from
+        :func:`~sc_noise2self.tl.rank_genes_groups_split`).
+    key
+        The count-split results.
+    naive_key
+        Results of the same test on the same counts that made the clusters (e.g.
+        ``"rank_genes_groups"``), drawn beside for comparison.
+    ax
+        Matplotlib axes; a new figure when None.
+    show, save
+        As in :func:`calibration_curve`.
+
+    Returns
+    -------
+    The matplotlib Axes. Under no true difference, valid p-values lie on the diagonal.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.6, 3.4))
+    for name, color, label in ((key, "C0", "count split"), (naive_key, "C3", "double dipping")):
+        if name is None:
+            continue
+        if name not in adata.uns or "pvals" not in adata.uns[name]:
+            raise KeyError(f"No rank_genes_groups results in adata.uns[{name!r}].")
+        record = adata.uns[name]["pvals"]
+        p = np.sort(np.concatenate([record[group] for group in record.dtype.names]))
+        expected = (np.arange(1, p.size + 1) - 0.5) / p.size
+        ax.plot(-np.log10(expected), -np.log10(np.maximum(p, 1e-300)), ".", ms=2,
+                color=color, label=label)
+    top = ax.get_xlim()[1]
+    ax.plot([0, top], [0, top], color="grey", lw=1, ls="--")
+    ax.set_xlabel("expected -log10 p (uniform)")
+    ax.set_ylabel("observed -log10 p")
+    ax.legend(frameon=False, fontsize="small")
     _save_or_show(ax.figure, save, show)
     return ax

@@ -148,3 +148,21 @@ def test_marker_results_work_with_scanpys_readers():
     assert adata.uns["rank_genes_groups_split"]["params"]["count_split"]["p"] == 0.5
     axes = sc.pl.rank_genes_groups(adata, key="rank_genes_groups_split", show=False)
     assert axes is not None
+
+
+def test_plots_of_resolution_and_pvalues(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    adata, _ = groups(3, 9)
+    tl.calibrate_leiden(adata, resolutions=[0.1, 1.0])
+    ax = n2s.pl.resolution_curve(adata, show=False)
+    assert ax.get_xscale() == "log" and len(ax.figure.axes) == 2
+    tl.calibrate_pca(adata, max_comps=5)
+    with pytest.raises(KeyError, match="no cluster counts"):
+        n2s.pl.resolution_curve(adata, key="noise2self", show=False)
+    null = homogeneous(600, 200, 4)
+    split_pvalues(null)
+    ax = n2s.pl.pvalue_qq(null, show=False)
+    points = ax.lines[0].get_xydata()
+    assert points.shape[0] == 200 * null.obs["rank_genes_groups_split_groups"].nunique()
