@@ -1,4 +1,4 @@
-"""Marker genes without double dipping: cluster on half A, test on half B (count splitting).
+"""Inference without double dipping: groups or covariates from half A, tests on half B.
 
 ``sc.tl.leiden`` followed by ``sc.tl.rank_genes_groups`` on the same counts tests the genes
 that made the clusters: even one homogeneous population gives hundreds of "markers". Count
@@ -13,6 +13,8 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
+from scipy import sparse as sp
+from scipy import stats
 
 from ._anndata import get_counts, logger, target
 from ._rng import RandomState, spawn_seeds
@@ -152,3 +154,131 @@ def _normalised_half(half_b, adata: ad.AnnData) -> ad.AnnData:
     sc.pp.normalize_total(tested, target_sum=1e4)
     sc.pp.log1p(tested)
     return tested
+
+
+def association_split(
+    adata: ad.AnnData,
+    covariate: str,
+    *,
+    root: int | None = None,
+    p: float = 0.5,
+    split: str = "binomial",
+    overdispersion=None,
+    n_comps: int = 30,
+    n_neighbors: int = 15,
+    layer: str | None = None,
+    random_state: RandomState = 0,
+    key_added: str = "association_split",
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Genes associated with a covariate of half A, tested on half B (Spearman, BH).
+
+    Parameters
+    ----------
+    adata
+        Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
+    covariate
+        ``"dpt"``: diffusion pseudotime computed here from half A alone (``sc.tl.dpt`` from
+        the cell ``root``); or an ``obs`` column that YOU computed from half A (e.g. from
+        ``layers['noise2self_a']`` of :func:`sc_noise2self.pp.split_molecules`).
+    root
+        Index of the root cell, for ``covariate="dpt"``.
+    p, split, overdispersion
+        The count split, as in :func:`rank_genes_groups_split`.
+    n_comps, n_neighbors
+        Half A's PCA and neighbours for the pseudotime.
+    layer
+        Layer with the raw counts; None means ``X``.
+    random_state
+        Seed of the split; the same seed gives identical results.
+    key_added
+        Per gene, ``var[key_added + '_rho']`` (Spearman's correlation on half B),
+        ``_pval`` and ``_pval_adj`` (Benjamini-Hochberg); the covariate to
+        ``obs[key_added + '_covariate']`` and the settings to ``uns[key_added]``.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    None, or a new AnnData when ``copy=True``.
+    """
+    p = check_fraction(p)
+    counts = get_counts(adata, layer)
+    check_counts(counts)
+    if covariate == "dpt":
+        if root is None or not 0 <= int(root) < adata.n_obs:
+            raise ValueError(
+                f"covariate='dpt' needs root, the index of a cell (0..{adata.n_obs - 1})."
+            )
+    elif covariate not in adata.obs:
+        raise KeyError(f"covariate={covariate!r} is neither 'dpt' nor a column of adata.obs.")
+    half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,
+                                  overdispersion=overdispersion)
+    if covariate == "dpt":
+        values = _pseudotime_of_half(half_a, adata, int(root), n_comps, n_neighbors)
+    else:
+        values = adata.obs[covariate].to_numpy(dtype=np.float64)
+    rho, pval = spearman_per_gene(_normalised_half(half_b, adata).X, values)
+    adata = target(adata, copy)
+    adata.var[f"{key_added}_rho"] = rho
+    adata.var[f"{key_added}_pval"] = pval
+    tested = np.isfinite(pval)
+    adjusted = np.full(pval.shape, np.nan)
+    adjusted[tested] = stats.false_discovery_control(pval[tested])
+    adata.var[f"{key_added}_pval_adj"] = adjusted
+    adata.obs[f"{key_added}_covariate"] = values
+    adata.uns[key_added] = {"params": {"covariate": covariate, "p": p, "split": split,
+                                       "random_state": _seed_record(random_state),
+                                       "test": "spearman"}}
+    return adata if copy else None
+
+
+def _pseudotime_of_half(half_a, adata: ad.AnnData, root: int, n_comps: int,
+                        n_neighbors: int) -> np.ndarray:
+    import scanpy as sc
+
+    graph = _normalised_half(half_a, adata)
+    sc.pp.pca(graph, n_comps=min(n_comps, min(graph.shape) - 1))
+    sc.pp.neighbors(graph, n_neighbors=n_neighbors)
+    sc.tl.diffmap(graph)
+    graph.uns["iroot"] = root
+    sc.tl.dpt(graph)
+    return graph.obs["dpt_pseudotime"].to_numpy(dtype=np.float64)
+
+
+def spearman_per_gene(values, covariate: np.ndarray, block: int = 512):
+    """Spearman's correlation of every gene with ``covariate``, and its two-sided p-value.
+
+    Parameters
+    ----------
+    values
+        Cells x genes (numpy or scipy.sparse), densified a block of genes at a time.
+    covariate
+        One finite value per cell.
+    block
+        Genes per dense block.
+
+    Returns
+    -------
+    ``(rho, pval)`` per gene; NaN for a gene that is constant over the cells.
+    """
+    covariate = np.asarray(covariate, dtype=np.float64)
+    if covariate.shape != (values.shape[0],) or not np.all(np.isfinite(covariate)):
+        raise ValueError("The covariate must hold one finite value per cell.")
+    ranked = stats.rankdata(covariate)
+    ranked = (ranked - ranked.mean()) / np.linalg.norm(ranked - ranked.mean())
+    n = values.shape[0]
+    rho = np.full(values.shape[1], np.nan)
+    for start in range(0, values.shape[1], block):
+        genes = slice(start, start + block)
+        dense = values[:, genes]
+        dense = dense.toarray() if sp.issparse(dense) else np.asarray(dense, dtype=np.float64)
+        gene_ranks = stats.rankdata(dense, axis=0)
+        centred = gene_ranks - gene_ranks.mean(axis=0)
+        norms = np.linalg.norm(centred, axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho[genes] = np.where(norms > 0, ranked @ centred / norms, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = rho * np.sqrt((n - 2) / np.clip(1.0 - rho**2, 1e-300, None))
+    pval = 2.0 * stats.t.sf(np.abs(t), df=n - 2)
+    return rho, np.where(np.isfinite(rho), pval, np.nan)

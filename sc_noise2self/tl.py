@@ -33,7 +33,7 @@ from .denoisers.diffusion import DIFFUSION
 from .denoisers.knn import KNN
 from .denoisers.leiden import LEIDEN
 from .denoisers.pca import PCA
-from .inference import rank_genes_groups_split
+from .inference import association_split, rank_genes_groups_split
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (PCA, KNN, DIFFUSION, AUTOENCODER, LEIDEN)}
 METHODS = tuple(FAMILIES)
@@ -409,6 +409,7 @@ def denoised_values(
 
 __all__ = [
     "DEFAULT_P",
+    "association_split",
     "calibrate",
     "calibrate_autoencoder",
     "calibrate_diffusion",

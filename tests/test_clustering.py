@@ -166,3 +166,47 @@ def test_plots_of_resolution_and_pvalues(tmp_path):
     ax = n2s.pl.pvalue_qq(null, show=False)
     points = ax.lines[0].get_xydata()
     assert points.shape[0] == 200 * null.obs["rank_genes_groups_split_groups"].nunique()
+
+
+def test_association_with_a_half_a_pseudotime_is_valid_on_one_population():
+    adata = homogeneous(800, 300, 6)
+    tl.association_split(adata, "dpt", root=0)
+    pval = adata.var["association_split_pval"].to_numpy()
+    pval = pval[np.isfinite(pval)]
+    assert stats.kstest(pval, "uniform").pvalue > 0.01
+    assert 0.02 <= np.mean(pval < 0.05) <= 0.08
+    # The same pseudotime and test on all the counts (double dipping) is anti-conservative.
+    import scanpy as sc
+
+    from sc_noise2self.inference import spearman_per_gene
+
+    full = adata.copy()
+    sc.pp.normalize_total(full, target_sum=1e4)
+    sc.pp.log1p(full)
+    sc.pp.pca(full, n_comps=30)
+    sc.pp.neighbors(full)
+    sc.tl.diffmap(full)
+    full.uns["iroot"] = 0
+    sc.tl.dpt(full)
+    _, naive = spearman_per_gene(full.X, full.obs["dpt_pseudotime"].to_numpy())
+    assert np.mean(naive[np.isfinite(naive)] < 0.05) > np.mean(pval < 0.05) + 0.03
+
+
+def test_association_finds_genes_that_follow_a_gradient():
+    rng = np.random.default_rng(8)
+    n, g = 600, 120
+    time_ = rng.random(n)
+    mu = np.full((n, g), 5.0)
+    # 10 genes rise and 10 fall along the gradient, so that library sizes stay flat and
+    # the other genes' normalised values do not move with it.
+    mu[:, :10] = 5.0 * (1.0 + 4.0 * time_)[:, None]
+    mu[:, 10:20] = 5.0 * (5.0 - 4.0 * time_)[:, None]
+    adata = ad.AnnData(sparse.csr_matrix(rng.poisson(mu).astype(np.float32)))
+    adata.obs["time"] = time_  # a covariate known without the counts: fine to test
+    tl.association_split(adata, "time")
+    adjusted = adata.var["association_split_pval_adj"].to_numpy()
+    assert np.mean(adjusted[:20] < 0.05) >= 0.9 and np.mean(adjusted[20:] < 0.05) <= 0.1
+    with pytest.raises(ValueError, match="needs root"):
+        tl.association_split(adata, "dpt")
+    with pytest.raises(KeyError, match="covariate='age'"):
+        tl.association_split(adata, "age")
