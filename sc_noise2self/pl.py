@@ -20,7 +20,8 @@ def _as_result(adata_or_result, key: str) -> CalibrationResult:
     if isinstance(adata_or_result, ad.AnnData):
         if key not in adata_or_result.uns:
             raise KeyError(
-                f"No calibration in adata.uns[{key!r}]; run a `tl.calibrate_*` function first."
+                f"No calibration in adata.uns[{key!r}]; run `tl.calibrate_pca` (or another "
+                "`tl.calibrate_*` function) first."
             )
         return CalibrationResult.from_dict(adata_or_result.uns[key])
     if isinstance(adata_or_result, dict):

@@ -69,6 +69,7 @@ def checked(result: CalibrationResult, referee: Referee | None = None) -> Calibr
                 UserWarning,
                 stacklevel=4,
             )
+    _warn_at_the_edge(result)
     if result.failed.size:
         failed = [result.grid[i].item() if isinstance(result.grid[i], np.generic)
                   else result.grid[i] for i in result.failed]
@@ -79,3 +80,22 @@ def checked(result: CalibrationResult, referee: Referee | None = None) -> Calibr
             stacklevel=3,
         )
     return result
+
+
+def _warn_at_the_edge(result: CalibrationResult) -> None:
+    """Say so when the best of an ordered numeric grid is its largest value.
+
+    The minimum may then lie beyond the grid; the remedy is a wider grid, which only the
+    user can ask for (it costs time).
+    """
+    grid = np.asarray(result.grid)
+    if grid.dtype.kind not in "iuf" or grid.size < 3 or not np.all(np.diff(grid) > 0):
+        return
+    if result.best_index == grid.size - 1:
+        warnings.warn(
+            f"The self-supervised loss is lowest at the largest {result.param} scored "
+            f"({result.best}): the minimum may lie beyond the grid. Score larger values "
+            "(e.g. a larger max_comps, ks, t_max, widths or resolutions) to be sure.",
+            UserWarning,
+            stacklevel=4,
+        )

@@ -221,3 +221,12 @@ def test_progress_bars_follow_the_flag_and_scanpys_verbosity(small, capfd, monke
         assert "pca: splits" in capfd.readouterr().err
     finally:
         sc.settings.verbosity = before
+
+
+def test_a_best_at_the_largest_grid_value_is_flagged(small):
+    def shrink(values, weight):
+        values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+        return (1 - weight) * values + weight * values.mean(axis=0)
+
+    with pytest.warns(UserWarning, match="largest weight scored"):
+        calibrate_callable_counts(small.X, shrink, {"weight": [0.0, 0.1, 0.2]})

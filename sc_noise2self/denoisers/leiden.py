@@ -25,7 +25,7 @@ from ..losses import Halves, block_loss, dense_rows, row_chunks
 from ..transforms import library_sizes, normalised_values
 from .pca import calibrate_pca_counts
 
-DEFAULT_RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
+DEFAULT_RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 
 
 def _grid(resolutions, shape: tuple[int, int], options: dict) -> np.ndarray:
@@ -171,7 +171,7 @@ LEIDEN = Family(
     fit_options=("n_comps", "n_neighbors"),
     option_docs={
         "resolutions": "Leiden resolutions to score; None uses 0.05, 0.1, 0.2, 0.3, 0.5, "
-                       "0.7, 1, 1.5, 2 and 3.",
+                       "0.7, 1, 1.5, 2, 3, 5 and 8.",
         "resolution": "Leiden's resolution. None calibrates it first (or reuses a matching "
                       "calibration stored under ``key_added``).",
         "n_comps": "PCA components of the neighbour graph; None uses the PCA rank calibrated "
