@@ -148,6 +148,9 @@ def test_marker_results_work_with_scanpys_readers():
     assert adata.uns["rank_genes_groups_split"]["params"]["count_split"]["p"] == 0.5
     axes = sc.pl.rank_genes_groups(adata, key="rank_genes_groups_split", show=False)
     assert axes is not None
+    dots = sc.pl.rank_genes_groups_dotplot(adata, key="rank_genes_groups_split", n_genes=3,
+                                           show=False)
+    assert "mainplot_ax" in dots
 
 
 def test_plots_of_resolution_and_pvalues(tmp_path):
