@@ -41,9 +41,9 @@ from .results import CalibrationResult, expand_grid
 from .splitting import SPLIT_METHODS, gene_sizes, split_folds
 from .transforms import TRANSFORMS, library_sizes
 
-__all__ = ["DEFAULT_P", "CalibrationResult", "DaskCounts", "Family", "Knob", "SplitSettings",
-           "calibrate_callable_counts", "calibrate_counts", "counts_calibrator", "expand_grid",
-           "run_splits"]
+__all__ = ["DEFAULT_P", "CalibrationResult", "DaskCounts", "Family", "Knob",
+           "SplitSettings", "calibrate_callable_counts", "calibrate_counts", "counts_calibrator",
+           "expand_grid", "run_splits"]
 
 # The share of molecules in the fitted half. Measured over 30 synthetic and CellBench cases
 # (benchmarks/RESULTS.md, "The split fraction p"): the paper's 0.5 picks ranks that suit

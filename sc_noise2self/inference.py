@@ -27,28 +27,18 @@ METHODS = ("wilcoxon", "t-test", "t-test_overestim_var", "logreg")
 
 
 def rank_genes_groups_split(
-    adata: ad.AnnData,
-    *,
-    groupby: str | None = None,
-    resolution: float | str | None = None,
-    method: str = "wilcoxon",
-    p: float = 0.5,
-    split: str = "binomial",
-    overdispersion=None,
-    n_comps: int | None = None,
-    n_neighbors: int = 15,
-    layer: str | None = None,
-    random_state: RandomState = 0,
-    key_added: str = "rank_genes_groups_split",
-    copy: bool = False,
-    **kwargs,
+    adata: ad.AnnData, *, groupby: str | None = None, resolution: float | str | None = None,
+    method: str = "wilcoxon", p: float = 0.5, split: str = "binomial", overdispersion=None,
+    n_comps: int | None = None, n_neighbors: int = 15, layer: str | None = None,
+    random_state: RandomState = 0, key_added: str = "rank_genes_groups_split",
+    copy: bool = False, **kwargs,
 ) -> ad.AnnData | None:
     """Marker genes of clusters found on half A, tested on half B (scanpy's format).
 
     Parameters
     ----------
     adata
-        Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
+        The cells, with raw integer counts in ``X`` or ``layers[layer]``.
     groupby
         An ``obs`` column of groups that YOU computed from half A (e.g. with
         :func:`sc_noise2self.pp.split_molecules` and your own clustering of
@@ -157,26 +147,17 @@ def _normalised_half(half_b, adata: ad.AnnData) -> ad.AnnData:
 
 
 def association_split(
-    adata: ad.AnnData,
-    covariate: str,
-    *,
-    root: int | None = None,
-    p: float = 0.5,
-    split: str = "binomial",
-    overdispersion=None,
-    n_comps: int = 30,
-    n_neighbors: int = 15,
-    layer: str | None = None,
-    random_state: RandomState = 0,
-    key_added: str = "association_split",
-    copy: bool = False,
+    adata: ad.AnnData, covariate: str, *, root: int | None = None, p: float = 0.5,
+    split: str = "binomial", overdispersion=None, n_comps: int = 30, n_neighbors: int = 15,
+    layer: str | None = None, random_state: RandomState = 0,
+    key_added: str = "association_split", copy: bool = False,
 ) -> ad.AnnData | None:
     """Genes associated with a covariate of half A, tested on half B (Spearman, BH).
 
     Parameters
     ----------
     adata
-        Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
+        The cells and their raw integer counts (``X`` or ``layers[layer]``).
     covariate
         ``"dpt"``: diffusion pseudotime computed here from half A alone (``sc.tl.dpt`` from
         the cell ``root``); or an ``obs`` column that YOU computed from half A (e.g. from

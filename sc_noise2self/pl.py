@@ -194,14 +194,8 @@ def split_diagnostics(
     return ax
 
 
-def resolution_curve(
-    adata_or_result,
-    key: str = "noise2self_leiden",
-    *,
-    ax=None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-):
+def resolution_curve(adata_or_result, key: str = "noise2self_leiden", *, ax=None,
+                     show: bool | None = None, save: bool | str | None = None):
     """Plot the loss and the number of clusters against the Leiden resolution.
 
     Parameters
@@ -237,15 +231,8 @@ def resolution_curve(
     return ax
 
 
-def pvalue_qq(
-    adata,
-    key: str = "rank_genes_groups_split",
-    *,
-    naive_key: str | None = None,
-    ax=None,
-    show: bool | None = None,
-    save: bool | str | None = None,
-):
+def pvalue_qq(adata, key: str = "rank_genes_groups_split", *, naive_key: str | None = None,
+              ax=None, show: bool | None = None, save: bool | str | None = None):
     """Q-Q plot of marker p-values against the uniform, beside double-dipping ones if asked.
 
     Parameters

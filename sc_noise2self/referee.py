@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from .losses import Halves, baseline_loss, column_means
-from .results import CalibrationResult, finite_argmin
+from .results import BaselineWarning, CalibrationResult, finite_argmin
 
 __all__ = ["Referee", "checked"]
 
@@ -66,7 +66,7 @@ def checked(result: CalibrationResult, referee: Referee | None = None) -> Calibr
                 f"{best:.6g}, no better than {baseline:.6g} of the gene-mean baseline (every "
                 "cell predicted by the genes' means): it finds no structure above noise in "
                 "these counts. Try another family or a wider grid, or deeper data.",
-                UserWarning,
+                BaselineWarning,
                 stacklevel=4,
             )
     _warn_at_the_edge(result)

@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CalibrationResult", "expand_grid", "finite_argmin"]
+__all__ = ["BaselineWarning", "CalibrationResult", "expand_grid", "finite_argmin"]
+
+
+class BaselineWarning(UserWarning):
+    """An output's self-supervised loss does not beat the trivial J-invariant baseline.
+
+    The baseline is the gene means for counts and the neighbour mean for images: a
+    denoiser that cannot beat it found no structure above the noise.
+    """
 
 
 def expand_grid(param_grid: dict[str, Iterable]) -> list[dict[str, Any]]:

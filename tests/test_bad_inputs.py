@@ -347,3 +347,341 @@ def test_inputs_are_never_modified():
     tl.denoise_knn(adata, n_neighbors=3, copy=True)
     n2s.split_counts(adata.X, random_state=1)
     assert (adata.X != before).nnz == 0 and not adata.uns and not adata.layers
+
+
+# ===================================================================== images (issue 15)
+# Images, classical denoisers, calibration, mixing, noise estimation, CNN training and
+# prediction, and model files. Tiny images and CNNs of one step keep the section fast; every
+# CNN case that should fail does so before any training.
+
+from functools import lru_cache  # noqa: E402
+
+from sc_noise2self import image as im  # noqa: E402
+
+IMG = np.random.default_rng(1).random((24, 24))
+RGB = np.stack([IMG] * 3, axis=-1)
+TV = {"weight": [0.1]}
+QUIET = {"progress": False}
+CNN = {"steps": 1, "batch_size": 2, "patch_size": 8, "progress": False,
+       "model_kwargs": {"depth": 2, "features": 4}}
+
+
+def with_nan(value=np.nan) -> np.ndarray:
+    image = IMG.copy()
+    image[3, 4] = value
+    return image
+
+
+def nan_at(k_bad: int):
+    def denoiser(image, *, k):
+        return np.full(image.shape, np.nan) if k == k_bad else image * 0 + image.mean()
+
+    return denoiser
+
+
+@lru_cache(maxsize=1)
+def tiny_model():
+    """One DnCNN trained for one step, shared by the prediction and file cases."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one step loses to the baseline, as it should
+        return im.train(IMG, "dncnn", **CNN)
+
+
+def saved_model(folder) -> object:
+    return tiny_model().save(folder / "m.pt")
+
+
+def write(path, content: bytes):
+    path.write_bytes(content)
+    return path
+
+
+def train(**options):
+    return im.train(IMG, "dncnn", **{**CNN, **options})
+
+
+IMAGE_INPUT_CASES = [
+    ("1-D image", lambda t: im.denoise(np.zeros(64), "tv"), ValueError,
+     "2D image or a 3D volume"),
+    ("4-D image without channels", lambda t: im.denoise(np.zeros((2, 8, 8, 8)), "tv"),
+     ValueError, "4 spatial axes"),
+    ("5-D image", lambda t: im.calibrate(np.zeros((2, 2, 8, 8, 8)), "tv", TV), ValueError,
+     "channel_axis="),
+    ("bool image", lambda t: im.denoise(IMG > 0.5, "tv"), TypeError, "dtype bool"),
+    ("object image", lambda t: im.denoise(IMG.astype(object), "tv"), TypeError, "dtype object"),
+    ("complex image", lambda t: im.denoise(IMG.astype(complex), "tv"), TypeError,
+     "dtype complex"),
+    ("image is a path", lambda t: im.denoise("cells.tif", "tv"), TypeError, "image is a str"),
+    ("image is None", lambda t: im.calibrate(None, "tv", TV), TypeError, "image is None"),
+    ("ragged list", lambda t: im.denoise([[1.0, 2.0], [3.0]], "tv"), ValueError,
+     "not a rectangular array"),
+    ("empty image", lambda t: im.denoise(np.zeros((0, 10)), "tv"), ValueError, "is empty"),
+    ("NaN pixel", lambda t: im.denoise(with_nan(), "tv"), ValueError, "NaN or infinite"),
+    ("inf pixel", lambda t: im.calibrate(with_nan(np.inf), "tv", TV), ValueError,
+     "fill or crop them"),
+    ("RGB without channel_axis", lambda t: im.denoise(RGB, "tv"), ValueError,
+     "pass channel_axis=-1"),
+    ("channels first without channel_axis", lambda t: im.calibrate(RGB.T, "tv", TV),
+     ValueError, "pass channel_axis=0"),
+    ("channel_axis=3", lambda t: im.denoise(RGB, "tv", channel_axis=3), ValueError,
+     "channel_axis=3 is out of range"),
+    ("channel_axis='0'", lambda t: im.denoise(RGB, "tv", channel_axis="0"), TypeError,
+     "channel_axis='0'"),
+    ("channel_axis=1.5", lambda t: im.denoise(RGB, "tv", channel_axis=1.5), TypeError,
+     "channel_axis=1.5"),
+    ("stride=1", lambda t: im.calibrate(IMG, "tv", TV, stride=1), ValueError, "stride=1"),
+    ("stride=2.5", lambda t: im.calibrate(IMG, "tv", TV, stride=2.5), TypeError, "stride=2.5"),
+    ("stride='4'", lambda t: im.denoise_invariant(IMG, np.copy, stride="4"), TypeError,
+     "stride='4'"),
+    ("stride larger than the image", lambda t: im.calibrate(IMG[:6], "tv", TV, stride=8),
+     ValueError, "smaller than stride=8"),
+    ("uint16 image", lambda t: im.denoise((IMG * 60000).astype(np.uint16), "gaussian", **QUIET),
+     None, lambda out: out.dtype == np.float64 and 0 <= out.min() and out.max() <= 1),
+    ("float16 image", lambda t: im.denoise(IMG.astype(np.float16), "gaussian", **QUIET), None,
+     lambda out: out.dtype == np.float32 and out.shape == IMG.shape),
+    ("constant image", lambda t: warned("constant", im.denoise, np.full((16, 16), 2.0), "auto"),
+     None, lambda out: np.array_equal(out, np.full((16, 16), 2.0))),
+    ("image times 1e200", lambda t: im.denoise(IMG * 1e200, "tv"), ValueError,
+     "Rescale it first"),
+    ("image times 1e-200", lambda t: im.calibrate(IMG * 1e-200, "tv"), ValueError,
+     "Rescale it first"),
+    ("image times 1e30", lambda t: im.denoise(IMG * 1e30, "gaussian", **QUIET), None,
+     lambda out: np.isfinite(out).all() and 0.1 < out.mean() / 1e30 < 0.9),
+]
+
+IMAGE_DENOISE_CASES = [
+    ("method='wiener'", lambda t: im.denoise(IMG, "wiener"), ValueError,
+     "Unknown method='wiener'"),
+    ("method=None", lambda t: im.denoise(IMG, None), ValueError, "Unknown method=None"),
+    ("bilateral on a volume", lambda t: im.denoise(np.zeros((8, 8, 8)) + IMG[:8, :8], "bilateral"),
+     ValueError, "supports images with (2,) spatial axes"),
+    ("param_grid with auto", lambda t: im.denoise(IMG, param_grid=TV), ValueError,
+     "param_grid applies to one method"),
+    ("training option for tv", lambda t: im.denoise(IMG, "tv", steps=3), TypeError,
+     "'unet' or 'dncnn'"),
+    ("noise_variance=-1", lambda t: im.denoise(IMG, "gaussian", noise_variance=-1), ValueError,
+     "noise_variance=-1 must be a finite number of at least 0"),
+    ("noise_variance=nan", lambda t: im.denoise(IMG, "gaussian", noise_variance=float("nan")),
+     ValueError, "noise_variance=nan"),
+    ("noise_variance=inf", lambda t: im.calibrate(IMG, "tv", TV, noise_variance=float("inf")),
+     ValueError, "noise_variance=inf"),
+    ("noise_variance='0.01'", lambda t: im.denoise(IMG, "tv", noise_variance="0.01"), TypeError,
+     "noise_variance='0.01'"),
+    ("noise_variance=0", lambda t: im.denoise(IMG, "gaussian", noise_variance=0.0, **QUIET),
+     None, lambda out: np.array_equal(out, IMG)),  # no noise: the input is the best estimate
+    ("mix='yes'", lambda t: im.denoise(IMG, "tv", mix="yes"), TypeError, "mix='yes'"),
+    ("fallback=None", lambda t: im.denoise(IMG, "tv", fallback=None), TypeError,
+     "fallback=None"),
+    ("return_calibration=1", lambda t: im.denoise(IMG, "tv", return_calibration=1), TypeError,
+     "return_calibration=1"),
+    ("progress='no'", lambda t: im.denoise(IMG, "tv", progress="no"), TypeError,
+     "progress='no'"),
+    ("param_grid for a CNN", lambda t: im.denoise(IMG, "unet", param_grid=TV), TypeError,
+     "param_grid applies to the classical methods"),
+    ("noise_variance for a CNN", lambda t: im.denoise(IMG, "dncnn", noise_variance=0.01),
+     TypeError, "noise_variance applies to the classical methods"),
+]
+
+IMAGE_CALIBRATION_CASES = [
+    ("callable without a grid", lambda t: im.calibrate(IMG, np.copy), ValueError,
+     "param_grid is required"),
+    ("grid {}", lambda t: im.calibrate(IMG, "tv", {}), ValueError, "param_grid={} is empty"),
+    ("grid without values", lambda t: im.calibrate(IMG, "tv", {"weight": []}), ValueError,
+     "no values for ['weight']"),
+    ("grid is a list", lambda t: im.calibrate(IMG, "tv", [0.1]), ValueError, "not a dict"),
+    ("unknown tv parameter", lambda t: im.calibrate(IMG, "tv", {"sigma": [1.0]}), TypeError,
+     "'sigma', which method 'tv' does not take"),
+    ("negative tv weight", lambda t: im.calibrate(IMG, "tv", {"weight": [-1.0]}), ValueError,
+     "param_grid['weight'] holds -1.0"),
+    ("NaN nl_means h", lambda t: im.calibrate(IMG, "nl_means", {"h": [float("nan")]}),
+     ValueError, "param_grid['h'] holds nan"),
+    ("median radius 0", lambda t: im.calibrate(IMG, "median", {"radius": [0]}), ValueError,
+     "param_grid['radius'] holds 0"),
+    ("median radius 1.5", lambda t: im.calibrate(IMG, "median", {"radius": [1.5]}), ValueError,
+     "whole number of at least 1"),
+    ("denoiser=42", lambda t: im.calibrate(IMG, 42, {"k": [1]}), TypeError,
+     "neither a method name nor a callable"),
+    ("callable returns the wrong shape", lambda t: im.calibrate(
+        IMG, lambda x, k: x[:5], {"k": [1]}, **QUIET), ValueError, "returned an array of shape"),
+    ("callable returns a float", lambda t: im.calibrate(
+        IMG, lambda x, k: 1.0, {"k": [1]}, **QUIET), TypeError, "returned float"),
+    ("callable NaN everywhere", lambda t: im.calibrate(IMG, nan_at(1), {"k": [1]}, **QUIET),
+     ValueError, "No parameter set of 'denoiser' gave a finite"),
+    ("callable NaN at one setting", lambda t: warned(
+        r"\{'k': 2\} \(NaN\)", im.calibrate, IMG, nan_at(2), {"k": [1, 2]}, **QUIET), None,
+     lambda out: out.best_params == {"k": 1} and np.isnan(out.losses[1])),
+    ("interpolation='cubic'", lambda t: im.calibrate(IMG, "tv", TV, interpolation="cubic"),
+     ValueError, "Unknown interpolation='cubic'"),
+    ("dtype=np.int16", lambda t: im.calibrate(IMG, "tv", TV, dtype=np.int16), ValueError,
+     "np.float32 or np.float64"),
+    ("dtype='abc'", lambda t: im.calibrate(IMG, "tv", TV, dtype="abc"), ValueError,
+     "dtype='abc'"),
+    ("n_jobs=0", lambda t: im.calibrate(IMG, "tv", TV, n_jobs=0), ValueError, "n_jobs=0"),
+    ("n_jobs=1.5", lambda t: im.calibrate(IMG, "tv", TV, n_jobs=1.5), TypeError, "n_jobs=1.5"),
+    ("approximate_loss='yes'", lambda t: im.calibrate(IMG, "tv", TV, approximate_loss="yes"),
+     TypeError, "approximate_loss='yes'"),
+    ("denoise_invariant of 3", lambda t: im.denoise_invariant(IMG, 3), TypeError,
+     "denoiser=3 is not callable"),
+    ("denoise_invariant random_state='a'", lambda t: im.denoise_invariant(
+        IMG, np.copy, random_state="a"), TypeError, "random_state='a'"),
+    ("calibration rebuilt without its callable", lambda t: im.ImageCalibration.from_dict(
+        im.calibrate(IMG, lambda x, k: x, {"k": [1]}, **QUIET).to_dict()).denoise(IMG),
+     ValueError, "rebuilt without its denoiser"),
+    ("calibration.denoise(fallback='no')", lambda t: im.calibrate(
+        IMG, "gaussian", {"sigma": [1.0]}, **QUIET).denoise(IMG, fallback="no"), TypeError,
+     "fallback='no'"),
+]
+
+IMAGE_MIXING_NOISE_CASES = [
+    ("optimal_mix_weight(0.01, -1)", lambda t: im.optimal_mix_weight(0.01, -1), ValueError,
+     "noise_variance=-1"),
+    ("optimal_mix_weight(nan, 0.01)", lambda t: im.optimal_mix_weight(float("nan"), 0.01),
+     ValueError, "loss=nan"),
+    ("optimal_mix_weight('0.1', 0.01)", lambda t: im.optimal_mix_weight("0.1", 0.01), TypeError,
+     "loss='0.1'"),
+    ("mixed_error(weight=inf)", lambda t: im.mixed_error(float("inf"), 0.02, 0.01), ValueError,
+     "weight=inf"),
+    ("optimal_mix_weight(0.01, 0)", lambda t: im.optimal_mix_weight(0.01, 0.0), None,
+     lambda out: out == 0.0),
+    ("optimal_mix_weight(0.01, 0.02)", lambda t: im.optimal_mix_weight(0.01, 0.02), None,
+     lambda out: out == 1.0),
+    ("estimate 2x2", lambda t: im.estimate_noise_variance(np.ones((2, 2))), ValueError,
+     "too small to estimate its noise variance"),
+    ("estimate with NaN", lambda t: im.estimate_noise_variance(with_nan()), ValueError,
+     "NaN or infinite"),
+    ("estimate 1-D", lambda t: im.estimate_noise_variance(np.zeros(100)), ValueError,
+     "2D image or a 3D volume"),
+    ("estimate bool", lambda t: im.estimate_noise_variance(IMG > 0.5), TypeError,
+     "dtype bool"),
+    ("estimate channel_axis=5", lambda t: im.estimate_noise_variance(RGB, channel_axis=5),
+     ValueError, "channel_axis=5 is out of range"),
+    ("estimate constant", lambda t: im.estimate_noise_variance(np.full((16, 16), 3.0)), None,
+     lambda out: out == 0.0),
+    ("estimate uint8", lambda t: im.estimate_noise_variance((IMG * 255).astype(np.uint8)),
+     None, lambda out: 0 < out < 0.2),  # in [0, 1] units, like every other image function
+    ("calibrate 4x40 without noise_variance", lambda t: im.calibrate(
+        np.random.default_rng(0).random((4, 40)), "tv"), ValueError,
+     "Pass noise_variance= yourself"),
+]
+
+CNN_CASES = [
+    ("steps=0", lambda t: train(steps=0), ValueError, "steps=0 must be at least 1"),
+    ("steps=2.5", lambda t: train(steps=2.5), TypeError, "steps=2.5"),
+    ("steps='10'", lambda t: train(steps="10"), TypeError, "steps='10'"),
+    ("epochs=-1", lambda t: train(steps=None, epochs=-1), ValueError, "epochs=-1"),
+    ("steps and epochs", lambda t: train(epochs=2), ValueError, "not both"),
+    ("max_time=0", lambda t: train(max_time=0), ValueError, "max_time=0"),
+    ("max_time=-5", lambda t: train(max_time=-5), ValueError, "max_time=-5"),
+    ("max_time='60'", lambda t: train(max_time="60"), TypeError, "max_time='60'"),
+    ("max_time=nan", lambda t: train(max_time=float("nan")), ValueError, "max_time=nan"),
+    ("batch_size=0", lambda t: train(batch_size=0), ValueError, "batch_size=0"),
+    ("batch_size=2.5", lambda t: train(batch_size=2.5), TypeError, "batch_size=2.5"),
+    ("lr=-1", lambda t: train(lr=-1.0), ValueError, "lr=-1.0"),
+    ("lr='fast'", lambda t: train(lr="fast"), TypeError, "lr='fast'"),
+    ("patch_size=2", lambda t: train(patch_size=2), ValueError, "patch_size=2"),
+    ("patch_size=16.5", lambda t: train(patch_size=16.5), TypeError, "patch_size=16.5"),
+    ("patch_size for 3 axes", lambda t: train(patch_size=(8, 8, 8)), ValueError,
+     "patch_size=(8, 8, 8) must be an int or 2 ints"),
+    ("val_fraction=0.8", lambda t: train(val_fraction=0.8), ValueError, "val_fraction=0.8"),
+    ("steps_per_epoch=0", lambda t: train(steps_per_epoch=0), ValueError, "steps_per_epoch=0"),
+    ("patience=0", lambda t: train(patience=0), ValueError, "patience=0"),
+    ("mask_stride=1", lambda t: train(mask_stride=1), ValueError, "mask_stride=1"),
+    ("masking='checkerboard'", lambda t: train(masking="checkerboard"), ValueError,
+     "Unknown masking='checkerboard'"),
+    ("replacement='zero'", lambda t: train(replacement="zero"), ValueError,
+     "Unknown replacement='zero'"),
+    ("model='resnet'", lambda t: im.train(IMG, "resnet", **CNN), ValueError,
+     "Unknown model='resnet'"),
+    ("device='tpu'", lambda t: train(device="tpu"), ValueError, "Unknown device='tpu'"),
+    ("model_kwargs width", lambda t: train(model_kwargs={"width": 8}), TypeError,
+     "Unknown model_kwargs ['width']"),
+    ("model_kwargs=[1]", lambda t: train(model_kwargs=[1]), TypeError, "model_kwargs=[1]"),
+    ("ema=1.5", lambda t: train(ema=1.5), ValueError, "ema=1.5"),
+    ("random_state=-1", lambda t: train(random_state=-1), ValueError, "random_state=-1"),
+    ("compile='yes'", lambda t: train(compile="yes"), TypeError, "compile='yes'"),
+    ("callback=3", lambda t: train(callback=3), TypeError, "callback=3"),
+    ("n_spatial=4", lambda t: train(n_spatial=4), ValueError, "n_spatial=4"),
+    ("RGB without channel_axis", lambda t: im.train(RGB, "dncnn", **CNN), ValueError,
+     "pass channel_axis=-1"),
+    ("too small to train", lambda t: im.train(np.zeros((3, 30)), "dncnn", **CNN), ValueError,
+     "at least 4 pixels"),
+    ("NaN training image", lambda t: im.train(with_nan(), "dncnn", **CNN), ValueError,
+     "NaN or infinite"),
+    ("no images", lambda t: im.train([], "dncnn", **CNN), ValueError, "empty list"),
+    ("different channel counts", lambda t: im.train([RGB, RGB[..., :2]], "dncnn",
+                                                    channel_axis=-1, **CNN), ValueError,
+     "different channel counts"),
+    ("denoise_cnn of a constant image", lambda t: warned(
+        "constant", im.denoise_cnn, np.zeros((16, 16)), "dncnn", **CNN), None,
+     lambda out: np.array_equal(out, np.zeros((16, 16)))),
+]
+
+CNN_PREDICT_AND_FILE_CASES = [
+    ("predict a 4-D array", lambda t: tiny_model().predict(np.zeros((2, 3, 8, 8))), ValueError,
+     "this model takes images of 2 axes"),
+    ("predict NaN", lambda t: tiny_model().predict(with_nan()), ValueError, "NaN or infinite"),
+    ("predict tile_size=0", lambda t: tiny_model().predict(IMG, tile_size=0), ValueError,
+     "tile_size=0"),
+    ("predict tile_size=8.5", lambda t: tiny_model().predict(IMG, tile_size=8.5), TypeError,
+     "tile_size=8.5"),
+    ("predict tile_overlap=-1", lambda t: tiny_model().predict(IMG, tile_size=8,
+                                                               tile_overlap=-1), ValueError,
+     "tile_overlap=-1"),
+    ("predict batch_size=0", lambda t: tiny_model().predict(IMG, batch_size=0), ValueError,
+     "batch_size=0"),
+    ("predict invariant='yes'", lambda t: tiny_model().predict(IMG, invariant="yes"),
+     TypeError, "invariant='yes'"),
+    ("predict amp='fp8'", lambda t: tiny_model().predict(IMG, amp="fp8"), ValueError,
+     "amp='fp8'"),
+    ("predict a 1x1 image", lambda t: tiny_model().predict(np.ones((1, 1))), None,
+     lambda out: out.shape == (1, 1) and np.isfinite(out).all()),
+    ("tiled equals whole", lambda t: tiny_model().predict(IMG, tile_size=8), None,
+     lambda out: np.abs(out - tiny_model().predict(IMG)).max() < 1e-4),
+    ("load a missing file", lambda t: im.Noise2SelfModel.load(t / "none.pt"),
+     FileNotFoundError, "none.pt"),
+    ("load an empty file", lambda t: im.Noise2SelfModel.load(write(t / "e.pt", b"")),
+     ValueError, "is empty (0 bytes)"),
+    ("load a text file", lambda t: im.Noise2SelfModel.load(write(t / "x.pt", b"hello")),
+     ValueError, "x.pt' cannot be read as a Noise2SelfModel file"),
+    ("load a truncated file", lambda t: im.Noise2SelfModel.load(write(
+        t / "cut.pt", saved_model(t).read_bytes()[:500])), ValueError, "cut.pt"),
+    ("load a saved tensor", lambda t: im.Noise2SelfModel.load(_torch_save(t / "w.pt")),
+     ValueError, "is not a Noise2SelfModel file"),
+    ("load a folder", lambda t: im.Noise2SelfModel.load(t), FileNotFoundError, "is a folder"),
+    ("save over a file", lambda t: tiny_model().save(write(t / "m.pt", b"keep")),
+     FileExistsError, "overwrite"),
+    ("save overwrite='yes'", lambda t: tiny_model().save(t / "n.pt", overwrite="yes"),
+     TypeError, "overwrite='yes'"),
+    ("save to a folder", lambda t: tiny_model().save(t, overwrite=True), IsADirectoryError,
+     "is a folder"),
+    ("save then load", lambda t: im.Noise2SelfModel.load(saved_model(t), device="cpu"), None,
+     lambda out: np.array_equal(out.predict(IMG), tiny_model().predict(IMG))),
+]
+
+
+def _torch_save(path):
+    import torch
+
+    torch.save(torch.zeros(3), path)
+    return path
+
+
+IMAGE_CASES = (IMAGE_INPUT_CASES + IMAGE_DENOISE_CASES + IMAGE_CALIBRATION_CASES
+               + IMAGE_MIXING_NOISE_CASES + CNN_CASES + CNN_PREDICT_AND_FILE_CASES)
+
+
+@pytest.mark.parametrize(("make", "error", "expect"), [c[1:] for c in IMAGE_CASES],
+                         ids=[c[0] for c in IMAGE_CASES])
+def test_bad_or_edge_image_input(tmp_path, make, error, expect):
+    test_bad_or_edge_input(tmp_path, make, error, expect)
+
+
+def test_image_inputs_are_never_modified():
+    image = IMG.copy()
+    image.flags.writeable = False
+    im.denoise(image, "tv", **QUIET)
+    im.estimate_noise_variance(image)
+    tiny_model().predict(image, tile_size=8)
+    assert np.array_equal(image, IMG)

@@ -55,7 +55,8 @@ def invariant_output(image, method: str, channel_axis=None) -> np.ndarray:
         image, method, params, n_jobs=1, progress=False, noise_variance=sd**2,
         channel_axis=channel_axis, stride=_stride(method),
     )  # fmt: skip
-    return calibration.denoise(image, mix=False)
+    # fallback=False: the method's own output, even where the neighbour mean would beat it.
+    return calibration.denoise(image, mix=False, fallback=False)
 
 
 def _stride(method: str) -> int:

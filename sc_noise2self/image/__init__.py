@@ -1,20 +1,24 @@
 """Noise2Self for images: J-invariant calibration of classical denoisers and masked CNNs.
 
 The four steps, one module each: :mod:`.masking` splits the pixels into grid phases and
-hides one at a time (numpy and torch); :mod:`.invariant` makes any denoiser J-invariant and
-scores a parameter grid by the self-supervised loss; :mod:`.mixing` mixes the output with
-the input; :mod:`.classical` holds the built-in denoisers and their default grids;
-:mod:`.selection` picks the best method; :mod:`.noise` estimates the noise variance that
-the mixing needs. :mod:`.cnn` trains masked UNets and DnCNNs (it needs torch, and loads on
-first use, so that importing this package does not import torch).
+hides one at a time (numpy and torch); :mod:`.invariant` makes any denoiser J-invariant;
+:mod:`.scoring` scores a parameter grid by the self-supervised loss; :mod:`.referee`
+grades every output against the J-invariant neighbour mean; :mod:`.mixing` mixes the
+output with the input; :mod:`.classical` holds the built-in denoisers and their default
+grids; :mod:`.selection` picks the best method; :mod:`.noise` estimates the noise variance
+that the mixing needs; :mod:`.units` makes results independent of the image's units.
+:mod:`.cnn` trains masked UNets and DnCNNs (it needs torch, and loads on first use, so that
+importing this package does not import torch).
 """
 
 from ..results import expand_grid
 from .classical import METHODS, Method, available_methods, get_method
-from .invariant import ImageCalibration, calibrate, denoise_invariant
+from .invariant import ImageCalibration, denoise_invariant
 from .masking import INTERPOLATIONS, grid_masks, masked_inputs, neighbour_kernel, replacement_values
 from .mixing import mixed_error, optimal_mix_weight
 from .noise import estimate_noise_variance
+from .referee import BaselineWarning
+from .scoring import calibrate
 from .selection import CNN_METHODS, auto_methods, denoise
 
 # The CNN side needs torch: its names load on first use.
@@ -41,6 +45,7 @@ __all__ = [
     "CNN_METHODS",
     "INTERPOLATIONS",
     "METHODS",
+    "BaselineWarning",
     "DnCNN",
     "ImageCalibration",
     "Method",

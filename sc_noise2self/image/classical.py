@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +45,14 @@ class Method:
         Numbers of spatial axes the function supports.
     requires
         Optional package it needs, or None.
+    intensity
+        Parameters in the image's units (thresholds, noise levels): they are divided by
+        the working scale when the method runs on the rescaled image (:mod:`.units`).
+    whole
+        Parameters that must be whole numbers of at least 1 (sizes in pixels).
+    options
+        Every parameter the method takes when its function passes keywords on to
+        scikit-image; None reads them from the function's signature.
     """
 
     name: str
@@ -52,6 +62,68 @@ class Method:
     invariant: bool = False
     spatial_dims: tuple[int, ...] = (2, 3)
     requires: str | None = None
+    intensity: tuple[str, ...] = ()
+    whole: tuple[str, ...] = ()
+    options: tuple[str, ...] | None = None
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Names of the parameters a grid may set."""
+        if self.options is not None:
+            return self.options
+        return tuple(name for name, p in inspect.signature(self.function).parameters.items()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "channel_axis")
+
+    def check_grid(self, grid: list[dict]) -> None:
+        """Refuse parameter sets this method cannot take, naming the parameter and the fix.
+
+        Parameters
+        ----------
+        grid
+            Parameter sets, one dict each.
+        """
+        known = self.parameters
+        for params in grid:
+            for name, value in params.items():
+                if name not in known:
+                    raise TypeError(f"param_grid has {name!r}, which method {self.name!r} does "
+                                    f"not take; its parameters are {list(known)}.")
+                if name in self.whole:
+                    _check_size(value, name)
+                elif name in self.intensity:
+                    _check_level(value, name)
+
+    def working_params(self, params: dict, scale: float) -> dict:
+        """``params`` for the image divided by ``scale``: intensity parameters divided too.
+
+        Parameters
+        ----------
+        params
+            One parameter set, in the image's units.
+        scale
+            The working scale (a power of two, so the division is exact).
+
+        Returns
+        -------
+        A new dict.
+        """
+        return {name: value / scale if name in self.intensity and value is not None else value
+                for name, value in params.items()}
+
+
+def _check_size(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"param_grid[{name!r}] holds {value!r}; {name} is a size in pixels, a "
+                         "whole number of at least 1.")
+
+
+def _check_level(value, name: str) -> None:
+    if value is None:  # scikit-image estimates it
+        return
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not np.isfinite(value) or value < 0):
+        raise ValueError(f"param_grid[{name!r}] holds {value!r}; {name} is in the image's "
+                         "units and must be a finite number of at least 0.")
 
 
 def require(package: str, method: str) -> None:
@@ -201,6 +273,7 @@ METHODS: dict[str, Method] = {
             grid=lambda sd: {"radius": [1, 2, 3]},
             defaults=lambda sd: {"radius": 1},
             invariant=True,
+            whole=("radius",),
         ),
         Method(
             "gaussian",
@@ -214,18 +287,24 @@ METHODS: dict[str, Method] = {
             grid=lambda sd: {"sigma": _scaled(sd, [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0])},
             defaults=lambda sd: {},
             requires="pywt",
+            intensity=("sigma",),
+            options=("sigma", "wavelet", "mode", "wavelet_levels", "convert2ycbcr", "method"),
         ),
         Method(
             "nl_means",
             nl_means,
             grid=lambda sd: {"h": _scaled(sd, [0.4, 0.5, 0.6, 0.7, 0.8, 1.0])},
             defaults=lambda sd: {"h": 0.6 * sd},
+            intensity=("h", "sigma"),
+            whole=("patch_size", "patch_distance"),
+            options=("h", "patch_size", "patch_distance", "sigma"),
         ),
         Method(
             "tv",
             tv,
             grid=lambda sd: {"weight": _scaled(sd, [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0])},
             defaults=lambda sd: {"weight": 0.1},
+            intensity=("weight",),
         ),
         Method(
             "bilateral",
@@ -233,6 +312,8 @@ METHODS: dict[str, Method] = {
             grid=lambda sd: {"sigma_color": _scaled(sd, [1, 2, 4]), "sigma_spatial": [1, 2, 3]},
             defaults=lambda sd: {"sigma_spatial": 1},
             spatial_dims=(2,),
+            intensity=("sigma_color",),
+            options=("sigma_color", "sigma_spatial", "win_size", "bins", "mode", "cval"),
         ),
         Method(
             "bm3d",
@@ -241,6 +322,7 @@ METHODS: dict[str, Method] = {
             defaults=lambda sd: {"sigma_psd": sd},
             spatial_dims=(2,),
             requires="bm3d",
+            intensity=("sigma_psd",),
         ),
     )
 }

@@ -1,36 +1,44 @@
-"""Steps 2-4 for images: the J-invariant wrapper and calibration over a parameter grid.
+"""Steps 2-3 for images: the J-invariant wrapper, and the record of a calibration.
 
 A J-invariant denoiser's output at a pixel ignores that pixel's value, so its error is
 independent of the pixel's noise, and its self-supervised loss ``mean((f(x) - x) ** 2)``
 equals the true loss ``mean((f(x) - y) ** 2)`` plus the noise variance. The parameters with
-the lowest self-supervised loss are then the best ones (Batson & Royer 2019, section 3).
-The best output is then mixed with the input (:mod:`.mixing`).
+the lowest self-supervised loss are then the best ones (Batson & Royer 2019, section 3);
+:func:`~sc_noise2self.image.calibrate` (in :mod:`.scoring`) searches a grid for them and
+returns an :class:`ImageCalibration`, whose output is mixed with the input (:mod:`.mixing`)
+and graded against the J-invariant neighbour mean (:mod:`.referee`).
 
 Memory: the phases are streamed. Each worker holds one masked copy of the image at a time
 (:func:`~sc_noise2self.image.masking.masked_phases`), plus the stand-in values and the
 denoiser's own output, whatever the number of phases (16 in 2D, 64 in 3D at stride 4).
 
 Value ranges: see :mod:`.checks` (integers scaled into [0, 1], floats as they are). Every
-output is a float array in those units, and is never clipped.
+output is a float array in those units, and is never clipped. The built-in methods run on
+the image in working units (:mod:`.units`), so that their results do not depend on its units.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import os
+import warnings
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from numpy.typing import DTypeLike
 
+from .._compat import moved_names
+from .._rng import check_random_state
 from .._validation import check_choice
-from ..results import CalibrationResult, expand_grid
-from .checks import DEFAULT_STRIDE, prepare_image
-from .classical import METHODS, Method, get_method
+from ..results import CalibrationResult
+from .checks import DEFAULT_STRIDE, check_flag, prepare_image
+from .classical import METHODS
 from .masking import INTERPOLATIONS, Mask, grid_masks, masked_phases, replacement_values
 from .mixing import mixed_error, optimal_mix_weight
-from .noise import estimate_noise_variance
+from .referee import loses, neighbour_mean, warn_lost
+from .units import Units, constant_message, units_of
+
+# calibrate() moved to .scoring; the old import path still works for one release.
+__getattr__ = moved_names(__name__, {"calibrate": "sc_noise2self.image.scoring:calibrate"})
 
 Denoiser = Callable[..., np.ndarray]
 
@@ -110,44 +118,128 @@ def denoise_invariant(
     -------
     The J-invariant denoised image, float, of the image's shape.
     """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser={denoiser!r} is not callable; pass a function "
+                        "denoiser(image, **kwargs) -> array of the image's shape.")
+    check_choice(interpolation, INTERPOLATIONS, name="interpolation")
+    check_random_state(random_state)
     floats, channel_axis = prepare_image(image, stride=stride, channel_axis=channel_axis)
     masks = grid_masks(floats.shape, stride, channel_axis) if masks is None else list(masks)
     replacement = replacement_values(
         floats, interpolation, channel_axis=channel_axis, masks=masks, random_state=random_state
     )
-    denoise = bind_denoiser(denoiser, kwargs, channel_axis)
+    return invariant_output(floats, bind_denoiser(denoiser, kwargs, channel_axis), masks,
+                            replacement)
+
+
+def invariant_output(floats: np.ndarray, denoise: Denoiser, masks: list[Mask],
+                     replacement: np.ndarray) -> np.ndarray:
+    """Each phase's pixels from the denoiser's output on the copy with that phase hidden.
+
+    Parameters
+    ----------
+    floats
+        Checked float image.
+    denoise
+        One-argument denoiser (see :func:`bind_denoiser`).
+    masks
+        The phases.
+    replacement
+        Their stand-in values.
+
+    Returns
+    -------
+    The J-invariant output; pixels in no mask are NaN.
+    """
     output = np.full(floats.shape, np.nan, dtype=np.result_type(floats.dtype, np.float32))
     for masked, mask in masked_phases(floats, masks, replacement):
-        output[mask] = np.asarray(denoise(masked))[mask]
+        output[mask] = checked_output(denoise(masked), masked.shape)[mask]
     return output
 
 
-def _masked_loss(
+def checked_output(output, shape: tuple[int, ...]) -> np.ndarray:
+    """A denoiser's output as an array, refused unless it has the image's shape.
+
+    Parameters
+    ----------
+    output, shape
+        What the denoiser returned, and the shape of the image it was given.
+
+    Returns
+    -------
+    ``np.asarray(output)``.
+    """
+    array = np.asarray(output)
+    if array.ndim == 0 or array.dtype.kind not in "uifb":
+        raise TypeError(f"The denoiser returned {type(output).__name__} (dtype {array.dtype}); "
+                        f"it must return a numeric array of the image's shape {shape}.")
+    if array.shape != shape:
+        raise ValueError(f"The denoiser returned an array of shape {array.shape} for an image "
+                         f"of shape {shape}; it must return the image's shape.")
+    return array
+
+
+def masked_phase_loss(
     image: np.ndarray,
     masks: list[Mask],
     replacement: np.ndarray,
     work_dtype: np.dtype,
+    units: Units,
     denoise: Denoiser,
 ) -> float:
-    """Self-supervised MSE over the masked pixels, one masked copy in memory at a time."""
+    """Self-supervised MSE over the masked pixels, one masked copy in memory at a time.
+
+    Parameters
+    ----------
+    image
+        Float image, in its own units.
+    masks
+        The phases scored.
+    replacement
+        Stand-ins in working units and ``work_dtype``.
+    work_dtype
+        Float type of the masked copies.
+    units
+        The working units the denoiser runs in.
+    denoise
+        One-argument denoiser.
+
+    Returns
+    -------
+    The loss in working units, summed in float64.
+    """
     total, count = 0.0, 0
-    for masked, mask in masked_phases(image, masks, replacement, dtype=work_dtype):
-        errors = np.asarray(denoise(masked))[mask].astype(np.float64) - image[mask]
+    phases = masked_phases(image, masks, replacement, dtype=work_dtype, offset=units.offset,
+                           scale=units.scale)
+    for masked, mask in phases:
+        output = checked_output(denoise(masked), masked.shape)
+        errors = output[mask].astype(np.float64) - units.forward(image[mask], np.float64)
         total += float(np.sum(errors**2))
         count += errors.size
     return total / count
 
 
-def _direct_loss(work: np.ndarray, image: np.ndarray, denoise: Denoiser) -> float:
-    """Self-supervised MSE of a denoiser that is J-invariant by construction."""
-    return float(np.mean((np.asarray(denoise(work), dtype=np.float64) - image) ** 2))
+def direct_loss(work: np.ndarray, image: np.ndarray, units: Units, denoise: Denoiser) -> float:
+    """Self-supervised MSE, in working units, of a denoiser J-invariant by construction.
 
+    Parameters
+    ----------
+    work
+        The image in working units and the work dtype.
+    image
+        The image in its own units.
+    units
+        The working units.
+    denoise
+        One-argument denoiser.
 
-def _check_work_dtype(dtype: DTypeLike) -> np.dtype:
-    work = np.dtype(dtype)
-    if work not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype={dtype!r} must be np.float32 or np.float64.")
-    return work
+    Returns
+    -------
+    The loss.
+    """
+    errors = checked_output(denoise(work), work.shape).astype(np.float64)
+    errors -= units.forward(image, np.float64)
+    return float(np.mean(errors**2))
 
 
 class ImageCalibration(CalibrationResult):
@@ -174,7 +266,9 @@ class ImageCalibration(CalibrationResult):
     invariant
         True when the denoiser is J-invariant by construction (no masking needed).
     settings
-        ``stride``, ``interpolation``, ``channel_axis``, ``approximate_loss``, ``dtype``.
+        ``stride``, ``interpolation``, ``channel_axis``, ``approximate_loss``, ``dtype``,
+        ``rescaled`` (a built-in method run in working units) and ``baseline_loss`` (the
+        loss of the J-invariant neighbour mean on the same pixels).
     candidates
         For ``denoise(method="auto")``: the best loss of every method compared.
     """
@@ -210,7 +304,7 @@ class ImageCalibration(CalibrationResult):
         return (
             f"ImageCalibration(method={self.method!r}, n_params={len(self.grid)}, "
             f"best_params={self.best_params!r}, best_loss={self.best_loss:.6g}, "
-            f"mix_weight={self.mix_weight:.3f})"
+            f"baseline_loss={self.baseline_loss}, mix_weight={self.mix_weight:.3f})"
         )
 
     @property
@@ -253,47 +347,97 @@ class ImageCalibration(CalibrationResult):
         weight = self.mix_weight if mix else 1.0
         return mixed_error(weight, self.best_loss, self.noise_variance)
 
-    def denoise(self, image, mix: bool = True) -> np.ndarray:
+    @property
+    def baseline_loss(self) -> float | None:
+        """Self-supervised loss of the J-invariant neighbour mean on the same pixels.
+
+        None for a record saved before the referee existed.
+        """
+        value = self.params.get("baseline_loss")
+        return None if value is None else float(value)
+
+    @property
+    def beats_baseline(self) -> bool | None:
+        """Whether the best parameters beat the neighbour mean (None when it is unknown)."""
+        baseline = self.baseline_loss
+        return None if baseline is None else self.best_loss < baseline
+
+    def denoise(self, image, mix: bool = True, fallback: bool = True) -> np.ndarray:
         """Denoise with the best parameters, J-invariantly, then mix with the input.
+
+        The output is graded first: when the best parameters do not beat the J-invariant
+        neighbour mean (:attr:`beats_baseline` is False), a
+        :class:`~sc_noise2self.image.referee.BaselineWarning` gives both losses.
 
         Parameters
         ----------
         image
             The calibrated image, or one like it, in the same layout; never modified.
         mix
-            Return ``w * f(x) + (1 - w) * x`` with ``w = mix_weight`` (section 4.2), or the
+            Return ``w * f(x) + (1 - w) * x`` with the optimal ``w`` (section 4.2), or the
             J-invariant output ``f(x)`` alone.
+        fallback
+            When the best parameters lose to the neighbour mean, return the neighbour mean
+            (mixed in the same way) instead of their output.
 
         Returns
         -------
-        Float image of the input's shape (units as in the module docstring).
+        Float image of the input's shape (units as in the module docstring); a constant
+        image is returned unchanged, with a warning.
         """
         if self.denoiser is None:
             raise ValueError(
                 f"This calibration of {self.method!r} was rebuilt without its denoiser; pass "
                 "it as ImageCalibration.from_dict(record, denoiser=...)."
             )
+        check_flag(mix, "mix")
+        check_flag(fallback, "fallback")
         floats, channel_axis = prepare_image(
             image, stride=self.settings["stride"], channel_axis=self.settings["channel_axis"]
         )
+        units = units_of(floats)
+        if units.constant:
+            warnings.warn(constant_message(units, "it is returned unchanged"), UserWarning,
+                          stacklevel=2)
+            return floats.astype(np.result_type(floats.dtype, np.float32), copy=True)
+        baseline = self.baseline_loss
+        if loses(self.best_loss, baseline):
+            what = f"{self.method!r} with its best parameters {self.best_params}"
+            if fallback:
+                warn_lost(what, self.best_loss, baseline, "The neighbour mean is returned "
+                          "instead; pass fallback=False to get this method's output anyway.")
+                return self._mixed(neighbour_mean(floats, channel_axis), floats, baseline, mix)
+            warn_lost(what, self.best_loss, baseline, "Its output is returned anyway, as "
+                      "fallback=False asks.")
+        output = self._output(floats, channel_axis, units)
+        return self._mixed(output, floats, self.best_loss, mix)
+
+    def _output(self, floats: np.ndarray, channel_axis: int | None, units: Units) -> np.ndarray:
+        """The J-invariant output of the best parameters, in the image's units."""
+        params = self.best_params
+        rescaled = bool(self.settings.get("rescaled", False))
+        if rescaled:  # a built-in method: it ran, and runs, in working units
+            params = METHODS[self.method].working_params(params, units.scale)
+            floats = units.forward(floats)
+        denoise = bind_denoiser(self.denoiser, params, channel_axis)
         if self.invariant:
-            output = np.asarray(
-                bind_denoiser(self.denoiser, self.best_params, channel_axis)(floats)
-            )
+            output = checked_output(denoise(floats), floats.shape)
         else:
-            output = denoise_invariant(
-                floats,
-                self.denoiser,
-                stride=self.settings["stride"],
-                interpolation=self.settings["interpolation"],
-                channel_axis=channel_axis,
-                **self.best_params,
-            )
-        weight = self.mix_weight if mix else 1.0
+            masks = grid_masks(floats.shape, self.settings["stride"], channel_axis)
+            replacement = replacement_values(floats, self.settings["interpolation"],
+                                             channel_axis=channel_axis, masks=masks)
+            output = invariant_output(floats, denoise, masks, replacement)
+        return units.inverse(output) if rescaled else output
+
+    def _mixed(self, output: np.ndarray, floats: np.ndarray, loss: float, mix: bool):
+        weight = optimal_mix_weight(loss, self.noise_variance) if mix else 1.0
         return weight * output + (1.0 - weight) * floats if weight < 1.0 else output
 
     def plot(self, ax=None):
         """Draw the loss against the parameter grid and mark the minimum (the paper's Fig. 2).
+
+        The noise variance (the floor of any loss) and the J-invariant neighbour mean's loss
+        (the referee's bar) are drawn as horizontal lines.
 
         Parameters
         ----------
@@ -312,6 +456,8 @@ class ImageCalibration(CalibrationResult):
         ax.plot(x, self.losses, "o-", label=f"{self.method} (self-supervised)")
         ax.plot(x[self.best_index], self.best_loss, "r*", markersize=14, label="minimum")
         ax.axhline(self.noise_variance, color="grey", ls="--", label="noise variance")
+        if self.baseline_loss is not None:  # the referee: a curve above it found nothing
+            ax.axhline(self.baseline_loss, color="tab:orange", ls=":", label="neighbour mean")
         ax.set_xlabel(label)
         ax.set_ylabel("self-supervised loss (MSE)")
         ax.legend(frameon=False)
@@ -424,145 +570,3 @@ def knob_name(grid) -> str:
         return varying[0]
     names = list(grid[0]) if len(grid) else []
     return names[0] if len(names) == 1 else "params"
-
-
-def calibrate(
-    image,
-    denoiser: Denoiser | str,
-    param_grid: dict[str, Iterable] | None = None,
-    *,
-    stride: int = DEFAULT_STRIDE,
-    approximate_loss: bool = False,
-    n_jobs: int | None = None,
-    progress: bool = True,
-    noise_variance: float | None = None,
-    channel_axis: int | None = None,
-    interpolation: str = "mean",
-    dtype: DTypeLike = np.float32,
-) -> ImageCalibration:
-    """Score every parameter set of a denoiser by its J-invariant self-supervised loss.
-
-    Parameters
-    ----------
-    image
-        2D image or 3D volume, integer or float, optionally with channels; never modified.
-    denoiser
-        A built-in method name (see :func:`~sc_noise2self.image.available_methods`) or a
-        callable ``denoiser(image, **params)``.
-    param_grid
-        Dict of lists, expanded as a product. None: the method's default grid (required
-        for a callable).
-    stride
-        Grid spacing of the masking phases.
-    approximate_loss
-        Score one phase only (the middle one, as scikit-image does): ``stride ** ndim``
-        times faster, noisier.
-    n_jobs
-        Worker threads over parameter sets; None or -1 uses every core, 1 runs here.
-        Threads share the image without copies, and scikit-image's denoisers release
-        the GIL in their inner loops (measured faster than processes, benchmarks/RESULTS.md).
-        Each worker holds one masked copy of the image (in ``dtype``) at a time.
-    progress
-        Show a progress bar over parameter sets.
-    noise_variance
-        Mean noise variance for the mixing weight; None estimates it from the image.
-    channel_axis
-        Axis holding channels, or None.
-    interpolation
-        Replacement of hidden pixels: ``"mean"``, ``"kernel"`` or ``"random"``.
-    dtype
-        Float type the denoisers run in while scoring: ``np.float32`` (default) or
-        ``np.float64``. Losses are summed in float64 against the float64 image either way.
-        scikit-image's TV and wavelet run 1.5 to 4 times faster in float32, and the losses
-        moved by under 1e-9 on camera (benchmarks/RESULTS.md).
-        :meth:`ImageCalibration.denoise` uses the image's own precision.
-
-    Returns
-    -------
-    :class:`ImageCalibration` with ``grid``, ``losses``, ``best_params``, ``noise_variance``,
-    ``mix_weight`` and ``.denoise()``.
-    """
-    check_choice(interpolation, INTERPOLATIONS, name="interpolation")
-    work_dtype = _check_work_dtype(dtype)
-    floats, channel_axis = prepare_image(image, stride=stride, channel_axis=channel_axis)
-    n_spatial = floats.ndim - (channel_axis is not None)
-    method = get_method(denoiser, n_spatial) if isinstance(denoiser, str) else None
-    estimated = noise_variance is None
-    if estimated:
-        noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis)
-    if param_grid is None:
-        if method is None:
-            raise ValueError(
-                "param_grid is required for a callable denoiser; pass a dict of lists."
-            )
-        param_grid = method.grid(float(np.sqrt(noise_variance)))
-    grid = expand_grid(param_grid)
-    function, invariant, name = _resolve(denoiser, method)
-    losses = _score_grid(
-        floats, function, grid, invariant, stride=stride, approximate_loss=approximate_loss,
-        interpolation=interpolation, channel_axis=channel_axis, n_jobs=n_jobs,
-        progress=progress, work_dtype=work_dtype,
-    )
-    settings = dict(
-        stride=stride,
-        interpolation=interpolation,
-        channel_axis=channel_axis,
-        approximate_loss=approximate_loss,
-        dtype=work_dtype.name,
-    )
-    return ImageCalibration(
-        name, grid, losses, float(noise_variance), estimated, function, invariant, settings
-    )
-
-
-def _resolve(denoiser: Denoiser | str, method: Method | None) -> tuple[Denoiser, bool, str]:
-    if method is not None:
-        return method.function, method.invariant, method.name
-    if not callable(denoiser):
-        raise TypeError(f"denoiser={denoiser!r} is neither a method name nor a callable.")
-    return denoiser, False, getattr(denoiser, "__name__", type(denoiser).__name__)
-
-
-def _score_grid(
-    image: np.ndarray,
-    function: Denoiser,
-    grid: list[dict],
-    invariant: bool,
-    *,
-    stride: int,
-    approximate_loss: bool,
-    interpolation: str,
-    channel_axis: int | None,
-    n_jobs: int | None,
-    progress: bool,
-    work_dtype: np.dtype,
-) -> np.ndarray:
-    """Loss of every parameter set; the stand-in values are computed once and shared."""
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
-    denoisers = [bind_denoiser(function, params, channel_axis) for params in grid]
-    if invariant:
-        task, shared = _direct_loss, (image.astype(work_dtype, copy=False), image)
-    else:
-        masks = grid_masks(image.shape, stride, channel_axis)
-        if approximate_loss:
-            masks = [masks[len(masks) // 2]]
-        replacement = replacement_values(
-            image, interpolation, channel_axis=channel_axis, masks=masks
-        ).astype(work_dtype, copy=False)  # rounded as the masked copies would round it
-        task, shared = _masked_loss, (image, masks, replacement, work_dtype)
-    n_jobs = _worker_count(n_jobs, len(grid))
-    jobs = (delayed(task)(*shared, denoise) for denoise in denoisers)
-    # Threads share the image and the stand-ins without copies, and were measured faster
-    # than worker processes; each task streams its own masked copies.
-    results = Parallel(n_jobs=n_jobs, return_as="generator", prefer="threads")(jobs)
-    return np.array(list(tqdm(results, total=len(grid), disable=not progress, desc="calibrate")))
-
-
-def _worker_count(n_jobs: int | None, n_tasks: int) -> int:
-    # The cores this process may use (a cgroup or taskset can grant fewer than the machine has).
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    wanted = cores if n_jobs is None or n_jobs < 0 else max(int(n_jobs), 1)
-    return max(1, min(wanted, n_tasks))

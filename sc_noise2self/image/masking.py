@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._validation import check_choice
+from .units import affine_into
 
 INTERPOLATIONS: tuple[str, ...] = ("mean", "kernel", "random")
 #: Stand-ins of the torch path: uniform values, or the face neighbours' mean.
@@ -178,6 +179,8 @@ def masked_phases(
     replacement: np.ndarray,
     *,
     dtype: Any = None,
+    offset: float = 0.0,
+    scale: float = 1.0,
 ) -> Iterator[tuple[np.ndarray, Mask]]:
     """The masked copies of ``image`` one at a time, all in one reused buffer.
 
@@ -195,6 +198,9 @@ def masked_phases(
     dtype
         Float type of the copies; None keeps the image's. The image and the stand-ins are
         rounded to it exactly as ``astype`` would.
+    offset, scale
+        The copies hold ``(image - offset) / scale`` (working units, see
+        :mod:`~sc_noise2self.image.units`); ``replacement`` must already be in them.
 
     Yields
     ------
@@ -203,8 +209,12 @@ def masked_phases(
     into it; copy it to keep it past the next step.
     """
     buffer = np.empty(image.shape, dtype=image.dtype if dtype is None else dtype)
+    rescale = offset != 0.0 or scale != 1.0
     for mask in masks:
-        np.copyto(buffer, image, casting="same_kind")
+        if rescale:
+            affine_into(buffer, image, offset, scale)
+        else:
+            np.copyto(buffer, image, casting="same_kind")
         buffer[mask] = replacement[mask]
         yield buffer, mask
 

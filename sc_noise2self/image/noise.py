@@ -21,7 +21,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .checks import check_image
 from .masking import spatial_axes
+from .units import units_of
 
 _MAD_TO_SD = 1.4826
 _LAG = 2
@@ -30,6 +32,11 @@ _SMOOTHING = 1.0
 _FLAT_SHARE = 0.1
 _MIN_BIN = 2048  # pixels per intensity bin, at least
 _MIN_FLAT = 256  # pixels per robust variance, at least
+#: The smallest image with a meaningful estimate: the filter spans 2 * lag + 1 pixels along
+#: each axis, and a robust variance needs more than a handful of residuals.
+_MIN_AXIS, _MIN_PIXELS = 2 * _LAG + 1, 64
+#: Working scales inside which the float32 maps neither overflow nor lose their squares.
+_SAFE_SCALES = (2.0**-40, 2.0**40)
 
 
 def noise_residual(image: np.ndarray, *, channel_axis: int | None = None) -> np.ndarray:
@@ -107,14 +114,36 @@ def estimate_noise_variance(image: np.ndarray, *, channel_axis: int | None = Non
     Parameters
     ----------
     image
-        Float image (2D, 3D, with or without channels).
+        2D image or 3D volume, integer (scaled into [0, 1]) or float, with or without
+        channels; at least 5 pixels along every spatial axis and 64 in all.
     channel_axis
         Index of the channel axis, or None. Channels are pooled.
 
     Returns
     -------
-    The estimated mean noise variance, in the image's units squared.
+    The estimated mean noise variance, in the image's units squared (0 for a constant
+    image). The estimate does not depend on the image's units: images far from unit range
+    are rescaled by a power of two first.
     """
+    image, channel_axis = check_image(image, channel_axis=channel_axis)
+    spatial = tuple(s for axis, s in enumerate(image.shape) if axis != channel_axis)
+    if min(spatial) < _MIN_AXIS or np.prod(spatial) < _MIN_PIXELS:
+        raise ValueError(
+            f"image has spatial shape {spatial}: too small to estimate its noise variance "
+            f"(at least {_MIN_AXIS} pixels along every spatial axis and {_MIN_PIXELS} in all). "
+            "Pass noise_variance= yourself, e.g. measured on a larger image of the same kind."
+        )
+    units = units_of(image)
+    if units.constant:
+        return 0.0
+    if _SAFE_SCALES[0] <= units.scale <= _SAFE_SCALES[1]:
+        return _estimate(image, channel_axis)
+    # A copy in working units: only for images whose squares would leave float32.
+    return _estimate(units.forward(image, np.float64), channel_axis) * units.scale**2
+
+
+def _estimate(image: np.ndarray, channel_axis: int | None) -> float:
+    """The estimator itself, on a checked float image whose values suit float32 maps."""
     channel_axis = None if channel_axis is None else channel_axis % image.ndim
     sigmas = [0.0 if axis == channel_axis else _SMOOTHING for axis in range(image.ndim)]
     # The residual filter's mirrored border folds taps onto each other: keep the interior.

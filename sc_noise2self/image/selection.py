@@ -7,13 +7,18 @@ noise variance, so losses of different methods compare directly (the paper's Tab
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import numpy as np
 
-from .checks import DEFAULT_STRIDE, prepare_image
-from .classical import available_methods, get_method
-from .invariant import ImageCalibration, calibrate
+from .._validation import check_choice
+from .checks import DEFAULT_STRIDE, check_flag, check_noise_variance, prepare_image
+from .classical import METHODS, available_methods, get_method
+from .invariant import ImageCalibration
 from .noise import estimate_noise_variance
+from .referee import BaselineWarning
+from .scoring import calibrate
+from .units import constant_message, units_of
 
 CNN_METHODS = ("unet", "dncnn")
 # Too slow to calibrate unasked (seconds per 512x512 run, times every phase and parameter).
@@ -42,16 +47,20 @@ def denoise(
     *,
     param_grid: dict | None = None,
     mix: bool = True,
+    fallback: bool = True,
     return_calibration: bool = False,
     channel_axis: int | None = None,
     noise_variance: float | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     **options,
-) -> np.ndarray | tuple[np.ndarray, ImageCalibration]:
+) -> np.ndarray | tuple[np.ndarray, ImageCalibration | None]:
     """Calibrate a denoiser on the image itself, then denoise with the best one.
 
     Classical methods are calibrated by the J-invariant loss; ``"unet"`` and ``"dncnn"`` train
-    a masked CNN on the image (Noise2Self, section 5) and return its prediction.
+    a masked CNN on the image (Noise2Self, section 5) and return its prediction. Either way
+    the output is graded against the J-invariant neighbour mean (each pixel predicted by the
+    mean of its neighbours): when it does not beat it, a
+    :class:`~sc_noise2self.image.referee.BaselineWarning` gives both self-supervised losses.
 
     Parameters
     ----------
@@ -62,20 +71,25 @@ def denoise(
         classical method of :func:`auto_methods` and keep the one with the lowest
         self-supervised loss.
     param_grid
-        Grid for a single named method; None uses its default grid. Not allowed with
-        ``"auto"``.
+        Grid for a single named classical method; None uses its default grid. Not allowed
+        with ``"auto"`` or a CNN.
     mix
-        Mix the J-invariant output with the input at the optimal weight (section 4.2).
+        Mix the J-invariant output with the input at the optimal weight (section 4.2);
+        classical methods only.
+    fallback
+        When the chosen output loses to the neighbour mean, return the neighbour mean (the
+        better of the two) instead; False returns the chosen output anyway (still warned).
     return_calibration
         Also return the chosen :class:`ImageCalibration`; with ``"auto"``, its
         ``candidates`` holds every method's best loss.
     channel_axis
         Axis holding channels, or None.
     noise_variance
-        Mean noise variance for the mixing weight; None estimates it once from the image,
-        for every method compared.
+        Mean noise variance for the mixing weight (classical methods), finite and at least
+        0; None estimates it once from the image, for every method compared.
     progress
-        Show progress bars.
+        Progress bars: True, False, or None to show them when scanpy's verbosity is at
+        least info on a terminal or in a notebook.
     **options
         For classical methods: the options of :func:`~sc_noise2self.image.calibrate`
         (``stride``, ``approximate_loss``, ``n_jobs``, ``interpolation``, ``dtype``). For
@@ -87,37 +101,59 @@ def denoise(
     Returns
     -------
     The denoised float image, or ``(denoised, calibration)``; for a CNN the second item is
-    the trained :class:`~sc_noise2self.image.Noise2SelfModel`.
+    the trained :class:`~sc_noise2self.image.Noise2SelfModel`. A constant image is returned
+    unchanged with a warning (and None as its calibration).
     """
+    check_choice(method, ("auto", *METHODS, *CNN_METHODS), name="method")
+    for flag, value in (("mix", mix), ("fallback", fallback),
+                        ("return_calibration", return_calibration)):  # fmt: skip
+        check_flag(value, flag)
+    check_flag(progress, "progress", allow_none=True)
     if method in CNN_METHODS:
+        _check_cnn_options(param_grid, noise_variance)
         from .cnn.training import denoise_cnn  # torch loads only when a CNN is asked for
 
-        return denoise_cnn(image, model=method, channel_axis=channel_axis,
+        return denoise_cnn(image, model=method, channel_axis=channel_axis, fallback=fallback,
                            return_model=return_calibration, progress=progress, **options)
     _check_calibration_options(options)
+    noise_variance = check_noise_variance(noise_variance)
+    if method == "auto" and param_grid is not None:
+        raise ValueError("param_grid applies to one method; pass method=<name> with it.")
     floats, channel_axis = prepare_image(
         image, stride=options.get("stride", DEFAULT_STRIDE), channel_axis=channel_axis
     )
+    units = units_of(floats)
+    if units.constant:
+        warnings.warn(constant_message(units, "it is returned unchanged"), UserWarning,
+                      stacklevel=2)
+        same = floats.astype(np.result_type(floats.dtype, np.float32), copy=True)
+        return (same, None) if return_calibration else same
     n_spatial = floats.ndim - (channel_axis is not None)
-    if method == "auto":
-        if param_grid is not None:
-            raise ValueError("param_grid applies to one method; pass method=<name> with it.")
-        names = auto_methods(n_spatial)
-    else:
-        names = [get_method(method, n_spatial).name]
+    names = auto_methods(n_spatial) if method == "auto" else [get_method(method, n_spatial).name]
     estimated = noise_variance is None
     if estimated:
         noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis)
-    calibrations = [
-        calibrate(floats, name, param_grid, progress=progress, noise_variance=noise_variance,
-                  channel_axis=channel_axis, **options)
-        for name in names
-    ]  # fmt: skip
+    with warnings.catch_warnings():
+        # Each method's own grade is moot: the chosen output is graded once, below.
+        warnings.simplefilter("ignore", BaselineWarning)
+        calibrations = [
+            calibrate(floats, name, param_grid, progress=progress, noise_variance=noise_variance,
+                      channel_axis=channel_axis, **options)
+            for name in names
+        ]  # fmt: skip
     best = min(calibrations, key=lambda c: c.best_loss)
     best.candidates = {c.method: c.best_loss for c in calibrations}
     best.noise_variance_estimated = estimated
-    denoised = best.denoise(floats, mix=mix)
+    denoised = best.denoise(floats, mix=mix, fallback=fallback)
     return (denoised, best) if return_calibration else denoised
+
+
+def _check_cnn_options(param_grid, noise_variance) -> None:
+    """Refuse the classical methods' arguments with a CNN, which would silently ignore them."""
+    for name, value in (("param_grid", param_grid), ("noise_variance", noise_variance)):
+        if value is not None:
+            raise TypeError(f"{name} applies to the classical methods; a CNN learns from the "
+                            "image itself. Leave it out, or choose a classical method.")
 
 
 def _check_calibration_options(options: dict) -> None:

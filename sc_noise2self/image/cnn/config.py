@@ -7,7 +7,11 @@ model and the file format, which all read it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+
+from ..._validation import check_real, check_whole
+from ..checks import check_flag
 
 #: CPU budgets from which ``compile=None`` compiles (the compile time is then repaid).
 CPU_COMPILE_MIN_SECONDS = 60.0
@@ -124,16 +128,61 @@ def resolve_budget(
     -------
     ``(steps, max_time)``; :data:`DEFAULT_STEPS` steps when nothing is given.
     """
-    for name, value in (("steps", steps), ("epochs", epochs), ("max_time", max_time)):
-        if value is not None and not value > 0:
-            raise ValueError(f"{name}={value!r} must be positive (or None).")
+    for name, value in (("steps", steps), ("epochs", epochs)):
+        if value is not None:
+            check_whole(value, name=name, minimum=1, hint="or None for no limit")
+    if max_time is not None:
+        check_real(max_time, name="max_time", minimum=0.0, hint="seconds, or None")
+        if not max_time > 0:
+            raise ValueError(f"max_time={max_time} must be positive: the seconds training "
+                             "may take, validation included (or None for no limit).")
     if steps is not None and epochs is not None:
         raise ValueError("Pass steps or epochs, not both (an epoch is steps_per_epoch steps).")
     if epochs is not None:
         steps = int(epochs) * per_epoch
     if steps is None and max_time is None:
         steps = DEFAULT_STEPS
-    return (None if steps is None else int(steps)), max_time
+    return (None if steps is None else int(steps)), (None if max_time is None
+                                                      else float(max_time))
+
+
+def check_run(options: dict) -> None:
+    """Check the settings of a training run before any work, naming the one that is wrong.
+
+    Parameters
+    ----------
+    options
+        ``batch_size``, ``lr``, ``mask_stride``, ``ema`` (each None for the default),
+        ``val_fraction``, ``steps_per_epoch``, ``patience``, ``random_state``, ``compile``,
+        ``progress``, ``model_kwargs``, ``checkpoint_dir`` and ``callback``, as given.
+    """
+    optional_whole = {"batch_size": (1, "patches per step"), "mask_stride": (2, "grid spacing")}
+    for name, (minimum, hint) in optional_whole.items():
+        if options[name] is not None:
+            check_whole(options[name], name=name, minimum=minimum, hint=hint)
+    for name, hint in (("steps_per_epoch", "steps between validations"),
+                       ("patience", "epochs without improvement before stopping")):
+        check_whole(options[name], name=name, minimum=1, hint=hint)
+    check_whole(options["random_state"], name="random_state", minimum=0, hint="a seed")
+    if options["lr"] is not None:
+        check_real(options["lr"], name="lr", minimum=0.0, hint="Adam's peak learning rate")
+    if options["ema"] is not None:
+        check_real(options["ema"], name="ema", minimum=0.0, hint="a decay in [0, 1)")
+    fraction = check_real(options["val_fraction"], name="val_fraction", minimum=0.0,
+                          hint="share of each image held out, at most 0.5")
+    if fraction > 0.5:
+        raise ValueError(f"val_fraction={fraction} must lie in [0, 0.5] (0.1 is usual).")
+    check_flag(options["compile"], "compile", allow_none=True)
+    check_flag(options["progress"], "progress", allow_none=True)
+    if options["model_kwargs"] is not None and not isinstance(options["model_kwargs"], dict):
+        raise TypeError(f"model_kwargs={options['model_kwargs']!r} must be a dict of "
+                        "architecture options, e.g. {'depth': 8}, or None.")
+    folder = options["checkpoint_dir"]
+    if folder is not None and not isinstance(folder, str | os.PathLike):
+        raise TypeError(f"checkpoint_dir={folder!r} must be a folder path, or None.")
+    if options["callback"] is not None and not callable(options["callback"]):
+        raise TypeError(f"callback={options['callback']!r} must be callable (it receives the "
+                        "model after every epoch), or None.")
 
 
 def training_defaults(model: str, **given: float | None) -> tuple[float, ...]:

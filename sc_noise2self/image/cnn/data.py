@@ -6,13 +6,14 @@ channel so that the networks see values of about [0, 1] whatever the microscope'
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..checks import as_float, normalise_channel_axis
+from ..checks import as_array, as_float, channel_hint, normalise_channel_axis
 
 #: The smallest spatial size the trainer accepts: smaller axes leave too few pixels to learn.
 MIN_TRAIN_SIZE = 4
@@ -96,16 +97,22 @@ def prepare_images(
     ``(arrays, layout)``: float32 ``(channels, *spatial)`` copies, never the user's arrays.
     """
     is_list = isinstance(images, list | tuple)
-    arrays = [np.asarray(a) for a in images] if is_list else [np.asarray(images)]
+    arrays = ([as_array(a, f"images[{i}]") for i, a in enumerate(images)] if is_list
+              else [as_array(images, "images")])  # fmt: skip
     if not arrays:
         raise ValueError("images is an empty list; pass at least one image.")
     first_ndim = arrays[0].ndim
     if n_spatial is None:
         n_spatial = first_ndim - (channel_axis is not None)
+    elif (isinstance(n_spatial, bool) or not isinstance(n_spatial, numbers.Integral)
+          or n_spatial not in (2, 3)):
+        raise ValueError(f"n_spatial={n_spatial!r} must be 2 (images) or 3 (volumes), or None "
+                         "to read it from the array.")
     if n_spatial not in (2, 3):
         raise ValueError(
             f"Got {n_spatial} spatial axes (array shape {arrays[0].shape}); the networks take "
-            "2D images or 3D volumes. Pass n_spatial=2 for a stack of 2D images."
+            "2D images or 3D volumes. Pass n_spatial=2 for a stack of 2D images, or "
+            "channel_axis= for the axis that holds channels."
         )
     image_ndim = n_spatial + (channel_axis is not None)
     if not is_list and first_ndim == image_ndim + 1:
@@ -120,22 +127,19 @@ def prepare_images(
                 f"{' and a channel axis' if channel_axis is not None else ''} make "
                 f"{image_ndim} axes. Check n_spatial and channel_axis."
             )
-        out.append(layout.to_internal(as_float(array, name)))
-    _check_consistent(out)
-    return out, layout
-
-
-def _check_consistent(arrays: list[np.ndarray]) -> None:
-    channels = {a.shape[0] for a in arrays}
-    if len(channels) > 1:
-        raise ValueError(f"The images have different channel counts {sorted(channels)}.")
-    for a in arrays:
-        if min(a.shape[1:]) < MIN_TRAIN_SIZE:
+        if min((s for axis, s in enumerate(array.shape) if axis != layout.channel_axis),
+               default=0) < MIN_TRAIN_SIZE:
             raise ValueError(
-                f"An image has spatial shape {a.shape[1:]}; training needs at least "
-                f"{MIN_TRAIN_SIZE} pixels along every spatial axis. Pass a larger image "
-                "(prediction with a trained model works on any size)."
+                f"{name} has shape {array.shape}; training needs at least {MIN_TRAIN_SIZE} "
+                "pixels along every spatial axis. Pass a larger image (prediction with a "
+                f"trained model works on any size).{channel_hint(array.shape, channel_axis)}"
             )
+        out.append(layout.to_internal(as_float(array, name)))
+    channels = {a.shape[0] for a in out}
+    if len(channels) > 1:
+        raise ValueError(f"The images have different channel counts {sorted(channels)}; pass "
+                         "images with the same channels.")
+    return out, layout
 
 
 @dataclass(frozen=True)
@@ -301,8 +305,9 @@ class PatchSampler:
         return patch
 
 
-def parse_patch_size(patch_size: int | Sequence[int], n_spatial: int) -> tuple[int, ...]:
-    """A patch size per spatial axis.
+def parse_patch_size(patch_size: int | Sequence[int], n_spatial: int, name: str = "patch_size",
+                     minimum: int = MIN_TRAIN_SIZE) -> tuple[int, ...]:
+    """A size per spatial axis (of training patches, or of prediction tiles).
 
     Parameters
     ----------
@@ -310,15 +315,22 @@ def parse_patch_size(patch_size: int | Sequence[int], n_spatial: int) -> tuple[i
         One int for every axis, or one per axis.
     n_spatial
         Number of spatial axes.
+    name
+        The argument's name, for the messages.
+    minimum
+        The smallest size allowed.
 
     Returns
     -------
-    Tuple of ``n_spatial`` positive ints.
+    Tuple of ``n_spatial`` ints of at least ``minimum``.
     """
     sizes = (patch_size,) * n_spatial if np.ndim(patch_size) == 0 else tuple(patch_size)
-    if len(sizes) != n_spatial or min(int(s) for s in sizes) < MIN_TRAIN_SIZE:
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes):
+        raise TypeError(f"{name}={patch_size!r} must be a whole number, or one per spatial "
+                        f"axis ({n_spatial}).")
+    if len(sizes) != n_spatial or min(sizes) < minimum:
         raise ValueError(
-            f"patch_size={patch_size!r} must be an int or {n_spatial} ints, each at least "
-            f"{MIN_TRAIN_SIZE}."
+            f"{name}={patch_size!r} must be an int or {n_spatial} ints, each at least "
+            f"{minimum}."
         )
     return tuple(int(s) for s in sizes)

@@ -2,16 +2,24 @@
 
 A file is a ``torch.save`` of plain Python values and tensors, readable with
 ``weights_only=True``. Format 2 stores every architecture option; format 1 stored only the
-options given and relied on the defaults of its time.
+options given and relied on the defaults of its time. Files written since issue 15 also
+carry ``checksum``: a SHA-256 of the weights (every tensor's name, dtype, shape and bytes),
+which loading verifies; older files, without it, load as before. The key is optional, so
+such files are still format 2 and older releases read them.
+
+Files are written atomically (:func:`sc_noise2self.io.atomic_path`): to a temporary file
+beside the target, renamed into place only when complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
+from ...io import atomic_path
 from .config import TrainConfig
 from .data import Layout, Normalisation
 from .models import architecture, build_model
@@ -20,6 +28,8 @@ from .models import architecture, build_model
 FORMAT_VERSION = 2
 #: The UNet's widths when format 1 was written (the paper's), for files that left them out.
 FORMAT_1_UNET_CHANNELS = (32, 64, 128, 256)
+#: What every file of formats 1 and 2 holds.
+_KEYS = ("format_version", "layout", "normalisation", "config", "history", "state_dict")
 
 
 class ModelParts(NamedTuple):
@@ -32,8 +42,28 @@ class ModelParts(NamedTuple):
     history: dict
 
 
-def save_model(model: Any, path: str | Path) -> Path:
-    """Write a model's weights, architecture, normalisation, settings and history.
+def checksum(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a network's weights: every tensor's name, dtype, shape and bytes.
+
+    Parameters
+    ----------
+    state_dict
+        The network's ``state_dict()``.
+
+    Returns
+    -------
+    The hex digest.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_model(model: Any, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a model's weights, architecture, normalisation, settings, history and checksum.
 
     Parameters
     ----------
@@ -42,6 +72,8 @@ def save_model(model: Any, path: str | Path) -> Path:
         ``net``, ``layout``, ``normalisation``, ``config`` and ``history``).
     path
         File to write (parent folders are created); ``.pt`` by convention.
+    overwrite
+        Replace an existing file; without it, ``FileExistsError``.
 
     Returns
     -------
@@ -59,7 +91,9 @@ def save_model(model: Any, path: str | Path) -> Path:
         "history": model.history,
         "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
     }  # fmt: skip
-    torch.save(payload, path)
+    payload["checksum"] = checksum(payload["state_dict"])
+    with atomic_path(path, overwrite=overwrite) as temporary:
+        torch.save(payload, temporary)
     return path
 
 
@@ -73,14 +107,53 @@ def read_model(path: str | Path) -> ModelParts:
 
     Returns
     -------
-    The :class:`ModelParts`, network in evaluation mode. Raises ``ValueError`` for a file
-    of another format.
+    The :class:`ModelParts`, network in evaluation mode. Raises ``FileNotFoundError`` for a
+    missing file and ``ValueError``, naming the file, for one that is empty, truncated,
+    corrupted (weights that do not match their checksum), of another format, or not a model.
     """
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    version = payload.get("format_version")
-    if version not in (1, FORMAT_VERSION):
-        raise ValueError(f"{path} is not a Noise2SelfModel file (formats 1 to "
-                         f"{FORMAT_VERSION}).")  # fmt: skip
+    payload = _load_payload(Path(path))
+    try:
+        return _rebuild(payload)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{str(path)!r} does not hold a valid Noise2SelfModel "
+                         f"({type(error).__name__}: {error}); it may be corrupted, or come "
+                         "from another program.") from error
+
+
+def _load_payload(path: Path) -> dict:
+    """The file's dict, checked for the keys, the format and the checksum."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No model file at {str(path)!r}" + (
+            " (it is a folder)." if path.is_dir() else "."))
+    if path.stat().st_size == 0:
+        raise ValueError(f"{str(path)!r} is empty (0 bytes): not a Noise2SelfModel file; it "
+                         "may be what an interrupted copy left.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch, zipfile and pickle raise many kinds for a bad file
+        raise ValueError(
+            f"{str(path)!r} cannot be read as a Noise2SelfModel file ({type(error).__name__}: "
+            f"{str(error)[:200]}); it is truncated, corrupted, or not a model saved by "
+            "Noise2SelfModel.save."
+        ) from error
+    if (not isinstance(payload, dict) or any(key not in payload for key in _KEYS)
+            or not isinstance(payload["state_dict"], dict)
+            or not all(isinstance(t, torch.Tensor) for t in payload["state_dict"].values())):
+        raise ValueError(f"{str(path)!r} is not a Noise2SelfModel file: it holds a "
+                         f"{type(payload).__name__} without the model's keys and weights.")
+    if payload["format_version"] not in (1, FORMAT_VERSION):
+        raise ValueError(f"{str(path)!r} is not a Noise2SelfModel file of formats 1 to "
+                         f"{FORMAT_VERSION} (it says {payload['format_version']!r}); a newer "
+                         "release of sc_noise2self may read it.")
+    if "checksum" in payload and checksum(payload["state_dict"]) != payload["checksum"]:
+        raise ValueError(f"{str(path)!r} is corrupted: its weights no longer match the "
+                         "checksum saved with them. Use another copy of the file.")
+    return payload
+
+
+def _rebuild(payload: dict) -> ModelParts:
+    """The network and records of a checked payload."""
+    version = payload["format_version"]
     config = TrainConfig(**{**payload["config"],
                             "patch_size": tuple(payload["config"]["patch_size"])})  # fmt: skip
     if version == 1 and config.model == "unet":

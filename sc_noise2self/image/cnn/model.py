@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from ..._device import resolve_amp, resolve_device
-from ..checks import as_float
+from ..._validation import check_whole
+from ..checks import as_array, as_float, check_flag
+from ..masking import neighbour_mean_torch
 from .config import TrainConfig
 from .data import ImageLike, Layout, Normalisation
 from .io import read_model, save_model
@@ -39,8 +41,9 @@ class Noise2SelfModel:
         The training settings.
     history
         Per-epoch ``epoch``, ``step``, ``time``, ``lr``, ``train_loss`` and ``val_loss``
-        lists, plus ``best_epoch`` and ``stopped`` (``"steps"``, ``"max_time"`` or
-        ``"plateau"``).
+        lists, plus ``best_epoch``, ``stopped`` (``"steps"``, ``"max_time"``, ``"plateau"``
+        or ``"callback"``), ``baseline_loss`` (the held-out loss of the J-invariant
+        neighbour mean) and ``beats_baseline``.
     """
 
     def __init__(
@@ -86,6 +89,30 @@ class Noise2SelfModel:
         self.net.to(resolve_device(device))
         return self
 
+    @property
+    def val_loss(self) -> float | None:
+        """The lowest held-out self-supervised loss (normalised units); None without a band."""
+        losses = np.asarray(self.history.get("val_loss", []), dtype=float)
+        return float(np.nanmin(losses)) if np.isfinite(losses).any() else None
+
+    @property
+    def baseline_loss(self) -> float | None:
+        """The held-out loss of the J-invariant neighbour mean on the same pixels, or None."""
+        value = self.history.get("baseline_loss")
+        return None if value is None or not np.isfinite(value) else float(value)
+
+    @property
+    def beats_baseline(self) -> bool | None:
+        """Whether the network beats the neighbour mean on the held-out band (None: unknown).
+
+        A network that does not has learned nothing above noise yet (too short a training,
+        or too high a learning rate); :func:`~sc_noise2self.image.denoise` then returns the
+        neighbour mean instead.
+        """
+        if self.val_loss is None or self.baseline_loss is None:
+            return None
+        return self.val_loss < self.baseline_loss
+
     def predict(
         self,
         image: ImageLike,
@@ -93,7 +120,7 @@ class Noise2SelfModel:
         invariant: bool = False,
         augment: bool = False,
         tile_size: int | Sequence[int] | None = None,
-        tile_overlap: int = 32,
+        tile_overlap: int | None = None,
         batch_size: int = 4,
         amp: bool | str | None = False,
         random_state: int = 0,
@@ -114,13 +141,19 @@ class Noise2SelfModel:
             image, each mapped back: 8 times the passes, a smoother estimate. With
             ``invariant=True`` every copy is itself J-invariant, and so is the average.
         tile_size
-            Predict tiles of this size (one int or one per axis) and blend them where they
-            overlap, to bound memory; None predicts the whole image at once.
+            Predict windows of this size (one int or one per axis) to bound memory; None
+            predicts the whole image at once. Each window keeps its interior, ``tile_size``
+            less twice the overlap, so windows well above twice the overlap waste least (the
+            default UNet's overlap is 56 pixels, the default DnCNN's 17). See
+            :class:`~sc_noise2self.image.cnn.predict.Tiler`.
         tile_overlap
-            Pixels shared by neighbouring tiles (at most half a tile); blended with linear
-            ramps.
+            Pixels discarded on each inner side of a window. None (default): the network's
+            receptive field (``net.reach``, rounded up to its down-sampling factor), which
+            makes the tiled prediction equal to the whole-image one up to float rounding; a
+            window too small for it is enlarged, with a warning. Smaller values keep small
+            windows at the price of seams.
         batch_size
-            Tiles per forward pass.
+            Windows per forward pass.
         amp
             Mixed precision for the passes (see
             :func:`~sc_noise2self._device.resolve_amp`); off by default.
@@ -131,18 +164,19 @@ class Noise2SelfModel:
         -------
         Float array(s) of the input's shape, in the training images' units.
         """
+        check_flag(invariant, "invariant")
+        check_flag(augment, "augment")
+        check_whole(random_state, name="random_state", minimum=0)
         options = dict(invariant=invariant, augment=augment, tile_size=tile_size,
                        tile_overlap=tile_overlap, batch_size=batch_size, amp=amp,
                        random_state=random_state)  # fmt: skip
         if isinstance(image, list | tuple):
             return [self.predict(one, **options) for one in image]
-        array = np.asarray(image)
+        array = as_array(image)
         if array.ndim == self.layout.image_ndim + 1:
             return np.stack([self.predict(one, **options) for one in array])
         floats = self._check_image(array)
-        x = torch.as_tensor(
-            self.normalisation.forward(self.layout.to_internal(floats)), device=self.device
-        )[None]
+        x = self._internal(floats)
         tiler = Tiler(self.net, tile_size, tile_overlap, batch_size, resolve_amp(self.device, amp))
         self.net.eval()
 
@@ -156,8 +190,40 @@ class Noise2SelfModel:
         result = self.normalisation.inverse(out[0].float().cpu().numpy())
         return self.layout.to_user(result).astype(np.result_type(floats.dtype, np.float32))
 
+    def score(self, image: np.ndarray) -> dict[str, float]:
+        """Self-supervised loss of the J-invariant prediction of one image, and the baseline's.
+
+        Each pixel is predicted with itself hidden (``predict(invariant=True)``) and compared
+        with its value; the baseline predicts it by the mean of its neighbours. On an image
+        the network was trained on, the loss is optimistic (it has seen those pixels as
+        targets); the held-out :attr:`val_loss` is not.
+
+        Parameters
+        ----------
+        image
+            One image laid out like a training image.
+
+        Returns
+        -------
+        ``{"loss": ..., "baseline_loss": ...}``, in the normalised units of
+        :attr:`val_loss`.
+        """
+        x = self._internal(self._check_image(as_array(image)))
+        self.net.eval()
+        with torch.no_grad():
+            output = invariant_prediction(x, Tiler(self.net, None), self._masker(), 0)
+            baseline = neighbour_mean_torch(x)
+        return {"loss": float(torch.mean((output - x) ** 2)),
+                "baseline_loss": float(torch.mean((baseline - x) ** 2))}
+
+    def _internal(self, floats: np.ndarray) -> torch.Tensor:
+        """One checked image as a normalised ``(1, channels, *spatial)`` tensor."""
+        return torch.as_tensor(
+            self.normalisation.forward(self.layout.to_internal(floats)), device=self.device
+        )[None]
+
     def _check_image(self, array: np.ndarray) -> np.ndarray:
-        if array.ndim != self.layout.image_ndim:
+        if array.ndim != self.layout.image_ndim or array.size == 0:
             raise ValueError(
                 f"image has shape {array.shape}; this model takes images of "
                 f"{self.layout.image_ndim} axes ({self.layout.n_spatial} spatial, channel_axis="
@@ -174,23 +240,32 @@ class Noise2SelfModel:
         c = self.config
         return Masker(c.masking, c.replacement, c.mask_stride, self.layout.n_spatial)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the weights, architecture, normalisation, settings and history.
+
+        The file carries a SHA-256 checksum of its weights and settings, which :meth:`load`
+        verifies. It is written to a temporary file beside ``path`` and renamed into place
+        only when complete, so an interrupted save never leaves half a file.
 
         Parameters
         ----------
         path
             File to write (parent folders are created); ``.pt`` by convention.
+        overwrite
+            Replace an existing file; without it an existing file is refused.
 
         Returns
         -------
         The path written.
         """
-        return save_model(self, path)
+        return save_model(self, path, overwrite=check_flag(overwrite, "overwrite"))
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "auto") -> Noise2SelfModel:
-        """Read a model written by :meth:`save` (file formats 1 and 2).
+        """Read a model written by :meth:`save` (file formats 1 and 2), checking its checksum.
+
+        A file that is truncated, corrupted (weights that no longer match their checksum),
+        empty or not a model file gives a ``ValueError`` naming it.
 
         Parameters
         ----------

@@ -134,6 +134,10 @@ class UNet(nn.Module):
         conv, up_conv, _, _ = _layers(n_spatial)
         self.residual = residual
         self.size_multiple = 2 ** (len(channels) - 1)
+        #: Pixels on each side that one output pixel depends on (see :func:`unet_reach`).
+        self.reach = unet_reach(len(channels))
+        #: Instance norm takes its statistics from the whole input, so tiles differ from it.
+        self.tile_exact = norm != "instance"
         self.encoders = nn.ModuleList()
         self.downs = nn.ModuleList()
         previous = in_channels
@@ -175,6 +179,44 @@ class UNet(nn.Module):
         return out + x if self.residual else out
 
 
+def unet_reach(levels: int) -> int:
+    """How far, in pixels along one axis, a UNet's output pixel reaches into its input.
+
+    The dependency interval of one output pixel is followed back through the layers: each
+    3x3 convolution widens it by one pixel at its level, a 2x2 stride-2 convolution maps
+    level ``l + 1`` position ``i`` to ``2i, 2i + 1`` at level ``l``, and a transposed one
+    maps position ``j`` to ``j // 2``. The widest reach over the positions of one
+    down-sampling period is returned. A tile whose start is a multiple of
+    :attr:`UNet.size_multiple` then gives exactly the whole image's output on every pixel at
+    least this far from its edges (batch norm is a per-pixel map in evaluation mode).
+
+    Parameters
+    ----------
+    levels
+        Number of resolution levels, ``len(channels)``.
+
+    Returns
+    -------
+    The reach: 9 for 2 levels, 51 for 4 (the default UNet).
+    """
+    def encoded(level: int, lo: int, hi: int) -> tuple[int, int]:
+        lo, hi = lo - 2, hi + 2  # the block's two 3x3 convolutions
+        if level == 0:
+            return lo, hi
+        return encoded(level - 1, 2 * lo, 2 * hi + 1)  # the 2x2 stride-2 down-convolution
+
+    def decoded(level: int, lo: int, hi: int) -> tuple[int, int]:
+        if level == levels - 1:
+            return encoded(level, lo, hi)
+        lo, hi = lo - 2, hi + 2
+        skip = encoded(level, lo, hi)
+        up = decoded(level + 1, lo // 2, hi // 2)  # the 2x2 stride-2 transposed convolution
+        return min(skip[0], up[0]), max(skip[1], up[1])
+
+    period = 2 ** (levels - 1)
+    return max(max(x - lo, hi - x) for x in range(period) for lo, hi in [decoded(0, x, x)])
+
+
 class DnCNN(nn.Module):
     """DnCNN (Zhang et al. 2017): conv + ReLU, then conv + batch norm + ReLU, then conv.
 
@@ -213,6 +255,9 @@ class DnCNN(nn.Module):
         _check_residual(residual, in_channels, out_channels)
         conv, _, _, batch_norm = _layers(n_spatial)
         self.residual = residual
+        #: Pixels on each side that one output pixel depends on: one per 3x3 convolution.
+        self.reach = int(depth)
+        self.tile_exact = True
         layers: list[nn.Module] = [
             conv(in_channels, features, 3, padding=1),
             nn.ReLU(inplace=True),

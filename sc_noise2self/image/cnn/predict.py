@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from ..._validation import check_whole
 from ..masking import mirror_pad_torch
 from .data import parse_patch_size
 from .masker import Masker
@@ -105,19 +108,49 @@ def invariant_prediction(
     return out
 
 
+#: Halo of a network that does not say how far it reaches (a module without ``reach``).
+DEFAULT_HALO = 32
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one axis is cut into windows: their size, their starts, the halo each discards."""
+
+    window: int
+    starts: tuple[int, ...]
+    halo: int
+    size: int
+
+    def kept(self, start: int) -> tuple[slice, slice]:
+        """The slice of the image a window keeps, and the same pixels within the window."""
+        first = start + self.halo if start > 0 else start
+        last = start + self.window - self.halo if start + self.window < self.size else self.size
+        return slice(first, last), slice(first - start, last - start)
+
+
 class Tiler:
-    """Run a network over tiles of an image and blend the overlaps with linear ramps.
+    """Run a network over windows of an image, keeping from each only its interior.
+
+    Every window starts at a multiple of the network's down-sampling factor, so it sees the
+    same pixel grid as the whole image, and keeps only the pixels at least ``halo`` from
+    its edges (or at an image edge, where the whole image's pass has its border too). With
+    a halo of at least the network's reach (:attr:`UNet.reach
+    <sc_noise2self.image.cnn.models.UNet.reach>`), which is the default, every kept pixel
+    is computed from the same inputs as in one whole-image pass: the tiled output equals the
+    untiled one up to float rounding (batch norm is a per-pixel map in evaluation mode).
 
     Parameters
     ----------
     net
         The network, in evaluation mode.
     tile_size
-        One int or one per spatial axis; None means the whole image in one pass.
+        Window size, one int or one per spatial axis; None means the whole image in one
+        pass. A window too small to hold twice the halo is enlarged, with a warning.
     overlap
-        Pixels shared by neighbouring tiles (clipped to half a tile).
+        Halo, in pixels, discarded on each inner side of a window (neighbouring windows
+        overlap by twice it); None uses the network's reach, which makes tiles exact.
     batch_size
-        Tiles per pass.
+        Windows per pass.
     amp_dtype
         Autocast dtype, or None.
     """
@@ -126,54 +159,63 @@ class Tiler:
         self,
         net: torch.nn.Module,
         tile_size: int | Sequence[int] | None,
-        overlap: int,
-        batch_size: int,
+        overlap: int | None = None,
+        batch_size: int = 4,
         amp_dtype: torch.dtype | None = None,
     ) -> None:
-        if int(batch_size) < 1 or int(overlap) < 0:
-            raise ValueError(
-                f"batch_size={batch_size} must be >= 1 and tile_overlap={overlap} >= 0."
-            )
-        self.net, self.tile_size, self.overlap = net, tile_size, int(overlap)
-        self.batch_size, self.amp_dtype = int(batch_size), amp_dtype
+        check_whole(batch_size, name="batch_size", minimum=1, hint="windows per pass")
+        if overlap is not None:
+            check_whole(overlap, name="tile_overlap", minimum=0,
+                        hint="pixels discarded on each inner side of a tile; None: exact")
+        module = unwrap(net)
+        self.net, self.tile_size, self.batch_size, self.amp_dtype = (
+            net, tile_size, int(batch_size), amp_dtype)
+        self.multiple = int(getattr(module, "size_multiple", 1))
+        self.halo = int(getattr(module, "reach", DEFAULT_HALO) if overlap is None else overlap)
+        if tile_size is not None and not getattr(module, "tile_exact", True):
+            warnings.warn("This network normalises by per-image statistics (instance norm), "
+                          "so tiles differ from the whole image; pass tile_size=None to "
+                          "predict it whole.", UserWarning, stacklevel=3)
 
-    def _tiles(self, sizes: tuple[int, ...]) -> tuple[tuple[int, ...], list[list[int]], list[int]]:
-        """Tile size, tile starts and overlap per axis of an image padded to the multiple.
+    def plan(self, sizes: tuple[int, ...]) -> list[AxisPlan]:
+        """How each axis of an image padded to the size multiple is cut into windows.
 
-        Starts and steps are multiples of the network's size multiple, so every tile sees the
-        same down-sampling grid as the whole image: this is what makes tiles agree.
+        Parameters
+        ----------
+        sizes
+            Spatial sizes, multiples of the network's size multiple.
+
+        Returns
+        -------
+        One :class:`AxisPlan` per axis.
         """
-        multiple = getattr(unwrap(self.net), "size_multiple", 1)
+        multiple = self.multiple
         if self.tile_size is None:
-            return sizes, [[0]] * len(sizes), [0] * len(sizes)
-        requested = parse_patch_size(self.tile_size, len(sizes))
-        tiles = tuple(
-            min(-(-t // multiple) * multiple, s) for t, s in zip(requested, sizes, strict=True)
-        )
-        overlaps, starts = [], []
-        for size, tile in zip(sizes, tiles, strict=True):
-            step = max(multiple, (tile - min(self.overlap, tile // 2)) // multiple * multiple)
-            axis_starts = list(range(0, size - tile + 1, step))
-            if axis_starts[-1] != size - tile:
-                axis_starts.append(size - tile)
-            starts.append(axis_starts)
-            overlaps.append(tile - step)
-        return tiles, starts, overlaps
-
-    def _window(self, tiles, overlaps, device) -> torch.Tensor:
-        window = torch.ones((1, 1, *tiles), device=device)
-        for axis, (tile, overlap) in enumerate(zip(tiles, overlaps, strict=True)):
-            ramp = torch.ones(tile, device=device)
-            if overlap:
-                edge = torch.arange(1, overlap + 1, device=device) / (overlap + 1)
-                ramp[:overlap], ramp[tile - overlap :] = edge, edge.flip(0)
-            shape = [1] * window.ndim
-            shape[2 + axis] = tile
-            window = window * ramp.view(shape)
-        return window
+            return [AxisPlan(size, (0,), 0, size) for size in sizes]
+        halo = -(-self.halo // multiple) * multiple  # starts stay on the down-sampling grid
+        plans = []
+        for size, asked in zip(sizes, parse_patch_size(self.tile_size, len(sizes), "tile_size",
+                                                        minimum=1), strict=True):
+            window = max(-(-asked // multiple) * multiple, 2 * halo + multiple)
+            if window >= size:
+                plans.append(AxisPlan(size, (0,), 0, size))
+                continue
+            if window > asked:
+                warnings.warn(
+                    f"tile_size={self.tile_size} leaves no room for the {halo} pixels each "
+                    f"side of a tile that the network's receptive field needs; tiles of "
+                    f"{window} are used along an axis of {size}. Pass a larger tile_size, or "
+                    f"a smaller tile_overlap to keep small tiles (with seams).",
+                    UserWarning, stacklevel=4)
+            step = window - 2 * halo
+            starts = list(range(0, size - window + 1, step))
+            if starts[-1] != size - window:
+                starts.append(size - window)  # a multiple too: size and window both are
+            plans.append(AxisPlan(window, tuple(starts), halo, size))
+        return plans
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Predict ``x`` ``(1, channels, *spatial)`` tile by tile.
+        """Predict ``x`` ``(1, channels, *spatial)`` window by window.
 
         Parameters
         ----------
@@ -182,29 +224,24 @@ class Tiler:
 
         Returns
         -------
-        The blended float32 output, of ``x``'s shape.
+        The float32 output, of ``x``'s shape.
         """
         original = tuple(x.shape[2:])
-        multiple = getattr(unwrap(self.net), "size_multiple", 1)
-        x = mirror_pad_torch(x, [(0, -size % multiple) for size in original])
-        sizes = tuple(x.shape[2:])
-        tiles, starts, overlaps = self._tiles(sizes)
-        window = self._window(tiles, overlaps, x.device)
-        out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        weight = torch.zeros((1, 1, *sizes), dtype=torch.float32, device=x.device)
-        corners = list(itertools.product(*starts))
+        x = mirror_pad_torch(x, [(0, -size % self.multiple) for size in original])
+        plans = self.plan(tuple(x.shape[2:]))
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        corners = list(itertools.product(*(plan.starts for plan in plans)))
         for first in range(0, len(corners), self.batch_size):
             chunk = corners[first : first + self.batch_size]
-            crops = [
-                (..., *(slice(c, c + t) for c, t in zip(corner, tiles, strict=True)))
-                for corner in chunk
-            ]
+            crops = [(..., *(slice(c, c + plan.window) for c, plan in zip(corner, plans,
+                                                                            strict=True)))
+                     for corner in chunk]  # fmt: skip
             with autocast(x.device, self.amp_dtype):
                 predicted = padded_forward(self.net, torch.cat([x[crop] for crop in crops]))
-            for crop, tile_out in zip(crops, predicted.float(), strict=True):
-                out[crop] += tile_out * window[0]
-                weight[crop] += window[0]
-        return (out / weight)[(..., *(slice(0, size) for size in original))]
+            for corner, window_out in zip(chunk, predicted.float(), strict=True):
+                kept = [plan.kept(c) for c, plan in zip(corner, plans, strict=True)]
+                out[(..., *(k[0] for k in kept))] = window_out[(..., *(k[1] for k in kept))]
+        return out[(..., *(slice(0, size) for size in original))]
 
 
 def augmented(one_pass: Pass, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,11 @@ import numpy as np
 import torch
 
 from ..._device import resolve_amp, resolve_device
+from ..._progress import progress_bar
 from ..._validation import check_choice
+from ..checks import as_array, as_float, check_flag
+from ..masking import neighbour_mean_torch
+from ..referee import BaselineWarning, loses, warn_lost
 from .config import (
     CPU_COMPILE_MIN_SECONDS,
     CPU_COMPILE_MIN_STEPS,
@@ -32,6 +36,7 @@ from .config import (
     TRAINING_DEFAULTS,
     TrainConfig,
     check_ema,
+    check_run,
     resolve_budget,
     training_defaults,
 )
@@ -43,6 +48,7 @@ from .data import (
     prepare_images,
     split_validation,
 )
+from .grading import baseline_output, report, steps_done
 from .masker import MASKINGS, Masker, masked_loss
 from .model import Noise2SelfModel
 from .models import MODEL_NAMES, architecture, build_model
@@ -166,6 +172,16 @@ class _Trainer:
         self.net.train()
         return total / max(count, 1.0)
 
+    @torch.no_grad()
+    def baseline(self, val_set: list[torch.Tensor]) -> float:
+        """Held-out loss of the J-invariant neighbour mean, weighted like :meth:`validate`."""
+        total, count = 0.0, 0.0
+        for target in val_set:
+            errors = neighbour_mean_torch(target.float()) - target.float()
+            total += float(torch.sum(errors**2))
+            count += float(errors.numel())
+        return total / max(count, 1.0)
+
     def record(self, epoch, step, elapsed, lr, train_losses, val_loss) -> None:
         train_loss = float(torch.stack(train_losses).float().mean())
         values = (epoch, step, elapsed, lr, train_loss, val_loss)
@@ -207,7 +223,7 @@ def train(
     compile: bool | None = None,
     ema: float | None = None,
     random_state: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     checkpoint_dir: str | Path | None = None,
     callback: Callable[[Noise2SelfModel], bool | None] | None = None,
 ) -> Noise2SelfModel:
@@ -224,6 +240,10 @@ def train(
         Budget: optimiser steps, or epochs of ``steps_per_epoch`` steps, and/or a wall-clock
         limit in seconds; training ends at whichever comes first. With none of them,
         :data:`DEFAULT_STEPS` steps. The learning rate follows the step or time progress.
+        ``max_time`` covers the validations too: one validation is timed before training,
+        and stepping stops early enough for the last one to end in time (at least one step
+        is always taken). A run that ends on its budget while the held-out loss is still
+        falling warns (:class:`ConvergenceWarning`).
     batch_size, patch_size
         Random patches per step and their size (clipped to the smallest image).
         ``batch_size`` None takes the network's value in :data:`TRAINING_DEFAULTS` (8 for
@@ -280,9 +300,10 @@ def train(
         Seed of the initialisation, patches and masks; on CPU, the same seed and a step
         budget give bit-identical weights.
     progress
-        Show a tqdm progress bar.
+        A tqdm progress bar over steps: True, False, or None to show it when scanpy's
+        verbosity is at least info on a terminal or in a notebook.
     checkpoint_dir
-        Folder where the best model so far is saved as ``best.pt``.
+        Folder where the best model so far is saved as ``best.pt`` (replaced as it improves).
     callback
         Called after every epoch with a :class:`Noise2SelfModel` of the weights just
         validated (the averaged ones when ``ema`` is on) and the ``.history`` so far, e.g. to
@@ -293,15 +314,24 @@ def train(
     Returns
     -------
     The trained :class:`Noise2SelfModel`, holding the weights with the lowest validation
-    loss (the last weights when ``val_fraction=0``), and ``.history``.
+    loss (the last weights when ``val_fraction=0``), and ``.history``. Its held-out loss
+    (:attr:`~Noise2SelfModel.val_loss`) is compared with the J-invariant neighbour mean's
+    on the same band (:attr:`~Noise2SelfModel.baseline_loss`); a network that does not beat
+    it (:attr:`~Noise2SelfModel.beats_baseline` False) warns with both losses
+    (:class:`~sc_noise2self.image.referee.BaselineWarning`).
     """
-    arrays, layout = prepare_images(images, channel_axis, n_spatial)
     check_choice(model, MODEL_NAMES, name="model")
-    batch_size, lr, ema = training_defaults(model, batch_size=batch_size, lr=lr, ema=ema)
-    torch_device = resolve_device(device)
-    amp_dtype = resolve_amp(torch_device, amp)
+    check_run(dict(batch_size=batch_size, lr=lr, mask_stride=mask_stride, ema=ema,
+                   val_fraction=val_fraction, steps_per_epoch=steps_per_epoch,
+                   patience=patience, random_state=random_state, compile=compile,
+                   progress=progress, model_kwargs=model_kwargs,
+                   checkpoint_dir=checkpoint_dir, callback=callback))  # fmt: skip
     steps, max_time = resolve_budget(steps, epochs, max_time, steps_per_epoch)
     check_choice(masking, MASKINGS, name="masking")
+    torch_device = resolve_device(device)
+    amp_dtype = resolve_amp(torch_device, amp)
+    arrays, layout = prepare_images(images, channel_axis, n_spatial)
+    batch_size, lr, ema = training_defaults(model, batch_size=batch_size, lr=lr, ema=ema)
     if replacement is None:
         replacement = "mean" if masking == "grid" else "random"
     if mask_stride is None:
@@ -332,41 +362,69 @@ def train(
         )  # fmt: skip
         val_set = [torch.as_tensor(part, device=torch_device)[None] for part in val_parts]
         _run(trainer, sampler, val_set, fitted, progress, checkpoint_dir, callback)
+    report(fitted)
     return fitted
 
 
 def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress, checkpoint_dir,
          callback=None):
-    """The loop: steps until the budget ends, the held-out loss plateaus or the callback stops."""
-    from tqdm.auto import tqdm
+    """The loop: steps until the budget ends, the held-out loss plateaus or the callback stops.
 
+    With ``max_time``, the budget keeps room for what follows the last step: the epoch's end
+    (validation, callback, checkpoint), timed each epoch and once before training, and one
+    step; the learning-rate schedule ends with it.
+    """
     config = trainer.config
-    bar = tqdm(total=config.steps, disable=not progress, desc=f"Noise2Self {config.model}")
-    start, step, epoch, losses = time.perf_counter(), 0, 0, []
+    bar = progress_bar(None, desc=f"Noise2Self {config.model}", total=config.steps,
+                       progress=progress)
+    start = time.perf_counter()
+    if val_set:
+        trainer.history["baseline_loss"] = trainer.baseline(val_set)
+    reserve = _time_validation(trainer, val_set) if config.max_time is not None else 0.0
+    step, epoch, losses, step_seconds = 0, 0, [], 0.0
     stop = None
     trainer.net.train()
     while stop is None:
         elapsed = time.perf_counter() - start
-        stop = _budget_spent(config, step, elapsed)
+        # At least one step, however short the budget: a model needs one to exist.
+        stop = _budget_spent(config, step, elapsed + reserve + step_seconds) if step else None
         if stop is None:
-            lr = config.learning_rate(config.progress(step, elapsed))
+            lr = config.learning_rate(config.progress(step, elapsed + reserve))
+            began = time.perf_counter()
             losses.append(trainer.step(sampler.batch(config.batch_size), lr))
+            if step:  # the first step also compiles: it would overstate the others
+                step_seconds = time.perf_counter() - began
             step += 1
             bar.update()
         if losses and (step % config.steps_per_epoch == 0 or stop is not None):
+            began = time.perf_counter()
             epoch += 1
             val_loss = trainer.validate(val_set) if val_set else float("nan")
             trainer.record(epoch, step, time.perf_counter() - start, lr, losses, val_loss)
             bar.set_postfix(loss=f"{trainer.history['train_loss'][-1]:.4g}", val=f"{val_loss:.4g}")
             losses = []
-            late = config.progress(step, elapsed) >= EARLY_STOP_FROM
+            late = config.progress(step, elapsed + reserve) >= EARLY_STOP_FROM
             if val_set and _keep_or_count(trainer, fitted, val_loss, late, checkpoint_dir):
                 stop = stop or "plateau"
             if callback is not None and callback(_kept_model(trainer, fitted)):
                 stop = stop or "callback"
             trainer.net.train()  # the callback may have predicted, which sets eval mode
+            reserve = time.perf_counter() - began
     bar.close()
     _finish(trainer, fitted, stop)
+
+
+def _time_validation(trainer: _Trainer, val_set) -> float:
+    """Seconds one validation takes (0 without one): the budget keeps room for the last.
+
+    Validation changes neither the weights nor the training's random streams, so this
+    extra pass leaves the run as it would have been.
+    """
+    if not val_set:
+        return 0.0
+    began = time.perf_counter()
+    trainer.validate(val_set)
+    return time.perf_counter() - began
 
 
 def _kept_model(trainer: _Trainer, fitted: Noise2SelfModel) -> Noise2SelfModel:
@@ -386,7 +444,8 @@ def _keep_or_count(trainer, fitted, val_loss: float, late: bool, checkpoint_dir)
         trainer.bad_epochs = 0
         fitted.history = trainer.history
         if checkpoint_dir is not None:
-            _kept_model(trainer, fitted).save(Path(checkpoint_dir) / "best.pt")
+            # Each improvement replaces the last best; the write is atomic.
+            _kept_model(trainer, fitted).save(Path(checkpoint_dir) / "best.pt", overwrite=True)
     elif late:
         trainer.bad_epochs += 1
     return trainer.bad_epochs >= trainer.config.patience
@@ -422,10 +481,16 @@ def denoise_cnn(
     invariant: bool = False,
     augment: bool = True,
     tile_size: int | Sequence[int] | None = None,
+    fallback: bool = True,
     return_model: bool = False,
     **train_kwargs,
-) -> np.ndarray | tuple[np.ndarray, Noise2SelfModel]:
+) -> np.ndarray | tuple[np.ndarray, Noise2SelfModel | None]:
     """Train a Noise2Self CNN on one image and return the image denoised by it.
+
+    The network is graded by its held-out self-supervised loss against the J-invariant
+    neighbour mean's (with ``val_fraction=0``, by :meth:`Noise2SelfModel.score` on the image
+    itself): when it does not beat it, a
+    :class:`~sc_noise2self.image.referee.BaselineWarning` gives both losses.
 
     Parameters
     ----------
@@ -439,6 +504,9 @@ def denoise_cnn(
         As in :meth:`Noise2SelfModel.predict`. ``augment`` is on here (8 passes in 2D): the
         mean over flips and transposes added 0.06 to 0.55 dB in every camera run where it
         was scored (benchmarks/RESULTS.md), at a small cost next to training.
+    fallback
+        When the network loses to the neighbour mean, return the neighbour mean (the better
+        of the two) instead of its prediction; False returns the prediction anyway.
     return_model
         Also return the trained :class:`Noise2SelfModel`.
     **train_kwargs
@@ -446,8 +514,33 @@ def denoise_cnn(
 
     Returns
     -------
-    The denoised float image, or ``(denoised, model)``.
+    The denoised float image, or ``(denoised, model)``. A constant image is returned
+    unchanged with a warning (and None as its model).
     """
-    fitted = train(image, model, channel_axis=channel_axis, **train_kwargs)
+    for name, value in (("invariant", invariant), ("augment", augment),
+                        ("fallback", fallback), ("return_model", return_model)):  # fmt: skip
+        check_flag(value, name)
+    floats = as_float(as_array(image))
+    if floats.size and floats.min() == floats.max():
+        warnings.warn(f"image is constant (every value is {floats.flat[0]:.6g}): it has no noise "
+                      "to remove, so it is returned unchanged.", UserWarning, stacklevel=2)
+        same = floats.astype(np.result_type(floats.dtype, np.float32), copy=True)
+        return (same, None) if return_model else same
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BaselineWarning)  # graded once below, with the outcome
+        fitted = train(image, model, channel_axis=channel_axis, **train_kwargs)
     denoised = fitted.predict(image, invariant=invariant, augment=augment, tile_size=tile_size)
+    loss, baseline = fitted.val_loss, fitted.baseline_loss
+    if loss is None or baseline is None:  # no held-out band: grade on the image itself
+        loss, baseline = fitted.score(image).values()
+    if loses(loss, baseline):
+        what = f"The {model} trained on this image ({steps_done(fitted.history)})"
+        if fallback:
+            warn_lost(what, loss, baseline, "The neighbour mean is returned instead; train "
+                      "longer (steps=, max_time=), or pass fallback=False to get the network's "
+                      "prediction anyway.")
+            denoised = baseline_output(fitted, floats)
+        else:
+            warn_lost(what, loss, baseline, "Its prediction is returned anyway, as "
+                      "fallback=False asks.")
     return (denoised, fitted) if return_model else denoised

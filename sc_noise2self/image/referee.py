@@ -1,0 +1,136 @@
+"""The referee for images: every output is graded against the J-invariant neighbour mean.
+
+The baseline predicts every pixel by the mean of its face neighbours (the stand-in values of
+:func:`~sc_noise2self.image.masking.replacement_values`): J-invariant, and blind to any
+structure beyond the next pixel. A denoiser whose self-supervised loss does not beat it has
+found nothing above noise, and the user is told so with both losses; ``image.denoise`` then
+returns the baseline instead. A non-finite loss marks a failed setting: it never wins, it
+is named, and a calibration in which every setting failed is refused.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..results import BaselineWarning
+from .masking import Mask, replacement_values
+from .units import IDENTITY, Units
+
+#: How the messages call the baseline.
+BASELINE = "the J-invariant neighbour mean (each pixel predicted by the mean of its neighbours)"
+
+
+def neighbour_mean(image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+    """The baseline's output: every pixel replaced by the mean of its face neighbours.
+
+    Parameters
+    ----------
+    image
+        Float image.
+    channel_axis
+        Non-negative channel axis, or None; channels never mix.
+
+    Returns
+    -------
+    Array of the image's shape and dtype (mirrored borders).
+    """
+    return replacement_values(image, "mean", channel_axis=channel_axis)
+
+
+def baseline_loss(image: np.ndarray, stand_ins: np.ndarray, masks: Sequence[Mask],
+                  units: Units = IDENTITY) -> float:
+    """Self-supervised MSE of the neighbour mean over the pixels of ``masks``, in working units.
+
+    Parameters
+    ----------
+    image
+        Float image, in its own units.
+    stand_ins
+        The neighbour means, in working units (as the masked copies hold them).
+    masks
+        The phases that the losses it is compared with were scored on.
+    units
+        The working units.
+
+    Returns
+    -------
+    The loss, summed in float64 one phase at a time (no full-size temporary).
+    """
+    total, count = 0.0, 0
+    for mask in masks:
+        errors = stand_ins[mask].astype(np.float64) - units.forward(image[mask], np.float64)
+        total += float(np.dot(errors.ravel(), errors.ravel()))
+        count += errors.size
+    return total / max(count, 1)
+
+
+def check_losses(losses: np.ndarray, grid: Sequence[dict], method: str) -> None:
+    """Refuse a calibration in which every setting failed; name the settings that failed.
+
+    Parameters
+    ----------
+    losses
+        One loss per parameter set.
+    grid
+        The parameter sets.
+    method
+        The denoiser's name, for the messages.
+    """
+    finite = np.isfinite(losses)
+    if not finite.any():
+        raise ValueError(
+            f"No parameter set of {method!r} gave a finite self-supervised loss: on this image "
+            f"the denoiser returned NaN or infinite values for every one of {list(grid)}. "
+            f"Check its output, e.g. on the image with one parameter set, or try another grid."
+        )
+    if not finite.all():
+        failed = [f"{dict(grid[i])} ({'NaN' if np.isnan(losses[i]) else 'infinite'})"
+                  for i in np.flatnonzero(~finite)]
+        warnings.warn(
+            f"Parameter sets {', '.join(failed)} of {method!r} gave a non-finite "
+            "self-supervised loss (the denoiser's output held NaN or infinite values), so "
+            "they cannot be chosen; the best is taken among the others.",
+            UserWarning, stacklevel=3,
+        )
+
+
+def loses(loss: float | None, baseline: float | None) -> bool:
+    """True when ``loss`` does not beat ``baseline`` (False when either is unknown).
+
+    Parameters
+    ----------
+    loss
+        Self-supervised loss of the chosen output.
+    baseline
+        The neighbour mean's, on the same pixels.
+
+    Returns
+    -------
+    ``loss >= baseline``.
+    """
+    return loss is not None and baseline is not None and not loss < baseline
+
+
+def warn_lost(what: str, loss: float, baseline: float, outcome: str, stacklevel: int = 2) -> None:
+    """Tell the user, with both losses, that an output does not beat the baseline.
+
+    Parameters
+    ----------
+    what
+        The output graded, e.g. ``"'tv' with weight=0.01"``.
+    loss, baseline
+        Its self-supervised loss and the baseline's.
+    outcome
+        What is done about it, e.g. ``"the neighbour mean is returned instead"``.
+    stacklevel
+        Frames above :func:`warn_lost` that the warning names: 2 (the default) is the
+        caller of the function that calls it.
+    """
+    warnings.warn(
+        f"{what} has a self-supervised loss of {loss:.6g}, no better than {baseline:.6g} of "
+        f"{BASELINE}: it finds no structure above the noise. {outcome}",
+        BaselineWarning, stacklevel=stacklevel + 1,
+    )
