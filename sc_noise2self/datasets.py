@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import anndata as ad
@@ -16,6 +18,7 @@ import pandas as pd
 from scipy import sparse
 
 from ._rng import RandomState, make_rng
+from .io import check_output, replace_folder
 
 DATA_ENV = "SC_NOISE2SELF_DATA"
 
@@ -231,6 +234,7 @@ def write_synthetic_counts(
     depth: float = 1500.0,
     chunk_size: int = 10_000,
     random_state: RandomState = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write synthetic counts to a zarr AnnData store, chunk by chunk (for the dask path).
 
@@ -242,7 +246,10 @@ def write_synthetic_counts(
     Parameters
     ----------
     path
-        Where to write the store (a folder); an existing store there is replaced.
+        Where to write the store (a folder). It is built beside the target and renamed into
+        place when complete.
+    overwrite
+        Replace an existing store at ``path``; without it an existing one is refused.
     n_obs, n_vars
         Numbers of cells and genes.
     rank
@@ -260,8 +267,6 @@ def write_synthetic_counts(
     The store's path. X holds CSR int32 counts, ``obs['library_size']`` the true expected
     totals. Needs anndata 0.12 or later.
     """
-    import zarr
-
     if n_obs < 1 or n_vars < 1 or chunk_size < 1:
         raise ValueError(
             f"n_obs={n_obs}, n_vars={n_vars} and chunk_size={chunk_size} must all be positive."
@@ -270,6 +275,22 @@ def write_synthetic_counts(
     programs = _gene_programs(n_vars, rank, rng)
     var = pd.DataFrame(index=[f"gene{j}" for j in range(n_vars)])
     obs = pd.DataFrame(index=[f"cell{i}" for i in range(n_obs)])
+    final = check_output(path, overwrite=overwrite, kind="store")
+    # Written beside the target and renamed into place when complete: an interrupted write
+    # leaves any previous store as it was.
+    building = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial",
+                                     dir=final.resolve().parent))
+    try:
+        _write_store(building, n_obs, n_vars, chunk_size, depth, rng, programs, var, obs)
+        replace_folder(building, final)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return final
+
+
+def _write_store(path: Path, n_obs, n_vars, chunk_size, depth, rng, programs, var, obs) -> None:
+    import zarr
+
     root = zarr.open_group(str(path), mode="w")
     library = []
     # Plain zarr chunks (anndata >= 0.12 warns that it will shard zarr v3 arrays by default).
@@ -286,7 +307,6 @@ def write_synthetic_counts(
                 ad.io.sparse_dataset(root["X"]).append(counts)
         obs["library_size"] = np.concatenate(library)
         ad.io.write_elem(root, "obs", obs)  # now that every cell's total is known
-    return Path(path)
 
 
 def _read_image(relative: str) -> np.ndarray:

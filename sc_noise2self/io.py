@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,8 +78,8 @@ def read_counts(path: str | os.PathLike) -> ad.AnnData:
     )
 
 
-def check_output(path: str | os.PathLike, *, overwrite: bool = False,
-                 inputs: tuple = ()) -> Path:
+def check_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: tuple = (),
+                 kind: str = "file") -> Path:
     """Check, before any work, that ``path`` can be written; return it as a Path.
 
     Parameters
@@ -89,6 +90,8 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False,
         Replace an existing file; without it an existing file is refused.
     inputs
         Paths being read: writing over one of them is refused unless ``overwrite``.
+    kind
+        ``"file"``, or ``"store"`` for a folder such as a zarr store.
 
     Returns
     -------
@@ -103,7 +106,7 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False,
         )
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"The output folder {str(folder)!r} is not writable.")
-    if path.is_dir():
+    if path.is_dir() and kind == "file":
         raise IsADirectoryError(f"The output {str(path)!r} is a folder; name a file.")
     if not overwrite:
         if any(Path(i).resolve() == path.resolve() for i in inputs if i is not None):
@@ -167,3 +170,19 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, overwrite: bool = 
     with atomic_path(path, overwrite=overwrite) as temporary:
         adata.write_h5ad(temporary)
     return Path(path)
+
+
+def replace_folder(built: Path, target: Path) -> None:
+    """Move the complete folder ``built`` to ``target``, replacing what is there last.
+
+    The old folder is renamed aside first and removed only once the new one is in place, so
+    at every moment one complete version exists.
+    """
+    aside = None
+    if target.exists():
+        aside = target.with_name(f".{target.name}.old")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(target, aside)
+    os.replace(built, target)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)

@@ -11,6 +11,7 @@ from ._anndata import get_counts
 from ._validation import check_choice, is_dask_array
 from .calibration import CalibrationResult
 from .diagnostics import half_correlations, noise_correlations
+from .io import atomic_path
 from .pp import split_counts
 
 
@@ -103,7 +104,9 @@ def _save_or_show(fig, save: bool | str | None, show: bool | None) -> None:
                 name = f"{name}.{sc.settings.file_format_figs}"
             path = Path(sc.settings.figdir) / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, bbox_inches="tight")
+        # scanpy's save= replaces the figure it names; the write itself is atomic.
+        with atomic_path(path, overwrite=True) as temporary:
+            fig.savefig(temporary, format=path.suffix.lstrip(".") or None, bbox_inches="tight")
     if sc.settings.autoshow if show is None else show:
         plt.show()
 

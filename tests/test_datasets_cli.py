@@ -91,3 +91,15 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     ad.AnnData(np.array([[1.5, 2.0], [3.0, 1.0]], dtype=np.float32)).write_h5ad(path)
     assert cli.main(["denoise", str(path), "--out", str(tmp_path / "o.h5ad")]) == 2
     assert "non-integer" in capsys.readouterr().err
+
+
+def test_write_synthetic_counts_never_replaces_a_store_unless_asked(tmp_path):
+    import anndata as ad
+
+    path = datasets.write_synthetic_counts(tmp_path / "s.zarr", 30, 8, chunk_size=10)
+    with pytest.raises(FileExistsError, match="exists"):
+        datasets.write_synthetic_counts(path, 40, 8)
+    assert ad.read_zarr(path).n_obs == 30
+    datasets.write_synthetic_counts(path, 40, 8, overwrite=True)
+    assert ad.read_zarr(path).n_obs == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]  # nothing left beside it
