@@ -31,7 +31,7 @@ def rank_genes_groups_split(
     method: str = "wilcoxon", p: float = 0.5, split: str = "binomial", overdispersion=None,
     n_comps: int | None = None, n_neighbors: int = 15, layer: str | None = None,
     random_state: RandomState = 0, key_added: str = "rank_genes_groups_split",
-    copy: bool = False, **kwargs,
+    split_key: str = "noise2self", copy: bool = False, **kwargs,
 ) -> ad.AnnData | None:
     """Marker genes of clusters found on half A, tested on half B (scanpy's format).
 
@@ -40,10 +40,11 @@ def rank_genes_groups_split(
     adata
         The cells, with raw integer counts in ``X`` or ``layers[layer]``.
     groupby
-        An ``obs`` column of groups that YOU computed from half A (e.g. with
-        :func:`sc_noise2self.pp.split_molecules` and your own clustering of
-        ``layers['noise2self_a']``), or None to cluster half A here by Leiden. Groups computed
-        from all the counts would bring the double dipping back.
+        An ``obs`` column of groups that YOU computed from half A of
+        :func:`sc_noise2self.pp.split_molecules` (your own clustering of
+        ``layers[split_key + '_a']``); the test then runs on ``layers[split_key + '_b']``, the
+        half those groups never saw. None clusters half A here by Leiden. Groups computed
+        from all the counts, or tested on another split, would bring the double dipping back.
     resolution
         Leiden resolution when ``groupby`` is None: a number, None (1.0, scanpy's default),
         or ``"calibrated"`` (chosen by the self-supervised loss within half A).
@@ -58,6 +59,9 @@ def rank_genes_groups_split(
         counts leaves the halves correlated, and the p-values too small).
     n_comps, n_neighbors
         The PCA rank (None: calibrated on half A) and neighbours of half A's graph.
+    split_key
+        With ``groupby``: the ``key_added`` of the :func:`~sc_noise2self.pp.split_molecules`
+        run whose half A made the groups (default ``"noise2self"``).
     layer
         Layer with the raw counts; None means ``X``.
     random_state
@@ -86,16 +90,15 @@ def rank_genes_groups_split(
     p = check_fraction(p)
     counts = get_counts(adata, layer)
     check_counts(counts)
-    if groupby is not None and groupby not in adata.obs:
-        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
-    split_seed, cluster_seed = spawn_seeds(random_state, 2)
-    half_a, half_b = split_counts(counts, p, random_state=split_seed, method=split,
-                                  overdispersion=overdispersion)
     log = logger()
     if groupby is None:
+        split_seed, cluster_seed = spawn_seeds(random_state, 2)
+        half_a, half_b = split_counts(counts, p, random_state=split_seed, method=split,
+                                      overdispersion=overdispersion)
         labels = _clusters_of_half(half_a, resolution, n_comps, n_neighbors, cluster_seed)
         group_key = f"{key_added}_groups"
     else:
+        half_b = _tested_half_of_user_groups(adata, groupby, split_key)
         labels, group_key = adata.obs[groupby].astype(str).to_numpy(), groupby
     tested = _normalised_half(half_b, adata)
     tested.obs[group_key] = pd.Categorical(labels)
@@ -106,11 +109,31 @@ def rank_genes_groups_split(
         adata.obs[group_key] = tested.obs[group_key].to_numpy()
         adata.obs[group_key] = adata.obs[group_key].astype("category")
     record = dict(tested.uns[key_added])
-    record["params"] = {**dict(record["params"]), "count_split": {
-        "p": p, "split": split, "random_state": _seed_record(random_state),
-        "groups_from": "half A (Leiden)" if groupby is None else f"obs[{groupby!r}]"}}
+    if groupby is None:
+        split_record = {"p": p, "split": split, "random_state": _seed_record(random_state),
+                        "groups_from": "half A (Leiden)"}
+    else:
+        split_record = {**dict(adata.uns.get(f"{split_key}_split", {})),
+                        "groups_from": f"obs[{groupby!r}]",
+                        "tested_on": f"layers['{split_key}_b']"}
+    record["params"] = {**dict(record["params"]), "count_split": split_record}
     adata.uns[key_added] = record
     return adata if copy else None
+
+
+def _tested_half_of_user_groups(adata: ad.AnnData, groupby: str, split_key: str):
+    """Half B of the split whose half A made the user's groups, or a clear refusal."""
+    if groupby not in adata.obs:
+        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+    layer = f"{split_key}_b"
+    if layer not in adata.layers:
+        raise ValueError(
+            f"groupby={groupby!r} needs the half its groups never saw: run "
+            f"sc_noise2self.pp.split_molecules(adata, key_added={split_key!r}) first, compute "
+            f"the groups from layers['{split_key}_a'], then pass them here (split_key names "
+            "that split). Groups from all the counts would be double dipping."
+        )
+    return adata.layers[layer]
 
 
 def _seed_record(random_state) -> int | str:

@@ -213,3 +213,28 @@ def test_association_finds_genes_that_follow_a_gradient():
         tl.association_split(adata, "dpt")
     with pytest.raises(KeyError, match="covariate='age'"):
         tl.association_split(adata, "age")
+
+
+def test_user_groups_of_half_a_are_tested_on_its_own_half_b():
+    import scanpy as sc
+
+    adata = homogeneous(800, 300, 11)
+    adata.obs["g"] = "0"
+    with pytest.raises(ValueError, match="split_molecules"):  # groups without their split
+        tl.rank_genes_groups_split(adata, groupby="g")
+    n2s.pp.split_molecules(adata, random_state=4)
+    half_a = ad.AnnData(adata.layers["noise2self_a"].astype(np.float32))
+    sc.pp.normalize_total(half_a, target_sum=1e4)
+    sc.pp.log1p(half_a)
+    sc.pp.pca(half_a, n_comps=20)
+    sc.pp.neighbors(half_a)
+    sc.tl.leiden(half_a, resolution=1.0, flavor="igraph", n_iterations=2, directed=False)
+    adata.obs["mine"] = half_a.obs["leiden"].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tl.rank_genes_groups_split(adata, groupby="mine", n_genes=adata.n_vars)
+    p = pvalues(adata, "rank_genes_groups_split")
+    assert adata.obs["mine"].nunique() > 1
+    assert 0.03 <= np.mean(p < 0.05) <= 0.07
+    record = adata.uns["rank_genes_groups_split"]["params"]["count_split"]
+    assert record["tested_on"] == "layers['noise2self_b']"
