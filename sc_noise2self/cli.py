@@ -18,6 +18,7 @@ from . import datasets, pl, tl
 from ._version import __version__
 from .calibration import DEFAULT_P
 from .io import atomic_path, check_output, formats_text, read_counts, write_h5ad
+from .results import finite_argmin
 
 DEFAULT_DATASETS = ("auto", "paul15", "synthetic")
 
@@ -82,7 +83,7 @@ def load_input(path: str | None, dataset: str):
 
 def describe_curve(grid: np.ndarray, loss: np.ndarray) -> str:
     """One line on the curve's shape: its ends, its minimum, and whether that is interior."""
-    best = int(np.argmin(loss))
+    best = finite_argmin(loss)  # as the calibration chose: a failed rank never wins
     where = "interior minimum" if 0 < best < len(grid) - 1 else "minimum at the edge of the grid"
     return (
         f"loss {loss[0]:.5g} at rank {grid[0]}, {loss[best]:.5g} at rank {grid[best]} "

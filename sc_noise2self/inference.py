@@ -88,16 +88,21 @@ def rank_genes_groups_split(
         # rank-sum variance is overestimated and the p-values pile up near 1.
         kwargs.setdefault("tie_correct", True)
     p = check_fraction(p)
-    counts = get_counts(adata, layer)
-    check_counts(counts)
     log = logger()
     if groupby is None:
+        counts = get_counts(adata, layer)
+        check_counts(counts)
         split_seed, cluster_seed = spawn_seeds(random_state, 2)
         half_a, half_b = split_counts(counts, p, random_state=split_seed, method=split,
                                       overdispersion=overdispersion)
         labels = _clusters_of_half(half_a, resolution, n_comps, n_neighbors, cluster_seed)
         group_key = f"{key_added}_groups"
     else:
+        if split != "binomial" or overdispersion is not None:
+            raise ValueError(
+                "With groupby, the split is the one of pp.split_molecules (split_key); pass "
+                "split and overdispersion to that call, not here."
+            )
         half_b = _tested_half_of_user_groups(adata, groupby, split_key)
         labels, group_key = adata.obs[groupby].astype(str).to_numpy(), groupby
     tested = _normalised_half(half_b, adata)
@@ -121,19 +126,27 @@ def rank_genes_groups_split(
     return adata if copy else None
 
 
-def _tested_half_of_user_groups(adata: ad.AnnData, groupby: str, split_key: str):
-    """Half B of the split whose half A made the user's groups, or a clear refusal."""
-    if groupby not in adata.obs:
-        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+def _tested_half_of_user_groups(adata: ad.AnnData, column: str, split_key: str, *,
+                                what: str = "groupby"):
+    """Half B of the split whose half A made the user's ``obs`` column, checked."""
+    if column not in adata.obs:
+        raise KeyError(f"{what}={column!r} is not a column of adata.obs.")
+    if adata.obs[column].isna().any():
+        raise ValueError(
+            f"{what}={column!r} is missing for {int(adata.obs[column].isna().sum())} cell(s); "
+            "give every cell a value, or test a subset without them."
+        )
     layer = f"{split_key}_b"
     if layer not in adata.layers:
         raise ValueError(
-            f"groupby={groupby!r} needs the half its groups never saw: run "
+            f"{what}={column!r} needs the half it never saw: run "
             f"sc_noise2self.pp.split_molecules(adata, key_added={split_key!r}) first, compute "
-            f"the groups from layers['{split_key}_a'], then pass them here (split_key names "
-            "that split). Groups from all the counts would be double dipping."
+            f"it from layers['{split_key}_a'], then pass it here (split_key names that "
+            "split). A column computed from all the counts would be double dipping."
         )
-    return adata.layers[layer]
+    half_b = adata.layers[layer]
+    check_counts(half_b, name=f"layers[{layer!r}]")
+    return half_b
 
 
 def _seed_record(random_state) -> int | str:
@@ -173,7 +186,7 @@ def association_split(
     adata: ad.AnnData, covariate: str, *, root: int | None = None, p: float = 0.5,
     split: str = "binomial", overdispersion=None, n_comps: int = 30, n_neighbors: int = 15,
     layer: str | None = None, random_state: RandomState = 0,
-    key_added: str = "association_split", copy: bool = False,
+    key_added: str = "association_split", split_key: str = "noise2self", copy: bool = False,
 ) -> ad.AnnData | None:
     """Genes associated with a covariate of half A, tested on half B (Spearman, BH).
 
@@ -183,14 +196,18 @@ def association_split(
         The cells and their raw integer counts (``X`` or ``layers[layer]``).
     covariate
         ``"dpt"``: diffusion pseudotime computed here from half A alone (``sc.tl.dpt`` from
-        the cell ``root``); or an ``obs`` column that YOU computed from half A (e.g. from
-        ``layers['noise2self_a']`` of :func:`sc_noise2self.pp.split_molecules`).
+        the cell ``root``); or an ``obs`` column that YOU computed from half A of
+        :func:`sc_noise2self.pp.split_molecules` (``layers[split_key + '_a']``), tested on
+        that split's half B. A covariate known without the counts (age, time of sampling)
+        may be tested the same way.
     root
         Index of the root cell, for ``covariate="dpt"``.
     p, split, overdispersion
-        The count split, as in :func:`rank_genes_groups_split`.
+        The count split for ``covariate="dpt"``, as in :func:`rank_genes_groups_split`.
     n_comps, n_neighbors
         Half A's PCA and neighbours for the pseudotime.
+    split_key
+        For an ``obs`` covariate: the ``key_added`` of the split that made it.
     layer
         Layer with the raw counts; None means ``X``.
     random_state
@@ -207,20 +224,19 @@ def association_split(
     None, or a new AnnData when ``copy=True``.
     """
     p = check_fraction(p)
-    counts = get_counts(adata, layer)
-    check_counts(counts)
     if covariate == "dpt":
         if root is None or not 0 <= int(root) < adata.n_obs:
             raise ValueError(
                 f"covariate='dpt' needs root, the index of a cell (0..{adata.n_obs - 1})."
             )
-    elif covariate not in adata.obs:
-        raise KeyError(f"covariate={covariate!r} is neither 'dpt' nor a column of adata.obs.")
-    half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,
-                                  overdispersion=overdispersion)
-    if covariate == "dpt":
+        counts = get_counts(adata, layer)
+        check_counts(counts)
+        half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,
+                                      overdispersion=overdispersion)
         values = _pseudotime_of_half(half_a, adata, int(root), n_comps, n_neighbors)
     else:
+        # A covariate of the user's: tested on the half its split kept from it.
+        half_b = _tested_half_of_user_groups(adata, covariate, split_key, what="covariate")
         values = adata.obs[covariate].to_numpy(dtype=np.float64)
     rho, pval = spearman_per_gene(_normalised_half(half_b, adata).X, values)
     adata = target(adata, copy)

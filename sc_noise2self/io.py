@@ -146,9 +146,19 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         yield temporary
         with open(temporary, "rb+") as written:
             os.fsync(written.fileno())  # on disk before the rename makes it the file
+        os.chmod(temporary, _mode_for(path))  # mkstemp makes 0600; keep the usual mode
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _mode_for(path: Path) -> int:
+    """The mode of the file being replaced, or what a plain ``open`` would give (umask)."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

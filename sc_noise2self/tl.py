@@ -235,7 +235,12 @@ def _stored_calibration(adata, key, family, counts, arguments, layer) -> Calibra
               **{name: arguments[name] for name in family.options},
               "layer": "X" if layer is None else layer}
     stored = record["params"]
-    if any(_plain(stored.get(name)) != _plain(value) for name, value in wanted.items()):
+    # An option left to the calibration (None, e.g. the Leiden graph's rank) is stored as
+    # the value it resolved to: any stored value matches it.
+    resolved = {name for name, default in family.options.items()
+                if default is None and arguments[name] is None}
+    if any(_plain(stored.get(name)) != _plain(value) for name, value in wanted.items()
+           if name not in resolved):
         return None
     logger().info(f"reusing the calibration stored in uns[{key!r}] (same settings)")
     return CalibrationResult.from_dict(record)

@@ -190,3 +190,13 @@ def test_cli_version_and_defaults_in_help(capsys):
         cli.main(["denoise", "--help"])
     text = capsys.readouterr().out
     assert "(default: 100)" in text and "--max-layer-gb" in text and ".loom" in text
+
+
+def test_atomic_writes_keep_the_usual_file_mode(counts, tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = write_h5ad(counts, tmp_path / "m.h5ad")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    path.chmod(0o640)
+    write_h5ad(counts, path, overwrite=True)
+    assert path.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode

@@ -206,6 +206,9 @@ def test_association_finds_genes_that_follow_a_gradient():
     mu[:, 10:20] = 5.0 * (5.0 - 4.0 * time_)[:, None]
     adata = ad.AnnData(sparse.csr_matrix(rng.poisson(mu).astype(np.float32)))
     adata.obs["time"] = time_  # a covariate known without the counts: fine to test
+    with pytest.raises(ValueError, match="split_molecules"):
+        tl.association_split(adata, "time")  # tested on which half? it must be said
+    n2s.pp.split_molecules(adata, random_state=2)
     tl.association_split(adata, "time")
     adjusted = adata.var["association_split_pval_adj"].to_numpy()
     assert np.mean(adjusted[:20] < 0.05) >= 0.9 and np.mean(adjusted[20:] < 0.05) <= 0.1
@@ -238,3 +241,32 @@ def test_user_groups_of_half_a_are_tested_on_its_own_half_b():
     assert 0.03 <= np.mean(p < 0.05) <= 0.07
     record = adata.uns["rank_genes_groups_split"]["params"]["count_split"]
     assert record["tested_on"] == "layers['noise2self_b']"
+
+
+def test_user_groups_need_no_raw_x_and_no_missing_groups():
+    adata = homogeneous(300, 80, 12)
+    n2s.pp.split_molecules(adata)
+    adata.X = adata.X * 0.5  # X normalised after the split: only half B is read
+    adata.obs["g"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tl.rank_genes_groups_split(adata, groupby="g")
+    assert "rank_genes_groups_split" in adata.uns
+    adata.obs["g"] = adata.obs["g"].where(np.arange(adata.n_obs) > 5)
+    with pytest.raises(ValueError, match="missing for 6 cell"):
+        tl.rank_genes_groups_split(adata, groupby="g")
+    with pytest.raises(ValueError, match="split and overdispersion"):
+        tl.rank_genes_groups_split(adata, groupby="g", split="negative_binomial")
+
+
+def test_denoise_leiden_reuses_calibrate_leiden(monkeypatch):
+    adata, _ = groups(3, 13)
+    tl.calibrate_leiden(adata, resolutions=[0.1, 1.0])
+    calls = []
+    original = tl.calibrate_counts
+    monkeypatch.setattr(tl, "calibrate_counts",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    tl.denoise_leiden(adata, resolutions=[0.1, 1.0])
+    assert calls == []
+    given = tl.denoise_leiden(adata, resolution=0.5, copy=True)  # rank still calibrated
+    assert given.uns["noise2self_leiden"]["params"]["n_comps"] >= 2

@@ -19,7 +19,7 @@ from scipy import sparse
 
 from .._anndata import write_dense_layer
 from .._validation import check_real, check_whole
-from ..calibration import Family, Knob, counts_calibrator
+from ..calibration import Family, Knob, SplitSettings, counts_calibrator
 from ..embedding import fit_pca, max_rank
 from ..losses import Halves, block_loss, dense_rows, row_chunks
 from ..transforms import library_sizes, normalised_values
@@ -126,18 +126,23 @@ class Clustering:
     values: object  # the normalised, transformed counts they were found on
     depth: float
     resolution: float
+    n_comps: int
 
 
 def fit_clusters(counts, resolution: float, options: dict, *, transform: str, random_state,
                  max_layer_gb: float) -> Clustering:
     """Leiden on the full normalised counts at ``resolution``."""
     check_real(resolution, name="resolution", minimum=1e-9, hint="Leiden's resolution")
-    n_comps = options["n_comps"] or 50
+    # A given resolution skips the calibration, but n_comps=None still means the PCA rank
+    # calibrated on these counts, as documented.
+    n_comps = calibrated_rank(options, counts, SplitSettings(random_state=random_state))[
+        "n_comps"]
     depth = float(np.median(library_sizes(counts)))
     values = normalised_values(counts, depth, transform)
     seed = seed_of(random_state)
     graph = neighbour_graph(values, n_comps, options["n_neighbors"], seed)
-    return Clustering(leiden_labels(graph, resolution, seed), values, depth, float(resolution))
+    return Clustering(leiden_labels(graph, resolution, seed), values, depth, float(resolution),
+                      int(n_comps))
 
 
 def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> dict:
@@ -147,6 +152,7 @@ def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> 
     if max_layer_gb is not None:  # None: calibrate_leiden writes the labels only
         write_dense_layer(adata, key, max_layer_gb, values=lambda: cluster_values(
             adata, key, np.arange(adata.n_vars), fitted.values))
+    adata.uns[key]["params"]["n_comps"] = fitted.n_comps
     return {"n_clusters": int(fitted.labels.max()) + 1, "resolution": fitted.resolution}
 
 
