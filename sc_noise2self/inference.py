@@ -18,7 +18,7 @@ from scipy import stats
 
 from ._anndata import get_counts, logger, target
 from ._rng import RandomState, spawn_seeds
-from ._validation import check_choice, check_counts, check_fraction, check_real
+from ._validation import check_choice, check_counts, check_fraction, check_real, check_whole
 from .calibration import SplitSettings, calibrate_counts
 from .denoisers.leiden import LEIDEN, calibrated_rank, fit_clusters
 from .pp import split_counts
@@ -88,6 +88,7 @@ def rank_genes_groups_split(
         # rank-sum variance is overestimated and the p-values pile up near 1.
         kwargs.setdefault("tie_correct", True)
     p = check_fraction(p)
+    _check_clustering_options(resolution, n_comps, n_neighbors, adata)
     log = logger()
     if groupby is None:
         counts = get_counts(adata, layer)
@@ -147,6 +148,18 @@ def _tested_half_of_user_groups(adata: ad.AnnData, column: str, split_key: str, 
     half_b = adata.layers[layer]
     check_counts(half_b, name=f"layers[{layer!r}]")
     return half_b
+
+
+def _check_clustering_options(resolution, n_comps, n_neighbors, adata: ad.AnnData) -> None:
+    """The clustering options, checked before any split is drawn."""
+    if isinstance(resolution, str):
+        check_choice(resolution, ("calibrated",), name="resolution")
+    elif resolution is not None:
+        check_real(resolution, name="resolution", minimum=1e-9, hint="Leiden's resolution")
+    if n_comps is not None:
+        check_whole(n_comps, name="n_comps", minimum=1, hint="or None for the calibrated rank")
+    check_whole(n_neighbors, name="n_neighbors", minimum=2, maximum=max(2, adata.n_obs - 1),
+                hint="neighbours per cell in half A's graph")
 
 
 def _seed_record(random_state) -> int | str:
@@ -224,11 +237,16 @@ def association_split(
     None, or a new AnnData when ``copy=True``.
     """
     p = check_fraction(p)
+    if not isinstance(covariate, str):
+        raise TypeError(f"covariate={covariate!r} must be 'dpt' or the name of an obs column.")
     if covariate == "dpt":
-        if root is None or not 0 <= int(root) < adata.n_obs:
+        _check_clustering_options(None, n_comps, n_neighbors, adata)
+        if root is None:
             raise ValueError(
                 f"covariate='dpt' needs root, the index of a cell (0..{adata.n_obs - 1})."
             )
+        check_whole(root, name="root", minimum=0, maximum=adata.n_obs - 1,
+                    hint="the index of the cell where the pseudotime starts")
         counts = get_counts(adata, layer)
         check_counts(counts)
         half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,

@@ -239,19 +239,19 @@ def _stored_calibration(adata, key, family, counts, arguments, layer) -> Calibra
     # the value it resolved to: any stored value matches it.
     resolved = {name for name, default in family.options.items()
                 if default is None and arguments[name] is None}
-    if any(_plain(stored.get(name)) != _plain(value) for name, value in wanted.items()
+    if any(_comparable(stored.get(name)) != _comparable(value) for name, value in wanted.items()
            if name not in resolved):
         return None
     logger().info(f"reusing the calibration stored in uns[{key!r}] (same settings)")
     return CalibrationResult.from_dict(record)
 
 
-def _plain(value):
+def _comparable(value):
     """A comparable form of a stored or given option (h5ad writes None as 'None')."""
     if value is None or (isinstance(value, str) and value == "None"):
         return None
     if isinstance(value, np.ndarray | list | tuple):
-        return tuple(_plain(v) for v in np.asarray(value).tolist())
+        return tuple(_comparable(v) for v in np.asarray(value).tolist())
     if isinstance(value, np.generic):
         return value.item()
     return value

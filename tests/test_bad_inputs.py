@@ -34,6 +34,13 @@ def normalised() -> ad.AnnData:
     return a
 
 
+def with_obs(adata: ad.AnnData, **columns) -> ad.AnnData:
+    """``adata`` with constant ``obs`` columns added."""
+    for name, value in columns.items():
+        adata.obs[name] = value
+    return adata
+
+
 def warned(pattern: str, function, *args, **kwargs):
     """``function(*args, **kwargs)``, checking that it warns with ``pattern``."""
     with pytest.warns(UserWarning, match=pattern):
@@ -264,6 +271,48 @@ ANNDATA_CASES = [
      lambda out: out.uns["noise2self_split"]["method"] == "negative_binomial"),
     ("pl.calibration_curve without a run", lambda t: n2s.pl.calibration_curve(
         adata_of(), show=False), KeyError, "noise2self"),
+    ("resolutions=[-1]", lambda t: tl.calibrate_leiden(adata_of(), resolutions=[-1.0]),
+     ValueError, "resolutions (each value)=-1.0"),
+    ("resolutions=['a']", lambda t: tl.calibrate_leiden(adata_of(), resolutions=["a"]),
+     TypeError, "resolutions (each value)='a'"),
+    ("leiden n_comps=0", lambda t: tl.calibrate_leiden(adata_of(), n_comps=0), ValueError,
+     "n_comps=0"),
+    ("leiden n_neighbors=1", lambda t: tl.calibrate_leiden(adata_of(), n_neighbors=1),
+     ValueError, "n_neighbors=1"),
+    ("denoise_leiden resolution=0", lambda t: tl.denoise_leiden(adata_of(), resolution=0.0),
+     ValueError, "resolution=0.0"),
+    ("markers method='anova'", lambda t: tl.rank_genes_groups_split(adata_of(), method="anova"),
+     ValueError, "Unknown method='anova'"),
+    ("markers resolution='auto'", lambda t: tl.rank_genes_groups_split(
+        adata_of(), resolution="auto"), ValueError, "Unknown resolution='auto'"),
+    ("markers resolution=-1", lambda t: tl.rank_genes_groups_split(adata_of(), resolution=-1.0),
+     ValueError, "resolution=-1.0"),
+    ("markers n_neighbors=0", lambda t: tl.rank_genes_groups_split(adata_of(), n_neighbors=0),
+     ValueError, "n_neighbors=0"),
+    ("markers p=1", lambda t: tl.rank_genes_groups_split(adata_of(), p=1.0), ValueError,
+     "p=1.0"),
+    ("markers groupby missing", lambda t: tl.rank_genes_groups_split(adata_of(), groupby="x"),
+     KeyError, "groupby='x' is not a column"),
+    ("markers groupby without its split", lambda t: tl.rank_genes_groups_split(
+        with_obs(adata_of(), g="a"), groupby="g"), ValueError, "split_molecules"),
+    ("markers on normalised X", lambda t: tl.rank_genes_groups_split(normalised()),
+     ValueError, "non-integer"),
+    ("association covariate=3", lambda t: tl.association_split(adata_of(), 3), TypeError,
+     "covariate=3"),
+    ("association dpt without root", lambda t: tl.association_split(adata_of(), "dpt"),
+     ValueError, "needs root"),
+    ("association root out of range", lambda t: tl.association_split(adata_of(), "dpt",
+                                                                      root=10_000),
+     ValueError, "root=10000"),
+    ("association unknown column", lambda t: tl.association_split(adata_of(), "age"),
+     KeyError, "covariate='age'"),
+    ("association column without its split", lambda t: tl.association_split(
+        with_obs(adata_of(), age=1.0), "age"), ValueError, "split_molecules"),
+    ("pl.resolution_curve on a PCA record", lambda t: n2s.pl.resolution_curve(
+        tl.calibrate_pca(adata_of(), max_comps=3, copy=True), key="noise2self", show=False),
+     KeyError, "no cluster counts"),
+    ("pl.pvalue_qq without results", lambda t: n2s.pl.pvalue_qq(adata_of(), show=False),
+     KeyError, "rank_genes_groups_split"),
 ]
 
 

@@ -29,10 +29,15 @@ DEFAULT_RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8
 
 
 def _grid(resolutions, shape: tuple[int, int], options: dict) -> np.ndarray:
-    values = DEFAULT_RESOLUTIONS if resolutions is None else np.atleast_1d(resolutions)
+    if resolutions is None:
+        values = list(DEFAULT_RESOLUTIONS)
+    else:  # the user's own values in messages, not numpy's repr of them
+        values = [resolutions] if np.isscalar(resolutions) else list(resolutions)
     for value in values:
         check_real(value, name="resolutions (each value)", minimum=1e-9,
                    hint="Leiden's resolution, above 0")
+    if not values:
+        raise ValueError("resolutions is empty; give at least one Leiden resolution.")
     return np.unique(np.asarray(values, dtype=np.float64))
 
 
