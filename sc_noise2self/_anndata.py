@@ -51,13 +51,15 @@ def target(adata: ad.AnnData, copy: bool) -> ad.AnnData:
 def store_calibration(adata: ad.AnnData, result, key_added: str, layer: str | None) -> dict:
     """Write a calibration record into ``adata.uns[key_added]`` and return it.
 
-    Per-gene NB sizes (estimated or given) go to ``adata.var[key_added + '_overdispersion']``.
+    Per-gene NB sizes (the split's, estimated or given, and the ``"nb"`` loss's) go to
+    ``adata.var[key_added + '_overdispersion']`` and ``adata.var[key_added + '_nb_size']``.
     """
     result.params["layer"] = "X" if layer is None else layer
-    sizes = result.params.get("overdispersion")
-    if isinstance(sizes, np.ndarray) and sizes.ndim == 1:
-        adata.var[f"{key_added}_overdispersion"] = sizes
-        result.params["overdispersion"] = f"per gene, in var['{key_added}_overdispersion']"
+    for name in ("overdispersion", "nb_size"):
+        sizes = result.params.get(name)
+        if isinstance(sizes, np.ndarray) and sizes.ndim == 1:
+            adata.var[f"{key_added}_{name}"] = sizes
+            result.params[name] = f"per gene, in var['{key_added}_{name}']"
     adata.uns[key_added] = result.to_dict()
     return adata.uns[key_added]
 

@@ -15,7 +15,6 @@ same way, on any backend:
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,170 +22,15 @@ from typing import Any
 import numpy as np
 
 from ._compat import moved_names
-from ._dask import check_dask_counts, checked_library_sizes, rows_chunked
-from ._progress import progress_bar
-from ._rng import RandomState, check_random_state, spawn_seeds
-from ._validation import (
-    check_choice,
-    check_counts,
-    check_fraction,
-    check_matrix,
-    check_no_empty_cells,
-    is_dask_array,
-)
-from .diagnostics import estimate_overdispersion
-from .losses import LOSSES, Halves, halves_from_counts, prediction_loss, prepare_halves
+from ._validation import is_dask_array
+from .losses import LOSSES, Halves, prediction_loss
 from .referee import Referee, checked
 from .results import CalibrationResult, expand_grid
-from .splitting import SPLIT_METHODS, gene_sizes, split_folds
-from .transforms import TRANSFORMS, library_sizes
+from .runs import DEFAULT_P, DaskCounts, HalvesNeeds, SplitSettings, nb_scoring_sizes, run_splits
 
-__all__ = ["DEFAULT_P", "CalibrationResult", "DaskCounts", "Family", "Knob",
+__all__ = ["DEFAULT_P", "CalibrationResult", "DaskCounts", "Family", "HalvesNeeds", "Knob",
            "SplitSettings", "calibrate_callable_counts", "calibrate_counts", "counts_calibrator",
            "expand_grid", "run_splits"]
-
-# The share of molecules in the fitted half. Measured over 30 synthetic and CellBench cases
-# (benchmarks/RESULTS.md, "The split fraction p"): the paper's 0.5 picks ranks that suit
-# half the depth and runs low on shallow data; MCV's 0.9 leaves a 10% target so noisy that it
-# over-picks on small data; 0.7 had the lowest mean, median and worst regret.
-DEFAULT_P = 0.7
-
-
-@dataclass(frozen=True, kw_only=True)
-class SplitSettings:
-    """The options every calibration shares: how to split, transform and score.
-
-    Attributes
-    ----------
-    p
-        Share of molecules in half A, the half that is fitted.
-    transform
-        ``"sqrt"``, ``"log1p"`` or ``"none"`` after library-size normalisation.
-    loss
-        ``"mse"`` on the transformed scale, or ``"poisson"`` deviance on half B's counts.
-    n_splits
-        Independent splits whose curves are averaged.
-    random_state
-        Seed; the same seed gives identical curves.
-    split
-        ``"binomial"`` (Poisson counts) or ``"negative_binomial"`` (beta-binomial shares).
-    overdispersion
-        NB size per gene, one number, or ``"estimate"``; only with the NB split.
-    sample_ratio
-        MCV's overlap correction; None splits plainly.
-    folds
-        K-fold thinning instead of one split: each fold scored against the other K-1.
-    """
-
-    p: float = DEFAULT_P
-    transform: str = "sqrt"
-    loss: str = "mse"
-    n_splits: int = 1
-    random_state: RandomState = 0
-    split: str = "binomial"
-    overdispersion: Any = None
-    sample_ratio: float | None = None
-    folds: int | None = None
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        """The option names, in order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def take(cls, options: dict) -> SplitSettings:
-        """Settings from the split options in ``options``, which are removed from it."""
-        return cls(**{name: options.pop(name) for name in cls.names() if name in options})
-
-    def validate(self, X) -> SplitSettings:
-        """Check ``X`` and every option before any work; return settings ready to split ``X``.
-
-        In memory the counts are checked whole and ``overdispersion="estimate"`` is estimated
-        once, for every split. For a dask array what can be known without computing is
-        checked here; the counts themselves are checked chunk by chunk on the first pass.
-        """
-        self.check_options()
-        check_matrix(X)
-        if X.shape[0] < 2:
-            raise ValueError(
-                f"X has {X.shape[0]} cell(s); calibration needs at least 2 cells to fit on "
-                "one half and score on the other."
-            )
-        if X.shape[1] < 1:
-            raise ValueError("X has no genes; pass counts with at least one gene.")
-        settings = self
-        if self.folds is not None:
-            # K-fold thinning: each fold is scored against the rest, a share (K-1)/K.
-            settings = dataclasses.replace(self, p=(self.folds - 1) / self.folds)
-        if is_dask_array(X):
-            return settings._validate_dask(X)
-        check_counts(X)
-        check_no_empty_cells(library_sizes(X))
-        if isinstance(self.overdispersion, str):
-            return dataclasses.replace(settings, overdispersion=estimate_overdispersion(X))
-        gene_sizes(X, self.split, self.overdispersion)  # checks shape and values
-        return settings
-
-    def check_options(self) -> None:
-        """Check every option (not the data); raise naming the option and the fix."""
-        check_choice(self.transform, TRANSFORMS, name="transform")
-        check_choice(self.loss, LOSSES, name="loss")
-        check_choice(self.split, SPLIT_METHODS, name="split")
-        check_fraction(self.p)
-        check_random_state(self.random_state)
-        if not _is_whole(self.n_splits) or self.n_splits < 1:
-            raise ValueError(f"n_splits={self.n_splits!r} must be a whole number of at least 1.")
-        if self.sample_ratio:
-            check_fraction(self.sample_ratio, name="sample_ratio")
-            if self.split != "binomial":
-                raise ValueError("sample_ratio (the overlap correction) needs split='binomial'.")
-        if self.folds is not None:
-            if not _is_whole(self.folds) or self.folds < 2:
-                raise ValueError(f"folds={self.folds!r} must be an integer of at least 2.")
-            if self.sample_ratio:
-                raise ValueError("folds and sample_ratio cannot be combined; drop one of them.")
-        if isinstance(self.overdispersion, str):
-            check_choice(self.overdispersion, ("estimate",), name="overdispersion")
-            if self.split != "negative_binomial":
-                raise ValueError(
-                    "overdispersion='estimate' applies to split='negative_binomial' only."
-                )
-
-    def _validate_dask(self, X) -> SplitSettings:
-        check_dask_counts(X)
-        if self.folds is not None:
-            raise ValueError("folds is not supported on dask arrays; use n_splits instead.")
-        if isinstance(self.overdispersion, str):
-            raise ValueError(
-                "overdispersion='estimate' needs every cell in memory; on a dask array pass "
-                "the NB sizes per gene, e.g. "
-                "sc_noise2self.diagnostics.estimate_overdispersion(adata[:20000].X.compute())."
-            )
-        gene_sizes(X, self.split, self.overdispersion)
-        return self
-
-    def params(self) -> dict:
-        """The settings as a dict for the result record."""
-        seed = self.random_state
-        record = {name: getattr(self, name) for name in self.names()}
-        record["random_state"] = (
-            int(seed) if isinstance(seed, numbers.Integral) else (None if seed is None else
-                                                                  "custom")
-        )
-        return record
-
-
-def _is_whole(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-@dataclass
-class DaskCounts:
-    """A dask array of counts prepared once for every split: whole rows, checked totals."""
-
-    X: Any
-    totals: np.ndarray
-    depth: float
 
 
 def best_value(result: CalibrationResult):
@@ -273,9 +117,21 @@ class Family:
     fit_after_calibrate
         ``calibrate_*`` also fits at the best value and stores it (clustering writes its
         labels at the best resolution).
+    losses
+        The losses the family can score (``"nb"`` needs predictions of every gene at once).
+    needs_counts
+        The family fits half A's raw counts (``Halves.a_counts``), not its normalised values.
+    covariates
+        Options that name ``obs`` columns (scVI's ``batch_key``): the front passes those
+        columns as ``obs=``, which reach ``score`` as ``Halves.obs`` and ``fit`` as ``obs=``.
+    returns_model
+        The fronts take ``return_model=``: the model of the best setting (the first split's,
+        from ``score``'s ``"fitted"`` extras) or of the final fit (``fitted.model``).
 
     A family's ``score`` may return ``(losses, extras)``: ``extras`` maps a name to one value
-    per grid point (e.g. the number of clusters), averaged over splits into the params.
+    per grid point (e.g. the number of clusters), averaged over splits into the params; under
+    ``"fitted"`` it may give one fitted model per grid point, of which the first split's are
+    kept in :attr:`CalibrationResult.fitted` (never written to ``uns``).
     """
 
     name: str
@@ -297,6 +153,10 @@ class Family:
     baseline_index: Callable | None = None
     prepare_options: Callable | None = None
     fit_after_calibrate: bool = False
+    losses: tuple[str, ...] = LOSSES
+    needs_counts: bool = False
+    covariates: tuple[str, ...] = ()
+    returns_model: bool = False
 
     @property
     def knob(self) -> str:
@@ -330,6 +190,8 @@ def calibrate_counts(
     *,
     settings: SplitSettings | None = None,
     progress: bool | None = None,
+    obs=None,
+    keep_fitted: bool = False,
     **options,
 ) -> CalibrationResult:
     """Self-supervised loss of a family over its whole grid, on raw counts.
@@ -345,6 +207,12 @@ def calibrate_counts(
         Split options; alternatively pass them as keywords (``p=0.5``).
     progress
         A progress bar over splits; None shows it only on a terminal.
+    obs
+        The cells' covariates (a DataFrame holding the columns that the family's
+        :attr:`~Family.covariates` options name), for families that use them.
+    keep_fitted
+        Keep the models the family fitted on the first split in
+        :attr:`CalibrationResult.fitted` (families whose ``score`` returns them).
     **options
         The family's grid argument (e.g. ``max_comps``), its own options and split options.
 
@@ -365,21 +233,33 @@ def calibrate_counts(
             f"Unexpected option(s) {sorted(options)} for the {family.name!r} family; it takes "
             f"{[family.grid_arg, *family.options, *SplitSettings.names()]}."
         )
+    settings.check_options()
+    if settings.loss not in family.losses:
+        raise ValueError(
+            f"loss={settings.loss!r} is not available for the {family.name} family; choose "
+            f"one of {list(family.losses)}."
+        )
     settings = settings.validate(X)
     if family.check_options is not None:
         family.check_options(own, X)
+    obs = _checked_covariates(family, own, obs, X.shape[0])
     grid = family.grid.make_grid(grid_value, X.shape, own)
     if family.prepare_options is not None:
         own = family.prepare_options(own, X, settings)
     index = None if family.baseline_index is None else family.baseline_index(grid, own)
     referee = Referee(settings.loss, index)
+    needs = HalvesNeeds(family.needs_counts, nb_scoring_sizes(X, settings), obs)
     extras: list[dict] = []
+    fitted: list = []
 
     def score(halves: Halves, seed) -> np.ndarray:
         scored = family.score(referee.before(halves), grid, seed, own, settings.loss,
                               progress=progress)
         if isinstance(scored, tuple):  # (losses, {name: one value per grid point})
             scored, extra = scored
+            models = extra.pop("fitted", None)
+            if models is not None and keep_fitted and not fitted:  # the first split's
+                fitted.extend(models)
             extras.append(extra)
         return referee.scored(halves, scored)
 
@@ -389,13 +269,38 @@ def calibrate_counts(
             return referee.scored(None, family.score_dask(counts, settings, grid, seed, own))
 
     curves = run_splits(X, settings, score, score_dask=score_dask, progress=progress,
-                        family=family.name)
+                        family=family.name, needs=needs)
     params = dict(settings.params(), **{family.grid_arg: _plain(grid_value)}, **_plain(own))
     for name in extras[0] if extras else ():  # averaged over splits, one per grid point
         params[name] = np.mean([np.asarray(e[name], dtype=np.float64) for e in extras], axis=0)
     if is_dask_array(X):
         params["backend"] = "dask"
-    return checked(CalibrationResult(family.knob, np.asarray(grid), curves, params), referee)
+    if needs.nb_sizes is not None:
+        params["nb_size"] = needs.nb_sizes
+    result = CalibrationResult(family.knob, np.asarray(grid), curves, params,
+                               fitted=fitted or None)
+    return checked(result, referee)
+
+
+def _checked_covariates(family: Family, own: dict, obs, n_cells: int):
+    """The ``obs`` columns that the family's covariate options name, checked; or None."""
+    columns = [own[name] for name in family.covariates if own.get(name) is not None]
+    if not columns:
+        return None
+    if obs is None or not hasattr(obs, "columns"):
+        raise ValueError(
+            f"The {family.name} family's {list(family.covariates)} name obs columns; pass the "
+            "cells' covariates as obs= (a DataFrame), or use the tl function on an AnnData."
+        )
+    missing = [c for c in columns if c not in obs.columns]
+    if missing:
+        raise KeyError(f"obs has no column {missing[0]!r}; it has {list(obs.columns)[:10]}.")
+    if len(obs) != n_cells:
+        raise ValueError(f"obs has {len(obs)} rows for {n_cells} cells; pass one row per cell.")
+    empty = [c for c in columns if obs[c].isna().any()]
+    if empty:
+        raise ValueError(f"obs[{empty[0]!r}] has missing values; fill them (e.g. 'unknown').")
+    return obs[columns]
 
 
 def counts_calibrator(family: Family) -> Callable:
@@ -438,80 +343,6 @@ def _plain(value):
     return value
 
 
-def run_splits(X, settings: SplitSettings, score_split, *, score_dask=None,
-               progress: bool | None = None, family: str = "this family"):
-    """Score each of ``settings.n_splits`` independent splits of ``X`` (validated already).
-
-    Parameters
-    ----------
-    X
-        Raw counts, cells x genes, in memory or a dask array.
-    settings
-        How to split, transform and score (from :meth:`SplitSettings.validate`).
-    score_split
-        ``score_split(halves, seed) -> losses`` for counts in memory.
-    score_dask
-        ``score_dask(DaskCounts, seed) -> losses`` for a dask array, or None when the
-        family needs counts in memory.
-    progress
-        A progress bar over splits; None shows it only on a terminal.
-    family
-        Name used in the error for a dask array without a dask backend.
-
-    Returns
-    -------
-    Array ``(n_splits * max(folds, 1), n_grid)`` of losses.
-    """
-    seeds = spawn_seeds(settings.random_state, settings.n_splits)
-    if is_dask_array(X):
-        if score_dask is None:
-            raise ValueError(
-                f"{family} needs the counts in memory and got a dask array; compute them "
-                "(e.g. adata.X = adata.X.compute()) or calibrate PCA, which runs on dask."
-            )
-        counts = _prepare_dask(X)
-
-        def curves_of(seed):
-            yield score_dask(counts, seed)
-    else:
-        def curves_of(seed):
-            for halves in _halves_of(X, settings, seed):
-                yield score_split(halves, seed)
-
-    curves = [np.asarray(curve, dtype=np.float64)
-              for seed in progress_bar(seeds, desc=f"{family}: splits", progress=progress)
-              for curve in curves_of(seed)]
-    return np.vstack(curves)
-
-
-def _prepare_dask(X) -> DaskCounts:
-    """One pass over the chunks: every cell's total, the counts checked on the way."""
-    X = rows_chunked(X)
-    totals = checked_library_sizes(X)
-    check_no_empty_cells(totals)
-    return DaskCounts(X, totals, float(np.median(totals)))
-
-
-def _halves_of(X, settings: SplitSettings, seed):
-    """The halves one seed gives: one split, or with ``folds`` each fold against the rest."""
-    keep_counts = settings.loss == "poisson"
-    if settings.folds is None:
-        yield prepare_halves(
-            X, p=settings.p, transform=settings.transform, random_state=seed,
-            keep_counts=keep_counts, split=settings.split,
-            overdispersion=settings.overdispersion, sample_ratio=settings.sample_ratio,
-        )
-        return
-    depth = float(np.median(library_sizes(X)))
-    parts = split_folds(X, settings.folds, random_state=seed, method=settings.split,
-                        overdispersion=settings.overdispersion)
-    for k, held_out in enumerate(parts):
-        rest = sum(part for i, part in enumerate(parts) if i != k)
-        yield halves_from_counts(rest, held_out.copy(), p=settings.p,
-                                 transform=settings.transform, depth=depth,
-                                 keep_counts=keep_counts)
-
-
 def calibrate_callable_counts(
     X,
     denoiser,
@@ -546,7 +377,7 @@ def calibrate_callable_counts(
         raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}.")
     combos = expand_grid(param_grid)
     settings = (settings or SplitSettings()).validate(X)
-
+    needs = HalvesNeeds(nb_sizes=nb_scoring_sizes(X, settings))
     referee = Referee(settings.loss)
 
     def score(halves: Halves, seed) -> np.ndarray:
@@ -554,7 +385,8 @@ def calibrate_callable_counts(
         return referee.scored(halves, [_scored(denoiser, combo, halves, settings.loss)
                                        for combo in combos])
 
-    curves = run_splits(X, settings, score, progress=progress, family="a callable denoiser")
+    curves = run_splits(X, settings, score, progress=progress, family="a callable denoiser",
+                        needs=needs)
     names = list(param_grid)
     params = dict(settings.params(), grid_params=[repr(c) for c in combos])
     if len(names) == 1:

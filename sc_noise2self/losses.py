@@ -25,8 +25,12 @@ from .transforms import (
     normalize_to_depth,
 )
 
-Loss = Literal["mse", "poisson"]
+Loss = Literal["mse", "poisson", "nb"]
+# What every family can score; "nb" needs predictions of every gene at once (the per-gene
+# sizes), so a family declares it (``Family.losses``) when its predictions come whole.
 LOSSES: tuple[str, ...] = ("mse", "poisson")
+COUNT_LOSSES: tuple[str, ...] = ("poisson", "nb")
+ALL_LOSSES: tuple[str, ...] = ("mse", "poisson", "nb")
 
 
 @dataclass
@@ -35,7 +39,9 @@ class Halves:
 
     ``a`` and ``b`` are library-size normalised to depths ``p * depth`` and ``(1 - p) * depth``
     and transformed; ``b_counts`` keeps half B's raw counts for the Poisson loss (else None);
-    ``max_value`` is the largest transformed value in either half.
+    ``max_value`` is the largest transformed value in either half. ``b_sizes`` holds the
+    per-gene NB sizes of the ``"nb"`` loss, ``a_counts`` half A's raw counts for families
+    that model counts (scVI), and ``obs`` the cells' covariates for families that use them.
     """
 
     a: Any
@@ -46,6 +52,9 @@ class Halves:
     depth: float
     transform: str
     max_value: float
+    b_sizes: np.ndarray | None = None
+    a_counts: Any = None
+    obs: Any = None
 
     @property
     def conversion(self) -> DepthConversion:
@@ -61,8 +70,8 @@ class Halves:
         return self._table
 
     def target(self, loss: str):
-        """What a prediction is scored against: half B transformed, or its counts (Poisson)."""
-        return self.b_counts if loss == "poisson" else self.b
+        """What a prediction is scored against: half B transformed, or its counts."""
+        return self.b if loss == "mse" else self.b_counts
 
     def expected_b_counts(self, mean_a_normalised: np.ndarray, rows: slice) -> np.ndarray:
         """Expected raw counts of half B from predicted normalised means of half A.
@@ -81,6 +90,7 @@ def prepare_halves(
     random_state: RandomState,
     depth: float | None = None,
     keep_counts: bool = False,
+    keep_a_counts: bool = False,
     split: str = "binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
@@ -100,7 +110,9 @@ def prepare_halves(
     depth
         Median total count of the full data; computed from ``X`` when not given.
     keep_counts
-        Keep half B's raw counts (needed by the Poisson loss).
+        Keep half B's raw counts (needed by the count losses).
+    keep_a_counts
+        Keep half A's raw counts too (for families that model counts).
     split, overdispersion, sample_ratio
         Passed to :func:`~sc_noise2self.split_counts` (``split`` as ``method``).
 
@@ -115,11 +127,11 @@ def prepare_halves(
         sample_ratio=sample_ratio,
     )
     return halves_from_counts(counts_a, counts_b, p=p, transform=transform, depth=depth,
-                              keep_counts=keep_counts)
+                              keep_counts=keep_counts, keep_a_counts=keep_a_counts)
 
 
 def halves_from_counts(counts_a, counts_b, *, p: float, transform: str, depth: float,
-                       keep_counts: bool = False) -> Halves:
+                       keep_counts: bool = False, keep_a_counts: bool = False) -> Halves:
     """Normalise and transform two halves that are already split (and owned by the caller).
 
     Parameters
@@ -133,24 +145,32 @@ def halves_from_counts(counts_a, counts_b, *, p: float, transform: str, depth: f
     depth
         Median total count of the full data.
     keep_counts
-        Keep half B's raw counts (needed by the Poisson loss).
+        Keep half B's raw counts (needed by the count losses).
+    keep_a_counts
+        Keep half A's raw counts too (for families that model counts).
 
     Returns
     -------
     The prepared :class:`Halves`.
     """
     totals_a = library_sizes(counts_a)
+    a_counts = _owned_rows(counts_a) if keep_a_counts else None
     # The halves are ours: normalise them in place, so no copy of their patterns is made.
     a = normalize_to_depth(counts_a, p * depth, totals_a, inplace=True)
     b_counts = None
-    if keep_counts:  # CSR (or dense), so that rows can be sliced for scoring
-        b_counts = counts_b.tocsr(copy=True) if sparse.issparse(counts_b) else counts_b.copy()
+    if keep_counts:
+        b_counts = _owned_rows(counts_b)
     b = normalize_to_depth(counts_b, (1.0 - p) * depth, inplace=True)
     del counts_a, counts_b
     apply_transform(a, transform, inplace=True)
     apply_transform(b, transform, inplace=True)
     max_value = max(_max_value(a), _max_value(b))
-    return Halves(a, b, b_counts, totals_a, p, depth, transform, max_value)
+    return Halves(a, b, b_counts, totals_a, p, depth, transform, max_value, a_counts=a_counts)
+
+
+def _owned_rows(counts):
+    """A copy of raw counts as CSR (or dense), so that rows can be sliced for scoring."""
+    return counts.tocsr(copy=True) if sparse.issparse(counts) else counts.copy()
 
 
 def _max_value(X) -> float:
@@ -202,6 +222,48 @@ def poisson_deviance(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return 2.0 * (observed * np.log(ratio) - (observed - expected))
 
 
+def nb_deviance(observed: np.ndarray, expected: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Elementwise NB deviance at fixed sizes ``b`` (the last axis is genes), ``0 log 0 = 0``.
+
+    ``2 * (y log(y / mu) - (y + b) log((y + b) / (mu + b)))``. With ``b`` fixed it is a
+    Bregman divergence in the mean, so its expectation is lowest at the true mean: a proper
+    loss for a predicted mean, whichever sizes are used.
+    """
+    expected = np.maximum(expected, 1e-8)
+    poisson = np.isinf(sizes)  # an infinite size is the Poisson limit
+    finite = np.where(poisson, 1.0, sizes)
+    nb = 2.0 * (observed * np.log(np.where(observed > 0, observed / expected, 1.0))
+                - (observed + finite) * np.log((observed + finite) / (expected + finite)))
+    if not poisson.any():
+        return nb
+    return np.where(poisson, poisson_deviance(observed, expected), nb)
+
+
+def count_deviance(observed: np.ndarray, expected: np.ndarray, halves: Halves,
+                   loss: str) -> np.ndarray:
+    """The Poisson or NB deviance of expected counts of half B (a block of all genes)."""
+    if loss == "poisson":
+        return poisson_deviance(observed, expected)
+    if halves.b_sizes is None or halves.b_sizes.size != observed.shape[-1]:
+        raise ValueError("The 'nb' loss scores blocks of every gene against the per-gene NB "
+                         "sizes of the halves; none (or another number of genes) were given.")
+    return nb_deviance(observed, expected, halves.b_sizes)
+
+
+def means_loss(means_a, observed, halves: Halves, rows, table, loss: str) -> float:
+    """Summed loss of predicted Poisson means of half A's normalised counts, for cells ``rows``.
+
+    For a family that predicts means (scVI's normalised expression times half A's depth): the
+    count losses score the expected counts of half B that they imply; ``"mse"`` scores the
+    expected transformed value of a count with that mean, the scale every family predicts.
+    """
+    if loss in COUNT_LOSSES:
+        expected = halves.expected_b_counts(means_a, rows)
+        return float(count_deviance(observed, expected, halves, loss).sum())
+    values = np.interp(means_a, table.means, table.grid)
+    return block_loss(values, observed, halves, rows, table, loss)
+
+
 def block_loss(prediction, observed, halves: Halves, rows, table, loss: str) -> float:
     """Summed loss of a dense block of predictions of half A's values against half B.
 
@@ -219,16 +281,16 @@ def block_loss(prediction, observed, halves: Halves, rows, table, loss: str) -> 
     table
         :meth:`Halves.conversion_table`, built once per calibration.
     loss
-        ``"mse"`` or ``"poisson"``.
+        ``"mse"``, ``"poisson"`` or ``"nb"`` (``"nb"`` only for blocks of every gene).
 
     Returns
     -------
     The sum of elementwise losses over the block.
     """
     conversion = halves.conversion
-    if loss == "poisson":
+    if loss in COUNT_LOSSES:
         expected = halves.expected_b_counts(conversion.to_mean(prediction, table), rows)
-        return float(poisson_deviance(observed, expected).sum())
+        return float(count_deviance(observed, expected, halves, loss).sum())
     return float(np.sum((conversion.convert(prediction, table) - observed) ** 2))
 
 

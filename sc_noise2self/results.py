@@ -88,12 +88,16 @@ class CalibrationResult:
         Array ``(n_splits, len(grid))`` of self-supervised losses.
     params
         The settings of the run.
+    fitted
+        Models fitted on the first split's half A, one per grid point, when the family kept
+        them (scVI with ``return_model=True``); never written by :meth:`to_dict`.
     """
 
     param: str
     grid: np.ndarray
     loss_per_split: np.ndarray
     params: dict = field(default_factory=dict)
+    fitted: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def loss(self) -> np.ndarray:

@@ -33,9 +33,11 @@ from .denoisers.diffusion import DIFFUSION
 from .denoisers.knn import KNN
 from .denoisers.leiden import LEIDEN
 from .denoisers.pca import PCA
+from .denoisers.scvi_vae import SCVI
 from .inference import association_split, rank_genes_groups_split
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (PCA, KNN, DIFFUSION, AUTOENCODER, LEIDEN)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (PCA, KNN, DIFFUSION, AUTOENCODER, LEIDEN,
+                                                   SCVI)}
 METHODS = tuple(FAMILIES)
 
 _SHARED_DOCS = {
@@ -50,7 +52,9 @@ _SHARED_DOCS = {
                  "half to its share of the median library size; ``\"none\"`` keeps "
                  "normalised counts.",
     "loss": "``\"mse\"`` on the transformed scale, or ``\"poisson\"`` deviance on half B's "
-            "counts.",
+            "counts; for families that predict every gene at once (scvi) also ``\"nb\"``, the "
+            "NB deviance at per-gene sizes (the NB split's, else estimated once; written to "
+            "``var[key_added + '_nb_size']``).",
     "n_splits": "Independent splits to average; ``loss_std`` keeps their spread.",
     "random_state": "Seed of the splits (and of the final fit); the same seed gives identical "
                     "results.",
@@ -69,6 +73,10 @@ _SHARED_DOCS = {
                     "this many gigabytes (float32); otherwise read chosen genes with "
                     ":func:`denoised_values`.",
     "copy": "Return a new AnnData instead of writing into ``adata``.",
+    "return_model": "Also return the trained model: from ``calibrate_*`` the model at the "
+                    "best setting (trained on the first split's half A), from ``denoise_*`` "
+                    "the model trained on all the counts. With ``copy=True`` the return is "
+                    "``(adata, model)``.",
 }
 
 
@@ -81,7 +89,10 @@ def _signature(family: Family, denoise: bool) -> inspect.Signature:
     adata = inspect.Parameter("adata", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                               annotation="ad.AnnData")
     head = [_parameter(family.knob, None)] if denoise else []
-    grid = [_parameter(family.grid_arg, family.grid_default)]
+    # When the knob and the grid share a name (scVI's n_latent), denoise takes the knob and
+    # calibrates on the default grid: a custom grid is calibrate_*'s, reused from uns.
+    same_name = denoise and family.knob == family.grid_arg
+    grid = [] if same_name else [_parameter(family.grid_arg, family.grid_default)]
     own = [_parameter(name, default) for name, default in family.options.items()]
     split = [_parameter(name, getattr(SplitSettings(), name)) for name in SplitSettings.names()]
     tail = [_parameter("layer", None), _parameter("progress", None),
@@ -89,6 +100,8 @@ def _signature(family: Family, denoise: bool) -> inspect.Signature:
     if denoise:
         tail.append(_parameter("max_layer_gb", 1.0))
     tail.append(_parameter("copy", False))
+    if family.returns_model:
+        tail.append(_parameter("return_model", False))
     return inspect.Signature([adata, *head, *grid, *own, *split, *tail],
                              return_annotation="ad.AnnData | None")
 
@@ -104,10 +117,12 @@ def _docstring(family: Family, signature: inspect.Signature, denoise: bool) -> s
         lines.append(name)
         lines.extend(textwrap.wrap(docs[name], 88, initial_indent="    ",
                                    subsequent_indent="    "))
+    model = " (the model too with ``return_model=True``)" if family.returns_model else ""
     if denoise:
-        returns = f"None, or a new AnnData when ``copy=True``. Writes {family.writes}"
+        returns = f"None, or a new AnnData when ``copy=True``{model}. Writes {family.writes}"
     else:
-        returns = ("None, or a new AnnData when ``copy=True``. Writes ``uns[key_added]`` with "
+        returns = (f"None, or a new AnnData when ``copy=True``{model}. Writes "
+                   "``uns[key_added]`` with "
                    f"``params``, ``grid`` (the {family.knob} values scored), ``loss``, "
                    "``loss_std``, ``loss_per_split`` and ``best``.")
     lines += ["", "Returns", "-------", *textwrap.wrap(returns, 92)]
@@ -140,8 +155,8 @@ def _check_front(arguments: dict) -> None:
     key = arguments["key_added"]
     if not isinstance(key, str) or not key:
         raise TypeError(f"key_added={key!r} must be a non-empty str naming where results go.")
-    for name in ("copy",):
-        if not isinstance(arguments[name], bool):
+    for name in ("copy", "return_model"):
+        if not isinstance(arguments.get(name, False), bool):
             raise TypeError(f"{name}={arguments[name]!r} must be True or False.")
     if arguments["progress"] is not None and not isinstance(arguments["progress"], bool):
         raise TypeError(f"progress={arguments['progress']!r} must be True, False or None.")
@@ -151,28 +166,52 @@ def _check_front(arguments: dict) -> None:
     SplitSettings(**{n: arguments[n] for n in SplitSettings.names()}).check_options()
 
 
-def _run_calibrate(family: Family, arguments: dict) -> ad.AnnData | None:
+def _run_calibrate(family: Family, arguments: dict):
     _check_front(arguments)
     adata, layer, key = arguments.pop("adata"), arguments.pop("layer"), arguments.pop("key_added")
     copy, progress = arguments.pop("copy"), arguments.pop("progress")
+    return_model = arguments.pop("return_model", False)
     log = logger()
     start = log.info(f"calibrating {family.name} ({family.knob}) by molecular cross-validation")
     counts = get_counts(adata, layer)
-    result = calibrate_counts(counts, family, progress=progress, **arguments)
+    obs = _covariates(adata, family, arguments)
+    result = calibrate_counts(counts, family, progress=progress, obs=obs,
+                              keep_fitted=return_model, **arguments)
     adata = target(adata, copy)
     if family.fit_after_calibrate:  # e.g. the labels at the best resolution
         _fit_and_store(family, adata, counts, family.choose(result), arguments, result, key,
-                       layer, max_layer_gb=None)
+                       layer, max_layer_gb=None, obs=obs)
     else:
         store_calibration(adata, result, key, layer)
     log.info(f"    best {family.knob} {result.best}", time=start, deep=f"added 'uns[{key!r}]'")
-    return adata if copy else None
+    model = result.fitted[result.best_index] if return_model else None
+    return _returned(adata, copy, return_model, model)
+
+
+def _returned(adata, copy: bool, return_model: bool, model):
+    """What a front returns: None or the new AnnData, with the model when it was asked for."""
+    if not return_model:
+        return adata if copy else None
+    return (adata, model) if copy else model
+
+
+def _covariates(adata, family: Family, arguments: dict):
+    """``adata.obs`` for a family whose options name obs columns (checked by name first)."""
+    if not family.covariates:
+        return None
+    for name in family.covariates:
+        column = arguments[name]
+        if column is not None and isinstance(column, str) and column not in adata.obs:
+            known = ", ".join(repr(c) for c in list(adata.obs.columns)[:10]) or "none"
+            raise KeyError(f"{name}={column!r} is not a column of adata.obs (it has: {known}).")
+    return adata.obs
 
 
 def _run_denoise(family: Family, arguments: dict) -> ad.AnnData | None:
     _check_front(arguments)
     adata, layer, key = arguments.pop("adata"), arguments.pop("layer"), arguments.pop("key_added")
     copy, progress = arguments.pop("copy"), arguments.pop("progress")
+    return_model = arguments.pop("return_model", False)
     max_layer_gb, value = arguments.pop("max_layer_gb"), arguments.pop(family.knob)
     if arguments["loss"] not in family.denoise_losses:
         raise ValueError(
@@ -183,24 +222,26 @@ def _run_denoise(family: Family, arguments: dict) -> ad.AnnData | None:
     counts = get_counts(adata, layer)
     if not is_dask_array(counts):
         check_counts(counts)  # the full counts are fitted even when the setting is given
+    obs = _covariates(adata, family, arguments)
     log = logger()
     result = None
     if value is None:
         result = _stored_calibration(adata, key, family, counts, arguments, layer)
         if result is None:
             log.info(f"calibrating {family.knob} first (no matching calibration under {key!r})")
-            result = calibrate_counts(counts, family, progress=progress, **arguments)
+            result = calibrate_counts(counts, family, progress=progress, obs=obs, **arguments)
         value = family.choose(result)
     start = log.info(f"denoising by {family.name} with {family.knob}={value}")
     adata = target(adata, copy)
-    _fit_and_store(family, adata, counts, value, arguments, result, key, layer, max_layer_gb)
+    fitted = _fit_and_store(family, adata, counts, value, arguments, result, key, layer,
+                            max_layer_gb, obs=obs)
     log.info("    finished", time=start, deep=f"added results under {key!r}")
-    return adata if copy else None
+    return _returned(adata, copy, return_model, getattr(fitted, "model", None))
 
 
 def _fit_and_store(family: Family, adata, counts, value, arguments: dict, result, key: str,
-                   layer, max_layer_gb: float | None) -> None:
-    """Fit the family at ``value`` on all the counts and write the fit and its record.
+                   layer, max_layer_gb: float | None, obs=None):
+    """Fit the family at ``value`` on all the counts, write the fit and its record; return it.
 
     Options left to the calibration (None, e.g. the Leiden graph's rank) take the value the
     calibration resolved; ``max_layer_gb=None`` writes no dense layer and says nothing.
@@ -208,8 +249,10 @@ def _fit_and_store(family: Family, adata, counts, value, arguments: dict, result
     resolved = result.params if result is not None else {}
     fit_options = {name: resolved.get(name) if arguments[name] is None else arguments[name]
                    for name in family.fit_options}
+    covariates = {"obs": obs} if family.covariates else {}
     fitted = family.fit(counts, value, fit_options, transform=arguments["transform"],
-                        random_state=arguments["random_state"], max_layer_gb=max_layer_gb)
+                        random_state=arguments["random_state"], max_layer_gb=max_layer_gb,
+                        **covariates)
     record = (store_calibration(adata, result, key, layer) if result is not None
               else {"params": {}})
     record["params"].update({family.knob: value, "depth": fitted.depth,
@@ -219,6 +262,7 @@ def _fit_and_store(family: Family, adata, counts, value, arguments: dict, result
     record.update({"method": family.name, family.knob: value})
     adata.uns[key] = record
     adata.uns[key].update(family.store(adata, fitted, key, max_layer_gb))
+    return fitted
 
 
 def _stored_calibration(adata, key, family, counts, arguments, layer) -> CalibrationResult | None:
@@ -231,7 +275,10 @@ def _stored_calibration(adata, key, family, counts, arguments, layer) -> Calibra
     settings = SplitSettings(**{n: arguments[n] for n in SplitSettings.names()})
     if is_dask_array(counts) or settings.folds is not None:
         return None
-    wanted = {**settings.params(), family.grid_arg: arguments[family.grid_arg],
+    # Without a grid argument (denoise_scvi's n_latent is the knob) any stored grid will do.
+    grid = ({family.grid_arg: arguments[family.grid_arg]} if family.grid_arg in arguments
+            else {})
+    wanted = {**settings.params(), **grid,
               **{name: arguments[name] for name in family.options},
               "layer": "X" if layer is None else layer}
     stored = record["params"]
@@ -267,6 +314,8 @@ calibrate_autoencoder = _generated(AUTOENCODER, False, _run_calibrate)
 denoise_autoencoder = _generated(AUTOENCODER, True, _run_denoise)
 calibrate_leiden = _generated(LEIDEN, False, _run_calibrate)
 denoise_leiden = _generated(LEIDEN, True, _run_denoise)
+calibrate_scvi = _generated(SCVI, False, _run_calibrate)
+denoise_scvi = _generated(SCVI, True, _run_denoise)
 
 
 def calibrate(
@@ -286,13 +335,15 @@ def calibrate(
     adata
         Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
     method
-        ``"pca"``, ``"knn"``, ``"diffusion"``, ``"autoencoder"``, or a callable
+        ``"pca"``, ``"knn"``, ``"diffusion"``, ``"autoencoder"``, ``"leiden"``, ``"scvi"``
+        (the ``[scvi]`` extra), or a callable
         ``f(train_half, **params) -> prediction`` that denoises half A's normalised,
         transformed values (cells x genes) and returns a prediction of the same shape.
     param_grid
         For a callable: ``{name: values}``, expanded as a product (required). For a family:
-        its knob, ``{"n_comps": ...}``, ``{"n_neighbors": ...}``, ``{"t": ...}`` or
-        ``{"width": ...}`` (optional; default grids otherwise).
+        its knob, ``{"n_comps": ...}``, ``{"n_neighbors": ...}``, ``{"t": ...}``,
+        ``{"width": ...}``, ``{"resolution": ...}`` or ``{"n_latent": ...}`` (optional;
+        default grids otherwise).
     layer
         Layer with the raw counts; None means ``X``.
     key_added
@@ -344,6 +395,7 @@ def compare(
     *,
     layer: str | None = None,
     key_added: str = "noise2self",
+    options: dict[str, dict] | None = None,
     **kwargs,
 ) -> pd.DataFrame:
     """Calibrate several families on the same split and tabulate their best losses.
@@ -356,11 +408,14 @@ def compare(
     adata
         Annotated data with raw integer counts in ``X`` or ``layers[layer]``.
     methods
-        Families to run, from ``"pca"``, ``"knn"``, ``"diffusion"``, ``"autoencoder"``.
+        Families to run, from ``"pca"``, ``"knn"``, ``"diffusion"``, ``"autoencoder"``,
+        ``"leiden"``, ``"scvi"``.
     layer
         Layer with the raw counts; None means ``X``.
     key_added
         Each record goes to ``uns[f"{key_added}_{method}"]``.
+    options
+        Each family's own options by method, e.g. ``{"scvi": {"max_epochs": 100}}``.
     **kwargs
         Split options shared by all families (``p``, ``transform``, ``loss``, ``n_splits``,
         ``random_state``).
@@ -368,18 +423,25 @@ def compare(
     Returns
     -------
     A DataFrame with one row per method: ``method``, ``param``, ``best``, ``best_loss``,
-    ``seconds``, ``key``, sorted by ``best_loss``.
+    ``baseline_loss`` (the gene-mean referee on the same split), ``seconds``, ``key``,
+    sorted by ``best_loss``.
     """
     for method in methods:
         check_choice(method, METHODS, name="method")
+    options = {} if options is None else options
+    if not isinstance(options, dict) or not set(options) <= set(methods):
+        raise ValueError(f"options={options!r} must map some of methods={list(methods)} to "
+                         "dicts of their own options, e.g. {'scvi': {'max_epochs': 100}}.")
     rows = []
     for method in methods:
         key = f"{key_added}_{method}"
         start = time.perf_counter()
-        calibrate(adata, method, layer=layer, key_added=key, **kwargs)
+        calibrate(adata, method, layer=layer, key_added=key, **kwargs,
+                  **dict(options.get(method, {})))
         result = CalibrationResult.from_dict(adata.uns[key])
         rows.append(dict(method=method, param=result.param, best=result.best,
                          best_loss=float(result.loss[result.best_index]),
+                         baseline_loss=result.params.get("baseline_loss"),
                          seconds=time.perf_counter() - start, key=key))
     return pd.DataFrame(rows).sort_values("best_loss", ignore_index=True)
 
@@ -421,12 +483,14 @@ __all__ = [
     "calibrate_knn",
     "calibrate_leiden",
     "calibrate_pca",
+    "calibrate_scvi",
     "compare",
     "denoise_autoencoder",
     "denoise_diffusion",
     "denoise_knn",
     "denoise_leiden",
     "denoise_pca",
+    "denoise_scvi",
     "denoised_values",
     "rank_genes_groups_split",
 ]

@@ -367,6 +367,65 @@ CLI_CASES = [
                                        str(t / "o.h5ad"), "--n-splits", "0"), None,
      lambda out: out[0] == 2 and "n_splits=0" in out[1]),
 ]
+# scVI (issue 17): every option is refused before any model is trained.
+_SCVI_FAST = {"max_epochs": 2, "accelerator": "cpu"}
+SCVI_CASES = [
+    ("scvi n_latent=0", lambda t: tl.calibrate_scvi(adata_of(), n_latent=(0, 2)), ValueError,
+     "n_latent (each value)=0"),
+    ("scvi n_latent=2.5", lambda t: tl.calibrate_scvi(adata_of(), n_latent=(2.5,)), TypeError,
+     "n_latent (each value)=2.5"),
+    ("scvi n_latent > genes", lambda t: tl.calibrate_scvi(adata_of(), n_latent=(40,)),
+     ValueError, "n_latent (each value)=40"),
+    ("scvi n_latent='ten'", lambda t: tl.calibrate_scvi(adata_of(), n_latent="ten"), TypeError,
+     "n_latent (each value)='ten'"),
+    ("denoise_scvi n_latent=0", lambda t: tl.denoise_scvi(adata_of(), n_latent=0), ValueError,
+     "n_latent=0"),
+    ("scvi gene_likelihood", lambda t: tl.calibrate_scvi(adata_of(), gene_likelihood="normal"),
+     ValueError, "Unknown gene_likelihood='normal'"),
+    ("scvi accelerator='tpu'", lambda t: tl.calibrate_scvi(adata_of(), accelerator="tpu"),
+     ValueError, "Unknown accelerator='tpu'"),
+    ("scvi max_epochs=0", lambda t: tl.calibrate_scvi(adata_of(), max_epochs=0), ValueError,
+     "max_epochs=0"),
+    ("scvi n_hidden=-4", lambda t: tl.calibrate_scvi(adata_of(), n_hidden=-4), ValueError,
+     "n_hidden=-4"),
+    ("scvi n_layers=1.5", lambda t: tl.calibrate_scvi(adata_of(), n_layers=1.5), TypeError,
+     "n_layers=1.5"),
+    ("scvi batch_size=0", lambda t: tl.calibrate_scvi(adata_of(), batch_size=0), ValueError,
+     "batch_size=0"),
+    ("scvi n_samples=0", lambda t: tl.calibrate_scvi(adata_of(), n_samples=0), ValueError,
+     "n_samples=0"),
+    ("scvi early_stopping='yes'", lambda t: tl.calibrate_scvi(adata_of(), early_stopping="yes"),
+     TypeError, "early_stopping='yes'"),
+    ("scvi return_model='yes'", lambda t: tl.calibrate_scvi(adata_of(), return_model="yes"),
+     TypeError, "return_model='yes'"),
+    ("scvi batch_key=3", lambda t: tl.calibrate_scvi(adata_of(), batch_key=3), TypeError,
+     "batch_key=3"),
+    ("scvi batch_key missing", lambda t: tl.calibrate_scvi(adata_of(), batch_key="donor"),
+     KeyError, "batch_key='donor' is not a column of adata.obs"),
+    ("scvi batch with NaN", lambda t: tl.calibrate_scvi(
+        with_obs(adata_of(), b=np.where(np.arange(80) % 2, "x", None)), batch_key="b"),
+     ValueError, "obs['b'] has missing values"),
+    ("scvi loss='kl'", lambda t: tl.calibrate_scvi(adata_of(), loss="kl"), ValueError,
+     "Unknown loss='kl'"),
+    ("scvi on normalised X", lambda t: tl.calibrate_scvi(normalised(), **_SCVI_FAST),
+     ValueError, "non-integer"),
+    ("scvi on a backed AnnData", lambda t: tl.calibrate_scvi(backed(t)), ValueError,
+     "backed"),
+    ("loss='nb' for pca", lambda t: tl.calibrate_pca(adata_of(), loss="nb"), ValueError,
+     "loss='nb' is not available for the pca family"),
+    ("loss='nb' for knn", lambda t: tl.calibrate_knn(adata_of(), loss="nb"), ValueError,
+     "loss='nb' is not available for the knn family"),
+    ("compare options for a method not run", lambda t: tl.compare(
+        adata_of(), methods=("pca",), options={"scvi": {}}), ValueError, "options="),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "expect"), [c[1:] for c in SCVI_CASES],
+                         ids=[c[0] for c in SCVI_CASES])
+def test_bad_scvi_input(tmp_path, make, error, expect):
+    pytest.importorskip("scvi")
+    test_bad_or_edge_input(tmp_path, make, error, expect)
+
 
 CASES = SPLIT_CASES + ANNDATA_CASES + CLI_CASES
 
