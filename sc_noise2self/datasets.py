@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import anndata as ad
@@ -18,7 +16,7 @@ import pandas as pd
 from scipy import sparse
 
 from ._rng import RandomState, make_rng
-from .io import check_output, replace_folder
+from .io import atomic_folder
 
 DATA_ENV = "SC_NOISE2SELF_DATA"
 
@@ -275,17 +273,11 @@ def write_synthetic_counts(
     programs = _gene_programs(n_vars, rank, rng)
     var = pd.DataFrame(index=[f"gene{j}" for j in range(n_vars)])
     obs = pd.DataFrame(index=[f"cell{i}" for i in range(n_obs)])
-    final = check_output(path, overwrite=overwrite, kind="store")
     # Written beside the target and renamed into place when complete: an interrupted write
     # leaves any previous store as it was.
-    building = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial",
-                                     dir=final.resolve().parent))
-    try:
+    with atomic_folder(path, overwrite=overwrite) as building:
         _write_store(building, n_obs, n_vars, chunk_size, depth, rng, programs, var, obs)
-        replace_folder(building, final)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return final
+    return Path(path)
 
 
 def _write_store(path: Path, n_obs, n_vars, chunk_size, depth, rng, programs, var, obs) -> None:

@@ -152,6 +152,34 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         temporary.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``path``, moved to ``path`` when the block completes.
+
+    For outputs that are folders (zarr stores): an interrupted write leaves no half store,
+    and the previous one (replaced only with ``overwrite``) stays until the new one is whole.
+
+    Parameters
+    ----------
+    path
+        The final folder.
+    overwrite
+        Replace an existing ``path``; otherwise an existing one is refused first.
+
+    Yields
+    ------
+    The temporary folder to write into.
+    """
+    path = check_output(path, overwrite=overwrite, kind="store")
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                                      dir=path.resolve().parent))
+    try:
+        yield temporary
+        replace_folder(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 def _mode_for(path: Path) -> int:
     """The mode of the file being replaced, or what a plain ``open`` would give (umask)."""
     if path.exists():

@@ -95,7 +95,7 @@ def _warn_at_the_edge(result: CalibrationResult) -> None:
         warnings.warn(
             f"The self-supervised loss is lowest at the largest {result.param} scored "
             f"({result.best}): the minimum may lie beyond the grid. Score larger values "
-            "(e.g. a larger max_comps, ks, t_max, widths or resolutions) to be sure.",
+            "(e.g. a larger max_comps, ks, t_max, widths, resolutions or n_latent) to be sure.",
             UserWarning,
             stacklevel=4,
         )

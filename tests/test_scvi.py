@@ -33,11 +33,12 @@ def small() -> ad.AnnData:
 
 def test_calibrate_writes_the_record_of_every_family(small):
     adata = small.copy()
-    tl.calibrate_scvi(adata, n_latent=(1, 3, 6), **FAST)
+    tl.calibrate_scvi(adata, n_latent=(6, 1, 3), n_splits=2, **FAST)
     record = adata.uns["noise2self_scvi"]
     assert list(record["grid"]) == [1, 3, 6]
     assert record["loss"].shape == (3,) and np.all(np.isfinite(record["loss"]))
-    assert record["loss_per_split"].shape == (1, 3)
+    assert record["loss_per_split"].shape == (2, 3)
+    assert not np.array_equal(*record["loss_per_split"])  # two independent splits
     assert record["best"] == [1, 3, 6][int(np.argmin(record["loss"]))]
     assert np.isfinite(record["params"]["baseline_loss"])  # graded by the referee
     assert record["params"]["param"] == "n_latent"
@@ -134,9 +135,18 @@ def test_compare_places_scvi_beside_the_other_families(small):
     table = tl.compare(adata, methods=("pca", "scvi"),
                        options={"scvi": dict(n_latent=(2, 3), **FAST)})
     assert set(table["method"]) == {"pca", "scvi"}
+    assert list(adata.uns["noise2self_scvi"]["grid"]) == [2, 3]
     assert np.all(np.isfinite(table["baseline_loss"]))
     # same split: the referee's baseline is the same number for both families
     assert np.isclose(table["baseline_loss"][0], table["baseline_loss"][1])
+
+
+def test_calibrate_method_scvi_and_folds(small):
+    adata = small.copy()
+    tl.calibrate(adata, "scvi", param_grid={"n_latent": [2, 3]}, folds=2, **FAST)
+    record = adata.uns["noise2self_scvi"]
+    assert list(record["grid"]) == [2, 3] and record["loss_per_split"].shape == (2, 2)
+    assert record["params"]["p"] == 0.5  # each fold against the other
 
 
 def test_scvi_predictions_are_j_invariant(small):

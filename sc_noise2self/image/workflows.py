@@ -1,0 +1,261 @@
+"""File to file: calibrate, train and predict on microscopy files, at any size.
+
+What the image command line (``sc-noise2self image ...``) and the napari plugin run. Inputs
+are read lazily (:func:`~sc_noise2self.image.files.read`), outputs are written block by block
+(:mod:`~sc_noise2self.image.blocks`) into an OME-Zarr store, or a TIFF written page by page,
+so a volume larger than memory is never held whole. Outputs keep the input's axes, scale and
+shape, are written atomically, and replace an existing file only with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_folder, check_output
+from .blocks import calibrate_sample, denoise_blocks, predict_blocks
+from .files import ImageData, create_zarr, kind_of, read, write
+
+__all__ = ["calibrate_file", "predict_file", "spatial_axes_of", "train_file"]
+
+
+def spatial_axes_of(image: ImageData, spatial: str | None = None) -> str:
+    """The spatial axes a denoiser sees together: ``"ZYX"`` when Z is present, else ``"YX"``."""
+    if spatial is not None:
+        return spatial.upper()
+    return "ZYX" if "Z" in image.axes else "YX"
+
+
+def calibrate_file(source, output, *, method: str = "auto", axes: str | None = None,
+                   spatial: str | None = None, per_channel: bool = False,
+                   sample: int = 256, block: int = 256, mix: bool = True,
+                   overwrite: bool = False, progress: bool | None = None, **options):
+    """Calibrate a classical denoiser on a sample of a file and denoise all of it, by blocks.
+
+    Parameters
+    ----------
+    source
+        A TIFF or OME-Zarr path (or an :class:`ImageData`).
+    output
+        Where the denoised image goes (``.tif``/``.tiff`` or ``.zarr``); the input's axes,
+        scale and shape are kept, the dtype becomes float32.
+    method
+        ``"auto"`` or a built-in method's name.
+    axes
+        Override the file's axis letters (e.g. ``"ZYX"``).
+    spatial
+        The spatial axes calibrated and denoised together (default ``"ZYX"`` when the image
+        has Z, else ``"YX"``: each plane on its own).
+    per_channel
+        Calibrate each channel on its own (its own method and parameters) instead of one
+        calibration shared by all channels.
+    sample
+        Size of the central sample calibrated, along each spatial axis.
+    block
+        Block size for denoising, along each spatial axis.
+    mix
+        Mix in the optimal share of the noisy input.
+    overwrite
+        Replace an existing output.
+    progress
+        Progress bars.
+    **options
+        Passed to the calibration (``param_grid``, ``stride``, ...).
+
+    Returns
+    -------
+    The calibration(s): one :class:`ImageCalibration`, or a list with one per channel.
+    """
+    image = _opened(source, axes)
+    _check_target(output, source, overwrite)
+    spatial = spatial_axes_of(image, spatial)
+    if per_channel and image.channel_axis is not None:
+        views = [_channel(image, c) for c in range(image.shape[image.channel_axis])]
+    else:
+        views = [image]
+    calibrations = [calibrate_sample(view, spatial=spatial, size=sample, method=method,
+                                     **options)[0] for view in views]
+
+    def fill(out) -> None:
+        for c, (view, calibration) in enumerate(zip(views, calibrations, strict=True)):
+            target = out if len(views) == 1 else ChannelView(out, image.channel_axis, c)
+            denoise_blocks(view, calibration, spatial=spatial, block=block, out=target,
+                           mix=mix, progress=progress)
+
+    _write_by_blocks(output, image, fill, overwrite)
+    return calibrations[0] if len(calibrations) == 1 else calibrations
+
+
+def train_file(source, *, model: str = "unet", axes: str | None = None,
+               spatial: str | None = None, crop: int | None = None,
+               save_model=None, overwrite: bool = False, **train_options):
+    """Train a Noise2Self CNN on a file: every time point (and channel) of it, or a crop.
+
+    Parameters
+    ----------
+    source
+        A TIFF or OME-Zarr path (or an :class:`ImageData`).
+    model
+        ``"unet"`` or ``"dncnn"``.
+    axes
+        Override the file's axis letters.
+    spatial
+        The spatial axes of one image (default ``"ZYX"`` when Z is present, else ``"YX"``);
+        every other axis but the channels becomes a stack of training images.
+    crop
+        Train on the central ``crop`` pixels along each spatial axis (for files larger than
+        memory); None reads the whole file.
+    save_model
+        Write the trained model here (``.pt``).
+    overwrite
+        Replace an existing model file.
+    **train_options
+        Passed to :func:`~sc_noise2self.image.train` (``max_time``, ``steps``, ``device``,
+        ``patch_size``, ...).
+
+    Returns
+    -------
+    The trained :class:`~sc_noise2self.image.Noise2SelfModel`.
+    """
+    from .cnn.training import train
+
+    image = _opened(source, axes)
+    if save_model is not None:
+        check_output(save_model, overwrite=overwrite)
+    spatial = spatial_axes_of(image, spatial)
+    stack, channel_axis = _training_stack(image, spatial, crop)
+    fitted = train(stack, model, channel_axis=channel_axis, n_spatial=len(spatial),
+                   **train_options)
+    if save_model is not None:
+        fitted.save(save_model, overwrite=overwrite)
+    return fitted
+
+
+def predict_file(source, model, output, *, axes: str | None = None, block: int = 256,
+                 augment: bool = False, fallback: bool = True, overwrite: bool = False,
+                 progress: bool | None = None) -> Path:
+    """Denoise a file with a trained CNN, block by block, into ``output``.
+
+    Parameters
+    ----------
+    source
+        A TIFF or OME-Zarr path (or an :class:`ImageData`), in the model's layout.
+    model
+        A :class:`~sc_noise2self.image.Noise2SelfModel`, or the path of a saved one.
+    output
+        ``.tif``/``.tiff`` or ``.zarr``.
+    axes
+        Override the file's axis letters.
+    block
+        Block size along each spatial axis (rounded up to the network's grid).
+    augment
+        Test-time augmentation.
+    fallback
+        Write the neighbour mean when the model lost to it on its held-out data (warned).
+    overwrite
+        Replace an existing output.
+    progress
+        Progress bars.
+
+    Returns
+    -------
+    The output path.
+    """
+    from .cnn.model import Noise2SelfModel
+
+    image = _opened(source, axes)
+    _check_target(output, source, overwrite)
+    if not isinstance(model, Noise2SelfModel):
+        model = Noise2SelfModel.load(model)
+    spatial = "ZYX"[-model.layout.n_spatial:]
+
+    def fill(out) -> None:
+        predict_blocks(image, model, spatial=spatial, block=block, out=out, augment=augment,
+                       fallback=fallback, progress=progress)
+
+    return _write_by_blocks(output, image, fill, overwrite)
+
+
+class ChannelView:
+    """One channel of an output array, written like an array without that axis."""
+
+    def __init__(self, out, axis: int, channel: int):
+        self.out, self.axis, self.channel = out, axis, channel
+        self.shape = tuple(s for i, s in enumerate(out.shape) if i != axis)
+        self.dtype = out.dtype
+
+    def __setitem__(self, index, value) -> None:
+        index = list(index)
+        index.insert(self.axis, self.channel)
+        self.out[tuple(index)] = value
+
+
+def _channel(image: ImageData, channel: int) -> ImageData:
+    axis = image.channel_axis
+    index = tuple(channel if i == axis else slice(None) for i in range(len(image.axes)))
+    keep = [i for i in range(len(image.axes)) if i != axis]
+    return ImageData(image.data[index], "".join(image.axes[i] for i in keep),
+                     tuple(image.scale[i] for i in keep), dict(image.units))
+
+
+def _opened(source, axes: str | None) -> ImageData:
+    if isinstance(source, ImageData):
+        image = source if axes is None else ImageData(source.data, axes, ())
+    else:
+        image = read(source, axes=axes, lazy=True)
+    return image.canonical()
+
+
+def _check_target(output, source, overwrite: bool) -> None:
+    """Refuse a bad or existing output before any work (and writing over the input)."""
+    kind = kind_of(output)
+    inputs = (source,) if isinstance(source, str | os.PathLike) else ()
+    check_output(output, overwrite=overwrite, inputs=inputs,
+                 kind="store" if kind == "zarr" else "file")
+
+
+def _write_by_blocks(output, image: ImageData, fill, overwrite: bool) -> Path:
+    """Create the output, let ``fill(array)`` write it block by block; atomically."""
+    output = Path(output)
+    if kind_of(output) == "zarr":
+        with atomic_folder(output, overwrite=overwrite) as folder:
+            fill(create_zarr(folder, image))
+        return output
+    # TIFF: blocks go to a scratch zarr store first, then to the TIFF one plane at a time.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".blocks",
+                                    dir=output.resolve().parent))
+    try:
+        array = create_zarr(scratch, image)
+        fill(array)
+        import dask.array as da
+
+        write(output, image.with_data(da.from_zarr(array)), overwrite=overwrite)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return output
+
+
+def _training_stack(image: ImageData, spatial: str, crop: int | None):
+    """The training images as one array: looped axes flattened into a stack, channels kept."""
+    index = []
+    for letter, extent in zip(image.axes, image.shape, strict=True):
+        if crop is not None and letter in spatial and extent > crop:
+            first = extent // 2 - crop // 2
+            index.append(slice(first, first + crop))
+        else:
+            index.append(slice(None))
+    data = np.asarray(image.data[tuple(index)])
+    core = "".join(a for a in image.axes if a in spatial or a == "C")
+    loops = [i for i, a in enumerate(image.axes) if a not in core]
+    order = loops + [i for i, a in enumerate(image.axes) if a in core]
+    data = data.transpose(order)
+    if loops:
+        data = data.reshape((-1, *data.shape[len(loops):]))
+    channel_axis = core.index("C") if "C" in core else None
+    if not loops:
+        return data, channel_axis
+    return list(data), channel_axis

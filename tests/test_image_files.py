@@ -1,0 +1,180 @@
+"""Microscopy files and images larger than memory (issue 18): round trips, blocks, workflows."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from skimage import data
+
+from sc_noise2self import image
+from sc_noise2self.image import blocks, files, workflows
+
+pytest.importorskip("tifffile")
+pytest.importorskip("ome_zarr")
+
+RNG = np.random.default_rng(0)
+CLEAN = data.camera()[:160, :176] / 255.0
+NOISY = (CLEAN + 0.1 * RNG.standard_normal(CLEAN.shape)).astype(np.float32)
+
+
+def _scale(axes: str) -> tuple[float, ...]:
+    return tuple(1.0 if a == "C" else 0.25 * (i + 1) for i, a in enumerate(axes))
+
+
+@pytest.mark.parametrize("ending", [".ome.tif", ".tiff", ".zarr", ".ome.zarr"])
+@pytest.mark.parametrize(("axes", "shape"), [("YX", (30, 40)), ("ZYX", (4, 30, 40)),
+                                             ("CYX", (2, 30, 40)), ("TCZYX", (2, 3, 4, 16, 20))])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_round_trip_keeps_shape_dtype_axes_scale(tmp_path, ending, axes, shape, dtype):
+    values = (RNG.random(shape) * 200).astype(dtype)
+    path = tmp_path / f"image{ending}"
+    files.write(path, values, axes=axes, scale=_scale(axes))
+    for lazy in (False, True):
+        back = files.read(path, lazy=lazy)
+        assert back.axes == axes and back.shape == shape and back.dtype == dtype
+        np.testing.assert_allclose(back.scale, _scale(axes))
+        assert np.array_equal(np.asarray(back.data), values)
+    assert hasattr(files.read(path, lazy=True).data, "dask")  # lazy really is lazy
+
+
+def test_imagej_tiff_scale_and_sequence_axes(tmp_path):
+    import tifffile
+
+    path = tmp_path / "imagej.tif"
+    stack = (RNG.random((5, 20, 24)) * 100).astype(np.uint16)
+    tifffile.imwrite(path, stack, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
+                     metadata={"spacing": 1.5, "unit": "um", "axes": "ZYX"})
+    back = files.read(path)
+    assert back.axes == "ZYX"
+    np.testing.assert_allclose(back.scale, (1.5, 0.2, 0.2), rtol=1e-6)
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, stack)  # no metadata: a sequence of images, taken as time
+    assert files.read(plain).axes == "TYX"
+    assert files.read(plain, axes="ZYX").axes == "ZYX"
+
+
+def test_a_lazy_image_is_written_plane_by_plane(tmp_path):
+    import dask.array as da
+
+    values = da.from_array(RNG.random((6, 32, 32)).astype(np.float32), chunks=(1, 32, 32))
+    files.write(tmp_path / "lazy.tif", values, axes="ZYX")
+    files.write(tmp_path / "lazy.zarr", values, axes="ZYX")
+    for name in ("lazy.tif", "lazy.zarr"):
+        assert np.array_equal(files.read(tmp_path / name).data, values.compute())
+
+
+def test_writes_refuse_existing_outputs_and_leave_no_partial_files(tmp_path):
+    files.write(tmp_path / "a.tif", NOISY, axes="YX")
+    files.write(tmp_path / "a.zarr", NOISY, axes="YX")
+    for name in ("a.tif", "a.zarr"):
+        with pytest.raises(FileExistsError, match="exists"):
+            files.write(tmp_path / name, NOISY, axes="YX")
+        files.write(tmp_path / name, NOISY[::2], axes="YX", overwrite=True)
+        assert files.read(tmp_path / name).shape == NOISY[::2].shape
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "a.zarr"]
+
+
+@pytest.mark.parametrize("method", ["gaussian", "median", "nl_means"])
+def test_blocks_equal_the_whole_image_for_a_calibrated_method(method):
+    whole, calibration = image.denoise(NOISY, method, return_calibration=True)
+    out = blocks.denoise_blocks(files.ImageData(NOISY, "YX"), calibration, block=48)
+    np.testing.assert_allclose(out, whole, atol=1e-6)
+
+
+def test_blocks_equal_the_whole_volume_and_loop_over_time():
+    volume = (RNG.random((12, 40, 44)) + np.linspace(0, 1, 44)).astype(np.float32)
+    whole, calibration = image.denoise(volume, "median", return_calibration=True)
+    out = blocks.denoise_blocks(files.ImageData(volume, "ZYX"), calibration, spatial="ZYX",
+                                block=16)
+    np.testing.assert_allclose(out, whole, atol=1e-6)
+    frames = np.stack([NOISY[:64, :64], NOISY[64:128, :64]])
+    _, plane = image.denoise(frames[0], "gaussian", return_calibration=True)
+    out = blocks.denoise_blocks(files.ImageData(frames, "TYX"), plane, block=32)
+    np.testing.assert_allclose(out[1], plane.denoise(frames[1]), atol=1e-6)
+
+
+def test_cnn_blocks_equal_one_whole_prediction():
+    model = image.train(NOISY, "unet", steps=2, patch_size=32, batch_size=2, device="cpu",
+                        progress=False, val_fraction=0.0)
+    out = blocks.predict_blocks(files.ImageData(NOISY, "YX"), model, block=48)
+    np.testing.assert_allclose(out, model.predict(NOISY), atol=1e-5)
+    volume = RNG.random((16, 32, 36)).astype(np.float32)
+    model3 = image.train(volume, "unet", steps=2, patch_size=16, batch_size=2, device="cpu",
+                         progress=False, n_spatial=3, val_fraction=0.0)
+    out3 = blocks.predict_blocks(files.ImageData(volume, "ZYX"), model3, block=16)
+    np.testing.assert_allclose(out3, model3.predict(volume), atol=1e-5)
+
+
+def test_a_volume_four_times_the_memory_cap_is_denoised_block_by_block(tmp_path):
+    """A zarr volume of 16.8 MB denoised with a traced peak under 4 MB, into a zarr store."""
+    import dask.array as da
+    import zarr
+
+    volume = zarr.open_array(tmp_path / "big.zarr", mode="w", shape=(64, 256, 256),
+                             chunks=(1, 256, 256), dtype=np.float32)
+    for z in range(64):  # written plane by plane: the test never holds the volume either
+        volume[z] = (np.roll(CLEAN[:128, :128], z, axis=0).repeat(2, 0).repeat(2, 1)
+                     + 0.1 * RNG.standard_normal((256, 256))).astype(np.float32)
+    cap = volume.nbytes / 4
+    tracemalloc.start()
+    try:
+        lazy = files.ImageData(da.from_zarr(volume), "ZYX")
+        calibration, _ = blocks.calibrate_sample(lazy, spatial="YX", size=96,
+                                                 method="gaussian")
+        with files.atomic_folder(tmp_path / "out.zarr") as folder:
+            out = files.create_zarr(folder, lazy)
+            blocks.denoise_blocks(lazy, calibration, block=128, out=out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < cap, f"peak {peak / 1e6:.1f} MB against a cap of {cap / 1e6:.1f} MB"
+    result = files.read(tmp_path / "out.zarr", lazy=True)
+    plane = np.asarray(volume[33])
+    np.testing.assert_allclose(np.asarray(result.data[33]), calibration.denoise(plane),
+                               atol=1e-6)
+
+
+def test_workflows_keep_axes_scale_and_refuse_existing_outputs(tmp_path):
+    stack = np.stack([NOISY[:96, :96], NOISY[32:128, 40:136]])
+    source = tmp_path / "in.ome.tif"
+    files.write(source, stack, axes="TYX", scale=(2.0, 0.3, 0.3))
+    calibration = workflows.calibrate_file(source, tmp_path / "out.zarr", method="gaussian",
+                                           sample=64, block=48)
+    out = files.read(tmp_path / "out.zarr")
+    assert out.axes == "TYX" and out.shape == stack.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.scale, (2.0, 0.3, 0.3))
+    np.testing.assert_allclose(out.data[1], calibration.denoise(stack[1]), atol=1e-6)
+    with pytest.raises(FileExistsError, match="exists"):
+        workflows.calibrate_file(source, tmp_path / "out.zarr", method="gaussian")
+    with pytest.raises(FileExistsError, match="is the input"):
+        workflows.calibrate_file(source, source, method="gaussian")
+    with pytest.warns(image.BaselineWarning):  # two steps do not beat the neighbour mean
+        model = workflows.train_file(source, steps=2, patch_size=32, batch_size=2,
+                                     device="cpu", progress=False, save_model=tmp_path / "m.pt")
+    assert model.beats_baseline is False
+    with pytest.warns(image.BaselineWarning, match="neighbour mean is written instead"):
+        workflows.predict_file(source, tmp_path / "m.pt", tmp_path / "pred.tif", block=48)
+    predicted = files.read(tmp_path / "pred.tif")
+    assert predicted.axes == "TYX" and predicted.shape == stack.shape
+    from sc_noise2self.image.referee import neighbour_mean  # the fallback
+
+    np.testing.assert_allclose(predicted.data[0], neighbour_mean(stack[0]), atol=1e-5)
+    with pytest.warns(image.BaselineWarning, match="written anyway"):
+        workflows.predict_file(source, model, tmp_path / "raw.zarr", block=48, fallback=False)
+    np.testing.assert_allclose(files.read(tmp_path / "raw.zarr").data[0],
+                               model.predict(stack[0]), atol=1e-5)
+
+
+def test_per_channel_calibration_is_its_own(tmp_path):
+    two = np.stack([NOISY[:80, :80], 10.0 * NOISY[80:160, :80]])  # different units per channel
+    source = tmp_path / "channels.zarr"
+    files.write(source, two, axes="CYX")
+    shared = workflows.calibrate_file(source, tmp_path / "shared.zarr", method="gaussian",
+                                      sample=64, block=48)
+    each = workflows.calibrate_file(source, tmp_path / "each.zarr", method="gaussian",
+                                    per_channel=True, sample=64, block=48)
+    assert not isinstance(shared, list) and len(each) == 2
+    out = files.read(tmp_path / "each.zarr")
+    np.testing.assert_allclose(out.data[1], each[1].denoise(two[1]), atol=1e-5)
