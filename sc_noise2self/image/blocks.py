@@ -31,6 +31,8 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import check_whole
 from .files import ImageData
+from .referee import warn_lost
+from .selection import denoise
 
 __all__ = ["BlockPlan", "calibrate_sample", "denoise_blocks", "method_reach", "predict_blocks",
            "run_blocks"]
@@ -200,8 +202,6 @@ def calibrate_sample(image: ImageData, *, spatial: str = "YX", size: int = 256,
     every looped axis, with all channels: large enough to hold the noise and the
     structures, small enough for memory. Returns its :class:`ImageCalibration`.
     """
-    from .selection import denoise
-
     plan = make_plan(image, spatial, size, 0, 1)
     index = []
     for letter, extent in zip(image.axes, image.shape, strict=True):
@@ -305,7 +305,6 @@ def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block
     """
     from .cnn.grading import baseline_output
     from .cnn.predict import DEFAULT_HALO, unwrap
-    from .referee import warn_lost
 
     if spatial is None:
         spatial = "ZYX"[-model.layout.n_spatial:]

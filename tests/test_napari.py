@@ -1,0 +1,344 @@
+"""The napari plugin (issue 18): its computations, manifest, samples and widgets.
+
+The computations (``sc_noise2self.napari._core``) need no napari and always run. The widget
+tests need napari, pytest-qt and a display with OpenGL (vispy draws the canvas): run them
+under Xvfb, ``xvfb-run -a -s "-screen 0 1280x1024x24" python -m pytest tests/test_napari.py
+-p no:xdist``; without a display they are skipped. Set ``SC_NOISE2SELF_SCREENSHOTS=1`` to
+write the widget screenshots into ``docs/tutorials/images/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sc_noise2self import image
+from sc_noise2self.napari import (
+    Layout,
+    layouts_for,
+    method_choices,
+    predict,
+    run_calibration,
+    train_model,
+)
+from sc_noise2self.napari import _samples as samples
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT / "sc_noise2self" / "napari" / "napari.yaml"
+SCREENSHOTS = ROOT / "docs" / "tutorials" / "images"
+# A small CNN and no compilation: a few steps take well under a second on one CPU thread.
+TINY = {"model_kwargs": {"depth": 4, "features": 16}, "compile": False}
+WAIT_MS = 60_000
+
+
+def noisy_crop(size: int = 64, seed: int = 0) -> np.ndarray:
+    from skimage import data
+
+    clean = data.camera()[200:200 + size, 200:200 + size] / 255.0
+    return (clean + np.random.default_rng(seed).normal(0, 0.1, clean.shape)).astype(np.float32)
+
+
+def noisy_stack() -> np.ndarray:
+    return np.stack([noisy_crop(48, seed) for seed in range(4)])
+
+
+# -- the computations, without Qt --------------------------------------------------------
+
+def test_layouts_name_every_axis_and_fit_the_shape():
+    assert [x.label for x in layouts_for((64, 64))] == ["2D image (y, x)"]
+    labels = [x.label for x in layouts_for((4, 48, 48))]
+    assert labels[0] == "3D volume (z, y, x)" and "stack of 2D images (t or z, y, x)" in labels
+    for shape in [(8, 8), (3, 8, 8), (2, 3, 8, 8), (2, 3, 4, 8, 8)]:
+        for layout in layouts_for(shape):
+            assert layout.n_spatial(len(shape)) in (2, 3), layout
+            assert layout.label.split("(")[-1].count(",") + 1 == len(shape), layout
+    rgb = layouts_for((32, 32, 3), rgb=True)
+    assert [(x.channel_axis, x.stacked) for x in rgb] == [(2, False)]
+    assert layouts_for((8,)) == [] and layouts_for((2, 2, 2, 2, 2, 2)) == []
+    stack = Layout("t, c, y, x", channel_axis=1, stacked=True)
+    assert stack.image_channel_axis() == 0 and stack.n_spatial(4) == 2
+    assert method_choices(2)[0] == "auto" and "tv" in method_choices(2)
+    assert "bilateral" not in method_choices(3)  # 2D only
+
+
+def test_calibration_chooses_as_image_denoise_does():
+    x = noisy_crop()
+    run = run_calibration(x, layouts_for(x.shape)[0], "auto", mix=True)
+    expected, calibration = image.denoise(x, "auto", return_calibration=True)
+    np.testing.assert_allclose(run.denoised, expected, rtol=1e-6, atol=1e-7)
+    assert run.calibration.method == calibration.method
+    assert run.candidates.keys() == calibration.candidates.keys()
+    assert run.noise_variance == pytest.approx(0.01, rel=0.3)  # sigma 0.1
+    text = run.summary()
+    assert calibration.method in text and "noise variance" in text and "mix weight" in text
+
+
+def test_a_stack_is_calibrated_on_its_middle_plane_and_denoised_plane_by_plane():
+    stack = noisy_stack()
+    layout = next(x for x in layouts_for(stack.shape) if x.stacked)
+    run = run_calibration(stack, layout, "gaussian", mix=False)
+    assert run.denoised.shape == stack.shape and run.calibrated_on == 2
+    _, middle = image.denoise(stack[2], "gaussian", return_calibration=True,
+                              noise_variance=run.noise_variance)
+    assert run.calibration.best_params == middle.best_params
+    for plane, out in zip(stack, run.denoised, strict=True):
+        np.testing.assert_allclose(out, run.calibration.denoise(plane, mix=False), atol=1e-7)
+    with pytest.raises(ValueError, match="does not fit"):
+        run_calibration(stack[0], layout)
+
+
+def test_integer_layers_stay_in_their_units():
+    x = (noisy_crop().clip(0, 1) * 1000).astype(np.uint16)
+    run = run_calibration(x, layouts_for(x.shape)[0], "gaussian")
+    assert run.denoised.dtype.kind == "f" and 100 < run.denoised.mean() < 1000
+
+
+def test_training_stops_when_asked_and_keeps_the_best_model():
+    x = noisy_crop()
+    stop, seen = threading.Event(), []
+
+    def on_epoch(history):
+        seen.append(history)
+        if len(seen) == 2:
+            stop.set()
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = train_model(x, layouts_for(x.shape)[0], "dncnn", max_time=300, device="cpu",
+                            stop=stop, on_epoch=on_epoch, steps_per_epoch=5, **TINY)
+    assert time.perf_counter() - started < 60
+    assert model.history["stopped"] == "callback" and model.history["epoch"] == [1, 2]
+    assert [h["epoch"] for h in seen] == [[1], [1, 2]]  # copies, not the live history
+    assert predict(model, x).shape == x.shape
+    assert predict(model, noisy_stack()).shape == (4, 48, 48)  # a stack of such images
+    with pytest.raises(ValueError, match="axes"):
+        predict(model, np.zeros((2, 2, 16, 16)))
+
+
+def test_samples_are_seeded_and_noisy():
+    (camera, meta, kind), = samples.noisy_camera()
+    assert kind == "image" and camera.shape == (512, 512) and meta["name"] == "noisy camera"
+    from skimage import data, util
+
+    assert np.std(camera - util.img_as_float(data.camera())) == pytest.approx(0.1, rel=0.02)
+    np.testing.assert_array_equal(camera, samples.noisy_camera()[0][0])
+    (blobs, meta, _), = samples.noisy_blobs_3d()
+    assert blobs.ndim == 3 and meta["scale"] == (3.0, 1.0, 1.0)
+    try:
+        (set12, _, _), = samples.noisy_set12()
+    except FileNotFoundError:  # Set12 is read from $SC_NOISE2SELF_DATA, never downloaded
+        return
+    assert set12.shape == (256, 256)
+
+
+def test_the_manifest_validates_and_names_importable_objects():
+    npe2 = pytest.importorskip("npe2")
+    manifest = npe2.PluginManifest.from_file(MANIFEST)
+    assert manifest.name == "sc-noise2self"
+    widgets = {w.display_name for w in manifest.contributions.widgets}
+    assert widgets == {"Noise2Self: calibrate", "Noise2Self: train CNN"}
+    assert len(manifest.contributions.sample_data) == 3
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    for contribution in [*manifest.contributions.widgets, *manifest.contributions.sample_data]:
+        assert contribution.command in commands
+    has_qt = importlib.util.find_spec("napari") is not None
+    for python_name in commands.values():
+        module, _, name = python_name.partition(":")
+        if module.endswith("_samples") or has_qt:
+            assert callable(getattr(importlib.import_module(module), name)), python_name
+
+
+def test_importing_the_plugin_package_imports_neither_napari_nor_qt():
+    import subprocess
+
+    code = ("import sys, sc_noise2self.napari; "
+            "print(sorted(m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide6', 'torch') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
+
+
+# -- the widgets in a viewer ------------------------------------------------------------
+
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+@pytest.fixture
+def viewer(request):
+    """A hidden napari viewer; skips without napari, pytest-qt or a display."""
+    pytest.importorskip("napari")
+    pytest.importorskip("pytestqt")
+    if not _has_display():
+        pytest.skip("no display: run under xvfb-run (vispy needs OpenGL)")
+    return request.getfixturevalue("make_napari_viewer")()
+
+
+@pytest.fixture
+def bot(viewer, request):
+    """pytest-qt's ``qtbot``, requested only once :func:`viewer` has not skipped."""
+    return request.getfixturevalue("qtbot")
+
+
+def calibrate_widget(viewer):
+    from sc_noise2self.napari._calibrate import CalibrateWidget
+
+    widget = CalibrateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Noise2Self: calibrate")
+    return widget
+
+
+def train_widget(viewer, **budget):
+    from sc_noise2self.napari._train import TrainWidget
+
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Noise2Self: train CNN")
+    widget.options = dict(TINY)
+    widget.model_box.setCurrentText("dncnn")
+    widget.device_box.setCurrentText("cpu")
+    widget.epoch_box.setValue(5)
+    widget.time_box.setValue(budget.get("max_time", 0))
+    widget.steps_box.setValue(budget.get("steps", 0))
+    return widget
+
+
+def test_calibrate_widget_adds_the_denoised_layer_over_its_input(viewer, bot):
+    x = noisy_crop()
+    source = viewer.add_image(x, name="crop", scale=(2.0, 0.5), translate=(10.0, -3.0))
+    widget = calibrate_widget(viewer)
+    assert widget.layer_picker.currentText() == "crop"
+    widget.method_box.setCurrentText("gaussian")
+    worker = widget.run()
+    assert worker is not None and not widget.run_button.isEnabled()
+    bot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert widget.result is not None, widget.status.text()
+    layer = widget.result_layer
+    assert layer is viewer.layers["crop (Noise2Self gaussian)"]
+    assert layer.data.shape == x.shape
+    np.testing.assert_allclose(layer.scale, source.scale)
+    np.testing.assert_allclose(layer.translate, source.translate)
+    np.testing.assert_allclose(layer.contrast_limits, source.contrast_limits)
+    np.testing.assert_allclose(layer.data, image.denoise(x, "gaussian"), atol=1e-6)
+    assert "gaussian" in widget.summary.text() and "noise variance" in widget.summary.text()
+    curve, methods = widget.canvas.axes
+    assert curve.lines and len(methods.patches) == 1  # one bar: one method was compared
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_calibrate_widget_on_a_stack_keeps_the_stack_and_its_scale(viewer, bot):
+    stack = noisy_stack()
+    viewer.add_image(stack, name="stack", scale=(3.0, 1.0, 0.5))
+    widget = calibrate_widget(viewer)
+    widget.select_layout("stack of 2D images (t or z, y, x)")
+    assert widget.method_box.itemText(0) == "auto"
+    widget.method_box.setCurrentText("tv")
+    widget.run()
+    bot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    layer = widget.result_layer
+    assert layer is not None, widget.status.text()
+    assert layer.data.shape == stack.shape
+    np.testing.assert_allclose(layer.scale, (3.0, 1.0, 0.5))
+    assert "plane 2" in widget.summary.text()
+    assert widget.progress.value() == widget.progress.maximum() == 1 + 4  # 1 method, 4 planes
+
+
+def test_calibrate_cancel_stops_before_the_end(viewer, bot):
+    viewer.add_image(noisy_crop(128), name="crop")
+    widget = calibrate_widget(viewer)
+    widget.run()
+    widget.cancel_button.click()
+    bot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert widget.result is None and widget.status.text() == "cancelled"
+    assert [layer.name for layer in viewer.layers] == ["crop"]
+
+
+def test_train_widget_trains_predicts_saves_and_loads(viewer, bot, tmp_path):
+    x = noisy_crop()
+    source = viewer.add_image(x, name="crop", scale=(2.0, 0.5), translate=(1.0, 2.0))
+    stack = viewer.add_image(noisy_stack(), name="stack", scale=(4.0, 1.0, 1.0))
+    widget = train_widget(viewer, steps=20)
+    assert "cpu" in widget.device_label.text()
+    assert not widget.predict_button.isEnabled()  # no model yet
+    widget.layer_picker.select("crop")
+    widget.train()
+    assert widget.stop_button.isEnabled()
+    bot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    model = widget.model
+    assert model is not None, widget.status.text()
+    assert model.history["stopped"] == "steps" and model.history["step"][-1] == 20
+    assert len(widget.history["epoch"]) == 4 and widget.progress.value() == 1000
+    assert len(widget.canvas.axes[0].lines) >= 2  # training and held-out curves
+
+    for name, layer in (("crop", source), ("stack", stack)):  # the same layer and another
+        widget.predict_picker.select(name)
+        widget.predict()
+        bot.waitUntil(lambda: widget.predict_worker is None, timeout=WAIT_MS)
+        result = viewer.layers[f"{name} (Noise2Self dncnn)"]
+        assert result.data.shape == layer.data.shape
+        np.testing.assert_allclose(result.scale, layer.scale)
+        np.testing.assert_allclose(result.translate, layer.translate)
+    np.testing.assert_allclose(viewer.layers["crop (Noise2Self dncnn)"].data, model.predict(x),
+                               atol=1e-6)
+
+    path = widget.save_model(tmp_path / "model.pt")
+    assert path.exists()
+    other = train_widget(viewer)
+    loaded = other.load_model(path)
+    assert loaded is other.model and loaded.history["step"] == model.history["step"]
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), atol=1e-6)
+    assert other.predict_button.isEnabled() and "loaded" in other.status.text()
+
+
+def test_train_widget_stop_keeps_the_best_model_so_far(viewer, bot):
+    viewer.add_image(noisy_crop(), name="crop")
+    widget = train_widget(viewer, max_time=600)
+    started = time.perf_counter()
+    widget.train()
+    bot.waitUntil(lambda: len(widget.history.get("epoch", [])) >= 2, timeout=WAIT_MS)
+    assert widget.worker is not None  # still training: 600 s is far away
+    widget.stop_button.click()
+    bot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert time.perf_counter() - started < 60
+    model = widget.model
+    assert model is not None, widget.status.text()
+    assert model.history["stopped"] == "callback"
+    assert model.history["best_epoch"] in model.history["epoch"]
+    assert "stopped by callback" in widget.status.text()
+    assert model.predict(noisy_crop()).shape == (64, 64)
+
+
+def test_screenshot_of_the_docked_widgets(viewer, bot, tmp_path):
+    from skimage import io
+
+    (camera, meta, _), = samples.noisy_camera()
+    viewer.add_image(camera[128:384, 128:384], **meta)
+    widget = calibrate_widget(viewer)
+    widget.method_box.setCurrentText("tv")
+    widget.run()
+    bot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert widget.result is not None, widget.status.text()
+    viewer.grid.enabled = True  # input and result side by side
+    folder = SCREENSHOTS if os.environ.get("SC_NOISE2SELF_SCREENSHOTS") else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "napari_calibrate.png"
+    viewer.window.resize(1400, 900)
+    viewer.screenshot(str(path), canvas_only=False)
+    widget.canvas.save(folder / "napari_calibrate_curves.png")
+    shot = io.imread(path)
+    assert shot.ndim == 3 and shot.shape[0] > 300 and shot.shape[1] > 600
+    pixels = shot[..., :3].reshape(-1, 3)
+    # A blank or black window has a handful of colours; images, text and plots have many.
+    assert len(np.unique(pixels[:: max(1, len(pixels) // 200_000)], axis=0)) > 500
+    assert pixels.std() > 20
