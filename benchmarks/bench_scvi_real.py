@@ -41,7 +41,7 @@ def run(name: str, adata, accelerator: str) -> None:
               f"{r['baseline_loss']:.5f} | {r['seconds']:.0f} s |")
     record = adata.uns["noise2self_scvi"]
     seconds = float(table.loc[table["method"] == "scvi", "seconds"].iloc[0])
-    print(f"scVI curve (n_latent: loss): " + ", ".join(
+    print("scVI curve (n_latent: loss): " + ", ".join(
         f"{int(g)}: {v:.5f}" for g, v in zip(record["grid"], record["loss"], strict=True)))
     print(f"scVI chose n_latent={record['best']}; {seconds / len(record['grid']):.0f} s per "
           f"setting; load average {os.getloadavg()[0]:.2f}", flush=True)

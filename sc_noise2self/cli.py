@@ -17,6 +17,7 @@ import numpy as np
 from . import datasets, pl, tl
 from ._version import __version__
 from .calibration import DEFAULT_P
+from .cli_image import add_image_commands
 from .io import atomic_path, check_output, formats_text, read_counts, write_h5ad
 from .results import finite_argmin
 
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sc-noise2self``."""
     parser = argparse.ArgumentParser(
         prog="sc-noise2self",
-        description="Noise2Self / molecular cross-validation for single-cell counts.",
+        description="Noise2Self: molecular cross-validation for single-cell counts "
+        "('denoise'), and J-invariant denoising of microscopy files ('image').",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default="auto", choices=DEFAULT_DATASETS,
         help="embedded default data when no INPUT is given",
     )
+    denoise.set_defaults(run=run_denoise)
+    add_image_commands(commands, HelpFormatter)
     return parser
 
 
@@ -131,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sc-noise2self``."""
     args = build_parser().parse_args(argv)
     try:
-        return run_denoise(args)
+        return args.run(args)
     except (ValueError, KeyError, TypeError, OSError) as error:
         print(f"sc-noise2self: error: {error}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BaselineWarning", "CalibrationResult", "expand_grid", "finite_argmin"]
+__all__ = ["BaselineWarning", "CalibrationResult", "expand_grid", "finite_argmin", "json_ready"]
 
 
 class BaselineWarning(UserWarning):
@@ -135,7 +135,7 @@ class CalibrationResult:
             "loss_per_split": np.asarray(self.loss_per_split),
             "best": self.best,
         }
-        return _json_ready(record) if json_safe else record
+        return json_ready(record) if json_safe else record
 
     def to_json(self) -> str:
         """The record as a JSON string (NaN losses written as ``NaN``)."""
@@ -164,14 +164,14 @@ def _h5ad_safe(params: dict) -> dict:
     return {k: ("None" if v is None else v) for k, v in params.items()}
 
 
-def _json_ready(value):
+def json_ready(value):
     """numpy arrays and scalars as lists and Python numbers, recursively."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
+        return json_ready(value.tolist())
     if isinstance(value, np.generic):
         return value.item()
     return value

@@ -120,6 +120,13 @@ def test_training_stops_when_asked_and_keeps_the_best_model():
     assert [h["epoch"] for h in seen] == [[1], [1, 2]]  # copies, not the live history
     assert predict(model, x).shape == x.shape
     assert predict(model, noisy_stack()).shape == (4, 48, 48)  # a stack of such images
+    model.history["baseline_loss"] = model.val_loss * 0.5  # make it lose to the baseline
+    from sc_noise2self.image.referee import neighbour_mean
+
+    with pytest.warns(UserWarning, match="neighbour mean is shown instead"):
+        np.testing.assert_allclose(predict(model, x), neighbour_mean(x), atol=1e-6)
+    with pytest.warns(UserWarning, match="shown anyway"):
+        np.testing.assert_allclose(predict(model, x, fallback=False), model.predict(x))
     with pytest.raises(ValueError, match="axes"):
         predict(model, np.zeros((2, 2, 16, 16)))
 
@@ -183,6 +190,9 @@ def viewer(request):
     pytest.importorskip("pytestqt")
     if not _has_display():
         pytest.skip("no display: run under xvfb-run (vispy needs OpenGL)")
+    for plugin in ("napari", "pytest-qt"):  # their fixtures (absent under -p no:napari)
+        if not request.config.pluginmanager.hasplugin(plugin):
+            pytest.skip(f"the {plugin} pytest plugin is not loaded")
     return request.getfixturevalue("make_napari_viewer")()
 
 
@@ -241,6 +251,10 @@ def test_calibrate_widget_on_a_stack_keeps_the_stack_and_its_scale(viewer, bot):
     stack = noisy_stack()
     viewer.add_image(stack, name="stack", scale=(3.0, 1.0, 0.5))
     widget = calibrate_widget(viewer)
+    assert widget.layout_box.currentText() == "3D volume (z, y, x)"
+    widget.run()  # 4 planes are too few to estimate the noise of a volume: the error shows
+    bot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert widget.status.text().startswith("failed: ValueError") and widget.result is None
     widget.select_layout("stack of 2D images (t or z, y, x)")
     assert widget.method_box.itemText(0) == "auto"
     widget.method_box.setCurrentText("tv")
@@ -289,8 +303,19 @@ def test_train_widget_trains_predicts_saves_and_loads(viewer, bot, tmp_path):
         assert result.data.shape == layer.data.shape
         np.testing.assert_allclose(result.scale, layer.scale)
         np.testing.assert_allclose(result.translate, layer.translate)
-    np.testing.assert_allclose(viewer.layers["crop (Noise2Self dncnn)"].data, model.predict(x),
+    # The referee: a network that lost to the neighbour mean shows the neighbour mean.
+    from sc_noise2self.image.referee import neighbour_mean
+
+    expected = model.predict(x) if model.beats_baseline is not False else neighbour_mean(x)
+    np.testing.assert_allclose(viewer.layers["crop (Noise2Self dncnn)"].data, expected,
                                atol=1e-6)
+
+    viewer.add_image(np.zeros((2, 2, 16, 16), np.float32), name="4D")
+    widget.predict_picker.select("4D")  # a 2D model cannot take (2, 2, 16, 16)
+    widget.predict()
+    bot.waitUntil(lambda: widget.predict_worker is None, timeout=WAIT_MS)
+    assert widget.status.text().startswith("failed: ValueError")
+    assert "4D (Noise2Self dncnn)" not in viewer.layers
 
     path = widget.save_model(tmp_path / "model.pt")
     assert path.exists()
@@ -301,7 +326,7 @@ def test_train_widget_trains_predicts_saves_and_loads(viewer, bot, tmp_path):
     assert other.predict_button.isEnabled() and "loaded" in other.status.text()
 
 
-def test_train_widget_stop_keeps_the_best_model_so_far(viewer, bot):
+def test_train_widget_stop_keeps_the_best_model_so_far(viewer, bot, tmp_path):
     viewer.add_image(noisy_crop(), name="crop")
     widget = train_widget(viewer, max_time=600)
     started = time.perf_counter()
@@ -317,19 +342,26 @@ def test_train_widget_stop_keeps_the_best_model_so_far(viewer, bot):
     assert model.history["best_epoch"] in model.history["epoch"]
     assert "stopped by callback" in widget.status.text()
     assert model.predict(noisy_crop()).shape == (64, 64)
+    folder = SCREENSHOTS if os.environ.get("SC_NOISE2SELF_SCREENSHOTS") else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    viewer.window.resize(1400, 900)
+    viewer.screenshot(str(folder / "napari_train.png"), canvas_only=False)
+    assert (folder / "napari_train.png").stat().st_size > 10_000
 
 
 def test_screenshot_of_the_docked_widgets(viewer, bot, tmp_path):
     from skimage import io
 
     (camera, meta, _), = samples.noisy_camera()
-    viewer.add_image(camera[128:384, 128:384], **meta)
+    viewer.add_image(camera[160:352, 160:352], **meta)
     widget = calibrate_widget(viewer)
-    widget.method_box.setCurrentText("tv")
-    widget.run()
+    widget.run()  # "auto": every method's best loss in the bar chart
     bot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
     assert widget.result is not None, widget.status.text()
-    viewer.grid.enabled = True  # input and result side by side
+    assert widget.method_box.currentText() == "auto"  # adding the result kept the settings
+    assert len(widget.canvas.axes[1].patches) == len(image.auto_methods(2))
+    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid  # moved in 0.9
+    grid.enabled = True  # input and result side by side
     folder = SCREENSHOTS if os.environ.get("SC_NOISE2SELF_SCREENSHOTS") else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "napari_calibrate.png"

@@ -29,7 +29,7 @@ import numpy as np
 from .._compat import moved_names
 from .._rng import check_random_state
 from .._validation import check_choice
-from ..results import CalibrationResult
+from ..results import CalibrationResult, json_ready
 from .checks import DEFAULT_STRIDE, check_flag, prepare_image
 from .classical import METHODS
 from .masking import INTERPOLATIONS, Mask, grid_masks, masked_phases, replacement_values
@@ -469,8 +469,11 @@ class ImageCalibration(CalibrationResult):
             return np.array([p[varying[0]] for p in self.grid], dtype=float), varying[0]
         return np.arange(len(self.grid)), "parameter set"
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, json_safe: bool = False) -> dict:
         """Plain record of the calibration (no callable), e.g. for ``json`` or ``adata.uns``.
+
+        With ``json_safe``, numpy arrays and scalars become lists and Python numbers (what
+        :meth:`to_json` writes).
 
         Returns
         -------
@@ -481,7 +484,7 @@ class ImageCalibration(CalibrationResult):
         ``mix_weight``, ``invariant`` and ``candidates``. :meth:`from_dict` rebuilds the
         calibration from it.
         """
-        return {
+        record = {
             "method": self.method,
             "grid": [dict(p) for p in self.grid],
             "loss": np.asarray(self.losses),
@@ -495,6 +498,7 @@ class ImageCalibration(CalibrationResult):
             "params": {**self.settings, "param": self.param},
             "candidates": dict(self.candidates),
         }
+        return json_ready(record) if json_safe else record
 
     @classmethod
     def from_dict(cls, record: dict, denoiser: Denoiser | None = None) -> ImageCalibration:

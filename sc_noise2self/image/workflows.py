@@ -20,7 +20,7 @@ from ..io import atomic_folder, check_output
 from .blocks import calibrate_sample, denoise_blocks, predict_blocks
 from .files import ImageData, create_zarr, kind_of, read, write
 
-__all__ = ["calibrate_file", "predict_file", "spatial_axes_of", "train_file"]
+__all__ = ["calibrate_file", "check_target", "predict_file", "spatial_axes_of", "train_file"]
 
 
 def spatial_axes_of(image: ImageData, spatial: str | None = None) -> str:
@@ -71,7 +71,7 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
     The calibration(s): one :class:`ImageCalibration`, or a list with one per channel.
     """
     image = _opened(source, axes)
-    _check_target(output, source, overwrite)
+    check_target(output, source, overwrite)
     spatial = spatial_axes_of(image, spatial)
     if per_channel and image.channel_axis is not None:
         views = [_channel(image, c) for c in range(image.shape[image.channel_axis])]
@@ -168,7 +168,7 @@ def predict_file(source, model, output, *, axes: str | None = None, block: int =
     from .cnn.model import Noise2SelfModel
 
     image = _opened(source, axes)
-    _check_target(output, source, overwrite)
+    check_target(output, source, overwrite)
     if not isinstance(model, Noise2SelfModel):
         model = Noise2SelfModel.load(model)
     spatial = "ZYX"[-model.layout.n_spatial:]
@@ -210,7 +210,7 @@ def _opened(source, axes: str | None) -> ImageData:
     return image.canonical()
 
 
-def _check_target(output, source, overwrite: bool) -> None:
+def check_target(output, source, overwrite: bool) -> None:
     """Refuse a bad or existing output before any work (and writing over the input)."""
     kind = kind_of(output)
     inputs = (source,) if isinstance(source, str | os.PathLike) else ()

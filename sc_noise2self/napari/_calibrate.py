@@ -86,8 +86,12 @@ class CalibrateWidget(QWidget):
     def _layer_changed(self, *_) -> None:
         layer = self.layer_picker.layer()
         self._layouts = [] if layer is None else layouts_for(layer.data.shape, layer.rgb)
+        # One update of the method box, after the new layouts are in (it keeps the method).
+        self.layout_box.blockSignals(True)
         self.layout_box.clear()
         self.layout_box.addItems([layout.label for layout in self._layouts])
+        self.layout_box.blockSignals(False)
+        self._layout_changed()
         self.run_button.setEnabled(bool(self._layouts) and self.worker is None)
         if layer is not None and not self._layouts:
             self.status.setText(f"{layer.name}: shape {layer.data.shape} is not 2D or 3D")
@@ -147,10 +151,11 @@ class CalibrateWidget(QWidget):
         self.worker = create_worker(
             calibration_steps, np.asarray(layer.data), layout, self.method_box.currentText(),
             self.mix_box.isChecked(), _start_thread=False,
+            # The error shows in the widget (and as napari's notification), not re-raised.
+            _connect={"errored": self._on_error},
         )  # fmt: skip
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_result)
-        self.worker.errored.connect(self._on_error)
         self.worker.aborted.connect(lambda: self.status.setText("cancelled"))
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
@@ -164,6 +169,12 @@ class CalibrateWidget(QWidget):
         if self.worker is not None:
             self.status.setText("cancelling after the current step")
             self.worker.quit()
+
+    def closeEvent(self, event) -> None:
+        """Cancel a run when the widget closes (napari removes the dock)."""
+        self.cancel()
+        self.layer_picker.disconnect_viewer()
+        super().closeEvent(event)
 
     def _on_progress(self, progress: Progress) -> None:
         self.progress.setMaximum(progress.total)

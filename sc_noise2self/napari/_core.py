@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import image
 from .._device import resolve_device
+from ..image.referee import warn_lost
 
 MODEL_CHOICES: tuple[str, ...] = image.CNN_METHODS
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "mps", "cpu")
@@ -405,8 +406,12 @@ def train_model(
                        progress=False, callback=callback, **options)  # fmt: skip
 
 
-def prediction_steps(model, data) -> Generator[Progress, None, np.ndarray]:
+def prediction_steps(model, data, fallback: bool = True) -> Generator[Progress, None,
+                                                                      np.ndarray]:
     """Denoise a layer with a trained model, one image of a stack per ``yield``.
+
+    The referee holds here too: a model that lost to the J-invariant neighbour mean on its
+    held-out pixels gives the neighbour mean instead (warned), unless ``fallback=False``.
 
     Parameters
     ----------
@@ -414,6 +419,8 @@ def prediction_steps(model, data) -> Generator[Progress, None, np.ndarray]:
         A :class:`~sc_noise2self.image.Noise2SelfModel`.
     data
         One image shaped like the training images, or a stack of them along axis 0.
+    fallback
+        Return the neighbour mean when the model lost to it.
 
     Yields
     ------
@@ -433,27 +440,38 @@ def prediction_steps(model, data) -> Generator[Progress, None, np.ndarray]:
         )
     stacked = array.ndim == per_image + 1
     images = list(array) if stacked else [array]
+    predict_one = model.predict
+    if model.beats_baseline is False:
+        from ..image.cnn.grading import baseline_output
+
+        outcome = ("The neighbour mean is shown instead." if fallback
+                   else "Its output is shown anyway, as asked.")
+        warn_lost(f"The trained {model.config.model}", model.val_loss, model.baseline_loss,
+                  outcome, stacklevel=2)
+        if fallback:
+            def predict_one(one):
+                return baseline_output(model, one)
     outputs = []
     for i, one in enumerate(images):
         yield Progress(i, len(images), f"predicting image {i + 1} of {len(images)}")
-        outputs.append(model.predict(one))
+        outputs.append(predict_one(one))
     yield Progress(len(images), len(images), "done")
     return np.stack(outputs) if stacked else outputs[0]
 
 
-def predict(model, data) -> np.ndarray:
+def predict(model, data, fallback: bool = True) -> np.ndarray:
     """:func:`prediction_steps` run to its end.
 
     Parameters
     ----------
-    model, data
+    model, data, fallback
         As in :func:`prediction_steps`.
 
     Returns
     -------
     The denoised array.
     """
-    steps = prediction_steps(model, data)
+    steps = prediction_steps(model, data, fallback)
     while True:
         try:
             next(steps)

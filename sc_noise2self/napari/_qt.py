@@ -36,16 +36,21 @@ class LayerPicker(QComboBox):
         self.refresh()
 
     def refresh(self, *_: Any) -> None:
-        """Rebuild the list, keeping the current choice while that layer exists."""
+        """Rebuild the list, keeping the current choice while that layer exists.
+
+        ``currentIndexChanged`` is emitted only when the choice changes, so that adding a
+        result layer does not reset the widget's other settings.
+        """
         current = self.currentText()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
-        self.blockSignals(False)
         index = names.index(current) if current in names else (len(names) - 1)
-        self.setCurrentIndex(-1)  # force currentIndexChanged, even at the same index
         self.setCurrentIndex(index)
+        self.blockSignals(False)
+        if self.currentText() != current or not names:
+            self.currentIndexChanged.emit(index)
 
     def layer(self) -> Image | None:
         """The chosen image layer, or None.
@@ -127,16 +132,16 @@ class LossCanvas(FigureCanvasQTAgg):
     Parameters
     ----------
     n_axes
-        Side-by-side panels.
+        Panels, one above the other (a dock widget is narrow).
     height
-        Figure height in inches.
+        Height of one panel in inches.
     """
 
-    def __init__(self, n_axes: int = 1, height: float = 2.6) -> None:
-        self.figure = Figure(figsize=(4.2 * n_axes, height), layout="constrained")
+    def __init__(self, n_axes: int = 1, height: float = 2.5) -> None:
+        self.figure = Figure(figsize=(4.0, height * n_axes), layout="constrained")
         super().__init__(self.figure)
-        self.axes = [self.figure.add_subplot(1, n_axes, i + 1) for i in range(n_axes)]
-        self.setMinimumHeight(int(height * 70))
+        self.axes = [self.figure.add_subplot(n_axes, 1, i + 1) for i in range(n_axes)]
+        self.setMinimumHeight(int(height * n_axes * 80))
 
     def clear(self) -> None:
         """Empty every panel."""

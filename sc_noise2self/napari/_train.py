@@ -71,7 +71,7 @@ class TrainWidget(QWidget):
         ``{"model_kwargs": {"depth": 8}}``), for scripts and tests.
     """
 
-    epoch_done = Signal(dict)
+    epoch_done = Signal(object)  # a plain dict, passed as it is (no QVariant conversion)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -227,10 +227,11 @@ class TrainWidget(QWidget):
             _train_caught, np.asarray(layer.data), layout, self.model_box.currentText(),
             max_time=max_time, steps=steps, device=self.device_box.currentText(),
             stop=self._stop, on_epoch=self.epoch_done.emit,
-            steps_per_epoch=self.epoch_box.value(), _start_thread=False, **self.options,
+            steps_per_epoch=self.epoch_box.value(), _start_thread=False,
+            # The error shows in the widget (and as napari's notification), not re-raised.
+            _connect={"errored": self._on_error}, **self.options,
         )  # fmt: skip
         self.worker.returned.connect(self._on_trained)
-        self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_training_finished)
         self.progress.setValue(0)
         self.status.setText(f"training a {self.model_box.currentText()} on {layer.name}")
@@ -258,7 +259,8 @@ class TrainWidget(QWidget):
     def _on_trained(self, result) -> None:
         self.model, self.warnings = result
         self.history = self.model.history
-        self.progress.setValue(PROGRESS_STEPS)
+        if self.history.get("stopped") != "callback":  # a stopped run keeps its real progress
+            self.progress.setValue(PROGRESS_STEPS)
         self.status.setText(self.describe())
         self.plot(self.history)
 
@@ -316,6 +318,15 @@ class TrainWidget(QWidget):
         ax.set_ylabel("self-supervised loss")
         self.canvas.draw_idle()
 
+    def closeEvent(self, event) -> None:
+        """Stop training and prediction when the widget closes (napari removes the dock)."""
+        self._stop.set()
+        if self.predict_worker is not None:
+            self.predict_worker.quit()
+        for picker in (self.layer_picker, self.predict_picker):
+            picker.disconnect_viewer()
+        super().closeEvent(event)
+
     # -- using the model ------------------------------------------------------------------
 
     def predict(self) -> GeneratorWorker | None:
@@ -330,10 +341,10 @@ class TrainWidget(QWidget):
             return None
         self._sources["predict"] = layer
         self.predict_worker = create_worker(prediction_steps, self.model,
-                                            np.asarray(layer.data), _start_thread=False)
+                                            np.asarray(layer.data), _start_thread=False,
+                                            _connect={"errored": self._on_error})
         self.predict_worker.yielded.connect(self._on_predict_progress)
         self.predict_worker.returned.connect(self._on_predicted)
-        self.predict_worker.errored.connect(self._on_error)
         self.predict_worker.finished.connect(self._on_predict_finished)
         self.predict_worker.start()
         self._update_buttons()

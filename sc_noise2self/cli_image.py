@@ -1,0 +1,163 @@
+"""``sc-noise2self image ...``: calibrate, train and predict on microscopy files.
+
+TIFF and OME-Zarr in, the same out (axes, scale and shape kept), at any size: inputs are
+read lazily and outputs written block by block (:mod:`sc_noise2self.image.workflows`). Every
+output is checked before any work and written atomically; an existing one (or the input) is
+replaced only with ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .image import workflows
+from .image.files import kind_of
+from .io import atomic_path, check_output
+
+_FORMATS = "TIFF (.tif, .tiff, .ome.tif) or OME-Zarr (.zarr, .ome.zarr)"
+
+
+def add_image_commands(commands, formatter) -> None:
+    """Register ``image calibrate``, ``image train`` and ``image predict``."""
+    image = commands.add_parser(
+        "image", help="denoise microscopy files (TIFF, OME-Zarr), of any size",
+        description=f"Noise2Self for microscopy files: {_FORMATS}.")
+    verbs = image.add_subparsers(dest="verb", required=True)
+
+    calibrate = verbs.add_parser(
+        "calibrate", formatter_class=formatter,
+        help="choose a classical denoiser and its parameters by the self-supervised loss",
+        description="Calibrate a classical denoiser (or choose among them with 'auto') on a "
+        "central sample of IN by the J-invariant loss, then denoise all of IN block by block.")
+    _common(calibrate)
+    calibrate.add_argument("--method", default="auto",
+                           help="'auto' or one method (median, gaussian, nl_means, ...)")
+    calibrate.add_argument("--per-channel", action="store_true",
+                           help="calibrate each channel on its own (default: one shared)")
+    calibrate.add_argument("--sample", type=int, default=256,
+                           help="pixels of the calibrated sample along each spatial axis")
+    calibrate.add_argument("--no-mix", action="store_true",
+                           help="do not mix in the optimal share of the noisy input")
+    calibrate.add_argument("--report", default=None,
+                           help="write the calibration record (loss curve, best, mix) as JSON")
+    calibrate.add_argument("--plot", default=None, help="write the loss curve to an image")
+    calibrate.set_defaults(run=run_calibrate)
+
+    train = verbs.add_parser(
+        "train", formatter_class=formatter,
+        help="train a masked CNN on IN itself, then denoise IN with it",
+        description="Train a Noise2Self UNet or DnCNN on the noisy IN alone (every time point "
+        "and channel), then predict all of IN block by block.")
+    _common(train)
+    train.add_argument("--model", default="unet", choices=("unet", "dncnn"))
+    train.add_argument("--max-time", type=float, default=120.0, help="training budget, seconds")
+    train.add_argument("--steps", type=int, default=None, help="training steps (instead)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    train.add_argument("--crop", type=int, default=None,
+                       help="train on the central CROP pixels of each spatial axis")
+    train.add_argument("--save-model", default=None, help="write the trained model (.pt)")
+    train.add_argument("--random-state", type=int, default=0)
+    train.set_defaults(run=run_train)
+
+    predict = verbs.add_parser(
+        "predict", formatter_class=formatter, help="denoise IN with a saved model",
+        description="Denoise IN block by block with a model saved by 'image train'.")
+    _common(predict)
+    predict.add_argument("--model", required=True, help="a model file from --save-model")
+    predict.add_argument("--augment", action="store_true", help="test-time augmentation")
+    predict.add_argument("--no-fallback", action="store_true",
+                         help="write the network's output even when it lost to the "
+                         "neighbour mean")
+    predict.set_defaults(run=run_predict)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help=f"the noisy image: {_FORMATS}")
+    parser.add_argument("--out", required=True, help=f"the denoised image: {_FORMATS}")
+    parser.add_argument("--axes", default=None,
+                        help="axis letters from TCZYX, overriding the file's (e.g. ZYX)")
+    parser.add_argument("--spatial", default=None, choices=("YX", "ZYX"),
+                        help="axes denoised together (default ZYX when Z is present)")
+    parser.add_argument("--block", type=int, default=256,
+                        help="block size along each spatial axis (memory per block)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs if they exist, even the input")
+
+
+def _checked_outputs(args, *extra) -> list[Path | None]:
+    """Every output checked before any work: a bad path fails at once, not after training."""
+    kind_of(args.input)
+    kind_of(args.out)
+    outputs = []
+    for path in extra:
+        outputs.append(None if path is None else check_output(
+            Path(path).resolve(), overwrite=args.overwrite, inputs=(args.input,)))
+    return outputs
+
+
+def run_calibrate(args) -> int:
+    """``image calibrate``."""
+    report, plot = _checked_outputs(args, args.report, args.plot)
+    start = time.perf_counter()
+    result = workflows.calibrate_file(
+        args.input, args.out, method=args.method, axes=args.axes, spatial=args.spatial,
+        per_channel=args.per_channel, sample=args.sample, block=args.block,
+        mix=not args.no_mix, overwrite=args.overwrite)
+    calibrations = result if isinstance(result, list) else [result]
+    for index, calibration in enumerate(calibrations):
+        where = f"channel {index}: " if len(calibrations) > 1 else ""
+        print(f"{where}method {calibration.method}, parameters {calibration.best_params}, "
+              f"mix weight {calibration.mix_weight:.3f}, noise variance "
+              f"{calibration.noise_variance:.4g}; loss {calibration.best_loss:.5g} against "
+              f"{calibration.baseline_loss:.5g} of the neighbour mean", flush=True)
+    print(f"wrote {args.out}")
+    if report is not None:
+        with atomic_path(report, overwrite=args.overwrite) as temporary:
+            temporary.write_text(json.dumps([json.loads(c.to_json()) for c in calibrations]
+                                            if len(calibrations) > 1 else
+                                            json.loads(calibrations[0].to_json()), indent=1))
+        print(f"wrote {args.report}")
+    if plot is not None:
+        figure = calibrations[0].plot().figure
+        with atomic_path(plot, overwrite=args.overwrite) as temporary:
+            figure.savefig(temporary, format=plot.suffix.lstrip(".") or "png",
+                           bbox_inches="tight")
+        print(f"wrote {args.plot}")
+    print(f"time: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run_train(args) -> int:
+    """``image train``: train on the input, then predict it."""
+    (model_path,) = _checked_outputs(args, args.save_model)
+    workflows.check_target(args.out, args.input, args.overwrite)
+    start = time.perf_counter()
+    budget = {"steps": args.steps} if args.steps is not None else {"max_time": args.max_time}
+    model = workflows.train_file(args.input, model=args.model, axes=args.axes,
+                                 spatial=args.spatial, crop=args.crop, save_model=model_path,
+                                 overwrite=args.overwrite, device=args.device,
+                                 random_state=args.random_state, **budget)
+    print(f"trained {args.model} on {model.device}: held-out loss {model.val_loss:.5g} "
+          f"against {model.baseline_loss:.5g} of the neighbour mean", flush=True)
+    if model_path is not None:
+        print(f"wrote {args.save_model}")
+    workflows.predict_file(args.input, model, args.out, axes=args.axes, block=args.block,
+                           overwrite=args.overwrite)
+    print(f"wrote {args.out}")
+    print(f"time: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run_predict(args) -> int:
+    """``image predict``."""
+    _checked_outputs(args)
+    start = time.perf_counter()
+    workflows.predict_file(args.input, args.model, args.out, axes=args.axes, block=args.block,
+                           augment=args.augment, fallback=not args.no_fallback,
+                           overwrite=args.overwrite)
+    print(f"wrote {args.out}")
+    print(f"time: {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,79 @@
+"""``sc-noise2self image ...`` (issue 18): calibrate, train and predict on files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from skimage import data
+
+from sc_noise2self import cli
+from sc_noise2self.image import files
+
+pytest.importorskip("ome_zarr")
+
+RNG = np.random.default_rng(0)
+STACK = np.stack([data.camera()[:96, :96], data.camera()[200:296, 300:396]]) / 255.0
+NOISY = (STACK + 0.1 * RNG.standard_normal(STACK.shape)).astype(np.float32)
+
+
+@pytest.fixture
+def source(tmp_path):
+    path = tmp_path / "in.ome.tif"
+    files.write(path, NOISY, axes="TYX", scale=(5.0, 0.2, 0.2))
+    return path
+
+
+def test_calibrate_writes_the_image_report_and_plot(source, tmp_path, capsys):
+    out = tmp_path / "out.ome.zarr"
+    code = cli.main(["image", "calibrate", str(source), "--out", str(out), "--method",
+                     "gaussian", "--sample", "64", "--block", "48", "--report",
+                     str(tmp_path / "r.json"), "--plot", str(tmp_path / "curve.png")])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "method gaussian" in text and "neighbour mean" in text
+    result = files.read(out)
+    assert result.axes == "TYX" and result.shape == NOISY.shape
+    np.testing.assert_allclose(result.scale, (5.0, 0.2, 0.2))
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["method"] == "gaussian" and np.isfinite(report["loss"]).all()
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    # denoising helps: closer to the clean images than the noisy input is
+    assert np.mean((result.data - STACK) ** 2) < np.mean((NOISY - STACK) ** 2)
+
+
+def test_outputs_are_refused_before_any_work(source, tmp_path, capsys):
+    out = tmp_path / "out.tif"
+    assert cli.main(["image", "calibrate", str(source), "--out", str(out), "--method",
+                     "median", "--sample", "64"]) == 0
+    capsys.readouterr()
+    assert cli.main(["image", "calibrate", str(source), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert cli.main(["image", "calibrate", str(source), "--out", str(source)]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert cli.main(["image", "calibrate", str(source), "--out", str(tmp_path / "x.png")]) == 2
+    assert "OME-Zarr" in capsys.readouterr().err
+    assert cli.main(["image", "calibrate", str(source), "--out", str(tmp_path / "y.zarr"),
+                     "--axes", "QYX"]) == 2
+    assert "axes='QYX'" in capsys.readouterr().err
+    assert cli.main(["image", "calibrate", str(source), "--out", str(out), "--method",
+                     "median", "--sample", "64", "--overwrite"]) == 0
+
+
+def test_train_then_predict_with_the_saved_model(source, tmp_path, capsys):
+    model = tmp_path / "m.pt"
+    with pytest.warns(UserWarning):  # two steps do not beat the neighbour mean
+        code = cli.main(["image", "train", str(source), "--out", str(tmp_path / "t.zarr"),
+                         "--steps", "2", "--device", "cpu", "--save-model", str(model),
+                         "--block", "64"])
+    assert code == 0, capsys.readouterr()
+    assert model.exists() and files.read(tmp_path / "t.zarr").shape == NOISY.shape
+    with pytest.warns(UserWarning, match="neighbour mean is written instead"):
+        code = cli.main(["image", "predict", str(source), "--model", str(model), "--out",
+                         str(tmp_path / "p.tif")])
+    assert code == 0
+    assert np.array_equal(files.read(tmp_path / "p.tif").data,
+                          files.read(tmp_path / "t.zarr").data)
+    assert cli.main(["image", "train", str(source), "--out", str(tmp_path / "t.zarr"),
+                     "--steps", "2", "--save-model", str(model)]) == 2  # both exist
