@@ -38,6 +38,9 @@ shutil.rmtree(_TUTORIALS, ignore_errors=True)
 _TUTORIALS.mkdir()
 for notebook in sorted((ROOT / "tutorials").glob("*.ipynb")):
     shutil.copy2(notebook, _TUTORIALS / notebook.name)
+# The screenshots the napari tests take (tutorial 07 shows them).
+if (ROOT / "tutorials" / "images").is_dir():
+    shutil.copytree(ROOT / "tutorials" / "images", _TUTORIALS / "images")
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]

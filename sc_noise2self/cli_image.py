@@ -58,6 +58,8 @@ def add_image_commands(commands, formatter) -> None:
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     train.add_argument("--crop", type=int, default=None,
                        help="train on the central CROP pixels of each spatial axis")
+    train.add_argument("--frames", type=int, default=None,
+                       help="train on at most FRAMES images of a stack, evenly spaced")
     train.add_argument("--save-model", default=None, help="write the trained model (.pt)")
     train.add_argument("--random-state", type=int, default=0)
     train.set_defaults(run=run_train)
@@ -137,7 +139,8 @@ def run_train(args) -> int:
     start = time.perf_counter()
     budget = {"steps": args.steps} if args.steps is not None else {"max_time": args.max_time}
     model = workflows.train_file(args.input, model=args.model, axes=args.axes,
-                                 spatial=args.spatial, crop=args.crop, save_model=model_path,
+                                 spatial=args.spatial, crop=args.crop, frames=args.frames,
+                                 save_model=model_path,
                                  overwrite=args.overwrite, device=args.device,
                                  random_state=args.random_state, **budget)
     print(f"trained {args.model} on {model.device}: held-out loss {model.val_loss:.5g} "

@@ -77,3 +77,14 @@ def test_train_then_predict_with_the_saved_model(source, tmp_path, capsys):
                           files.read(tmp_path / "t.zarr").data)
     assert cli.main(["image", "train", str(source), "--out", str(tmp_path / "t.zarr"),
                      "--steps", "2", "--save-model", str(model)]) == 2  # both exist
+
+
+def test_integer_files_keep_their_intensity_units(tmp_path, capsys):
+    """A uint8 file denoised by a classical method and by a CNN stays on the 0-255 scale."""
+    source = tmp_path / "u8.tif"
+    files.write(source, np.round(NOISY.clip(0, 1) * 255).astype(np.uint8), axes="TYX")
+    assert cli.main(["image", "calibrate", str(source), "--out", str(tmp_path / "c.zarr"),
+                     "--method", "gaussian", "--sample", "64"]) == 0
+    denoised = files.read(tmp_path / "c.zarr").data
+    assert denoised.max() > 100  # not rescaled to [0, 1]
+    assert np.mean((denoised / 255 - STACK) ** 2) < np.mean((NOISY.clip(0, 1) - STACK) ** 2)

@@ -178,3 +178,22 @@ def test_per_channel_calibration_is_its_own(tmp_path):
     assert not isinstance(shared, list) and len(each) == 2
     out = files.read(tmp_path / "each.zarr")
     np.testing.assert_allclose(out.data[1], each[1].denoise(two[1]), atol=1e-5)
+
+
+def test_train_file_takes_evenly_spaced_frames_of_a_crop(tmp_path, monkeypatch):
+    seen = {}
+    from sc_noise2self.image.cnn import training
+
+    def fake_train(images, model, **options):
+        seen["images"], seen["options"] = images, options
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    volume = np.arange(10 * 40 * 50, dtype=np.float32).reshape(10, 40, 50)
+    with pytest.raises(RuntimeError, match="stop here"):
+        workflows.train_file(files.ImageData(volume, "ZYX"), spatial="YX", crop=16, frames=3)
+    images = seen["images"]
+    assert len(images) == 3 and images[0].shape == (16, 16)
+    np.testing.assert_array_equal(images[1], volume[4, 12:28, 17:33])  # planes 0, 4 (4.5), 9
+    np.testing.assert_array_equal(images[2], volume[9, 12:28, 17:33])
+    assert seen["options"]["n_spatial"] == 2

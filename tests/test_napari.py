@@ -4,7 +4,7 @@ The computations (``sc_noise2self.napari._core``) need no napari and always run.
 tests need napari, pytest-qt and a display with OpenGL (vispy draws the canvas): run them
 under Xvfb, ``xvfb-run -a -s "-screen 0 1280x1024x24" python -m pytest tests/test_napari.py
 -p no:xdist``; without a display they are skipped. Set ``SC_NOISE2SELF_SCREENSHOTS=1`` to
-write the widget screenshots into ``docs/tutorials/images/``.
+write the widget screenshots into ``tutorials/images/`` (tutorial 07 shows them).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from sc_noise2self.napari import _samples as samples
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "sc_noise2self" / "napari" / "napari.yaml"
-SCREENSHOTS = ROOT / "docs" / "tutorials" / "images"
+SCREENSHOTS = ROOT / "tutorials" / "images"
 # A small CNN and no compilation: a few steps take well under a second on one CPU thread.
 TINY = {"model_kwargs": {"depth": 4, "features": 16}, "compile": False}
 WAIT_MS = 60_000

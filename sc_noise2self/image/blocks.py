@@ -213,7 +213,9 @@ def calibrate_sample(image: ImageData, *, spatial: str = "YX", size: int = 256,
             width = plan.block[plan.spatial.index(letter)]
             first = max(0, extent // 2 - width // 2)
             index.append(slice(first, min(extent, first + width)))
-    sample = np.asarray(image.data[tuple(index)])
+    # As floats: the output then stays in the file's intensity units (integers are not
+    # rescaled to [0, 1], as the in-memory API does).
+    sample = np.asarray(image.data[tuple(index)]).astype(np.float32, copy=False)
     channel_axis = plan.core.index("C") if "C" in plan.core else None
     _, calibration = denoise(sample, method, return_calibration=True,
                              channel_axis=channel_axis, **options)
@@ -247,7 +249,8 @@ def denoise_blocks(image: ImageData, calibration, *, spatial: str = "YX", block:
 
     Returns
     -------
-    ``out``: the J-invariant output mixed with the input, float32.
+    ``out``: the J-invariant output mixed with the input, float32, in the image's own
+    intensity units (integer images are not rescaled).
     """
     stride = int(calibration.settings["stride"])
     reach = method_reach(calibration.method, calibration.best_params)
@@ -262,7 +265,8 @@ def denoise_blocks(image: ImageData, calibration, *, spatial: str = "YX", block:
     def one(region: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():  # a flat block (background) is returned as it is
             warnings.filterwarnings("ignore", message=".*constant.*")
-            return calibration.denoise(region, mix=mix, fallback=fallback)
+            return calibration.denoise(region.astype(np.float32, copy=False), mix=mix,
+                                       fallback=fallback)
 
     return run_blocks(image, one, plan, out=out, progress=progress)
 

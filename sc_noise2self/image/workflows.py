@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validation import check_whole
 from ..io import atomic_folder, check_output
 from .blocks import calibrate_sample, denoise_blocks, predict_blocks
 from .files import ImageData, create_zarr, kind_of, read, write
@@ -92,7 +93,8 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
 
 def train_file(source, *, model: str = "unet", axes: str | None = None,
                spatial: str | None = None, crop: int | None = None,
-               save_model=None, overwrite: bool = False, **train_options):
+               frames: int | None = None, save_model=None, overwrite: bool = False,
+               **train_options):
     """Train a Noise2Self CNN on a file: every time point (and channel) of it, or a crop.
 
     Parameters
@@ -109,6 +111,9 @@ def train_file(source, *, model: str = "unet", axes: str | None = None,
     crop
         Train on the central ``crop`` pixels along each spatial axis (for files larger than
         memory); None reads the whole file.
+    frames
+        Train on at most this many images of the stack (time points, or planes when
+        ``spatial="YX"``), evenly spaced; None takes all.
     save_model
         Write the trained model here (``.pt``).
     overwrite
@@ -127,7 +132,9 @@ def train_file(source, *, model: str = "unet", axes: str | None = None,
     if save_model is not None:
         check_output(save_model, overwrite=overwrite)
     spatial = spatial_axes_of(image, spatial)
-    stack, channel_axis = _training_stack(image, spatial, crop)
+    if frames is not None:
+        check_whole(frames, name="frames", minimum=1, hint="images of the stack to train on")
+    stack, channel_axis = _training_stack(image, spatial, crop, frames)
     fitted = train(stack, model, channel_axis=channel_axis, n_spatial=len(spatial),
                    **train_options)
     if save_model is not None:
@@ -239,17 +246,20 @@ def _write_by_blocks(output, image: ImageData, fill, overwrite: bool) -> Path:
     return output
 
 
-def _training_stack(image: ImageData, spatial: str, crop: int | None):
+def _training_stack(image: ImageData, spatial: str, crop: int | None, frames: int | None):
     """The training images as one array: looped axes flattened into a stack, channels kept."""
+    core = "".join(a for a in image.axes if a in spatial or a == "C")
+    looped = [a for a in image.axes if a not in core]
     index = []
     for letter, extent in zip(image.axes, image.shape, strict=True):
         if crop is not None and letter in spatial and extent > crop:
             first = extent // 2 - crop // 2
             index.append(slice(first, first + crop))
+        elif frames is not None and looped and letter == looped[0] and extent > frames:
+            index.append(np.unique(np.linspace(0, extent - 1, frames).round().astype(int)))
         else:
             index.append(slice(None))
-    data = np.asarray(image.data[tuple(index)])
-    core = "".join(a for a in image.axes if a in spatial or a == "C")
+    data = _taken(image.data, index)
     loops = [i for i, a in enumerate(image.axes) if a not in core]
     order = loops + [i for i, a in enumerate(image.axes) if a in core]
     data = data.transpose(order)
@@ -259,3 +269,14 @@ def _training_stack(image: ImageData, spatial: str, crop: int | None):
     if not loops:
         return data, channel_axis
     return list(data), channel_axis
+
+
+def _taken(data, index: list) -> np.ndarray:
+    """``data`` indexed by slices and at most one list of positions, as a numpy array."""
+    lists = [i for i, item in enumerate(index) if isinstance(item, np.ndarray)]
+    if not lists:
+        return np.asarray(data[tuple(index)])
+    axis = lists[0]
+    parts = [np.asarray(data[tuple([*index[:axis], int(k), *index[axis + 1:]])])
+             for k in index[axis]]
+    return np.stack(parts, axis=axis)
