@@ -1086,7 +1086,7 @@ report = json.loads((work / "report.json").read_text())
 print([(r["method"], r["best"], round(r["mix_weight"], 3)) for r in report])
 fig, axes = plt.subplots(1, 3, figsize=(11, 4))
 for ax, picture, title in zip(axes, [noisy[1], denoised.data[1] / 255, truth[1]],
-                              ["noisy (actin)", "denoised", "50-frame average"]):
+                              ["noisy (actin)", "denoised", "50-frame average"], strict=True):
     ax.imshow(picture[128:384, 128:384], cmap="gray", vmin=0, vmax=truth[1].max())
     ax.set_title(title)
     ax.axis("off")"""),
