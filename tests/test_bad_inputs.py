@@ -776,8 +776,83 @@ def _torch_save(path):
     return path
 
 
+
+def _plain_zarr(tmp_path):
+    import zarr
+
+    zarr.open_array(tmp_path / "plain.zarr", mode="w", shape=(4, 4), dtype="f4")
+    return tmp_path / "plain.zarr"
+
+
+def _files():
+    from sc_noise2self.image import files
+
+    return files
+
+
+def _blocks():
+    from sc_noise2self.image import blocks
+
+    return blocks
+
+
+def _workflows():
+    from sc_noise2self.image import workflows
+
+    return workflows
+
+
+def _yx(values=None):
+    return _files().ImageData(IMG if values is None else values, "YX")
+
+
+# Microscopy files, blocks and the file workflows (issue 18).
+IMAGE_FILE_CASES = [
+    ("read a .png", lambda t: _files().read(t / "x.png"), ValueError,
+     "neither a TIFF (.tif, .tiff, .ome.tif) nor an OME-Zarr"),
+    ("read a missing file", lambda t: _files().read(t / "gone.tif"), FileNotFoundError,
+     "does not exist"),
+    ("read a zarr that is not OME", lambda t: _files().read(_plain_zarr(t)), ValueError,
+     "holds no OME-Zarr image"),
+    ("write without axes", lambda t: _files().write(t / "a.tif", IMG), ValueError,
+     "needs axes="),
+    ("axes of the wrong length", lambda t: _files().write(t / "a.tif", IMG, axes="ZYX"),
+     ValueError, "axes='ZYX' has 3 letters for an image of 2 dimensions"),
+    ("an axis twice", lambda t: _files().ImageData(np.zeros((2, 2, 2)), "YXY"), ValueError,
+     "names an axis twice"),
+    ("an unknown axis letter", lambda t: _files().ImageData(np.zeros((2, 2, 2)), "QYX"),
+     ValueError, "outside 'TCZYX'"),
+    ("axes not a string", lambda t: _files().ImageData(IMG, 5), TypeError, "axes=5"),
+    ("scale of the wrong length", lambda t: _files().ImageData(IMG, "YX", (1.0,)),
+     ValueError, "one positive pixel size per axis"),
+    ("a negative scale", lambda t: _files().ImageData(IMG, "YX", (1.0, -2.0)), ValueError,
+     "scale=(1.0, -2.0)"),
+    ("axes with ImageData", lambda t: _files().write(t / "a.tif", _yx(), axes="YX"),
+     ValueError, "only with a plain array"),
+    ("write over an existing file", lambda t: [_files().write(t / "a.zarr", IMG, axes="YX"),
+                                               _files().write(t / "a.zarr", IMG, axes="YX")],
+     FileExistsError, "exists"),
+    ("block=0", lambda t: _blocks().denoise_blocks(
+        _yx(), im.denoise(IMG, "gaussian", return_calibration=True, **QUIET)[1], block=0),
+     ValueError, "block (each size)=0"),
+    ("spatial ZYX on a 2D image", lambda t: _blocks().denoise_blocks(
+        _yx(), im.denoise(IMG, "gaussian", return_calibration=True, **QUIET)[1],
+        spatial="ZYX"), ValueError, "spatial='ZYX'"),
+    ("calibrate_file to a .png", lambda t: _workflows().calibrate_file(_yx(), t / "o.png"),
+     ValueError, "neither a TIFF"),
+    ("calibrate_file into a missing folder", lambda t: _workflows().calibrate_file(
+        _yx(), t / "no" / "o.zarr"), FileNotFoundError, "does not exist; create it first"),
+    ("train_file frames=0", lambda t: _workflows().train_file(_yx(), frames=0), ValueError,
+     "frames=0"),
+    ("blocks of a TYX stack keep shape", lambda t: _blocks().denoise_blocks(
+        _files().ImageData(np.stack([IMG, IMG]), "TYX"),
+        im.denoise(IMG, "median", return_calibration=True, **QUIET)[1], block=8), None,
+     lambda out: out.shape == (2, *IMG.shape) and np.isfinite(out).all()),
+]
+
 IMAGE_CASES = (IMAGE_INPUT_CASES + IMAGE_DENOISE_CASES + IMAGE_CALIBRATION_CASES
-               + IMAGE_MIXING_NOISE_CASES + CNN_CASES + CNN_PREDICT_AND_FILE_CASES)
+               + IMAGE_MIXING_NOISE_CASES + CNN_CASES + CNN_PREDICT_AND_FILE_CASES
+               + IMAGE_FILE_CASES)
 
 
 @pytest.mark.parametrize(("make", "error", "expect"), [c[1:] for c in IMAGE_CASES],

@@ -8,11 +8,15 @@ output with the input; :mod:`.classical` holds the built-in denoisers and their 
 grids; :mod:`.selection` picks the best method; :mod:`.noise` estimates the noise variance
 that the mixing needs; :mod:`.units` makes results independent of the image's units.
 :mod:`.cnn` trains masked UNets and DnCNNs (it needs torch, and loads on first use, so that
-importing this package does not import torch).
+importing this package does not import torch). :mod:`.files` reads and writes TIFF and
+OME-Zarr with their axes and scale; :mod:`.blocks` and :mod:`.workflows` denoise files
+larger than memory block by block.
 """
 
 from ..results import expand_grid
+from .blocks import calibrate_sample, denoise_blocks, predict_blocks
 from .classical import METHODS, Method, available_methods, get_method
+from .files import ImageData, read, write
 from .invariant import ImageCalibration, denoise_invariant
 from .masking import INTERPOLATIONS, grid_masks, masked_inputs, neighbour_kernel, replacement_values
 from .mixing import mixed_error, optimal_mix_weight
@@ -20,6 +24,7 @@ from .noise import estimate_noise_variance
 from .referee import BaselineWarning
 from .scoring import calibrate
 from .selection import CNN_METHODS, auto_methods, denoise
+from .workflows import calibrate_file, predict_file, train_file
 
 # The CNN side needs torch: its names load on first use.
 _LAZY = {
@@ -48,13 +53,17 @@ __all__ = [
     "BaselineWarning",
     "DnCNN",
     "ImageCalibration",
+    "ImageData",
     "Method",
     "Noise2SelfModel",
     "UNet",
     "auto_methods",
     "available_methods",
     "calibrate",
+    "calibrate_file",
+    "calibrate_sample",
     "denoise",
+    "denoise_blocks",
     "denoise_cnn",
     "denoise_invariant",
     "estimate_noise_variance",
@@ -65,6 +74,11 @@ __all__ = [
     "mixed_error",
     "neighbour_kernel",
     "optimal_mix_weight",
+    "predict_blocks",
+    "predict_file",
+    "read",
     "replacement_values",
     "train",
+    "train_file",
+    "write",
 ]

@@ -200,7 +200,25 @@ def calibrate_sample(image: ImageData, *, spatial: str = "YX", size: int = 256,
 
     The sample is the central ``size`` pixels along each spatial axis of the middle index of
     every looped axis, with all channels: large enough to hold the noise and the
-    structures, small enough for memory. Returns its :class:`ImageCalibration`.
+    structures, small enough for memory.
+
+    Parameters
+    ----------
+    image
+        The image, numpy or lazy.
+    spatial
+        The spatial axes calibrated together (``"YX"`` or ``"ZYX"``).
+    size
+        Pixels of the sample along each spatial axis.
+    method
+        ``"auto"`` or a built-in method's name.
+    **options
+        Passed to :func:`~sc_noise2self.image.denoise` (``param_grid``, ``stride``, ...).
+
+    Returns
+    -------
+    ``(calibration, spatial)``: the sample's :class:`ImageCalibration`, graded against the
+    neighbour mean, and the spatial axes it was calibrated on.
     """
     plan = make_plan(image, spatial, size, 0, 1)
     index = []
