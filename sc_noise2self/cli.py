@@ -18,7 +18,7 @@ from . import datasets, pl, tl
 from ._version import __version__
 from .calibration import DEFAULT_P
 from .cli_image import add_image_commands
-from .io import atomic_path, check_output, formats_text, read_counts, write_h5ad
+from .io import check_output, formats_text, read_counts, write_figure, write_h5ad
 from .results import finite_argmin
 
 DEFAULT_DATASETS = ("auto", "paul15", "synthetic")
@@ -122,10 +122,8 @@ def run_denoise(args: argparse.Namespace) -> int:
     write_h5ad(adata, out, overwrite=args.overwrite)
     print(f"wrote {out}")
     if plot is not None:
-        figure = pl.calibration_curve(adata, show=False).figure
-        with atomic_path(plot, overwrite=args.overwrite) as temporary:
-            figure.savefig(temporary, format=plot.suffix.lstrip(".") or "png",
-                           bbox_inches="tight")
+        write_figure(pl.calibration_curve(adata, show=False).figure, plot,
+                     overwrite=args.overwrite)
         print(f"wrote {args.plot}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .image import workflows
 from .image.files import kind_of
-from .io import atomic_path, check_output
+from .io import atomic_path, check_output, write_figure
 
 _FORMATS = "TIFF (.tif, .tiff, .ome.tif) or OME-Zarr (.zarr, .ome.zarr)"
 
@@ -123,10 +123,7 @@ def run_calibrate(args) -> int:
                                             json.loads(calibrations[0].to_json()), indent=1))
         print(f"wrote {args.report}")
     if plot is not None:
-        figure = calibrations[0].plot().figure
-        with atomic_path(plot, overwrite=args.overwrite) as temporary:
-            figure.savefig(temporary, format=plot.suffix.lstrip(".") or "png",
-                           bbox_inches="tight")
+        write_figure(calibrations[0].plot().figure, plot, overwrite=args.overwrite)
         print(f"wrote {args.plot}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0

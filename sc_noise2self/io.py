@@ -180,6 +180,28 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def write_figure(figure, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Save a matplotlib figure atomically, in the format its name ends with (PNG by default).
+
+    Parameters
+    ----------
+    figure
+        A matplotlib Figure.
+    path
+        The image file.
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    The path written.
+    """
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as temporary:
+        figure.savefig(temporary, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")
+    return path
+
+
 def _mode_for(path: Path) -> int:
     """The mode of the file being replaced, or what a plain ``open`` would give (umask)."""
     if path.exists():

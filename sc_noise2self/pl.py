@@ -11,7 +11,7 @@ from ._anndata import get_counts
 from ._validation import check_choice, is_dask_array
 from .calibration import CalibrationResult
 from .diagnostics import half_correlations, noise_correlations
-from .io import atomic_path
+from .io import write_figure
 from .pp import split_counts
 
 
@@ -105,8 +105,7 @@ def _save_or_show(fig, save: bool | str | None, show: bool | None) -> None:
             path = Path(sc.settings.figdir) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         # scanpy's save= replaces the figure it names; the write itself is atomic.
-        with atomic_path(path, overwrite=True) as temporary:
-            fig.savefig(temporary, format=path.suffix.lstrip(".") or None, bbox_inches="tight")
+        write_figure(fig, path, overwrite=True)
     if sc.settings.autoshow if show is None else show:
         plt.show()
 

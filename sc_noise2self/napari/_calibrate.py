@@ -19,10 +19,10 @@ from qtpy.QtWidgets import (
 )
 
 from ._core import CalibrationRun, Layout, Progress, calibration_steps, layouts_for, method_choices
-from ._qt import LayerPicker, LossCanvas, add_result
+from ._qt import LayerPicker, LayoutChoice, LossCanvas, add_result
 
 
-class CalibrateWidget(QWidget):
+class CalibrateWidget(LayoutChoice, QWidget):
     """Calibrate classical denoisers on an image layer and add the denoised layer.
 
     The computation (:func:`~sc_noise2self.napari._core.calibration_steps`) runs in a napari
@@ -106,30 +106,6 @@ class CalibrateWidget(QWidget):
             self.method_box.addItems(names)
             if current in names:
                 self.method_box.setCurrentText(current)
-
-    def selected_layout(self) -> Layout | None:
-        """The axes chosen for the layer.
-
-        Returns
-        -------
-        The :class:`~sc_noise2self.napari._core.Layout`, or None without a layer.
-        """
-        index = self.layout_box.currentIndex()
-        return self._layouts[index] if 0 <= index < len(self._layouts) else None
-
-    def select_layout(self, label: str) -> None:
-        """Choose the axes by the label shown (e.g. ``"stack of 2D images (t or z, y, x)"``).
-
-        Parameters
-        ----------
-        label
-            One of the labels in the axes box.
-        """
-        index = self.layout_box.findText(label)
-        if index < 0:
-            raise ValueError(f"{label!r} does not fit this layer; choose one of "
-                             f"{[layout.label for layout in self._layouts]}.")
-        self.layout_box.setCurrentIndex(index)
 
     # -- running --------------------------------------------------------------------------
 

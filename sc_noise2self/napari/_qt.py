@@ -126,6 +126,41 @@ def add_result(viewer, source: Image, data: np.ndarray, suffix: str) -> Image:
     return viewer.add_image(data, name=f"{source.name} ({suffix})", **layer_kwargs(source, data))
 
 
+class LayoutChoice:
+    """How a widget's layer is read (its axes): the layouts offered and the one chosen.
+
+    Mixed into the widgets: they hold ``self._layouts`` (from
+    :func:`~sc_noise2self.napari._core.layouts_for`) and a ``self.layout_box`` combo box.
+    """
+
+    _layouts: list
+    layout_box: QComboBox
+
+    def selected_layout(self):
+        """The axes chosen for the layer.
+
+        Returns
+        -------
+        The :class:`~sc_noise2self.napari._core.Layout`, or None without a layer.
+        """
+        index = self.layout_box.currentIndex()
+        return self._layouts[index] if 0 <= index < len(self._layouts) else None
+
+    def select_layout(self, label: str) -> None:
+        """Choose the axes by the label shown (e.g. ``"stack of 2D images (t or z, y, x)"``).
+
+        Parameters
+        ----------
+        label
+            One of the labels in the axes box.
+        """
+        index = self.layout_box.findText(label)
+        if index < 0:
+            raise ValueError(f"{label!r} does not fit this layer; choose one of "
+                             f"{[layout.label for layout in self._layouts]}.")
+        self.layout_box.setCurrentIndex(index)
+
+
 class LossCanvas(FigureCanvasQTAgg):
     """A matplotlib figure inside the widget, redrawn by the widget's results.
 

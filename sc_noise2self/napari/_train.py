@@ -36,7 +36,7 @@ from ._core import (
     prediction_steps,
     train_model,
 )
-from ._qt import LayerPicker, LossCanvas, add_result
+from ._qt import LayerPicker, LayoutChoice, LossCanvas, add_result
 
 PROGRESS_STEPS = 1000  # resolution of the progress bar, which follows steps or time
 
@@ -50,7 +50,7 @@ def _train_caught(*args, **kwargs):
     return model, messages
 
 
-class TrainWidget(QWidget):
+class TrainWidget(LayoutChoice, QWidget):
     """Train a Noise2Self CNN on an image layer, watch its loss, predict, save and load.
 
     Training runs in a napari thread worker; after every epoch the training thread sends
@@ -172,30 +172,6 @@ class TrainWidget(QWidget):
         self.layout_box.clear()
         self.layout_box.addItems([layout.label for layout in self._layouts])
         self._update_buttons()
-
-    def selected_layout(self) -> Layout | None:
-        """The axes chosen for the training layer.
-
-        Returns
-        -------
-        The :class:`~sc_noise2self.napari._core.Layout`, or None without a layer.
-        """
-        index = self.layout_box.currentIndex()
-        return self._layouts[index] if 0 <= index < len(self._layouts) else None
-
-    def select_layout(self, label: str) -> None:
-        """Choose the axes by the label shown.
-
-        Parameters
-        ----------
-        label
-            One of the labels in the axes box.
-        """
-        index = self.layout_box.findText(label)
-        if index < 0:
-            raise ValueError(f"{label!r} does not fit this layer; choose one of "
-                             f"{[layout.label for layout in self._layouts]}.")
-        self.layout_box.setCurrentIndex(index)
 
     def _update_buttons(self) -> None:
         training = self.worker is not None
@@ -406,11 +382,13 @@ class TrainWidget(QWidget):
         Parameters
         ----------
         path
-            The file.
+            A ``.pt`` file written by this widget, ``image train --save-model`` or
+            ``Noise2SelfModel.save``.
 
         Returns
         -------
-        The :class:`~sc_noise2self.image.Noise2SelfModel`, on the chosen device.
+        The :class:`~sc_noise2self.image.Noise2SelfModel` (also kept as ``self.model``), on
+        the device chosen in the widget.
         """
         self.model = image.Noise2SelfModel.load(path, device=self.device_box.currentText())
         self.warnings = []
