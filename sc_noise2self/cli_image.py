@@ -60,6 +60,8 @@ def add_image_commands(commands, formatter) -> None:
                        help="train on the central CROP pixels of each spatial axis")
     train.add_argument("--frames", type=int, default=None,
                        help="train on at most FRAMES images of a stack, evenly spaced")
+    train.add_argument("--per-channel", action="store_true",
+                       help="train one network per channel (saved as NAME.c0.pt, ...)")
     train.add_argument("--save-model", default=None, help="write the trained model (.pt)")
     train.add_argument("--random-state", type=int, default=0)
     train.set_defaults(run=run_train)
@@ -68,7 +70,9 @@ def add_image_commands(commands, formatter) -> None:
         "predict", formatter_class=formatter, help="denoise IN with a saved model",
         description="Denoise IN block by block with a model saved by 'image train'.")
     _common(predict)
-    predict.add_argument("--model", required=True, help="a model file from --save-model")
+    predict.add_argument("--model", required=True, action="append",
+                         help="a model file from --save-model; repeat it, one per channel "
+                         "in order, for models trained with --per-channel")
     predict.add_argument("--augment", action="store_true", help="test-time augmentation")
     predict.add_argument("--no-fallback", action="store_true",
                          help="write the network's output even when it lost to the "
@@ -131,19 +135,25 @@ def run_calibrate(args) -> int:
 
 def run_train(args) -> int:
     """``image train``: train on the input, then predict it."""
-    (model_path,) = _checked_outputs(args, args.save_model)
+    _checked_outputs(args)
     workflows.check_target(args.out, args.input, args.overwrite)
     start = time.perf_counter()
     budget = {"steps": args.steps} if args.steps is not None else {"max_time": args.max_time}
     model = workflows.train_file(args.input, model=args.model, axes=args.axes,
                                  spatial=args.spatial, crop=args.crop, frames=args.frames,
-                                 save_model=model_path,
+                                 per_channel=args.per_channel, save_model=args.save_model,
                                  overwrite=args.overwrite, device=args.device,
                                  random_state=args.random_state, **budget)
-    print(f"trained {args.model} on {model.device}: held-out loss {model.val_loss:.5g} "
-          f"against {model.baseline_loss:.5g} of the neighbour mean", flush=True)
-    if model_path is not None:
-        print(f"wrote {args.save_model}")
+    models = model if isinstance(model, list) else [model]
+    for index, one in enumerate(models):
+        where = f"channel {index}: " if len(models) > 1 else ""
+        print(f"{where}trained {args.model} on {one.device}: held-out loss "
+              f"{one.val_loss:.5g} against {one.baseline_loss:.5g} of the neighbour mean",
+              flush=True)
+    if args.save_model is not None:
+        saved = (workflows.channel_model_paths(args.save_model, len(models)) if len(models) > 1
+                 else [args.save_model])
+        print("wrote " + ", ".join(map(str, saved)))
     workflows.predict_file(args.input, model, args.out, axes=args.axes, block=args.block,
                            overwrite=args.overwrite)
     print(f"wrote {args.out}")
@@ -155,7 +165,8 @@ def run_predict(args) -> int:
     """``image predict``."""
     _checked_outputs(args)
     start = time.perf_counter()
-    workflows.predict_file(args.input, args.model, args.out, axes=args.axes, block=args.block,
+    models = args.model if len(args.model) > 1 else args.model[0]
+    workflows.predict_file(args.input, models, args.out, axes=args.axes, block=args.block,
                            augment=args.augment, fallback=not args.no_fallback,
                            overwrite=args.overwrite)
     print(f"wrote {args.out}")

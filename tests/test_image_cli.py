@@ -88,3 +88,32 @@ def test_integer_files_keep_their_intensity_units(tmp_path, capsys):
     denoised = files.read(tmp_path / "c.zarr").data
     assert denoised.max() > 100  # not rescaled to [0, 1]
     assert np.mean((denoised / 255 - STACK) ** 2) < np.mean((NOISY.clip(0, 1) - STACK) ** 2)
+
+
+def test_one_network_per_channel(tmp_path, capsys):
+    source = tmp_path / "two.zarr"
+    two = np.stack([NOISY[0], 3.0 * NOISY[1]])  # two stains on different scales
+    files.write(source, two, axes="CYX")
+    with pytest.warns(UserWarning):
+        code = cli.main(["image", "train", str(source), "--out", str(tmp_path / "t.zarr"),
+                         "--steps", "2", "--device", "cpu", "--per-channel", "--save-model",
+                         str(tmp_path / "m.pt")])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "channel 1: trained unet" in text
+    assert (tmp_path / "m.c0.pt").exists() and (tmp_path / "m.c1.pt").exists()
+    from sc_noise2self.image import Noise2SelfModel
+
+    models = [Noise2SelfModel.load(tmp_path / f"m.c{c}.pt", device="cpu") for c in (0, 1)]
+    assert all(m.n_channels == 1 for m in models)
+    with pytest.warns(UserWarning):
+        code = cli.main(["image", "predict", str(source), "--model", str(tmp_path / "m.c0.pt"),
+                         "--model", str(tmp_path / "m.c1.pt"), "--out",
+                         str(tmp_path / "p.zarr"), "--no-fallback"])
+    assert code == 0
+    predicted = files.read(tmp_path / "p.zarr").data
+    np.testing.assert_allclose(predicted[1], models[1].predict(two[1]), atol=1e-5)
+    assert cli.main(["image", "predict", str(source), "--model", str(tmp_path / "m.c0.pt"),
+                     "--model", str(tmp_path / "m.c1.pt"), "--model",
+                     str(tmp_path / "m.c1.pt"), "--out", str(tmp_path / "q.zarr")]) == 2
+    assert "3 models were given for an image with" in capsys.readouterr().err

@@ -21,7 +21,8 @@ from ..io import atomic_folder, check_output
 from .blocks import calibrate_sample, denoise_blocks, predict_blocks
 from .files import ImageData, create_zarr, kind_of, read, write
 
-__all__ = ["calibrate_file", "check_target", "predict_file", "spatial_axes_of", "train_file"]
+__all__ = ["calibrate_file", "channel_model_paths", "check_target", "predict_file",
+           "spatial_axes_of", "train_file"]
 
 
 def spatial_axes_of(image: ImageData, spatial: str | None = None) -> str:
@@ -74,10 +75,7 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
     image = _opened(source, axes)
     check_target(output, source, overwrite)
     spatial = spatial_axes_of(image, spatial)
-    if per_channel and image.channel_axis is not None:
-        views = [_channel(image, c) for c in range(image.shape[image.channel_axis])]
-    else:
-        views = [image]
+    views = _channel_views(image, per_channel)
     calibrations = [calibrate_sample(view, spatial=spatial, size=sample, method=method,
                                      **options)[0] for view in views]
 
@@ -93,8 +91,8 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
 
 def train_file(source, *, model: str = "unet", axes: str | None = None,
                spatial: str | None = None, crop: int | None = None,
-               frames: int | None = None, save_model=None, overwrite: bool = False,
-               **train_options):
+               frames: int | None = None, per_channel: bool = False, save_model=None,
+               overwrite: bool = False, **train_options):
     """Train a Noise2Self CNN on a file: every time point (and channel) of it, or a crop.
 
     Parameters
@@ -114,8 +112,12 @@ def train_file(source, *, model: str = "unet", axes: str | None = None,
     frames
         Train on at most this many images of the stack (time points, or planes when
         ``spatial="YX"``), evenly spaced; None takes all.
+    per_channel
+        Train one network per channel (each on that channel alone) instead of one network
+        that sees every channel.
     save_model
-        Write the trained model here (``.pt``).
+        Write the trained model here (``.pt``); per channel, ``<name>.c0.pt``,
+        ``<name>.c1.pt``, ... (see :func:`channel_model_paths`).
     overwrite
         Replace an existing model file.
     **train_options
@@ -124,22 +126,56 @@ def train_file(source, *, model: str = "unet", axes: str | None = None,
 
     Returns
     -------
-    The trained :class:`~sc_noise2self.image.Noise2SelfModel`.
+    The trained :class:`~sc_noise2self.image.Noise2SelfModel`, or a list with one per
+    channel.
     """
     from .cnn.training import train
 
     image = _opened(source, axes)
+    views = _channel_views(image, per_channel)
+    paths = [None] * len(views)
     if save_model is not None:
-        check_output(save_model, overwrite=overwrite)
+        paths = (channel_model_paths(save_model, len(views)) if per_channel
+                 and image.channel_axis is not None else [Path(save_model)])
+        for path in paths:
+            check_output(path, overwrite=overwrite)
     spatial = spatial_axes_of(image, spatial)
     if frames is not None:
         check_whole(frames, name="frames", minimum=1, hint="images of the stack to train on")
-    stack, channel_axis = _training_stack(image, spatial, crop, frames)
-    fitted = train(stack, model, channel_axis=channel_axis, n_spatial=len(spatial),
-                   **train_options)
-    if save_model is not None:
-        fitted.save(save_model, overwrite=overwrite)
-    return fitted
+    fitted = []
+    for view, path in zip(views, paths, strict=True):
+        stack, channel_axis = _training_stack(view, spatial, crop, frames)
+        one = train(stack, model, channel_axis=channel_axis, n_spatial=len(spatial),
+                    **train_options)
+        if path is not None:
+            one.save(path, overwrite=overwrite)
+        fitted.append(one)
+    return fitted[0] if len(fitted) == 1 else fitted
+
+
+def channel_model_paths(path, n_channels: int) -> list[Path]:
+    """Where per-channel models go: ``unet.pt`` becomes ``unet.c0.pt``, ``unet.c1.pt``, ...
+
+    Parameters
+    ----------
+    path
+        The model path the user named.
+    n_channels
+        How many channels.
+
+    Returns
+    -------
+    One path per channel.
+    """
+    path = Path(path)
+    return [path.with_name(f"{path.stem}.c{c}{path.suffix or '.pt'}") for c in range(n_channels)]
+
+
+def _channel_views(image: ImageData, per_channel: bool) -> list[ImageData]:
+    """The image whole, or one view per channel when ``per_channel`` (and it has channels)."""
+    if per_channel and image.channel_axis is not None:
+        return [_channel(image, c) for c in range(image.shape[image.channel_axis])]
+    return [image]
 
 
 def predict_file(source, model, output, *, axes: str | None = None, block: int = 256,
@@ -152,7 +188,9 @@ def predict_file(source, model, output, *, axes: str | None = None, block: int =
     source
         A TIFF or OME-Zarr path (or an :class:`ImageData`), in the model's layout.
     model
-        A :class:`~sc_noise2self.image.Noise2SelfModel`, or the path of a saved one.
+        A :class:`~sc_noise2self.image.Noise2SelfModel`, or the path of a saved one; or a
+        list with one per channel (from ``train_file(per_channel=True)``), each applied to
+        its channel.
     output
         ``.tif``/``.tiff`` or ``.zarr``.
     axes
@@ -176,13 +214,18 @@ def predict_file(source, model, output, *, axes: str | None = None, block: int =
 
     image = _opened(source, axes)
     check_target(output, source, overwrite)
-    if not isinstance(model, Noise2SelfModel):
-        model = Noise2SelfModel.load(model)
-    spatial = "ZYX"[-model.layout.n_spatial:]
+    models = list(model) if isinstance(model, list | tuple) else [model]
+    views = _channel_views(image, len(models) > 1)
+    if len(views) != len(models):
+        raise ValueError(f"{len(models)} models were given for an image with "
+                         f"{len(views)} channels; give one per channel, or one for all.")
+    models = [m if isinstance(m, Noise2SelfModel) else Noise2SelfModel.load(m) for m in models]
 
     def fill(out) -> None:
-        predict_blocks(image, model, spatial=spatial, block=block, out=out, augment=augment,
-                       fallback=fallback, progress=progress)
+        for c, (view, one) in enumerate(zip(views, models, strict=True)):
+            target = out if len(views) == 1 else ChannelView(out, image.channel_axis, c)
+            predict_blocks(view, one, spatial="ZYX"[-one.layout.n_spatial:], block=block,
+                           out=target, augment=augment, fallback=fallback, progress=progress)
 
     return _write_by_blocks(output, image, fill, overwrite)
 
