@@ -128,10 +128,12 @@ class Family:
         The fronts take ``return_model=``: the model of the best setting (the first split's,
         from ``score``'s ``"fitted"`` extras) or of the final fit (``fitted.model``).
 
-    A family's ``score`` may return ``(losses, extras)``: ``extras`` maps a name to one value
-    per grid point (e.g. the number of clusters), averaged over splits into the params; under
-    ``"fitted"`` it may give one fitted model per grid point, of which the first split's are
-    kept in :attr:`CalibrationResult.fitted` (never written to ``uns``).
+    Notes
+    -----
+    A family's ``score`` may return ``(losses, extras)``. ``extras`` maps a name to one value
+    per grid point (e.g. the number of clusters), averaged over splits into the params. Its
+    entry ``"fitted"`` may hold one fitted model per grid point; the first split's are kept
+    in ``CalibrationResult.fitted`` and never written to ``uns``.
     """
 
     name: str
