@@ -7,11 +7,19 @@
    predicts the whole image untiled and tiled, and prints steps/s, PSNR, prediction time
    and peak GPU memory, one JSON line per run.
 
+3. ``--scvi`` (issue 17, needs the ``[scvi]`` extra): ``tl.calibrate_scvi`` on paul15 (or
+   synthetic counts without the data) with ``accelerator`` set to the device; prints the
+   chosen ``n_latent``, the curve and the seconds per setting as one JSON line.
+4. ``--blocks`` (issue 18): a UNet predicts a 256 x 512 x 512 volume plane by plane with
+   ``image.predict_blocks`` on the device; prints the time and the largest difference from
+   whole-plane predictions of three planes.
+
 Without CUDA it says so and exits with status 2, unless ``--cpu-fallback`` asks for the
 same runs on the CPU (labelled as such).
 
     python benchmarks/gpu_check.py --runs unet:60 dncnn:60
     python benchmarks/gpu_check.py --runs unet:10 --cpu-fallback   # no GPU: a labelled CPU run
+    python benchmarks/gpu_check.py --runs --scvi --blocks           # only the checks of 17 and 18
 """
 
 from __future__ import annotations
@@ -31,11 +39,13 @@ from sc_noise2self.image.cnn import train
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=["unet:60", "dncnn:60"])
+    parser.add_argument("--runs", nargs="*", default=["unet:60", "dncnn:60"])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--cpu-fallback", action="store_true")
+    parser.add_argument("--scvi", action="store_true", help="time calibrate_scvi on the device")
+    parser.add_argument("--blocks", action="store_true", help="predict a volume by blocks")
     args = parser.parse_args()
     device = pick_device(args.cpu_fallback)
     if device is None:
@@ -49,7 +59,47 @@ def main() -> int:
         row, denoised = train_and_time(model_name, float(seconds), clean, noisy, device, args)
         print(json.dumps(row), flush=True)
         finite &= bool(np.isfinite(denoised).all())
+    if args.scvi:
+        print(json.dumps(scvi_check(device)), flush=True)
+    if args.blocks:
+        print(json.dumps(blocks_check(device, noisy)), flush=True)
     return 0 if finite else 1
+
+
+def scvi_check(device: torch.device) -> dict:
+    """``tl.calibrate_scvi`` with the accelerator set to ``device``: time per setting, choice."""
+    import sc_noise2self as n2s
+
+    if n2s.datasets.local_file("paul15.h5ad") is not None:
+        adata, name = n2s.datasets.paul15(), "paul15"
+    else:
+        adata, name = n2s.datasets.synthetic_counts(2000, 1000, rank=8), "synthetic 2000x1000"
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    start = time.perf_counter()
+    n2s.tl.calibrate_scvi(adata, accelerator=accelerator)
+    _sync(device)
+    record = adata.uns["noise2self_scvi"]
+    return {"check": "scvi", "data": name, "device": str(device),
+            "n_latent": record["best"], "grid": [int(g) for g in record["grid"]],
+            "loss": [round(float(v), 6) for v in record["loss"]],
+            "baseline": float(record["params"]["baseline_loss"]),
+            "seconds_per_setting": (time.perf_counter() - start) / len(record["grid"])}
+
+
+def blocks_check(device: torch.device, noisy: np.ndarray) -> dict:
+    """A UNet predicting a 256 x 512 x 512 volume plane by plane, by blocks, on ``device``."""
+    from sc_noise2self.image import ImageData, predict_blocks
+
+    model = train(noisy, "unet", steps=50, device=device, progress=False)
+    planes = np.stack([np.roll(noisy, z, axis=0) for z in range(256)]).astype(np.float32)
+    start = time.perf_counter()
+    out = predict_blocks(ImageData(planes, "ZYX"), model, spatial="YX", block=256,
+                         progress=False)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    worst = max(float(np.abs(out[z] - model.predict(planes[z])).max()) for z in (0, 100, 255))
+    return {"check": "blocks", "device": str(device), "voxels": int(planes.size),
+            "seconds": seconds, "max_abs_difference_to_whole_planes": worst}
 
 
 def pick_device(cpu_fallback: bool) -> torch.device | None:
