@@ -88,6 +88,20 @@ def test_integer_files_keep_their_intensity_units(tmp_path, capsys):
     denoised = files.read(tmp_path / "c.zarr").data
     assert denoised.max() > 100  # not rescaled to [0, 1]
     assert np.mean((denoised / 255 - STACK) ** 2) < np.mean((NOISY.clip(0, 1) - STACK) ** 2)
+    with pytest.warns(UserWarning):  # two steps: the network's own output, as asked
+        assert cli.main(["image", "train", str(source), "--out", str(tmp_path / "t.zarr"),
+                         "--steps", "2", "--device", "cpu", "--save-model",
+                         str(tmp_path / "m.pt")]) == 0
+        assert cli.main(["image", "predict", str(source), "--model", str(tmp_path / "m.pt"),
+                         "--out", str(tmp_path / "p.zarr"), "--no-fallback"]) == 0
+    assert files.read(tmp_path / "t.zarr").data.max() > 100  # the neighbour mean, 0-255
+    from sc_noise2self.image import Noise2SelfModel
+
+    model = Noise2SelfModel.load(tmp_path / "m.pt", device="cpu")
+    assert max(model.normalisation.high) > 100  # it learned in the file's 0-255 units
+    u8 = files.read(source).data
+    np.testing.assert_allclose(files.read(tmp_path / "p.zarr").data[1],
+                               model.predict(u8[1].astype(np.float32)), atol=1e-4)
 
 
 def test_one_network_per_channel(tmp_path, capsys):

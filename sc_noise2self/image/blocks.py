@@ -345,7 +345,7 @@ def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block
             np.float32)), plan, out=out, progress=progress)
     plan = make_plan(image, spatial, block, halo, multiple)
 
-    def one(region: np.ndarray) -> np.ndarray:
-        return model.predict(region, augment=augment)
+    def one(region: np.ndarray) -> np.ndarray:  # floats: the output keeps the file's units
+        return model.predict(region.astype(np.float32, copy=False), augment=augment)
 
     return run_blocks(image, one, plan, out=out, progress=progress)

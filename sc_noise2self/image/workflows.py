@@ -302,7 +302,9 @@ def _training_stack(image: ImageData, spatial: str, crop: int | None, frames: in
             index.append(np.unique(np.linspace(0, extent - 1, frames).round().astype(int)))
         else:
             index.append(slice(None))
-    data = _taken(image.data, index)
+    # As floats: the network then learns (and predicts) in the file's intensity units, as
+    # the block path feeds it; integers would be rescaled to [0, 1] by the in-memory API.
+    data = _taken(image.data, index).astype(np.float32, copy=False)
     loops = [i for i, a in enumerate(image.axes) if a not in core]
     order = loops + [i for i, a in enumerate(image.axes) if a in core]
     data = data.transpose(order)
