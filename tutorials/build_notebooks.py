@@ -1121,7 +1121,7 @@ from sc_noise2self.image import blocks
 stack = np.stack([np.roll(noisy[1], 8 * z, axis=0)[:256, :256] for z in range(32)])
 files.write(work / "stack.zarr", stack.astype(np.float32), axes="ZYX")
 lazy = files.read(work / "stack.zarr", lazy=True)
-calibration, _ = blocks.calibrate_sample(lazy, spatial="YX", size=128, method="gaussian")
+calibration = blocks.calibrate_sample(lazy, spatial="YX", size=128, method="gaussian")
 by_blocks = blocks.denoise_blocks(lazy, calibration, block=64)
 in_memory = calibration.denoise(stack[5])
 print("largest difference:", np.abs(by_blocks[5] - in_memory).max())"""),

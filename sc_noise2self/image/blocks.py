@@ -217,8 +217,7 @@ def calibrate_sample(image: ImageData, *, spatial: str = "YX", size: int = 256,
 
     Returns
     -------
-    ``(calibration, spatial)``: the sample's :class:`ImageCalibration`, graded against the
-    neighbour mean, and the spatial axes it was calibrated on.
+    The sample's :class:`ImageCalibration`, graded against the neighbour mean.
     """
     plan = make_plan(image, spatial, size, 0, 1)
     index = []
@@ -240,7 +239,7 @@ def calibrate_sample(image: ImageData, *, spatial: str = "YX", size: int = 256,
     if calibration is None or method in ("unet", "dncnn"):
         raise ValueError("calibrate_sample calibrates classical methods; for a CNN use "
                          "image.train on a sample and predict_blocks.")
-    return calibration, plan.spatial
+    return calibration
 
 
 def denoise_blocks(image: ImageData, calibration, *, spatial: str = "YX", block: int = 256,

@@ -58,8 +58,7 @@ class ImageData:
     units: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.axes = check_axes(self.axes, np.ndim(self.data) if not hasattr(self.data, "ndim")
-                               else self.data.ndim)
+        self.axes = check_axes(self.axes, np.ndim(self.data))
         self.scale = check_scale(self.scale, self.axes)
 
     @property
@@ -112,7 +111,7 @@ def check_axes(axes: str, ndim: int) -> str:
     if len(axes) != ndim:
         raise ValueError(f"axes={axes!r} has {len(axes)} letters for an image of {ndim} "
                          "dimensions; give one letter per dimension.")
-    if not axes.endswith("YX") and not {"Y", "X"} <= set(axes):
+    if not {"Y", "X"} <= set(axes):
         raise ValueError(f"axes={axes!r} lacks Y or X: an image has both.")
     return axes
 
