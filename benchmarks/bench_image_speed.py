@@ -5,12 +5,14 @@ Same image (camera, Gaussian noise 0.1), same grids, same stride (4) and interpo
 (face-neighbour mean), in this process; with ``--repeat R`` the two tools alternate R times
 and each keeps its fastest time (the usual timeit rule: slower runs measure the machine's
 other load). Prints the seconds, the ratio and the largest difference between the two loss
-curves.
+curves, and the time of day with the load average before and after (the machine may be
+shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from functools import partial
 
@@ -28,6 +30,12 @@ def timed(function):
     return result, time.perf_counter() - start
 
 
+def machine_state() -> str:
+    """Time of day and the 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
+    return time.strftime("%H:%M:%S") + " load average " + ", ".join(
+        f"{load:.2f}" for load in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
@@ -36,6 +44,7 @@ def main() -> None:
     noisy = clean + 0.1 * np.random.default_rng(0).standard_normal(clean.shape)
     sd = float(np.sqrt(im.estimate_noise_variance(noisy)))
     im.calibrate(noisy[:64, :64], "tv", {"weight": [0.1, 0.2]}, progress=False)  # warm workers
+    print(f"start {machine_state()}, repeat {repeat}")
     print("| method | grid size | ours (s) | skimage (s) | ratio | max loss diff | same best |")
     print("|---|---|---|---|---|---|---|")
     total_ours = total_theirs = 0.0
@@ -59,6 +68,7 @@ def main() -> None:
     print(
         f"| all | | {total_ours:.1f} | {total_theirs:.1f} | {total_theirs / total_ours:.2f}x | | |"
     )
+    print(f"end {machine_state()}")
 
 
 if __name__ == "__main__":

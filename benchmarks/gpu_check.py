@@ -13,6 +13,11 @@
 4. ``--blocks`` (issue 18): a UNet predicts a 256 x 512 x 512 volume plane by plane with
    ``image.predict_blocks`` on the device; prints the time and the largest difference from
    whole-plane predictions of three planes.
+5. ``--pca-cells N`` (issue 19): N x 2,000 synthetic counts (about 10% non-zero) calibrated
+   by ``calibrate_pca`` with ``device`` set to the device and with the numpy path on the
+   CPU, then denoised on the device from the calibration's components; prints both times,
+   their ratio, the peak device memory, the largest relative difference between the two
+   curves and the chosen ranks, as one JSON line.
 
 Without CUDA it says so and exits with status 2, unless ``--cpu-fallback`` asks for the
 same runs on the CPU (labelled as such).
@@ -20,6 +25,7 @@ same runs on the CPU (labelled as such).
     python benchmarks/gpu_check.py --runs unet:60 dncnn:60
     python benchmarks/gpu_check.py --runs unet:10 --cpu-fallback   # no GPU: a labelled CPU run
     python benchmarks/gpu_check.py --runs --scvi --blocks           # only the checks of 17 and 18
+    python benchmarks/gpu_check.py --runs --pca-cells 1000000        # only the check of 19
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ def main() -> int:
     parser.add_argument("--cpu-fallback", action="store_true")
     parser.add_argument("--scvi", action="store_true", help="time calibrate_scvi on the device")
     parser.add_argument("--blocks", action="store_true", help="predict a volume by blocks")
+    parser.add_argument("--pca-cells", type=int, default=0,
+                        help="calibrate PCA on this many cells on the device and on the CPU")
     args = parser.parse_args()
     device = pick_device(args.cpu_fallback)
     if device is None:
@@ -61,6 +69,8 @@ def main() -> int:
         finite &= bool(np.isfinite(denoised).all())
     if args.scvi:
         print(json.dumps(scvi_check(device)), flush=True)
+    if args.pca_cells:
+        print(json.dumps(pca_check(device, args.pca_cells)), flush=True)
     if args.blocks:
         print(json.dumps(blocks_check(device, noisy)), flush=True)
     return 0 if finite else 1
@@ -84,6 +94,47 @@ def scvi_check(device: torch.device) -> dict:
             "loss": [round(float(v), 6) for v in record["loss"]],
             "baseline": float(record["params"]["baseline_loss"]),
             "seconds_per_setting": (time.perf_counter() - start) / len(record["grid"])}
+
+
+def pca_check(device: torch.device, n_cells: int) -> dict:
+    """Issue 19: the single-cell PCA path on the device against the numpy path on the CPU."""
+    import tempfile
+    from pathlib import Path
+
+    import anndata as ad
+    from scipy import sparse
+
+    from sc_noise2self import datasets
+    from sc_noise2self.denoisers.pca import calibrate_pca_counts, fit_ranks
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = datasets.write_synthetic_counts(Path(tmp) / "counts.zarr", n_cells, 2000,
+                                                rank=20, depth=250, chunk_size=50_000)
+        X = sparse.csr_matrix(ad.read_zarr(store).X)
+    calibrate_pca_counts(X[:5000], max_comps=20, device=device)  # warm up kernels
+    calibrate_pca_counts(X[:5000], max_comps=20)
+    torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
+    start = time.perf_counter()
+    on_device = calibrate_pca_counts(X, max_comps=100, device=device)
+    _sync(device)
+    t_device = time.perf_counter() - start
+    start = time.perf_counter()
+    fitted = fit_ranks(X, on_device.best, {"solver": "auto", "device": device},
+                       transform="sqrt", random_state=0, max_layer_gb=0, start=on_device.start)
+    _sync(device)
+    t_denoise = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
+    start = time.perf_counter()
+    on_cpu = calibrate_pca_counts(X, max_comps=100)
+    t_cpu = time.perf_counter() - start
+    return {"check": "pca", "device": str(device), "cells": n_cells, "nnz": int(X.nnz),
+            "calibrate_device_s": round(t_device, 2), "calibrate_cpu_s": round(t_cpu, 2),
+            "cpu_over_device": round(t_cpu / t_device, 2),
+            "denoise_device_s": round(t_denoise, 2), "peak_device_gb": peak,
+            "max_rel_curve_diff": float(np.max(np.abs(on_device.loss - on_cpu.loss)
+                                               / on_cpu.loss)),
+            "rank_device": int(on_device.best), "rank_cpu": int(on_cpu.best),
+            "scores_shape": list(fitted.fit.scores.shape)}
 
 
 def blocks_check(device: torch.device, noisy: np.ndarray) -> dict:

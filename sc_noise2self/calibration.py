@@ -29,8 +29,8 @@ from .results import CalibrationResult, expand_grid
 from .runs import DEFAULT_P, DaskCounts, HalvesNeeds, SplitSettings, nb_scoring_sizes, run_splits
 
 __all__ = ["DEFAULT_P", "CalibrationResult", "DaskCounts", "Family", "HalvesNeeds", "Knob",
-           "SplitSettings", "calibrate_callable_counts", "calibrate_counts", "counts_calibrator",
-           "expand_grid", "run_splits"]
+           "SplitSettings", "WarmStart", "calibrate_callable_counts", "calibrate_counts",
+           "counts_calibrator", "expand_grid", "run_splits"]
 
 
 def best_value(result: CalibrationResult):
@@ -66,6 +66,18 @@ class Knob:
 def largest(values: list) -> int:
     """The largest of a list of grid values (for knobs whose grid is ``0..largest``)."""
     return int(max(values))
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """How a family's warm start is kept in the AnnData from ``calibrate_*`` to ``denoise_*``.
+
+    ``save(adata, start, key)`` writes it, ``load(adata, key)`` reads it back (None when
+    absent or not of this data).
+    """
+
+    save: Callable
+    load: Callable
 
 
 @dataclass(frozen=True)
@@ -127,13 +139,22 @@ class Family:
     returns_model
         The fronts take ``return_model=``: the model of the best setting (the first split's,
         from ``score``'s ``"fitted"`` extras) or of the final fit (``fitted.model``).
+    halves_device
+        ``halves_device(options, X, settings) -> torch device or None``: where the family
+        wants each split made and scored (PCA's ``device`` option); None keeps numpy.
+    warm_start
+        A :class:`WarmStart` when the final fit can start from the calibration's (PCA: from
+        half A's components, so ``denoise_*`` pays for no second full SVD); ``score``
+        returns it under the ``"start"`` extra and ``fit`` receives it as ``start=``.
 
     Notes
     -----
     A family's ``score`` may return ``(losses, extras)``. ``extras`` maps a name to one value
     per grid point (e.g. the number of clusters), averaged over splits into the params. Its
     entry ``"fitted"`` may hold one fitted model per grid point; the first split's are kept
-    in ``CalibrationResult.fitted`` and never written to ``uns``.
+    in ``CalibrationResult.fitted`` and never written to ``uns``; its entry ``"start"`` (one
+    value, not per grid point) is the first split's warm start, kept in
+    ``CalibrationResult.start``.
     """
 
     name: str
@@ -159,6 +180,8 @@ class Family:
     needs_counts: bool = False
     covariates: tuple[str, ...] = ()
     returns_model: bool = False
+    warm_start: WarmStart | None = None
+    halves_device: Callable | None = None
 
     @property
     def knob(self) -> str:
@@ -250,9 +273,12 @@ def calibrate_counts(
         own = family.prepare_options(own, X, settings)
     index = None if family.baseline_index is None else family.baseline_index(grid, own)
     referee = Referee(settings.loss, index)
-    needs = HalvesNeeds(family.needs_counts, nb_scoring_sizes(X, settings), obs)
+    device = (None if family.halves_device is None or is_dask_array(X)
+              else family.halves_device(own, X, settings))
+    needs = HalvesNeeds(family.needs_counts, nb_scoring_sizes(X, settings), obs, device)
     extras: list[dict] = []
     fitted: list = []
+    starts: list = []
 
     def score(halves: Halves, seed) -> np.ndarray:
         scored = family.score(referee.before(halves), grid, seed, own, settings.loss,
@@ -262,6 +288,7 @@ def calibrate_counts(
             models = extra.pop("fitted", None)
             if models is not None and keep_fitted and not fitted:  # the first split's
                 fitted.extend(models)
+            starts.append(extra.pop("start", None))
             extras.append(extra)
         return referee.scored(halves, scored)
 
@@ -280,7 +307,7 @@ def calibrate_counts(
     if needs.nb_sizes is not None:
         params["nb_size"] = needs.nb_sizes
     result = CalibrationResult(family.knob, np.asarray(grid), curves, params,
-                               fitted=fitted or None)
+                               fitted=fitted or None, start=starts[0] if starts else None)
     return checked(result, referee)
 
 

@@ -43,49 +43,109 @@ class PCAFit:
         return self.mean[genes] + scores @ self.components[:n_comps][:, genes]
 
 
-def centred_randomized_pca(X, n_comps: int, seed: int, *, n_iter: int = 7,
-                           oversample: int = 10) -> PCAFit:
-    """Randomized PCA (Halko et al. 2011) of sparse ``X`` centred implicitly, never densified.
+# Power iterations of the randomized solver: the fewest whose chosen ranks equalled the exact
+# solver's on the real and synthetic sets of benchmarks/bench_pca_solvers.py; from a warm
+# start (the calibration's components, for the final fit) fewer suffice.
+RANDOMIZED_ITERATIONS = 4
+WARM_ITERATIONS = 2
+# "auto" takes the randomized solver for sparse data when the range it needs is this small
+# a share of the smaller side (else ARPACK, exact, on small or narrow data).
+_RANDOMIZED_SHARE = 0.25
+
+
+def randomized_pca(X, n_comps: int, seed: int, *, center: bool = True,
+                   n_iter: int | None = None, oversample: int = 10,
+                   start: np.ndarray | None = None) -> PCAFit:
+    """Randomized PCA (Halko, Martinsson & Tropp 2011) of a sparse matrix, centred implicitly.
 
     Every product with ``X - 1 mu^T`` is ``X @ V - 1 (mu @ V)``, so the sparse matrix is used
-    as it is; power iterations with QR keep the small singular directions accurate.
+    as it is, in float32 on every core (:mod:`sc_noise2self._sparse_kernels`). One thin
+    float32 buffer holds the range; each power iteration re-orthonormalises it in place from
+    its float64 Gram matrix (SVQB, Stathopoulos & Wu 2002), so no second cells x width copy
+    is made. The scores are the exact projection ``(X - 1 mu^T) V^T`` on the components.
 
     Parameters
     ----------
     X
-        Cells x genes sparse matrix.
+        Cells x genes sparse matrix (converted to float32 CSR when it is not).
     n_comps
         Number of components.
     seed
         Seed of the random test matrix.
+    center
+        Subtract the gene means; False gives a truncated SVD.
     n_iter, oversample
-        Power iterations and extra columns, as scikit-learn's ``randomized_svd``.
+        Power iterations (default :data:`RANDOMIZED_ITERATIONS`, or
+        :data:`WARM_ITERATIONS` from a ``start``) and extra columns of the range.
+    start
+        Components (K x genes) to start the range from, e.g. a PCA of a molecule split's
+        half A; missing columns are random.
 
     Returns
     -------
-    The fitted :class:`PCAFit` (scores ``U S``, components ``V``), in float64.
+    The fitted :class:`PCAFit`: float32 scores, float64 components and mean.
     """
-    X = sparse.csr_matrix(X, dtype=np.float64)
-    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
-    ones = np.ones((X.shape[0], 1))
+    from ._sparse_kernels import column_sums, csr_times, csr_transposed_times
 
-    def times(V):  # (X - 1 mu^T) V
-        return X @ V - ones @ (mean @ V)[None, :]
+    X = sparse.csr_matrix(X)
+    data = X.data.astype(np.float32, copy=False)
+    parts = (data, X.indices, X.indptr)
+    n_cols = X.shape[1]
+    mean = (np.asarray(X.sum(axis=0, dtype=np.float64)).ravel() / X.shape[0] if center
+            else np.zeros(n_cols))
 
-    def transposed_times(U):  # (X - 1 mu^T)^T U
-        return X.T @ U - np.outer(mean, U.sum(axis=0))
+    def times(V, out=None):  # (X - 1 mu^T) V, in place in ``out``
+        out = csr_times(*parts, V, out)
+        out -= (mean @ V).astype(np.float32)
+        return out
+
+    def transposed_times(U):  # (X - 1 mu^T)^T U, float64
+        return csr_transposed_times(*parts, U, n_cols) - np.outer(mean, column_sums(U))
 
     width = min(n_comps + oversample, min(X.shape))
-    Q = times(np.random.default_rng(seed).standard_normal((X.shape[1], width)))
+    Y = _orthonormalise(times(start_matrix(n_cols, width, seed, start)))
+    if n_iter is None:
+        n_iter = RANDOMIZED_ITERATIONS if start is None else WARM_ITERATIONS
     for _ in range(n_iter):
-        Q = np.linalg.qr(times(np.linalg.qr(transposed_times(np.linalg.qr(Q)[0]))[0]))[0]
-    Q = np.linalg.qr(Q)[0]
-    U_small, S, Vt = np.linalg.svd(transposed_times(Q).T, full_matrices=False)
-    U = Q @ U_small[:, :n_comps]
-    # Signs as scikit-learn's svd_flip: the largest loading of each component positive.
-    signs = np.sign(Vt[np.arange(n_comps), np.argmax(np.abs(Vt[:n_comps]), axis=1)])
+        Y = _orthonormalise(times(np.linalg.qr(transposed_times(Y))[0], out=Y))
+    _, _, Vt = np.linalg.svd(transposed_times(Y).T, full_matrices=False)
+    del Y
+    components = _flip_signs(Vt[:n_comps])
+    return PCAFit(times(components.T), components, mean)
+
+
+def start_matrix(n_cols: int, width: int, seed: int, start: np.ndarray | None) -> np.ndarray:
+    """The randomized solver's first genes x width matrix.
+
+    The start's components first, then seeded Gaussian columns, drawn on the CPU so that
+    every device starts alike.
+    """
+    rng = np.random.default_rng(seed)
+    if start is None:
+        return rng.standard_normal((n_cols, width))
+    known = np.asarray(start, dtype=np.float64)[:width].T
+    return np.hstack([known, rng.standard_normal((n_cols, width - known.shape[1]))])
+
+
+def _orthonormalise(Y: np.ndarray, rows: int = 65536) -> np.ndarray:
+    """Make the columns of float32 ``Y`` orthonormal in place (SVQB on the float64 Gram)."""
+    from ._sparse_kernels import gram
+
+    values, vectors = np.linalg.eigh(gram(Y))
+    keep = values > values.max() * 1e-10  # directions the data do not reach stay zero
+    transform = np.zeros(vectors.shape, dtype=np.float32)
+    transform[:, keep] = vectors[:, keep] / np.sqrt(values[keep])
+    for start in range(0, Y.shape[0], rows):
+        Y[start:start + rows] = Y[start:start + rows] @ transform
+    return Y
+
+
+def _flip_signs(components: np.ndarray) -> np.ndarray:
+    """Signs as scikit-learn's svd_flip: the largest loading of each component positive."""
+    rows = np.arange(components.shape[0])
+    signs = np.sign(components[rows, np.argmax(np.abs(components), axis=1)])
     signs[signs == 0] = 1.0
-    return PCAFit(U * S[:n_comps] * signs, Vt[:n_comps] * signs[:, None], mean)
+    return components * signs[:, None]
 
 
 def max_rank(shape: tuple[int, int]) -> int:
@@ -113,6 +173,15 @@ def clip_n_comps(n_comps: int, shape: tuple[int, int], *, name: str = "max_comps
     return int(n_comps)
 
 
+def resolve_solver(solver: str, X, n_comps: int) -> str:
+    """The solver ``"auto"`` stands for on ``X`` (see :func:`fit_pca`); others unchanged."""
+    check_choice(solver, SOLVERS, name="solver")
+    if solver != "auto":
+        return solver
+    small_range = n_comps + 10 <= _RANDOMIZED_SHARE * min(X.shape)
+    return "randomized" if sparse.issparse(X) and small_range else "arpack"
+
+
 def fit_pca(
     X,
     n_comps: int,
@@ -120,8 +189,9 @@ def fit_pca(
     center: bool = True,
     solver: Solver = "auto",
     random_state: RandomState = 0,
+    start: np.ndarray | None = None,
 ) -> PCAFit:
-    """Fit a truncated PCA with scikit-learn, centring sparse data implicitly.
+    """Fit a truncated PCA, centring sparse data implicitly.
 
     Parameters
     ----------
@@ -132,23 +202,24 @@ def fit_pca(
     center
         Subtract gene means (as ``sc.pp.pca``); ``False`` gives a truncated SVD.
     solver
-        ``"auto"`` is ``"arpack"``, scanpy's default for sparse data (measured faster than
-        ``"covariance_eigh"`` on sparse counts, see ``benchmarks/RESULTS.md``);
-        ``"randomized"`` centres sparse data implicitly (:func:`centred_randomized_pca`).
+        ``"auto"`` is ``"randomized"`` for sparse data whose range (``n_comps`` plus 10) is
+        at most a quarter of the smaller side, else ``"arpack"`` (exact; scanpy's default for
+        sparse data). ``"randomized"`` runs :func:`randomized_pca` on sparse data, whose
+        chosen ranks equalled ARPACK's on real and synthetic sets (``benchmarks/RESULTS.md``).
     random_state
         Seed of the iterative solvers' starting vectors.
+    start
+        Components to start the randomized solver from (see :func:`randomized_pca`).
 
     Returns
     -------
-    The fitted :class:`PCAFit`, in float64.
+    The fitted :class:`PCAFit` (float64; the randomized solver's scores are float32).
     """
-    check_choice(solver, SOLVERS, name="solver")
-    if solver == "auto":
-        solver = "arpack"
+    solver = resolve_solver(solver, X, n_comps)
     seed = int(np.random.default_rng(random_state).integers(2**31 - 1))
-    if center and solver == "randomized" and sparse.issparse(X):
+    if solver == "randomized" and sparse.issparse(X):
         # scikit-learn's PCA centres sparse data only with arpack and covariance_eigh.
-        return centred_randomized_pca(X, n_comps, seed)
+        return randomized_pca(X, n_comps, seed, center=center, start=start)
     if center:
         model = PCA(n_components=n_comps, svd_solver=solver, random_state=seed)
         scores = model.fit_transform(X)

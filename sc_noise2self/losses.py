@@ -16,7 +16,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy import sparse
 
-from .splitting import RandomState, split_counts
+from ._rng import row_stream_key
+from ._validation import check_counts, check_fraction
+from .splitting import RandomState, half_a_values, split_counts
 from .transforms import (
     DepthConversion,
     Transform,
@@ -55,6 +57,7 @@ class Halves:
     b_sizes: np.ndarray | None = None
     a_counts: Any = None
     obs: Any = None
+    device: Any = None  # a torch device when ``a`` and ``b`` are torch CSR matrices there
 
     @property
     def conversion(self) -> DepthConversion:
@@ -122,12 +125,72 @@ def prepare_halves(
     """
     if depth is None:
         depth = float(np.median(library_sizes(X)))
+    if _fusable(X, keep_counts or keep_a_counts, split, sample_ratio):
+        return _fused_halves(X, p, transform, random_state, depth)
     counts_a, counts_b = split_counts(
         X, p, random_state=random_state, method=split, overdispersion=overdispersion,
         sample_ratio=sample_ratio,
     )
     return halves_from_counts(counts_a, counts_b, p=p, transform=transform, depth=depth,
                               keep_counts=keep_counts, keep_a_counts=keep_a_counts)
+
+
+def _fusable(X, keep_counts: bool, split: str, sample_ratio) -> bool:
+    return (sparse.issparse(X) and X.format == "csr" and not keep_counts
+            and split == "binomial" and not sample_ratio)
+
+
+def _fused_halves(X, p: float, transform: str, random_state, depth: float) -> Halves:
+    """Split, normalise and transform a CSR matrix in compiled passes, with no count copies.
+
+    Bit-identical to :func:`split_counts` followed by :func:`halves_from_counts`: the same
+    counter-based draws, the same float32 arithmetic. Only half A's share of each count is
+    held besides the two float32 halves.
+    """
+    from ._count_kernels import normalised_halves
+
+    check_counts(X)
+    p = check_fraction(p)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    # Half A's counts fit 16 bits on any UMI data; the widest temporary of the split.
+    narrow = X.nnz and X.data.max() < np.iinfo(np.uint16).max
+    a_values, _ = half_a_values(X, p, row_stream_key(random_state, "split"),
+                                dtype=np.uint16 if narrow else None)
+    totals_a, a_parts, b_parts = normalised_halves(
+        X.data, a_values, X.indptr, X.indices, (p * depth, (1.0 - p) * depth), transform
+    )
+    del a_values
+    a, b = (sparse.csr_matrix(parts, shape=X.shape) for parts in (a_parts, b_parts))
+    max_value = max(_max_value(a), _max_value(b))
+    return Halves(a, b, None, totals_a, p, depth, transform, max_value)
+
+
+def device_halves(X, *, p: float, transform: str, random_state, depth: float,
+                  device) -> Halves:
+    """:func:`prepare_halves` on a torch device: split, normalise and transform there.
+
+    The draws and the float32 arithmetic are those of the CPU path
+    (:mod:`sc_noise2self._count_kernels_torch`), so the halves are the same; ``a`` and ``b``
+    are float32 torch CSR matrices on ``device``. Binomial splitting of a CSR matrix only.
+    """
+    from ._count_kernels_torch import csr_to_device, normalised_halves, split_values
+
+    check_counts(X)
+    p = check_fraction(p)
+    X = sparse.csr_matrix(X)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    values, crow, col = csr_to_device(X, device)
+    a_values = split_values(values, crow, col, row_stream_key(random_state, "split"), p)
+    totals_a, a, b = normalised_halves(values, a_values, crow, col,
+                                       (p * depth, (1.0 - p) * depth), transform, X.shape)
+    del values, a_values
+    max_value = float(max(a.values().max(), b.values().max())) if X.nnz else 0.0
+    return Halves(a, b, None, totals_a.cpu().numpy(), p, depth, transform, max_value,
+                  device=device)
 
 
 def halves_from_counts(counts_a, counts_b, *, p: float, transform: str, depth: float,

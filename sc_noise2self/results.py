@@ -91,6 +91,9 @@ class CalibrationResult:
     fitted
         Models fitted on the first split's half A, one per grid point, when the family kept
         them (scVI with ``return_model=True``); never written by :meth:`to_dict`.
+    start
+        What the first split's fit offers the final fit as a warm start (PCA: half A's
+        components), for families that declare one; never written by :meth:`to_dict`.
     """
 
     param: str
@@ -98,6 +101,8 @@ class CalibrationResult:
     loss_per_split: np.ndarray
     params: dict = field(default_factory=dict)
     fitted: list | None = field(default=None, repr=False, compare=False)
+    start: Any = field(default=None, repr=False, compare=False)
+    start: Any = field(default=None, repr=False, compare=False)
 
     @property
     def loss(self) -> np.ndarray:

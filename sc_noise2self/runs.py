@@ -28,7 +28,7 @@ from ._validation import (
     is_dask_array,
 )
 from .diagnostics import estimate_overdispersion
-from .losses import ALL_LOSSES, halves_from_counts, prepare_halves
+from .losses import ALL_LOSSES, device_halves, halves_from_counts, prepare_halves
 from .splitting import SPLIT_METHODS, gene_sizes, split_folds
 from .transforms import TRANSFORMS, library_sizes
 
@@ -187,6 +187,7 @@ class HalvesNeeds:
     keep_a_counts: bool = False
     nb_sizes: np.ndarray | None = None
     obs: Any = None
+    device: Any = None  # a torch device: split and normalise there (Family.halves_device)
 
 
 def nb_scoring_sizes(X, settings: SplitSettings) -> np.ndarray | None:
@@ -266,6 +267,10 @@ def _prepare_dask(X) -> DaskCounts:
 
 def _halves_of(X, settings: SplitSettings, seed, needs: HalvesNeeds):
     """The halves one seed gives: one split, or with ``folds`` each fold against the rest."""
+    if needs.device is not None:
+        yield device_halves(X, p=settings.p, transform=settings.transform, random_state=seed,
+                            depth=float(np.median(library_sizes(X))), device=needs.device)
+        return
     for halves in _split_halves(X, settings, seed, needs.keep_a_counts):
         halves.b_sizes, halves.obs = needs.nb_sizes, needs.obs
         yield halves

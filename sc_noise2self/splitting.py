@@ -197,6 +197,8 @@ def split_rows(X, p: float, key: np.ndarray, *, first_row: int = 0, sizes=None, 
     Xa, Xb
         Of X's kind, sparse format and dtype (see :func:`split_counts`).
     """
+    if sizes is None:
+        return _counter_split(X, p, key, first_row, shares)
     X, values, per_value = flat_counts(X, sizes)
     order, row_ptr = _row_major(X)
     if order is not None:
@@ -206,6 +208,54 @@ def split_rows(X, p: float, key: np.ndarray, *, first_row: int = 0, sizes=None, 
     if order is not None:
         half_a[order], half_b[order] = half_a.copy(), half_b.copy()
     return rebuild(X, half_a), rebuild(X, half_b)
+
+
+def _counter_split(X, p: float, key: np.ndarray, first_row: int, shares):
+    """Binomial (or MCV overlap) halves from counter-based draws, keyed by row and gene."""
+    X, values, _ = flat_counts(X)
+    form = X.format if sparse.issparse(X) else None
+    rows = X.tocsr() if form not in (None, "csr") else X
+    if form not in (None, "csr"):
+        rows.sort_indices()
+    a, shared = half_a_values(rows, p, key, first_row=first_row, shares=shares)
+    values = rows.data if form is not None else np.asarray(rows).ravel()
+    b = values - a  # before rebuild: eliminating A's zeros compacts ``a`` in place
+    if shared.size:  # MCV's overlap: molecules in both halves count in each
+        b += shared
+    half_a, half_b = rebuild(rows, a), rebuild(rows, b)
+    if form not in (None, "csr"):
+        return half_a.asformat(form), half_b.asformat(form)
+    return half_a, half_b
+
+
+def half_a_values(X, p: float, key: np.ndarray, *, first_row: int = 0, shares=None,
+                  dtype=None):
+    """Half A's share of every stored count of a CSR or dense ``X``, aligned with its values.
+
+    The draws are counter-based (:mod:`sc_noise2self._count_kernels`): a pure function of
+    ``key``, the row's position ``first_row + i``, its total and the gene. Returns half A's
+    values and, under MCV's overlap model (``shares``), the counts in both halves (else an
+    empty array). ``dtype`` (default the values') holds half A's values.
+    """
+    from ._count_kernels import MAX_COUNT, split_values
+
+    if sparse.issparse(X):
+        values, indptr, indices, dense_cols = X.data, X.indptr, X.indices, 0
+        totals = np.asarray(X.sum(axis=1)).ravel()
+    else:
+        values = np.ascontiguousarray(X).ravel()
+        n_rows, dense_cols = X.shape
+        indptr = np.arange(n_rows + 1, dtype=np.int64) * dense_cols
+        indices, totals = np.zeros(0, dtype=np.int32), np.asarray(X).sum(axis=1)
+    if values.size and values.max() > MAX_COUNT:
+        raise ValueError(
+            f"X holds a count of {values.max():g}; splitting handles at most {MAX_COUNT:,} "
+            "molecules per cell and gene. Are these raw UMI counts?"
+        )
+    both, only_a = (-1.0, 0.0) if shares is None else (shares[2], shares[0] / (1 - shares[2]))
+    out = np.zeros(values.size, dtype=dtype if dtype is not None else values.dtype)
+    return split_values(values, indptr, indices, dense_cols, np.rint(totals).astype(np.uint64),
+                        first_row, key, float(p), float(both), float(only_a), out)
 
 
 def _row_major(X) -> tuple[np.ndarray | None, np.ndarray]:

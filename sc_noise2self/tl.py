@@ -183,6 +183,8 @@ def _run_calibrate(family: Family, arguments: dict):
                        layer, max_layer_gb=None, obs=obs)
     else:
         store_calibration(adata, result, key, layer)
+    if family.warm_start is not None and result.start is not None:
+        family.warm_start.save(adata, result.start, key)
     log.info(f"    best {family.knob} {result.best}", time=start, deep=f"added 'uns[{key!r}]'")
     model = result.fitted[result.best_index] if return_model else None
     return _returned(adata, copy, return_model, model)
@@ -224,23 +226,26 @@ def _run_denoise(family: Family, arguments: dict) -> ad.AnnData | None:
         check_counts(counts)  # the full counts are fitted even when the setting is given
     obs = _covariates(adata, family, arguments)
     log = logger()
-    result = None
+    result = warm = None
     if value is None:
         result = _stored_calibration(adata, key, family, counts, arguments, layer)
+        if result is not None and family.warm_start is not None:
+            warm = family.warm_start.load(adata, key)
         if result is None:
             log.info(f"calibrating {family.knob} first (no matching calibration under {key!r})")
             result = calibrate_counts(counts, family, progress=progress, obs=obs, **arguments)
+            warm = result.start
         value = family.choose(result)
     start = log.info(f"denoising by {family.name} with {family.knob}={value}")
     adata = target(adata, copy)
     fitted = _fit_and_store(family, adata, counts, value, arguments, result, key, layer,
-                            max_layer_gb, obs=obs)
+                            max_layer_gb, obs=obs, start=warm)
     log.info("    finished", time=start, deep=f"added results under {key!r}")
     return _returned(adata, copy, return_model, getattr(fitted, "model", None))
 
 
 def _fit_and_store(family: Family, adata, counts, value, arguments: dict, result, key: str,
-                   layer, max_layer_gb: float | None, obs=None):
+                   layer, max_layer_gb: float | None, obs=None, start=None):
     """Fit the family at ``value`` on all the counts, write the fit and its record; return it.
 
     Options left to the calibration (None, e.g. the Leiden graph's rank) take the value the
@@ -249,10 +254,12 @@ def _fit_and_store(family: Family, adata, counts, value, arguments: dict, result
     resolved = result.params if result is not None else {}
     fit_options = {name: resolved.get(name) if arguments[name] is None else arguments[name]
                    for name in family.fit_options}
-    covariates = {"obs": obs} if family.covariates else {}
+    extra = {"obs": obs} if family.covariates else {}
+    if family.warm_start is not None:
+        extra["start"] = start
     fitted = family.fit(counts, value, fit_options, transform=arguments["transform"],
                         random_state=arguments["random_state"], max_layer_gb=max_layer_gb,
-                        **covariates)
+                        **extra)
     record = (store_calibration(adata, result, key, layer) if result is not None
               else {"params": {}})
     record["params"].update({family.knob: value, "depth": fitted.depth,

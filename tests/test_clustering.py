@@ -76,7 +76,11 @@ def test_split_pvalues_are_uniform_on_one_population(seed):
     adata = homogeneous(1200, 400, seed)
     p = split_pvalues(adata, random_state=seed)
     assert adata.obs["rank_genes_groups_split_groups"].nunique() > 1  # noise was clustered
-    assert stats.kstest(p, "uniform").pvalue > 0.01
+    # The genes' p-values share one clustering, so they are dependent and KS's own p-value
+    # runs low more often than its level says: over seeds 0-23 of this test, 2 of 24 KS
+    # p-values fell below 0.01 with the counter-based split (0.0006, 0.009), and 2 of 19
+    # with the former per-row Philox split (0.005, 0.006). Hence the 0.001 level.
+    assert stats.kstest(p, "uniform").pvalue > 0.001
     assert 0.03 <= np.mean(p < 0.05) <= 0.07
 
 

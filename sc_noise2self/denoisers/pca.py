@@ -12,11 +12,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from .._anndata import write_dense_layer
 from .._compat import moved_names
+from .._device import resolve_device
 from .._validation import check_choice, check_whole, is_dask_array
-from ..calibration import CalibrationResult, Family, Knob, counts_calibrator, largest
+from ..calibration import (
+    CalibrationResult,
+    Family,
+    Knob,
+    WarmStart,
+    counts_calibrator,
+    largest,
+)
 from ..embedding import SOLVERS, PCAFit, clip_n_comps, fit_pca
 from ..losses import Halves
 from ..transforms import library_sizes, normalised_values
@@ -38,17 +47,71 @@ def _check(options: dict, X) -> None:
                     hint="or None to score every cell")
     if not isinstance(options["center"], bool):
         raise TypeError(f"center={options['center']!r} must be True or False.")
+    if options["device"] is not None and not is_dask_array(X):
+        in_memory_device(options["device"])  # a missing accelerator fails before any work
+
+
+def in_memory_device(device):
+    """The torch device on which in-memory counts are split, factorised and scored, or None.
+
+    None keeps numpy; ``"auto"`` is CUDA when present, else None (numpy is the faster CPU
+    path); ``"cpu"`` runs the torch code on the CPU (how the GPU path is tested).
+    """
+    if device is None:
+        return None
+    if isinstance(device, str) and device == "auto":
+        resolved = resolve_device("auto")
+        return resolved if resolved.type == "cuda" else None
+    resolved = resolve_device(device)
+    if resolved.type not in ("cuda", "cpu"):
+        raise ValueError(f"device={device!r}: PCA runs on 'cuda' or 'cpu' (torch), or None.")
+    return resolved
+
+
+def halves_device(options: dict, X, settings):
+    """Where each split is made and scored (the family's ``halves_device``)."""
+    device = in_memory_device(options["device"])
+    if device is None:
+        return None
+    unsupported = {"loss": settings.loss != "mse", "split": settings.split != "binomial",
+                   "sample_ratio": bool(settings.sample_ratio),
+                   "folds": settings.folds is not None, "center": not options["center"]}
+    named = [name for name, bad in unsupported.items() if bad]
+    if named:
+        raise ValueError(
+            f"device={options['device']!r} calibrates with loss='mse', binomial splitting, "
+            f"one split per seed and centring; {', '.join(named)} asked for more. Pass "
+            "device=None for the numpy path, which has every option."
+        )
+    return device
 
 
 def score_ranks(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
                 progress: bool | None = None) -> np.ndarray:
     """Loss of every rank in ``grid`` from one PCA of half A (the family's ``score``)."""
     n_cells = halves.b.shape[0]
+    if halves.device is not None:
+        return _score_ranks_on_device(halves, grid, seed, options)
     fit = fit_pca(halves.a, int(grid[-1]), center=options["center"], solver=options["solver"],
                   random_state=seed)
     halves.a = None  # summarised by the fit; free it before scoring
     cells = pick_score_cells(n_cells, options["max_score_cells"], seed)
-    return rank_loss_curve(fit, halves, loss, score_cells=cells)
+    # Half A's components are where the final fit's randomized solver starts.
+    return rank_loss_curve(fit, halves, loss, score_cells=cells), {"start": fit.components}
+
+
+def _score_ranks_on_device(halves: Halves, grid: np.ndarray, seed, options: dict):
+    from .pca_torch import randomized_pca_torch, rank_loss_curve_torch
+
+    fit, scores = randomized_pca_torch(halves.a, int(grid[-1]), _solver_seed(seed))
+    halves.a = None
+    cells = pick_score_cells(halves.b.shape[0], options["max_score_cells"], seed)
+    return rank_loss_curve_torch(fit, scores, halves, cells), {"start": fit.components}
+
+
+def _solver_seed(random_state) -> int:
+    """The integer seed :func:`~sc_noise2self.embedding.fit_pca` gives its solvers."""
+    return int(np.random.default_rng(random_state).integers(2**31 - 1))
 
 
 @dataclass
@@ -74,8 +137,12 @@ def choose_rank(result: CalibrationResult) -> int:
 
 
 def fit_ranks(counts, n_comps: int, options: dict, *, transform: str, random_state,
-              max_layer_gb: float) -> FittedPCA:
-    """PCA of the full normalised, transformed counts at ``n_comps`` components."""
+              max_layer_gb: float, start: np.ndarray | None = None) -> FittedPCA:
+    """PCA of the full normalised, transformed counts at ``n_comps`` components.
+
+    ``start`` (the calibration's components of half A) starts the randomized solver, which
+    then needs only :data:`~sc_noise2self.embedding.WARM_ITERATIONS` power iterations.
+    """
     check_whole(n_comps, name="n_comps", minimum=1, hint="the rank of the denoiser")
     n_comps = clip_n_comps(n_comps, counts.shape, name="n_comps")
     if is_dask_array(counts):
@@ -84,9 +151,40 @@ def fit_ranks(counts, n_comps: int, options: dict, *, transform: str, random_sta
                                          max_scores_gb=max_layer_gb)
         return FittedPCA(fit, depth, layer)
     depth = float(np.median(library_sizes(counts)))
+    device = in_memory_device(options.get("device"))
+    if device is not None:
+        return FittedPCA(_fit_on_device(counts, n_comps, depth, transform, random_state,
+                                        start, device), depth)
     values = normalised_values(counts, depth, transform)
-    fit = fit_pca(values, n_comps, solver=options["solver"], random_state=random_state)
+    fit = fit_pca(values, n_comps, solver=options["solver"], random_state=random_state,
+                  start=start)
     return FittedPCA(fit, depth)
+
+
+def _fit_on_device(counts, n_comps: int, depth: float, transform: str, random_state, start,
+                   device) -> PCAFit:
+    """The full counts normalised and factorised on ``device``; scores back as float32."""
+    from .._count_kernels_torch import csr_to_device, normalised_matrix
+    from .pca_torch import randomized_pca_torch
+
+    counts = sparse.csr_matrix(counts)
+    values = normalised_matrix(*csr_to_device(counts, device), depth, transform, counts.shape)
+    fit, scores = randomized_pca_torch(values, n_comps, _solver_seed(random_state), start=start)
+    fit.scores = scores.cpu().numpy()
+    return fit
+
+
+def save_start(adata, components: np.ndarray, key: str) -> None:
+    """Keep half A's components (genes x K, float32) for ``denoise_pca`` to start from."""
+    adata.varm[f"{key}_split_loadings"] = np.asarray(components, dtype=np.float32).T
+
+
+def load_start(adata, key: str) -> np.ndarray | None:
+    """The components :func:`save_start` kept (K x genes), or None."""
+    loadings = adata.varm.get(f"{key}_split_loadings")
+    if loadings is None or np.shape(loadings)[0] != adata.n_vars:
+        return None
+    return np.asarray(loadings, dtype=np.float64).T
 
 
 def store_pca(adata, fitted: FittedPCA, key: str, max_layer_gb: float) -> dict:
@@ -118,26 +216,36 @@ PCA = Family(
     fit=fit_ranks, choose=choose_rank, store=store_pca, values=reconstruct,
     baseline_index=lambda grid, options: 0 if options["center"] else None,
     options={"solver": "auto", "max_score_cells": 20_000, "center": True, "device": None},
-    fit_options=("solver",),
+    fit_options=("solver", "device"),
+    warm_start=WarmStart(save=save_start, load=load_start),
+    halves_device=halves_device,
     option_docs={
         "max_comps": "Largest rank scored; clipped, with a warning, to what the data allow.",
         "n_comps": "Rank of the denoiser. None calibrates it first (or reuses a matching "
                    "calibration stored under ``key_added``).",
-        "solver": "SVD solver: ``\"auto\"`` (ARPACK, scanpy's default for sparse data), "
-                  "``\"arpack\"``, ``\"covariance_eigh\"`` or ``\"randomized\"``; on a dask "
-                  "array ``\"auto\"`` or ``\"covariance_eigh\"``.",
+        "solver": "SVD solver: ``\"auto\"`` (randomized on sparse data of more than four "
+                  "times ``max_comps + 10`` cells and genes, whose chosen ranks matched "
+                  "ARPACK's; else ARPACK), ``\"arpack\"``, ``\"covariance_eigh\"`` or "
+                  "``\"randomized\"``; on a dask array ``\"auto\"`` or "
+                  "``\"covariance_eigh\"``.",
         "max_score_cells": "Cap on the cells scored when the loss is non-linear (``p != 0.5`` "
                            "under ``sqrt`` or ``log1p``, or ``loss=\"poisson\"``), whose cost "
                            "is cells x genes x ranks; a seeded random subset of this size. "
                            "None scores every cell. The SVD always uses every cell.",
         "center": "Centre genes before the SVD, as ``sc.pp.pca``.",
-        "device": "For dask counts: None (numpy and scipy) or a torch device (``\"cuda\"``) "
-                  "for each chunk's genes x genes products and the eigendecomposition.",
+        "device": "None (numpy, every core) or a torch device. In memory: ``\"cuda\"`` "
+                  "splits, normalises, factorises (randomized) and scores on the GPU, "
+                  "``\"auto\"`` does so when CUDA is present, ``\"cpu\"`` runs the same "
+                  "torch code on the CPU; the curves equal numpy's within float32 rounding "
+                  "(loss ``\"mse\"``, binomial splitting). For dask counts: the device of "
+                  "each chunk's genes x genes products and the eigendecomposition.",
     },
     summary="Choose the number of principal components by molecular cross-validation.\n\n"
             "Splits each cell's counts into halves A (share ``p``) and B, fits one truncated "
             "SVD to half A, and scores the rank-k denoising of A against B for every k in "
-            "``0..max_comps``. Dask counts are calibrated out of core, chunk by chunk.",
+            "``0..max_comps``. Dask counts are calibrated out of core, chunk by chunk. Half "
+            "A's components are kept in ``varm[key_added + '_split_loadings']``, where "
+            "``denoise_pca``'s randomized solver starts.",
     denoise_summary="Denoise by PCA at a calibrated (or given) rank, writing scores, loadings "
                     "and values.\n\nThe full counts are normalised to the median library size "
                     "and transformed, then projected on ``n_comps`` principal components.",

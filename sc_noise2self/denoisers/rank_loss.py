@@ -55,17 +55,36 @@ def rank_loss_curve(
 
 def linear_mse_curve(fit: PCAFit, B, scale: float) -> np.ndarray:
     """Mean MSE at every rank of ``scale * (mean + scores_k V_k)`` against ``B``, exactly."""
-    n_cells = B.shape[0]
-    values = B.data if sparse.issparse(B) else B
-    products = BProducts(
-        b_sq=float(np.sum(np.square(values, dtype=np.float64))),
-        b_colsum=np.asarray(B.T @ np.ones(n_cells)).ravel(),  # float64 accumulation
-        # <B, a_k v_k^T> = (B^T a_k) . v_k: one sparse product with a genes x K result.
-        bt_scores=_transpose_times(B, fit.scores),
-        scores_sum=fit.scores.sum(axis=0),
-        scores_gram=fit.scores.T @ fit.scores,
-    )
-    return linear_mse_from_products(fit.mean, fit.components, products, B.shape, scale)
+    return linear_mse_from_products(fit.mean, fit.components, b_products(B, fit.scores),
+                                    B.shape, scale)
+
+
+def b_products(B, scores: np.ndarray) -> BProducts:
+    """Half B's sums and its products with the scores, with no float64 copy of either.
+
+    Sparse ``B`` goes through the compiled products (float32 values, float64 across row
+    blocks); <B, a_k v_k^T> = (B^T a_k) . v_k is one pass with a genes x K result.
+    """
+    from .._sparse_kernels import column_sums, csr_transposed_times, gram
+
+    if sparse.issparse(B):
+        B = sparse.csr_matrix(B)
+        parts = (B.data, B.indices, B.indptr)
+        ones = np.ones((B.shape[0], 1), dtype=np.float32)
+        b_colsum = csr_transposed_times(*parts, ones, B.shape[1]).ravel()
+        bt_scores = csr_transposed_times(*parts, scores, B.shape[1])
+        b_sq = _sum_squares(B.data)
+    else:
+        B = np.asarray(B, dtype=np.float64)
+        b_colsum, bt_scores, b_sq = B.sum(axis=0), B.T @ scores, _sum_squares(B.ravel())
+    return BProducts(b_sq=b_sq, b_colsum=b_colsum, bt_scores=np.asarray(bt_scores, np.float64),
+                     scores_sum=column_sums(scores), scores_gram=gram(scores))
+
+
+def _sum_squares(values: np.ndarray, chunk: int = 1 << 20) -> float:
+    """Sum of squares in float64, a bounded chunk at a time."""
+    parts = (values[i:i + chunk].astype(np.float64) for i in range(0, values.size, chunk))
+    return float(sum(np.dot(part, part) for part in parts))
 
 
 @dataclass
@@ -110,15 +129,6 @@ def linear_mse_from_products(
     quad = _leading_block_sums(p.scores_gram * (V @ V.T))
     curve = np.concatenate([[base], base - 2 * scale * np.cumsum(cross) + scale**2 * quad])
     return curve / (n_cells * n_genes)
-
-
-def _transpose_times(B, scores: np.ndarray) -> np.ndarray:
-    """``B.T @ scores`` accumulated in float64, without copying B's index arrays."""
-    if sparse.issparse(B) and B.format in ("csr", "csc"):
-        B = type(B)((B.data.astype(np.float64), B.indices, B.indptr), shape=B.shape)
-    elif not sparse.issparse(B):
-        B = np.asarray(B, dtype=np.float64)
-    return np.asarray(B.T @ scores, dtype=np.float64)
 
 
 def _leading_block_sums(gram: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ returns an :class:`ImageCalibration`, whose output is mixed with the input (:mod
 and graded against the J-invariant neighbour mean (:mod:`.referee`).
 
 Memory: the phases are streamed. Each worker holds one masked copy of the image at a time
-(:func:`~sc_noise2self.image.masking.masked_phases`), plus the stand-in values and the
+(:func:`~sc_noise2self.image.masking.masked_phases` here, :mod:`.phases` for the
+calibration, which runs the whole grid on each copy), plus the stand-in values and the
 denoiser's own output, whatever the number of phases (16 in 2D, 64 in 3D at stride 4).
 
 Value ranges: see :mod:`.checks` (integers scaled into [0, 1], floats as they are). Every
@@ -188,6 +189,9 @@ def masked_phase_loss(
     denoise: Denoiser,
 ) -> float:
     """Self-supervised MSE over the masked pixels, one masked copy in memory at a time.
+
+    One parameter set at a time, phase after phase: the plain computation that
+    :mod:`.phases` (the whole grid on each phase's copy) must reproduce bit for bit.
 
     Parameters
     ----------

@@ -185,7 +185,8 @@ def masked_phases(
     """The masked copies of ``image`` one at a time, all in one reused buffer.
 
     Memory is one image (in ``dtype``) however many phases there are; the J-invariant
-    wrapper and the calibration stream their phases through this.
+    wrapper streams its phases through this, and the calibration fills one copy per
+    phase with :func:`fill_masked` (:mod:`~sc_noise2self.image.phases`).
 
     Parameters
     ----------
@@ -209,14 +210,31 @@ def masked_phases(
     into it; copy it to keep it past the next step.
     """
     buffer = np.empty(image.shape, dtype=image.dtype if dtype is None else dtype)
-    rescale = offset != 0.0 or scale != 1.0
     for mask in masks:
-        if rescale:
-            affine_into(buffer, image, offset, scale)
-        else:
-            np.copyto(buffer, image, casting="same_kind")
-        buffer[mask] = replacement[mask]
-        yield buffer, mask
+        yield fill_masked(buffer, image, mask, replacement, offset=offset, scale=scale), mask
+
+
+def fill_masked(buffer: np.ndarray, image: np.ndarray, mask: Mask, replacement: np.ndarray,
+                *, offset: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    """Write the masked copy of ``image`` for phase ``mask`` into ``buffer``.
+
+    Parameters
+    ----------
+    buffer
+        Float array of the image's shape, overwritten (its dtype is the copy's).
+    image, mask, replacement, offset, scale
+        As in :func:`masked_phases`.
+
+    Returns
+    -------
+    ``buffer``: ``(image - offset) / scale``, rounded to its dtype, with ``mask`` replaced.
+    """
+    if offset != 0.0 or scale != 1.0:
+        affine_into(buffer, image, offset, scale)
+    else:
+        np.copyto(buffer, image, casting="same_kind")
+    buffer[mask] = replacement[mask]
+    return buffer
 
 
 def masked_inputs(image: np.ndarray, masks: list[Mask], replacement: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ callable runs on the image as it is, because its parameters are in the image's u
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -20,16 +19,13 @@ from numpy.typing import DTypeLike
 from .._progress import progress_bar
 from .._validation import check_choice, check_whole
 from ..results import expand_grid
+from .batched import batch_for
 from .checks import DEFAULT_STRIDE, check_flag, check_noise_variance, prepare_image
 from .classical import Method, get_method
-from .invariant import (
-    ImageCalibration,
-    bind_denoiser,
-    direct_loss,
-    masked_phase_loss,
-)
+from .invariant import ImageCalibration, bind_denoiser, direct_loss
 from .masking import INTERPOLATIONS, grid_masks, replacement_values
 from .noise import estimate_noise_variance
+from .phases import PhaseScoring, score_phases, worker_count
 from .referee import baseline_loss, check_losses, loses, neighbour_mean, warn_lost
 from .units import IDENTITY, Units, constant_message, units_of
 
@@ -93,13 +89,16 @@ def calibrate(
         Score one phase only (the middle one, as scikit-image does): ``stride ** ndim``
         times faster, noisier.
     n_jobs
-        Worker threads over parameter sets; None or -1 uses every core, 1 runs here.
-        Threads share the image without copies, and scikit-image's denoisers release
-        the GIL in their inner loops (measured faster than processes, benchmarks/RESULTS.md).
-        Each worker holds one masked copy of the image (in ``dtype``) at a time.
+        Worker threads; None or -1 uses every core, 1 runs here. A unit of work is one
+        phase with the whole grid (:mod:`.phases`): its masked copy is built once, every
+        parameter set runs on it (non-local means evaluates all its ``h`` at once on the
+        phase's pixels, :mod:`.batched`), and it is freed, so each worker holds one masked
+        copy (in ``dtype``) at a time. Threads share the image without copies, and
+        scikit-image's denoisers and numpy release the GIL in their inner loops (measured
+        faster than processes, benchmarks/RESULTS.md).
     progress
-        A progress bar over parameter sets: True, False, or None to show it when scanpy's
-        verbosity is at least info on a terminal or in a notebook.
+        A progress bar over the units of work: True, False, or None to show it when
+        scanpy's verbosity is at least info on a terminal or in a notebook.
     noise_variance
         Mean noise variance for the mixing weight, finite and at least 0; None estimates it
         from the image.
@@ -208,33 +207,46 @@ def _score_grid(
     The stand-in values are computed once and shared by every task; with ``"mean"``
     interpolation they are the baseline's predictions too.
     """
-    from joblib import Parallel, delayed
-
     working = grid if method is None else [method.working_params(p, units.scale) for p in grid]
     denoisers = [bind_denoiser(function, params, channel_axis) for params in working]
-    if invariant:
-        whole = [(slice(None),) * image.ndim]
-        task, shared = direct_loss, (units.forward(image, work_dtype), image, units)
-        stand_ins = units.forward(neighbour_mean(image, channel_axis), work_dtype)
-        masks = whole
-    else:
-        masks = grid_masks(image.shape, stride, channel_axis)
-        if approximate_loss:
-            masks = [masks[len(masks) // 2]]
-        replacement = _in_units(replacement_values(
-            image, interpolation, channel_axis=channel_axis, masks=masks), units, work_dtype)
-        task, shared = masked_phase_loss, (image, masks, replacement, work_dtype, units)
-        stand_ins = replacement if interpolation == "mean" else _in_units(
-            neighbour_mean(image, channel_axis), units, work_dtype)
-    baseline = baseline_loss(image, stand_ins, masks, units)
-    jobs = (delayed(task)(*shared, denoise) for denoise in denoisers)
-    # Threads share the image and the stand-ins without copies, and were measured faster
-    # than worker processes; each task streams its own masked copies.
-    results = Parallel(n_jobs=_worker_count(n_jobs, len(grid)), return_as="generator",
-                       prefer="threads")(jobs)  # fmt: skip
     name = getattr(function, "__name__", "denoiser")
-    bar = progress_bar(results, desc=f"calibrate {name}", total=len(grid), progress=progress)
-    return np.array(list(bar), dtype=np.float64), baseline
+    if invariant:
+        stand_ins = units.forward(neighbour_mean(image, channel_axis), work_dtype)
+        masks = [(slice(None),) * image.ndim]
+        losses = _direct_losses(image, units, work_dtype, denoisers, n_jobs=n_jobs,
+                                progress=progress, name=name)
+        return losses, baseline_loss(image, stand_ins, masks, units)
+    masks = grid_masks(image.shape, stride, channel_axis)
+    if approximate_loss:
+        masks = [masks[len(masks) // 2]]
+    replacement = _in_units(replacement_values(
+        image, interpolation, channel_axis=channel_axis, masks=masks), units, work_dtype)
+    stand_ins = replacement if interpolation == "mean" else _in_units(
+        neighbour_mean(image, channel_axis), units, work_dtype)
+    baseline = baseline_loss(image, stand_ins, masks, units)
+    del stand_ins  # the replacement itself, or a copy no task needs
+    scoring = PhaseScoring(
+        image, replacement, work_dtype, units, denoisers, working, channel_axis,
+        batch=batch_for(method.name if method else None, working, masks[0], channel_axis),
+        refill=method is None,
+    )  # fmt: skip
+    losses = score_phases(scoring, masks, n_jobs=n_jobs, progress=progress, name=name)
+    return losses, baseline
+
+
+def _direct_losses(image: np.ndarray, units: Units, work_dtype: np.dtype,
+                   denoisers: list[Denoiser], *, n_jobs: int | None, progress: bool | None,
+                   name: str) -> np.ndarray:
+    """Losses of a denoiser J-invariant by construction: one task per parameter set."""
+    from joblib import Parallel, delayed
+
+    work = units.forward(image, work_dtype)
+    jobs = (delayed(direct_loss)(work, image, units, denoise) for denoise in denoisers)
+    results = Parallel(n_jobs=worker_count(n_jobs, len(denoisers)), return_as="generator",
+                       prefer="threads")(jobs)  # fmt: skip
+    bar = progress_bar(results, desc=f"calibrate {name}", total=len(denoisers),
+                       progress=progress)
+    return np.array(list(bar), dtype=np.float64)
 
 
 def _in_units(values: np.ndarray, units: Units, work_dtype: np.dtype) -> np.ndarray:
@@ -246,11 +258,3 @@ def _in_units(values: np.ndarray, units: Units, work_dtype: np.dtype) -> np.ndar
         values -= units.offset
         values *= 1.0 / units.scale
     return values.astype(work_dtype, copy=False)
-
-
-def _worker_count(n_jobs: int | None, n_tasks: int) -> int:
-    # The cores this process may use (a cgroup or taskset can grant fewer than the machine has).
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    wanted = cores if n_jobs is None or n_jobs < 0 else int(n_jobs)
-    return max(1, min(wanted, n_tasks))

@@ -136,11 +136,15 @@ def units_of(image: np.ndarray, name: str = "image") -> Units:
     if low == high:
         return Units(low, 1.0, constant=True)
     sample = _sample(image)
-    offset = float(np.median(sample))
+    # In place (the medians reorder the sample, the deviations overwrite it): one sample in
+    # memory, where copies for each step took three images' worth on a small image.
+    offset = float(np.median(sample, overwrite_input=True))
     with np.errstate(over="ignore", invalid="ignore"):  # +-1e308: caught by the range check
-        spread = _MAD_TO_SD * float(np.median(np.abs(sample - offset)))
+        sample -= offset
+        np.abs(sample, out=sample)
+        spread = _MAD_TO_SD * float(np.median(sample, overwrite_input=True))
         if not spread > 0:  # over half the pixels share one value (a flat background)
-            spread = float(np.std(sample))
+            spread = float(np.std(_sample(image)))
     if not spread > 0 or not math.isfinite(spread):  # the sample missed the few others
         spread = high / 2 - low / 2  # halves: no overflow on +-1e308
     scale = 2.0 ** round(math.log2(spread))

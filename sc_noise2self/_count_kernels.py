@@ -1,0 +1,213 @@
+"""Leaf: compiled loops that split counts and build the normalised halves (numba).
+
+Counter-based draws. Every count is split by inversion from uniforms that are a pure
+function of (seed key, row, row total, gene, draw): entry ``n`` of a SplitMix64 sequence
+(Steele, Lea & Flood 2014) whose start is mixed from the key, the row and the row's total.
+So any block of rows, in any order, on any device, splits into the same bits as the whole
+matrix; a dense row and the same row stored sparsely split identically (zeros draw
+nothing); and a half split again with the seed that made it draws anew (its row total
+differs). :mod:`sc_noise2self._count_kernels_torch` computes the same draws with torch.
+
+Binomial(n, q) is drawn by inversion on ``min(q, 1 - q)``, in pieces of at most
+:data:`PIECE` counts (a sum of independent binomials with one probability is binomial), so
+the probability of zero never underflows. This module imports numba: import it lazily.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# SplitMix64's increment and finaliser constants.
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX_2 = np.uint64(0x94D049BB133111EB)
+PIECE = 1000  # counts per inversion; 0.5**1000 is still a normal float64
+DRAWS_PER_STAGE = 2048  # pieces per entry and stage: up to 2,048,000 counts per entry
+MAX_COUNT = PIECE * DRAWS_PER_STAGE
+TRANSFORM_CODES = {"none": 0, "sqrt": 1, "log1p": 2}
+_S11, _S27, _S30, _S31 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31)
+
+
+@njit(inline="always", cache=True)
+def _mix(x):
+    x = (x ^ (x >> _S30)) * MIX_1
+    x = (x ^ (x >> _S27)) * MIX_2
+    return x ^ (x >> _S31)
+
+
+@njit(inline="always", cache=True)
+def row_state(k0, k1, row, total):
+    """The SplitMix64 start of one row's draws: key, row position and row total mixed."""
+    s = _mix(k0 + GOLDEN * (np.uint64(row) + np.uint64(1)))
+    return _mix(s ^ (k1 + GOLDEN * (np.uint64(total) + np.uint64(1))))
+
+
+@njit(inline="always", cache=True)
+def _uniform(state, gene, draw):
+    bits = _mix(state + GOLDEN * (np.uint64(gene) * np.uint64(2 * DRAWS_PER_STAGE)
+                                  + np.uint64(draw) + np.uint64(1)))
+    return (np.float64(bits >> _S11) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+def zero_probabilities(q: float) -> np.ndarray:
+    """``(1 - q) ** m`` for m = 0..PIECE, where the inversion starts (q <= 1/2).
+
+    Tabulated once per split, so each draw costs no exponential; the torch kernels index
+    the same table, so both devices start every inversion from the same float.
+    """
+    return np.exp(np.arange(PIECE + 1) * np.log1p(-q))
+
+
+@njit(inline="always", cache=True)
+def _inverse_binomial(m, q, u, start):
+    # Smallest k with CDF(k) >= u for Binomial(m, q), q <= 1/2; start[m] = (1 - q)**m.
+    ratio = q / (1.0 - q)
+    f = start[m]
+    cdf = f
+    k = 0
+    while u > cdf and k < m:
+        f *= (m - k) / (k + 1.0) * ratio
+        k += 1
+        cdf += f
+    return k
+
+
+@njit(inline="always", cache=True)
+def binomial(n, q, state, gene, stage, start):
+    """Binomial(n, q) from the entry's uniforms of one stage (0 or 1).
+
+    ``start`` is :func:`zero_probabilities` of ``min(q, 1 - q)``.
+    """
+    if n <= 0 or q <= 0.0:
+        return 0
+    if q >= 1.0:
+        return n
+    flip = q > 0.5
+    small = 1.0 - q if flip else q
+    drawn = 0
+    left = n
+    piece = 0
+    while left > 0:
+        m = min(left, PIECE)
+        u = _uniform(state, gene, stage * DRAWS_PER_STAGE + piece)
+        drawn += _inverse_binomial(m, small, u, start)
+        left -= m
+        piece += 1
+    return n - drawn if flip else drawn
+
+
+def split_values(values, indptr, indices, n_dense_cols, totals, first_row, key, p, both,
+                 only_a, out):
+    """Half A of every stored count, into ``out`` (row-major; dense when ``n_dense_cols``).
+
+    With ``both < 0`` each count goes to A with probability ``p``, the rest to B; the
+    second array returned is empty. Otherwise (MCV's overlap model) a count lies in both
+    halves with probability ``both``, and the rest in A only with probability ``only_a``;
+    A gets both kinds, and the second array holds the counts in both halves.
+    """
+    shared = np.zeros(values.size if both >= 0.0 else 0, dtype=out.dtype)
+    tables = [zero_probabilities(min(q, 1.0 - q)) for q in ((p, p) if both < 0 else
+                                                             (both, only_a))]
+    _split_values(values, indptr, indices, n_dense_cols, totals, first_row, key[0], key[1], p,
+                  both, only_a, out, shared, *tables)
+    return out, shared
+
+
+@njit(parallel=True, cache=True)
+def _split_values(values, indptr, indices, n_dense_cols, totals, first_row, k0, k1, p, both,
+                  only_a, out, shared, start_0, start_1):
+    for i in prange(indptr.size - 1):
+        state = row_state(k0, k1, first_row + i, totals[i])
+        for idx in range(indptr[i], indptr[i + 1]):
+            n = np.int64(values[idx])
+            if n <= 0:
+                continue
+            gene = idx - indptr[i] if n_dense_cols > 0 else indices[idx]
+            if both < 0.0:
+                out[idx] = binomial(n, p, state, gene, 0, start_0)
+            else:
+                in_both = binomial(n, both, state, gene, 0, start_0)
+                out[idx] = in_both + binomial(n - in_both, only_a, state, gene, 1, start_1)
+                shared[idx] = in_both
+
+
+@njit(inline="always", cache=True)
+def transformed(value, code):
+    """The package's transforms in float32: none, sqrt, log1p."""
+    if code == 1:
+        return np.sqrt(value)
+    if code == 2:
+        return np.log1p(value)
+    return value
+
+
+@njit(parallel=True, cache=True)
+def _row_sums(values, a_values, indptr):
+    n_rows = indptr.size - 1
+    in_a = np.zeros(n_rows + 1, dtype=np.int64)
+    in_b = np.zeros(n_rows + 1, dtype=np.int64)
+    totals = np.zeros((n_rows, 2))
+    for i in prange(n_rows):
+        for idx in range(indptr[i], indptr[i + 1]):
+            a = a_values[idx]
+            b = values[idx] - a
+            totals[i, 0] += a
+            totals[i, 1] += b
+            if a > 0:
+                in_a[i + 1] += 1
+            if b > 0:
+                in_b[i + 1] += 1
+    return totals, np.cumsum(in_a), np.cumsum(in_b)
+
+
+@njit(parallel=True, cache=True)
+def _fill_halves(values, a_values, indptr, indices, scale_a, scale_b, code, a_ptr, b_ptr):
+    a_data = np.empty(a_ptr[-1], dtype=np.float32)
+    a_idx = np.empty(a_ptr[-1], dtype=indices.dtype)
+    b_data = np.empty(b_ptr[-1], dtype=np.float32)
+    b_idx = np.empty(b_ptr[-1], dtype=indices.dtype)
+    for i in prange(indptr.size - 1):
+        ia, ib = a_ptr[i], b_ptr[i]
+        sa, sb = scale_a[i], scale_b[i]
+        for idx in range(indptr[i], indptr[i + 1]):
+            a = a_values[idx]
+            b = values[idx] - a
+            if a > 0:
+                a_data[ia] = transformed(np.float32(a) * sa, code)
+                a_idx[ia] = indices[idx]
+                ia += 1
+            if b > 0:
+                b_data[ib] = transformed(np.float32(b) * sb, code)
+                b_idx[ib] = indices[idx]
+                ib += 1
+    return a_data, a_idx, b_data, b_idx
+
+
+def normalised_halves(values, a_values, indptr, indices, depths: tuple[float, float],
+                      transform: str):
+    """CSR parts of both halves, each row scaled to its half's depth and transformed.
+
+    Parameters
+    ----------
+    values, indptr, indices
+        A canonical CSR matrix of counts.
+    a_values
+        Half A's share of each stored count (:func:`split_values`).
+    depths
+        The totals each row of half A and of half B is scaled to.
+    transform
+        ``"none"``, ``"sqrt"`` or ``"log1p"``.
+
+    Returns
+    -------
+    ``(totals_a, (a_data, a_indices, a_indptr), (b_data, b_indices, b_indptr))``: half A's
+    row totals (float64) and both halves in float32, zeros not stored. The float32 products
+    and transforms are those of ``normalize_to_depth`` then ``apply_transform``.
+    """
+    totals, a_ptr, b_ptr = _row_sums(values, a_values, indptr)
+    scales = [np.divide(depth, totals[:, j], out=np.zeros(len(totals)), where=totals[:, j] > 0)
+              .astype(np.float32) for j, depth in enumerate(depths)]
+    a_data, a_idx, b_data, b_idx = _fill_halves(values, a_values, indptr, indices, *scales,
+                                                TRANSFORM_CODES[transform], a_ptr, b_ptr)
+    return totals[:, 0].copy(), (a_data, a_idx, a_ptr), (b_data, b_idx, b_ptr)

@@ -1,0 +1,137 @@
+"""The PCA family on a torch device: factorise and score where the halves are.
+
+The split and the normalisation run on the device already
+(:func:`sc_noise2self.losses.device_halves`); here half A's randomized PCA and the loss at
+every rank follow the numpy path step for step (:func:`sc_noise2self.embedding.randomized_pca`,
+:mod:`sc_noise2self.denoisers.rank_loss`): the same seeded test matrix, the same SVQB
+re-orthonormalisation, the same closed form for the linear loss and the same table lookups
+for a non-linear one. So the curves equal the CPU's within float32 rounding, and on the CPU
+this module is tested against them. This module imports torch: import it lazily.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..embedding import RANDOMIZED_ITERATIONS, WARM_ITERATIONS, PCAFit, start_matrix
+from ..losses import Halves
+from .rank_loss import BProducts, linear_mse_from_products
+
+_CELL_BLOCK = 4096  # cells per block of the non-linear loss (block x genes float32)
+
+
+def randomized_pca_torch(X: torch.Tensor, n_comps: int, seed: int, *, center: bool = True,
+                         n_iter: int | None = None, oversample: int = 10,
+                         start: np.ndarray | None = None) -> tuple[PCAFit, torch.Tensor]:
+    """:func:`~sc_noise2self.embedding.randomized_pca` of a float32 torch CSR matrix.
+
+    Returns
+    -------
+    The fit (components and mean as float64 numpy; its scores stay on the device, in the
+    second value, float32) and the scores.
+    """
+    device, (n_rows, n_cols) = X.device, X.shape
+    ones = torch.ones(n_rows, 1, dtype=torch.float32, device=device)
+    mean = ((X.t() @ ones).ravel().to(torch.float64) / n_rows if center
+            else torch.zeros(n_cols, dtype=torch.float64, device=device))
+
+    def times(V: torch.Tensor) -> torch.Tensor:  # (X - 1 mu^T) V, float32
+        V = V.to(torch.float32)
+        return X @ V - (mean.to(torch.float32) @ V)
+
+    def transposed_times(U: torch.Tensor) -> torch.Tensor:  # (X - 1 mu^T)^T U, float64
+        return (X.t() @ U).to(torch.float64) - torch.outer(mean, U.to(torch.float64).sum(0))
+
+    width = min(n_comps + oversample, min(X.shape))
+    omega = torch.as_tensor(start_matrix(n_cols, width, seed, start), device=device)
+    Y = _orthonormalise(times(omega))
+    if n_iter is None:
+        n_iter = RANDOMIZED_ITERATIONS if start is None else WARM_ITERATIONS
+    for _ in range(n_iter):
+        Y = _orthonormalise(times(torch.linalg.qr(transposed_times(Y))[0]))
+    _, _, Vt = torch.linalg.svd(transposed_times(Y).T, full_matrices=False)
+    del Y
+    components = _flip_signs(Vt[:n_comps])
+    scores = times(components.T)
+    return PCAFit(None, components.cpu().numpy(), mean.cpu().numpy()), scores
+
+
+def _orthonormalise(Y: torch.Tensor) -> torch.Tensor:
+    """SVQB, as :func:`sc_noise2self.embedding._orthonormalise` (float64 Gram)."""
+    values, vectors = torch.linalg.eigh(Y.T.to(torch.float64) @ Y.to(torch.float64))
+    keep = values > values.max() * 1e-10
+    transform = torch.zeros_like(vectors)
+    transform[:, keep] = vectors[:, keep] / torch.sqrt(values[keep])
+    return Y @ transform.to(torch.float32)
+
+
+def _flip_signs(components: torch.Tensor) -> torch.Tensor:
+    rows = torch.arange(components.shape[0], device=components.device)
+    signs = torch.sign(components[rows, torch.argmax(components.abs(), dim=1)])
+    signs[signs == 0] = 1.0
+    return components * signs[:, None]
+
+
+def rank_loss_curve_torch(fit: PCAFit, scores: torch.Tensor, halves: Halves,
+                          score_cells: np.ndarray | None = None) -> np.ndarray:
+    """Mean squared error against half B at every rank ``0..K`` (as ``rank_loss_curve``)."""
+    conversion = halves.conversion
+    if conversion.is_linear:
+        return linear_mse_from_products(fit.mean, fit.components, _b_products(halves.b, scores),
+                                        tuple(halves.b.shape), conversion.scale)
+    cells = (torch.arange(scores.shape[0], device=scores.device) if score_cells is None
+             else torch.as_tensor(score_cells, device=scores.device))
+    return _table_curve(fit, scores, halves, cells)
+
+
+def _b_products(B: torch.Tensor, scores: torch.Tensor) -> BProducts:
+    values = B.values().to(torch.float64)
+    ones = torch.ones(B.shape[0], 1, dtype=torch.float32, device=B.device)
+    scores64 = scores.to(torch.float64)
+    return BProducts(
+        b_sq=float((values * values).sum()),
+        b_colsum=(B.t() @ ones).ravel().to(torch.float64).cpu().numpy(),
+        bt_scores=(B.t() @ scores).to(torch.float64).cpu().numpy(),
+        scores_sum=scores64.sum(0).cpu().numpy(),
+        scores_gram=(scores64.T @ scores64).cpu().numpy(),
+    )
+
+
+def dense_rows(X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The chosen rows of a torch CSR matrix as a dense float32 block."""
+    crow, col, values = X.crow_indices(), X.col_indices(), X.values()
+    starts, lengths = crow[rows], crow[rows + 1] - crow[rows]
+    owner = torch.repeat_interleave(torch.arange(rows.numel(), device=X.device), lengths)
+    offsets = torch.arange(owner.numel(), device=X.device) - torch.repeat_interleave(
+        torch.cumsum(lengths, 0) - lengths, lengths)
+    entries = starts[owner] + offsets
+    out = torch.zeros(rows.numel(), X.shape[1], dtype=torch.float32, device=X.device)
+    out[owner, col[entries]] = values[entries].to(torch.float32)
+    return out
+
+
+def _table_curve(fit: PCAFit, scores: torch.Tensor, halves: Halves,
+                 cells: torch.Tensor) -> np.ndarray:
+    """The non-linear conversion's loss, a block of cells at a time, as the numba kernel."""
+    table = halves.conversion_table()
+    device = scores.device
+    values = torch.as_tensor(table.converted, dtype=torch.float32, device=device)
+    inv_step = np.float32(1.0 / table.step)
+    top = float(np.float32(values.numel() - 1) - np.float32(1e-3))
+    mean = torch.as_tensor(fit.mean, dtype=torch.float32, device=device) * inv_step
+    components = torch.as_tensor(fit.components, dtype=torch.float32, device=device)
+    sums = torch.zeros(components.shape[0] + 1, dtype=torch.float64, device=device)
+    for start in range(0, cells.numel(), _CELL_BLOCK):
+        block = cells[start:start + _CELL_BLOCK]
+        observed = dense_rows(halves.b, block)
+        position = mean.expand(block.numel(), -1).clone()
+        block_scores = scores[block] * inv_step
+        for k in range(components.shape[0] + 1):
+            if k:
+                position += block_scores[:, k - 1:k] * components[k - 1]
+            x = position.clamp(0.0, top)
+            m = x.to(torch.int64)
+            converted = values[m] + (x - m) * (values[m + 1] - values[m])
+            sums[k] += ((converted - observed) ** 2).sum(dim=1, dtype=torch.float64).sum()
+    return (sums / (cells.numel() * halves.b.shape[1])).cpu().numpy()
