@@ -211,3 +211,23 @@ def normalised_halves(values, a_values, indptr, indices, depths: tuple[float, fl
     a_data, a_idx, b_data, b_idx = _fill_halves(values, a_values, indptr, indices, *scales,
                                                 TRANSFORM_CODES[transform], a_ptr, b_ptr)
     return totals[:, 0].copy(), (a_data, a_idx, a_ptr), (b_data, b_idx, b_ptr)
+
+
+@njit(parallel=True, cache=True)
+def _scaled_values(values, indptr, scale, code):
+    out = np.empty(values.size, dtype=np.float32)
+    for i in prange(indptr.size - 1):
+        factor = scale[i]
+        for idx in range(indptr[i], indptr[i + 1]):
+            out[idx] = transformed(np.float32(values[idx]) * factor, code)
+    return out
+
+
+def normalised_data(values, indptr, scale: np.ndarray, transform: str) -> np.ndarray:
+    """A CSR matrix's values times each row's float32 ``scale``, transformed, in one pass.
+
+    The arithmetic of ``normalize_to_depth`` then ``apply_transform`` (float32 product,
+    then the transform), with no intermediate copy of the values.
+    """
+    return _scaled_values(values, indptr, np.asarray(scale, dtype=np.float32),
+                          TRANSFORM_CODES[transform])

@@ -68,6 +68,18 @@ def _transposed_times(data, indices, indptr, dense, n_cols, n_blocks):
     return partial
 
 
+@njit(parallel=True, cache=True)
+def row_sums(data, indptr):
+    """Sum of each CSR row's values, in float64 (no float64 copy of the values)."""
+    out = np.zeros(indptr.size - 1)
+    for i in prange(indptr.size - 1):
+        total = 0.0
+        for idx in range(indptr[i], indptr[i + 1]):
+            total += data[idx]
+        out[i] = total
+    return out
+
+
 def gram(dense: np.ndarray, rows: int = 65536) -> np.ndarray:
     """``dense.T @ dense`` summed in float64 over row chunks (no float64 copy of ``dense``)."""
     out = np.zeros((dense.shape[1], dense.shape[1]))

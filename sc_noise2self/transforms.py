@@ -27,6 +27,11 @@ _EXACT_MEAN_LIMIT = 1000.0
 
 def library_sizes(X) -> np.ndarray:
     """Total counts per cell (row sums) as a 1-D float64 array, accumulated in float64."""
+    if sparse.issparse(X) and X.format == "csr" and X.nnz > 1_000_000:
+        # scipy's product would first copy every value to float64.
+        from ._sparse_kernels import row_sums
+
+        return row_sums(X.data, X.indptr)
     return np.asarray(X @ np.ones(X.shape[1]), dtype=np.float64).ravel()
 
 
@@ -248,4 +253,14 @@ def normalised_values(counts, depth: float, transform: str, columns=None):
     totals = library_sizes(counts)
     if columns is not None:
         counts = counts[:, columns]
+    if sparse.issparse(counts) and counts.format == "csr" and counts.nnz > 1_000_000:
+        from ._count_kernels import normalised_data
+
+        # One compiled pass; the result shares the caller's index arrays (read only) and
+        # owns its values alone, half the memory of a full copy of the pattern.
+        check_choice(transform, TRANSFORMS, name="transform")
+        scale = np.divide(depth, totals, out=np.zeros_like(totals), where=totals > 0)
+        data = normalised_data(counts.data, counts.indptr, scale, transform)
+        return sparse.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape,
+                                 copy=False)
     return apply_transform(normalize_to_depth(counts, depth, totals), transform, inplace=True)

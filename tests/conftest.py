@@ -6,22 +6,25 @@ import os
 from pathlib import Path
 
 import matplotlib
+import numba
 import numpy as np
 import pytest
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
 matplotlib.use("Agg")
 # Tests run two per machine (pytest -n 2): one thread each avoids oversubscribing the cores,
 # which slows small torch and BLAS operations by an order of magnitude.
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+# numba: set the threads in use, not NUMBA_NUM_THREADS: a plugin may import numba before
+# this file runs, and an environment that disagrees with numba's loaded configuration makes
+# every later compilation (a new dtype of a kernel) fail.
+numba.set_num_threads(1)
 try:
     import torch
 
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
     pass
-from threadpoolctl import threadpool_limits
-
 threadpool_limits(1)
 
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

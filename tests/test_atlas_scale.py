@@ -187,7 +187,7 @@ def test_a_warm_start_converges_in_fewer_iterations(counts):
             fits[name, n_iter] = principal_angle_cosines(exact.components[:8],
                                                          fit.components[:8]).min()
     assert fits["warm", 1] > fits["cold", 1] and fits["warm", 2] > fits["cold", 2]
-    assert fits["warm", 2] > 0.999  # the default number of warm iterations
+    assert fits["warm", 1] > 0.995 and fits["warm", 2] > 0.999
 
 
 def test_auto_solver_is_randomized_only_where_the_range_is_small():

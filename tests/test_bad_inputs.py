@@ -427,7 +427,33 @@ def test_bad_scvi_input(tmp_path, make, error, expect):
     test_bad_or_edge_input(tmp_path, make, error, expect)
 
 
-CASES = SPLIT_CASES + ANNDATA_CASES + CLI_CASES
+ATLAS_CASES = [
+    ("device and poisson loss", lambda t: tl.calibrate_pca(adata_of(), device="cpu",
+                                                           loss="poisson"),
+     ValueError, "device='cpu' calibrates with loss='mse'"),
+    ("device and NB split", lambda t: tl.calibrate_pca(
+        adata_of(), device="cpu", split="negative_binomial", overdispersion=5.0),
+     ValueError, "split asked for more"),
+    ("device and folds", lambda t: tl.calibrate_pca(adata_of(), device="cpu", folds=3),
+     ValueError, "folds asked for more"),
+    ("device='tpu'", lambda t: tl.calibrate_pca(adata_of(), device="tpu"), ValueError,
+     "Unknown device='tpu'"),
+    ("device='mps' on PCA", lambda t: _pca_on_mps(), (ValueError, RuntimeError), "(mps)"),
+    ("count beyond the split's range", lambda t: n2s.split_counts(
+        sparse.csr_matrix(np.array([[1, 3_000_000]]))), ValueError,
+     "splitting handles at most 2,048,000 molecules"),
+    ("16-bit split of wide counts", lambda t: tl.calibrate_pca(
+        adata_of(np.where(COUNTS > 0, COUNTS + 70_000, 0)), max_comps=3),
+     None, lambda result: result is None),  # wider than 16 bits: the split keeps 32
+]
+
+
+def _pca_on_mps():
+    pytest.importorskip("torch")
+    return tl.calibrate_pca(adata_of(), device="mps")
+
+
+CASES = SPLIT_CASES + ANNDATA_CASES + CLI_CASES + ATLAS_CASES
 
 
 @pytest.mark.parametrize(("make", "error", "expect"), [c[1:] for c in CASES],

@@ -133,6 +133,15 @@ def test_batches_are_only_used_where_they_replay_the_denoiser():
     assert batch_for("nl_means", [{"h": 0.1}], (np.zeros((16, 16), bool),)) is None
     assert batch_for("wavelet", [{"sigma": 0.1}], mask, channel_axis=2) is None
     assert batch_for("wavelet", [{"sigma": None}], mask) is None  # estimated: not shared
+
+
+def test_an_untested_scikit_image_runs_the_denoiser_itself(monkeypatch):
+    import skimage
+
+    mask = im.grid_masks((16, 16), 4)[0]
+    monkeypatch.setattr(skimage, "__version__", "0.99.0")
+    assert batch_for("nl_means", [{"h": 0.1}], mask) is None
+    assert batch_for("wavelet", [{"sigma": 0.1}], mask) is None
     assert batch_for("wavelet", [{"sigma": 0.1, "method": "VisuShrink"}], mask) is None
 
 
