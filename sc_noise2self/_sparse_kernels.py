@@ -80,7 +80,7 @@ def row_sums(data, indptr):
     return out
 
 
-def gram(dense: np.ndarray, rows: int = 65536) -> np.ndarray:
+def gram(dense: np.ndarray, rows: int = 8192) -> np.ndarray:
     """``dense.T @ dense`` summed in float64 over row chunks (no float64 copy of ``dense``)."""
     out = np.zeros((dense.shape[1], dense.shape[1]))
     for start in range(0, dense.shape[0], rows):
@@ -89,7 +89,7 @@ def gram(dense: np.ndarray, rows: int = 65536) -> np.ndarray:
     return out
 
 
-def column_sums(dense: np.ndarray, rows: int = 65536) -> np.ndarray:
+def column_sums(dense: np.ndarray, rows: int = 8192) -> np.ndarray:
     """Column sums of a float32 matrix, in float64 over row chunks."""
     return sum((dense[start:start + rows].sum(axis=0, dtype=np.float64)
                 for start in range(0, dense.shape[0], rows)), np.zeros(dense.shape[1]))

@@ -129,7 +129,7 @@ def start_matrix(n_cols: int, width: int, seed: int, start: np.ndarray | None) -
     return np.hstack([known, rng.standard_normal((n_cols, width - known.shape[1]))])
 
 
-def _orthonormalise(Y: np.ndarray, rows: int = 65536) -> np.ndarray:
+def _orthonormalise(Y: np.ndarray, rows: int = 8192) -> np.ndarray:
     """Make the columns of float32 ``Y`` orthonormal in place (SVQB on the float64 Gram)."""
     from ._sparse_kernels import gram
 

@@ -238,10 +238,11 @@ def half_a_values(X, p: float, key: np.ndarray, *, first_row: int = 0, shares=No
     empty array). ``dtype`` (default the values') holds half A's values.
     """
     from ._count_kernels import MAX_COUNT, split_values
+    from ._sparse_kernels import row_sums
 
     if sparse.issparse(X):
         values, indptr, indices, dense_cols = X.data, X.indptr, X.indices, 0
-        totals = np.asarray(X.sum(axis=1)).ravel()
+        totals = row_sums(values, indptr)  # scipy's sum would copy the values to 64 bits
     else:
         values = np.ascontiguousarray(X).ravel()
         n_rows, dense_cols = X.shape
