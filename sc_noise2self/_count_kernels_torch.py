@@ -9,6 +9,8 @@ numba kernels on the CPU, bit for bit. This module imports torch: import it lazi
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -134,7 +136,7 @@ def normalised_halves(values: torch.Tensor, a_values: torch.Tensor, crow: torch.
         data = _transformed(part[keep].to(torch.float32) * scale[rows[keep]], transform)
         per_row = torch.zeros(shape[0] + 1, dtype=torch.int64, device=values.device)
         per_row[1:] = torch.bincount(rows[keep], minlength=shape[0]).cumsum(0)
-        halves.append(torch.sparse_csr_tensor(per_row, col[keep], data, size=shape))
+        halves.append(csr_tensor(per_row, col[keep], data, shape))
         totals_a = totals if totals_a is None else totals_a
     return totals_a, halves[0], halves[1]
 
@@ -168,4 +170,15 @@ def normalised_matrix(values: torch.Tensor, crow: torch.Tensor, col: torch.Tenso
     totals.index_add_(0, rows, values.to(torch.float64))
     scale = torch.where(totals > 0, depth / totals.clamp(min=1.0), 0.0).to(torch.float32)
     data = _transformed(values.to(torch.float32) * scale[rows], transform)
-    return torch.sparse_csr_tensor(crow, col, data, size=shape)
+    return csr_tensor(crow, col, data, shape)
+
+
+def csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
+               shape: tuple[int, int]) -> torch.Tensor:
+    """A torch CSR matrix, without torch's notices that CSR support is in beta."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support",
+                                category=UserWarning)
+        warnings.filterwarnings("ignore", message="Sparse invariant checks",
+                                category=UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=shape)
