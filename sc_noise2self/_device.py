@@ -6,6 +6,7 @@ single-cell autoencoders, the dask GPU path and the image CNNs all choose device
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -89,3 +90,26 @@ def resolve_amp(device, amp: bool | str | None = None):
     if amp == "fp16" or (amp != "bf16" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
+
+
+#: Environment variable: a cap, in GB, on the device memory the in-memory GPU paths fill
+#: (for a shared GPU; larger inputs are streamed in row blocks).
+DEVICE_GB_ENV = "SC_NOISE2SELF_DEVICE_GB"
+
+
+def free_device_bytes(device) -> float:
+    """Bytes the in-memory GPU paths may fill on ``device``.
+
+    80% of CUDA's free memory; the CPU (and any other device) has no separate memory to
+    fill (infinity). ``$SC_NOISE2SELF_DEVICE_GB``, when set, caps either.
+    """
+    import torch
+
+    free = 0.8 * torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else float("inf")
+    cap = os.environ.get(DEVICE_GB_ENV)
+    if cap is None:
+        return free
+    try:
+        return min(free, float(cap) * 1e9)
+    except ValueError as error:
+        raise ValueError(f"${DEVICE_GB_ENV}={cap!r} must be a number of GB, e.g. 8.") from error

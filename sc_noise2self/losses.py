@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import sparse
 
+from ._device import free_device_bytes
 from ._rng import row_stream_key
 from ._validation import check_counts, check_fraction
 from .splitting import RandomState, half_a_values, split_counts
@@ -167,13 +168,21 @@ def _fused_halves(X, p: float, transform: str, random_state, depth: float) -> Ha
     return Halves(a, b, None, totals_a, p, depth, transform, max_value)
 
 
+# Device memory the split needs per stored count: values, row and column indices, counts,
+# half A and the draws' states, most of them 64-bit.
+DEVICE_BYTES_PER_COUNT = 64
+
+
 def device_halves(X, *, p: float, transform: str, random_state, depth: float,
                   device) -> Halves:
     """:func:`prepare_halves` on a torch device: split, normalise and transform there.
 
     The draws and the float32 arithmetic are those of the CPU path
     (:mod:`sc_noise2self._count_kernels_torch`), so the halves are the same; ``a`` and ``b``
-    are float32 torch CSR matrices on ``device``. Binomial splitting of a CSR matrix only.
+    are float32 torch CSR matrices on ``device``. When the split would not fit in the
+    device's free memory (:data:`DEVICE_BYTES_PER_COUNT` per stored count), the halves are
+    made on the host instead, as scipy CSR matrices, and ``device`` reads them in row
+    blocks. Binomial splitting of a CSR matrix only.
     """
     from ._count_kernels_torch import csr_to_device, normalised_halves, split_values
 
@@ -183,6 +192,13 @@ def device_halves(X, *, p: float, transform: str, random_state, depth: float,
     if not X.has_canonical_format:
         X = X.copy()
         X.sum_duplicates()
+    if X.nnz * DEVICE_BYTES_PER_COUNT > free_device_bytes(device):
+        # Too large for the device: the same halves made on the host (the draws are the
+        # same), which the device then reads in row blocks.
+        halves = prepare_halves(X, p=p, transform=transform, random_state=random_state,
+                                depth=depth)
+        halves.device = device
+        return halves
     values, crow, col = csr_to_device(X, device)
     a_values = split_values(values, crow, col, row_stream_key(random_state, "split"), p)
     totals_a, a, b = normalised_halves(values, a_values, crow, col,

@@ -31,9 +31,10 @@ def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
         Expected share of each count that goes to the first half, strictly between 0 and 1.
     random_state
         Seed, ``SeedSequence`` or ``Generator``. The same seed gives bit-identical halves,
-        whatever the dask chunking: each cell draws from its own stream, indexed by its row
-        and its total (see :mod:`sc_noise2self._rng`), so splitting a half again with the
-        same seed does not reuse the first split's draws.
+        whatever the dask chunking or device: each count's draws are a pure function of the
+        seed, its cell's row and total and its gene (:mod:`sc_noise2self._count_kernels`;
+        the beta-binomial split draws each cell from a Philox stream keyed alike), so
+        splitting a half again with the same seed does not reuse the first split's draws.
     method
         ``"binomial"``: ``Xa ~ Binomial(X, p)``, which makes the halves independent given the
         truth when the counts are Poisson. ``"negative_binomial"``: ``Xa ~ Binomial(X, pi)``

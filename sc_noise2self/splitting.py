@@ -6,8 +6,10 @@ Batson, Royer & Webber 2019). Beta-binomial shares do the same for negative-bino
 and multinomial shares give K folds.
 
 This module is the bottom of the single-cell stack: it imports only the leaves (seeds,
-validation, dask helpers). Every cell draws from its own random stream
-(:class:`sc_noise2self._rng.RowStreams`), so numpy, scipy.sparse and dask inputs, in any
+validation, dask helpers). Binomial splits draw each count from counter-based uniforms
+keyed by seed, row, row total and gene (:mod:`sc_noise2self._count_kernels`); beta-binomial
+splits and folds draw each cell from its own stream
+(:class:`sc_noise2self._rng.RowStreams`). So numpy, scipy.sparse and dask inputs, in any
 chunking, split into the same bits.
 """
 
@@ -175,7 +177,7 @@ def _with_data(X, data: np.ndarray):
 
 
 def split_rows(X, p: float, key: np.ndarray, *, first_row: int = 0, sizes=None, shares=None):
-    """Split a block of rows of counts, each row from its own stream.
+    """Split a block of rows of counts: counter-based draws, or each row from its own stream.
 
     Parameters
     ----------

@@ -280,3 +280,53 @@ def test_denoise_starts_from_the_stored_calibration(counts, monkeypatch):
         adata.varm["noise2self_loadings"].T.astype(np.float64),
         cold.varm["noise2self_loadings"].T.astype(np.float64))
     assert cosines.min() > 0.999
+
+
+# --- counts too large for the device: streamed in row blocks --------------------------------
+
+
+@pytest.fixture
+def tiny_device(monkeypatch):
+    """A device capped at 100 kB: halves made on the host, read in blocks of 256 rows."""
+    from sc_noise2self.denoisers import pca_torch
+
+    blocks = []
+    original = pca_torch.RowBlocks.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        blocks.append(self.rows)
+
+    monkeypatch.setenv("SC_NOISE2SELF_DEVICE_GB", "0.0001")
+    monkeypatch.setattr(pca_torch.RowBlocks, "__init__", recording)
+    return blocks
+
+
+@pytest.mark.parametrize("p", [0.5, 0.7])
+def test_streamed_row_blocks_give_the_curves_of_the_whole_matrix(counts, p, tiny_device):
+    streamed = calibrate_pca_counts(counts, max_comps=25, p=p, device="cpu")
+    assert tiny_device and all(rows < counts.shape[0] for rows in tiny_device)  # streamed
+    tiny_device.clear()
+    numpy_result = calibrate_pca_counts(counts, max_comps=25, p=p)
+    np.testing.assert_allclose(streamed.loss, numpy_result.loss, rtol=1e-4)
+    assert streamed.best == numpy_result.best
+
+
+def test_streamed_denoising_equals_numpy_denoising(counts, tiny_device):
+    import anndata as ad
+
+    streamed = ad.AnnData(counts.copy())
+    tl.denoise_pca(streamed, n_comps=10, device="cpu", max_layer_gb=0, progress=False)
+    assert tiny_device  # the full counts were read in blocks
+    plain = ad.AnnData(counts.copy())
+    tl.denoise_pca(plain, n_comps=10, max_layer_gb=0, progress=False)
+    cosines = principal_angle_cosines(
+        streamed.varm["noise2self_loadings"].T.astype(np.float64),
+        plain.varm["noise2self_loadings"].T.astype(np.float64))
+    assert cosines.min() > 0.9999
+
+
+def test_a_device_cap_that_is_not_a_number_is_refused(counts, monkeypatch):
+    monkeypatch.setenv("SC_NOISE2SELF_DEVICE_GB", "lots")
+    with pytest.raises(ValueError, match=r"\$SC_NOISE2SELF_DEVICE_GB='lots' must be a number"):
+        calibrate_pca_counts(counts, max_comps=5, device="cpu")

@@ -16,7 +16,7 @@ from scipy import sparse
 
 from .._anndata import write_dense_layer
 from .._compat import moved_names
-from .._device import resolve_device
+from .._device import free_device_bytes, resolve_device
 from .._validation import check_choice, check_whole, is_dask_array
 from ..calibration import (
     CalibrationResult,
@@ -27,7 +27,7 @@ from ..calibration import (
     largest,
 )
 from ..embedding import SOLVERS, PCAFit, clip_n_comps, fit_pca
-from ..losses import Halves
+from ..losses import DEVICE_BYTES_PER_COUNT, Halves
 from ..transforms import library_sizes, normalised_values
 from .pca_dask import DASK_SOLVERS, fit_pca_dask, score_pca_dask
 from .rank_loss import pick_score_cells, rank_loss_curve
@@ -101,9 +101,10 @@ def score_ranks(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str
 
 
 def _score_ranks_on_device(halves: Halves, grid: np.ndarray, seed, options: dict):
-    from .pca_torch import randomized_pca_torch, rank_loss_curve_torch
+    from .pca_torch import as_operator, randomized_pca_torch, rank_loss_curve_torch
 
-    fit, scores = randomized_pca_torch(halves.a, int(grid[-1]), _solver_seed(seed))
+    fit, scores = randomized_pca_torch(as_operator(halves.a, halves.device), int(grid[-1]),
+                                       _solver_seed(seed))
     halves.a = None
     cells = pick_score_cells(halves.b.shape[0], options["max_score_cells"], seed)
     return rank_loss_curve_torch(fit, scores, halves, cells), {"start": fit.components}
@@ -163,13 +164,22 @@ def fit_ranks(counts, n_comps: int, options: dict, *, transform: str, random_sta
 
 def _fit_on_device(counts, n_comps: int, depth: float, transform: str, random_state, start,
                    device) -> PCAFit:
-    """The full counts normalised and factorised on ``device``; scores back as float32."""
+    """The full counts normalised and factorised on ``device``; scores back as float32.
+
+    Counts too large for the device's free memory are normalised on the host and read by
+    the device in row blocks.
+    """
     from .._count_kernels_torch import csr_to_device, normalised_matrix
-    from .pca_torch import randomized_pca_torch
+    from .pca_torch import as_operator, randomized_pca_torch
 
     counts = sparse.csr_matrix(counts)
-    values = normalised_matrix(*csr_to_device(counts, device), depth, transform, counts.shape)
-    fit, scores = randomized_pca_torch(values, n_comps, _solver_seed(random_state), start=start)
+    if counts.nnz * DEVICE_BYTES_PER_COUNT > free_device_bytes(device):
+        values = normalised_values(counts, depth, transform)
+    else:
+        values = normalised_matrix(*csr_to_device(counts, device), depth, transform,
+                                   counts.shape)
+    fit, scores = randomized_pca_torch(as_operator(values, device), n_comps,
+                                       _solver_seed(random_state), start=start)
     fit.scores = scores.cpu().numpy()
     return fit
 
