@@ -72,8 +72,8 @@ def largest(values: list) -> int:
 class WarmStart:
     """How a family's warm start is kept in the AnnData from ``calibrate_*`` to ``denoise_*``.
 
-    ``save(adata, start, key)`` writes it, ``load(adata, key)`` reads it back (None when
-    absent or not of this data).
+    ``save(adata, start, key)`` writes it (a None start removes an older one),
+    ``load(adata, key)`` reads it back (None when absent or not of this data).
     """
 
     save: Callable

@@ -93,7 +93,8 @@ def randomized_pca(X, n_comps: int, seed: int, *, center: bool = True,
     data = X.data.astype(np.float32, copy=False)
     parts = (data, X.indices, X.indptr)
     n_cols = X.shape[1]
-    mean = (np.asarray(X.sum(axis=0, dtype=np.float64)).ravel() / X.shape[0] if center
+    ones = np.ones((X.shape[0], 1), dtype=np.float32)  # scipy's sum would copy the values
+    mean = (csr_transposed_times(*parts, ones, n_cols).ravel() / X.shape[0] if center
             else np.zeros(n_cols))
 
     def times(V, out=None):  # (X - 1 mu^T) V, in place in ``out``

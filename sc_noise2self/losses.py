@@ -19,7 +19,7 @@ from scipy import sparse
 from ._device import free_device_bytes
 from ._rng import row_stream_key
 from ._validation import check_counts, check_fraction
-from .splitting import RandomState, half_a_values, split_counts
+from .splitting import RandomState, check_split_range, half_a_values, split_counts
 from .transforms import (
     DepthConversion,
     Transform,
@@ -144,9 +144,11 @@ def _fusable(X, keep_counts: bool, split: str, sample_ratio) -> bool:
 def _fused_halves(X, p: float, transform: str, random_state, depth: float) -> Halves:
     """Split, normalise and transform a CSR matrix in compiled passes, with no count copies.
 
-    Bit-identical to :func:`split_counts` followed by :func:`halves_from_counts`: the same
-    counter-based draws, the same float32 arithmetic. Only half A's share of each count is
-    held besides the two float32 halves.
+    The same counter-based draws as :func:`split_counts` followed by
+    :func:`halves_from_counts`, and the same float32 arithmetic: bit-identical under
+    ``sqrt`` and ``none``, within one float32 ulp under ``log1p`` (computed in float64 and
+    rounded once, where numpy's float32 ``log1p`` may differ by an ulp). Only half A's share
+    of each count is held besides the two float32 halves.
     """
     from ._count_kernels import normalised_halves
 
@@ -192,6 +194,7 @@ def device_halves(X, *, p: float, transform: str, random_state, depth: float,
     if not X.has_canonical_format:
         X = X.copy()
         X.sum_duplicates()
+    check_split_range(X.data)
     if X.nnz * DEVICE_BYTES_PER_COUNT > free_device_bytes(device):
         # Too large for the device: the same halves made on the host (the draws are the
         # same), which the device then reads in row blocks.
@@ -204,7 +207,8 @@ def device_halves(X, *, p: float, transform: str, random_state, depth: float,
     totals_a, a, b = normalised_halves(values, a_values, crow, col,
                                        (p * depth, (1.0 - p) * depth), transform, X.shape)
     del values, a_values
-    max_value = float(max(a.values().max(), b.values().max())) if X.nnz else 0.0
+    max_value = max((float(half.values().max()) for half in (a, b) if half.values().numel()),
+                    default=0.0)
     return Halves(a, b, None, totals_a.cpu().numpy(), p, depth, transform, max_value,
                   device=device)
 

@@ -102,7 +102,6 @@ class CalibrationResult:
     params: dict = field(default_factory=dict)
     fitted: list | None = field(default=None, repr=False, compare=False)
     start: Any = field(default=None, repr=False, compare=False)
-    start: Any = field(default=None, repr=False, compare=False)
 
     @property
     def loss(self) -> np.ndarray:

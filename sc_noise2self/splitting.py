@@ -230,6 +230,17 @@ def _counter_split(X, p: float, key: np.ndarray, first_row: int, shares):
     return half_a, half_b
 
 
+def check_split_range(values: np.ndarray) -> None:
+    """Raise unless every stored count is within what the counter-based split draws."""
+    from ._count_kernels import MAX_COUNT
+
+    if values.size and values.max() > MAX_COUNT:
+        raise ValueError(
+            f"X holds a count of {values.max():g}; splitting handles at most {MAX_COUNT:,} "
+            "molecules per cell and gene. Are these raw UMI counts?"
+        )
+
+
 def half_a_values(X, p: float, key: np.ndarray, *, first_row: int = 0, shares=None,
                   dtype=None):
     """Half A's share of every stored count of a CSR or dense ``X``, aligned with its values.
@@ -239,7 +250,7 @@ def half_a_values(X, p: float, key: np.ndarray, *, first_row: int = 0, shares=No
     values and, under MCV's overlap model (``shares``), the counts in both halves (else an
     empty array). ``dtype`` (default the values') holds half A's values.
     """
-    from ._count_kernels import MAX_COUNT, split_values
+    from ._count_kernels import split_values
     from ._sparse_kernels import row_sums
 
     if sparse.issparse(X):
@@ -250,11 +261,7 @@ def half_a_values(X, p: float, key: np.ndarray, *, first_row: int = 0, shares=No
         n_rows, dense_cols = X.shape
         indptr = np.arange(n_rows + 1, dtype=np.int64) * dense_cols
         indices, totals = np.zeros(0, dtype=np.int32), np.asarray(X).sum(axis=1)
-    if values.size and values.max() > MAX_COUNT:
-        raise ValueError(
-            f"X holds a count of {values.max():g}; splitting handles at most {MAX_COUNT:,} "
-            "molecules per cell and gene. Are these raw UMI counts?"
-        )
+    check_split_range(values)
     both, only_a = (-1.0, 0.0) if shares is None else (shares[2], shares[0] / (1 - shares[2]))
     out = np.zeros(values.size, dtype=dtype if dtype is not None else values.dtype)
     return split_values(values, indptr, indices, dense_cols, np.rint(totals).astype(np.uint64),

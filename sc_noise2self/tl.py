@@ -183,7 +183,7 @@ def _run_calibrate(family: Family, arguments: dict):
                        layer, max_layer_gb=None, obs=obs)
     else:
         store_calibration(adata, result, key, layer)
-    if family.warm_start is not None and result.start is not None:
+    if family.warm_start is not None:  # None removes an older calibration's start
         family.warm_start.save(adata, result.start, key)
     log.info(f"    best {family.knob} {result.best}", time=start, deep=f"added 'uns[{key!r}]'")
     model = result.fitted[result.best_index] if return_model else None

@@ -249,6 +249,8 @@ def normalised_values(counts, depth: float, transform: str, columns=None):
     """Counts normalised to ``depth`` and transformed, for all genes or ``columns`` only.
 
     Library sizes come from every gene, so a subset of columns is scaled as in the whole.
+    A large CSR result shares ``counts``' index arrays: read it, do not change its pattern
+    in place (``eliminate_zeros``, ``sort_indices``), or the counts' pattern changes too.
     """
     totals = library_sizes(counts)
     if columns is not None:

@@ -330,3 +330,64 @@ def test_a_device_cap_that_is_not_a_number_is_refused(counts, monkeypatch):
     monkeypatch.setenv("SC_NOISE2SELF_DEVICE_GB", "lots")
     with pytest.raises(ValueError, match=r"\$SC_NOISE2SELF_DEVICE_GB='lots' must be a number"):
         calibrate_pca_counts(counts, max_comps=5, device="cpu")
+
+
+# --- edges found in review ------------------------------------------------------------------
+
+
+def test_predictions_beyond_the_conversion_table_use_its_last_value():
+    from sc_noise2self.denoisers._kernels import rank_curve_sums
+
+    table = np.linspace(0.0, 1.0, 11)  # values on 0, 0.1, ..., 1.0
+    target = sparse.csr_matrix(np.array([[0.5, 0.0]]))
+    mean = np.array([5.0, 7.0])  # far past the table's end (position 50 and 70 of 10)
+    sums = rank_curve_sums(np.zeros((1, 1)), np.zeros((1, 2)), mean, target, table, 0.1, None)
+    np.testing.assert_allclose(sums, [(1.0 - 0.5) ** 2 + 1.0] * 2, rtol=1e-6)
+
+
+def test_device_halves_of_counts_with_an_empty_half():
+    X = sparse.csr_matrix(np.array([[1, 0], [0, 0]]))
+    halves = device_halves(X, p=0.5, transform="sqrt", random_state=0, depth=1.0,
+                           device=torch.device("cpu"))
+    assert halves.max_value >= 0.0
+    assert halves.a.values().numel() + halves.b.values().numel() == 1
+
+
+def test_device_split_refuses_what_the_cpu_split_refuses():
+    X = sparse.csr_matrix(np.array([[1, 3_000_000]]))
+    with pytest.raises(ValueError, match="at most 2,048,000"):
+        device_halves(X, p=0.5, transform="sqrt", random_state=0, depth=1.0,
+                      device=torch.device("cpu"))
+
+
+def test_log1p_halves_agree_across_devices(counts):
+    numpy_halves = prepare_halves(counts, p=0.3, transform="log1p", random_state=1)
+    torch_halves = device_halves(counts, p=0.3, transform="log1p", random_state=1,
+                                 depth=numpy_halves.depth, device=torch.device("cpu"))
+    np.testing.assert_allclose(torch_halves.a.values().numpy(), numpy_halves.a.data,
+                               rtol=1.2e-7, atol=0)
+
+
+def test_a_subset_does_not_start_from_its_parents_components(counts):
+    import anndata as ad
+
+    from sc_noise2self.denoisers.pca import load_start
+
+    adata = ad.AnnData(counts.copy())
+    tl.calibrate_pca(adata, max_comps=10, progress=False)
+    assert load_start(adata, "noise2self") is not None
+    assert load_start(adata[:500].copy(), "noise2self") is None  # other cells
+    assert load_start(adata[:, :300].copy(), "noise2self") is None  # other genes
+
+
+def test_a_calibration_without_a_start_removes_the_older_one(counts):
+    import anndata as ad
+
+    da = pytest.importorskip("dask.array")
+    adata = ad.AnnData(counts.copy())
+    tl.calibrate_pca(adata, max_comps=10, progress=False)
+    assert "noise2self_split_loadings" in adata.varm
+    adata.X = da.from_array(sparse.csr_matrix(counts), chunks=(500, -1))
+    tl.calibrate_pca(adata, max_comps=10, progress=False)  # dask: no half-A components
+    assert "noise2self_split_loadings" not in adata.varm
+    assert "noise2self_split" not in adata.uns

@@ -57,8 +57,9 @@ def rank_curve_sums(
 
 @njit(inline="always", cache=True)
 def _interpolated(x, values, top):
+    # top = size - 1: at the table's end m stops at size - 2 and the fraction reaches 1.
     x = min(max(x, np.float32(0.0)), top)
-    m = int(x)
+    m = min(int(x), values.size - 2)
     return values[m] + (x - m) * (values[m + 1] - values[m])
 
 
@@ -94,7 +95,7 @@ def _curve_kernel(scores, components, mean, indptr, indices, data, values, step,
     n_cells, n_comps = scores.shape
     n_genes = mean.size
     inv_step = np.float32(1.0 / step)
-    top = np.float32(values.size - 1) - np.float32(1e-3)
+    top = np.float32(values.size - 1)
     partial = np.zeros((n_blocks, n_comps + 1))
     per_block = (n_cells + n_blocks - 1) // n_blocks
     for block in prange(n_blocks):

@@ -184,15 +184,26 @@ def _fit_on_device(counts, n_comps: int, depth: float, transform: str, random_st
     return fit
 
 
-def save_start(adata, components: np.ndarray, key: str) -> None:
-    """Keep half A's components (genes x K, float32) for ``denoise_pca`` to start from."""
+def save_start(adata, components: np.ndarray | None, key: str) -> None:
+    """Keep half A's components (genes x K, float32) for ``denoise_pca`` to start from.
+
+    The shape of the data they came from is kept beside them (``uns[key + '_split']``), so
+    that a subset of the cells or genes does not start from its parent's; None removes an
+    older calibration's components.
+    """
+    if components is None:
+        adata.varm.pop(f"{key}_split_loadings", None)
+        adata.uns.pop(f"{key}_split", None)
+        return
     adata.varm[f"{key}_split_loadings"] = np.asarray(components, dtype=np.float32).T
+    adata.uns[f"{key}_split"] = {"n_obs": int(adata.n_obs), "n_vars": int(adata.n_vars)}
 
 
 def load_start(adata, key: str) -> np.ndarray | None:
-    """The components :func:`save_start` kept (K x genes), or None."""
+    """The components :func:`save_start` kept (K x genes) if they are of this data, or None."""
     loadings = adata.varm.get(f"{key}_split_loadings")
-    if loadings is None or np.shape(loadings)[0] != adata.n_vars:
+    shape = adata.uns.get(f"{key}_split", {})
+    if loadings is None or (shape.get("n_obs"), shape.get("n_vars")) != adata.shape:
         return None
     return np.asarray(loadings, dtype=np.float64).T
 
@@ -233,7 +244,7 @@ PCA = Family(
         "max_comps": "Largest rank scored; clipped, with a warning, to what the data allow.",
         "n_comps": "Rank of the denoiser. None calibrates it first (or reuses a matching "
                    "calibration stored under ``key_added``).",
-        "solver": "SVD solver: ``\"auto\"`` (randomized on sparse data of more than four "
+        "solver": "SVD solver: ``\"auto\"`` (randomized on sparse data of at least four "
                   "times ``max_comps + 10`` cells and genes, whose chosen ranks matched "
                   "ARPACK's; else ARPACK), ``\"arpack\"``, ``\"covariance_eigh\"`` or "
                   "``\"randomized\"``; on a dask array ``\"auto\"`` or "
@@ -254,8 +265,9 @@ PCA = Family(
             "Splits each cell's counts into halves A (share ``p``) and B, fits one truncated "
             "SVD to half A, and scores the rank-k denoising of A against B for every k in "
             "``0..max_comps``. Dask counts are calibrated out of core, chunk by chunk. Half "
-            "A's components are kept in ``varm[key_added + '_split_loadings']``, where "
-            "``denoise_pca``'s randomized solver starts.",
+            "A's components are kept in ``varm[key_added + '_split_loadings']`` (the data's "
+            "shape in ``uns[key_added + '_split']``), where ``denoise_pca``'s randomized "
+            "solver starts.",
     denoise_summary="Denoise by PCA at a calibrated (or given) rank, writing scores, loadings "
                     "and values.\n\nThe full counts are normalised to the median library size "
                     "and transformed, then projected on ``n_comps`` principal components.",

@@ -200,7 +200,7 @@ def _table_curve(fit: PCAFit, scores: torch.Tensor, B: OnDevice | RowBlocks, hal
     device = scores.device
     values = torch.as_tensor(table.converted, dtype=torch.float32, device=device)
     inv_step = np.float32(1.0 / table.step)
-    top = float(np.float32(values.numel() - 1) - np.float32(1e-3))
+    top = float(values.numel() - 1)  # at the end m stops at size - 2, the fraction at 1
     mean = torch.as_tensor(fit.mean, dtype=torch.float32, device=device) * inv_step
     components = torch.as_tensor(fit.components, dtype=torch.float32, device=device)
     sums = torch.zeros(components.shape[0] + 1, dtype=torch.float64, device=device)
@@ -213,7 +213,7 @@ def _table_curve(fit: PCAFit, scores: torch.Tensor, B: OnDevice | RowBlocks, hal
             if k:
                 position += block_scores[:, k - 1:k] * components[k - 1]
             x = position.clamp(0.0, top)
-            m = x.to(torch.int64)
+            m = x.to(torch.int64).clamp(max=values.numel() - 2)
             converted = values[m] + (x - m) * (values[m + 1] - values[m])
             sums[k] += ((converted - observed) ** 2).sum(dim=1, dtype=torch.float64).sum()
     return (sums / (cells.numel() * B.shape[1])).cpu().numpy()
