@@ -391,3 +391,15 @@ def test_a_calibration_without_a_start_removes_the_older_one(counts):
     tl.calibrate_pca(adata, max_comps=10, progress=False)  # dask: no half-A components
     assert "noise2self_split_loadings" not in adata.varm
     assert "noise2self_split" not in adata.uns
+
+
+def test_the_explicit_transpose_gives_the_products_of_the_csc_view(counts):
+    from sc_noise2self.denoisers.pca_torch import OnDevice
+
+    halves = device_halves(counts, p=0.7, transform="sqrt", random_state=0, depth=400.0,
+                           device=torch.device("cpu"))
+    U = torch.randn(counts.shape[0], 5, generator=torch.Generator().manual_seed(0))
+    view = OnDevice(halves.a)
+    copy = OnDevice(halves.a)
+    copy.transposed = halves.a.t().to_sparse_csr()  # what a backend without CSC @ U uses
+    torch.testing.assert_close(copy.rmatmul(U), view.rmatmul(U), rtol=1e-5, atol=1e-4)

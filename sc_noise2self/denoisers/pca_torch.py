@@ -33,14 +33,20 @@ class OnDevice:
 
     def __init__(self, X: torch.Tensor):
         self.X, self.shape, self.device = X, tuple(X.shape), X.device
+        self.transposed = None  # X.T as CSR, built only where X.T (CSC) @ U is refused
 
     def matmul(self, V: torch.Tensor) -> torch.Tensor:
         """``X @ V``."""
         return self.X @ V
 
     def rmatmul(self, U: torch.Tensor) -> torch.Tensor:
-        """``X.T @ U``."""
-        return self.X.t() @ U
+        """``X.T @ U``: the CSC view where the backend multiplies it, else a CSR copy."""
+        if self.transposed is None:
+            try:
+                return self.X.t() @ U
+            except (RuntimeError, NotImplementedError):
+                self.transposed = self.X.t().to_sparse_csr()
+        return self.transposed @ U
 
     def sum_squares(self) -> float:
         """The sum of the squared values, in float64."""
