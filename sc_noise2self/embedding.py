@@ -176,6 +176,11 @@ def clip_n_comps(n_comps: int, shape: tuple[int, int], *, name: str = "max_comps
     return int(n_comps)
 
 
+def solver_seed(random_state: RandomState) -> int:
+    """The integer seed the solvers' starting vectors are drawn from, for any package seed."""
+    return int(np.random.default_rng(random_state).integers(2**31 - 1))
+
+
 def resolve_solver(solver: str, X, n_comps: int) -> str:
     """The solver ``"auto"`` stands for on ``X`` (see :func:`fit_pca`); others unchanged."""
     check_choice(solver, SOLVERS, name="solver")
@@ -219,7 +224,7 @@ def fit_pca(
     The fitted :class:`PCAFit` (float64; the randomized solver's scores are float32).
     """
     solver = resolve_solver(solver, X, n_comps)
-    seed = int(np.random.default_rng(random_state).integers(2**31 - 1))
+    seed = solver_seed(random_state)
     if solver == "randomized" and sparse.issparse(X):
         # scikit-learn's PCA centres sparse data only with arpack and covariance_eigh.
         return randomized_pca(X, n_comps, seed, center=center, start=start)

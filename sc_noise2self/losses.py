@@ -188,20 +188,20 @@ def device_halves(X, *, p: float, transform: str, random_state, depth: float,
     """
     from ._count_kernels_torch import csr_to_device, normalised_halves, split_values
 
-    check_counts(X)
-    p = check_fraction(p)
     X = sparse.csr_matrix(X)
-    if not X.has_canonical_format:
-        X = X.copy()
-        X.sum_duplicates()
-    check_split_range(X.data)
     if X.nnz * DEVICE_BYTES_PER_COUNT > free_device_bytes(device):
-        # Too large for the device: the same halves made on the host (the draws are the
-        # same), which the device then reads in row blocks.
+        # Too large for the device: the same halves made (and the counts checked) on the
+        # host, with the same draws; the device then reads them in row blocks.
         halves = prepare_halves(X, p=p, transform=transform, random_state=random_state,
                                 depth=depth)
         halves.device = device
         return halves
+    check_counts(X)
+    p = check_fraction(p)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    check_split_range(X.data)
     values, crow, col = csr_to_device(X, device)
     a_values = split_values(values, crow, col, row_stream_key(random_state, "split"), p)
     totals_a, a, b = normalised_halves(values, a_values, crow, col,

@@ -16,8 +16,8 @@ from skimage.util import img_as_float
 
 from sc_noise2self import image as im
 from sc_noise2self.image.batched import batch_for, fast_exp, nl_means_phase, wavelet_grid
-from sc_noise2self.image.invariant import bind_denoiser, masked_phase_loss
-from sc_noise2self.image.masking import fill_masked, replacement_values
+from sc_noise2self.image.invariant import bind_denoiser, checked_output
+from sc_noise2self.image.masking import fill_masked, masked_phases, replacement_values
 from sc_noise2self.image.phases import phase_tasks
 from sc_noise2self.image.units import units_of
 
@@ -26,6 +26,27 @@ from sc_noise2self.image.units import units_of
 def noisy() -> np.ndarray:
     clean = img_as_float(data.camera())[200:264, 180:240]  # 64 x 60: phases of unequal size
     return clean + 0.1 * np.random.default_rng(0).standard_normal(clean.shape)
+
+
+def masked_phase_loss(
+    image: np.ndarray,
+    masks: list,
+    replacement: np.ndarray,
+    work_dtype: np.dtype,
+    units,
+    denoise,
+) -> float:
+    """The plain loop the streamed scoring must reproduce bit for bit: one parameter set,
+    phase after phase, the loss in working units summed in float64."""
+    total, count = 0.0, 0
+    phases = masked_phases(image, masks, replacement, dtype=work_dtype, offset=units.offset,
+                           scale=units.scale)
+    for masked, mask in phases:
+        output = checked_output(denoise(masked), masked.shape)
+        errors = output[mask].astype(np.float64) - units.forward(image[mask], np.float64)
+        total += float(np.sum(errors**2))
+        count += errors.size
+    return total / count
 
 
 def per_parameter_losses(image, name, grid, dtype=np.float32):

@@ -26,7 +26,7 @@ from ..calibration import (
     counts_calibrator,
     largest,
 )
-from ..embedding import SOLVERS, PCAFit, clip_n_comps, fit_pca
+from ..embedding import SOLVERS, PCAFit, clip_n_comps, fit_pca, solver_seed
 from ..losses import DEVICE_BYTES_PER_COUNT, Halves
 from ..transforms import library_sizes, normalised_values
 from .pca_dask import DASK_SOLVERS, fit_pca_dask, score_pca_dask
@@ -104,15 +104,10 @@ def _score_ranks_on_device(halves: Halves, grid: np.ndarray, seed, options: dict
     from .pca_torch import as_operator, randomized_pca_torch, rank_loss_curve_torch
 
     fit, scores = randomized_pca_torch(as_operator(halves.a, halves.device), int(grid[-1]),
-                                       _solver_seed(seed))
+                                       solver_seed(seed))
     halves.a = None
     cells = pick_score_cells(halves.b.shape[0], options["max_score_cells"], seed)
     return rank_loss_curve_torch(fit, scores, halves, cells), {"start": fit.components}
-
-
-def _solver_seed(random_state) -> int:
-    """The integer seed :func:`~sc_noise2self.embedding.fit_pca` gives its solvers."""
-    return int(np.random.default_rng(random_state).integers(2**31 - 1))
 
 
 @dataclass
@@ -179,7 +174,7 @@ def _fit_on_device(counts, n_comps: int, depth: float, transform: str, random_st
         values = normalised_matrix(*csr_to_device(counts, device), depth, transform,
                                    counts.shape)
     fit, scores = randomized_pca_torch(as_operator(values, device), n_comps,
-                                       _solver_seed(random_state), start=start)
+                                       solver_seed(random_state), start=start)
     fit.scores = scores.cpu().numpy()
     return fit
 

@@ -22,7 +22,7 @@ from .._count_kernels_torch import csr_tensor, csr_to_device
 from .._device import free_device_bytes
 from ..embedding import RANDOMIZED_ITERATIONS, WARM_ITERATIONS, PCAFit, start_matrix
 from ..losses import Halves
-from .rank_loss import BProducts, linear_mse_from_products
+from .rank_loss import BProducts, linear_mse_from_products, sum_squares
 
 _CELL_BLOCK = 4096  # cells per block of the non-linear loss (block x genes float32)
 _MIN_BLOCK_ROWS = 256  # the fewest rows moved to the device at a time
@@ -93,9 +93,8 @@ class RowBlocks:
         return out
 
     def sum_squares(self) -> float:
-        """The sum of the squared values, in float64, on the host."""
-        values = self.X.data.astype(np.float64)
-        return float(values @ values)
+        """The sum of the squared values, in float64, on the host (bounded chunks)."""
+        return sum_squares(self.X.data)
 
     def dense_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """The chosen rows, dense float32, on the device."""

@@ -73,15 +73,15 @@ def b_products(B, scores: np.ndarray) -> BProducts:
         ones = np.ones((B.shape[0], 1), dtype=np.float32)
         b_colsum = csr_transposed_times(*parts, ones, B.shape[1]).ravel()
         bt_scores = csr_transposed_times(*parts, scores, B.shape[1])
-        b_sq = _sum_squares(B.data)
+        b_sq = sum_squares(B.data)
     else:
         B = np.asarray(B, dtype=np.float64)
-        b_colsum, bt_scores, b_sq = B.sum(axis=0), B.T @ scores, _sum_squares(B.ravel())
+        b_colsum, bt_scores, b_sq = B.sum(axis=0), B.T @ scores, sum_squares(B.ravel())
     return BProducts(b_sq=b_sq, b_colsum=b_colsum, bt_scores=np.asarray(bt_scores, np.float64),
                      scores_sum=column_sums(scores), scores_gram=gram(scores))
 
 
-def _sum_squares(values: np.ndarray, chunk: int = 1 << 20) -> float:
+def sum_squares(values: np.ndarray, chunk: int = 1 << 20) -> float:
     """Sum of squares in float64, a bounded chunk at a time."""
     parts = (values[i:i + chunk].astype(np.float64) for i in range(0, values.size, chunk))
     return float(sum(np.dot(part, part) for part in parts))

@@ -180,49 +180,6 @@ def checked_output(output, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
-def masked_phase_loss(
-    image: np.ndarray,
-    masks: list[Mask],
-    replacement: np.ndarray,
-    work_dtype: np.dtype,
-    units: Units,
-    denoise: Denoiser,
-) -> float:
-    """Self-supervised MSE over the masked pixels, one masked copy in memory at a time.
-
-    One parameter set at a time, phase after phase: the plain computation that
-    :mod:`.phases` (the whole grid on each phase's copy) must reproduce bit for bit.
-
-    Parameters
-    ----------
-    image
-        Float image, in its own units.
-    masks
-        The phases scored.
-    replacement
-        Stand-ins in working units and ``work_dtype``.
-    work_dtype
-        Float type of the masked copies.
-    units
-        The working units the denoiser runs in.
-    denoise
-        One-argument denoiser.
-
-    Returns
-    -------
-    The loss in working units, summed in float64.
-    """
-    total, count = 0.0, 0
-    phases = masked_phases(image, masks, replacement, dtype=work_dtype, offset=units.offset,
-                           scale=units.scale)
-    for masked, mask in phases:
-        output = checked_output(denoise(masked), masked.shape)
-        errors = output[mask].astype(np.float64) - units.forward(image[mask], np.float64)
-        total += float(np.sum(errors**2))
-        count += errors.size
-    return total / count
-
-
 def direct_loss(work: np.ndarray, image: np.ndarray, units: Units, denoise: Denoiser) -> float:
     """Self-supervised MSE, in working units, of a denoiser J-invariant by construction.
 
