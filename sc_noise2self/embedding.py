@@ -8,6 +8,7 @@ noise correlation), so neither has to import the other.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -300,4 +301,47 @@ def put_self_first(indices: np.ndarray, distances: np.ndarray) -> None:
         indices[i, 1 : j + 1] = indices[i, :j].copy()
         distances[i, 1 : j + 1] = distances[i, :j].copy()
         indices[i, 0], distances[i, 0] = i, 0.0
+
+
+# scanpy's exact neighbours end below this many cells (euclidean); above it scanpy builds a
+# pynndescent index, whose output we convert (see :func:`scanpy_neighbors`).
+SCANPY_EXACT_KNN_CELLS = 8192
+
+
+def scanpy_neighbors(graph, *, n_neighbors: int, use_rep: str, random_state: int) -> None:
+    """``sc.pp.neighbors`` on ``graph`` that works with every pynndescent release.
+
+    pynndescent 0.7 returns a ``csr_array``, which scanpy 1.11 reads with ``getnnz`` (only
+    ``csr_matrix`` has it), so every dataset past scanpy's exact path (8,192 cells) failed.
+    Past that size we hand scanpy the same approximate transformer it would build (UMAP's
+    ``n_trees`` and ``n_iters``), converting its output to ``csr_matrix``.
+    """
+    import scanpy as sc
+
+    transformer = None
+    n_obs = graph.n_obs
+    if n_obs >= SCANPY_EXACT_KNN_CELLS:
+        transformer = _csr_nndescent_class()(
+            n_neighbors=n_neighbors, metric="euclidean", random_state=random_state,
+            n_jobs=sc.settings.n_jobs, n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)),
+            n_iters=max(5, round(np.log2(n_obs))))
+    sc.pp.neighbors(graph, n_neighbors=n_neighbors, use_rep=use_rep,
+                    random_state=random_state, transformer=transformer)
+
+
+@functools.cache
+def _csr_nndescent_class():
+    """The class, made on first use: pynndescent is slow to import."""
+    from pynndescent import PyNNDescentTransformer
+
+    class CsrNNDescent(PyNNDescentTransformer):
+        """pynndescent's transformer, returning ``scipy.sparse.csr_matrix`` (scanpy reads it)."""
+
+        def fit_transform(self, X, y=None, **fit_params):
+            return sparse.csr_matrix(super().fit_transform(X, y, **fit_params))
+
+        def transform(self, X, y=None):
+            return sparse.csr_matrix(super().transform(X, y))
+
+    return CsrNNDescent
 

@@ -21,6 +21,7 @@ from ._rng import RandomState, spawn_seeds
 from ._validation import check_choice, check_counts, check_fraction, check_real, check_whole
 from .calibration import SplitSettings, calibrate_counts
 from .denoisers.leiden import LEIDEN, calibrated_rank, fit_clusters
+from .embedding import scanpy_neighbors
 from .pp import split_counts
 
 METHODS = ("wilcoxon", "t-test", "t-test_overestim_var", "logreg")
@@ -277,7 +278,7 @@ def _pseudotime_of_half(half_a, adata: ad.AnnData, root: int, n_comps: int,
 
     graph = _normalised_half(half_a, adata)
     sc.pp.pca(graph, n_comps=min(n_comps, min(graph.shape) - 1))
-    sc.pp.neighbors(graph, n_neighbors=n_neighbors)
+    scanpy_neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=0)
     sc.tl.diffmap(graph)
     graph.uns["iroot"] = root
     sc.tl.dpt(graph)

@@ -20,7 +20,7 @@ from scipy import sparse
 from .._anndata import write_dense_layer
 from .._validation import check_real, check_whole
 from ..calibration import Family, Knob, SplitSettings, counts_calibrator
-from ..embedding import fit_pca, max_rank
+from ..embedding import fit_pca, max_rank, scanpy_neighbors
 from ..losses import Halves, block_loss, dense_rows, row_chunks
 from ..transforms import library_sizes, normalised_values
 from .pca import calibrate_pca_counts
@@ -68,13 +68,11 @@ def seed_of(seed) -> int:
 
 def neighbour_graph(values, n_comps: int, n_neighbors: int, seed: int) -> ad.AnnData:
     """An empty AnnData holding the kNN graph of the PCA of ``values`` (scanpy's neighbors)."""
-    import scanpy as sc  # slow to import; only clustering needs it
-
     n_comps = max(1, min(n_comps, max_rank(values.shape)))
     scores = fit_pca(values, n_comps, random_state=seed).scores
     graph = ad.AnnData(obs=pd.DataFrame(index=np.arange(values.shape[0]).astype(str)),
                        obsm={"X_pca": scores})
-    sc.pp.neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
+    scanpy_neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
     return graph
 
 
