@@ -10,7 +10,7 @@ import importlib
 
 from ._version import __version__
 
-_SUBMODULES = ("pp", "tl", "pl", "image", "datasets", "diagnostics")
+_SUBMODULES = ("pp", "tl", "pl", "image", "datasets", "diagnostics", "simulation")
 
 __all__ = ["__version__", "split_counts", *_SUBMODULES]
 

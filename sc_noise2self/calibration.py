@@ -142,6 +142,9 @@ class Family:
     halves_device
         ``halves_device(options, X, settings) -> torch device or None``: where the family
         wants each split made and scored (PCA's ``device`` option); None keeps numpy.
+    split_defaults
+        Split options whose default differs for this family (the Leiden family scores
+        counts, so its ``loss`` defaults to ``"poisson"``).
     warm_start
         A :class:`WarmStart` when the final fit can start from the calibration's (PCA: from
         half A's components, so ``denoise_*`` pays for no second full SVD); ``score``
@@ -182,6 +185,11 @@ class Family:
     returns_model: bool = False
     warm_start: WarmStart | None = None
     halves_device: Callable | None = None
+    split_defaults: dict = field(default_factory=dict)
+
+    def default_settings(self, **changes) -> SplitSettings:
+        """:class:`SplitSettings` with the family's own defaults, then ``changes``."""
+        return SplitSettings(**{**self.split_defaults, **changes})
 
     @property
     def knob(self) -> str:
@@ -246,10 +254,10 @@ def calibrate_counts(
     :class:`CalibrationResult` over the family's grid.
     """
     options = dict(options)
-    from_keywords = SplitSettings.take(options)
+    from_keywords = SplitSettings.take(options, defaults=family.split_defaults)
     if settings is None:
         settings = from_keywords
-    elif dataclasses.asdict(from_keywords) != dataclasses.asdict(SplitSettings()):
+    elif dataclasses.asdict(from_keywords) != dataclasses.asdict(family.default_settings()):
         raise TypeError("Pass split options either in settings= or as keywords, not both.")
     grid_value = options.pop(family.grid_arg, family.grid_default)
     own = family.take_options(options)

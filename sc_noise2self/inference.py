@@ -10,6 +10,8 @@ independent, so the p-values of half B are valid whatever half A's clusters are.
 
 from __future__ import annotations
 
+import inspect
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -17,10 +19,18 @@ from scipy import sparse as sp
 from scipy import stats
 
 from ._anndata import get_counts, logger, target
-from ._rng import RandomState, spawn_seeds
+from ._rng import RandomState
 from ._validation import check_choice, check_counts, check_fraction, check_real, check_whole
-from .calibration import SplitSettings, calibrate_counts
-from .denoisers.leiden import LEIDEN, calibrated_rank, fit_clusters
+from .calibration import DEFAULT_P, calibrate_counts
+from .denoisers.leiden import (
+    LEIDEN,
+    LEIDEN_SPLIT,
+    RULES,
+    choose_resolution,
+    first_split,
+    fit_clusters,
+    split_settings,
+)
 from .embedding import scanpy_neighbors
 from .pp import split_counts
 
@@ -28,41 +38,53 @@ METHODS = ("wilcoxon", "t-test", "t-test_overestim_var", "logreg")
 
 
 def rank_genes_groups_split(
-    adata: ad.AnnData, *, groupby: str | None = None, resolution: float | str | None = None,
-    method: str = "wilcoxon", p: float = 0.5, split: str = "binomial", overdispersion=None,
-    n_comps: int | None = None, n_neighbors: int = 15, layer: str | None = None,
+    adata: ad.AnnData, *, groupby: str | None = None,
+    resolution: float | str | None = "calibrated", method: str = "wilcoxon",
+    p: float = DEFAULT_P, split: str = LEIDEN_SPLIT["split"],
+    overdispersion=None, n_comps: int | None = 30,
+    n_neighbors: int = 15, rule: str = "1se", layer: str | None = None,
     random_state: RandomState = 0, key_added: str = "rank_genes_groups_split",
     split_key: str = "noise2self", copy: bool = False, **kwargs,
 ) -> ad.AnnData | None:
     """Marker genes of clusters found on half A, tested on half B (scanpy's format).
+
+    One split serves both: the clusters are made on its half A, exactly as
+    :func:`~sc_noise2self.tl.calibrate_leiden` makes and grades them, and the markers are
+    tested on its half B, which the clusters never saw.
 
     Parameters
     ----------
     adata
         The cells, with raw integer counts in ``X`` or ``layers[layer]``.
     groupby
-        An ``obs`` column of groups that YOU computed from half A of
-        :func:`sc_noise2self.pp.split_molecules` (your own clustering of
-        ``layers[split_key + '_a']``); the test then runs on ``layers[split_key + '_b']``, the
-        half those groups never saw. None clusters half A here by Leiden. Groups computed
-        from all the counts, or tested on another split, would bring the double dipping back.
+        None: cluster half A here (``resolution``). Or an ``obs`` column made on half A:
+        the labels of :func:`~sc_noise2self.tl.calibrate_leiden` (its split is drawn again
+        from its record, and the test runs on that split's half B), or YOUR groups computed
+        from ``layers[split_key + '_a']`` of :func:`sc_noise2self.pp.split_molecules` (the
+        test runs on ``layers[split_key + '_b']``). Groups computed from all the counts
+        would bring the double dipping back, and are refused.
     resolution
-        Leiden resolution when ``groupby`` is None: a number, None (1.0, scanpy's default),
-        or ``"calibrated"`` (chosen by the self-supervised loss within half A).
+        When ``groupby`` is None: ``"calibrated"`` (default; chosen by the self-supervised
+        loss as :func:`~sc_noise2self.tl.calibrate_leiden` chooses it, with ``rule``), or a
+        Leiden resolution.
     method
         Test of ``sc.tl.rank_genes_groups``: ``"wilcoxon"``, ``"t-test"``,
         ``"t-test_overestim_var"`` or ``"logreg"``.
     p
-        Share of molecules in half A (the clustering half); 0.5 as in count splitting.
+        Share of molecules in half A (the clustering half); 0.7 as in every calibration.
     split, overdispersion
-        ``"binomial"`` for Poisson counts; ``"negative_binomial"`` with the NB size per gene,
-        one number or ``"estimate"`` for overdispersed counts (binomial splitting of NB
-        counts leaves the halves correlated, and the p-values too small).
+        ``"negative_binomial"`` by default, at the NB sizes per gene given in
+        ``overdispersion`` (None: estimated): binomial splitting of overdispersed counts
+        leaves the halves correlated, clusters of noise in half A and p-values too small.
+        ``"binomial"`` for Poisson counts.
     n_comps, n_neighbors
-        The PCA rank (None: calibrated on half A) and neighbours of half A's graph.
+        PCA components (None: the calibrated rank) and neighbours of half A's graph.
+    rule
+        ``"1se"`` or ``"min"``: how a calibrated resolution is chosen (see
+        :func:`~sc_noise2self.tl.calibrate_leiden`).
     split_key
-        With ``groupby``: the ``key_added`` of the :func:`~sc_noise2self.pp.split_molecules`
-        run whose half A made the groups (default ``"noise2self"``).
+        With YOUR ``groupby``: the ``key_added`` of the
+        :func:`~sc_noise2self.pp.split_molecules` run whose half A made the groups.
     layer
         Layer with the raw counts; None means ``X``.
     random_state
@@ -89,43 +111,139 @@ def rank_genes_groups_split(
         # rank-sum variance is overestimated and the p-values pile up near 1.
         kwargs.setdefault("tie_correct", True)
     p = check_fraction(p)
+    check_choice(rule, RULES, name="rule")
     _check_clustering_options(resolution, n_comps, n_neighbors, adata)
-    log = logger()
+    options = {"n_comps": n_comps, "n_neighbors": n_neighbors, "rule": rule}
+    if overdispersion is None and split == "negative_binomial":
+        overdispersion = "estimate"
+    settings = LEIDEN.default_settings(p=p, split=split, overdispersion=overdispersion,
+                                       random_state=random_state)
     if groupby is None:
         counts = get_counts(adata, layer)
         check_counts(counts)
-        split_seed, cluster_seed = spawn_seeds(random_state, 2)
-        half_a, half_b = split_counts(counts, p, random_state=split_seed, method=split,
-                                      overdispersion=overdispersion)
-        labels = _clusters_of_half(half_a, resolution, n_comps, n_neighbors, cluster_seed)
+        labels, half_b, split_record = _clusters_of_first_split(counts, resolution, options,
+                                                                settings)
         group_key = f"{key_added}_groups"
     else:
-        if split != "binomial" or overdispersion is not None:
-            raise ValueError(
-                "With groupby, the split is the one of pp.split_molecules (split_key); pass "
-                "split and overdispersion to that call, not here."
-            )
-        half_b = _tested_half_of_user_groups(adata, groupby, split_key)
-        labels, group_key = adata.obs[groupby].astype(str).to_numpy(), groupby
+        _refuse_split_options_with_groupby(dict(
+            resolution=resolution, p=p, split=split,
+            overdispersion=None if overdispersion == "estimate" else overdispersion))
+        half_b, split_record = _tested_half_of_groups(adata, groupby, split_key, layer)
+        labels = _checked_groups(adata, groupby)
+        group_key = groupby
     tested = _normalised_half(half_b, adata)
     tested.obs[group_key] = pd.Categorical(labels)
-    log.info(f"testing {tested.obs[group_key].nunique()} groups of half A on half B")
+    logger().info(f"testing {tested.obs[group_key].nunique()} groups of half A on half B")
     sc.tl.rank_genes_groups(tested, group_key, method=method, key_added=key_added, **kwargs)
     adata = target(adata, copy)
     if groupby is None:
-        adata.obs[group_key] = tested.obs[group_key].to_numpy()
-        adata.obs[group_key] = adata.obs[group_key].astype("category")
+        adata.obs[group_key] = pd.Categorical(labels)
     record = dict(tested.uns[key_added])
-    if groupby is None:
-        split_record = {"p": p, "split": split, "random_state": _seed_record(random_state),
-                        "groups_from": "half A (Leiden)"}
-    else:
-        split_record = {**dict(adata.uns.get(f"{split_key}_split", {})),
-                        "groups_from": f"obs[{groupby!r}]",
-                        "tested_on": f"layers['{split_key}_b']"}
     record["params"] = {**dict(record["params"]), "count_split": split_record}
     adata.uns[key_added] = record
     return adata if copy else None
+
+
+def _clusters_of_first_split(counts, resolution, options: dict, settings):
+    """Half A's labels (calibrated or at ``resolution``), half B's counts and the record."""
+    fit_options = {**options, "p": settings.p, "split": settings.split,
+                   "overdispersion": settings.overdispersion, "n_splits": 1}
+    if resolution in (None, "calibrated"):
+        result = calibrate_counts(counts, LEIDEN, settings=settings, **options)
+        resolution = choose_resolution(result)
+        fit_options["n_comps"] = result.params["n_comps"]
+    clusters = fit_clusters(counts, resolution, fit_options, transform=settings.transform,
+                            random_state=settings.random_state, max_layer_gb=0.0)
+    if clusters.half_b is None:
+        raise ValueError(
+            "No clustering of these counts beats one cluster (resolution 0), so there are no "
+            "groups whose markers could be tested. Pass a resolution to test clusters that "
+            "the loss does not support, or use deeper data."
+        )
+    labels = clusters.labels.astype(str)
+    record = {"p": settings.p, "split": settings.split,
+              "random_state": _seed_record(settings.random_state),
+              "resolution": float(resolution),
+              "groups_from": "half A of the split (Leiden)", "tested_on": "its half B"}
+    return labels, clusters.half_b, record
+
+
+def _refuse_split_options_with_groupby(given: dict) -> None:
+    """With ``groupby`` the split is the groups' own; options for another one are refused."""
+    defaults = inspect.signature(rank_genes_groups_split).parameters
+    changed = [name for name, value in given.items()
+               if not _same(value, defaults[name].default)]
+    if changed:
+        raise ValueError(
+            f"With groupby, the split is the one that made the groups, so {changed} cannot "
+            "be used: pass them to calibrate_leiden or pp.split_molecules instead."
+        )
+
+
+def _same(value, default) -> bool:
+    return isinstance(value, type(default)) and value == default
+
+
+def _checked_groups(adata: ad.AnnData, column: str) -> np.ndarray:
+    """The labels of ``obs[column]`` as strings, refused when they cannot be tested."""
+    if column not in adata.obs:
+        raise KeyError(f"groupby={column!r} is not a column of adata.obs.")
+    if adata.obs[column].isna().any():
+        raise ValueError(
+            f"groupby={column!r} is missing for {int(adata.obs[column].isna().sum())} "
+            "cell(s); give every cell a value, or test a subset without them."
+        )
+    labels = adata.obs[column].astype(str).to_numpy()
+    names, sizes = np.unique(labels, return_counts=True)
+    if names.size < 2:
+        raise ValueError(
+            f"groupby={column!r} holds one group ({names[0]!r}): markers need at least two "
+            "groups to compare. One cluster is what calibrate_leiden returns when no "
+            "clustering beats it; there is nothing to test."
+        )
+    if sizes.min() < 2:
+        raise ValueError(
+            f"groupby={column!r} has one-cell group(s) {list(names[sizes < 2])[:5]}: a test "
+            "needs at least two cells per group. Merge or drop them first."
+        )
+    return labels
+
+
+def _tested_half_of_groups(adata: ad.AnnData, column: str, split_key: str, layer):
+    """Half B of the split whose half A made ``obs[column]``, and the provenance record."""
+    record = adata.uns.get(column)
+    if isinstance(record, dict) and record.get("method") == "leiden":
+        return _half_b_of_leiden_record(adata, column, record, layer)
+    half_b = _tested_half_of_user_groups(adata, column, split_key)
+    split_record = {**dict(adata.uns.get(f"{split_key}_split", {})),
+                    "groups_from": f"obs[{column!r}]",
+                    "tested_on": f"layers['{split_key}_b']"}
+    return half_b, split_record
+
+
+def _half_b_of_leiden_record(adata: ad.AnnData, column: str, record: dict, layer):
+    """Half B of calibrate_leiden's first split, drawn again from its record."""
+    params = {k: (None if isinstance(v, str) and v == "None" else v)
+              for k, v in dict(record["params"]).items()}
+    stored_layer = params.get("layer", "X")
+    if (layer or "X") != stored_layer:
+        raise ValueError(
+            f"groupby={column!r} was made from layer {stored_layer!r}; pass "
+            f"layer={None if stored_layer == 'X' else stored_layer!r}."
+        )
+    if not isinstance(params.get("random_state"), int | np.integer):
+        raise ValueError(
+            f"groupby={column!r} came from a run whose seed was not an integer, so its split "
+            "cannot be drawn again; rerun calibrate_leiden with an integer random_state."
+        )
+    counts = get_counts(adata, None if stored_layer == "X" else stored_layer)
+    settings = split_settings(params, params["transform"], int(params["random_state"]))
+    halves, _ = first_split(counts, settings)
+    split_record = {"p": settings.p, "split": settings.split,
+                    "random_state": int(params["random_state"]),
+                    "groups_from": f"obs[{column!r}] (half A of calibrate_leiden's split)",
+                    "tested_on": "half B of that split"}
+    return halves.b_counts, split_record
 
 
 def _tested_half_of_user_groups(adata: ad.AnnData, column: str, split_key: str, *,
@@ -165,24 +283,6 @@ def _check_clustering_options(resolution, n_comps, n_neighbors, adata: ad.AnnDat
 
 def _seed_record(random_state) -> int | str:
     return int(random_state) if isinstance(random_state, int | np.integer) else "custom"
-
-
-def _clusters_of_half(half_a, resolution, n_comps, n_neighbors, seed) -> np.ndarray:
-    """Leiden labels of half A (string codes), at a given or self-calibrated resolution."""
-    options = {"n_comps": n_comps, "n_neighbors": n_neighbors}
-    if isinstance(resolution, str):
-        check_choice(resolution, ("calibrated",), name="resolution")
-        # Calibrated within half A: half A is split again (its own stream) to grade it.
-        result = calibrate_counts(half_a, LEIDEN, settings=SplitSettings(random_state=seed),
-                                  **options)
-        resolution, options = result.best, {**options, "n_comps": result.params["n_comps"]}
-    else:
-        resolution = 1.0 if resolution is None else resolution
-        options = calibrated_rank(options, half_a, SplitSettings(random_state=seed))
-    check_real(resolution, name="resolution", minimum=1e-9, hint="Leiden's resolution")
-    clusters = fit_clusters(half_a, resolution, options, transform="sqrt", random_state=seed,
-                            max_layer_gb=0.0)
-    return clusters.labels.astype(str)
 
 
 def _normalised_half(half_b, adata: ad.AnnData) -> ad.AnnData:

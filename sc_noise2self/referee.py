@@ -60,7 +60,15 @@ def checked(result: CalibrationResult, referee: Referee | None = None) -> Calibr
     if baseline is not None:
         result.params["baseline_loss"] = baseline
         best = float(result.loss[result.best_index])
-        if best >= baseline and referee.index != result.best_index:
+        if referee.index == result.best_index:
+            warnings.warn(
+                f"The baseline itself ({result.param}={result.best}) has the lowest "
+                f"self-supervised loss, {best:.6g}: no setting finds structure above noise "
+                "in these counts. Try another family or a wider grid, or deeper data.",
+                BaselineWarning,
+                stacklevel=4,
+            )
+        elif best >= baseline:
             warnings.warn(
                 f"The best {result.param}={result.best} has a self-supervised loss of "
                 f"{best:.6g}, no better than {baseline:.6g} of the gene-mean baseline (every "

@@ -85,9 +85,10 @@ class SplitSettings:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def take(cls, options: dict) -> SplitSettings:
-        """Settings from the split options in ``options``, which are removed from it."""
-        return cls(**{name: options.pop(name) for name in cls.names() if name in options})
+    def take(cls, options: dict, defaults: dict | None = None) -> SplitSettings:
+        """Settings from the split options in ``options`` (removed from it) over ``defaults``."""
+        given = {name: options.pop(name) for name in cls.names() if name in options}
+        return cls(**{**(defaults or {}), **given})
 
     def validate(self, X) -> SplitSettings:
         """Check ``X`` and every option before any work; return settings ready to split ``X``.

@@ -94,7 +94,8 @@ def _signature(family: Family, denoise: bool) -> inspect.Signature:
     same_name = denoise and family.knob == family.grid_arg
     grid = [] if same_name else [_parameter(family.grid_arg, family.grid_default)]
     own = [_parameter(name, default) for name, default in family.options.items()]
-    split = [_parameter(name, getattr(SplitSettings(), name)) for name in SplitSettings.names()]
+    defaults = family.default_settings()
+    split = [_parameter(name, getattr(defaults, name)) for name in SplitSettings.names()]
     tail = [_parameter("layer", None), _parameter("progress", None),
             _parameter("key_added", family.key)]
     if denoise:
@@ -277,8 +278,8 @@ def _stored_calibration(adata, key, family, counts, arguments, layer) -> Calibra
     record = adata.uns.get(key)
     if not isinstance(record, dict) or "loss" not in record or "params" not in record:
         return None
-    if not isinstance(arguments["overdispersion"], int | float | type(None)):
-        return None  # per-gene or estimated sizes: recalibrate rather than compare arrays
+    if not isinstance(arguments["overdispersion"], int | float | str | type(None)):
+        return None  # per-gene sizes: recalibrate rather than compare arrays
     settings = SplitSettings(**{n: arguments[n] for n in SplitSettings.names()})
     if is_dask_array(counts) or settings.folds is not None:
         return None

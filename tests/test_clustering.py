@@ -91,7 +91,7 @@ def test_double_dipping_inflates_what_the_split_keeps_valid():
 
 def test_nb_counts_need_the_nb_split():
     adata = homogeneous(1200, 400, 3, size=2.0)
-    binomial = np.mean(split_pvalues(adata.copy(), random_state=0) < 0.05)
+    binomial = np.mean(split_pvalues(adata.copy(), random_state=0, split="binomial") < 0.05)
     nb = split_pvalues(adata, random_state=0, split="negative_binomial",
                        overdispersion="estimate")
     assert binomial > 0.07  # halves of NB counts split binomially share noise
@@ -115,29 +115,144 @@ def test_true_markers_are_found_at_fdr_005():
     assert len(found & markers) >= 0.8 * len(markers)
 
 
-@pytest.mark.parametrize("k", [3, 6, 10])
-def test_calibrated_resolution_finds_k_groups(k):
+def realistic(group_sizes, seed: int, *, n_obs: int = 1200, n_vars: int = 600,
+              depth_sd: float = 0.5, nb_size=(0.5, 50.0), effect: float = 1.0):
+    """The realistic simulator: log-normal depths, per-gene NB sizes, unequal groups."""
+    return n2s.simulation.simulate_counts(n_obs, n_vars, group_sizes, depth_sd=depth_sd,
+                                          nb_size=nb_size, effect=effect, random_state=seed)
+
+
+@pytest.mark.parametrize(("nb_size", "depth_sd"), [((0.5, 50.0), 0.6), (None, 0.8)])
+def test_no_clustering_of_one_population_beats_one_cluster(nb_size, depth_sd):
+    # The null with realistic depth and overdispersion: every resolution's expected loss is
+    # above the one-cluster baseline. Fails with a binomial split of the NB counts (each
+    # cell's rate is in both halves) or with predictions that ignore each cell's depth.
+    adata = realistic((1.0,), 1, depth_sd=depth_sd, nb_size=nb_size)
+    with pytest.warns(n2s.results.BaselineWarning, match="baseline itself"):
+        tl.calibrate_leiden(adata, resolutions=[1.0, 2.0, 4.0, 8.0], n_splits=2)
+    record = adata.uns["noise2self_leiden"]
+    loss = np.asarray(record["loss"])
+    assert record["params"]["n_clusters"][-1] > 3  # noise was clustered, and lost
+    clustered = np.asarray(record["params"]["n_clusters"]) > 1
+    assert clustered.sum() >= 3 and np.all(loss[clustered] > loss[0])
+    assert list(adata.obs["noise2self_leiden"].cat.categories) == ["0"]
+    assert record["n_clusters"] == 1 and record["resolution"] == 0.0
+
+
+def test_binomial_split_of_nb_counts_finds_clusters_in_noise():
+    # Why the Leiden family splits by the NB: the binomial split's halves share each cell's
+    # overdispersed rate, so noise clusters of half A predict half B.
+    adata = realistic((1.0,), 1, nb_size=(0.5, 5.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tl.calibrate_leiden(adata, resolutions=[0.5, 1.0, 2.0], split="binomial",
+                            overdispersion=None, rule="min")
+    loss = np.asarray(adata.uns["noise2self_leiden"]["loss"])
+    assert loss[1:].min() < loss[0]
+
+
+@pytest.mark.parametrize(("sizes", "n_vars"), [
+    ((0.7, 0.3), 600), ((0.45, 0.3, 0.15, 0.1), 600),
+    # a 2% group of 40 cells needs more regulated genes than 600 genes' 8% give
+    ((0.3, 0.2, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02), 1000)])
+def test_calibrated_resolution_finds_k_unequal_groups_at_varying_depth(sizes, n_vars):
+    from sklearn.metrics import adjusted_rand_score
+
     hits = 0
     for seed in range(3):
-        adata, _ = groups(k, seed)
+        adata = realistic(sizes, seed, n_obs=2000, n_vars=n_vars)
         tl.calibrate_leiden(adata, random_state=seed)
-        hits += abs(adata.obs["noise2self_leiden"].nunique() - k) <= 1
+        found = adata.obs["noise2self_leiden"]
+        hits += (found.nunique() == len(sizes)
+                 and adjusted_rand_score(adata.obs["group"], found) >= 0.9)
     assert hits >= 2
 
 
+def test_one_cell_clusters_predict_as_the_baseline_and_the_deviance_is_exact():
+    from sc_noise2self.denoisers.leiden import cell_deviances
+    from sc_noise2self.losses import poisson_deviance, prepare_halves
+
+    adata = realistic((0.5, 0.5), 3, n_obs=60, n_vars=40)
+    halves = prepare_halves(adata.X, p=0.7, transform="log1p", random_state=0,
+                            keep_counts=True, keep_a_counts=True)
+    one = np.zeros(60, dtype=np.int64)
+    np.testing.assert_allclose(cell_deviances(np.arange(60), halves),
+                               cell_deviances(one, halves), rtol=1e-10)
+    # Brute force: each cell's leave-one-out rate of its cluster, shrunk to the population.
+    labels = adata.obs["group"].cat.codes.to_numpy().astype(np.int64)
+    a, b = halves.a_counts.toarray(), halves.b_counts.toarray()
+    n = a.sum(axis=1)
+    prior = np.median(n)
+    expected = np.empty_like(b, dtype=np.float64)
+    for i in range(60):
+        others = np.arange(60) != i
+        population = a[others].sum(axis=0) / n[others].sum()
+        mates = others & (labels == labels[i])
+        rate = (a[mates].sum(axis=0) + prior * population) / (n[mates].sum() + prior)
+        expected[i] = rate * n[i] * 0.3 / 0.7
+    np.testing.assert_allclose(cell_deviances(labels, halves),
+                               poisson_deviance(b, expected).sum(axis=1), rtol=1e-8)
+
+
+def test_the_1se_rule_takes_the_coarsest_resolution_the_data_cannot_tell_from_the_best():
+    from sc_noise2self.denoisers.leiden import choose_resolution
+    from sc_noise2self.results import CalibrationResult
+
+    def result(rule, errors):
+        return CalibrationResult("resolution", np.array([0.0, 0.1, 0.5, 1.0]),
+                                 np.array([[1.0, 0.90, 0.89, 0.885]]),
+                                 {"rule": rule, "standard_error": np.array(errors)})
+
+    within = result("1se", [0.05, 0.01, 0.006, 0.0])
+    assert choose_resolution(within) == 0.5  # 0.89 - 0.885 <= 0.006; 0.1 is 0.015 away
+    assert within.params["best_min"] == 1.0 and within.params["best_1se"] == 0.5
+    assert choose_resolution(result("min", [0.05, 0.01, 0.006, 0.0])) == 1.0
+    with pytest.warns(n2s.results.BaselineWarning, match="One cluster"):
+        assert choose_resolution(result("1se", [0.2, 0.1, 0.1, 0.0])) == 0.0
+
+
 def test_leiden_record_and_labels_the_scanpy_way():
-    adata, truth = groups(3, 5)
+    from sklearn.metrics import adjusted_rand_score
+
+    adata = realistic((0.6, 0.3, 0.1), 5)
     tl.calibrate_leiden(adata, resolutions=[0.1, 0.5, 2.0])
     record = adata.uns["noise2self_leiden"]
-    assert list(record["grid"]) == [0.1, 0.5, 2.0]
-    assert len(record["params"]["n_clusters"]) == 3 and record["best"] in (0.1, 0.5, 2.0)
+    assert list(record["grid"]) == [0.0, 0.1, 0.5, 2.0]  # one cluster first
+    assert record["params"]["n_clusters"][0] == 1 and len(record["params"]["n_clusters"]) == 4
+    assert record["params"]["best_1se"] <= record["params"]["best_min"]
+    assert record["resolution"] == record["params"]["best_1se"]  # the default rule
     assert adata.obs["noise2self_leiden"].dtype == "category"
-    # The labels agree with the truth (up to names).
-    table = np.zeros((3, adata.obs["noise2self_leiden"].nunique()))
-    np.add.at(table, (truth, adata.obs["noise2self_leiden"].cat.codes.to_numpy()), 1)
-    assert table.max(axis=1).sum() / truth.size > 0.95
+    assert adjusted_rand_score(adata.obs["group"], adata.obs["noise2self_leiden"]) > 0.9
     scratch = tl.denoise_leiden(adata, copy=True)  # reuses the calibration
     assert scratch.layers["noise2self_leiden"].shape == adata.shape
+
+
+def test_markers_of_calibrate_leiden_are_tested_on_its_own_half_b():
+    adata = realistic((0.6, 0.4), 6, n_obs=600, n_vars=300)
+    tl.calibrate_leiden(adata, resolutions=[0.1, 0.5], random_state=4)
+    tl.rank_genes_groups_split(adata, groupby="noise2self_leiden")
+    by_record = adata.uns["rank_genes_groups_split"]
+    # The same split drawn in one call: the same half-A labels and the same half-B tests.
+    fresh = tl.rank_genes_groups_split(adata, resolution="calibrated", random_state=4,
+                                       copy=True)
+    assert fresh is not None
+    np.testing.assert_array_equal(fresh.obs["rank_genes_groups_split_groups"].astype(str),
+                                  adata.obs["noise2self_leiden"].astype(str))
+    np.testing.assert_array_equal(pvalues(fresh, "rank_genes_groups_split"),
+                                  pvalues(adata, "rank_genes_groups_split"))
+    assert by_record["params"]["count_split"]["tested_on"] == "half B of that split"
+    with pytest.raises(ValueError, match=r"\['p'\] cannot be used"):
+        tl.rank_genes_groups_split(adata, groupby="noise2self_leiden", p=0.5)
+
+
+def test_clustering_past_scanpys_exact_neighbours():
+    # Above 8,192 cells scanpy builds a pynndescent index; pynndescent 0.7's csr_array made
+    # scanpy 1.11 fail with "no attribute 'getnnz'" (issue 24).
+    adata = realistic((0.7, 0.3), 7, n_obs=9000, n_vars=200, effect=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tl.calibrate_leiden(adata, resolutions=[0.05, 0.2])
+    assert adata.obs["noise2self_leiden"].nunique() == 2
 
 
 def test_marker_results_work_with_scanpys_readers():
@@ -149,7 +264,7 @@ def test_marker_results_work_with_scanpys_readers():
         tl.rank_genes_groups_split(adata, resolution=0.3, random_state=1)
     frame = sc.get.rank_genes_groups_df(adata, group=None, key="rank_genes_groups_split")
     assert {"names", "pvals", "pvals_adj", "scores"} <= set(frame.columns)
-    assert adata.uns["rank_genes_groups_split"]["params"]["count_split"]["p"] == 0.5
+    assert adata.uns["rank_genes_groups_split"]["params"]["count_split"]["p"] == 0.7
     axes = sc.pl.rank_genes_groups(adata, key="rank_genes_groups_split", show=False)
     assert axes is not None
     dots = sc.pl.rank_genes_groups_dotplot(adata, key="rank_genes_groups_split", n_genes=3,
@@ -259,12 +374,12 @@ def test_user_groups_need_no_raw_x_and_no_missing_groups():
     adata.obs["g"] = adata.obs["g"].where(np.arange(adata.n_obs) > 5)
     with pytest.raises(ValueError, match="missing for 6 cell"):
         tl.rank_genes_groups_split(adata, groupby="g")
-    with pytest.raises(ValueError, match="split and overdispersion"):
-        tl.rank_genes_groups_split(adata, groupby="g", split="negative_binomial")
+    with pytest.raises(ValueError, match=r"\['split'\] cannot be used"):
+        tl.rank_genes_groups_split(adata, groupby="g", split="binomial")
 
 
 def test_denoise_leiden_reuses_calibrate_leiden(monkeypatch):
-    adata, _ = groups(3, 13)
+    adata = realistic((0.5, 0.3, 0.2), 13, n_obs=600, n_vars=300)
     tl.calibrate_leiden(adata, resolutions=[0.1, 1.0])
     calls = []
     original = tl.calibrate_counts
@@ -272,5 +387,5 @@ def test_denoise_leiden_reuses_calibrate_leiden(monkeypatch):
                         lambda *a, **k: calls.append(1) or original(*a, **k))
     tl.denoise_leiden(adata, resolutions=[0.1, 1.0])
     assert calls == []
-    given = tl.denoise_leiden(adata, resolution=0.5, copy=True)  # rank still calibrated
-    assert given.uns["noise2self_leiden"]["params"]["n_comps"] >= 2
+    given = tl.denoise_leiden(adata, resolution=0.5, n_comps=None, copy=True)
+    assert given.uns["noise2self_leiden"]["params"]["n_comps"] >= 2  # rank calibrated

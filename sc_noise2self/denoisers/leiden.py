@@ -10,6 +10,7 @@ states together; too many average too few cells, and their means keep half A's n
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import anndata as ad
@@ -18,27 +19,70 @@ import pandas as pd
 from scipy import sparse
 
 from .._anndata import write_dense_layer
-from .._validation import check_real, check_whole
+from .._rng import spawn_seeds
+from .._validation import check_choice, check_real, check_whole
 from ..calibration import Family, Knob, SplitSettings, counts_calibrator
 from ..embedding import fit_pca, max_rank, scanpy_neighbors
-from ..losses import Halves, block_loss, dense_rows, row_chunks
+from ..losses import Halves, prepare_halves
+from ..results import BaselineWarning
 from ..transforms import library_sizes, normalised_values
 from .pca import calibrate_pca_counts
 
 DEFAULT_RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 
 
+RULES = ("1se", "min")
+# What the Leiden family splits and scores by default (benchmarks/RESULTS.md, issue 24):
+# - the loss is in counts (:func:`cell_deviances`);
+# - the NB split at estimated sizes: a binomial split of overdispersed counts leaves each
+#   cell's own rate in both halves, so clusters of noise in half A "predict" half B;
+# - log1p for half A's graph, on which Leiden separated known groups better than sqrt.
+LEIDEN_SPLIT = {"loss": "poisson", "split": "negative_binomial",
+                "overdispersion": "estimate", "transform": "log1p"}
+
+
 def _grid(resolutions, shape: tuple[int, int], options: dict) -> np.ndarray:
+    """The resolutions to score, always starting at 0: one cluster, the baseline."""
     if resolutions is None:
         values = list(DEFAULT_RESOLUTIONS)
     else:  # the user's own values in messages, not numpy's repr of them
         values = [resolutions] if np.isscalar(resolutions) else list(resolutions)
     for value in values:
-        check_real(value, name="resolutions (each value)", minimum=1e-9,
-                   hint="Leiden's resolution, above 0")
+        check_real(value, name="resolutions (each value)", minimum=0.0,
+                   hint="Leiden's resolution; 0 is one cluster")
     if not values:
         raise ValueError("resolutions is empty; give at least one Leiden resolution.")
-    return np.unique(np.asarray(values, dtype=np.float64))
+    return np.unique(np.asarray([0.0, *values], dtype=np.float64))
+
+
+def _baseline_index(grid, options) -> int:
+    return 0  # resolution 0, one cluster: the population's rate predicts every cell
+
+
+def choose_resolution(result) -> float:
+    """The resolution ``rule`` picks from a calibration; both choices go to its params.
+
+    ``"min"`` takes the lowest loss. ``"1se"`` takes the smallest resolution whose loss is
+    within one paired standard error of the lowest (``params['standard_error']``): a point
+    the data cannot tell from the best is not worth its extra clusters, and one cluster
+    (resolution 0) is chosen when no clustering beats it by more than its noise.
+    """
+    grid, losses = np.asarray(result.grid, dtype=np.float64), result.loss
+    best = result.best_index
+    errors = np.asarray(result.params.get("standard_error", np.zeros_like(losses)), dtype=float)
+    within = np.flatnonzero(np.isfinite(losses) & (losses - losses[best] <= errors))
+    parsimonious = int(within.min()) if within.size else best
+    rule = result.params.get("rule", "1se")
+    chosen = parsimonious if rule == "1se" else best
+    result.params.update(best_min=float(grid[best]), best_1se=float(grid[parsimonious]))
+    if grid[chosen] == 0 and best != 0:
+        warnings.warn(
+            f"One cluster: the lowest loss (resolution {grid[best]}) beats the one-cluster "
+            f"baseline by {losses[0] - losses[best]:.3g}, less than its standard error "
+            f"{errors[0]:.3g}, so rule='1se' keeps one cluster. Pass rule='min' to take the "
+            "lowest loss anyway, or use deeper data.",
+            BaselineWarning, stacklevel=4)
+    return float(grid[chosen])
 
 
 def _check(options: dict, X) -> None:
@@ -47,6 +91,7 @@ def _check(options: dict, X) -> None:
                     hint="PCA components of the graph, or None for the calibrated rank")
     check_whole(options["n_neighbors"], name="n_neighbors", minimum=2, maximum=X.shape[0] - 1,
                 hint="neighbours per cell in the graph")
+    check_choice(options["rule"], RULES, name="rule")
 
 
 def calibrated_rank(options: dict, X, settings) -> dict:
@@ -96,56 +141,175 @@ def cluster_means(values, labels: np.ndarray) -> np.ndarray:
     return sums / sizes[:, None]
 
 
-def clustering_loss(labels: np.ndarray, halves: Halves, loss: str) -> float:
-    """Mean loss of predicting each cell by its half-A cluster's mean, against half B."""
-    means = cluster_means(halves.a, labels)
-    target = halves.target(loss)
-    table = halves.conversion_table()
-    total = 0.0
-    for rows in row_chunks(*target.shape):
-        total += block_loss(means[labels[rows]], dense_rows(target, rows), halves, rows, table,
-                            loss)
-    return total / np.prod(target.shape)
+def cell_deviances(labels: np.ndarray, halves: Halves) -> np.ndarray:
+    """Each cell's Poisson deviance of half B under its half-A cluster's leave-one-out rate.
+
+    Cell ``i`` of cluster ``k`` is predicted ``mu_ig = r_ig * n_i * (1 - p) / p``: the
+    cluster's rate of gene ``g`` in half A WITHOUT cell ``i`` (its own molecules never
+    predict it), times the cell's own half-A total ``n_i`` moved to half B's share. The rate
+    is shrunk towards the population's (also leave-one-out) by :data:`PRIOR_CELLS` typical
+    cells' worth of molecules ``c``, so a one-cell cluster predicts exactly as the baseline:
+
+        r_ig = (S_kg - a_ig + c pi_g) / (T_k - n_i + c),   pi_g = (S_g - a_ig) / (T - n_i),
+
+    with ``S_kg`` and ``T_k`` the cluster's half-A sums of gene ``g`` and of all genes.
+    Predicting counts at each cell's own depth removes what transformed, depth-normalised
+    means reward (sorting cells by depth); leaving the cell out removes its own share of a
+    small cluster's mean. The rates sum to 1 over genes, so ``sum_g mu_ig`` is the same for
+    every partition and only half B's non-zero counts need a prediction.
+
+    Returns
+    -------
+    Array (cells,) of summed deviances ``2 sum_g [b log(b / mu) - (b - mu)]``.
+    """
+    a, b = _canonical(halves.a_counts), _canonical(halves.b_counts)
+    totals = np.asarray(halves.totals_a, dtype=np.float64)
+    members = sparse.csr_matrix(
+        (np.ones(labels.size), (labels, np.arange(labels.size))),
+        shape=(int(labels.max()) + 1, labels.size))
+    sums = np.asarray((members @ a).todense(), dtype=np.float64)  # clusters x genes, half A
+    cluster_totals = members @ totals
+    prior = PRIOR_CELLS * max(float(np.median(totals)), 1.0)
+    scale = (1.0 - halves.p) / halves.p
+    own_a = values_at(a, b)  # the half-A count of each of half B's non-zeros, same cell
+    rows = np.repeat(np.arange(b.shape[0]), np.diff(b.indptr))
+    genes, observed = b.indices, b.data.astype(np.float64)
+    left = np.maximum(float(totals.sum()) - totals[rows], 1.0)
+    population = (sums.sum(axis=0)[genes] - own_a) / left
+    rate = ((sums[labels[rows], genes] - own_a + prior * population)
+            / (cluster_totals[labels[rows]] - totals[rows] + prior))
+    mean = np.maximum(rate * totals[rows] * scale, 1e-12)
+    deviance = np.bincount(rows, weights=observed * np.log(observed / mean),
+                           minlength=b.shape[0])
+    b_totals = np.asarray(b.sum(axis=1), dtype=np.float64).ravel()
+    return 2.0 * (deviance - b_totals + totals * scale)
+
+
+# Weight of the population's rate in each cluster's rate, in typical cells of half A.
+PRIOR_CELLS = 1.0
+
+
+def values_at(a, b) -> np.ndarray:
+    """``a``'s values at ``b``'s stored entries (0 where ``a`` has none); canonical CSR."""
+    a_keys = _entry_keys(a)
+    b_keys = _entry_keys(b)
+    values = np.zeros(b_keys.size)
+    if a_keys.size:
+        where = np.minimum(np.searchsorted(a_keys, b_keys), a_keys.size - 1)
+        hit = a_keys[where] == b_keys
+        values[hit] = a.data[where[hit]]
+    return values
+
+
+def _entry_keys(X) -> np.ndarray:
+    """Row-major positions of a canonical CSR matrix's entries (increasing)."""
+    rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+    return rows * X.shape[1] + X.indices
+
+
+def _canonical(X):
+    """CSR with sorted indices and no duplicates, so its entry keys increase."""
+    X = sparse.csr_matrix(X)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    return X
+
+
+def paired_standard_errors(per_cell: np.ndarray) -> np.ndarray:
+    """Standard error of each grid point's mean loss minus the best point's, paired by cell.
+
+    ``per_cell`` is (grid, cells). Cells are the independent units of a split, so the
+    spread of their paired differences says how far two points' means can be trusted apart.
+    """
+    best = int(np.argmin(per_cell.sum(axis=1)))
+    differences = per_cell - per_cell[best]
+    return differences.std(axis=1, ddof=1) / np.sqrt(per_cell.shape[1])
 
 
 def score_resolutions(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
                       progress: bool | None = None):
-    """Loss and number of clusters at every resolution, from one graph of half A."""
+    """Loss and number of clusters at every resolution, from one graph of half A.
+
+    Resolution 0 is one cluster, the population's rate: the baseline. The extras carry the
+    paired standard error of each point against the best (for ``rule="1se"``).
+    """
     seed = seed_of(seed)
     graph = neighbour_graph(halves.a, options["n_comps"], options["n_neighbors"], seed)
-    losses, n_clusters = [], []
+    per_cell, n_clusters = [], []
     for resolution in grid:
-        labels = leiden_labels(graph, resolution, seed)
-        losses.append(clustering_loss(labels, halves, loss))
+        labels = (np.zeros(halves.a.shape[0], dtype=np.int64) if resolution == 0
+                  else leiden_labels(graph, resolution, seed))
+        per_cell.append(cell_deviances(labels, halves))
         n_clusters.append(int(labels.max()) + 1)
-    return np.array(losses), {"n_clusters": np.array(n_clusters)}
+    per_cell = np.asarray(per_cell)
+    n_genes = halves.a.shape[1]
+    return per_cell.mean(axis=1) / n_genes, {
+        "n_clusters": np.array(n_clusters),
+        "standard_error": paired_standard_errors(per_cell) / n_genes}
 
 
 @dataclass
 class Clustering:
-    """Leiden clusters of the full counts at one resolution."""
+    """Leiden clusters of half A of the calibration's first split, at one resolution."""
 
     labels: np.ndarray
-    values: object  # the normalised, transformed counts they were found on
+    values: object  # the full normalised, transformed counts (for the cluster means)
     depth: float
     resolution: float
     n_comps: int
+    half_b: object = None  # the first split's half-B counts (None for one cluster)
+
+
+# The split options that the final labels share with the calibration (its first split).
+SPLIT_FIT_OPTIONS = ("p", "split", "overdispersion", "n_splits", "folds")
+
+
+def first_split(counts, settings: SplitSettings) -> tuple[Halves, np.random.SeedSequence]:
+    """The halves of a calibration's first split, drawn again (the draws are seeded).
+
+    The same call as :func:`~sc_noise2self.runs.run_splits` makes for its first split, so
+    the labels made here on half A are the ones that were scored, and half B is the half
+    they never saw, for marker tests.
+    """
+    if settings.folds is not None:
+        raise ValueError(
+            "The Leiden family labels the cells on half A of its first split; folds has no "
+            "such half. Use n_splits instead of folds."
+        )
+    settings = settings.validate(counts)
+    seed = spawn_seeds(settings.random_state, settings.n_splits)[0]
+    halves = prepare_halves(
+        counts, p=settings.p, transform=settings.transform, random_state=seed,
+        keep_counts=True, keep_a_counts=True, split=settings.split,
+        overdispersion=settings.overdispersion)
+    return halves, seed
+
+
+def split_settings(options: dict, transform: str, random_state) -> SplitSettings:
+    """The Leiden family's split settings from a fit's options."""
+    given = {name: options[name] for name in SPLIT_FIT_OPTIONS if name in options}
+    return LEIDEN.default_settings(**given, transform=transform, random_state=random_state)
 
 
 def fit_clusters(counts, resolution: float, options: dict, *, transform: str, random_state,
                  max_layer_gb: float) -> Clustering:
-    """Leiden on the full normalised counts at ``resolution``."""
-    check_real(resolution, name="resolution", minimum=1e-9, hint="Leiden's resolution")
+    """Leiden at ``resolution`` (0: one cluster) on half A of the calibration's first split."""
+    check_real(resolution, name="resolution", minimum=0.0,
+               hint="Leiden's resolution; 0 is one cluster")
+    settings = split_settings(options, transform, random_state)
     # A given resolution skips the calibration, but n_comps=None still means the PCA rank
     # calibrated on these counts, as documented.
-    n_comps = calibrated_rank(options, counts, SplitSettings(random_state=random_state))[
-        "n_comps"]
+    n_comps = calibrated_rank(options, counts, settings)["n_comps"]
     depth = float(np.median(library_sizes(counts)))
     values = normalised_values(counts, depth, transform)
-    seed = seed_of(random_state)
-    graph = neighbour_graph(values, n_comps, options["n_neighbors"], seed)
-    return Clustering(leiden_labels(graph, resolution, seed), values, depth, float(resolution),
-                      int(n_comps))
+    if resolution == 0:
+        return Clustering(np.zeros(counts.shape[0], dtype=np.int64), values, depth, 0.0,
+                          int(n_comps))
+    halves, seed = first_split(counts, settings)
+    graph = neighbour_graph(halves.a, n_comps, options["n_neighbors"], seed_of(seed))
+    return Clustering(leiden_labels(graph, resolution, seed_of(seed)), values, depth,
+                      float(resolution), int(n_comps), half_b=halves.b_counts)
 
 
 def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> dict:
@@ -176,22 +340,31 @@ LEIDEN = Family(
     grid=Knob("resolution", grid_arg="resolutions", default=None, make_grid=_grid),
     score=score_resolutions, check_options=_check, prepare_options=calibrated_rank,
     fit=fit_clusters, store=store_clusters, values=cluster_values, fit_after_calibrate=True,
-    options={"n_comps": None, "n_neighbors": 15},
-    fit_options=("n_comps", "n_neighbors"),
+    baseline_index=_baseline_index, choose=choose_resolution, needs_counts=True,
+    losses=("poisson",), denoise_losses=("poisson",), split_defaults=LEIDEN_SPLIT,
+    options={"n_comps": 30, "n_neighbors": 15, "rule": "1se"},
+    fit_options=("n_comps", "n_neighbors", *SPLIT_FIT_OPTIONS),
     option_docs={
         "resolutions": "Leiden resolutions to score; None uses 0.05, 0.1, 0.2, 0.3, 0.5, "
-                       "0.7, 1, 1.5, 2, 3, 5 and 8.",
+                       "0.7, 1, 1.5, 2, 3, 5 and 8. Resolution 0, one cluster (the "
+                       "baseline), is always scored first.",
+        "rule": "``\"1se\"`` (default): the smallest resolution whose loss is within one "
+                "paired standard error of the lowest, so one cluster when no clustering "
+                "beats it by more than its noise; ``\"min\"``: the lowest loss. Both are "
+                "kept in ``uns[key_added]['params']`` (``best_1se``, ``best_min``).",
         "resolution": "Leiden's resolution. None calibrates it first (or reuses a matching "
                       "calibration stored under ``key_added``).",
-        "n_comps": "PCA components of the neighbour graph; None uses the PCA rank calibrated "
-                   "on the counts (only that integer sees every molecule; graphs and clusters "
-                   "that are scored come from half A).",
+        "n_comps": "PCA components of half A's neighbour graph (30, near scanpy's 50; the "
+                   "clusters are graded by the loss whatever the graph); None uses the PCA "
+                   "rank calibrated on the counts.",
         "n_neighbors": "Neighbours per cell in the graph (``sc.pp.neighbors``).",
     },
     summary="Choose the Leiden clustering resolution by molecular cross-validation.\n\n"
-            "A clustering replaces each cell by its cluster's mean. PCA, neighbours and Leiden "
-            "at every resolution come from half A alone; each cell's A-cluster mean is scored "
-            "against half B. The labels at the best resolution are written to "
+            "A clustering predicts each cell's counts by its cluster's rate. PCA, neighbours "
+            "and Leiden at every resolution come from half A alone; each cell's half-B counts "
+            "are predicted by its half-A cluster's rate without the cell itself, at the "
+            "cell's own depth, and scored by Poisson deviance. Resolution 0 (one cluster) is "
+            "the baseline. The labels at the chosen resolution are written to "
             "``obs[key_added]``, and the number of clusters at every resolution to "
             "``uns[key_added]['params']['n_clusters']``.",
     denoise_summary="Cluster by Leiden at a calibrated (or given) resolution and denoise each "
