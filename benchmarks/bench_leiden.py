@@ -1,20 +1,21 @@
-"""Clustering resolution by the loss, and marker p-values with and without count splitting.
+"""Clusters by the loss on realistic simulations and labelled real data, beside scanpy.
 
-Three tables (issue 16), each timed against one ``sc.tl.leiden`` on the same data:
-1. resolution: simulated K well-separated groups (K = 3, 6, 10; seeds 0-2): clusters at the
-   calibrated resolution;
-2. type I error: one homogeneous population (Poisson, and NB with size 2): the share of
-   gene x cluster p-values below 0.05 and a KS test against the uniform, for the count-split
-   test and for the double-dipping workflow;
-3. CellBench (needs $SC_NOISE2SELF_DATA): deep counts downsampled to 5%; the true loss of
-   each resolution's cluster means against the deep profile, at the resolution the
-   self-supervised curve picks and at the truly best one.
+Tables (issues 16 and 24); scanpy's standard pipeline (normalise to 10^4, log1p, 2,000
+highly variable genes, 50 PCs, neighbours, Leiden at 1.0) and its best fixed resolution of
+the same grid are run on the same data in the same run:
+1. null: one population from the realistic simulator (Poisson and NB; depth sd 0.3 and
+   0.6): the seeds in which ``calibrate_leiden`` keeps one cluster;
+2. known groups: K = 2, 4, 8, 12 unequal groups, depth varying, NB: seeds with exactly K
+   clusters and ARI >= 0.9, and the time against one scanpy sweep of the grid;
+3. type I error of the marker tests (count split against double dipping);
+4. CellBench (needs $SC_NOISE2SELF_DATA) at 100, 20, 10 and 5% depth, and PBMC 3k.
 
-Run:  SC_NOISE2SELF_DATA=../shared/data python benchmarks/bench_leiden.py
+Run:  SC_NOISE2SELF_DATA=../shared/data python benchmarks/bench_leiden.py [--seeds N]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -24,59 +25,101 @@ from pathlib import Path
 import numpy as np
 import scanpy as sc
 from scipy import stats
+from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_clustering import groups, homogeneous, naive_pvalues, split_pvalues
+from test_clustering import homogeneous, naive_pvalues, split_pvalues
 
 import sc_noise2self as n2s
-from sc_noise2self.denoisers.leiden import (
-    cluster_means,
-    leiden_labels,
-    neighbour_graph,
-)
-from sc_noise2self.transforms import normalised_values
+from sc_noise2self.denoisers.leiden import DEFAULT_RESOLUTIONS
 
 warnings.filterwarnings("ignore")
 
 
-def one_leiden_seconds(adata) -> float:
-    """Time of scanpy's usual path: normalise, log1p, PCA, neighbours, one Leiden."""
+def scanpy_sweep(adata) -> tuple[dict, float]:
+    """scanpy's standard pipeline, Leiden at every resolution of our grid: labels, seconds."""
     copy = adata.copy()
     start = time.perf_counter()
     sc.pp.normalize_total(copy, target_sum=1e4)
     sc.pp.log1p(copy)
-    sc.pp.pca(copy, n_comps=min(50, min(copy.shape) - 1))
+    sc.pp.highly_variable_genes(copy, n_top_genes=min(2000, copy.n_vars))
+    sc.pp.pca(copy, n_comps=min(50, min(copy.shape) - 1), mask_var="highly_variable")
     sc.pp.neighbors(copy)
-    sc.tl.leiden(copy, flavor="igraph", n_iterations=2, directed=False)
-    return time.perf_counter() - start
+    labels = {}
+    for resolution in (*DEFAULT_RESOLUTIONS, 1.0):
+        sc.tl.leiden(copy, resolution=resolution, flavor="igraph", n_iterations=2,
+                     directed=False)
+        labels[resolution] = copy.obs["leiden"].to_numpy()
+    return labels, time.perf_counter() - start
 
 
-def resolution_table() -> None:
-    print("| K | seed | chosen resolution | clusters | time (s) | one sc.tl.leiden (s) | ratio |")
-    print("|---|---|---|---|---|---|---|")
-    for k in (3, 6, 10):
-        for seed in range(3):
-            adata, _ = groups(k, seed)
-            start = time.perf_counter()
-            n2s.tl.calibrate_leiden(adata, random_state=seed)
-            seconds = time.perf_counter() - start
-            reference = one_leiden_seconds(adata)
-            record = adata.uns["noise2self_leiden"]
-            print(f"| {k} | {seed} | {record['best']:g} | "
-                  f"{adata.obs['noise2self_leiden'].nunique()} | {seconds:.1f} | "
-                  f"{reference:.1f} | {seconds / reference:.1f} |")
+def ours(adata, seed: int = 0) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    n2s.tl.calibrate_leiden(adata, random_state=seed)
+    return adata.obs["noise2self_leiden"].to_numpy(), time.perf_counter() - start
+
+
+def compared(adata, truth, seed: int = 0) -> dict:
+    """Our clusters and scanpy's (default and best fixed resolution) against the truth."""
+    mine, seconds = ours(adata, seed)
+    theirs, sweep = scanpy_sweep(adata)
+    ari = {r: adjusted_rand_score(truth, labels) for r, labels in theirs.items()}
+    best = max(ari, key=ari.get)
+    return dict(k=len(set(mine)), ari=adjusted_rand_score(truth, mine), seconds=seconds,
+                sc_k=len(set(theirs[1.0])), sc_ari=ari[1.0], best_r=best, best_ari=ari[best],
+                sweep=sweep)
+
+
+def null_table(seeds: int) -> None:
+    print("| counts | depth sd | seeds with one cluster | scanpy default: median clusters |")
+    print("|---|---|---|---|")
+    for name, size in (("Poisson", None), ("NB, b 0.5-50", (0.5, 50.0))):
+        for sd in (0.3, 0.6):
+            ones, theirs = 0, []
+            for seed in range(seeds):
+                adata = n2s.simulation.simulate_counts(2000, 1000, (1.0,), depth_sd=sd,
+                                                       nb_size=size, random_state=seed)
+                mine, _ = ours(adata, seed)
+                ones += len(set(mine)) == 1
+                if seed < 3:
+                    theirs.append(len(set(scanpy_sweep(adata)[0][1.0])))
+            print(f"| {name} | {sd} | {ones} / {seeds} | {np.median(theirs):.0f} |", flush=True)
+
+
+def unequal(k: int) -> np.ndarray:
+    """Group shares from about 40% down to 1% or more."""
+    shares = 0.75 ** np.arange(k)
+    shares = np.maximum(shares / shares.sum(), 0.01)
+    return shares / shares.sum()
+
+
+def groups_table(seeds: int) -> None:
+    print("| K | seeds with exactly K and ARI >= 0.9 | mean ARI | scanpy 1.0: mean K, ARI | "
+          "scanpy best fixed: mean ARI | time / scanpy sweep |")
+    print("|---|---|---|---|---|---|")
+    for k in (2, 4, 8, 12):
+        rows = []
+        for seed in range(seeds):
+            adata = n2s.simulation.simulate_counts(3000, 1000, unequal(k), depth_sd=0.5,
+                                                   random_state=seed)
+            rows.append(compared(adata, adata.obs["group"].to_numpy(), seed))
+        hits = sum(r["k"] == k and r["ari"] >= 0.9 for r in rows)
+        mean = {key: np.mean([r[key] for r in rows]) for key in rows[0]}
+        print(f"| {k} | {hits} / {seeds} | {mean['ari']:.2f} | {mean['sc_k']:.1f}, "
+              f"{mean['sc_ari']:.2f} | {mean['best_ari']:.2f} | "
+              f"{mean['seconds'] / mean['sweep']:.2f} |", flush=True)
 
 
 def type_one_table() -> None:
-    print("| counts | test | seed | share p < 0.05 | KS p | time (s) | ratio to one leiden |")
+    print("| counts | test | seed | share p < 0.05 | KS p | time (s) | ratio to scanpy sweep |")
     print("|---|---|---|---|---|---|---|")
-    for label, size, options in (("Poisson", None, {}),
-                                 ("NB b=2", 2.0, {}),
+    for label, size, options in (("Poisson", None, {"split": "binomial"}),
+                                 ("NB b=2", 2.0, {"split": "binomial"}),
                                  ("NB b=2", 2.0, {"split": "negative_binomial",
                                                   "overdispersion": "estimate"})):
         for seed in range(3):
             adata = homogeneous(1500, 600, seed, size=size)
-            reference = one_leiden_seconds(adata)
+            reference = scanpy_sweep(adata)[1]
             start = time.perf_counter()
             split = split_pvalues(adata.copy(), random_state=seed, **options)
             seconds = time.perf_counter() - start
@@ -84,47 +127,55 @@ def type_one_table() -> None:
             print(f"| {label} | {name} | {seed} | {np.mean(split < 0.05):.3f} | "
                   f"{stats.kstest(split, 'uniform').pvalue:.2g} | {seconds:.1f} | "
                   f"{seconds / reference:.1f} |")
-            if not options:
+            if label == "Poisson":
                 naive = naive_pvalues(adata)
                 print(f"| {label} | double dipping | {seed} | {np.mean(naive < 0.05):.3f} | "
                       f"{stats.kstest(naive, 'uniform').pvalue:.2g} | | |")
 
 
 def cellbench_table() -> None:
-    if n2s.datasets.data_dir() is None:
-        print("CellBench: skipped ($SC_NOISE2SELF_DATA is not set)")
+    if not os.environ.get("SC_NOISE2SELF_DATA"):
+        print("CellBench and PBMC 3k: skipped ($SC_NOISE2SELF_DATA is not set)")
         return
-    print("| data | chosen by the loss | true best | true loss there / at the true best |")
-    print("|---|---|---|---|")
+    print("| data | depth | ours: K, ARI (s) | scanpy 1.0: K, ARI | scanpy best fixed: "
+          "resolution, ARI | our time / scanpy sweep |")
+    print("|---|---|---|---|---|---|")
     for protocol in ("celseq2", "dropseq"):
         deep = n2s.datasets.cellbench(protocol)
-        deep = deep[:, np.argsort(-np.asarray(deep.X.sum(axis=0)).ravel())[:3000]].copy()
-        shallow, _ = n2s.split_counts(deep.X, 0.05, random_state=0)
-        adata = deep.copy()
-        adata.X = shallow
-        n2s.tl.calibrate_leiden(adata, random_state=0)
-        record = adata.uns["noise2self_leiden"]
-        depth = float(np.median(np.asarray(shallow.sum(axis=1)).ravel()))
-        values = normalised_values(shallow, depth, "sqrt")
-        truth = normalised_values(deep.X, depth, "sqrt")
-        truth = truth.toarray() if hasattr(truth, "toarray") else truth
-        graph = neighbour_graph(values, int(record["params"]["n_comps"]), 15, seed=0)
-        true_loss = []
-        for resolution in record["grid"]:
-            labels = leiden_labels(graph, resolution, 0)
-            true_loss.append(np.mean((cluster_means(values, labels)[labels] - truth) ** 2))
-        true_loss = np.array(true_loss)
-        chosen = int(np.flatnonzero(record["grid"] == record["best"])[0])
-        best = int(np.argmin(true_loss))
-        print(f"| CellBench {protocol} at 5% | {record['grid'][chosen]:g} | "
-              f"{record['grid'][best]:g} | {true_loss[chosen] / true_loss[best]:.3f} |")
+        truth = deep.obs["cell_line"].to_numpy()
+        for share in (1.0, 0.2, 0.1, 0.05):
+            adata = deep.copy()
+            if share < 1:
+                adata.X = n2s.split_counts(deep.X, share, random_state=0)[0]
+            r = compared(adata, truth)
+            print(f"| CellBench {protocol} | {share:.0%} | {r['k']}, {r['ari']:.2f} "
+                  f"({r['seconds']:.0f}) | {r['sc_k']}, {r['sc_ari']:.2f} | {r['best_r']:g}, "
+                  f"{r['best_ari']:.2f} | {r['seconds'] / r['sweep']:.2f} |", flush=True)
+    pbmc = n2s.datasets.pbmc3k()
+    sc.pp.filter_genes(pbmc, min_cells=3)
+    mine, seconds = ours(pbmc)
+    theirs, sweep = scanpy_sweep(pbmc)
+    print(f"| PBMC 3k | 100% | {len(set(mine))} clusters ({seconds:.0f} s) | "
+          f"{len(set(theirs[1.0]))} clusters | - | {seconds / sweep:.2f} |", flush=True)
 
 
 def main() -> None:
-    print(f"load {os.getloadavg()}")
-    resolution_table()
-    type_one_table()
-    cellbench_table()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=20, help="seeds of the null table")
+    parser.add_argument("--group-seeds", type=int, default=10)
+    parser.add_argument("--tables", default="null,groups,type1,real")
+    args = parser.parse_args()
+    print(f"load {os.getloadavg()}, threads: numba {os.environ.get('NUMBA_NUM_THREADS')}, "
+          f"scanpy n_jobs {sc.settings.n_jobs}")
+    tables = args.tables.split(",")
+    if "null" in tables:
+        null_table(args.seeds)
+    if "groups" in tables:
+        groups_table(args.group_seeds)
+    if "type1" in tables:
+        type_one_table()
+    if "real" in tables:
+        cellbench_table()
     print(f"load {os.getloadavg()}")
 
 

@@ -27,12 +27,11 @@ from .denoisers.leiden import (
     LEIDEN_SPLIT,
     RULES,
     choose_resolution,
-    first_split,
     fit_clusters,
-    split_settings,
 )
 from .embedding import scanpy_neighbors
 from .pp import split_counts
+from .replication import checked_groups, group_halves
 
 METHODS = ("wilcoxon", "t-test", "t-test_overestim_var", "logreg")
 
@@ -128,8 +127,9 @@ def rank_genes_groups_split(
         _refuse_split_options_with_groupby(dict(
             resolution=resolution, p=p, split=split,
             overdispersion=None if overdispersion == "estimate" else overdispersion))
-        half_b, split_record = _tested_half_of_groups(adata, groupby, split_key, layer)
-        labels = _checked_groups(adata, groupby)
+        halves = group_halves(adata, groupby, split_key, layer)
+        half_b, split_record = halves.b, halves.record
+        labels = checked_groups(adata, groupby)
         group_key = groupby
     tested = _normalised_half(half_b, adata)
     tested.obs[group_key] = pd.Categorical(labels)
@@ -182,91 +182,6 @@ def _refuse_split_options_with_groupby(given: dict) -> None:
 
 def _same(value, default) -> bool:
     return isinstance(value, type(default)) and value == default
-
-
-def _checked_groups(adata: ad.AnnData, column: str) -> np.ndarray:
-    """The labels of ``obs[column]`` as strings, refused when they cannot be tested."""
-    if column not in adata.obs:
-        raise KeyError(f"groupby={column!r} is not a column of adata.obs.")
-    if adata.obs[column].isna().any():
-        raise ValueError(
-            f"groupby={column!r} is missing for {int(adata.obs[column].isna().sum())} "
-            "cell(s); give every cell a value, or test a subset without them."
-        )
-    labels = adata.obs[column].astype(str).to_numpy()
-    names, sizes = np.unique(labels, return_counts=True)
-    if names.size < 2:
-        raise ValueError(
-            f"groupby={column!r} holds one group ({names[0]!r}): markers need at least two "
-            "groups to compare. One cluster is what calibrate_leiden returns when no "
-            "clustering beats it; there is nothing to test."
-        )
-    if sizes.min() < 2:
-        raise ValueError(
-            f"groupby={column!r} has one-cell group(s) {list(names[sizes < 2])[:5]}: a test "
-            "needs at least two cells per group. Merge or drop them first."
-        )
-    return labels
-
-
-def _tested_half_of_groups(adata: ad.AnnData, column: str, split_key: str, layer):
-    """Half B of the split whose half A made ``obs[column]``, and the provenance record."""
-    record = adata.uns.get(column)
-    if isinstance(record, dict) and record.get("method") == "leiden":
-        return _half_b_of_leiden_record(adata, column, record, layer)
-    half_b = _tested_half_of_user_groups(adata, column, split_key)
-    split_record = {**dict(adata.uns.get(f"{split_key}_split", {})),
-                    "groups_from": f"obs[{column!r}]",
-                    "tested_on": f"layers['{split_key}_b']"}
-    return half_b, split_record
-
-
-def _half_b_of_leiden_record(adata: ad.AnnData, column: str, record: dict, layer):
-    """Half B of calibrate_leiden's first split, drawn again from its record."""
-    params = {k: (None if isinstance(v, str) and v == "None" else v)
-              for k, v in dict(record["params"]).items()}
-    stored_layer = params.get("layer", "X")
-    if (layer or "X") != stored_layer:
-        raise ValueError(
-            f"groupby={column!r} was made from layer {stored_layer!r}; pass "
-            f"layer={None if stored_layer == 'X' else stored_layer!r}."
-        )
-    if not isinstance(params.get("random_state"), int | np.integer):
-        raise ValueError(
-            f"groupby={column!r} came from a run whose seed was not an integer, so its split "
-            "cannot be drawn again; rerun calibrate_leiden with an integer random_state."
-        )
-    counts = get_counts(adata, None if stored_layer == "X" else stored_layer)
-    settings = split_settings(params, params["transform"], int(params["random_state"]))
-    halves, _ = first_split(counts, settings)
-    split_record = {"p": settings.p, "split": settings.split,
-                    "random_state": int(params["random_state"]),
-                    "groups_from": f"obs[{column!r}] (half A of calibrate_leiden's split)",
-                    "tested_on": "half B of that split"}
-    return halves.b_counts, split_record
-
-
-def _tested_half_of_user_groups(adata: ad.AnnData, column: str, split_key: str, *,
-                                what: str = "groupby"):
-    """Half B of the split whose half A made the user's ``obs`` column, checked."""
-    if column not in adata.obs:
-        raise KeyError(f"{what}={column!r} is not a column of adata.obs.")
-    if adata.obs[column].isna().any():
-        raise ValueError(
-            f"{what}={column!r} is missing for {int(adata.obs[column].isna().sum())} cell(s); "
-            "give every cell a value, or test a subset without them."
-        )
-    layer = f"{split_key}_b"
-    if layer not in adata.layers:
-        raise ValueError(
-            f"{what}={column!r} needs the half it never saw: run "
-            f"sc_noise2self.pp.split_molecules(adata, key_added={split_key!r}) first, compute "
-            f"it from layers['{split_key}_a'], then pass it here (split_key names that "
-            "split). A column computed from all the counts would be double dipping."
-        )
-    half_b = adata.layers[layer]
-    check_counts(half_b, name=f"layers[{layer!r}]")
-    return half_b
 
 
 def _check_clustering_options(resolution, n_comps, n_neighbors, adata: ad.AnnData) -> None:
@@ -355,7 +270,15 @@ def association_split(
         values = _pseudotime_of_half(half_a, adata, int(root), n_comps, n_neighbors)
     else:
         # A covariate of the user's: tested on the half its split kept from it.
-        half_b = _tested_half_of_user_groups(adata, covariate, split_key, what="covariate")
+        if covariate not in adata.obs:
+            raise KeyError(f"covariate={covariate!r} is not a column of adata.obs.")
+        if adata.obs[covariate].isna().any():
+            raise ValueError(
+                f"covariate={covariate!r} is missing for "
+                f"{int(adata.obs[covariate].isna().sum())} cell(s); give every cell a value, "
+                "or test a subset without them."
+            )
+        half_b = group_halves(adata, covariate, split_key, None, what="covariate").b
         values = adata.obs[covariate].to_numpy(dtype=np.float64)
     rho, pval = spearman_per_gene(_normalised_half(half_b, adata).X, values)
     adata = target(adata, copy)

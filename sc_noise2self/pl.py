@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+from scipy.cluster import hierarchy
 
 from ._anndata import get_counts
 from ._validation import check_choice, is_dask_array
@@ -224,11 +225,82 @@ def resolution_curve(adata_or_result, key: str = "noise2self_leiden", *, ax=None
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.2))
     _draw_curve(ax, result)
-    ax.set_xscale("log")
+    _draw_standard_errors(ax, result)
+    # Resolution 0 (one cluster, the baseline) on a log axis: linear near 0.
+    ax.set_xscale("symlog", linthresh=0.05, linscale=0.3)
     counts = ax.twinx()
     counts.plot(np.asarray(result.grid, dtype=float), result.params["n_clusters"], "s:",
                 color="C2", ms=3, lw=1)
     counts.set_ylabel("clusters (half A)", color="C2")
+    _save_or_show(ax.figure, save, show)
+    return ax
+
+
+def _draw_standard_errors(ax, result: CalibrationResult) -> None:
+    """The paired standard errors of the 1se rule as a band, and the resolution it chose."""
+    errors = result.params.get("standard_error")
+    if errors is None:
+        return
+    grid, loss = np.asarray(result.grid, dtype=float), result.loss
+    errors = np.asarray(errors, dtype=float)
+    ax.fill_between(grid, loss - errors, loss + errors, color="C0", alpha=0.2, lw=0,
+                    label="± 1 paired s.e. to the minimum")
+    chosen = result.params.get("best_1se")
+    if chosen is not None and result.params.get("rule", "1se") == "1se":
+        index = int(np.argmin(np.abs(grid - float(chosen))))
+        ax.plot(grid[index], loss[index], "D", color="C1", label=f"chosen (1se) at {chosen:g}")
+    ax.legend(frameon=False, fontsize="small")
+
+
+def cluster_tree(adata, key: str = "noise2self_leiden_validated", *, ax=None,
+                 show: bool | None = None, save: bool | str | None = None):
+    """Draw the tree of half A's clusters, each split with its half-B p-value.
+
+    The tree is the one :func:`~sc_noise2self.tl.validate_clusters_split` tested; splits it
+    merged are grey.
+
+    Parameters
+    ----------
+    adata
+        AnnData on which :func:`~sc_noise2self.tl.validate_clusters_split` ran.
+    key
+        Its ``key_added``.
+    ax
+        Matplotlib axes; a new figure when None.
+    show, save
+        As in :func:`calibration_curve`.
+
+    Returns
+    -------
+    The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    record = adata.uns.get(key)
+    if not isinstance(record, dict) or "linkage" not in record:
+        raise KeyError(f"uns[{key!r}] holds no cluster tree; run "
+                       "tl.validate_clusters_split first.")
+    tree = np.asarray(record["linkage"], dtype=float)
+    merged = np.asarray(record["merged"], dtype=bool)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(3.5, 0.35 * (tree.shape[0] + 1)), 3.2))
+    n_leaves = tree.shape[0] + 1
+
+    def colour(node: int) -> str:
+        return "0.6" if node >= n_leaves and merged[node - n_leaves] else "C0"
+
+    drawn = hierarchy.dendrogram(tree, labels=[str(c) for c in record["clusters"]], ax=ax,
+                                 link_color_func=colour)
+    heights = np.asarray(drawn["dcoord"])[:, 1]
+    order = np.argsort(tree[:, 2])
+    for xs, height in zip(drawn["icoord"], heights, strict=True):
+        node = order[np.argmin(np.abs(tree[order, 2] - height))]
+        pvalue = record["pvalues"][node]
+        if np.isfinite(pvalue):
+            ax.annotate(f"{pvalue:.2g}", (0.5 * (xs[1] + xs[2]), height), fontsize="x-small",
+                        ha="center", va="bottom", color=colour(node + n_leaves))
+    ax.set_ylabel("centroid distance (half A)")
+    ax.set_title(f"{record['n_clusters']} clusters replicate on half B", fontsize="small")
     _save_or_show(ax.figure, save, show)
     return ax
 

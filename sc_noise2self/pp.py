@@ -11,6 +11,7 @@ from ._anndata import get_counts, target
 from ._rng import RandomState
 from ._validation import check_counts, is_dask_array
 from .diagnostics import estimate_overdispersion
+from .runs import DEFAULT_P
 
 # split_counts is public as sc_noise2self.split_counts (the API page lists it there).
 __all__ = ["split_molecules"]
@@ -85,7 +86,7 @@ def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
 def split_molecules(
     adata: ad.AnnData,
     *,
-    p: float = 0.5,
+    p: float = DEFAULT_P,
     method: Literal["binomial", "negative_binomial"] = "binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
@@ -101,8 +102,10 @@ def split_molecules(
     adata
         The cells, with raw integer counts in ``X`` or in ``layers[layer]``.
     p, method, overdispersion, sample_ratio
-        As in :func:`~sc_noise2self.split_counts`: the expected share of half A, binomial or
-        beta-binomial (negative-binomial) shares, and MCV's overlap correction.
+        As in :func:`~sc_noise2self.split_counts`: the expected share of half A (0.7, the
+        default of every calibration and of ``tl.rank_genes_groups_split``), binomial or
+        beta-binomial (negative-binomial) shares, and MCV's overlap correction. For
+        overdispersed counts pass ``method="negative_binomial", overdispersion="estimate"``.
     layer
         Layer holding the raw counts; None means ``X``.
     random_state

@@ -35,6 +35,7 @@ from .denoisers.leiden import LEIDEN
 from .denoisers.pca import PCA
 from .denoisers.scvi_vae import SCVI
 from .inference import association_split, rank_genes_groups_split
+from .replication import validate_clusters_split
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (PCA, KNN, DIFFUSION, AUTOENCODER, LEIDEN,
                                                    SCVI)}
@@ -263,6 +264,8 @@ def _fit_and_store(family: Family, adata, counts, value, arguments: dict, result
                         **extra)
     record = (store_calibration(adata, result, key, layer) if result is not None
               else {"params": {}})
+    seed = SplitSettings(random_state=arguments["random_state"]).params()["random_state"]
+    record["params"].setdefault("random_state", seed)  # a given setting has no calibration
     record["params"].update({family.knob: value, "depth": fitted.depth,
                              "transform": arguments["transform"],
                              "layer": "X" if layer is None else layer,
@@ -501,4 +504,5 @@ __all__ = [
     "denoise_scvi",
     "denoised_values",
     "rank_genes_groups_split",
+    "validate_clusters_split",
 ]

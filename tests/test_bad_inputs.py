@@ -279,8 +279,8 @@ ANNDATA_CASES = [
      "n_comps=0"),
     ("leiden n_neighbors=1", lambda t: tl.calibrate_leiden(adata_of(), n_neighbors=1),
      ValueError, "n_neighbors=1"),
-    ("denoise_leiden resolution=0", lambda t: tl.denoise_leiden(adata_of(), resolution=0.0),
-     ValueError, "resolution=0.0"),
+    ("denoise_leiden resolution<0", lambda t: tl.denoise_leiden(adata_of(), resolution=-0.5),
+     ValueError, "resolution=-0.5"),
     ("markers method='anova'", lambda t: tl.rank_genes_groups_split(adata_of(), method="anova"),
      ValueError, "Unknown method='anova'"),
     ("markers resolution='auto'", lambda t: tl.rank_genes_groups_split(
@@ -313,7 +313,43 @@ ANNDATA_CASES = [
      KeyError, "no cluster counts"),
     ("pl.pvalue_qq without results", lambda t: n2s.pl.pvalue_qq(adata_of(), show=False),
      KeyError, "rank_genes_groups_split"),
+    # Issue 24: clusters you can trust.
+    ("leiden rule='best'", lambda t: tl.calibrate_leiden(adata_of(), rule="best"), ValueError,
+     "rule='best'"),
+    ("leiden loss='mse'", lambda t: tl.calibrate_leiden(adata_of(), loss="mse"), ValueError,
+     "loss='mse' is not available for the leiden family"),
+    ("leiden folds", lambda t: tl.calibrate_leiden(adata_of(), folds=3), ValueError,
+     "Use n_splits instead of folds"),
+    ("markers of one cluster", lambda t: tl.rank_genes_groups_split(
+        with_obs(split_adata(), g="0"), groupby="g"), ValueError, "holds one group"),
+    ("markers of one-cell clusters", lambda t: tl.rank_genes_groups_split(
+        with_obs(split_adata(), g=["x"] + ["y"] * (COUNTS.shape[0] - 1)), groupby="g"),
+     ValueError, "one-cell group"),
+    ("markers groupby with another p", lambda t: tl.rank_genes_groups_split(
+        with_obs(split_adata(), g=halves_groups()), groupby="g", p=0.5), ValueError,
+     r"['p'] cannot be used"),
+    ("validate without the split", lambda t: n2s.tl.validate_clusters_split(
+        with_obs(adata_of(), g=halves_groups()), "g"), ValueError, "split_molecules"),
+    ("validate alpha=2", lambda t: n2s.tl.validate_clusters_split(
+        with_obs(split_adata(), g=halves_groups()), "g", alpha=2.0), ValueError, "alpha=2.0"),
+    ("validate a missing column", lambda t: n2s.tl.validate_clusters_split(adata_of(), "x"),
+     KeyError, "groupby='x' is not a column"),
+    ("simulate no groups", lambda t: n2s.simulation.simulate_counts(group_sizes=()),
+     ValueError, "group_sizes=[]"),
+    ("simulate depth_sd=-1", lambda t: n2s.simulation.simulate_counts(depth_sd=-1.0),
+     ValueError, "depth_sd=-1.0"),
 ]
+
+
+def split_adata() -> ad.AnnData:
+    """Counts with a pp.split_molecules run, for groups of half A."""
+    adata = adata_of()
+    n2s.pp.split_molecules(adata)
+    return adata
+
+
+def halves_groups() -> list[str]:
+    return ["a" if i % 2 else "b" for i in range(COUNTS.shape[0])]
 
 
 def run_cli(*argv) -> tuple[int, str]:

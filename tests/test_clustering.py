@@ -279,7 +279,7 @@ def test_plots_of_resolution_and_pvalues(tmp_path):
     adata, _ = groups(3, 9)
     tl.calibrate_leiden(adata, resolutions=[0.1, 1.0])
     ax = n2s.pl.resolution_curve(adata, show=False)
-    assert ax.get_xscale() == "log" and len(ax.figure.axes) == 2
+    assert ax.get_xscale() == "symlog" and len(ax.figure.axes) == 2
     tl.calibrate_pca(adata, max_comps=5)
     with pytest.raises(KeyError, match="no cluster counts"):
         n2s.pl.resolution_curve(adata, key="noise2self", show=False)
@@ -389,3 +389,50 @@ def test_denoise_leiden_reuses_calibrate_leiden(monkeypatch):
     assert calls == []
     given = tl.denoise_leiden(adata, resolution=0.5, n_comps=None, copy=True)
     assert given.uns["noise2self_leiden"]["params"]["n_comps"] >= 2  # rank calibrated
+
+
+def test_validation_merges_an_over_split_clustering_back_to_the_truth(tmp_path):
+    import matplotlib
+    from sklearn.metrics import adjusted_rand_score
+
+    matplotlib.use("Agg")
+    adata = realistic((0.5, 0.3, 0.2), 4, n_obs=1500)
+    tl.denoise_leiden(adata, resolution=3.0, random_state=1, max_layer_gb=0)
+    assert adata.obs["noise2self_leiden"].nunique() > 10  # forced to over-split
+    tl.validate_clusters_split(adata)
+    validated = adata.obs["noise2self_leiden_validated"]
+    assert validated.nunique() == 3
+    assert adjusted_rand_score(adata.obs["group"], validated) > 0.95
+    record = adata.uns["noise2self_leiden_validated"]
+    tested = np.isfinite(record["pvalues"])
+    assert np.all(record["pvalues"][tested & ~record["merged"]]
+                  <= record["levels"][tested & ~record["merged"]])
+    assert sorted(record["members"]) == ["0", "1", "2"]
+    # Markers of the validated clusters are tested on calibrate_leiden's own half B.
+    tl.rank_genes_groups_split(adata, groupby="noise2self_leiden_validated")
+    split = adata.uns["rank_genes_groups_split"]["params"]["count_split"]
+    assert split["tested_on"] == "half B of that split"
+    ax = n2s.pl.cluster_tree(adata, show=False, save=str(tmp_path / "tree.png"))
+    assert (tmp_path / "tree.png").stat().st_size > 0 and ax.get_title().startswith("3")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_validation_merges_clusters_of_noise_into_one(seed):
+    # Leiden at resolution 1 on half A of one NB population: every split is noise, and the
+    # tree test must merge them all (family-wise error 5%). Fails when the split test uses
+    # half A instead of half B, or a binomial split of these NB counts.
+    import scanpy as sc
+
+    adata = realistic((1.0,), seed, depth_sd=0.6)
+    n2s.pp.split_molecules(adata, method="negative_binomial", overdispersion="estimate",
+                           random_state=seed)
+    half_a = ad.AnnData(adata.layers["noise2self_a"].astype(np.float32))
+    sc.pp.normalize_total(half_a)
+    sc.pp.log1p(half_a)
+    sc.pp.pca(half_a, n_comps=30)
+    sc.pp.neighbors(half_a)
+    sc.tl.leiden(half_a, resolution=1.0, flavor="igraph", n_iterations=2, directed=False)
+    adata.obs["mine"] = half_a.obs["leiden"].to_numpy()
+    assert adata.obs["mine"].nunique() > 5
+    tl.validate_clusters_split(adata, "mine")
+    assert adata.obs["mine_validated"].nunique() == 1

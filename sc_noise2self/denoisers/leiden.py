@@ -94,6 +94,16 @@ def _check(options: dict, X) -> None:
     check_choice(options["rule"], RULES, name="rule")
 
 
+def _prepare(options: dict, X, settings) -> dict:
+    """Refuse folds (the labels are made on half A of the first split), then the rank."""
+    if settings.folds is not None:
+        raise ValueError(
+            "The Leiden family labels the cells on half A of its first split; folds has no "
+            "such half. Use n_splits instead of folds."
+        )
+    return calibrated_rank(options, X, settings)
+
+
 def calibrated_rank(options: dict, X, settings) -> dict:
     """``n_comps=None`` becomes the PCA rank calibrated once on the counts (at least 2).
 
@@ -162,15 +172,25 @@ def cell_deviances(labels: np.ndarray, halves: Halves) -> np.ndarray:
     -------
     Array (cells,) of summed deviances ``2 sum_g [b log(b / mu) - (b - mu)]``.
     """
-    a, b = _canonical(halves.a_counts), _canonical(halves.b_counts)
-    totals = np.asarray(halves.totals_a, dtype=np.float64)
+    return count_deviances(labels, halves.a_counts, halves.b_counts, halves.totals_a,
+                           halves.p)
+
+
+def count_deviances(labels: np.ndarray, a, b, totals_a: np.ndarray, p: float) -> np.ndarray:
+    """:func:`cell_deviances` of raw half-A counts ``a`` and half-B counts ``b`` (cells x genes).
+
+    ``totals_a`` are the cells' half-A totals and ``p`` half A's share of the molecules; the
+    population (and its prior) is the cells given.
+    """
+    a, b = _canonical(a), _canonical(b)
+    totals = np.asarray(totals_a, dtype=np.float64)
     members = sparse.csr_matrix(
         (np.ones(labels.size), (labels, np.arange(labels.size))),
         shape=(int(labels.max()) + 1, labels.size))
     sums = np.asarray((members @ a).todense(), dtype=np.float64)  # clusters x genes, half A
     cluster_totals = members @ totals
     prior = PRIOR_CELLS * max(float(np.median(totals)), 1.0)
-    scale = (1.0 - halves.p) / halves.p
+    scale = (1.0 - p) / p
     own_a = values_at(a, b)  # the half-A count of each of half B's non-zeros, same cell
     rows = np.repeat(np.arange(b.shape[0]), np.diff(b.indptr))
     genes, observed = b.indices, b.data.astype(np.float64)
@@ -338,7 +358,7 @@ def cluster_values(adata, key: str, columns: np.ndarray, values=None) -> np.ndar
 LEIDEN = Family(
     name="leiden",
     grid=Knob("resolution", grid_arg="resolutions", default=None, make_grid=_grid),
-    score=score_resolutions, check_options=_check, prepare_options=calibrated_rank,
+    score=score_resolutions, check_options=_check, prepare_options=_prepare,
     fit=fit_clusters, store=store_clusters, values=cluster_values, fit_after_calibrate=True,
     baseline_index=_baseline_index, choose=choose_resolution, needs_counts=True,
     losses=("poisson",), denoise_losses=("poisson",), split_defaults=LEIDEN_SPLIT,

@@ -1,0 +1,293 @@
+"""Clusters that replicate: splits of half A's clusters tested on half B's molecules.
+
+The loss chooses a resolution; it does not say that each split between two clusters is
+real. :func:`validate_clusters_split` asks that of every split, on the molecules the
+clusters never saw, in the spirit of sc-SHC (Grabski, Street and Irizarry, Nature Methods
+2023), with count splitting instead of a parametric bootstrap:
+
+1. the clusters of half A are joined into a tree by the distances between their centroids
+   in half A's principal components (average linkage);
+2. at each node, the cells of its two branches are predicted in counts as
+   :func:`~sc_noise2self.denoisers.leiden.count_deviances` predicts them: by the half-A rate
+   of their own branch, and by the half-A rate of both branches together. Each cell's
+   half-B deviance under the merged rate minus under its branch's rate is a paired
+   difference; a one-sided t-test over the node's cells asks whether the split predicts
+   fresh molecules better. Half B is independent of half A given the cells' truth (the NB
+   split), so with no difference between the branches that mean is at most 0;
+3. the tree is tested from the root down at level ``alpha * (n_node - 1) / (n - 1)`` (the
+   family-wise error control of sc-SHC, after Meinshausen); a node that fails is merged
+   with everything below it, and its children are not tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.cluster import hierarchy
+
+from ._anndata import get_counts, logger, target
+from ._validation import check_counts, check_fraction, check_whole
+from .denoisers.leiden import count_deviances, first_split, split_settings
+from .embedding import fit_pca, max_rank
+from .transforms import library_sizes, normalised_values
+
+__all__ = ["GroupHalves", "checked_groups", "group_halves", "validate_clusters_split"]
+
+
+@dataclass
+class GroupHalves:
+    """The two halves of the split whose half A made a column of groups."""
+
+    a: Any  # raw half-A counts, cells x genes
+    b: Any  # raw half-B counts
+    p: float
+    record: dict  # where the groups and the halves came from
+
+
+def checked_groups(adata: ad.AnnData, column: str, *, what: str = "groupby") -> np.ndarray:
+    """The labels of ``obs[column]`` as strings, refused when they cannot be compared."""
+    if column not in adata.obs:
+        raise KeyError(f"{what}={column!r} is not a column of adata.obs.")
+    if adata.obs[column].isna().any():
+        raise ValueError(
+            f"{what}={column!r} is missing for {int(adata.obs[column].isna().sum())} "
+            "cell(s); give every cell a value, or test a subset without them."
+        )
+    labels = adata.obs[column].astype(str).to_numpy()
+    names, sizes = np.unique(labels, return_counts=True)
+    if names.size < 2:
+        raise ValueError(
+            f"{what}={column!r} holds one group ({names[0]!r}): at least two groups are "
+            "needed to compare. One cluster is what calibrate_leiden returns when no "
+            "clustering beats it; there is nothing to test."
+        )
+    if sizes.min() < 2:
+        raise ValueError(
+            f"{what}={column!r} has one-cell group(s) {list(names[sizes < 2])[:5]}: a test "
+            "needs at least two cells per group. Merge or drop them first."
+        )
+    return labels
+
+
+def group_halves(adata: ad.AnnData, column: str, split_key: str, layer, *,
+                 what: str = "groupby") -> GroupHalves:
+    """The split whose half A made ``obs[column]``.
+
+    calibrate_leiden's (drawn again from its record), the source's of a
+    :func:`validate_clusters_split` column, or a :func:`~sc_noise2self.pp.split_molecules`
+    run's layers.
+    """
+    if column not in adata.obs:
+        raise KeyError(f"{what}={column!r} is not a column of adata.obs.")
+    record = adata.uns.get(column)
+    if isinstance(record, dict) and record.get("method") == "validate_clusters_split":
+        return group_halves(adata, str(record["params"]["groupby"]), split_key, layer,
+                            what=what)
+    if isinstance(record, dict) and record.get("method") == "leiden":
+        return _leiden_halves(adata, column, record, layer, what)
+    return _layer_halves(adata, column, split_key, what)
+
+
+def _leiden_halves(adata: ad.AnnData, column: str, record: dict, layer,
+                   what: str) -> GroupHalves:
+    """calibrate_leiden's first split, drawn again from its record."""
+    params = {k: (None if isinstance(v, str) and v == "None" else v)
+              for k, v in dict(record["params"]).items()}
+    stored_layer = params.get("layer", "X")
+    if (layer or "X") != stored_layer:
+        raise ValueError(
+            f"{what}={column!r} was made from layer {stored_layer!r}; pass "
+            f"layer={None if stored_layer == 'X' else stored_layer!r}."
+        )
+    if not isinstance(params.get("random_state"), int | np.integer):
+        raise ValueError(
+            f"{what}={column!r} came from a run whose seed was not an integer, so its split "
+            "cannot be drawn again; rerun calibrate_leiden with an integer random_state."
+        )
+    counts = get_counts(adata, None if stored_layer == "X" else stored_layer)
+    settings = split_settings(params, params["transform"], int(params["random_state"]))
+    halves, _ = first_split(counts, settings)
+    provenance = {"p": settings.p, "split": settings.split,
+                  "random_state": int(params["random_state"]),
+                  "groups_from": f"obs[{column!r}] (half A of calibrate_leiden's split)",
+                  "tested_on": "half B of that split"}
+    return GroupHalves(halves.a_counts, halves.b_counts, settings.p, provenance)
+
+
+def _layer_halves(adata: ad.AnnData, column: str, split_key: str, what: str) -> GroupHalves:
+    """The halves of a pp.split_molecules run, checked."""
+    names = (f"{split_key}_a", f"{split_key}_b")
+    if any(name not in adata.layers for name in names):
+        raise ValueError(
+            f"{what}={column!r} needs the half it never saw: run "
+            f"sc_noise2self.pp.split_molecules(adata, key_added={split_key!r}) first, compute "
+            f"it from layers['{split_key}_a'], then pass it here (split_key names that "
+            "split), or make it with sc_noise2self.tl.calibrate_leiden. A column computed "
+            "from all the counts would be double dipping."
+        )
+    a, b = (adata.layers[name] for name in names)
+    check_counts(b, name=f"layers[{names[1]!r}]")
+    split = dict(adata.uns.get(f"{split_key}_split", {}))
+    provenance = {**split, "groups_from": f"obs[{column!r}]",
+                  "tested_on": f"layers['{split_key}_b']"}
+    return GroupHalves(a, b, float(split.get("p", 0.5)), provenance)
+
+
+def validate_clusters_split(
+    adata: ad.AnnData, groupby: str = "noise2self_leiden", *, alpha: float = 0.05,
+    n_comps: int = 30, split_key: str = "noise2self", layer: str | None = None,
+    key_added: str | None = None, copy: bool = False,
+) -> ad.AnnData | None:
+    """Merge the clusters of half A whose split does not replicate on half B.
+
+    Parameters
+    ----------
+    adata
+        The cells, with raw counts in ``X`` (or ``layers[layer]``) and clusters made on half
+        A in ``obs[groupby]``.
+    groupby
+        The clusters: the labels of :func:`~sc_noise2self.tl.calibrate_leiden` (default), or
+        your groups computed from ``layers[split_key + '_a']`` of
+        :func:`~sc_noise2self.pp.split_molecules`.
+    alpha
+        Family-wise error rate of the splits kept, over the whole tree.
+    n_comps
+        Principal components of half A in which the cluster tree is built.
+    split_key
+        With your own groups: the ``key_added`` of their ``split_molecules`` run.
+    layer
+        Layer with the raw counts (for calibrate_leiden's labels); None means ``X``.
+    key_added
+        The merged labels go to ``obs[key_added]`` and the tree, the p-values and the
+        levels to ``uns[key_added]``; None means ``groupby + '_validated'``.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    None, or a new AnnData when ``copy=True``. ``uns[key_added]`` holds ``linkage`` (scipy's
+    format, over ``clusters``), ``pvalues`` and ``levels`` per internal node (NaN where a
+    node was not tested because a node above it was merged), and ``merged`` (whether the
+    node's clusters became one).
+    """
+    alpha = check_fraction(alpha, name="alpha")
+    check_whole(n_comps, name="n_comps", minimum=1, hint="PCA components of the tree")
+    key_added = key_added or f"{groupby}_validated"
+    labels = checked_groups(adata, groupby)
+    halves = group_halves(adata, groupby, split_key, layer)
+    names, codes = np.unique(labels, return_inverse=True)
+    log = logger()
+    start = log.info(f"testing the splits of {names.size} clusters on half B")
+    tree = cluster_tree(halves.a, codes, n_comps)
+    tested = test_tree(tree, codes, halves, alpha)
+    merged = merged_names(tree, names, tested["merged"])[codes]
+    new_names, members = renamed_by_size(merged)
+    adata = target(adata, copy)
+    adata.obs[key_added] = pd.Categorical(new_names[np.unique(merged, return_inverse=True)[1]],
+                                          categories=[str(k) for k in range(len(members))])
+    adata.uns[key_added] = {
+        "method": "validate_clusters_split",
+        "params": {"groupby": groupby, "alpha": alpha, "n_comps": n_comps,
+                   "count_split": halves.record},
+        "clusters": names, "linkage": tree, **tested, "members": members,
+        "n_clusters": len(members),
+    }
+    log.info(f"    {names.size} clusters became {np.unique(merged).size}", time=start,
+             deep=f"added obs[{key_added!r}] and uns[{key_added!r}]")
+    return adata if copy else None
+
+
+def cluster_tree(half_a, codes: np.ndarray, n_comps: int) -> np.ndarray:
+    """scipy linkage of the clusters' centroids in half A's log1p principal components."""
+    depth = float(np.median(library_sizes(half_a)))
+    values = normalised_values(half_a, depth, "log1p")
+    n_comps = max(1, min(n_comps, max_rank(values.shape)))
+    scores = fit_pca(values, n_comps, random_state=0).scores
+    centroids = np.vstack([scores[codes == k].mean(axis=0) for k in range(codes.max() + 1)])
+    return hierarchy.linkage(centroids, method="average")
+
+
+def test_tree(tree: np.ndarray, codes: np.ndarray, halves: GroupHalves, alpha: float) -> dict:
+    """Test each node from the root down; a node that fails is merged with all below it."""
+    n_leaves = tree.shape[0] + 1
+    pvalues = np.full(tree.shape[0], np.nan)
+    levels = np.full(tree.shape[0], np.nan)
+    merged = np.zeros(tree.shape[0], dtype=bool)
+    totals = library_sizes(halves.a)
+    stack = [tree.shape[0] - 1]  # the root
+    while stack:
+        node = stack.pop()
+        left, right = (_leaves(tree, int(child)) for child in tree[node, :2])
+        rows = np.flatnonzero(np.isin(codes, left + right))
+        levels[node] = alpha * (rows.size - 1) / (codes.size - 1)
+        pvalues[node] = split_pvalue(rows, np.isin(codes[rows], right), halves, totals)
+        if pvalues[node] > levels[node]:
+            merged[node] = True
+            continue
+        stack.extend(int(child) - n_leaves for child in tree[node, :2] if child >= n_leaves)
+    return {"pvalues": pvalues, "levels": levels, "merged": _below_merged(tree, merged)}
+
+
+def split_pvalue(rows: np.ndarray, right: np.ndarray, halves: GroupHalves,
+                 totals: np.ndarray) -> float:
+    """One-sided p-value that two branches' half-A rates predict half B better than one."""
+    a, b = halves.a[rows], halves.b[rows]
+    together = count_deviances(np.zeros(rows.size, dtype=np.int64), a, b, totals[rows],
+                               halves.p)
+    apart = count_deviances(right.astype(np.int64), a, b, totals[rows], halves.p)
+    gain = together - apart
+    if gain.std() == 0:
+        return 1.0
+    return float(stats.ttest_1samp(gain, 0.0, alternative="greater").pvalue)
+
+
+def _leaves(tree: np.ndarray, node: int) -> list[int]:
+    """The clusters under ``node`` (scipy's numbering: leaves first, then merges)."""
+    n_leaves = tree.shape[0] + 1
+    if node < n_leaves:
+        return [node]
+    left, right = (int(child) for child in tree[node - n_leaves, :2])
+    return _leaves(tree, left) + _leaves(tree, right)
+
+
+def _below_merged(tree: np.ndarray, merged: np.ndarray) -> np.ndarray:
+    """Every node under a merged node is merged too."""
+    n_leaves = tree.shape[0] + 1
+    merged = merged.copy()
+    for node in range(tree.shape[0] - 1, -1, -1):  # parents come after their children
+        if merged[node]:
+            for child in tree[node, :2]:
+                if child >= n_leaves:
+                    merged[int(child) - n_leaves] = True
+    return merged
+
+
+def merged_names(tree: np.ndarray, names: np.ndarray, merged: np.ndarray) -> np.ndarray:
+    """Each cluster's new name: its merged group's names joined by '+', or its own."""
+    n_leaves = tree.shape[0] + 1
+    new = names.astype(object).copy()
+    for node in np.flatnonzero(merged):
+        if node + n_leaves in tree[merged, :2]:
+            continue  # a merged node inside a merged node: the top one names them
+        members = _leaves(tree, int(node) + n_leaves)
+        joined = "+".join(sorted((str(names[k]) for k in members), key=_natural))
+        new[members] = joined
+    return new.astype(str)
+
+
+def renamed_by_size(merged: np.ndarray) -> tuple[np.ndarray, dict]:
+    """New names 0..K-1 of the merged groups, largest first, and each one's old clusters."""
+    groups, sizes = np.unique(merged, return_counts=True)
+    order = np.argsort(-sizes, kind="stable")
+    new = np.empty(groups.size, dtype=object)
+    new[order] = [str(k) for k in range(groups.size)]
+    return new.astype(str), {str(new[i]): str(groups[i]) for i in order}
+
+
+def _natural(name: str):
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
