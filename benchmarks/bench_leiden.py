@@ -59,31 +59,45 @@ def ours(adata, seed: int = 0) -> tuple[np.ndarray, float]:
     return adata.obs["noise2self_leiden"].to_numpy(), time.perf_counter() - start
 
 
+def validated(adata) -> np.ndarray:
+    """calibrate_leiden's labels after validate_clusters_split (unchanged for one cluster)."""
+    labels = adata.obs["noise2self_leiden"]
+    if labels.nunique() < 2:
+        return labels.to_numpy()
+    n2s.tl.validate_clusters_split(adata)
+    return adata.obs["noise2self_leiden_validated"].to_numpy()
+
+
 def compared(adata, truth, seed: int = 0) -> dict:
     """Our clusters and scanpy's (default and best fixed resolution) against the truth."""
     mine, seconds = ours(adata, seed)
+    checked = validated(adata)
     theirs, sweep = scanpy_sweep(adata)
     ari = {r: adjusted_rand_score(truth, labels) for r, labels in theirs.items()}
     best = max(ari, key=ari.get)
     return dict(k=len(set(mine)), ari=adjusted_rand_score(truth, mine), seconds=seconds,
+                val_k=len(set(checked)), val_ari=adjusted_rand_score(truth, checked),
                 sc_k=len(set(theirs[1.0])), sc_ari=ari[1.0], best_r=best, best_ari=ari[best],
                 sweep=sweep)
 
 
 def null_table(seeds: int) -> None:
-    print("| counts | depth sd | seeds with one cluster | scanpy default: median clusters |")
-    print("|---|---|---|---|")
+    print("| counts | depth sd | seeds with one cluster | after validation | "
+          "scanpy default: median clusters (seeds 0-2) |")
+    print("|---|---|---|---|---|")
     for name, size in (("Poisson", None), ("NB, b 0.5-50", (0.5, 50.0))):
         for sd in (0.3, 0.6):
-            ones, theirs = 0, []
+            ones, after, theirs = 0, 0, []
             for seed in range(seeds):
                 adata = n2s.simulation.simulate_counts(2000, 1000, (1.0,), depth_sd=sd,
                                                        nb_size=size, random_state=seed)
                 mine, _ = ours(adata, seed)
                 ones += len(set(mine)) == 1
+                after += len(set(validated(adata))) == 1
                 if seed < 3:
                     theirs.append(len(set(scanpy_sweep(adata)[0][1.0])))
-            print(f"| {name} | {sd} | {ones} / {seeds} | {np.median(theirs):.0f} |", flush=True)
+            print(f"| {name} | {sd} | {ones} / {seeds} | {after} / {seeds} | "
+                  f"{np.median(theirs):.0f} |", flush=True)
 
 
 def unequal(k: int) -> np.ndarray:
@@ -94,9 +108,9 @@ def unequal(k: int) -> np.ndarray:
 
 
 def groups_table(seeds: int) -> None:
-    print("| K | seeds with exactly K and ARI >= 0.9 | mean ARI | scanpy 1.0: mean K, ARI | "
-          "scanpy best fixed: mean ARI | time / scanpy sweep |")
-    print("|---|---|---|---|---|---|")
+    print("| K | seeds with exactly K and ARI >= 0.9 | mean K, ARI | validated: seeds, mean ARI "
+          "| scanpy 1.0: mean K, ARI | scanpy best fixed: mean ARI | time / scanpy sweep |")
+    print("|---|---|---|---|---|---|---|")
     for k in (2, 4, 8, 12):
         rows = []
         for seed in range(seeds):
@@ -104,8 +118,10 @@ def groups_table(seeds: int) -> None:
                                                    random_state=seed)
             rows.append(compared(adata, adata.obs["group"].to_numpy(), seed))
         hits = sum(r["k"] == k and r["ari"] >= 0.9 for r in rows)
+        checked = sum(r["val_k"] == k and r["val_ari"] >= 0.9 for r in rows)
         mean = {key: np.mean([r[key] for r in rows]) for key in rows[0]}
-        print(f"| {k} | {hits} / {seeds} | {mean['ari']:.2f} | {mean['sc_k']:.1f}, "
+        print(f"| {k} | {hits} / {seeds} | {mean['k']:.1f}, {mean['ari']:.2f} | {checked} / "
+              f"{seeds}, {mean['val_ari']:.2f} | {mean['sc_k']:.1f}, "
               f"{mean['sc_ari']:.2f} | {mean['best_ari']:.2f} | "
               f"{mean['seconds'] / mean['sweep']:.2f} |", flush=True)
 
@@ -137,9 +153,9 @@ def cellbench_table() -> None:
     if not os.environ.get("SC_NOISE2SELF_DATA"):
         print("CellBench and PBMC 3k: skipped ($SC_NOISE2SELF_DATA is not set)")
         return
-    print("| data | depth | ours: K, ARI (s) | scanpy 1.0: K, ARI | scanpy best fixed: "
-          "resolution, ARI | our time / scanpy sweep |")
-    print("|---|---|---|---|---|---|")
+    print("| data | depth | ours: K, ARI (s) | validated: K, ARI | scanpy 1.0: K, ARI | "
+          "scanpy best fixed: resolution, ARI | our time / scanpy sweep |")
+    print("|---|---|---|---|---|---|---|")
     for protocol in ("celseq2", "dropseq"):
         deep = n2s.datasets.cellbench(protocol)
         truth = deep.obs["cell_line"].to_numpy()
@@ -149,14 +165,17 @@ def cellbench_table() -> None:
                 adata.X = n2s.split_counts(deep.X, share, random_state=0)[0]
             r = compared(adata, truth)
             print(f"| CellBench {protocol} | {share:.0%} | {r['k']}, {r['ari']:.2f} "
-                  f"({r['seconds']:.0f}) | {r['sc_k']}, {r['sc_ari']:.2f} | {r['best_r']:g}, "
+                  f"({r['seconds']:.0f}) | {r['val_k']}, {r['val_ari']:.2f} | "
+                  f"{r['sc_k']}, {r['sc_ari']:.2f} | {r['best_r']:g}, "
                   f"{r['best_ari']:.2f} | {r['seconds'] / r['sweep']:.2f} |", flush=True)
     pbmc = n2s.datasets.pbmc3k()
     sc.pp.filter_genes(pbmc, min_cells=3)
     mine, seconds = ours(pbmc)
+    checked = validated(pbmc)
     theirs, sweep = scanpy_sweep(pbmc)
     print(f"| PBMC 3k | 100% | {len(set(mine))} clusters ({seconds:.0f} s) | "
-          f"{len(set(theirs[1.0]))} clusters | - | {seconds / sweep:.2f} |", flush=True)
+          f"{len(set(checked))} clusters | {len(set(theirs[1.0]))} clusters | - | - | "
+          f"{seconds / sweep:.2f} |", flush=True)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ independent, so the p-values of half B are valid whatever half A's clusters are.
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -23,6 +24,7 @@ from ._rng import RandomState
 from ._validation import check_choice, check_counts, check_fraction, check_real, check_whole
 from .calibration import DEFAULT_P, calibrate_counts
 from .denoisers.leiden import (
+    DEFAULT_TOP_GENES,
     LEIDEN,
     LEIDEN_SPLIT,
     RULES,
@@ -41,9 +43,10 @@ def rank_genes_groups_split(
     resolution: float | str | None = "calibrated", method: str = "wilcoxon",
     p: float = DEFAULT_P, split: str = LEIDEN_SPLIT["split"],
     overdispersion=None, n_comps: int | None = 30,
-    n_neighbors: int = 15, rule: str = "1se", layer: str | None = None,
+    n_neighbors: int = 15, n_top_genes: int | None = DEFAULT_TOP_GENES, rule: str = "1se",
+    layer: str | None = None,
     random_state: RandomState = 0, key_added: str = "rank_genes_groups_split",
-    split_key: str = "noise2self", copy: bool = False, **kwargs,
+    split_key: str = "noise2self", write_layer: bool = True, copy: bool = False, **kwargs,
 ) -> ad.AnnData | None:
     """Marker genes of clusters found on half A, tested on half B (scanpy's format).
 
@@ -76,8 +79,10 @@ def rank_genes_groups_split(
         ``overdispersion`` (None: estimated): binomial splitting of overdispersed counts
         leaves the halves correlated, clusters of noise in half A and p-values too small.
         ``"binomial"`` for Poisson counts.
-    n_comps, n_neighbors
-        PCA components (None: the calibrated rank) and neighbours of half A's graph.
+    n_comps, n_neighbors, n_top_genes
+        PCA components (None: the calibrated rank) and neighbours of half A's graph, and the
+        most variable genes of half A it is built and scored on (None: every gene). The
+        markers are tested on every gene.
     rule
         ``"1se"`` or ``"min"``: how a calibrated resolution is chosen (see
         :func:`~sc_noise2self.tl.calibrate_leiden`).
@@ -92,10 +97,16 @@ def rank_genes_groups_split(
         The test results go to ``uns[key_added]`` in ``sc.tl.rank_genes_groups``'s format,
         so ``sc.pl.rank_genes_groups``, ``sc.get.rank_genes_groups_df`` and dotplots read
         them; half A's groups go to ``obs[key_added + '_groups']`` (or stay in ``groupby``).
+    write_layer
+        Write the values that were tested, half B normalised to 10,000 per cell and
+        log1p-transformed (sparse), to ``layers[key_added]``, so that dotplots show them:
+        ``sc.pl.rank_genes_groups_dotplot(adata, key=key_added, layer=key_added)``. Raw
+        counts would be dominated by a few abundant genes (MALAT1, FTL).
     copy
         Return a new AnnData instead of writing into ``adata``.
     **kwargs
-        Passed to ``sc.tl.rank_genes_groups`` (``n_genes``, ``corr_method``, ...); the
+        Passed to ``sc.tl.rank_genes_groups`` (``n_genes``, ``corr_method``,
+        ``mask_var="highly_variable"`` to test highly variable genes only, ...); the
         Wilcoxon test gets ``tie_correct=True`` unless told otherwise.
 
     Returns
@@ -103,6 +114,9 @@ def rank_genes_groups_split(
     None, or a new AnnData when ``copy=True``.
     """
     import scanpy as sc  # slow to import; only testing needs it
+
+    if not isinstance(write_layer, bool):
+        raise TypeError(f"write_layer={write_layer!r} must be True or False.")
 
     check_choice(method, METHODS, name="method")
     if method == "wilcoxon":
@@ -112,7 +126,9 @@ def rank_genes_groups_split(
     p = check_fraction(p)
     check_choice(rule, RULES, name="rule")
     _check_clustering_options(resolution, n_comps, n_neighbors, adata)
-    options = {"n_comps": n_comps, "n_neighbors": n_neighbors, "rule": rule}
+    options = {"n_comps": n_comps, "n_neighbors": n_neighbors, "n_top_genes": n_top_genes,
+               "rule": rule}
+    LEIDEN.check_options(options, adata)
     if overdispersion is None and split == "negative_binomial":
         overdispersion = "estimate"
     settings = LEIDEN.default_settings(p=p, split=split, overdispersion=overdispersion,
@@ -132,14 +148,24 @@ def rank_genes_groups_split(
         labels = checked_groups(adata, groupby)
         group_key = groupby
     tested = _normalised_half(half_b, adata)
+    tested.var = adata.var.copy()  # so that mask_var="highly_variable" finds its column
     tested.obs[group_key] = pd.Categorical(labels)
     logger().info(f"testing {tested.obs[group_key].nunique()} groups of half A on half B")
-    sc.tl.rank_genes_groups(tested, group_key, method=method, key_added=key_added, **kwargs)
+    with warnings.catch_warnings():
+        # scanpy's tests divide by zero variances of genes absent from a group and fragment
+        # a DataFrame per group; neither changes a result, and a flood hides what matters.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        sc.tl.rank_genes_groups(tested, group_key, method=method, key_added=key_added,
+                                **kwargs)
     adata = target(adata, copy)
     if groupby is None:
         adata.obs[group_key] = pd.Categorical(labels)
+    if write_layer:
+        adata.layers[key_added] = tested.X
     record = dict(tested.uns[key_added])
-    record["params"] = {**dict(record["params"]), "count_split": split_record}
+    record["params"] = {**dict(record["params"]), "count_split": split_record,
+                        "values": f"layers[{key_added!r}]" if write_layer else "half B"}
     adata.uns[key_added] = record
     return adata if copy else None
 

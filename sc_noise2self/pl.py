@@ -228,6 +228,9 @@ def resolution_curve(adata_or_result, key: str = "noise2self_leiden", *, ax=None
     _draw_standard_errors(ax, result)
     # Resolution 0 (one cluster, the baseline) on a log axis: linear near 0.
     ax.set_xscale("symlog", linthresh=0.05, linscale=0.3)
+    top = float(np.max(result.grid))
+    ticks = [t for t in (0, 0.1, 1, 10, 100) if t <= max(top, 0.1)]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     counts = ax.twinx()
     counts.plot(np.asarray(result.grid, dtype=float), result.params["n_clusters"], "s:",
                 color="C2", ms=3, lw=1)

@@ -27,12 +27,18 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 from scipy.cluster import hierarchy
 
 from ._anndata import get_counts, logger, target
 from ._validation import check_counts, check_fraction, check_whole
-from .denoisers.leiden import count_deviances, first_split, split_settings
+from .denoisers.leiden import (
+    DEFAULT_TOP_GENES,
+    count_deviances,
+    first_split,
+    split_settings,
+    top_variable_genes,
+)
 from .embedding import fit_pca, max_rank
 from .transforms import library_sizes, normalised_values
 
@@ -140,8 +146,9 @@ def _layer_halves(adata: ad.AnnData, column: str, split_key: str, what: str) -> 
 
 def validate_clusters_split(
     adata: ad.AnnData, groupby: str = "noise2self_leiden", *, alpha: float = 0.05,
-    n_comps: int = 30, split_key: str = "noise2self", layer: str | None = None,
-    key_added: str | None = None, copy: bool = False,
+    n_comps: int = 30, n_top_genes: int | None = DEFAULT_TOP_GENES,
+    split_key: str = "noise2self", layer: str | None = None, key_added: str | None = None,
+    copy: bool = False,
 ) -> ad.AnnData | None:
     """Merge the clusters of half A whose split does not replicate on half B.
 
@@ -158,6 +165,9 @@ def validate_clusters_split(
         Family-wise error rate of the splits kept, over the whole tree.
     n_comps
         Principal components of half A in which the cluster tree is built.
+    n_top_genes
+        The most variable genes of half A that the tree is built and the splits tested on
+        (None: every gene), as :func:`~sc_noise2self.tl.calibrate_leiden` scores them.
     split_key
         With your own groups: the ``key_added`` of their ``split_molecules`` run.
     layer
@@ -177,9 +187,12 @@ def validate_clusters_split(
     """
     alpha = check_fraction(alpha, name="alpha")
     check_whole(n_comps, name="n_comps", minimum=1, hint="PCA components of the tree")
+    if n_top_genes is not None:
+        check_whole(n_top_genes, name="n_top_genes", minimum=2,
+                    hint="the most variable genes of half A, or None for all")
     key_added = key_added or f"{groupby}_validated"
     labels = checked_groups(adata, groupby)
-    halves = group_halves(adata, groupby, split_key, layer)
+    halves = restricted(group_halves(adata, groupby, split_key, layer), n_top_genes)
     names, codes = np.unique(labels, return_inverse=True)
     log = logger()
     start = log.info(f"testing the splits of {names.size} clusters on half B")
@@ -193,6 +206,7 @@ def validate_clusters_split(
     adata.uns[key_added] = {
         "method": "validate_clusters_split",
         "params": {"groupby": groupby, "alpha": alpha, "n_comps": n_comps,
+                   "n_top_genes": "None" if n_top_genes is None else n_top_genes,
                    "count_split": halves.record},
         "clusters": names, "linkage": tree, **tested, "members": members,
         "n_clusters": len(members),
@@ -200,6 +214,16 @@ def validate_clusters_split(
     log.info(f"    {names.size} clusters became {np.unique(merged).size}", time=start,
              deep=f"added obs[{key_added!r}] and uns[{key_added!r}]")
     return adata if copy else None
+
+
+def restricted(halves: GroupHalves, n_top_genes: int | None) -> GroupHalves:
+    """``halves`` on the most variable genes of half A (all genes for None)."""
+    a = sparse.csr_matrix(halves.a)
+    if n_top_genes is None or n_top_genes >= a.shape[1]:
+        return halves
+    genes = top_variable_genes(a, n_top_genes)
+    return GroupHalves(a[:, genes], sparse.csr_matrix(halves.b)[:, genes], halves.p,
+                       halves.record)
 
 
 def cluster_tree(half_a, codes: np.ndarray, n_comps: int) -> np.ndarray:

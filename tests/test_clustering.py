@@ -10,6 +10,7 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse, stats
 
@@ -260,15 +261,22 @@ def test_marker_results_work_with_scanpys_readers():
 
     adata, _ = groups(3, 7, n_markers=5)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tl.rank_genes_groups_split(adata, resolution=0.3, random_state=1)
+        # No flood of scanpy's RuntimeWarnings (zero variances) or pandas' fragmentation.
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        tl.rank_genes_groups_split(adata, resolution=0.3, random_state=1, method="t-test")
+    tl.rank_genes_groups_split(adata, resolution=0.3, random_state=1)
     frame = sc.get.rank_genes_groups_df(adata, group=None, key="rank_genes_groups_split")
     assert {"names", "pvals", "pvals_adj", "scores"} <= set(frame.columns)
     assert adata.uns["rank_genes_groups_split"]["params"]["count_split"]["p"] == 0.7
+    # The tested values, half B normalised and log1p-transformed, kept for the plots.
+    shown = adata.layers["rank_genes_groups_split"]
+    assert sparse.issparse(shown) and shown.shape == adata.shape
+    assert np.allclose(np.expm1(shown[:5].toarray()).sum(axis=1), 1e4, rtol=1e-4)
     axes = sc.pl.rank_genes_groups(adata, key="rank_genes_groups_split", show=False)
     assert axes is not None
     dots = sc.pl.rank_genes_groups_dotplot(adata, key="rank_genes_groups_split", n_genes=3,
-                                           show=False)
+                                           layer="rank_genes_groups_split", show=False)
     assert "mainplot_ax" in dots
 
 
