@@ -116,6 +116,9 @@ def _leiden_halves(adata: ad.AnnData, column: str, record: dict, layer,
             "cannot be drawn again; rerun calibrate_leiden with an integer random_state."
         )
     counts = get_counts(adata, None if stored_layer == "X" else stored_layer)
+    sizes = f"{column}_overdispersion"  # the NB sizes calibrate_leiden estimated, if any
+    if isinstance(params.get("overdispersion"), str) and sizes in adata.var:
+        params["overdispersion"] = adata.var[sizes].to_numpy()
     settings = split_settings(params, params["transform"], int(params["random_state"]))
     halves, _ = first_split(counts, settings)
     provenance = {"p": settings.p, "split": settings.split,

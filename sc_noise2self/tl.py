@@ -254,8 +254,9 @@ def _fit_and_store(family: Family, adata, counts, value, arguments: dict, result
     calibration resolved; ``max_layer_gb=None`` writes no dense layer and says nothing.
     """
     resolved = result.params if result is not None else {}
-    fit_options = {name: resolved.get(name) if arguments[name] is None else arguments[name]
-                   for name in family.fit_options}
+    fit_options = {name: resolved.get(name) if _left_to_calibration(arguments[name], name,
+                                                                    resolved)
+                   else arguments[name] for name in family.fit_options}
     extra = {"obs": obs} if family.covariates else {}
     if family.warm_start is not None:
         extra["start"] = start
@@ -269,11 +270,18 @@ def _fit_and_store(family: Family, adata, counts, value, arguments: dict, result
     record["params"].update({family.knob: value, "depth": fitted.depth,
                              "transform": arguments["transform"],
                              "layer": "X" if layer is None else layer,
-                             **{k: v for k, v in fit_options.items() if v is not None}})
+                             **{k: v for k, v in fit_options.items()
+                                if v is not None and not isinstance(v, np.ndarray)}})
     record.update({"method": family.name, family.knob: value})
     adata.uns[key] = record
     adata.uns[key].update(family.store(adata, fitted, key, max_layer_gb))
     return fitted
+
+
+def _left_to_calibration(value, name: str, resolved: dict) -> bool:
+    """An option the calibration resolved: None, or ``"estimate"`` (the NB sizes it found)."""
+    return value is None or (isinstance(value, str) and value == "estimate"
+                             and isinstance(resolved.get(name), np.ndarray))
 
 
 def _stored_calibration(adata, key, family, counts, arguments, layer) -> CalibrationResult | None:
@@ -297,6 +305,8 @@ def _stored_calibration(adata, key, family, counts, arguments, layer) -> Calibra
     # the value it resolved to: any stored value matches it.
     resolved = {name for name, default in family.options.items()
                 if default is None and arguments[name] is None}
+    if isinstance(arguments["overdispersion"], str):  # "estimate": stored as the sizes found
+        resolved.add("overdispersion")
     if any(_comparable(stored.get(name)) != _comparable(value) for name, value in wanted.items()
            if name not in resolved):
         return None

@@ -170,7 +170,7 @@ def test_calibrated_resolution_finds_k_unequal_groups_at_varying_depth(sizes, n_
 
 
 def test_one_cell_clusters_predict_as_the_baseline_and_the_deviance_is_exact():
-    from sc_noise2self.denoisers.leiden import cell_deviances
+    from sc_noise2self.denoisers.leiden import PRIOR_CELLS, cell_deviances
     from sc_noise2self.losses import poisson_deviance, prepare_halves
 
     adata = realistic((0.5, 0.5), 3, n_obs=60, n_vars=40)
@@ -183,7 +183,7 @@ def test_one_cell_clusters_predict_as_the_baseline_and_the_deviance_is_exact():
     labels = adata.obs["group"].cat.codes.to_numpy().astype(np.int64)
     a, b = halves.a_counts.toarray(), halves.b_counts.toarray()
     n = a.sum(axis=1)
-    prior = np.median(n)
+    prior = PRIOR_CELLS * np.median(n)
     expected = np.empty_like(b, dtype=np.float64)
     for i in range(60):
         others = np.arange(60) != i
@@ -444,3 +444,21 @@ def test_validation_merges_clusters_of_noise_into_one(seed):
     assert adata.obs["mine"].nunique() > 5
     tl.validate_clusters_split(adata, "mine")
     assert adata.obs["mine_validated"].nunique() == 1
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(("protocol", "share"), [("celseq2", 0.1), ("dropseq", 0.2)])
+def test_cellbench_cell_lines_at_low_depth(protocol, share):
+    # Three labelled cell lines, deep counts thinned. Fails when every gene is scored
+    # (n_top_genes=None: the estimation noise of 28k genes hides the lines at 10% depth).
+    from conftest import shared_file
+    from sklearn.metrics import adjusted_rand_score
+
+    shared_file(f"cellbench_{protocol}_3cl.h5ad")
+    deep = n2s.datasets.cellbench(protocol)
+    adata = deep.copy()
+    adata.X = n2s.split_counts(deep.X, share, random_state=0)[0]
+    tl.calibrate_leiden(adata)
+    found = adata.obs["noise2self_leiden"]
+    assert found.nunique() == 3
+    assert adjusted_rand_score(deep.obs["cell_line"], found) >= 0.9

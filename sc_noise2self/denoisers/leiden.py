@@ -210,7 +210,7 @@ def count_deviances(labels: np.ndarray, a, b, totals_a: np.ndarray, p: float) ->
 
 
 # Weight of the population's rate in each cluster's rate, in typical cells of half A.
-PRIOR_CELLS = 1.0
+PRIOR_CELLS = 10.0
 
 
 def values_at(a, b) -> np.ndarray:
