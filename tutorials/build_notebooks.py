@@ -903,76 +903,96 @@ shutil.rmtree(folder)  # the temporary store
 def clustering_notebook() -> list:
     return [
         md("""
-# 6. Which clustering resolution? Which markers are real?
+# 6. Which clusters are real? Which markers are real?
 
 After "how many PCs", a scanpy user asks two more questions, and the molecule split answers
 both.
 
-1. **Which Leiden resolution?** A clustering is a denoiser: it replaces each cell by its
-   cluster's mean. Fit the clusters on half A of each cell's molecules, predict half B by
-   the cluster means, and the resolution with the lowest self-supervised loss is the one
-   whose means best predict fresh molecules.
+1. **Which clusters?** A clustering predicts each cell's fresh molecules by its cluster's
+   rate. Make the clusters on half A of each cell's molecules, predict half B's counts at
+   each cell's own depth, by its cluster's rate without the cell itself, and the resolution
+   with the lowest Poisson deviance is the one whose clusters predict fresh molecules best.
+   One cluster is always on the curve; the coarsest resolution within one standard error of
+   the best is chosen. Each split between two clusters is then tested on half B, and the
+   splits that do not replicate are merged.
 2. **Which marker genes are real?** Clustering and then testing the same counts is double
    dipping: the clusters were made to make the genes differ. Count splitting (Neufeld et
    al. 2024) clusters on half A and tests on half B, whose noise is independent.
 
-**Time:** about a minute on 2 CPU cores.
+**Time:** a few minutes on 2 CPU cores.
 """),
         code(SETUP + """
-import anndata as ad
-from scipy import sparse"""),
+import warnings"""),
         md("""
 ## PBMC 3k: the resolution curve
 
-Raw counts of the scanpy tutorial dataset, lightly filtered. `tl.calibrate_leiden` first
-calibrates the PCA rank, then builds the graph and runs Leiden at every resolution of the
-grid on half A only, and scores each resolution's cluster means against half B. The grid
-here reaches past the default (up to 12), to show where the curve turns.
+Raw counts of the scanpy tutorial dataset, lightly filtered. `tl.calibrate_leiden` splits
+the molecules (by the negative binomial, at NB sizes estimated per gene), builds the graph of
+half A on its 2,000 most variable genes and runs Leiden at every resolution of the grid;
+resolution 0 is one cluster, the baseline. The band is one paired standard error.
 """),
         code("""
 adata = n2s.datasets.pbmc3k()
 sc.pp.filter_cells(adata, min_genes=200)
 sc.pp.filter_genes(adata, min_cells=10)
-n2s.tl.calibrate_leiden(adata, resolutions=[0.2, 0.5, 1, 2, 3, 5, 8, 12])
+n2s.tl.calibrate_leiden(adata)
 record = adata.uns["noise2self_leiden"]
-print("best resolution:", record["best"], "| clusters:", adata.obs["noise2self_leiden"].nunique())
+print("chosen resolution:", record["resolution"], "(lowest loss at", record["params"]["best_min"],
+      ") | clusters:", adata.obs["noise2self_leiden"].nunique())
 n2s.pl.resolution_curve(adata, show=False)
 plt.show()
 """),
         md("""
-The loss falls while new clusters separate real cell states, then rises when the clusters
-get so small that their means keep half A's noise. The curve is flat near its minimum: as a
-predictor of fresh molecules, a clustering of PBMC 3k keeps improving well past the handful
-of textbook cell types, so read the curve together with the question you ask. (When the
-best is the largest value scored, the package warns: widen the grid.) The labels at the
-best resolution are in `obs["noise2self_leiden"]`, the way `sc.tl.leiden` writes them.
+## Splits that replicate on half B
 
-## Markers tested on the half the clusters never saw
-
-`tl.rank_genes_groups_split` splits the counts, clusters half A (here at resolution 1; pass
-`resolution="calibrated"` to choose it by the loss within half A), and runs scanpy's own
-`rank_genes_groups` on half B. The result is in scanpy's format, so scanpy's readers and
-plots work on it.
+`tl.validate_clusters_split` joins half A's clusters into a tree and tests each split, from
+the root down, on half B's molecules: does predicting each side by its own rate beat
+predicting both by their common rate? Splits that fail at the family-wise level 0.05 are
+merged (grey).
 """),
         code("""
-n2s.tl.rank_genes_groups_split(adata, resolution=1.0, n_genes=adata.n_vars)
+n2s.tl.validate_clusters_split(adata)
+print(adata.obs["noise2self_leiden_validated"].nunique(), "clusters replicate")
+n2s.pl.cluster_tree(adata, show=False)
+plt.show()
+"""),
+        md("""
+## Markers tested on the half the clusters never saw
+
+`tl.rank_genes_groups_split` draws the calibration's split again and runs scanpy's own
+`rank_genes_groups` on half B, normalised and log1p-transformed, for the validated clusters.
+The result is in scanpy's format; the tested values are in `layers["rank_genes_groups_split"]`,
+which the dotplot shows. Each cluster is then named by the textbook PBMC markers among its
+top half-B markers.
+"""),
+        code("""
+n2s.tl.rank_genes_groups_split(adata, groupby="noise2self_leiden_validated")
+known = ["CD3E", "IL7R", "CCR7", "MS4A1", "CD79A", "CD14", "LYZ", "FCGR3A", "MS4A7", "NKG7",
+         "GNLY", "FCER1A", "CST3", "PPBP"]
 markers = sc.get.rank_genes_groups_df(adata, group=None, key="rank_genes_groups_split")
-print(markers.query("pvals_adj < 0.05 and logfoldchanges > 1").groupby("group").size())
-sc.pl.rank_genes_groups(adata, key="rank_genes_groups_split", n_genes=8, sharey=False)
+for group, table in markers.groupby("group", observed=True):
+    top = table.query("pvals_adj < 0.05 and scores > 0").head(30)["names"]
+    print(group, (adata.obs["noise2self_leiden_validated"] == group).sum(), "cells:",
+          [g for g in top if g in known])
+sc.pl.rank_genes_groups_dotplot(adata, key="rank_genes_groups_split", n_genes=4,
+                                layer="rank_genes_groups_split")
 """),
         md("""
 ## Why it matters: a population with no clusters at all
 
-One homogeneous population of Poisson counts, 1,500 cells x 600 genes: every "marker" is
-false. Leiden at resolution 1 still finds clusters in the noise. Testing them on the same
-counts (double dipping) gives far more than 5% of p-values below 0.05; the count-split test
-gives about 5%, as valid p-values must.
+One population, with depths varying several-fold and per-gene NB overdispersion, as real
+cells have (`sc_noise2self.simulation.simulate_counts`). Leiden at resolution 1 finds
+clusters in the noise; testing them on the same counts (double dipping) gives far more than
+5% of p-values below 0.05. `calibrate_leiden` keeps one cluster and says so, and the
+count-split test of forced clusters gives about 5%, as valid p-values must.
 """),
         code("""
-rng = np.random.default_rng(0)
-mu = rng.gamma(0.6, 1.0, 600)
-mu = np.outer(rng.lognormal(0, 0.1, 1500), mu / mu.sum() * 3000)
-null = ad.AnnData(sparse.csr_matrix(rng.poisson(mu).astype(np.float32)))
+null = n2s.simulation.simulate_counts(1500, 600, depth_sd=0.6, random_state=0)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    n2s.tl.calibrate_leiden(null)
+print("calibrate_leiden:", null.obs["noise2self_leiden"].nunique(), "cluster |",
+      [str(w.message)[:80] for w in caught if "baseline" in str(w.message)])
 
 naive = null.copy()  # the usual workflow on the same counts
 sc.pp.normalize_total(naive, target_sum=1e4)
@@ -992,13 +1012,16 @@ n2s.pl.pvalue_qq(null, naive_key="rank_genes_groups");
         md("""
 ## What you learned
 
-- `tl.calibrate_leiden` chooses the clustering resolution by the self-supervised loss:
-  clusters from half A, their means scored against half B. `pl.resolution_curve` shows the
-  loss and the number of clusters.
-- `tl.rank_genes_groups_split` tests markers on the half the clusters never saw, in
-  scanpy's format. On pure noise its p-values are uniform; double dipping's are not.
-- For overdispersed counts pass `split="negative_binomial", overdispersion="estimate"`:
-  binomial halves of negative-binomial counts share noise (`benchmarks/RESULTS.md`).
+- `tl.calibrate_leiden` chooses the clustering by the self-supervised loss: clusters from
+  half A, each cell's half-B counts predicted at its own depth by its cluster's rate without
+  itself. One cluster is on every curve, and the coarsest resolution within one standard
+  error of the best is taken (`rule="1se"`). `pl.resolution_curve` shows it all.
+- `tl.validate_clusters_split` merges the splits that do not replicate on half B;
+  `pl.cluster_tree` draws the tree with its p-values.
+- `tl.rank_genes_groups_split` tests markers of those clusters on the same split's half B,
+  in scanpy's format. On pure noise its p-values are uniform; double dipping's are not.
+- The Leiden family and the marker tests split by the negative binomial at estimated sizes:
+  binomial halves of overdispersed counts share each cell's noise (`docs/guide.md`).
 - `tl.association_split` does the same for a covariate of half A, such as a pseudotime.
 """),
     ]
