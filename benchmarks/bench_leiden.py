@@ -6,7 +6,8 @@ the same grid are run on the same data in the same run:
 1. null: one population from the realistic simulator (Poisson and NB; depth sd 0.3 and
    0.6): the seeds in which ``calibrate_leiden`` keeps one cluster;
 2. known groups: K = 2, 4, 8, 12 unequal groups, depth varying, NB: seeds with exactly K
-   clusters and ARI >= 0.9, and the time against one scanpy sweep of the grid;
+   clusters and ARI >= 0.9, and the time against one scanpy sweep of the grid; nested
+   subtypes (20 genes apart) against their effect size: where they are found;
 3. type I error of the marker tests (count split against double dipping);
 4. CellBench (needs $SC_NOISE2SELF_DATA) at 100, 20, 10 and 5% depth, and PBMC 3k.
 
@@ -126,6 +127,29 @@ def groups_table(seeds: int) -> None:
               f"{mean['seconds'] / mean['sweep']:.2f} |", flush=True)
 
 
+def nested_table(seeds: int) -> None:
+    """Power against effect size: 3 groups of 2 subtypes that differ in 20 genes only."""
+    print("| subtype log fold change | mean clusters | seeds with all 6 subtypes (ARI >= 0.9) | "
+          "mean ARI to subtypes | validated: mean clusters, ARI |")
+    print("|---|---|---|---|---|")
+    for effect in (0.5, 1.0, 1.5, 2.0, 3.0):
+        rows = []
+        for seed in range(seeds):
+            adata = n2s.simulation.simulate_counts(
+                3000, 1000, (0.5, 0.3, 0.2), depth_sd=0.5, n_subtypes=2, sub_effect=effect,
+                sub_genes=20, effect=2.0, random_state=seed)
+            mine, _ = ours(adata, seed)
+            checked = validated(adata)
+            truth = adata.obs["subgroup"].to_numpy()
+            rows.append((len(set(mine)), adjusted_rand_score(truth, mine), len(set(checked)),
+                         adjusted_rand_score(truth, checked)))
+        rows = np.array(rows)
+        found = int(np.sum((rows[:, 0] == 6) & (rows[:, 1] >= 0.9)))
+        print(f"| {effect} | {rows[:, 0].mean():.1f} | {found} / {seeds} | "
+              f"{rows[:, 1].mean():.2f} | {rows[:, 2].mean():.1f}, {rows[:, 3].mean():.2f} |",
+              flush=True)
+
+
 def type_one_table() -> None:
     print("| counts | test | seed | share p < 0.05 | KS p | time (s) | ratio to scanpy sweep |")
     print("|---|---|---|---|---|---|---|")
@@ -182,7 +206,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=20, help="seeds of the null table")
     parser.add_argument("--group-seeds", type=int, default=10)
-    parser.add_argument("--tables", default="null,groups,type1,real")
+    parser.add_argument("--tables", default="null,groups,nested,type1,real")
     args = parser.parse_args()
     print(f"load {os.getloadavg()}, threads: numba {os.environ.get('NUMBA_NUM_THREADS')}, "
           f"scanpy n_jobs {sc.settings.n_jobs}")
@@ -191,6 +215,8 @@ def main() -> None:
         null_table(args.seeds)
     if "groups" in tables:
         groups_table(args.group_seeds)
+    if "nested" in tables:
+        nested_table(min(args.group_seeds, 5))
     if "type1" in tables:
         type_one_table()
     if "real" in tables:
