@@ -33,7 +33,7 @@ from .denoisers.leiden import (
 )
 from .embedding import scanpy_neighbors
 from .pp import split_counts
-from .replication import checked_groups, group_halves
+from .replication import GroupHalves, checked_groups, group_halves, replicated_clusters
 
 METHODS = ("wilcoxon", "t-test", "t-test_overestim_var", "logreg")
 
@@ -46,7 +46,8 @@ def rank_genes_groups_split(
     n_neighbors: int = 15, n_top_genes: int | None = DEFAULT_TOP_GENES, rule: str = "1se",
     layer: str | None = None,
     random_state: RandomState = 0, key_added: str = "rank_genes_groups_split",
-    split_key: str = "noise2self", write_layer: bool = True, copy: bool = False, **kwargs,
+    split_key: str = "noise2self", validate: bool = True, write_layer: bool = True,
+    copy: bool = False, **kwargs,
 ) -> ad.AnnData | None:
     """Marker genes of clusters found on half A, tested on half B (scanpy's format).
 
@@ -97,6 +98,10 @@ def rank_genes_groups_split(
         The test results go to ``uns[key_added]`` in ``sc.tl.rank_genes_groups``'s format,
         so ``sc.pl.rank_genes_groups``, ``sc.get.rank_genes_groups_df`` and dotplots read
         them; half A's groups go to ``obs[key_added + '_groups']`` (or stay in ``groupby``).
+    validate
+        When ``groupby`` is None: merge the clusters whose split does not replicate on half
+        B (:func:`~sc_noise2self.tl.validate_clusters_split`, family-wise level 0.05) before
+        testing their markers.
     write_layer
         Write the values that were tested, half B normalised to 10,000 per cell and
         log1p-transformed (sparse), to ``layers[key_added]``, so that dotplots show them:
@@ -115,8 +120,9 @@ def rank_genes_groups_split(
     """
     import scanpy as sc  # slow to import; only testing needs it
 
-    if not isinstance(write_layer, bool):
-        raise TypeError(f"write_layer={write_layer!r} must be True or False.")
+    for name, value in (("write_layer", write_layer), ("validate", validate)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name}={value!r} must be True or False.")
 
     check_choice(method, METHODS, name="method")
     if method == "wilcoxon":
@@ -137,7 +143,7 @@ def rank_genes_groups_split(
         counts = get_counts(adata, layer)
         check_counts(counts)
         labels, half_b, split_record = _clusters_of_first_split(counts, resolution, options,
-                                                                settings)
+                                                                settings, validate)
         group_key = f"{key_added}_groups"
     else:
         _refuse_split_options_with_groupby(dict(
@@ -170,8 +176,12 @@ def rank_genes_groups_split(
     return adata if copy else None
 
 
-def _clusters_of_first_split(counts, resolution, options: dict, settings):
-    """Half A's labels (calibrated or at ``resolution``), half B's counts and the record."""
+def _clusters_of_first_split(counts, resolution, options: dict, settings, validate: bool):
+    """Half A's labels, half B's counts and the record.
+
+    The labels are Leiden's at the calibrated (or given) resolution, with the splits that do
+    not replicate on half B merged when ``validate`` is set.
+    """
     fit_options = {**options, "p": settings.p, "split": settings.split,
                    "overdispersion": settings.overdispersion, "n_splits": 1}
     if resolution in (None, "calibrated"):
@@ -187,7 +197,19 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings):
             "the loss does not support, or use deeper data."
         )
     labels = clusters.labels.astype(str)
-    record = {"p": settings.p, "split": settings.split,
+    validated_to = None
+    if validate and np.unique(labels).size > 1:
+        halves = GroupHalves(clusters.half_a, clusters.half_b, settings.p, {})
+        merged, tree = replicated_clusters(labels, halves, 0.05, 30, options["n_top_genes"])
+        labels, validated_to = np.asarray(merged).astype(str), tree["n_clusters"]
+        if validated_to < 2:
+            raise ValueError(
+                f"None of the {np.unique(clusters.labels).size} clusters' splits replicates "
+                "on half B, so there are no groups whose markers could be tested. Pass "
+                "validate=False to test the clusters anyway."
+            )
+    record = {"p": settings.p, "split": settings.split, "validated": bool(validate),
+              **({} if validated_to is None else {"clusters_after_validation": validated_to}),
               "random_state": _seed_record(settings.random_state),
               "resolution": float(resolution),
               "groups_from": "half A of the split (Leiden)", "tested_on": "its half B"}

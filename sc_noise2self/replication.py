@@ -42,7 +42,8 @@ from .denoisers.leiden import (
 from .embedding import fit_pca, max_rank
 from .transforms import library_sizes, normalised_values
 
-__all__ = ["GroupHalves", "checked_groups", "group_halves", "validate_clusters_split"]
+__all__ = ["GroupHalves", "checked_groups", "group_halves", "replicated_clusters",
+           "validate_clusters_split"]
 
 
 @dataclass
@@ -195,28 +196,42 @@ def validate_clusters_split(
                     hint="the most variable genes of half A, or None for all")
     key_added = key_added or f"{groupby}_validated"
     labels = checked_groups(adata, groupby)
-    halves = restricted(group_halves(adata, groupby, split_key, layer), n_top_genes)
-    names, codes = np.unique(labels, return_inverse=True)
+    halves = group_halves(adata, groupby, split_key, layer)
     log = logger()
-    start = log.info(f"testing the splits of {names.size} clusters on half B")
-    tree = cluster_tree(halves.a, codes, n_comps)
-    tested = test_tree(tree, codes, halves, alpha)
-    merged = merged_names(tree, names, tested["merged"])[codes]
-    new_names, members = renamed_by_size(merged)
+    start = log.info(f"testing the splits of {np.unique(labels).size} clusters on half B")
+    merged, record = replicated_clusters(labels, halves, alpha, n_comps, n_top_genes)
     adata = target(adata, copy)
-    adata.obs[key_added] = pd.Categorical(new_names[np.unique(merged, return_inverse=True)[1]],
-                                          categories=[str(k) for k in range(len(members))])
+    adata.obs[key_added] = merged
     adata.uns[key_added] = {
         "method": "validate_clusters_split",
         "params": {"groupby": groupby, "alpha": alpha, "n_comps": n_comps,
                    "n_top_genes": "None" if n_top_genes is None else n_top_genes,
                    "count_split": halves.record},
-        "clusters": names, "linkage": tree, **tested, "members": members,
-        "n_clusters": len(members),
+        **record,
     }
-    log.info(f"    {names.size} clusters became {np.unique(merged).size}", time=start,
+    log.info(f"    became {record['n_clusters']} clusters", time=start,
              deep=f"added obs[{key_added!r}] and uns[{key_added!r}]")
     return adata if copy else None
+
+
+def replicated_clusters(labels: np.ndarray, halves: GroupHalves, alpha: float, n_comps: int,
+                        n_top_genes: int | None) -> tuple[pd.Categorical, dict]:
+    """Half A's ``labels`` with the splits that fail on half B merged, and the tree's record.
+
+    The merged clusters are named 0..K-1, largest first; ``members`` maps each new name to
+    the old clusters it holds.
+    """
+    halves = restricted(halves, n_top_genes)
+    names, codes = np.unique(labels, return_inverse=True)
+    tree = cluster_tree(halves.a, codes, n_comps)
+    tested = test_tree(tree, codes, halves, alpha)
+    merged = merged_names(tree, names, tested["merged"])[codes]
+    new_names, members = renamed_by_size(merged)
+    categorical = pd.Categorical(new_names[np.unique(merged, return_inverse=True)[1]],
+                                 categories=[str(k) for k in range(len(members))])
+    record = {"clusters": names, "linkage": tree, **tested, "members": members,
+              "n_clusters": len(members)}
+    return categorical, record
 
 
 def restricted(halves: GroupHalves, n_top_genes: int | None) -> GroupHalves:

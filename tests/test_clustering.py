@@ -68,7 +68,8 @@ def naive_pvalues(adata) -> np.ndarray:
 def split_pvalues(adata, **options) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas fragmentation warnings inside scanpy
-        tl.rank_genes_groups_split(adata, resolution=1.0, n_genes=adata.n_vars, **options)
+        tl.rank_genes_groups_split(adata, resolution=1.0, n_genes=adata.n_vars,
+                                   validate=False, **options)
     return pvalues(adata, "rank_genes_groups_split")
 
 
@@ -235,7 +236,7 @@ def test_markers_of_calibrate_leiden_are_tested_on_its_own_half_b():
     by_record = adata.uns["rank_genes_groups_split"]
     # The same split drawn in one call: the same half-A labels and the same half-B tests.
     fresh = tl.rank_genes_groups_split(adata, resolution="calibrated", random_state=4,
-                                       copy=True)
+                                       validate=False, copy=True)
     assert fresh is not None
     np.testing.assert_array_equal(fresh.obs["rank_genes_groups_split_groups"].astype(str),
                                   adata.obs["noise2self_leiden"].astype(str))
@@ -462,3 +463,14 @@ def test_cellbench_cell_lines_at_low_depth(protocol, share):
     found = adata.obs["noise2self_leiden"]
     assert found.nunique() == 3
     assert adjusted_rand_score(deep.obs["cell_line"], found) >= 0.9
+
+
+def test_markers_in_one_call_are_of_the_clusters_that_replicate():
+    adata = realistic((0.5, 0.3, 0.2), 4, n_obs=1500)
+    tl.rank_genes_groups_split(adata, resolution=3.0, random_state=1)
+    record = adata.uns["rank_genes_groups_split"]["params"]["count_split"]
+    assert record["validated"] and record["clusters_after_validation"] == 3
+    assert adata.obs["rank_genes_groups_split_groups"].nunique() == 3
+    null = realistic((1.0,), 2, n_obs=800, n_vars=400)
+    with pytest.raises(ValueError, match="replicates on half B"):
+        tl.rank_genes_groups_split(null, resolution=2.0)

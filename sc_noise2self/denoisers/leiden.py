@@ -332,7 +332,8 @@ class Clustering:
     depth: float
     resolution: float
     n_comps: int
-    half_b: object = None  # the first split's half-B counts (None for one cluster)
+    half_a: object = None  # the first split's half-A counts (None for one cluster)
+    half_b: object = None  # and its half-B counts
 
 
 # The split options that the final labels share with the calibration (its first split).
@@ -384,7 +385,8 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
     scored = informative_genes(halves, options.get("n_top_genes", DEFAULT_TOP_GENES))
     graph = neighbour_graph(scored.values, n_comps, options["n_neighbors"], seed_of(seed))
     return Clustering(leiden_labels(graph, resolution, seed_of(seed)), values, depth,
-                      float(resolution), int(n_comps), half_b=halves.b_counts)
+                      float(resolution), int(n_comps), half_a=halves.a_counts,
+                      half_b=halves.b_counts)
 
 
 def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> dict:
