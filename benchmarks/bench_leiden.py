@@ -33,6 +33,7 @@ from test_clustering import homogeneous, naive_pvalues, split_pvalues
 
 import sc_noise2self as n2s
 from sc_noise2self.denoisers.leiden import DEFAULT_RESOLUTIONS
+from sc_noise2self.embedding import scanpy_neighbors
 
 warnings.filterwarnings("ignore")
 
@@ -45,7 +46,9 @@ def scanpy_sweep(adata) -> tuple[dict, float]:
     sc.pp.log1p(copy)
     sc.pp.highly_variable_genes(copy, n_top_genes=min(2000, copy.n_vars))
     sc.pp.pca(copy, n_comps=min(50, min(copy.shape) - 1), mask_var="highly_variable")
-    sc.pp.neighbors(copy)
+    # sc.pp.neighbors as scanpy builds it, with pynndescent 0.7's csr_array converted past
+    # 8,192 cells (scanpy 1.11.5 fails there otherwise: issue 24).
+    scanpy_neighbors(copy, n_neighbors=15, use_rep="X_pca", random_state=0)
     labels = {}
     for resolution in (*DEFAULT_RESOLUTIONS, 1.0):
         sc.tl.leiden(copy, resolution=resolution, flavor="igraph", n_iterations=2,
