@@ -165,3 +165,28 @@ def test_poisson_training_survives_cells_with_empty_half_a():
     loss = _training_loss(output, batch, halves, np.arange(4), "poisson")
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(output.grad).all()
+
+
+@pytest.mark.parametrize("nb_size", [(0.5, 50.0), None])
+@pytest.mark.parametrize(("family", "grid"), [("pca", {"max_comps": 20}), ("knn", {}),
+                                              ("diffusion", {})])
+def test_no_family_beats_the_baseline_on_a_realistic_null_with_count_loss_and_nb_split(
+        family, grid, nb_size):
+    # One population with depths varying (sd 0.6) and NB or Poisson counts. With the
+    # Poisson deviance at each cell's depth and the NB split at estimated sizes, no setting
+    # beats the gene-mean baseline. With the defaults (MSE on transformed values, binomial
+    # split) PCA picks rank 20 on the NB null and rank 1 on the Poisson one
+    # (benchmarks/RESULTS.md, issue 24): both losses' biases, measured, not yet the default.
+    import warnings
+
+    from sc_noise2self.calibration import calibrate_counts
+    from sc_noise2self.tl import FAMILIES
+
+    adata = n2s.simulation.simulate_counts(1500, 500, (1.0,), depth_sd=0.6, nb_size=nb_size,
+                                           random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the baseline warning is the expected outcome
+        result = calibrate_counts(adata.X, FAMILIES[family], loss="poisson",
+                                  split="negative_binomial", overdispersion="estimate", **grid)
+    best = float(result.loss[result.best_index])
+    assert best >= result.params["baseline_loss"] - 1e-12
