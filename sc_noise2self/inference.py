@@ -135,10 +135,10 @@ def rank_genes_groups_split(
     options = {"n_comps": n_comps, "n_neighbors": n_neighbors, "n_top_genes": n_top_genes,
                "rule": rule}
     LEIDEN.check_options(options, adata)
-    if overdispersion is None and split == "negative_binomial":
-        overdispersion = "estimate"
-    settings = LEIDEN.default_settings(p=p, split=split, overdispersion=overdispersion,
-                                       random_state=random_state)
+    settings = LEIDEN.default_settings(
+        p=p, split=split, random_state=random_state,
+        overdispersion=("estimate" if overdispersion is None and split == "negative_binomial"
+                        else overdispersion))
     if groupby is None:
         counts = get_counts(adata, layer)
         check_counts(counts)
@@ -147,8 +147,9 @@ def rank_genes_groups_split(
         group_key = f"{key_added}_groups"
     else:
         _refuse_split_options_with_groupby(dict(
-            resolution=resolution, p=p, split=split,
-            overdispersion=None if overdispersion == "estimate" else overdispersion))
+            resolution=resolution, p=p, split=split, overdispersion=overdispersion,
+            n_comps=n_comps, n_neighbors=n_neighbors, n_top_genes=n_top_genes, rule=rule,
+            random_state=random_state, validate=validate))
         halves = group_halves(adata, groupby, split_key, layer)
         half_b, split_record = halves.b, halves.record
         labels = checked_groups(adata, groupby)
@@ -200,7 +201,9 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
     validated_to = None
     if validate and np.unique(labels).size > 1:
         halves = GroupHalves(clusters.half_a, clusters.half_b, settings.p, {})
-        merged, tree = replicated_clusters(labels, halves, 0.05, 30, options["n_top_genes"])
+        n_comps = 30 if options["n_comps"] is None else options["n_comps"]
+        merged, tree = replicated_clusters(labels, halves, 0.05, n_comps,
+                                           options["n_top_genes"])
         labels, validated_to = np.asarray(merged).astype(str), tree["n_clusters"]
         if validated_to < 2:
             raise ValueError(
@@ -208,6 +211,13 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
                 "on half B, so there are no groups whose markers could be tested. Pass "
                 "validate=False to test the clusters anyway."
             )
+    names, sizes = np.unique(labels, return_counts=True)
+    if names.size < 2 or sizes.min() < 2:
+        raise ValueError(
+            f"Half A's clustering has {names.size} group(s), the smallest of {sizes.min()} "
+            "cell(s): markers need at least two groups of two cells. Use a lower resolution, "
+            "or validate=True to merge clusters that do not replicate."
+        )
     record = {"p": settings.p, "split": settings.split, "validated": bool(validate),
               **({} if validated_to is None else {"clusters_after_validation": validated_to}),
               "random_state": _seed_record(settings.random_state),
@@ -217,19 +227,23 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
 
 
 def _refuse_split_options_with_groupby(given: dict) -> None:
-    """With ``groupby`` the split is the groups' own; options for another one are refused."""
+    """Refuse, not ignore, options that make groups or splits when ``groupby`` is given."""
     defaults = inspect.signature(rank_genes_groups_split).parameters
     changed = [name for name, value in given.items()
                if not _same(value, defaults[name].default)]
     if changed:
         raise ValueError(
-            f"With groupby, the split is the one that made the groups, so {changed} cannot "
-            "be used: pass them to calibrate_leiden or pp.split_molecules instead."
+            f"With groupby, the groups and the split they came from are already made, so "
+            f"{changed} cannot be used: pass them to calibrate_leiden, "
+            "validate_clusters_split or pp.split_molecules instead."
         )
 
 
 def _same(value, default) -> bool:
-    return isinstance(value, type(default)) and value == default
+    """``value`` is the default (arrays never are)."""
+    if isinstance(value, np.ndarray) or isinstance(default, np.ndarray):
+        return False
+    return type(value) is type(default) and value == default
 
 
 def _check_clustering_options(resolution, n_comps, n_neighbors, adata: ad.AnnData) -> None:

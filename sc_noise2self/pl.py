@@ -294,10 +294,13 @@ def cluster_tree(adata, key: str = "noise2self_leiden_validated", *, ax=None,
 
     drawn = hierarchy.dendrogram(tree, labels=[str(c) for c in record["clusters"]], ax=ax,
                                  link_color_func=colour)
-    heights = np.asarray(drawn["dcoord"])[:, 1]
-    order = np.argsort(tree[:, 2])
-    for xs, height in zip(drawn["icoord"], heights, strict=True):
-        node = order[np.argmin(np.abs(tree[order, 2] - height))]
+    centres = _node_centres(tree, drawn["leaves"])
+    for xs, ys in zip(drawn["icoord"], drawn["dcoord"], strict=True):
+        # A link's node: the one at its height whose centre is the link's middle (heights
+        # alone tie when two merges are equally far apart).
+        middle = 0.5 * (xs[1] + xs[2])
+        node = int(np.argmin(np.abs(centres - middle) + np.abs(tree[:, 2] - ys[1])))
+        height = ys[1]
         pvalue = record["pvalues"][node]
         if np.isfinite(pvalue):
             ax.annotate(f"{pvalue:.2g}", (0.5 * (xs[1] + xs[2]), height), fontsize="x-small",
@@ -306,6 +309,16 @@ def cluster_tree(adata, key: str = "noise2self_leiden_validated", *, ax=None,
     ax.set_title(f"{record['n_clusters']} clusters replicate on half B", fontsize="small")
     _save_or_show(ax.figure, save, show)
     return ax
+
+
+def _node_centres(tree: np.ndarray, leaves: list[int]) -> np.ndarray:
+    """The x of each merge in scipy's dendrogram: leaves at 5, 15, ..., merges midway."""
+    n_leaves = tree.shape[0] + 1
+    x = np.empty(2 * n_leaves - 1)
+    x[np.asarray(leaves)] = 5.0 + 10.0 * np.arange(n_leaves)
+    for row, (left, right) in enumerate(tree[:, :2].astype(int)):
+        x[n_leaves + row] = 0.5 * (x[left] + x[right])
+    return x[n_leaves:]
 
 
 def pvalue_qq(adata, key: str = "rank_genes_groups_split", *, naive_key: str | None = None,

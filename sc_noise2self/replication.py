@@ -34,7 +34,9 @@ from ._anndata import get_counts, logger, target
 from ._validation import check_counts, check_fraction, check_whole
 from .denoisers.leiden import (
     DEFAULT_TOP_GENES,
+    LABELS_FROM_HALF_A,
     count_deviances,
+    counts_fingerprint,
     first_split,
     split_settings,
     top_variable_genes,
@@ -56,8 +58,12 @@ class GroupHalves:
     record: dict  # where the groups and the halves came from
 
 
-def checked_groups(adata: ad.AnnData, column: str, *, what: str = "groupby") -> np.ndarray:
-    """The labels of ``obs[column]`` as strings, refused when they cannot be compared."""
+def checked_groups(adata: ad.AnnData, column: str, *, what: str = "groupby",
+                   min_size: int = 2) -> np.ndarray:
+    """The labels of ``obs[column]`` as strings, refused when they cannot be compared.
+
+    ``min_size`` is the fewest cells a group may have (2 for a test of each group).
+    """
     if column not in adata.obs:
         raise KeyError(f"{what}={column!r} is not a column of adata.obs.")
     if adata.obs[column].isna().any():
@@ -73,7 +79,7 @@ def checked_groups(adata: ad.AnnData, column: str, *, what: str = "groupby") -> 
             "needed to compare. One cluster is what calibrate_leiden returns when no "
             "clustering beats it; there is nothing to test."
         )
-    if sizes.min() < 2:
+    if sizes.min() < min_size:
         raise ValueError(
             f"{what}={column!r} has one-cell group(s) {list(names[sizes < 2])[:5]}: a test "
             "needs at least two cells per group. Merge or drop them first."
@@ -116,9 +122,29 @@ def _leiden_halves(adata: ad.AnnData, column: str, record: dict, layer,
             f"{what}={column!r} came from a run whose seed was not an integer, so its split "
             "cannot be drawn again; rerun calibrate_leiden with an integer random_state."
         )
+    if params.get("labels_from") != LABELS_FROM_HALF_A:
+        raise ValueError(
+            f"{what}={column!r} has no record of being made on half A (a record written "
+            "before sc_noise2self's issue 24 labelled the cells from all the counts). Rerun "
+            "calibrate_leiden on this AnnData."
+        )
     counts = get_counts(adata, None if stored_layer == "X" else stored_layer)
-    sizes = f"{column}_overdispersion"  # the NB sizes calibrate_leiden estimated, if any
-    if isinstance(params.get("overdispersion"), str) and sizes in adata.var:
+    if counts_fingerprint(counts) != params.get("counts"):
+        raise ValueError(
+            f"{what}={column!r} was made on half A of a split of other counts (the cells, "
+            "genes or totals changed since calibrate_leiden: a subset, a gene filter or a "
+            "normalised X). Its split cannot be drawn again here, and another split's half B "
+            "would hold the molecules that made the clusters. Test on the AnnData "
+            "calibrate_leiden ran on, or rerun it on this one."
+        )
+    if isinstance(params.get("overdispersion"), str) and params["overdispersion"].startswith(
+            "per gene"):
+        sizes = f"{column}_overdispersion"
+        if sizes not in adata.var:
+            raise KeyError(
+                f"{what}={column!r} was split at per-gene NB sizes kept in var[{sizes!r}], "
+                "which is gone; rerun calibrate_leiden."
+            )
         params["overdispersion"] = adata.var[sizes].to_numpy()
     settings = split_settings(params, params["transform"], int(params["random_state"]))
     halves, _ = first_split(counts, settings)
@@ -195,7 +221,13 @@ def validate_clusters_split(
         check_whole(n_top_genes, name="n_top_genes", minimum=2,
                     hint="the most variable genes of half A, or None for all")
     key_added = key_added or f"{groupby}_validated"
-    labels = checked_groups(adata, groupby)
+    if key_added == groupby:
+        raise ValueError(
+            f"key_added={key_added!r} is groupby itself: the merged labels would replace the "
+            "clusters and the record of the split they came from. Choose another key_added."
+        )
+    # One-cell clusters (Leiden makes them at high resolution) are tested like any other.
+    labels = checked_groups(adata, groupby, min_size=1)
     halves = group_halves(adata, groupby, split_key, layer)
     log = logger()
     start = log.info(f"testing the splits of {np.unique(labels).size} clusters on half B")
@@ -268,7 +300,7 @@ def test_tree(tree: np.ndarray, codes: np.ndarray, halves: GroupHalves, alpha: f
         rows = np.flatnonzero(np.isin(codes, left + right))
         levels[node] = alpha * (rows.size - 1) / (codes.size - 1)
         pvalues[node] = split_pvalue(rows, np.isin(codes[rows], right), halves, totals)
-        if pvalues[node] > levels[node]:
+        if not pvalues[node] <= levels[node]:  # a NaN p-value merges too
             merged[node] = True
             continue
         stack.extend(int(child) - n_leaves for child in tree[node, :2] if child >= n_leaves)

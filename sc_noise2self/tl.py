@@ -305,7 +305,9 @@ def _stored_calibration(adata, key, family, counts, arguments, layer) -> Calibra
     # the value it resolved to: any stored value matches it.
     resolved = {name for name, default in family.options.items()
                 if default is None and arguments[name] is None}
-    if isinstance(arguments["overdispersion"], str):  # "estimate": stored as the sizes found
+    stored_sizes = record["params"].get("overdispersion")
+    if (isinstance(arguments["overdispersion"], str) and isinstance(stored_sizes, str)
+            and stored_sizes.startswith("per gene")):  # "estimate": stored as sizes found
         resolved.add("overdispersion")
     if any(_comparable(stored.get(name)) != _comparable(value) for name, value in wanted.items()
            if name not in resolved):
@@ -444,8 +446,10 @@ def compare(
     Returns
     -------
     A DataFrame with one row per method: ``method``, ``param``, ``best``, ``best_loss``,
-    ``baseline_loss`` (the gene-mean referee on the same split), ``seconds``, ``key``,
-    sorted by ``best_loss``.
+    ``baseline_loss`` (the gene-mean referee on the same split), ``loss`` and ``split``,
+    ``seconds``, ``key``, sorted by ``best_loss``. Losses compare across rows only where
+    ``loss`` and ``split`` agree: the Leiden family scores counts (``"poisson"``) on its
+    own NB split unless told otherwise, so read its row against its own baseline.
     """
     for method in methods:
         check_choice(method, METHODS, name="method")
@@ -463,6 +467,7 @@ def compare(
         rows.append(dict(method=method, param=result.param, best=result.best,
                          best_loss=float(result.loss[result.best_index]),
                          baseline_loss=result.params.get("baseline_loss"),
+                         loss=result.params.get("loss"), split=result.params.get("split"),
                          seconds=time.perf_counter() - start, key=key))
     return pd.DataFrame(rows).sort_values("best_loss", ignore_index=True)
 

@@ -474,3 +474,70 @@ def test_markers_in_one_call_are_of_the_clusters_that_replicate():
     null = realistic((1.0,), 2, n_obs=800, n_vars=400)
     with pytest.raises(ValueError, match="replicates on half B"):
         tl.rank_genes_groups_split(null, resolution=2.0)
+
+
+def test_labels_cannot_be_tested_on_a_split_of_other_counts():
+    # The split is drawn again from its seed, each cell's row and total: on a subset of the
+    # cells or genes it would be another split, whose half B holds the molecules that made
+    # the clusters. Fails when the record's counts fingerprint is not checked.
+    adata = realistic((0.6, 0.4), 8, n_obs=600, n_vars=300)
+    tl.calibrate_leiden(adata, resolutions=[0.1, 0.5])
+    for subset in (adata[:500].copy(), adata[:, :250].copy()):
+        with pytest.raises(ValueError, match="split of other counts"):
+            tl.rank_genes_groups_split(subset, groupby="noise2self_leiden")
+        with pytest.raises(ValueError, match="split of other counts"):
+            tl.validate_clusters_split(subset)
+    old = adata.copy()  # a record from before issue 24 labelled cells from all counts
+    del old.uns["noise2self_leiden"]["params"]["labels_from"]
+    with pytest.raises(ValueError, match="no record of being made on half A"):
+        tl.rank_genes_groups_split(old, groupby="noise2self_leiden")
+    with pytest.raises(ValueError, match="is groupby itself"):
+        tl.validate_clusters_split(adata, key_added="noise2self_leiden")
+    with pytest.raises(ValueError, match=r"'overdispersion'.*cannot be used"):
+        tl.rank_genes_groups_split(adata, groupby="noise2self_leiden",
+                                   overdispersion=np.full(adata.n_vars, 5.0))
+    with pytest.raises(ValueError, match="sample_ratio"):
+        tl.calibrate_leiden(adata.copy(), split="binomial", overdispersion=None,
+                            sample_ratio=0.5)
+
+
+def test_given_nb_sizes_are_kept_so_the_split_can_be_drawn_again():
+    adata = realistic((0.6, 0.4), 9, n_obs=600, n_vars=300, effect=2.0)
+    sizes = np.full(adata.n_vars, 5.0)
+    tl.denoise_leiden(adata, resolution=0.3, overdispersion=sizes, max_layer_gb=0)
+    np.testing.assert_array_equal(adata.var["noise2self_leiden_overdispersion"], sizes)
+    tl.rank_genes_groups_split(adata, groupby="noise2self_leiden")
+    assert "names" in adata.uns["rank_genes_groups_split"]
+
+
+def test_stored_zeros_in_half_b_do_not_make_nan_losses():
+    from sc_noise2self.denoisers.leiden import count_deviances
+
+    a = sparse.csr_matrix(np.array([[2, 1, 0], [1, 3, 1], [0, 2, 2]], dtype=np.float64))
+    b = sparse.csr_matrix(np.array([[1, 1, 1], [2, 0, 1], [1, 1, 0]], dtype=np.float64))
+    # b again, with an explicitly stored zero at (1, 1)
+    stored = sparse.csr_matrix((np.array([1, 1, 1, 2, 0, 1, 1, 1.0]),
+                                np.array([0, 1, 2, 0, 1, 2, 0, 1]), np.array([0, 3, 6, 8])),
+                               shape=(3, 3))
+    assert 0 in stored.data
+    totals = np.asarray(a.sum(axis=1)).ravel()
+    labels = np.array([0, 0, 1])
+    clean = count_deviances(labels, a, b, totals, 0.7)
+    assert np.all(np.isfinite(clean))
+    np.testing.assert_allclose(count_deviances(labels, a, stored, totals, 0.7), clean)
+
+
+def test_cluster_tree_labels_every_tested_split_even_at_equal_heights():
+    # Two merges at the same height: matching links to nodes by height alone labelled one
+    # node twice and the other never.
+    import matplotlib
+    from scipy.cluster import hierarchy
+
+    matplotlib.use("Agg")
+    tree = hierarchy.linkage(np.array([[0, 0], [0, 1], [5, 0], [5, 1]], float), "average")
+    adata = ad.AnnData(np.zeros((4, 1)))
+    adata.uns["v"] = {"linkage": tree, "merged": np.array([True, True, False]),
+                      "pvalues": np.array([0.5, 0.6, 0.001]),
+                      "clusters": np.array(["a", "b", "c", "d"]), "n_clusters": 2}
+    ax = n2s.pl.cluster_tree(adata, key="v", show=False)
+    assert sorted(t.get_text() for t in ax.texts) == ["0.001", "0.5", "0.6"]

@@ -99,11 +99,19 @@ def _check(options: dict, X) -> None:
 
 
 def _prepare(options: dict, X, settings) -> dict:
-    """Refuse folds (the labels are made on half A of the first split), then the rank."""
+    """Refuse folds and overlapping halves, then resolve the rank.
+
+    The labels are made on half A of the first split, and half B must be unseen.
+    """
     if settings.folds is not None:
         raise ValueError(
             "The Leiden family labels the cells on half A of its first split; folds has no "
             "such half. Use n_splits instead of folds."
+        )
+    if settings.sample_ratio:
+        raise ValueError(
+            "sample_ratio makes overlapping halves, so half B would share molecules with the "
+            "half A that made the clusters; the Leiden family refuses it."
         )
     return calibrated_rank(options, X, settings)
 
@@ -232,11 +240,12 @@ def _entry_keys(X) -> np.ndarray:
 
 
 def _canonical(X):
-    """CSR with sorted indices and no duplicates, so its entry keys increase."""
+    """CSR with sorted indices, no duplicates and no stored zeros (keys increase)."""
     X = sparse.csr_matrix(X)
-    if not X.has_canonical_format:
+    if not X.has_canonical_format or (X.nnz and not X.data.all()):
         X = X.copy()
         X.sum_duplicates()
+        X.eliminate_zeros()  # a stored 0 would make 0 log 0 a NaN in the deviance
     return X
 
 
@@ -295,7 +304,8 @@ def paired_standard_errors(per_cell: np.ndarray) -> np.ndarray:
     ``per_cell`` is (grid, cells). Cells are the independent units of a split, so the
     spread of their paired differences says how far two points' means can be trusted apart.
     """
-    best = int(np.argmin(per_cell.sum(axis=1)))
+    best = int(np.nanargmin(np.where(np.isfinite(per_cell).all(axis=1),
+                                     per_cell.sum(axis=1), np.inf)))
     differences = per_cell - per_cell[best]
     return differences.std(axis=1, ddof=1) / np.sqrt(per_cell.shape[1])
 
@@ -334,6 +344,8 @@ class Clustering:
     n_comps: int
     half_a: object = None  # the first split's half-A counts (None for one cluster)
     half_b: object = None  # and its half-B counts
+    fingerprint: str = ""  # of the counts the split was drawn from (counts_fingerprint)
+    nb_sizes: object = None  # the NB split's per-gene sizes, when they were an array
 
 
 # The split options that the final labels share with the calibration (its first split).
@@ -352,13 +364,36 @@ def first_split(counts, settings: SplitSettings) -> tuple[Halves, np.random.Seed
             "The Leiden family labels the cells on half A of its first split; folds has no "
             "such half. Use n_splits instead of folds."
         )
+    if settings.sample_ratio:
+        raise ValueError(
+            "sample_ratio makes overlapping halves, so half B would share molecules with the "
+            "half A that made the clusters; the Leiden family refuses it."
+        )
     settings = settings.validate(counts)
     seed = spawn_seeds(settings.random_state, settings.n_splits)[0]
     halves = prepare_halves(
         counts, p=settings.p, transform=settings.transform, random_state=seed,
         keep_counts=True, keep_a_counts=True, split=settings.split,
         overdispersion=settings.overdispersion)
+    halves.b_sizes = (np.asarray(settings.overdispersion, dtype=np.float64)
+                      if isinstance(settings.overdispersion, np.ndarray) else None)
     return halves, seed
+
+
+def counts_fingerprint(counts) -> str:
+    """A digest of the counts a split is drawn from: its shape and every cell's total.
+
+    The draws are keyed by each cell's row and total, so labels made on half A can only be
+    tested on the half B of the same rows, genes and totals: a subset or a re-ordering of
+    the cells or genes draws another split, whose half B holds molecules that made them.
+    """
+    import hashlib
+
+    totals = np.asarray(library_sizes(counts), dtype=np.float64)
+    digest = hashlib.sha1(np.asarray(counts.shape, dtype=np.int64).tobytes())
+    digest.update(totals.tobytes())
+    digest.update(np.asarray(counts.sum(axis=0), dtype=np.float64).ravel().tobytes())
+    return digest.hexdigest()
 
 
 def split_settings(options: dict, transform: str, random_state) -> SplitSettings:
@@ -380,13 +415,14 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
     values = normalised_values(counts, depth, transform)
     if resolution == 0:
         return Clustering(np.zeros(counts.shape[0], dtype=np.int64), values, depth, 0.0,
-                          int(n_comps))
+                          int(n_comps), fingerprint=counts_fingerprint(counts))
     halves, seed = first_split(counts, settings)
     scored = informative_genes(halves, options.get("n_top_genes", DEFAULT_TOP_GENES))
     graph = neighbour_graph(scored.values, n_comps, options["n_neighbors"], seed_of(seed))
     return Clustering(leiden_labels(graph, resolution, seed_of(seed)), values, depth,
                       float(resolution), int(n_comps), half_a=halves.a_counts,
-                      half_b=halves.b_counts)
+                      half_b=halves.b_counts, fingerprint=counts_fingerprint(counts),
+                      nb_sizes=halves.b_sizes)
 
 
 def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> dict:
@@ -396,8 +432,18 @@ def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> 
     if max_layer_gb is not None:  # None: calibrate_leiden writes the labels only
         write_dense_layer(adata, key, max_layer_gb, values=lambda: cluster_values(
             adata, key, np.arange(adata.n_vars), fitted.values))
-    adata.uns[key]["params"]["n_comps"] = fitted.n_comps
+    adata.uns[key]["params"].update(
+        n_comps=fitted.n_comps, labels_from=LABELS_FROM_HALF_A, counts=fitted.fingerprint)
+    if fitted.nb_sizes is not None:  # the split's sizes, so that it can be drawn again
+        adata.var[f"{key}_overdispersion"] = fitted.nb_sizes
+        adata.uns[key]["params"]["overdispersion"] = (
+            f"per gene, in var['{key}_overdispersion']")
     return {"n_clusters": int(fitted.labels.max()) + 1, "resolution": fitted.resolution}
+
+
+# What a Leiden record's labels were made from (records made before issue 24 lack it: their
+# labels came from all the counts, and no half of theirs is unseen).
+LABELS_FROM_HALF_A = "half A of the first split"
 
 
 def cluster_values(adata, key: str, columns: np.ndarray, values=None) -> np.ndarray:
