@@ -320,6 +320,8 @@ ANNDATA_CASES = [
      "loss='mse' is not available for the leiden family"),
     ("leiden folds", lambda t: tl.calibrate_leiden(adata_of(), folds=3), ValueError,
      "Use n_splits instead of folds"),
+    ("leiden random_state=None", lambda t: tl.calibrate_leiden(adata_of(), random_state=None),
+     TypeError, "needs an integer seed"),
     ("markers of one cluster", lambda t: tl.rank_genes_groups_split(
         with_obs(split_adata(), g="0"), groupby="g"), ValueError, "holds one group"),
     ("markers of one-cell clusters", lambda t: tl.rank_genes_groups_split(

@@ -113,6 +113,12 @@ def _prepare(options: dict, X, settings) -> dict:
             "sample_ratio makes overlapping halves, so half B would share molecules with the "
             "half A that made the clusters; the Leiden family refuses it."
         )
+    if not isinstance(settings.random_state, int | np.integer):
+        raise TypeError(
+            f"random_state={settings.random_state!r}: the Leiden family draws its first split "
+            "again to label the cells and to test them on half B, so it needs an integer "
+            "seed (e.g. random_state=0)."
+        )
     return calibrated_rank(options, X, settings)
 
 
