@@ -10,6 +10,7 @@ states together; too many average too few cells, and their means keep half A's n
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -393,8 +394,6 @@ def counts_fingerprint(counts) -> str:
     tested on the half B of the same rows, genes and totals: a subset or a re-ordering of
     the cells or genes draws another split, whose half B holds molecules that made them.
     """
-    import hashlib
-
     totals = np.asarray(library_sizes(counts), dtype=np.float64)
     digest = hashlib.sha1(np.asarray(counts.shape, dtype=np.int64).tobytes())
     digest.update(totals.tobytes())
