@@ -541,3 +541,22 @@ def test_cluster_tree_labels_every_tested_split_even_at_equal_heights():
                       "clusters": np.array(["a", "b", "c", "d"]), "n_clusters": 2}
     ax = n2s.pl.cluster_tree(adata, key="v", show=False)
     assert sorted(t.get_text() for t in ax.texts) == ["0.001", "0.5", "0.6"]
+
+
+def test_several_splits_give_one_paired_standard_error_from_their_averaged_cell_losses():
+    from sc_noise2self.denoisers.leiden import (
+        LEIDEN,
+        calibrate_leiden_counts,
+        choose_resolution,
+        paired_standard_errors,
+    )
+
+    adata = realistic((0.6, 0.4), 10, n_obs=500, n_vars=300)
+    result = calibrate_leiden_counts(adata.X, resolutions=[0.1, 1.0],
+                                     settings=LEIDEN.default_settings(n_splits=3))
+    cells = np.asarray(result.params["cell_losses"])
+    assert cells.shape == (3, 500)  # grid (with resolution 0) x cells, averaged over splits
+    np.testing.assert_allclose(cells.mean(axis=1), result.loss)
+    choose_resolution(result)
+    assert "cell_losses" not in result.params  # never written to uns
+    np.testing.assert_allclose(result.params["standard_error"], paired_standard_errors(cells))

@@ -71,6 +71,9 @@ def choose_resolution(result) -> float:
     """
     grid, losses = np.asarray(result.grid, dtype=np.float64), result.loss
     best = result.best_index
+    cell_losses = result.params.pop("cell_losses", None)  # cells x grid: too big for uns
+    if cell_losses is not None:
+        result.params["standard_error"] = paired_standard_errors(np.asarray(cell_losses))
     errors = np.asarray(result.params.get("standard_error", np.zeros_like(losses)), dtype=float)
     within = np.flatnonzero(np.isfinite(losses) & (losses - losses[best] <= errors))
     parsimonious = int(within.min()) if within.size else best
@@ -333,11 +336,11 @@ def score_resolutions(halves: Halves, grid: np.ndarray, seed, options: dict, los
                   else leiden_labels(graph, resolution, seed))
         per_cell.append(count_deviances(labels, scored.a, scored.b, scored.totals, halves.p))
         n_clusters.append(int(labels.max()) + 1)
-    per_cell = np.asarray(per_cell)
-    n_genes = scored.a.shape[1]
-    return per_cell.mean(axis=1) / n_genes, {
-        "n_clusters": np.array(n_clusters),
-        "standard_error": paired_standard_errors(per_cell) / n_genes}
+    per_cell = np.asarray(per_cell) / scored.a.shape[1]
+    # The engine averages extras over splits: the per-cell losses' average is what the
+    # standard errors of several splits are computed from (choose_resolution).
+    return per_cell.mean(axis=1), {"n_clusters": np.array(n_clusters), "cell_losses": per_cell,
+                                   "standard_error": paired_standard_errors(per_cell)}
 
 
 @dataclass
