@@ -107,16 +107,7 @@ def _prepare(options: dict, X, settings) -> dict:
 
     The labels are made on half A of the first split, and half B must be unseen.
     """
-    if settings.folds is not None:
-        raise ValueError(
-            "The Leiden family labels the cells on half A of its first split; folds has no "
-            "such half. Use n_splits instead of folds."
-        )
-    if settings.sample_ratio:
-        raise ValueError(
-            "sample_ratio makes overlapping halves, so half B would share molecules with the "
-            "half A that made the clusters; the Leiden family refuses it."
-        )
+    check_first_split(settings)
     if not isinstance(settings.random_state, int | np.integer):
         raise TypeError(
             f"random_state={settings.random_state!r}: the Leiden family draws its first split "
@@ -362,13 +353,8 @@ class Clustering:
 SPLIT_FIT_OPTIONS = ("p", "split", "overdispersion", "n_splits", "folds")
 
 
-def first_split(counts, settings: SplitSettings) -> tuple[Halves, np.random.SeedSequence]:
-    """The halves of a calibration's first split, drawn again (the draws are seeded).
-
-    The same call as :func:`~sc_noise2self.runs.run_splits` makes for its first split, so
-    the labels made here on half A are the ones that were scored, and half B is the half
-    they never saw, for marker tests.
-    """
+def check_first_split(settings: SplitSettings) -> None:
+    """Refuse the settings that leave no unseen half B of a first split to draw again."""
     if settings.folds is not None:
         raise ValueError(
             "The Leiden family labels the cells on half A of its first split; folds has no "
@@ -379,6 +365,16 @@ def first_split(counts, settings: SplitSettings) -> tuple[Halves, np.random.Seed
             "sample_ratio makes overlapping halves, so half B would share molecules with the "
             "half A that made the clusters; the Leiden family refuses it."
         )
+
+
+def first_split(counts, settings: SplitSettings) -> tuple[Halves, np.random.SeedSequence]:
+    """The halves of a calibration's first split, drawn again (the draws are seeded).
+
+    The same call as :func:`~sc_noise2self.runs.run_splits` makes for its first split, so
+    the labels made here on half A are the ones that were scored, and half B is the half
+    they never saw, for marker tests.
+    """
+    check_first_split(settings)
     settings = settings.validate(counts)
     seed = spawn_seeds(settings.random_state, settings.n_splits)[0]
     halves = prepare_halves(
