@@ -35,9 +35,10 @@ from ._validation import check_counts, check_fraction, check_whole
 from .denoisers.leiden import (
     DEFAULT_TOP_GENES,
     LABELS_FROM_HALF_A,
-    count_deviances,
+    DevianceTargets,
     counts_fingerprint,
     first_split,
+    partition_deviances,
     split_settings,
     top_variable_genes,
 )
@@ -310,10 +311,9 @@ def test_tree(tree: np.ndarray, codes: np.ndarray, halves: GroupHalves, alpha: f
 def split_pvalue(rows: np.ndarray, right: np.ndarray, halves: GroupHalves,
                  totals: np.ndarray) -> float:
     """One-sided p-value that two branches' half-A rates predict half B better than one."""
-    a, b = halves.a[rows], halves.b[rows]
-    together = count_deviances(np.zeros(rows.size, dtype=np.int64), a, b, totals[rows],
-                               halves.p)
-    apart = count_deviances(right.astype(np.int64), a, b, totals[rows], halves.p)
+    targets = DevianceTargets.of(halves.a[rows], halves.b[rows], totals[rows], halves.p)
+    together = partition_deviances(np.zeros(rows.size, dtype=np.int64), targets)
+    apart = partition_deviances(right.astype(np.int64), targets)
     gain = together - apart
     if gain.std() == 0:
         return 1.0

@@ -195,27 +195,57 @@ def count_deviances(labels: np.ndarray, a, b, totals_a: np.ndarray, p: float) ->
     ``totals_a`` are the cells' half-A totals and ``p`` half A's share of the molecules; the
     population (and its prior) is the cells given.
     """
-    a, b = _canonical(a), _canonical(b)
-    totals = np.asarray(totals_a, dtype=np.float64)
+    return partition_deviances(labels, DevianceTargets.of(a, b, totals_a, p))
+
+
+@dataclass
+class DevianceTargets:
+    """What every partition's deviances share: half B's non-zeros and their half-A counts.
+
+    Made once per split (:meth:`of`) and scored for each partition by
+    :func:`partition_deviances`.
+    """
+
+    a: Any  # canonical CSR, raw half-A counts
+    totals: np.ndarray  # each cell's half-A total
+    rows: np.ndarray  # the cell of each of half B's non-zeros
+    genes: np.ndarray  # and its gene
+    observed: np.ndarray  # and its count
+    own_a: np.ndarray  # the half-A count of the same cell and gene
+    constant: np.ndarray  # each cell's 2 (sum_g mu - sum_g b), the same for every partition
+    p: float
+
+    @classmethod
+    def of(cls, a, b, totals_a: np.ndarray, p: float) -> DevianceTargets:
+        """The targets of raw half-A counts ``a`` and half-B counts ``b``."""
+        a, b = _canonical(a), _canonical(b)
+        totals = np.asarray(totals_a, dtype=np.float64)
+        b_totals = np.asarray(b.sum(axis=1), dtype=np.float64).ravel()
+        # The rates sum to one over genes, so sum_g mu = n_i (1 - p) / p for any partition.
+        constant = 2.0 * (totals * (1.0 - p) / p - b_totals)
+        rows = np.repeat(np.arange(b.shape[0]), np.diff(b.indptr))
+        return cls(a, totals, rows, b.indices, b.data.astype(np.float64), values_at(a, b),
+                   constant, p)
+
+
+def partition_deviances(labels: np.ndarray, targets: DevianceTargets) -> np.ndarray:
+    """Each cell's deviance under ``labels`` (see :func:`cell_deviances`)."""
+    t = targets
     members = sparse.csr_matrix(
         (np.ones(labels.size), (labels, np.arange(labels.size))),
         shape=(int(labels.max()) + 1, labels.size))
-    sums = np.asarray((members @ a).todense(), dtype=np.float64)  # clusters x genes, half A
-    cluster_totals = members @ totals
-    prior = PRIOR_CELLS * max(float(np.median(totals)), 1.0)
-    scale = (1.0 - p) / p
-    own_a = values_at(a, b)  # the half-A count of each of half B's non-zeros, same cell
-    rows = np.repeat(np.arange(b.shape[0]), np.diff(b.indptr))
-    genes, observed = b.indices, b.data.astype(np.float64)
-    left = np.maximum(float(totals.sum()) - totals[rows], 1.0)
-    population = (sums.sum(axis=0)[genes] - own_a) / left
-    rate = ((sums[labels[rows], genes] - own_a + prior * population)
-            / (cluster_totals[labels[rows]] - totals[rows] + prior))
-    mean = np.maximum(rate * totals[rows] * scale, 1e-12)
-    deviance = np.bincount(rows, weights=observed * np.log(observed / mean),
-                           minlength=b.shape[0])
-    b_totals = np.asarray(b.sum(axis=1), dtype=np.float64).ravel()
-    return 2.0 * (deviance - b_totals + totals * scale)
+    sums = np.asarray((members @ t.a).todense(), dtype=np.float64)  # clusters x genes
+    cluster_totals = members @ t.totals
+    prior = PRIOR_CELLS * max(float(np.median(t.totals)), 1.0)
+    left = np.maximum(float(t.totals.sum()) - t.totals[t.rows], 1.0)
+    population = (sums.sum(axis=0)[t.genes] - t.own_a) / left
+    cells = labels[t.rows]
+    rate = ((sums[cells, t.genes] - t.own_a + prior * population)
+            / (cluster_totals[cells] - t.totals[t.rows] + prior))
+    mean = np.maximum(rate * t.totals[t.rows] * ((1.0 - t.p) / t.p), 1e-12)
+    deviance = np.bincount(t.rows, weights=t.observed * np.log(t.observed / mean),
+                           minlength=t.totals.size)
+    return 2.0 * deviance + t.constant
 
 
 # Weight of the population's rate in each cluster's rate, in typical cells of half A.
@@ -321,11 +351,12 @@ def score_resolutions(halves: Halves, grid: np.ndarray, seed, options: dict, los
     seed = seed_of(seed)
     scored = informative_genes(halves, options["n_top_genes"])
     graph = neighbour_graph(scored.values, options["n_comps"], options["n_neighbors"], seed)
+    targets = DevianceTargets.of(scored.a, scored.b, scored.totals, halves.p)
     per_cell, n_clusters = [], []
     for resolution in grid:
         labels = (np.zeros(halves.a.shape[0], dtype=np.int64) if resolution == 0
                   else leiden_labels(graph, resolution, seed))
-        per_cell.append(count_deviances(labels, scored.a, scored.b, scored.totals, halves.p))
+        per_cell.append(partition_deviances(labels, targets))
         n_clusters.append(int(labels.max()) + 1)
     per_cell = np.asarray(per_cell) / scored.a.shape[1]
     # The engine averages extras over splits: the per-cell losses' average is what the
