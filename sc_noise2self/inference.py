@@ -27,13 +27,18 @@ from .denoisers.leiden import (
     DEFAULT_TOP_GENES,
     LEIDEN,
     LEIDEN_SPLIT,
-    RULES,
     choose_resolution,
     fit_clusters,
 )
 from .embedding import scanpy_neighbors
 from .pp import split_counts
-from .replication import GroupHalves, checked_groups, group_halves, replicated_clusters
+from .replication import (
+    GroupHalves,
+    checked_groups,
+    checked_labels,
+    group_halves,
+    replicated_clusters,
+)
 
 METHODS = ("wilcoxon", "t-test", "t-test_overestim_var", "logreg")
 
@@ -130,7 +135,6 @@ def rank_genes_groups_split(
         # rank-sum variance is overestimated and the p-values pile up near 1.
         kwargs.setdefault("tie_correct", True)
     p = check_fraction(p)
-    check_choice(rule, RULES, name="rule")
     _check_clustering_options(resolution, n_comps, n_neighbors, adata)
     options = {"n_comps": n_comps, "n_neighbors": n_neighbors, "n_top_genes": n_top_genes,
                "rule": rule}
@@ -188,7 +192,10 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
     if resolution in (None, "calibrated"):
         result = calibrate_counts(counts, LEIDEN, settings=settings, **options)
         resolution = choose_resolution(result)
+        # The calibration's rank and NB sizes, not found a second time.
         fit_options["n_comps"] = result.params["n_comps"]
+        if isinstance(result.params.get("overdispersion"), np.ndarray):
+            fit_options["overdispersion"] = result.params["overdispersion"]
     clusters = fit_clusters(counts, resolution, fit_options, transform=settings.transform,
                             random_state=settings.random_state, max_layer_gb=0.0)
     if clusters.half_b is None:
@@ -205,19 +212,8 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
         merged, tree = replicated_clusters(labels, halves, 0.05, n_comps,
                                            options["n_top_genes"])
         labels, validated_to = np.asarray(merged).astype(str), tree["n_clusters"]
-        if validated_to < 2:
-            raise ValueError(
-                f"None of the {np.unique(clusters.labels).size} clusters' splits replicates "
-                "on half B, so there are no groups whose markers could be tested. Pass "
-                "validate=False to test the clusters anyway."
-            )
-    names, sizes = np.unique(labels, return_counts=True)
-    if names.size < 2 or sizes.min() < 2:
-        raise ValueError(
-            f"Half A's clustering has {names.size} group(s), the smallest of {sizes.min()} "
-            "cell(s): markers need at least two groups of two cells. Use a lower resolution, "
-            "or validate=True to merge clusters that do not replicate."
-        )
+    what = "validated" if validated_to is not None else "unvalidated"
+    checked_labels(labels, f"Half A's {what} clustering at resolution {resolution:g}")
     record = {"p": settings.p, "split": settings.split, "validated": bool(validate),
               **({} if validated_to is None else {"clusters_after_validation": validated_to}),
               "random_state": _seed_record(settings.random_state),

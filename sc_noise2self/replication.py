@@ -45,7 +45,8 @@ from .denoisers.leiden import (
 from .embedding import fit_pca, max_rank
 from .transforms import library_sizes, normalised_values
 
-__all__ = ["GroupHalves", "checked_groups", "group_halves", "replicated_clusters",
+__all__ = ["GroupHalves", "checked_groups", "checked_labels", "group_halves",
+           "replicated_clusters",
            "validate_clusters_split"]
 
 
@@ -72,18 +73,25 @@ def checked_groups(adata: ad.AnnData, column: str, *, what: str = "groupby",
             f"{what}={column!r} is missing for {int(adata.obs[column].isna().sum())} "
             "cell(s); give every cell a value, or test a subset without them."
         )
-    labels = adata.obs[column].astype(str).to_numpy()
+    return checked_labels(adata.obs[column].astype(str).to_numpy(), f"{what}={column!r}",
+                          min_size)
+
+
+def checked_labels(labels: np.ndarray, name: str, min_size: int = 2) -> np.ndarray:
+    """``labels`` when they hold two groups or more of ``min_size`` cells; else an error."""
     names, sizes = np.unique(labels, return_counts=True)
     if names.size < 2:
         raise ValueError(
-            f"{what}={column!r} holds one group ({names[0]!r}): at least two groups are "
-            "needed to compare. One cluster is what calibrate_leiden returns when no "
-            "clustering beats it; there is nothing to test."
+            f"{name} holds one group ({names[0]!r}): at least two groups are needed to "
+            "compare. One cluster is what calibrate_leiden returns when no clustering beats "
+            "it, and what validation leaves when no split replicates; there is nothing to "
+            "test."
         )
     if sizes.min() < min_size:
         raise ValueError(
-            f"{what}={column!r} has one-cell group(s) {list(names[sizes < 2])[:5]}: a test "
-            "needs at least two cells per group. Merge or drop them first."
+            f"{name} has group(s) of fewer than {min_size} cells "
+            f"{list(names[sizes < min_size])[:5]}: a test needs at least {min_size} cells "
+            "per group. Merge or drop them first, or let validation merge them."
         )
     return labels
 

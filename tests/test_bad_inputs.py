@@ -326,7 +326,7 @@ ANNDATA_CASES = [
         with_obs(split_adata(), g="0"), groupby="g"), ValueError, "holds one group"),
     ("markers of one-cell clusters", lambda t: tl.rank_genes_groups_split(
         with_obs(split_adata(), g=["x"] + ["y"] * (COUNTS.shape[0] - 1)), groupby="g"),
-     ValueError, "one-cell group"),
+     ValueError, "fewer than 2 cells"),
     ("markers groupby with another p", lambda t: tl.rank_genes_groups_split(
         with_obs(split_adata(), g=halves_groups()), groupby="g", p=0.5), ValueError,
      r"['p'] cannot be used"),
@@ -340,6 +340,13 @@ ANNDATA_CASES = [
      ValueError, "group_sizes=[]"),
     ("simulate depth_sd=-1", lambda t: n2s.simulation.simulate_counts(depth_sd=-1.0),
      ValueError, "depth_sd=-1.0"),
+    ("simulate nb_size=(5, 1)", lambda t: n2s.simulation.simulate_counts(nb_size=(5.0, 1.0)),
+     ValueError, "nb_size=(5.0, 1.0)"),
+    ("pl.cluster_tree without a validation", lambda t: n2s.pl.cluster_tree(
+        adata_of(), show=False), KeyError, "run tl.validate_clusters_split first"),
+    ("validate n_top_genes=1", lambda t: n2s.tl.validate_clusters_split(
+        with_obs(split_adata(), g=halves_groups()), "g", n_top_genes=1), ValueError,
+     "n_top_genes=1"),
 ]
 
 
