@@ -16,15 +16,23 @@ import numpy as np
 from scipy import sparse
 from sklearn.neighbors import NearestNeighbors
 
-from ._validation import check_choice
+from ._rng import RandomState, row_stream_key
+from ._validation import check_choice, check_counts, check_whole
 from .embedding import build_graph, fit_pca, max_rank
 from .transforms import apply_transform, normalize_to_depth
 
 __all__ = ["estimate_overdispersion", "half_correlations", "noise_correlations"]
 
 
+# Cells the estimate looks at: the sizes are per gene, so a sample of cells measures them
+# (median error 9% on expressed genes at 5,000 of 20,000 simulated cells, 5% on all) at a
+# cost that does not grow with the atlas (the neighbour means dominate it).
+MAX_CELLS = 5000
+
+
 def estimate_overdispersion(
-    X, *, mean: str = "neighbours", n_neighbors: int = 15
+    X, *, mean: str = "neighbours", n_neighbors: int = 15, max_cells: int | None = MAX_CELLS,
+    random_state: RandomState = 0,
 ) -> np.ndarray:
     """Per-gene negative-binomial size ``b`` by moments, shrunk by empirical Bayes.
 
@@ -52,6 +60,12 @@ def estimate_overdispersion(
         cells.
     n_neighbors
         Cells averaged for ``"neighbours"``.
+    max_cells
+        Estimate from this many cells drawn at random (without replacement) when there are
+        more; None uses every cell. Only the drawn rows of a dask array are computed.
+    random_state
+        Seed of the draw of cells (its own stream: no split shares it). The same seed picks
+        the same cells whatever the format or chunking.
 
     Returns
     -------
@@ -67,7 +81,9 @@ def estimate_overdispersion(
     states vary continuously.
     """
     check_choice(mean, ("neighbours", "gene"), name="mean")
-    X = sparse.csr_matrix(X, dtype=np.float64)
+    if max_cells is not None:
+        check_whole(max_cells, name="max_cells", minimum=3, hint="cells to estimate from")
+    X = sparse.csr_matrix(_sampled_rows(X, max_cells, random_state), dtype=np.float64)
     if X.shape[0] < 3:
         raise ValueError(
             f"estimate_overdispersion needs at least 3 cells, got {X.shape[0]}; pass a "
@@ -128,6 +144,19 @@ def _shrink(phi: np.ndarray, variance: np.ndarray) -> np.ndarray:
     out = np.full(phi.shape, centre)
     out[seen] = centre + spread * weight * (phi[seen] - centre)
     return np.clip(out, 0.0, None)
+
+
+def _sampled_rows(X, max_cells: int | None, random_state: RandomState):
+    """``max_cells`` rows of ``X`` drawn at random, in their order (all when there are fewer)."""
+    if max_cells is None or X.shape[0] <= max_cells:
+        rows = X
+    else:
+        rng = np.random.default_rng(row_stream_key(random_state, "overdispersion"))
+        rows = X[np.sort(rng.choice(X.shape[0], size=max_cells, replace=False))]
+    if hasattr(rows, "compute"):  # dask: compute only these rows, and check them here
+        rows = rows.compute()
+        check_counts(rows, name="X (the cells sampled to estimate the NB sizes)")
+    return rows
 
 
 def _gene_mean_rows(X, size: np.ndarray, chunk: int = 4096):

@@ -70,15 +70,10 @@ def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
     True
     """
     if isinstance(overdispersion, str) and overdispersion == "estimate":
-        if is_dask_array(X):
-            raise ValueError(
-                "overdispersion='estimate' needs every cell in memory; on a dask array pass "
-                "the NB sizes per gene, e.g. "
-                "sc_noise2self.diagnostics.estimate_overdispersion(X[:20000].compute())."
-            )
         if method == "negative_binomial":
-            check_counts(X)
-            overdispersion = estimate_overdispersion(X)
+            if not is_dask_array(X):
+                check_counts(X)
+            overdispersion = estimate_overdispersion(X, random_state=random_state)
     return splitting.split_counts(X, p, random_state=random_state, method=method,
                                   overdispersion=overdispersion, sample_ratio=sample_ratio)
 
@@ -87,7 +82,7 @@ def split_molecules(
     adata: ad.AnnData,
     *,
     p: float = DEFAULT_P,
-    method: Literal["binomial", "negative_binomial"] = "binomial",
+    method: Literal["binomial", "negative_binomial"] = "negative_binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
     layer: str | None = None,
@@ -102,10 +97,12 @@ def split_molecules(
     adata
         The cells, with raw integer counts in ``X`` or in ``layers[layer]``.
     p, method, overdispersion, sample_ratio
-        As in :func:`~sc_noise2self.split_counts`: the expected share of half A (0.7, the
-        default of every calibration and of ``tl.rank_genes_groups_split``), binomial or
-        beta-binomial (negative-binomial) shares, and MCV's overlap correction. For
-        overdispersed counts pass ``method="negative_binomial", overdispersion="estimate"``.
+        As in :func:`~sc_noise2self.split_counts`: the expected share of half A, binomial or
+        beta-binomial (negative-binomial) shares, and MCV's overlap correction. The
+        defaults are those of every calibration and of ``tl.rank_genes_groups_split``: 0.7,
+        and the NB split at sizes estimated from the counts (``overdispersion=None`` means
+        ``"estimate"`` under that split). Pass ``method="binomial"`` for Poisson counts
+        (and for ``sample_ratio``).
     layer
         Layer holding the raw counts; None means ``X``.
     random_state
@@ -121,6 +118,8 @@ def split_molecules(
     None, or the new AnnData when ``copy=True``. The counts themselves are never modified.
     """
     counts = get_counts(adata, layer)
+    if method == "negative_binomial" and overdispersion is None:
+        overdispersion = "estimate"
     half_a, half_b = split_counts(counts, p, random_state=random_state, method=method,
                                   overdispersion=overdispersion, sample_ratio=sample_ratio)
     adata = target(adata, copy)

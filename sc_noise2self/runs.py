@@ -53,16 +53,27 @@ class SplitSettings:
     transform
         ``"sqrt"``, ``"log1p"`` or ``"none"`` after library-size normalisation.
     loss
-        ``"mse"`` on the transformed scale, or ``"poisson"`` deviance on half B's counts, or
-        ``"nb"`` deviance at per-gene NB sizes (families whose :attr:`Family.losses` have it).
+        ``"poisson"`` deviance on half B's counts (the default), ``"mse"`` on the transformed
+        scale, or ``"nb"`` deviance at per-gene NB sizes (families whose
+        :attr:`Family.losses` have it).
     n_splits
         Independent splits whose curves are averaged.
     random_state
         Seed; the same seed gives identical curves.
     split
-        ``"binomial"`` (Poisson counts) or ``"negative_binomial"`` (beta-binomial shares).
+        ``"negative_binomial"`` (beta-binomial shares, the default) or ``"binomial"``
+        (right for Poisson counts only).
     overdispersion
-        NB size per gene, one number, or ``"estimate"``; only with the NB split.
+        NB size per gene, one number, or ``"estimate"``; only with the NB split, where None
+        means ``"estimate"``.
+
+    Notes
+    -----
+    The defaults are the only combination whose loss chose the gene-mean baseline for every
+    family on realistic nulls (library sizes log-normal, per-gene NB sizes; issue 24 in
+    ``benchmarks/RESULTS.md``): a binomial split of overdispersed counts leaves each cell's
+    own rate in both halves, and squared error on depth-normalised transformed values rewards
+    sorting cells by depth.
     sample_ratio
         MCV's overlap correction; None splits plainly.
     folds
@@ -71,10 +82,10 @@ class SplitSettings:
 
     p: float = DEFAULT_P
     transform: str = "sqrt"
-    loss: str = "mse"
+    loss: str = "poisson"
     n_splits: int = 1
     random_state: RandomState = 0
-    split: str = "binomial"
+    split: str = "negative_binomial"
     overdispersion: Any = None
     sample_ratio: float | None = None
     folds: int | None = None
@@ -114,8 +125,8 @@ class SplitSettings:
             return settings._validate_dask(X)
         check_counts(X)
         check_no_empty_cells(library_sizes(X))
-        if isinstance(self.overdispersion, str):
-            return dataclasses.replace(settings, overdispersion=estimate_overdispersion(X))
+        if self.estimates_sizes:
+            return settings.with_estimated_sizes(X)
         gene_sizes(X, self.split, self.overdispersion)  # checks shape and values
         return settings
 
@@ -131,7 +142,11 @@ class SplitSettings:
         if self.sample_ratio:
             check_fraction(self.sample_ratio, name="sample_ratio")
             if self.split != "binomial":
-                raise ValueError("sample_ratio (the overlap correction) needs split='binomial'.")
+                raise ValueError(
+                    "sample_ratio (MCV's overlap correction) works with split='binomial' "
+                    "only; pass split='binomial' with it (the default split is "
+                    "'negative_binomial')."
+                )
         if self.folds is not None:
             if not _is_whole(self.folds) or self.folds < 2:
                 raise ValueError(f"folds={self.folds!r} must be an integer of at least 2.")
@@ -148,14 +163,21 @@ class SplitSettings:
         check_dask_counts(X)
         if self.folds is not None:
             raise ValueError("folds is not supported on dask arrays; use n_splits instead.")
-        if isinstance(self.overdispersion, str):
-            raise ValueError(
-                "overdispersion='estimate' needs every cell in memory; on a dask array pass "
-                "the NB sizes per gene, e.g. "
-                "sc_noise2self.diagnostics.estimate_overdispersion(adata[:20000].X.compute())."
-            )
+        if self.estimates_sizes:
+            return self.with_estimated_sizes(X)  # computes only the sampled cells' rows
         gene_sizes(X, self.split, self.overdispersion)
         return self
+
+    @property
+    def estimates_sizes(self) -> bool:
+        """Whether the NB split's sizes are to be estimated (``"estimate"``, or None)."""
+        return self.split == "negative_binomial" and (
+            self.overdispersion is None or isinstance(self.overdispersion, str))
+
+    def with_estimated_sizes(self, X) -> SplitSettings:
+        """These settings with ``overdispersion="estimate"`` replaced by per-gene sizes."""
+        sizes = estimate_overdispersion(X, random_state=self.random_state)
+        return dataclasses.replace(self, overdispersion=sizes)
 
     def params(self) -> dict:
         """The settings as a dict for the result record."""

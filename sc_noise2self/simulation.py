@@ -27,7 +27,7 @@ from scipy import sparse
 from ._rng import RandomState, make_rng
 from ._validation import check_real, check_whole
 
-__all__ = ["simulate_counts"]
+__all__ = ["expected_counts", "simulate_counts"]
 
 
 def simulate_counts(
@@ -78,9 +78,11 @@ def simulate_counts(
     Returns
     -------
     AnnData with CSR int32 counts in ``X``; ``obs['group']`` and ``obs['subgroup']``
-    (categorical), ``obs['library_size']`` (the expected total); ``var['mean']`` (the
-    population's share of each gene) and ``var['nb_size']`` (inf for Poisson);
-    ``uns['simulation']`` with the settings.
+    (categorical), ``obs['library_size']`` (the expected total), ``obs['type_index']`` (the
+    cell's column of ``varm['profile']``); ``var['mean']`` (the population's share of each
+    gene), ``var['nb_size']`` (inf for Poisson) and ``varm['profile']`` (each type's share
+    of every gene: the truth, see :func:`expected_counts`); ``uns['simulation']`` with the
+    settings.
     """
     check_whole(n_obs, name="n_obs", minimum=2, hint="cells to simulate")
     check_whole(n_vars, name="n_vars", minimum=2, hint="genes to simulate")
@@ -109,12 +111,40 @@ def simulate_counts(
     adata.obs["library_size"] = library
     adata.var["mean"] = base / base.sum()
     adata.var["nb_size"] = sizes
+    adata.varm["profile"] = profiles.T  # each type's share of every gene (columns sum to 1)
+    adata.obs["type_index"] = subtypes  # which column of varm['profile'] a cell draws from
     adata.uns["simulation"] = dict(
         n_obs=n_obs, n_vars=n_vars, group_sizes=[float(s) for s in shares], depth=depth,
         depth_sd=depth_sd, nb_size="poisson" if nb_size is None else str(nb_size),
         effect=effect, de_share=de_share, n_subtypes=n_subtypes, sub_effect=sub_effect,
         sub_genes=sub_genes)
     return adata
+
+
+def expected_counts(adata: ad.AnnData, scale: float = 1.0) -> np.ndarray:
+    """The truth of :func:`simulate_counts`' cells: each count's expectation, dense.
+
+    Parameters
+    ----------
+    adata
+        The output of :func:`simulate_counts` (or a subset of its cells).
+    scale
+        A share of the molecules: ``1 - p`` gives the expectation of half B of a split with
+        half A's share ``p`` (binomial and NB splits keep each half's share of the mean).
+
+    Returns
+    -------
+    float64 array, cells x genes: ``scale * library_size * profile of the cell's type``.
+    """
+    if "profile" not in adata.varm or "type_index" not in adata.obs:
+        raise ValueError(
+            "adata has no simulated truth (varm['profile'], obs['type_index']); pass the "
+            "output of simulate_counts, or a subset of its cells."
+        )
+    check_real(scale, name="scale", minimum=0.0, hint="the share of molecules, e.g. 1 - p")
+    profile = np.asarray(adata.varm["profile"], dtype=np.float64).T
+    library = adata.obs["library_size"].to_numpy(dtype=np.float64)
+    return scale * library[:, None] * profile[adata.obs["type_index"].to_numpy()]
 
 
 def _group_shares(group_sizes) -> np.ndarray:

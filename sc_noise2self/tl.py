@@ -306,7 +306,7 @@ def _stored_calibration(adata, key, family, counts, arguments, layer) -> Calibra
     resolved = {name for name, default in family.options.items()
                 if default is None and arguments[name] is None}
     stored_sizes = record["params"].get("overdispersion")
-    if (isinstance(arguments["overdispersion"], str) and isinstance(stored_sizes, str)
+    if (settings.estimates_sizes and isinstance(stored_sizes, str)
             and stored_sizes.startswith("per gene")):  # "estimate": stored as sizes found
         resolved.add("overdispersion")
     if any(_comparable(stored.get(name)) != _comparable(value) for name, value in wanted.items()

@@ -143,30 +143,34 @@ def test_negative_binomial_split_reaches_every_family(adata):
     assert sizes.shape == (adata.n_vars,) and np.all(sizes > 0)
     record = adata.uns["noise2self"]
     assert record["params"]["split"] == "negative_binomial"
-    binomial = n2s.tl.calibrate_pca(adata, max_comps=6, copy=True).uns["noise2self"]["loss"]
+    binomial = n2s.tl.calibrate_pca(adata, max_comps=6, split="binomial",
+                                    copy=True).uns["noise2self"]["loss"]
     assert not np.allclose(record["loss"], binomial)
+    # The default: the NB split at estimated sizes (None means "estimate" under it).
+    default = n2s.tl.calibrate_pca(adata, max_comps=6, copy=True).uns["noise2self"]["loss"]
+    np.testing.assert_array_equal(default, record["loss"])
     n2s.tl.calibrate_knn(adata, ks=[1, 5], split="negative_binomial", overdispersion=5.0)
     assert adata.uns["noise2self_knn"]["params"]["overdispersion"] == 5.0
     n2s.tl.calibrate(adata, "diffusion", param_grid={"t": [0, 2]}, split="negative_binomial",
                      overdispersion=5.0)
-    with pytest.raises(ValueError, match="needs overdispersion"):
-        n2s.tl.calibrate_pca(adata, max_comps=3, split="negative_binomial")
     with pytest.raises(ValueError, match="'negative_binomial'"):
         n2s.tl.calibrate_pca(adata, max_comps=3, split="nb")
 
 
 def test_sample_ratio_reaches_calibrate_pca(adata):
     plain = n2s.tl.calibrate_pca(adata, max_comps=5, copy=True).uns["noise2self"]
-    overlap = n2s.tl.calibrate_pca(adata, max_comps=5, sample_ratio=0.5, copy=True)
+    overlap = n2s.tl.calibrate_pca(adata, max_comps=5, sample_ratio=0.5, split="binomial",
+                                   copy=True)
     record = overlap.uns["noise2self"]
     assert record["params"]["sample_ratio"] == 0.5
     assert not np.allclose(record["loss"], plain["loss"])
 
 
 def test_sample_ratio_reaches_the_graph_families(adata):
-    n2s.tl.calibrate_knn(adata, ks=[1, 5], sample_ratio=0.4)
+    n2s.tl.calibrate_knn(adata, ks=[1, 5], sample_ratio=0.4, split="binomial")
     assert adata.uns["noise2self_knn"]["params"]["sample_ratio"] == 0.4
-    n2s.tl.calibrate(adata, "diffusion", param_grid={"t": [0, 1]}, sample_ratio=0.4)
+    n2s.tl.calibrate(adata, "diffusion", param_grid={"t": [0, 1]}, sample_ratio=0.4,
+                     split="binomial")
     assert adata.uns["noise2self_diffusion"]["params"]["sample_ratio"] == 0.4
 
 

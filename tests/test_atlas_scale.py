@@ -211,11 +211,14 @@ def test_linear_curve_from_compiled_products_matches_a_dense_computation(counts)
 
 # --- the torch device path, on the CPU -----------------------------------------------------
 
+# What the device path scores (squared error on a binomial split); the defaults are refused.
+DEVICE = dict(loss="mse", split="binomial")
+
 
 @pytest.mark.parametrize("p", [0.5, 0.7])  # linear and non-linear conversion
 def test_device_curves_equal_the_numpy_curves(counts, p):
-    numpy_result = calibrate_pca_counts(counts, max_comps=25, p=p)
-    torch_result = calibrate_pca_counts(counts, max_comps=25, p=p, device="cpu")
+    numpy_result = calibrate_pca_counts(counts, max_comps=25, p=p, **DEVICE)
+    torch_result = calibrate_pca_counts(counts, max_comps=25, p=p, device="cpu", **DEVICE)
     np.testing.assert_allclose(torch_result.loss, numpy_result.loss, rtol=1e-4)
     assert torch_result.best == numpy_result.best
 
@@ -304,10 +307,10 @@ def tiny_device(monkeypatch):
 
 @pytest.mark.parametrize("p", [0.5, 0.7])
 def test_streamed_row_blocks_give_the_curves_of_the_whole_matrix(counts, p, tiny_device):
-    streamed = calibrate_pca_counts(counts, max_comps=25, p=p, device="cpu")
+    streamed = calibrate_pca_counts(counts, max_comps=25, p=p, device="cpu", **DEVICE)
     assert tiny_device and all(rows < counts.shape[0] for rows in tiny_device)  # streamed
     tiny_device.clear()
-    numpy_result = calibrate_pca_counts(counts, max_comps=25, p=p)
+    numpy_result = calibrate_pca_counts(counts, max_comps=25, p=p, **DEVICE)
     np.testing.assert_allclose(streamed.loss, numpy_result.loss, rtol=1e-4)
     assert streamed.best == numpy_result.best
 
@@ -326,10 +329,15 @@ def test_streamed_denoising_equals_numpy_denoising(counts, tiny_device):
     assert cosines.min() > 0.9999
 
 
+def test_the_device_path_refuses_the_count_loss_and_nb_split_by_name(counts):
+    with pytest.raises(ValueError, match="loss, split asked for more"):
+        calibrate_pca_counts(counts, max_comps=5, device="cpu")
+
+
 def test_a_device_cap_that_is_not_a_number_is_refused(counts, monkeypatch):
     monkeypatch.setenv("SC_NOISE2SELF_DEVICE_GB", "lots")
     with pytest.raises(ValueError, match=r"\$SC_NOISE2SELF_DEVICE_GB='lots' must be a number"):
-        calibrate_pca_counts(counts, max_comps=5, device="cpu")
+        calibrate_pca_counts(counts, max_comps=5, device="cpu", **DEVICE)
 
 
 # --- edges found in review ------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_bad_counts_fail_at_compute_with_the_row(counts):
     half, _ = split_counts(da.from_array(X, chunks=(200, -1)))
     with pytest.raises(ValueError, match=r"rows from 600.*non-integer"):
         half.compute()
-    with pytest.raises(ValueError, match="estimate_overdispersion"):
+    with pytest.raises(ValueError, match="sampled to estimate the NB sizes.*non-integer"):
         split_counts(da.from_array(X, chunks=(200, -1)), method="negative_binomial",
                      overdispersion="estimate")
 
@@ -127,7 +127,9 @@ def test_dask_calibration_equals_in_memory(counts, chunk_type, p, center):
     expected = calibrate_pca_counts(in_memory(counts, chunk_type), solver="arpack", **options)
     got = calibrate_pca_counts(as_dask(counts, chunk_type, 300), **options)
     np.testing.assert_array_equal(got.grid, expected.grid)
-    np.testing.assert_allclose(got.loss, expected.loss, rtol=1e-6, atol=0)
+    # The Gram matrix and ARPACK differ in the last digits of the trailing components; the
+    # count loss's log magnifies that where a prediction nears zero (1e-6 under "mse").
+    np.testing.assert_allclose(got.loss, expected.loss, rtol=1e-4, atol=0)
     assert got.best == expected.best
     assert got.params["backend"] == "dask" and got.params["p"] == p
 
@@ -155,8 +157,7 @@ def test_calibration_does_not_depend_on_chunking(counts):
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"folds": 3}, "n_splits"), ({"split": "negative_binomial", "overdispersion": "estimate"},
-                                  "estimate_overdispersion"), ({"solver": "arpack"}, "solver")],
+    [({"folds": 3}, "n_splits"), ({"solver": "arpack"}, "solver")],
 )
 def test_dask_calibration_refuses_what_it_cannot_do(counts, options, message):
     from sc_noise2self.denoisers.pca import calibrate_pca_counts
@@ -199,8 +200,21 @@ def test_local_cluster_of_two_workers_gives_the_in_memory_results(counts):
         faulthandler.cancel_dump_traceback_later()
     for half, want in zip(halves, expected_split, strict=True):
         np.testing.assert_array_equal(half.toarray(), want.toarray())
-    np.testing.assert_allclose(got.loss, expected.loss, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(got.loss, expected.loss, rtol=1e-4, atol=0)  # as above
     assert got.best == expected.best
+
+
+@pytest.mark.parametrize("rows", [100, 350])
+def test_nb_sizes_from_a_sample_of_cells_do_not_depend_on_format_or_chunking(counts, rows):
+    from sc_noise2self.diagnostics import estimate_overdispersion
+
+    whole = estimate_overdispersion(sparse.csr_matrix(counts), max_cells=300, random_state=4)
+    lazy = estimate_overdispersion(as_dask(counts, "csr", rows), max_cells=300, random_state=4)
+    np.testing.assert_array_equal(lazy, whole)
+    # Another seed samples other cells; every cell gives yet other sizes.
+    other = estimate_overdispersion(sparse.csr_matrix(counts), max_cells=300, random_state=5)
+    every = estimate_overdispersion(sparse.csr_matrix(counts), max_cells=None)
+    assert not np.array_equal(other, whole) and not np.array_equal(every, whole)
 
 
 def test_anndata_front_accepts_dask_counts(counts):

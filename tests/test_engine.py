@@ -61,9 +61,10 @@ def test_an_engine_option_reaches_every_family(small, method):
     # sample_ratio is declared once, in SplitSettings; every generated front takes it.
     for prefix in ("calibrate", "denoise"):
         assert "sample_ratio" in inspect.signature(getattr(tl, f"{prefix}_{method}")).parameters
-    plain = tl.calibrate(small, method, copy=True, key_added="k", **FAMILY_OPTIONS[method])
+    plain = tl.calibrate(small, method, copy=True, key_added="k", split="binomial",
+                         **FAMILY_OPTIONS[method])
     overlap = tl.calibrate(small, method, copy=True, key_added="k", sample_ratio=0.5,
-                           **FAMILY_OPTIONS[method])
+                           split="binomial", **FAMILY_OPTIONS[method])
     assert plain.uns["k"]["params"]["sample_ratio"] == "None"
     assert overlap.uns["k"]["params"]["sample_ratio"] == 0.5
     # The overlap split gives other halves, hence another curve.
@@ -184,7 +185,8 @@ def test_the_referee_grades_every_calibration_against_the_gene_means(small):
     from sc_noise2self.losses import baseline_loss, column_means, prepare_halves
 
     # PCA's rank 0 is the baseline itself: reading it off the curve equals scoring it.
-    result = calibrate_counts(small.X, tl.FAMILIES["pca"], max_comps=5, p=0.5)
+    result = calibrate_counts(small.X, tl.FAMILIES["pca"], max_comps=5, p=0.5, loss="mse",
+                              split="binomial")
     halves = prepare_halves(small.X, p=0.5, transform="sqrt",
                             random_state=n2s._rng.spawn_seeds(0, 1)[0])
     scored = baseline_loss(column_means(halves.a), halves, "mse")

@@ -74,7 +74,8 @@ def expected_target(rate, p, depth, transform, draws=200, seed=0):
 def test_self_supervised_minus_true_loss_is_constant_and_argmins_agree(synthetic):
     """The paper's identity, on data whose truth is known."""
     p, transform, max_comps = 0.5, "sqrt", 25
-    result = calibrate_pca_counts(synthetic.X, max_comps=max_comps, p=p, random_state=0)
+    result = calibrate_pca_counts(synthetic.X, max_comps=max_comps, p=p, random_state=0,
+                                  loss="mse", split="binomial")  # the truth below: sqrt, Poisson
     # Rebuild the half-A denoiser that the curve scored (same seed), and its true loss.
     seed = spawn_seeds(0, 1)[0]
     halves = prepare_halves(synthetic.X, p=p, transform=transform, random_state=seed)
@@ -238,8 +239,8 @@ def test_negative_binomial_split_fixes_rank_choice_on_overdispersed_counts(seed)
     X = sparse.csr_matrix(rng.negative_binomial(size, size / (size + rate)).astype(np.int32))
     best = truth_best_rank(X, rate, size, max_comps)
     assert 3 <= best <= 7  # the simulation has an identifiable interior optimum
-    options = dict(max_comps=max_comps)
-    binomial = calibrate_pca_counts(X, **options).best
+    options = dict(max_comps=max_comps, loss="mse")  # the truth above is on the sqrt scale
+    binomial = calibrate_pca_counts(X, split="binomial", **options).best
     known = calibrate_pca_counts(X, split="negative_binomial", overdispersion=size, **options)
     estimated = calibrate_pca_counts(X, split="negative_binomial", overdispersion="estimate",
                                      **options)

@@ -274,7 +274,9 @@ AUTOENCODER = Family(
     fit=fit_width, store=store_autoencoder, values=decoded_values,
     options={f.name: f.default for f in dataclasses.fields(TrainSettings)},
     fit_options=tuple(f.name for f in dataclasses.fields(TrainSettings)),
-    denoise_losses=("mse",),
+    # Its final net is trained by squared error, so its calibration scores by it too (on the
+    # NB split, which removes the overdispersion bias; the depth bias of MSE remains).
+    denoise_losses=("mse",), split_defaults={"loss": "mse"},
     option_docs={
         "widths": "Bottleneck widths to score, each at most the number of genes; None uses "
                   "1, 2, 4, ..., 128 up to the number of genes.",
