@@ -120,7 +120,7 @@ def row(data_name: str, spec: dict, family_name: str, seed: int, n_obs: int) -> 
         if base <= curve[best] * (1 + 1e-9) or best == baseline_index(family, grid):
             best = None
         cells = [data_name, family_name, str(seed), describe(best, grid)]
-        for name, options in OPTIONS.items():
+        for options in OPTIONS.values():
             if options == TRUTH_OPTIONS:
                 result = reference
             else:

@@ -173,8 +173,8 @@ ANNDATA_CASES = [
     ("p=2", lambda t: tl.calibrate_pca(adata_of(), p=2.0), ValueError, "p=2.0"),
     ("folds=1", lambda t: tl.calibrate_pca(adata_of(), folds=1), ValueError, "folds=1"),
     ("folds=2.5", lambda t: tl.calibrate_pca(adata_of(), folds=2.5), ValueError, "folds=2.5"),
-    ("folds with sample_ratio", lambda t: tl.calibrate_pca(adata_of(), folds=3,
-                                                           sample_ratio=0.2, split="binomial"), ValueError,
+    ("folds with sample_ratio", lambda t: tl.calibrate_pca(
+        adata_of(), folds=3, sample_ratio=0.2, split="binomial"), ValueError,
      "folds and sample_ratio"),
     ("estimate with binomial", lambda t: tl.calibrate_pca(adata_of(), split="binomial",
                                                           overdispersion="estimate"),

@@ -111,7 +111,7 @@ def test_bad_counts_fail_at_compute_with_the_row(counts):
     half, _ = split_counts(da.from_array(X, chunks=(200, -1)))
     with pytest.raises(ValueError, match=r"rows from 600.*non-integer"):
         half.compute()
-    with pytest.raises(ValueError, match="sampled to estimate the NB sizes.*non-integer"):
+    with pytest.raises(ValueError, match=r"sampled to estimate the NB sizes.*non-integer"):
         split_counts(da.from_array(X, chunks=(200, -1)), method="negative_binomial",
                      overdispersion="estimate")
 
