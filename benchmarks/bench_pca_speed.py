@@ -68,6 +68,11 @@ def scanpy_pca(values, solver: str) -> None:
         sc.pp.pca(values, n_comps=N_COMPS)
 
 
+# Split options of our side: {} is the package's defaults (NB split at estimated sizes,
+# Poisson deviance); --former-defaults times MSE on a binomial split (before issue 24).
+OPTIONS: dict = {}
+
+
 def ours(X, job: str):
     import anndata as ad
 
@@ -77,12 +82,12 @@ def ours(X, job: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        tl.calibrate_pca(adata, max_comps=N_COMPS, progress=False)
+        tl.calibrate_pca(adata, max_comps=N_COMPS, progress=False, **OPTIONS)
         calibrate = time.perf_counter() - start
         if job == "calibrate":
             return calibrate, None
         start = time.perf_counter()
-        tl.denoise_pca(adata, max_comps=N_COMPS, max_layer_gb=0, progress=False)
+        tl.denoise_pca(adata, max_comps=N_COMPS, max_layer_gb=0, progress=False, **OPTIONS)
         return calibrate, time.perf_counter() - start
 
 
@@ -116,7 +121,8 @@ def peak_memory_child(path: str, job: str) -> None:
 
 
 def measure_peak(path: Path, job: str) -> int:
-    out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), job],
+    former = ["--former-defaults"] if OPTIONS else []
+    out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), job, *former],
                          check=True, capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -128,7 +134,12 @@ def main() -> None:
     parser.add_argument("--skip-default", action="store_true",
                         help="skip scanpy's default (ARPACK) solver, slow at a million cells")
     parser.add_argument("--memory-child", nargs=2, metavar=("PATH", "JOB"))
+    parser.add_argument("--former-defaults", action="store_true",
+                        help="our side with loss='mse', split='binomial' (before issue 24)")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the peak-RSS runs")
     args = parser.parse_args()
+    if args.former_defaults:
+        OPTIONS.update(loss="mse", split="binomial")
     if args.memory_child:
         peak_memory_child(*args.memory_child)
         return
@@ -168,7 +179,7 @@ def main() -> None:
         print(f"denoise_pca after calibrate_pca: {times['denoise']:.1f} s; / calibration = "
               f"{times['denoise'] / times['calibrate']:.2f}", flush=True)
         del X
-        for job in ("calibrate", "denoise", "scanpy-randomized"):
+        for job in () if args.skip_memory else ("calibrate", "denoise", "scanpy-randomized"):
             peak = measure_peak(path, job)
             print(f"peak RSS above the loaded input, {job}: {peak / 1e6:.0f} MB = "
                   f"{peak / input_bytes:.2f} x the sparse input", flush=True)

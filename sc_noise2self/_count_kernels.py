@@ -61,9 +61,10 @@ def zero_probabilities(q: float) -> np.ndarray:
 
 @njit(inline="always", cache=True)
 def _inverse_binomial(m, q, u, start):
-    # Smallest k with CDF(k) >= u for Binomial(m, q), q <= 1/2; start[m] = (1 - q)**m.
+    # Smallest k with CDF(k) >= u for Binomial(m, q), q <= 1/2; start[m] = (1 - q)**m, or
+    # computed here when no table was made (a share drawn per count: the NB split).
     ratio = q / (1.0 - q)
-    f = start[m]
+    f = start[m] if start.size else np.exp(m * np.log1p(-q))
     cdf = f
     k = 0
     while u > cdf and k < m:
@@ -77,7 +78,8 @@ def _inverse_binomial(m, q, u, start):
 def binomial(n, q, state, gene, stage, start):
     """Binomial(n, q) from the entry's uniforms of one stage (0 or 1).
 
-    ``start`` is :func:`zero_probabilities` of ``min(q, 1 - q)``.
+    ``start`` is :func:`zero_probabilities` of ``min(q, 1 - q)``, or empty when ``q`` is
+    drawn per count (each inversion then computes its own start).
     """
     if n <= 0 or q <= 0.0:
         return 0
@@ -98,17 +100,23 @@ def binomial(n, q, state, gene, stage, start):
 
 
 def split_values(values, indptr, indices, n_dense_cols, totals, first_row, key, p, both,
-                 only_a, out):
+                 only_a, out, sizes=None):
     """Half A of every stored count, into ``out`` (row-major; dense when ``n_dense_cols``).
 
     With ``both < 0`` each count goes to A with probability ``p``, the rest to B; the
-    second array returned is empty. Otherwise (MCV's overlap model) a count lies in both
-    halves with probability ``both``, and the rest in A only with probability ``only_a``;
-    A gets both kinds, and the second array holds the counts in both halves.
+    second array returned is empty. With per-gene NB ``sizes`` (``inf``: Poisson) the
+    probability is itself drawn per count, ``Beta(p b, (1 - p) b)``: the beta-binomial
+    split. Otherwise (MCV's overlap model) a count lies in both halves with probability
+    ``both``, and the rest in A only with probability ``only_a``; A gets both kinds, and the
+    second array holds the counts in both halves.
     """
     shared = np.zeros(values.size if both >= 0.0 else 0, dtype=out.dtype)
     tables = [zero_probabilities(min(q, 1.0 - q)) for q in ((p, p) if both < 0 else
                                                              (both, only_a))]
+    if sizes is not None:
+        _split_values_nb(values, indptr, indices, n_dense_cols, totals, first_row, key[0],
+                         key[1], p, np.asarray(sizes, dtype=np.float64), out, tables[0])
+        return out, shared
     _split_values(values, indptr, indices, n_dense_cols, totals, first_row, key[0], key[1], p,
                   both, only_a, out, shared, *tables)
     return out, shared
@@ -130,6 +138,70 @@ def _split_values(values, indptr, indices, n_dense_cols, totals, first_row, k0, 
                 in_both = binomial(n, both, state, gene, 0, start_0)
                 out[idx] = in_both + binomial(n - in_both, only_a, state, gene, 1, start_1)
                 shared[idx] = in_both
+
+
+# Mixed into a row's state for the draws of the beta shares, so that they never meet the
+# binomial draws' uniforms (which use every address of a gene's two stages).
+BETA_SALT = np.uint64(0x5851F42D4C957F2D)
+
+
+@njit(inline="always", cache=True)
+def _log_gamma_variate(shape, state, gene, stage):
+    """log of a Gamma(shape, 1) variate (Marsaglia & Tsang 2000) from the entry's uniforms.
+
+    Below shape 1 it draws Gamma(shape + 1) times ``U ** (1 / shape)``, kept in logs, so
+    that tiny shapes (very overdispersed genes) do not underflow to zero.
+    """
+    base = stage * DRAWS_PER_STAGE
+    draw = 0
+    boost = 0.0
+    if shape < 1.0:
+        boost = np.log(_uniform(state, gene, base)) / shape
+        draw = 1
+        shape += 1.0
+    d = shape - 1.0 / 3.0
+    c = 1.0 / np.sqrt(9.0 * d)
+    while draw < DRAWS_PER_STAGE - 3:
+        u1 = _uniform(state, gene, base + draw)
+        u2 = _uniform(state, gene, base + draw + 1)
+        u3 = _uniform(state, gene, base + draw + 2)
+        draw += 3
+        x = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)  # Box-Muller normal
+        v = 1.0 + c * x
+        if v <= 0.0:
+            continue
+        v = v * v * v
+        if np.log(u3) < 0.5 * x * x + d - d * v + d * np.log(v):
+            return np.log(d * v) + boost
+    return np.log(d) + boost  # not reached in practice (an acceptance rate above 95%)
+
+
+@njit(inline="always", cache=True)
+def beta_share(a, b, state, gene):
+    """A Beta(a, b) share from two gamma variates, drawn apart from the binomial's uniforms."""
+    shares = _mix(state ^ BETA_SALT)
+    log_x = _log_gamma_variate(a, shares, gene, 0)
+    log_y = _log_gamma_variate(b, shares, gene, 1)
+    return 1.0 / (1.0 + np.exp(log_y - log_x))
+
+
+@njit(parallel=True, cache=True)
+def _split_values_nb(values, indptr, indices, n_dense_cols, totals, first_row, k0, k1, p,
+                     sizes, out, start):
+    drawn = np.zeros(0)
+    for i in prange(indptr.size - 1):
+        state = row_state(k0, k1, first_row + i, totals[i])
+        for idx in range(indptr[i], indptr[i + 1]):
+            n = np.int64(values[idx])
+            if n <= 0:
+                continue
+            gene = idx - indptr[i] if n_dense_cols > 0 else indices[idx]
+            size = sizes[gene]
+            if np.isfinite(size):
+                share = beta_share(p * size, (1.0 - p) * size, state, gene)
+                out[idx] = binomial(n, share, state, gene, 0, drawn)
+            else:  # a Poisson gene: the binomial split
+                out[idx] = binomial(n, p, state, gene, 0, start)
 
 
 @njit(inline="always", cache=True)

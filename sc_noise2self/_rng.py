@@ -3,21 +3,20 @@
 Everything random in the package derives from a user's ``random_state`` here, so that the
 same seed gives bit-identical results and independent operations never share draws.
 
-Per-row streams. A molecule split draws cell ``i`` from the counter-based generator
-``Philox(key, counter=(0, total_i, i, 0))``:
+Per-row streams. A molecule split keys every count's draws by (``key``, the row ``i``, its
+total ``total_i``, the gene) in :mod:`sc_noise2self._count_kernels`:
 
-- ``key`` comes from the seed and a *purpose* (``"split"``, ``"folds"``, ...), so two
-  different operations with one seed draw different uniforms;
+- ``key`` (:func:`row_stream_key`) comes from the seed and a *purpose* (``"split"``,
+  ``"overdispersion"``, ...), so two different operations with one seed draw differently;
 - ``i`` is the row's position, so any block of rows (a dask chunk, a worker, any order)
   splits on its own into the same bits as the whole matrix;
 - ``total_i`` is the row's total count. Splitting a half again with the seed that made it
   would otherwise reuse the uniforms of the first split, and the second split's deviations
   would mirror the first's (correlation -0.97 on dense Poisson(1000) counts). A half's row
-  total differs from its parent's unless the half is the whole row, so the streams differ.
+  total differs from its parent's unless the half is the whole row, so the draws differ.
 
-Within a row, values are drawn in column order and a zero count draws nothing, so a dense
-row and the same row stored sparsely split identically. Philox streams that differ in a
-counter word are disjoint (each owns 2^64 blocks of 4 draws before reaching another).
+A zero count draws nothing, so a dense row and the same row stored sparsely split
+identically.
 """
 
 from __future__ import annotations
@@ -110,29 +109,3 @@ def row_stream_key(random_state: RandomState, purpose: str = "split") -> np.ndar
     )
     return child.generate_state(2, dtype=np.uint64)
 
-
-class RowStreams:
-    """Moves one Philox generator to the start of any row's stream.
-
-    Parameters
-    ----------
-    key
-        From :func:`row_stream_key`.
-    """
-
-    def __init__(self, key: np.ndarray):
-        self._bits = np.random.Philox(key=np.asarray(key, dtype=np.uint64))
-        self.rng = np.random.Generator(self._bits)
-        self._state = self._bits.state
-
-    def seek(self, row: int, salt: int = 0) -> np.random.Generator:
-        """The generator at the start of the stream of row ``row`` with content ``salt``.
-
-        ``salt`` is a non-negative integer that describes the row's content (its total).
-        """
-        self._state["state"]["counter"][:] = (0, np.uint64(salt), row, 0)
-        # An empty output buffer, so no value of the previous row leaks into this one.
-        self._state["buffer_pos"] = 4
-        self._state["has_uint32"] = 0
-        self._bits.state = self._state
-        return self.rng

@@ -8,9 +8,9 @@ and multinomial shares give K folds.
 This module is the bottom of the single-cell stack: it imports only the leaves (seeds,
 validation, dask helpers). Binomial splits draw each count from counter-based uniforms
 keyed by seed, row, row total and gene (:mod:`sc_noise2self._count_kernels`); beta-binomial
-splits and folds draw each cell from its own stream
-(:class:`sc_noise2self._rng.RowStreams`). So numpy, scipy.sparse and dask inputs, in any
-chunking, split into the same bits.
+splits draw each count's share from such uniforms too (apart from the binomial's). So numpy,
+scipy.sparse and dask inputs, in any chunking, split into the same bits. K folds draw from
+one numpy generator.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from scipy import sparse
 
 from ._compat import moved_names
 from ._dask import check_dask_counts, row_offsets, rows_chunked
-from ._rng import RandomState, RowStreams, make_rng, row_stream_key
+from ._rng import RandomState, make_rng, row_stream_key
 from ._validation import check_choice, check_counts, check_fraction, is_dask_array
 
 SPLIT_METHODS = ("binomial", "negative_binomial")
@@ -199,27 +199,17 @@ def split_rows(X, p: float, key: np.ndarray, *, first_row: int = 0, sizes=None, 
     Xa, Xb
         Of X's kind, sparse format and dtype (see :func:`split_counts`).
     """
-    if sizes is None:
-        return _counter_split(X, p, key, first_row, shares)
-    X, values, per_value = flat_counts(X, sizes)
-    order, row_ptr = _row_major(X)
-    if order is not None:
-        values = values[order]
-        per_value = None if per_value is None else per_value[order]
-    half_a, half_b = _draw_rows(values, row_ptr, first_row, p, key, per_value, shares)
-    if order is not None:
-        half_a[order], half_b[order] = half_a.copy(), half_b.copy()
-    return rebuild(X, half_a), rebuild(X, half_b)
+    return _counter_split(X, p, key, first_row, shares, sizes)
 
 
-def _counter_split(X, p: float, key: np.ndarray, first_row: int, shares):
-    """Binomial (or MCV overlap) halves from counter-based draws, keyed by row and gene."""
+def _counter_split(X, p: float, key: np.ndarray, first_row: int, shares, sizes=None):
+    """Binomial, beta-binomial or MCV overlap halves from counter-based draws (row, gene)."""
     X, values, _ = flat_counts(X)
     form = X.format if sparse.issparse(X) else None
     rows = X.tocsr() if form not in (None, "csr") else X
     if form not in (None, "csr"):
         rows.sort_indices()
-    a, shared = half_a_values(rows, p, key, first_row=first_row, shares=shares)
+    a, shared = half_a_values(rows, p, key, first_row=first_row, shares=shares, sizes=sizes)
     values = rows.data if form is not None else np.asarray(rows).ravel()
     b = values - a  # before rebuild: eliminating A's zeros compacts ``a`` in place
     if shared.size:  # MCV's overlap: molecules in both halves count in each
@@ -242,13 +232,14 @@ def check_split_range(values: np.ndarray) -> None:
 
 
 def half_a_values(X, p: float, key: np.ndarray, *, first_row: int = 0, shares=None,
-                  dtype=None):
+                  dtype=None, sizes=None):
     """Half A's share of every stored count of a CSR or dense ``X``, aligned with its values.
 
     The draws are counter-based (:mod:`sc_noise2self._count_kernels`): a pure function of
     ``key``, the row's position ``first_row + i``, its total and the gene. Returns half A's
     values and, under MCV's overlap model (``shares``), the counts in both halves (else an
-    empty array). ``dtype`` (default the values') holds half A's values.
+    empty array). ``dtype`` (default the values') holds half A's values. Per-gene NB
+    ``sizes`` draw each count's share from a beta distribution first (the NB split).
     """
     from ._count_kernels import split_values
     from ._sparse_kernels import row_sums
@@ -265,59 +256,7 @@ def half_a_values(X, p: float, key: np.ndarray, *, first_row: int = 0, shares=No
     both, only_a = (-1.0, 0.0) if shares is None else (shares[2], shares[0] / (1 - shares[2]))
     out = np.zeros(values.size, dtype=dtype if dtype is not None else values.dtype)
     return split_values(values, indptr, indices, dense_cols, np.rint(totals).astype(np.uint64),
-                        first_row, key, float(p), float(both), float(only_a), out)
-
-
-def _row_major(X) -> tuple[np.ndarray | None, np.ndarray]:
-    """Permutation to row-then-column order (None when already so), and each row's start."""
-    n_rows, n_cols = X.shape
-    if not sparse.issparse(X):
-        return None, np.arange(n_rows + 1, dtype=np.int64) * n_cols
-    if X.format == "csr":  # canonical: columns sorted within each row
-        return None, np.asarray(X.indptr, dtype=np.int64)
-    if X.format == "csc":
-        rows, cols = X.indices, np.repeat(np.arange(n_cols), np.diff(X.indptr))
-    else:
-        rows, cols = X.row, X.col
-    row_ptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
-    return np.lexsort((cols, rows)), row_ptr.astype(np.int64)
-
-
-def _draw_rows(values, row_ptr, first_row, p, key, sizes, shares):
-    """Both halves of row-major ``values``, row ``i`` drawn from its own stream."""
-    streams = RowStreams(key)
-    counts = values.astype(np.int64)
-    nonempty = np.flatnonzero(np.diff(row_ptr))
-    totals = np.zeros(len(row_ptr) - 1, dtype=np.int64)
-    if nonempty.size:  # one sum per row, without a cumulative copy of every value
-        totals[nonempty] = np.add.reduceat(counts, row_ptr[nonempty])
-    half_a = np.zeros_like(values)
-    half_b = np.zeros_like(values)
-    for i in nonempty:
-        rows = slice(row_ptr[i], row_ptr[i + 1])
-        # The row's total keys its stream: a half split again with the same seed draws anew.
-        rng = streams.seek(first_row + int(i), salt=int(totals[i]))
-        row_sizes = None if sizes is None else sizes[rows]
-        half_a[rows], half_b[rows] = _draw_row(counts[rows], p, rng, row_sizes, shares)
-    return half_a, half_b
-
-
-def _draw_row(n: np.ndarray, p: float, rng: np.random.Generator, sizes, shares):
-    """Halves of one row's counts (int64): binomial, beta-binomial, or MCV's overlap."""
-    if shares is not None:
-        only_a, _, both = shares
-        in_both = rng.binomial(n, both)
-        in_a_only = rng.binomial(n - in_both, only_a / (1 - both))
-        return in_a_only + in_both, n - in_a_only
-    share = p
-    if sizes is not None:
-        # Beta shares only where there is something to split and the gene is not Poisson,
-        # so that zeros (stored or not) draw nothing.
-        drawn = np.isfinite(sizes) & (n > 0)
-        share = np.full(n.shape, p)
-        share[drawn] = rng.beta(p * sizes[drawn], (1 - p) * sizes[drawn])
-    a = rng.binomial(n, share)
-    return a, n - a
+                        first_row, key, float(p), float(both), float(only_a), out, sizes)
 
 
 def _split_dask(X, p: float, key: np.ndarray, sizes, shares):

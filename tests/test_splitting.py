@@ -262,3 +262,16 @@ def test_folds_have_equal_shares_and_nb_folds_decorrelate():
     assert np.corrcoef(poisson_folds[0].ravel(), poisson_folds[1].ravel())[0, 1] > 0.3
     with pytest.raises(ValueError, match="at least 2"):
         split_folds(X, 1)
+
+
+@pytest.mark.parametrize("size", [0.02, 0.5, 40.0])
+def test_beta_binomial_split_is_right_for_tiny_and_large_sizes(size):
+    # The beta shares come from counter-based gamma variates (logs below shape 1, so tiny
+    # shapes do not underflow): halves decorrelated, each with its share of the mean.
+    mu, p = 6.0, 0.7
+    X = sparse.csr_matrix(nb_counts(mu=mu, size=size))
+    a, b = split_counts(X, p, method="negative_binomial", overdispersion=size, random_state=4)
+    a, b = to_dense(a).ravel(), to_dense(b).ravel()
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.03
+    assert a.sum() / X.sum() == pytest.approx(p, abs=0.02)
+    assert a.var() == pytest.approx(p * mu + (p * mu) ** 2 / (p * size), rel=0.15)

@@ -421,13 +421,14 @@ table
         md("""
 The autoencoder takes its own training options, so it is calibrated on its own, with the
 same split settings (default `p`, `random_state=0`) and under the key `tl.compare` would
-use, then added to the table.
+use, then added to the table. Its final net is trained by squared error, so its own default
+loss is `"mse"`; `loss="poisson"` scores it like the others, so that the losses compare.
 """),
         code("""
 # For speed: three widths, at most 30 epochs. For real work use the defaults
 # (widths=None: 1, 2, 4, ..., 128; max_epochs=200), about 4 minutes here, or a GPU.
 n2s.tl.calibrate_autoencoder(adata, widths=[2, 8, 32], max_epochs=30, device="cpu",
-                             progress=False, key_added="noise2self_autoencoder")
+                             loss="poisson", progress=False, key_added="noise2self_autoencoder")
 record = adata.uns["noise2self_autoencoder"]
 row = {"method": "autoencoder", "param": "width", "best": record["best"],
        "best_loss": float(np.min(record["loss"])), "key": "noise2self_autoencoder"}
@@ -453,11 +454,12 @@ autoencoder is at a disadvantage here; give it the default budget before conclud
 A minimum at the edge of a grid (check each curve) means the best setting may lie beyond
 it: widen the grid, e.g. `tl.calibrate_knn(adata, ks=[30, 50, 80, 120])`.
 
-## Does the binomial split suit the data?
+## Why the split is negative-binomial by default
 
 Binomial splitting assumes Poisson counts given the truth. With overdispersed
 (negative-binomial) counts the halves share part of the noise, and the loss then rewards
-fitting it: the chosen rank runs high. `split="negative_binomial"` splits beta-binomially,
+fitting it: the chosen rank runs high. Every calibration therefore splits beta-binomially
+by default (`split="negative_binomial"`, at per-gene NB sizes estimated from the counts),
 which keeps negative-binomial halves independent (count splitting, data thinning).
 
 `pl.split_diagnostics` draws, per gene, the correlation between the two halves' *noise*
@@ -476,19 +478,18 @@ n2s.pl.split_diagnostics(adata, split="negative_binomial", overdispersion="estim
                          ax=axes[1], show=False);
 """),
         md("""
-The diagnostic's consequence is what matters: calibrate the rank again with the
-beta-binomial split and the per-gene NB sizes estimated from the data (written to
-`var["noise2self_pca_nb_overdispersion"]`).
+The diagnostic's consequence is what matters: calibrate the rank again with the binomial
+split (same loss) and compare the choices. The NB sizes the default estimated are in
+`var["noise2self_pca_overdispersion"]`.
 """),
         code("""
-n2s.tl.calibrate_pca(adata, split="negative_binomial", overdispersion="estimate",
-                     key_added="noise2self_pca_nb")
-sizes = adata.var["noise2self_pca_nb_overdispersion"]
+n2s.tl.calibrate_pca(adata, split="binomial", key_added="noise2self_pca_binomial")
+sizes = adata.var["noise2self_pca_overdispersion"]
 print(f"estimated NB size per gene: median {np.median(sizes):.1f} "
       f"(smaller = more overdispersed; Poisson is infinite)")
-print(f"chosen rank: binomial split {adata.uns['noise2self_pca']['best']}, "
-      f"negative-binomial split {adata.uns['noise2self_pca_nb']['best']}")
-n2s.pl.calibration_curve(adata, key=["noise2self_pca", "noise2self_pca_nb"]);
+print(f"chosen rank: negative-binomial split (default) {adata.uns['noise2self_pca']['best']}, "
+      f"binomial split {adata.uns['noise2self_pca_binomial']['best']}")
+n2s.pl.calibration_curve(adata, key=["noise2self_pca", "noise2self_pca_binomial"]);
 """),
         md("""
 ## What you learned
@@ -499,9 +500,9 @@ n2s.pl.calibration_curve(adata, key=["noise2self_pca", "noise2self_pca_nb"]);
 - `pl.calibration_curve` draws one curve or overlays several (`key=[...]`).
 - `pl.split_diagnostics` shows whether the two halves share noise: near 0 when the split
   suits the data, rising with the mean when a binomial split meets overdispersed counts.
-- `split="negative_binomial", overdispersion="estimate"` keeps overdispersed halves
-  independent; every calibrate function takes it, and a lower chosen rank is the sign that
-  the binomial split was rewarding noise.
+- The default split (`"negative_binomial"` at estimated sizes) keeps overdispersed halves
+  independent; `split="binomial"` is for counts known to be Poisson, and a higher chosen
+  rank under it is the sign that it rewards noise.
 """),
     ]
 

@@ -73,16 +73,20 @@ def _squared_errors(position, observed, values, top):
 
 
 @njit(inline="always", cache=True)
-def _deviances(position, observed, values, top, scale):
+def _deviances(position, genes, counts, values, top, scale):
+    # 2 (y log(y / e) - (y - e)) summed: e over every gene (a loop with no branch, which
+    # vectorises), then y log(y / e) - y over the row's non-zeros only. A branch on y and a
+    # log in the loop over all genes made the Poisson curve 30-40x slower than the MSE one.
     acc = np.float32(0.0)
     for j in range(position.size):
-        expected = max(_interpolated(position[j], values, top) * scale, np.float32(1e-8))
-        y = observed[j]
-        if y > 0.0:
-            acc += np.float32(2.0) * (y * np.log(y / expected) - (y - expected))
-        else:
-            acc += np.float32(2.0) * expected
-    return acc
+        acc += max(_interpolated(position[j], values, top) * scale, np.float32(1e-8))
+    for idx in range(genes.size):
+        y = counts[idx]
+        if y > 0.0:  # a stored zero adds nothing beyond its e above
+            expected = max(_interpolated(position[genes[idx]], values, top) * scale,
+                           np.float32(1e-8))
+            acc += y * np.log(y / expected) - y
+    return np.float32(2.0) * acc
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -113,7 +117,9 @@ def _curve_kernel(scores, components, mean, indptr, indices, data, values, step,
                     for j in range(n_genes):
                         position[j] += s * components[k - 1, j]
                 if poisson:
-                    partial[block, k] += _deviances(position, observed, values, top, scale[i])
+                    row = slice(indptr[i], indptr[i + 1])
+                    partial[block, k] += _deviances(position, indices[row], data[row], values,
+                                                    top, scale[i])
                 else:
                     partial[block, k] += _squared_errors(position, observed, values, top)
             for idx in range(indptr[i], indptr[i + 1]):
