@@ -53,9 +53,9 @@ class SplitSettings:
     transform
         ``"sqrt"``, ``"log1p"`` or ``"none"`` after library-size normalisation.
     loss
-        ``"poisson"`` deviance on half B's counts (the default), ``"mse"`` on the transformed
-        scale, or ``"nb"`` deviance at per-gene NB sizes (families whose
-        :attr:`Family.losses` have it).
+        ``"poisson"`` deviance on half B's counts (the default), ``"mse"`` on the
+        transformed scale, or ``"nb"`` deviance at per-gene NB sizes (for the families
+        whose :attr:`Family.losses` have it).
     n_splits
         Independent splits whose curves are averaged.
     random_state
@@ -66,6 +66,10 @@ class SplitSettings:
     overdispersion
         NB size per gene, one number, or ``"estimate"``; only with the NB split, where None
         means ``"estimate"``.
+    sample_ratio
+        MCV's overlap correction; None splits plainly.
+    folds
+        K-fold thinning instead of one split: each fold scored against the other K-1.
 
     Notes
     -----
@@ -74,10 +78,6 @@ class SplitSettings:
     ``benchmarks/RESULTS.md``): a binomial split of overdispersed counts leaves each cell's
     own rate in both halves, and squared error on depth-normalised transformed values rewards
     sorting cells by depth.
-    sample_ratio
-        MCV's overlap correction; None splits plainly.
-    folds
-        K-fold thinning instead of one split: each fold scored against the other K-1.
     """
 
     p: float = DEFAULT_P
