@@ -69,6 +69,11 @@ def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
     >>> bool((Xa + Xb == X).all())
     True
     """
+    if sample_ratio and method != "binomial":  # before the NB sizes are estimated
+        raise ValueError(
+            "sample_ratio (MCV's overlap correction) works with method='binomial' only; pass "
+            "method='binomial' with it (split_molecules' default is 'negative_binomial')."
+        )
     if isinstance(overdispersion, str) and overdispersion == "estimate":
         if method == "negative_binomial":
             if not is_dask_array(X):

@@ -181,6 +181,8 @@ ANNDATA_CASES = [
      ValueError, "applies to split='negative_binomial'"),
     ("sample_ratio with the NB split", lambda t: tl.calibrate_pca(adata_of(), sample_ratio=0.2),
      ValueError, "pass split='binomial' with it"),
+    ("sample_ratio with split_molecules' NB default", lambda t: n2s.pp.split_molecules(
+        adata_of(), sample_ratio=0.2), ValueError, "pass method='binomial' with it"),
     ("solver='svd'", lambda t: tl.calibrate_pca(adata_of(), solver="svd"), ValueError,
      "Unknown solver='svd'"),
     ("solver='randomized' on sparse", lambda t: tl.calibrate_pca(
