@@ -19,6 +19,7 @@ choice is the truth-best setting, 0 when it is no better than the baseline, nega
 is worse. On a null (best = baseline) the column shows the excess truth loss instead.
 
 Run:  python benchmarks/bench_families_realistic.py [--seeds 3] [--families pca,knn,diffusion]
+      (``--families autoencoder`` adds the autoencoder: three widths, 40 epochs, on the CPU)
 """
 
 from __future__ import annotations
@@ -32,13 +33,18 @@ import warnings
 import numpy as np
 
 from sc_noise2self.calibration import calibrate_counts
+from sc_noise2self.denoisers.autoencoder import AUTOENCODER
 from sc_noise2self.denoisers.diffusion import DIFFUSION
 from sc_noise2self.denoisers.knn import KNN
 from sc_noise2self.denoisers.pca import PCA
 from sc_noise2self.losses import baseline_loss, column_means
 from sc_noise2self.simulation import expected_counts, simulate_counts
 
-FAMILIES = {"pca": (PCA, {"max_comps": 30}), "knn": (KNN, {}), "diffusion": (DIFFUSION, {})}
+FAMILIES = {
+    "pca": (PCA, {"max_comps": 30}), "knn": (KNN, {}), "diffusion": (DIFFUSION, {}),
+    # Three widths and a short budget on the CPU (the default grid takes minutes per call).
+    "autoencoder": (AUTOENCODER, {"widths": [1, 4, 16], "max_epochs": 40, "device": "cpu"}),
+}
 OPTIONS = {
     "mse, binomial": dict(loss="mse", split="binomial"),
     "mse, NB": dict(loss="mse", split="negative_binomial", overdispersion="estimate"),
