@@ -16,7 +16,7 @@ import numpy as np
 
 from . import datasets, pl, tl
 from ._version import __version__
-from .calibration import DEFAULT_P
+from .calibration import DEFAULT_P, SplitSettings
 from .cli_image import add_image_commands
 from .io import check_output, formats_text, read_counts, write_figure, write_h5ad
 from .results import finite_argmin
@@ -51,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--p", type=float, default=DEFAULT_P,
                          help="share of molecules in half A")
     denoise.add_argument("--transform", default="sqrt", choices=("sqrt", "log1p", "none"))
-    denoise.add_argument("--loss", default="mse", choices=("mse", "poisson"))
+    # The package's defaults, not the command's own: one default across every front.
+    defaults = SplitSettings()
+    denoise.add_argument("--loss", default=defaults.loss, choices=("mse", "poisson"),
+                         help="self-supervised loss (default: %(default)s)")
+    denoise.add_argument("--split", default=defaults.split,
+                         choices=("negative_binomial", "binomial"),
+                         help="molecule split; negative_binomial estimates per-gene NB sizes "
+                         "(default: %(default)s; binomial for Poisson counts)")
     denoise.add_argument("--n-splits", type=int, default=1, help="independent splits to average")
     denoise.add_argument("--random-state", type=int, default=0, help="seed of the splits")
     denoise.add_argument("--max-layer-gb", type=float, default=1.0,
@@ -113,7 +120,8 @@ def run_denoise(args: argparse.Namespace) -> int:
     print(f"data: {description}, {adata.n_obs} cells x {adata.n_vars} genes", flush=True)
     tl.denoise_pca(
         adata, layer=args.layer, max_comps=args.max_comps, transform=args.transform,
-        loss=args.loss, n_splits=args.n_splits, random_state=args.random_state, p=args.p,
+        loss=args.loss, split=args.split, n_splits=args.n_splits,
+        random_state=args.random_state, p=args.p,
         max_layer_gb=0.0 if args.no_layer else args.max_layer_gb,
     )
     record = adata.uns["noise2self"]

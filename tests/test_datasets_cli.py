@@ -103,3 +103,12 @@ def test_write_synthetic_counts_never_replaces_a_store_unless_asked(tmp_path):
     datasets.write_synthetic_counts(path, 40, 8, overwrite=True)
     assert ad.read_zarr(path).n_obs == 40
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]  # nothing left beside it
+
+
+def test_the_command_line_takes_the_packages_split_defaults():
+    from sc_noise2self.calibration import DEFAULT_P, SplitSettings
+
+    args = cli.build_parser().parse_args(["denoise"])
+    defaults = SplitSettings()
+    assert (args.loss, args.split, args.p) == (defaults.loss, defaults.split, DEFAULT_P)
+    assert cli.build_parser().parse_args(["denoise", "--split", "binomial"]).split == "binomial"
