@@ -113,18 +113,17 @@ def split_values(values, indptr, indices, n_dense_cols, totals, first_row, key, 
     shared = np.zeros(values.size if both >= 0.0 else 0, dtype=out.dtype)
     tables = [zero_probabilities(min(q, 1.0 - q)) for q in ((p, p) if both < 0 else
                                                              (both, only_a))]
-    if sizes is not None:
-        _split_values_nb(values, indptr, indices, n_dense_cols, totals, first_row, key[0],
-                         key[1], p, np.asarray(sizes, dtype=np.float64), out, tables[0])
-        return out, shared
+    sizes = np.zeros(0) if sizes is None else np.asarray(sizes, dtype=np.float64)
     _split_values(values, indptr, indices, n_dense_cols, totals, first_row, key[0], key[1], p,
-                  both, only_a, out, shared, *tables)
+                  both, only_a, sizes, out, shared, *tables)
     return out, shared
 
 
 @njit(parallel=True, cache=True)
 def _split_values(values, indptr, indices, n_dense_cols, totals, first_row, k0, k1, p, both,
-                  only_a, out, shared, start_0, start_1):
+                  only_a, sizes, out, shared, start_0, start_1):
+    # ``sizes`` empty: binomial (or overlap) shares; else per-gene NB sizes, inf for Poisson.
+    drawn = np.zeros(0)  # no table: a share drawn per count computes its own start
     for i in prange(indptr.size - 1):
         state = row_state(k0, k1, first_row + i, totals[i])
         for idx in range(indptr[i], indptr[i + 1]):
@@ -132,7 +131,10 @@ def _split_values(values, indptr, indices, n_dense_cols, totals, first_row, k0, 
             if n <= 0:
                 continue
             gene = idx - indptr[i] if n_dense_cols > 0 else indices[idx]
-            if both < 0.0:
+            if sizes.size and np.isfinite(sizes[gene]):
+                share = beta_share(p * sizes[gene], (1.0 - p) * sizes[gene], state, gene)
+                out[idx] = binomial(n, share, state, gene, 0, drawn)
+            elif both < 0.0:
                 out[idx] = binomial(n, p, state, gene, 0, start_0)
             else:
                 in_both = binomial(n, both, state, gene, 0, start_0)
@@ -183,25 +185,6 @@ def beta_share(a, b, state, gene):
     log_x = _log_gamma_variate(a, shares, gene, 0)
     log_y = _log_gamma_variate(b, shares, gene, 1)
     return 1.0 / (1.0 + np.exp(log_y - log_x))
-
-
-@njit(parallel=True, cache=True)
-def _split_values_nb(values, indptr, indices, n_dense_cols, totals, first_row, k0, k1, p,
-                     sizes, out, start):
-    drawn = np.zeros(0)
-    for i in prange(indptr.size - 1):
-        state = row_state(k0, k1, first_row + i, totals[i])
-        for idx in range(indptr[i], indptr[i + 1]):
-            n = np.int64(values[idx])
-            if n <= 0:
-                continue
-            gene = idx - indptr[i] if n_dense_cols > 0 else indices[idx]
-            size = sizes[gene]
-            if np.isfinite(size):
-                share = beta_share(p * size, (1.0 - p) * size, state, gene)
-                out[idx] = binomial(n, share, state, gene, 0, drawn)
-            else:  # a Poisson gene: the binomial split
-                out[idx] = binomial(n, p, state, gene, 0, start)
 
 
 @njit(inline="always", cache=True)

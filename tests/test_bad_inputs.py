@@ -98,6 +98,8 @@ SPLIT_CASES = [
     ("NB overdispersion='guess'", lambda t: n2s.split_counts(
         COUNTS, method="negative_binomial", overdispersion="guess"), ValueError,
      "Unknown overdispersion='guess'"),
+    ("max_cells=2", lambda t: n2s.diagnostics.estimate_overdispersion(COUNTS, max_cells=2),
+     ValueError, "max_cells"),
     ("sample_ratio with NB", lambda t: n2s.split_counts(
         COUNTS, method="negative_binomial", overdispersion=2.0, sample_ratio=0.1), ValueError,
      "sample_ratio"),
