@@ -100,6 +100,8 @@ SPLIT_CASES = [
      "Unknown overdispersion='guess'"),
     ("max_cells=2", lambda t: n2s.diagnostics.estimate_overdispersion(COUNTS, max_cells=2),
      ValueError, "max_cells"),
+    ("expected_counts without a truth", lambda t: n2s.simulation.expected_counts(adata_of()),
+     ValueError, "no simulated truth"),
     ("sample_ratio with NB", lambda t: n2s.split_counts(
         COUNTS, method="negative_binomial", overdispersion=2.0, sample_ratio=0.1), ValueError,
      "sample_ratio"),
