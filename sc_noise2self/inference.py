@@ -49,7 +49,7 @@ def rank_genes_groups_split(
     p: float = DEFAULT_P, split: str = LEIDEN_SPLIT["split"],
     overdispersion=None, n_comps: int | None = 30,
     n_neighbors: int = 15, n_top_genes: int | None = DEFAULT_TOP_GENES, rule: str = "1se",
-    layer: str | None = None,
+    refine: bool | None = None, layer: str | None = None,
     random_state: RandomState = 0, key_added: str = "rank_genes_groups_split",
     split_key: str = "noise2self", validate: bool = True, write_layer: bool = True,
     copy: bool = False, **kwargs,
@@ -92,6 +92,11 @@ def rank_genes_groups_split(
     rule
         ``"1se"`` or ``"min"``: how a calibrated resolution is chosen (see
         :func:`~sc_noise2self.tl.calibrate_leiden`).
+    refine
+        When ``groupby`` is None: split each cluster again on its own half-A graph where
+        the loss says so, as :func:`~sc_noise2self.tl.calibrate_leiden` does. None refines
+        a calibrated resolution and not a given one, whose p-values then stay valid whatever
+        the clusters (no choice is made on half B).
     split_key
         With YOUR ``groupby``: the ``key_added`` of the
         :func:`~sc_noise2self.pp.split_molecules` run whose half A made the groups.
@@ -137,7 +142,7 @@ def rank_genes_groups_split(
     p = check_fraction(p)
     _check_clustering_options(resolution, n_comps, n_neighbors, adata)
     options = {"n_comps": n_comps, "n_neighbors": n_neighbors, "n_top_genes": n_top_genes,
-               "rule": rule}
+               "rule": rule, "refine": refine}
     LEIDEN.check_options(options, adata)
     settings = LEIDEN.default_settings(
         p=p, split=split, random_state=random_state,
@@ -153,7 +158,7 @@ def rank_genes_groups_split(
         _refuse_split_options_with_groupby(dict(
             resolution=resolution, p=p, split=split, overdispersion=overdispersion,
             n_comps=n_comps, n_neighbors=n_neighbors, n_top_genes=n_top_genes, rule=rule,
-            random_state=random_state, validate=validate))
+            refine=refine, random_state=random_state, validate=validate))
         halves = group_halves(adata, groupby, split_key, layer)
         half_b, split_record = halves.b, halves.record
         labels = checked_groups(adata, groupby)
@@ -192,8 +197,9 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
     if resolution in (None, "calibrated"):
         result = calibrate_counts(counts, LEIDEN, settings=settings, **options)
         resolution = choose_resolution(result)
-        # The calibration's rank and NB sizes, not found a second time.
+        # The calibration's rank, refinement and NB sizes, not found a second time.
         fit_options["n_comps"] = result.params["n_comps"]
+        fit_options["refine"] = result.params["refine"]
         if isinstance(result.params.get("overdispersion"), np.ndarray):
             fit_options["overdispersion"] = result.params["overdispersion"]
     clusters = fit_clusters(counts, resolution, fit_options, transform=settings.transform,

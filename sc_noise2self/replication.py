@@ -6,9 +6,9 @@ clusters never saw, in the spirit of sc-SHC (Grabski, Street and Irizarry, Natur
 2023), with count splitting instead of a parametric bootstrap:
 
 1. the clusters of half A are joined into a tree by the distances between their centroids
-   in half A's principal components (average linkage);
+   in half A's principal components (Ward's linkage, weighted by cluster size);
 2. at each node, the cells of its two branches are predicted in counts as
-   :func:`~sc_noise2self.denoisers.leiden.count_deviances` predicts them: by the half-A rate
+   :func:`~sc_noise2self.denoisers.cluster_loss.count_deviances` predicts them: by the half-A rate
    of their own branch, and by the half-A rate of both branches together. Each cell's
    half-B deviance under the merged rate minus under its branch's rate is a paired
    difference; a one-sided t-test over the node's cells asks whether the split predicts
@@ -28,17 +28,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import sparse, stats
-from scipy.cluster import hierarchy
 
 from ._anndata import get_counts, logger, target
 from ._validation import check_counts, check_fraction, check_whole
+from .denoisers.cluster_loss import DevianceTargets, partition_deviances
 from .denoisers.leiden import (
     DEFAULT_TOP_GENES,
     LABELS_FROM_HALF_A,
-    DevianceTargets,
     counts_fingerprint,
     first_split,
-    partition_deviances,
     split_settings,
     top_variable_genes,
 )
@@ -292,7 +290,44 @@ def cluster_tree(half_a, codes: np.ndarray, n_comps: int) -> np.ndarray:
     n_comps = max(1, min(n_comps, max_rank(values.shape)))
     scores = fit_pca(values, n_comps, random_state=0).scores
     centroids = np.vstack([scores[codes == k].mean(axis=0) for k in range(codes.max() + 1)])
-    return hierarchy.linkage(centroids, method="average")
+    return weighted_ward(centroids, np.bincount(codes))
+
+
+def weighted_ward(centroids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Ward's linkage of clusters of ``sizes`` cells, in scipy's linkage format.
+
+    Joining clusters ``a`` and ``b`` costs ``n_a n_b / (n_a + n_b) |c_a - c_b|^2``, the rise
+    in within-cluster sum of squares, so a cluster of two cells joins its nearest neighbour
+    early instead of sitting alone at the root. With average linkage of centroids (unweighted,
+    scipy's only option for centroids) one two-cell cluster between two groups became the
+    root's split; its test failed and merged all three true groups into one. Heights are
+    ``sqrt(2 cost)``, scipy's Ward heights for single cells; the fourth column counts leaves.
+    """
+    centroids = np.array(centroids, dtype=np.float64)  # a copy: merged rows are written
+    weights = np.array(sizes, dtype=np.float64)
+    n_leaves = centroids.shape[0]
+    active = list(range(n_leaves))
+    ids, leaves = list(range(n_leaves)), [1] * n_leaves
+    tree = np.zeros((n_leaves - 1, 4))
+    for step in range(n_leaves - 1):
+        first, second, cost = _cheapest_pair(centroids[active], weights[active])
+        a, b = active[first], active[second]
+        merged = (weights[a] * centroids[a] + weights[b] * centroids[b]) / (weights[a] + weights[b])
+        tree[step] = (min(ids[a], ids[b]), max(ids[a], ids[b]), np.sqrt(2.0 * cost),
+                      leaves[a] + leaves[b])
+        centroids[a], weights[a] = merged, weights[a] + weights[b]
+        ids[a], leaves[a] = n_leaves + step, leaves[a] + leaves[b]
+        active.remove(b)
+    return tree
+
+
+def _cheapest_pair(centroids: np.ndarray, weights: np.ndarray) -> tuple[int, int, float]:
+    """Positions of the two clusters whose join costs least under Ward's criterion."""
+    squared = ((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    cost = np.outer(weights, weights) / np.add.outer(weights, weights) * squared
+    cost[np.tril_indices(len(weights))] = np.inf
+    first, second = np.unravel_index(int(np.argmin(cost)), cost.shape)
+    return int(first), int(second), float(cost[first, second])
 
 
 def test_tree(tree: np.ndarray, codes: np.ndarray, halves: GroupHalves, alpha: float) -> dict:

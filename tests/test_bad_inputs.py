@@ -331,6 +331,10 @@ ANNDATA_CASES = [
      "Use n_splits instead of folds"),
     ("leiden random_state=None", lambda t: tl.calibrate_leiden(adata_of(), random_state=None),
      TypeError, "needs an integer seed"),
+    ("leiden refine='yes'", lambda t: tl.calibrate_leiden(adata_of(), refine="yes"),
+     TypeError, "refine='yes' must be True or False"),
+    ("markers refine=1", lambda t: tl.rank_genes_groups_split(adata_of(), refine=1),
+     TypeError, "refine=1 must be True or False"),
     ("markers of one cluster", lambda t: tl.rank_genes_groups_split(
         with_obs(split_adata(), g="0"), groupby="g"), ValueError, "holds one group"),
     ("markers of one-cell clusters", lambda t: tl.rank_genes_groups_split(

@@ -144,7 +144,9 @@ def test_no_clustering_of_one_population_beats_one_cluster(nb_size, depth_sd):
 def test_binomial_split_of_nb_counts_finds_clusters_in_noise():
     # Why the Leiden family splits by the NB: the binomial split's halves share each cell's
     # overdispersed rate, so noise clusters of half A predict half B.
-    adata = realistic((1.0,), 1, nb_size=(0.5, 5.0))
+    # Strongly overdispersed genes (b 0.2-2): with genes scaled before the graph's PCA,
+    # b 0.5-5 no longer gave noise clusters that win at these resolutions.
+    adata = realistic((1.0,), 1, nb_size=(0.2, 2.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tl.calibrate_leiden(adata, resolutions=[0.5, 1.0, 2.0], split="binomial",
@@ -171,7 +173,7 @@ def test_calibrated_resolution_finds_k_unequal_groups_at_varying_depth(sizes, n_
 
 
 def test_one_cell_clusters_predict_as_the_baseline_and_the_deviance_is_exact():
-    from sc_noise2self.denoisers.leiden import PRIOR_CELLS, cell_deviances
+    from sc_noise2self.denoisers.cluster_loss import PRIOR_CELLS, cell_deviances
     from sc_noise2self.losses import poisson_deviance, prepare_halves
 
     adata = realistic((0.5, 0.5), 3, n_obs=60, n_vars=40)
@@ -235,8 +237,10 @@ def test_markers_of_calibrate_leiden_are_tested_on_its_own_half_b():
     tl.rank_genes_groups_split(adata, groupby="noise2self_leiden")
     by_record = adata.uns["rank_genes_groups_split"]
     # The same split drawn in one call: the same half-A labels and the same half-B tests.
-    fresh = tl.rank_genes_groups_split(adata, resolution="calibrated", random_state=4,
-                                       validate=False, copy=True)
+    # (The grid differs from the call above, so the chosen resolution is passed on.)
+    fresh = tl.rank_genes_groups_split(
+        adata, resolution=adata.uns["noise2self_leiden"]["resolution"], refine=True,
+        random_state=4, validate=False, copy=True)
     assert fresh is not None
     np.testing.assert_array_equal(fresh.obs["rank_genes_groups_split_groups"].astype(str),
                                   adata.obs["noise2self_leiden"].astype(str))
@@ -515,7 +519,7 @@ def test_given_nb_sizes_are_kept_so_the_split_can_be_drawn_again():
 
 
 def test_stored_zeros_in_half_b_do_not_make_nan_losses():
-    from sc_noise2self.denoisers.leiden import count_deviances
+    from sc_noise2self.denoisers.cluster_loss import count_deviances
 
     a = sparse.csr_matrix(np.array([[2, 1, 0], [1, 3, 1], [0, 2, 2]], dtype=np.float64))
     b = sparse.csr_matrix(np.array([[1, 1, 1], [2, 0, 1], [1, 1, 0]], dtype=np.float64))
@@ -564,3 +568,96 @@ def test_several_splits_give_one_paired_standard_error_from_their_averaged_cell_
     choose_resolution(result)
     assert "cell_losses" not in result.params  # never written to uns
     np.testing.assert_allclose(result.params["standard_error"], paired_standard_errors(cells))
+
+
+def test_refinement_finds_the_small_groups_one_graph_of_all_cells_merges():
+    # K = 12 with groups of 1-2%: at every resolution of one graph two of them stay merged
+    # into larger ones (10 clusters before refinement, in this seed); the clusters' own
+    # graphs separate them, and the loss keeps those splits. Fails with refine=False, or
+    # with a refinement that never accepts a split.
+    from sklearn.metrics import adjusted_rand_score
+
+    from sc_noise2self.simulation import simulate_counts
+
+    shares = 0.75 ** np.arange(12)
+    shares = np.maximum(shares / shares.sum(), 0.01)
+    adata = simulate_counts(3000, 1000, shares / shares.sum(), depth_sd=0.5, random_state=2)
+    tl.calibrate_leiden(adata, random_state=2)
+    params = adata.uns["noise2self_leiden"]["params"]
+    found = adata.obs["noise2self_leiden"]
+    assert params["n_clusters_before_refinement"] < 12
+    assert found.nunique() == 12 and adata.uns["noise2self_leiden"]["n_clusters"] == 12
+    assert adjusted_rand_score(adata.obs["group"], found) > 0.98
+    assert "standard errors better" in params["refinement"]
+    sizes = found.value_counts(sort=False).to_numpy()
+    assert (np.diff(sizes) <= 0).all()  # numbered largest first, as sc.tl.leiden does
+
+
+def test_without_refinement_the_labels_are_leidens_at_the_chosen_resolution():
+    adata = realistic((0.6, 0.3, 0.1), 5)
+    tl.calibrate_leiden(adata, refine=False, resolutions=[0.1, 0.5, 2.0])
+    record = adata.uns["noise2self_leiden"]
+    chosen = list(record["grid"]).index(record["resolution"])
+    assert adata.obs["noise2self_leiden"].nunique() == record["params"]["n_clusters"][chosen]
+    assert "refinement" not in record["params"]
+    assert record["params"]["refine"] is False or record["params"]["refine"] == 0
+
+
+def test_the_deviances_of_some_cells_are_their_deviances_among_all():
+    # A cluster's split is scored on its cells alone against the whole population; the
+    # restriction must not change any of their deviances. Fails if of_cells took the
+    # population's rates (or the prior's depth) from the kept cells only.
+    from sc_noise2self.denoisers.cluster_loss import DevianceTargets, partition_deviances
+    from sc_noise2self.losses import prepare_halves
+
+    adata = realistic((0.5, 0.3, 0.2), 4, n_obs=300, n_vars=120)
+    halves = prepare_halves(adata.X, p=0.7, transform="log1p", random_state=0,
+                            keep_counts=True, keep_a_counts=True)
+    targets = DevianceTargets.of(halves.a_counts, halves.b_counts, halves.totals_a, 0.7)
+    labels = adata.obs["group"].cat.codes.to_numpy().astype(np.int64)
+    cells = np.flatnonzero(labels == 1)
+    split = (np.arange(labels.size) % 2).astype(np.int64)
+    whole = labels.copy()
+    whole[cells[split[cells] == 1]] = labels.max() + 1
+    np.testing.assert_allclose(
+        partition_deviances(split[cells], targets.of_cells(cells)),
+        partition_deviances(whole, targets)[cells], rtol=1e-10)
+
+
+def test_scaled_genes_have_unit_variance_a_cap_and_one_result_for_any_format():
+    from sc_noise2self.denoisers.leiden import SCALE_CAP, scaled_genes
+
+    rng = np.random.default_rng(0)
+    values = np.log1p(rng.poisson(rng.gamma(0.3, 2.0, (400, 50))).astype(np.float64))
+    values[0, 7] = 40.0  # far above the gene's mean: capped
+    values[:, 9] = 0.0  # no variance: stays zero
+    dense, sparse_result = scaled_genes(values), scaled_genes(sparse.csr_matrix(values))
+    np.testing.assert_array_equal(dense.toarray(), sparse_result.toarray())
+    scaled = dense.toarray()
+    sd = values.std(axis=0, ddof=1)
+    z = (scaled - values.mean(axis=0) / np.where(sd > 0, sd, 1.0))
+    assert z.max() <= SCALE_CAP + 1e-9 and np.isclose(z[0, 7], SCALE_CAP)
+    kept = np.ones(50, dtype=bool)
+    kept[[7, 9]] = False
+    np.testing.assert_allclose(scaled[:, kept].std(axis=0, ddof=1), 1.0, rtol=1e-10)
+    assert not scaled[:, 9].any()
+    assert values[0, 7] == 40.0  # the input is not changed
+
+
+def test_cluster_tree_is_wards_linkage_weighted_by_cluster_size():
+    # With one cell per cluster it is scipy's Ward linkage; with sizes, a two-cell cluster
+    # between two large groups joins one of them before the groups join, instead of being
+    # the root's split (average linkage of centroids made it the root, and validation then
+    # merged three true groups into one). Fails with hierarchy.linkage(..., "average").
+    from scipy.cluster import hierarchy
+
+    from sc_noise2self.replication import weighted_ward
+
+    points = np.random.default_rng(0).normal(size=(9, 3))
+    np.testing.assert_allclose(weighted_ward(points, np.ones(9)),
+                               hierarchy.linkage(points, method="ward"), rtol=1e-10)
+    centroids = np.array([[0.0, 0.0], [0.0, 1.0], [10.0, 0.0], [10.0, 1.0], [5.0, 12.0]])
+    tree = weighted_ward(centroids, np.array([300, 300, 300, 300, 2]))
+    root_children = tree[-1, :2].astype(int)
+    assert 4 not in root_children  # the two-cell cluster is not one side of the root
+    assert tree[-1, 3] == 5 and (np.diff(tree[:, 2]) >= 0).all()

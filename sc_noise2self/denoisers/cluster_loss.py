@@ -1,0 +1,173 @@
+"""The clustering loss: half B's counts predicted by each cell's half-A cluster.
+
+Shared by the Leiden family (which resolution, which refinement) and by the validation of
+clusters (which splits replicate): both compare partitions by these per-cell deviances
+and their paired standard errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from ..losses import Halves
+
+
+def cell_deviances(labels: np.ndarray, halves: Halves) -> np.ndarray:
+    """Each cell's Poisson deviance of half B under its half-A cluster's leave-one-out rate.
+
+    Cell ``i`` of cluster ``k`` is predicted ``mu_ig = r_ig * n_i * (1 - p) / p``: the
+    cluster's rate of gene ``g`` in half A WITHOUT cell ``i`` (its own molecules never
+    predict it), times the cell's own half-A total ``n_i`` moved to half B's share. The rate
+    is shrunk towards the population's (also leave-one-out) by :data:`PRIOR_CELLS` typical
+    cells' worth of molecules ``c``, so a one-cell cluster predicts exactly as the baseline:
+
+        r_ig = (S_kg - a_ig + c pi_g) / (T_k - n_i + c),   pi_g = (S_g - a_ig) / (T - n_i),
+
+    with ``S_kg`` and ``T_k`` the cluster's half-A sums of gene ``g`` and of all genes.
+    Predicting counts at each cell's own depth removes what transformed, depth-normalised
+    means reward (sorting cells by depth); leaving the cell out removes its own share of a
+    small cluster's mean. The rates sum to 1 over genes, so ``sum_g mu_ig`` is the same for
+    every partition and only half B's non-zero counts need a prediction.
+
+    Returns
+    -------
+    Array (cells,) of summed deviances ``2 sum_g [b log(b / mu) - (b - mu)]``.
+    """
+    return count_deviances(labels, halves.a_counts, halves.b_counts, halves.totals_a,
+                           halves.p)
+
+
+def count_deviances(labels: np.ndarray, a, b, totals_a: np.ndarray, p: float) -> np.ndarray:
+    """:func:`cell_deviances` of raw half-A counts ``a`` and half-B counts ``b`` (cells x genes).
+
+    ``totals_a`` are the cells' half-A totals and ``p`` half A's share of the molecules; the
+    population (and its prior) is the cells given.
+    """
+    return partition_deviances(labels, DevianceTargets.of(a, b, totals_a, p))
+
+
+@dataclass
+class DevianceTargets:
+    """What every partition's deviances share: half B's non-zeros and their half-A counts.
+
+    Made once per split (:meth:`of`) and scored for each partition by
+    :func:`partition_deviances`; :meth:`of_cells` keeps some cells and the whole
+    population's rates.
+    """
+
+    a: Any  # canonical CSR, raw half-A counts
+    totals: np.ndarray  # each cell's half-A total
+    rows: np.ndarray  # the cell of each of half B's non-zeros
+    genes: np.ndarray  # and its gene
+    observed: np.ndarray  # and its count
+    own_a: np.ndarray  # the half-A count of the same cell and gene
+    constant: np.ndarray  # each cell's 2 (sum_g mu - sum_g b), the same for every partition
+    p: float
+    gene_sums: np.ndarray  # the population's half-A sum of each gene
+    prior: float  # PRIOR_CELLS typical cells' half-A molecules
+
+    @classmethod
+    def of(cls, a, b, totals_a: np.ndarray, p: float) -> DevianceTargets:
+        """The targets of raw half-A counts ``a`` and half-B counts ``b``."""
+        a, b = canonical(a), canonical(b)
+        totals = np.asarray(totals_a, dtype=np.float64)
+        b_totals = np.asarray(b.sum(axis=1), dtype=np.float64).ravel()
+        # The rates sum to one over genes, so sum_g mu = n_i (1 - p) / p for any partition.
+        constant = 2.0 * (totals * (1.0 - p) / p - b_totals)
+        rows = np.repeat(np.arange(b.shape[0]), np.diff(b.indptr))
+        gene_sums = np.asarray(a.sum(axis=0), dtype=np.float64).ravel()
+        prior = PRIOR_CELLS * max(float(np.median(totals)), 1.0)
+        return cls(a, totals, rows, b.indices, b.data.astype(np.float64), values_at(a, b),
+                   constant, p, gene_sums, prior)
+
+    def of_cells(self, cells: np.ndarray) -> DevianceTargets:
+        """The targets of ``cells`` (sorted indices) alone, scored against the population.
+
+        A partition of some cells leaves every other cell's prediction as it was, so two
+        partitions of them are compared on their deviances alone.
+        """
+        position = np.full(self.totals.size, -1)
+        position[cells] = np.arange(cells.size)
+        keep = position[self.rows] >= 0
+        return replace(self, a=self.a[cells], totals=self.totals[cells],
+                       rows=position[self.rows[keep]], genes=self.genes[keep],
+                       observed=self.observed[keep], own_a=self.own_a[keep],
+                       constant=self.constant[cells])
+
+    @property
+    def population_total(self) -> float:
+        """All the population's half-A molecules (on the scored genes)."""
+        return float(self.gene_sums.sum())
+
+
+def partition_deviances(labels: np.ndarray, targets: DevianceTargets) -> np.ndarray:
+    """Each cell's deviance under ``labels`` (see :func:`cell_deviances`)."""
+    t = targets
+    members = sparse.csr_matrix(
+        (np.ones(labels.size), (labels, np.arange(labels.size))),
+        shape=(int(labels.max()) + 1, labels.size))
+    sums = np.asarray((members @ t.a).todense(), dtype=np.float64)  # clusters x genes
+    cluster_totals = members @ t.totals
+    left = np.maximum(t.population_total - t.totals[t.rows], 1.0)
+    population = (t.gene_sums[t.genes] - t.own_a) / left
+    cells = labels[t.rows]
+    rate = ((sums[cells, t.genes] - t.own_a + t.prior * population)
+            / (cluster_totals[cells] - t.totals[t.rows] + t.prior))
+    mean = np.maximum(rate * t.totals[t.rows] * ((1.0 - t.p) / t.p), 1e-12)
+    deviance = np.bincount(t.rows, weights=t.observed * np.log(t.observed / mean),
+                           minlength=t.totals.size)
+    return 2.0 * deviance + t.constant
+
+
+# Weight of the population's rate in each cluster's rate, in typical cells of half A.
+PRIOR_CELLS = 10.0
+
+
+def values_at(a, b) -> np.ndarray:
+    """``a``'s values at ``b``'s stored entries (0 where ``a`` has none); canonical CSR."""
+    a_keys = _entry_keys(a)
+    b_keys = _entry_keys(b)
+    values = np.zeros(b_keys.size)
+    if a_keys.size:
+        where = np.minimum(np.searchsorted(a_keys, b_keys), a_keys.size - 1)
+        hit = a_keys[where] == b_keys
+        values[hit] = a.data[where[hit]]
+    return values
+
+
+def _entry_keys(X) -> np.ndarray:
+    """Row-major positions of a canonical CSR matrix's entries (increasing)."""
+    rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+    return rows * X.shape[1] + X.indices
+
+
+def canonical(X):
+    """CSR with sorted indices, no duplicates and no stored zeros (keys increase)."""
+    X = sparse.csr_matrix(X)
+    if not X.has_canonical_format or (X.nnz and not X.data.all()):
+        X = X.copy()
+        X.sum_duplicates()
+        X.eliminate_zeros()  # a stored 0 would make 0 log 0 a NaN in the deviance
+    return X
+
+
+def paired_standard_errors(per_cell: np.ndarray) -> np.ndarray:
+    """Standard error of each grid point's mean loss minus the best point's, paired by cell.
+
+    ``per_cell`` is (grid, cells). Cells are the independent units of a split, so the
+    spread of their paired differences says how far two points' means can be trusted apart.
+    """
+    best = int(np.nanargmin(np.where(np.isfinite(per_cell).all(axis=1),
+                                     per_cell.sum(axis=1), np.inf)))
+    differences = per_cell - per_cell[best]
+    return differences.std(axis=1, ddof=1) / np.sqrt(per_cell.shape[1])
+
+
+def coarsest_within(losses: np.ndarray, errors: np.ndarray, best: int) -> int:
+    """The first point whose loss is within its standard error of the ``best`` point's."""
+    within = np.flatnonzero(np.isfinite(losses) & (losses - losses[best] <= errors))
+    return int(within.min()) if within.size else best
