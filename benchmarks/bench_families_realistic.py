@@ -19,7 +19,8 @@ choice is the truth-best setting, 0 when it is no better than the baseline, nega
 is worse. On a null (best = baseline) the column shows the excess truth loss instead.
 
 Run:  python benchmarks/bench_families_realistic.py [--seeds 3] [--families pca,knn,diffusion]
-      (``--families autoencoder`` adds the autoencoder: three widths, 40 epochs, on the CPU)
+      (``--families autoencoder`` adds the autoencoder: three widths, 40 epochs, on the CPU;
+      ``scvi`` adds scVI: n_latent 2, 5 and 10, 30 epochs, on the CPU)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sc_noise2self.denoisers.autoencoder import AUTOENCODER
 from sc_noise2self.denoisers.diffusion import DIFFUSION
 from sc_noise2self.denoisers.knn import KNN
 from sc_noise2self.denoisers.pca import PCA
+from sc_noise2self.denoisers.scvi_vae import SCVI
 from sc_noise2self.losses import baseline_loss, column_means
 from sc_noise2self.simulation import expected_counts, simulate_counts
 
@@ -44,6 +46,8 @@ FAMILIES = {
     "pca": (PCA, {"max_comps": 30}), "knn": (KNN, {}), "diffusion": (DIFFUSION, {}),
     # Three widths and a short budget on the CPU (the default grid takes minutes per call).
     "autoencoder": (AUTOENCODER, {"widths": [1, 4, 16], "max_epochs": 40, "device": "cpu"}),
+    # Three latent sizes, 30 epochs each, on the CPU (needs the [scvi] extra).
+    "scvi": (SCVI, {"n_latent": [2, 5, 10], "max_epochs": 30, "accelerator": "cpu"}),
 }
 OPTIONS = {
     "mse, binomial": dict(loss="mse", split="binomial"),

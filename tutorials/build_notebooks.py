@@ -938,8 +938,12 @@ import warnings"""),
 
 Raw counts of the scanpy tutorial dataset, lightly filtered. `tl.calibrate_leiden` splits
 the molecules (by the negative binomial, at NB sizes estimated per gene), builds the graph of
-half A on its 2,000 most variable genes and runs Leiden at every resolution of the grid;
-resolution 0 is one cluster, the baseline. The band is one paired standard error.
+half A on its 2,000 most variable genes (each scaled to unit variance) and runs Leiden at
+every resolution of the grid; resolution 0 is one cluster, the baseline. The band is one
+paired standard error. Then each chosen cluster is clustered again on its own graph, and a
+split is kept only when it predicts half B better by more than one standard error: small
+groups that one graph of all the cells leaves merged are found this way. The record lists
+the splits it kept.
 """),
         code("""
 adata = n2s.datasets.pbmc3k()
@@ -949,6 +953,8 @@ n2s.tl.calibrate_leiden(adata)
 record = adata.uns["noise2self_leiden"]
 print("chosen resolution:", record["resolution"], "(lowest loss at", record["params"]["best_min"],
       ") | clusters:", adata.obs["noise2self_leiden"].nunique())
+print("before refinement:", record["params"]["n_clusters_before_refinement"], "| kept splits:",
+      record["params"]["refinement"])
 n2s.pl.resolution_curve(adata, show=False)
 plt.show()
 """),
@@ -1026,7 +1032,8 @@ n2s.pl.pvalue_qq(null, naive_key="rank_genes_groups");
 - `tl.calibrate_leiden` chooses the clustering by the self-supervised loss: clusters from
   half A, each cell's half-B counts predicted at its own depth by its cluster's rate without
   itself. One cluster is on every curve, and the coarsest resolution within one standard
-  error of the best is taken (`rule="1se"`). `pl.resolution_curve` shows it all.
+  error of the best is taken (`rule="1se"`). `pl.resolution_curve` shows it all. Each
+  chosen cluster is then split again on its own graph where the loss says so.
 - `tl.validate_clusters_split` merges the splits that do not replicate on half B;
   `pl.cluster_tree` draws the tree with its p-values.
 - `tl.rank_genes_groups_split` tests markers of those clusters on the same split's half B,
