@@ -93,20 +93,40 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="replace the outputs if they exist, even the input")
 
 
-def _checked_outputs(args, *extra) -> list[Path | None]:
-    """Every output checked before any work: a bad path fails at once, not after training."""
+def _checked_outputs(args, **extra) -> list[Path | None]:
+    """Every output checked before any work: a bad path fails at once, not after training.
+
+    ``extra`` names the command's other outputs (``report=...``); two outputs that resolve
+    to one path are refused, since the second would replace the first.
+    """
     kind_of(args.input)
     kind_of(args.out)
+    _refuse_shared_outputs({"out": args.out, **extra})
     outputs = []
-    for path in extra:
+    for path in extra.values():
         outputs.append(None if path is None else check_output(
             Path(path).resolve(), overwrite=args.overwrite, inputs=(args.input,)))
     return outputs
 
 
+def _refuse_shared_outputs(outputs: dict) -> None:
+    """Refuse two options that name the same output file."""
+    seen: dict[Path, str] = {}
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise ValueError(
+                f"--{name} and --{seen[resolved]} are both {str(path)!r}: one would replace "
+                f"the other. Give --{name} a path of its own."
+            )
+        seen[resolved] = name
+
+
 def run_calibrate(args) -> int:
     """``image calibrate``."""
-    report, plot = _checked_outputs(args, args.report, args.plot)
+    report, plot = _checked_outputs(args, report=args.report, plot=args.plot)
     start = time.perf_counter()
     result = workflows.calibrate_file(
         args.input, args.out, method=args.method, axes=args.axes, spatial=args.spatial,
@@ -136,6 +156,7 @@ def run_calibrate(args) -> int:
 def run_train(args) -> int:
     """``image train``: train on the input, then predict it."""
     _checked_outputs(args)
+    _refuse_shared_outputs({"out": args.out, "save-model": args.save_model})
     workflows.check_target(args.out, args.input, args.overwrite)
     start = time.perf_counter()
     budget = {"steps": args.steps} if args.steps is not None else {"max_time": args.max_time}

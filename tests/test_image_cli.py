@@ -59,6 +59,18 @@ def test_outputs_are_refused_before_any_work(source, tmp_path, capsys):
     assert "axes='QYX'" in capsys.readouterr().err
     assert cli.main(["image", "calibrate", str(source), "--out", str(out), "--method",
                      "median", "--sample", "64", "--overwrite"]) == 0
+    capsys.readouterr()
+    # Issue 25: a report (or plot) on the output's own path would replace the image with
+    # JSON and exit 0; it is refused before any work, and the image is kept.
+    before = out.read_bytes()
+    assert cli.main(["image", "calibrate", str(source), "--out", str(out), "--method",
+                     "median", "--report", str(out), "--overwrite"]) == 2
+    assert "--report and --out are both" in capsys.readouterr().err
+    assert cli.main(["image", "calibrate", str(source), "--out", str(out), "--method",
+                     "median", "--report", str(tmp_path / "r.png"), "--plot",
+                     str(tmp_path / "r.png"), "--overwrite"]) == 2
+    assert "--plot and --report are both" in capsys.readouterr().err
+    assert out.read_bytes() == before
 
 
 def test_train_then_predict_with_the_saved_model(source, tmp_path, capsys):
