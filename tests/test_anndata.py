@@ -22,6 +22,21 @@ def test_split_molecules_writes_layers_and_keeps_counts(adata):
     assert adata.uns["noise2self_split"]["p"] == 0.3
 
 
+def test_the_split_record_and_the_pca_warm_start_never_replace_each_other(adata):
+    # Issue 25: both were kept in uns["noise2self_split"] under the default key, so a
+    # calibration replaced the split's settings by a shape, and a later split silently
+    # turned denoise_pca's warm start off. Fails with the warm start back at key + "_split".
+    from sc_noise2self.denoisers.pca import load_start
+
+    n2s.pp.split_molecules(adata, p=0.3, random_state=2)
+    split = dict(adata.uns["noise2self_split"])
+    n2s.tl.calibrate_pca(adata, max_comps=5)
+    assert dict(adata.uns["noise2self_split"]).keys() == split.keys()
+    assert adata.uns["noise2self_split"]["p"] == 0.3
+    n2s.pp.split_molecules(adata, p=0.3, random_state=3)
+    assert load_start(adata, "noise2self") is not None  # the warm start is still there
+
+
 def test_split_molecules_copy_leaves_input_untouched(adata):
     out = n2s.pp.split_molecules(adata, copy=True)
     assert "noise2self_a" in out.layers and "noise2self_a" not in adata.layers

@@ -260,7 +260,7 @@ def test_denoise_starts_from_the_stored_calibration(counts, monkeypatch):
 
     adata = ad.AnnData(counts.copy())
     tl.calibrate_pca(adata, max_comps=20, progress=False)
-    stored = adata.varm["noise2self_split_loadings"]
+    stored = adata.varm["noise2self_warm_start_loadings"]
     assert stored.shape == (adata.n_vars, 20)
     starts = []
     original = embedding.randomized_pca
@@ -394,11 +394,11 @@ def test_a_calibration_without_a_start_removes_the_older_one(counts):
     da = pytest.importorskip("dask.array")
     adata = ad.AnnData(counts.copy())
     tl.calibrate_pca(adata, max_comps=10, progress=False)
-    assert "noise2self_split_loadings" in adata.varm
+    assert "noise2self_warm_start_loadings" in adata.varm
     adata.X = da.from_array(sparse.csr_matrix(counts), chunks=(500, -1))
     tl.calibrate_pca(adata, max_comps=10, progress=False)  # dask: no half-A components
-    assert "noise2self_split_loadings" not in adata.varm
-    assert "noise2self_split" not in adata.uns
+    assert "noise2self_warm_start_loadings" not in adata.varm
+    assert "noise2self_warm_start" not in adata.uns
 
 
 def test_the_explicit_transpose_gives_the_products_of_the_csc_view(counts):

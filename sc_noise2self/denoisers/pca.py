@@ -179,25 +179,33 @@ def _fit_on_device(counts, n_comps: int, depth: float, transform: str, random_st
     return fit
 
 
+# Where a calibration keeps half A's components for ``denoise_pca`` to start from: keys of
+# their own, so that ``pp.split_molecules``'s record (``uns[key + '_split']``) and this one
+# never replace each other under the default key (issue 25).
+WARM_START_KEY = "{key}_warm_start"
+
+
 def save_start(adata, components: np.ndarray | None, key: str) -> None:
     """Keep half A's components (genes x K, float32) for ``denoise_pca`` to start from.
 
-    The shape of the data they came from is kept beside them (``uns[key + '_split']``), so
-    that a subset of the cells or genes does not start from its parent's; None removes an
-    older calibration's components.
+    The shape of the data they came from is kept beside them (``uns[key +
+    '_warm_start']``), so that a subset of the cells or genes does not start from its
+    parent's; None removes an older calibration's components.
     """
+    name = WARM_START_KEY.format(key=key)
     if components is None:
-        adata.varm.pop(f"{key}_split_loadings", None)
-        adata.uns.pop(f"{key}_split", None)
+        adata.varm.pop(f"{name}_loadings", None)
+        adata.uns.pop(name, None)
         return
-    adata.varm[f"{key}_split_loadings"] = np.asarray(components, dtype=np.float32).T
-    adata.uns[f"{key}_split"] = {"n_obs": int(adata.n_obs), "n_vars": int(adata.n_vars)}
+    adata.varm[f"{name}_loadings"] = np.asarray(components, dtype=np.float32).T
+    adata.uns[name] = {"n_obs": int(adata.n_obs), "n_vars": int(adata.n_vars)}
 
 
 def load_start(adata, key: str) -> np.ndarray | None:
     """The components :func:`save_start` kept (K x genes) if they are of this data, or None."""
-    loadings = adata.varm.get(f"{key}_split_loadings")
-    shape = adata.uns.get(f"{key}_split", {})
+    name = WARM_START_KEY.format(key=key)
+    loadings = adata.varm.get(f"{name}_loadings")
+    shape = adata.uns.get(name, {})
     if loadings is None or (shape.get("n_obs"), shape.get("n_vars")) != adata.shape:
         return None
     return np.asarray(loadings, dtype=np.float64).T
@@ -260,9 +268,9 @@ PCA = Family(
             "Splits each cell's counts into halves A (share ``p``) and B, fits one truncated "
             "SVD to half A, and scores the rank-k denoising of A against B for every k in "
             "``0..max_comps``. Dask counts are calibrated out of core, chunk by chunk. Half "
-            "A's components are kept in ``varm[key_added + '_split_loadings']`` (the data's "
-            "shape in ``uns[key_added + '_split']``), where ``denoise_pca``'s randomized "
-            "solver starts.",
+            "A's components are kept in ``varm[key_added + '_warm_start_loadings']`` "
+            "(the data's shape in ``uns[key_added + '_warm_start']``), where "
+            "``denoise_pca``'s randomized solver starts.",
     denoise_summary="Denoise by PCA at a calibrated (or given) rank, writing scores, loadings "
                     "and values.\n\nThe full counts are normalised to the median library size "
                     "and transformed, then projected on ``n_comps`` principal components.",
