@@ -228,14 +228,19 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
     return labels, clusters.half_b, record
 
 
-def _refuse_split_options_with_groupby(given: dict) -> None:
-    """Refuse, not ignore, options that make groups or splits when ``groupby`` is given."""
-    defaults = inspect.signature(rank_genes_groups_split).parameters
+def _refuse_split_options_with_groupby(given: dict, function=None,
+                                       what: str = "groupby") -> None:
+    """Refuse, not ignore, options that make groups or splits when they are already made.
+
+    ``given`` maps option names to this call's values; any that differ from ``function``'s
+    defaults (:func:`rank_genes_groups_split`'s by default) is refused.
+    """
+    defaults = inspect.signature(function or rank_genes_groups_split).parameters
     changed = [name for name, value in given.items()
                if not _same(value, defaults[name].default)]
     if changed:
         raise ValueError(
-            f"With groupby, the groups and the split they came from are already made, so "
+            f"With {what}, the groups and the split they came from are already made, so "
             f"{changed} cannot be used: pass them to calibrate_leiden, "
             "validate_clusters_split or pp.split_molecules instead."
         )
@@ -276,8 +281,9 @@ def _normalised_half(half_b, adata: ad.AnnData) -> ad.AnnData:
 
 
 def association_split(
-    adata: ad.AnnData, covariate: str, *, root: int | None = None, p: float = 0.5,
-    split: str = "binomial", overdispersion=None, n_comps: int = 30, n_neighbors: int = 15,
+    adata: ad.AnnData, covariate: str, *, root: int | None = None, p: float = DEFAULT_P,
+    split: str = LEIDEN_SPLIT["split"], overdispersion=None, n_comps: int = 30,
+    n_neighbors: int = 15,
     layer: str | None = None, random_state: RandomState = 0,
     key_added: str = "association_split", split_key: str = "noise2self", copy: bool = False,
 ) -> ad.AnnData | None:
@@ -296,7 +302,10 @@ def association_split(
     root
         Index of the root cell, for ``covariate="dpt"``.
     p, split, overdispersion
-        The count split for ``covariate="dpt"``, as in :func:`rank_genes_groups_split`.
+        The count split for ``covariate="dpt"``, as in :func:`rank_genes_groups_split`
+        (the NB split at estimated sizes, ``p=0.7``). With an ``obs`` covariate the split is
+        the one that made it, and these (with ``root``, ``n_comps``, ``n_neighbors`` and
+        ``random_state``) are refused rather than ignored.
     n_comps, n_neighbors
         Half A's PCA and neighbours for the pseudotime.
     split_key
@@ -329,9 +338,14 @@ def association_split(
                     hint="the index of the cell where the pseudotime starts")
         counts = get_counts(adata, layer)
         check_counts(counts)
+        if overdispersion is None and split == "negative_binomial":
+            overdispersion = "estimate"
         half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,
                                       overdispersion=overdispersion)
         values = _pseudotime_of_half(half_a, adata, int(root), n_comps, n_neighbors)
+        record = {"p": p, "split": split, "random_state": _seed_record(random_state),
+                  "groups_from": "half A of the split (diffusion pseudotime)",
+                  "tested_on": "its half B"}
     else:
         # A covariate of the user's: tested on the half its split kept from it.
         if covariate not in adata.obs:
@@ -342,7 +356,12 @@ def association_split(
                 f"{int(adata.obs[covariate].isna().sum())} cell(s); give every cell a value, "
                 "or test a subset without them."
             )
-        half_b = group_halves(adata, covariate, split_key, None, what="covariate").b
+        _refuse_split_options_with_groupby(
+            dict(root=root, p=p, split=split, overdispersion=overdispersion, n_comps=n_comps,
+                 n_neighbors=n_neighbors, random_state=random_state),
+            association_split, what="an obs covariate")
+        halves = group_halves(adata, covariate, split_key, None, what="covariate")
+        half_b, record = halves.b, dict(halves.record)
         values = adata.obs[covariate].to_numpy(dtype=np.float64)
     rho, pval = spearman_per_gene(_normalised_half(half_b, adata).X, values)
     adata = target(adata, copy)
@@ -353,9 +372,9 @@ def association_split(
     adjusted[tested] = stats.false_discovery_control(pval[tested])
     adata.var[f"{key_added}_pval_adj"] = adjusted
     adata.obs[f"{key_added}_covariate"] = values
-    adata.uns[key_added] = {"params": {"covariate": covariate, "p": p, "split": split,
-                                       "random_state": _seed_record(random_state),
-                                       "test": "spearman"}}
+    # The provenance of the split actually used, not this call's defaults.
+    adata.uns[key_added] = {"params": {"covariate": covariate, "test": "spearman",
+                                       "count_split": record}}
     return adata if copy else None
 
 

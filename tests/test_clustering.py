@@ -340,10 +340,16 @@ def test_association_finds_genes_that_follow_a_gradient():
     adata.obs["time"] = time_  # a covariate known without the counts: fine to test
     with pytest.raises(ValueError, match="split_molecules"):
         tl.association_split(adata, "time")  # tested on which half? it must be said
-    n2s.pp.split_molecules(adata, random_state=2)
+    n2s.pp.split_molecules(adata, p=0.6, random_state=2)
     tl.association_split(adata, "time")
     adjusted = adata.var["association_split_pval_adj"].to_numpy()
     assert np.mean(adjusted[:20] < 0.05) >= 0.9 and np.mean(adjusted[20:] < 0.05) <= 0.1
+    # Issue 25: the record is the split actually used, not this call's defaults, and split
+    # options that cannot apply to a covariate already made are refused, not ignored.
+    provenance = adata.uns["association_split"]["params"]["count_split"]
+    assert provenance["p"] == 0.6 and provenance["random_state"] == 2
+    with pytest.raises(ValueError, match=r"\['p', 'random_state'\] cannot be used"):
+        tl.association_split(adata, "time", p=0.3, random_state=5)
     with pytest.raises(ValueError, match="needs root"):
         tl.association_split(adata, "dpt")
     with pytest.raises(KeyError, match="covariate='age'"):
