@@ -55,7 +55,9 @@ def calibration_curve(
         Show the figure; None follows ``scanpy.settings.autoshow``.
     save
         As in scanpy: True or a suffix writes ``calibration_curve{suffix}`` into
-        ``scanpy.settings.figdir``; a path with a directory writes exactly there.
+        ``scanpy.settings.figdir``; a path with a directory writes exactly there. Every
+        plot of this module does the same under its own name (``resolution_curve``,
+        ``cluster_tree``, ...), so one never replaces another.
 
     Returns
     -------
@@ -69,7 +71,7 @@ def calibration_curve(
     for i, name in enumerate(keys):
         label = None if len(keys) == 1 else name
         _draw_curve(ax, _as_result(adata_or_result, name), color=f"C{i}", label=label)
-    _save_or_show(ax.figure, save, show)
+    _save_or_show(ax.figure, save, show, "calibration_curve")
     return ax
 
 
@@ -92,7 +94,12 @@ def _draw_curve(ax, result: CalibrationResult, color: str = "C0", label: str | N
     ax.legend(frameon=False, fontsize="small")
 
 
-def _save_or_show(fig, save: bool | str | None, show: bool | None) -> None:
+def _save_or_show(fig, save: bool | str | None, show: bool | None, plot: str) -> None:
+    """scanpy's ``save=``: True writes ``figdir/<plot>.<format>``, a str is a suffix or path.
+
+    Each plot has its own default name (as ``sc.pl.umap(save=True)`` writes ``umap.pdf``),
+    so that saving one figure never replaces another's.
+    """
     import matplotlib.pyplot as plt
     import scanpy as sc
 
@@ -100,7 +107,7 @@ def _save_or_show(fig, save: bool | str | None, show: bool | None) -> None:
         path = Path(save) if isinstance(save, str) and Path(save).parent != Path() else None
         if path is None:
             suffix = save if isinstance(save, str) else ""
-            name = f"calibration_curve{suffix}"
+            name = f"{plot}{suffix}"
             if not Path(name).suffix:
                 name = f"{name}.{sc.settings.file_format_figs}"
             path = Path(sc.settings.figdir) / name
@@ -193,7 +200,7 @@ def split_diagnostics(
     ax.set_ylabel("noise correlation between halves" if statistic == "noise"
                   else "correlation between halves")
     ax.set_title(f"{split} split, median {np.median(correlation[shown]):.3f}", fontsize="small")
-    _save_or_show(ax.figure, save, show)
+    _save_or_show(ax.figure, save, show, "split_diagnostics")
     return ax
 
 
@@ -235,7 +242,7 @@ def resolution_curve(adata_or_result, key: str = "noise2self_leiden", *, ax=None
     counts.plot(np.asarray(result.grid, dtype=float), result.params["n_clusters"], "s:",
                 color="C2", ms=3, lw=1)
     counts.set_ylabel("clusters (half A)", color="C2")
-    _save_or_show(ax.figure, save, show)
+    _save_or_show(ax.figure, save, show, "resolution_curve")
     return ax
 
 
@@ -307,7 +314,7 @@ def cluster_tree(adata, key: str = "noise2self_leiden_validated", *, ax=None,
                         ha="center", va="bottom", color=colour(node + n_leaves))
     ax.set_ylabel("centroid distance (half A)")
     ax.set_title(f"{record['n_clusters']} clusters replicate on half B", fontsize="small")
-    _save_or_show(ax.figure, save, show)
+    _save_or_show(ax.figure, save, show, "cluster_tree")
     return ax
 
 
@@ -363,5 +370,5 @@ def pvalue_qq(adata, key: str = "rank_genes_groups_split", *, naive_key: str | N
     ax.set_xlabel("expected -log10 p (uniform)")
     ax.set_ylabel("observed -log10 p")
     ax.legend(frameon=False, fontsize="small")
-    _save_or_show(ax.figure, save, show)
+    _save_or_show(ax.figure, save, show, "pvalue_qq")
     return ax

@@ -301,6 +301,20 @@ def test_plots_of_resolution_and_pvalues(tmp_path):
     ax = n2s.pl.pvalue_qq(null, show=False)
     points = ax.lines[0].get_xydata()
     assert points.shape[0] == 200 * null.obs["rank_genes_groups_split_groups"].nunique()
+    # save=True: each plot under its own name in scanpy's figdir, as sc.pl.umap writes
+    # umap.pdf (issue 25: every plot wrote calibration_curve.pdf over the last one).
+    import scanpy as sc
+
+    figdir = sc.settings.figdir
+    sc.settings.figdir = tmp_path
+    try:
+        n2s.pl.resolution_curve(adata, show=False, save=True)
+        n2s.pl.pvalue_qq(null, show=False, save=True)
+        n2s.pl.calibration_curve(adata, show=False, save=True)
+    finally:
+        sc.settings.figdir = figdir
+    written = sorted(path.stem for path in tmp_path.iterdir())
+    assert written == ["calibration_curve", "pvalue_qq", "resolution_curve"]
 
 
 def test_association_with_a_half_a_pseudotime_is_valid_on_one_population():
