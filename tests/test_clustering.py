@@ -698,3 +698,20 @@ def test_the_same_seed_gives_the_same_clusters_from_dense_csr_and_csc_counts():
                                       runs[0].obs["noise2self_leiden"].to_numpy())
         np.testing.assert_array_equal(other.uns["noise2self_leiden"]["loss"],
                                       runs[0].uns["noise2self_leiden"]["loss"])
+
+
+def test_denoised_values_of_a_subset_are_the_stored_layers_rows_or_refused():
+    # Issue 25: on adata[:40] the Leiden values were means of the subset's own cells (up to
+    # 1.44 from the stored layer), and the kNN smoother's averaged over the neighbours
+    # left in the subset. Leiden now keeps the full data's means; the smoothers refuse.
+    adata = realistic((0.6, 0.4), 12, n_obs=300, n_vars=120)
+    tl.denoise_leiden(adata, resolution=1.0, random_state=0)
+    layer = np.asarray(adata.layers["noise2self_leiden"])
+    subset = adata[40:80, 10:30]
+    np.testing.assert_array_equal(tl.denoised_values(subset, key="noise2self_leiden"),
+                                  layer[40:80, 10:30])
+    tl.denoise_knn(adata, n_neighbors=10)
+    whole = tl.denoised_values(adata, key="noise2self_knn")
+    np.testing.assert_allclose(whole, adata.layers["noise2self_knn"], rtol=1e-6)
+    with pytest.raises(ValueError, match="subset .* of that one"):
+        tl.denoised_values(adata[:40], key="noise2self_knn")

@@ -12,6 +12,7 @@ so the loss is accumulated over blocks of genes, never holding a dense cells x g
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,7 +186,8 @@ def store_smoother(adata, fitted: Smoother, key: str, max_layer_gb: float) -> di
     added first, because :func:`smoothed_values` reads them back to make the layer.
     """
     adata.obsp[f"{key}_operator"] = fitted.operator
-    adata.uns[key].update(steps=fitted.steps, n_neighbors=fitted.n_neighbors)
+    adata.uns[key].update(steps=fitted.steps, n_neighbors=fitted.n_neighbors,
+                          data=data_digest(adata))
     write_dense_layer(adata, key, max_layer_gb,
                       values=lambda: smoothed_values(adata, key, np.arange(adata.n_vars)))
     return {}
@@ -194,6 +196,14 @@ def store_smoother(adata, fitted: Smoother, key: str, max_layer_gb: float) -> di
 def smoothed_values(adata, key: str, columns: np.ndarray) -> np.ndarray:
     """Apply the stored graph operator (``steps`` times) to the chosen genes' values."""
     record = adata.uns[key]
+    if "data" in record and record["data"] != data_digest(adata):
+        raise ValueError(
+            f"The smoother under {key!r} was fitted on other cells or genes: this AnnData is "
+            "a subset (or reordering) of that one. Each cell's value averages its neighbours "
+            "and is normalised by its total over all genes, so a subset cannot reproduce "
+            "them. Call denoised_values on the AnnData the smoother ran on, then take the "
+            "subset of the result."
+        )
     params = record["params"]
     layer = None if params["layer"] in ("X", "None") else params["layer"]
     values = normalised_values(get_counts(adata, layer), params["depth"], params["transform"],
@@ -203,6 +213,15 @@ def smoothed_values(adata, key: str, columns: np.ndarray) -> np.ndarray:
     for _ in range(int(record.get("steps", 1))):
         values = operator @ values
     return np.asarray(values, dtype=np.float32)
+
+
+def data_digest(adata) -> str:
+    """A digest of the cells' and genes' names, in order: which data a fit belongs to."""
+    digest = hashlib.sha1()
+    for names in (adata.obs_names, adata.var_names):
+        digest.update(str(len(names)).encode())
+        digest.update("\n".join(map(str, names)).encode())
+    return digest.hexdigest()
 
 
 SMOOTHER_WRITES = ("``obsp[key_added + '_operator']`` (one step of the smoother), "

@@ -480,9 +480,13 @@ def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> 
     """Labels to ``obs[key]`` (categorical, as ``sc.tl.leiden``); cluster means to the layer."""
     adata.obs[key] = pd.Categorical(fitted.labels.astype(str),
                                     categories=[str(k) for k in range(fitted.labels.max() + 1)])
+    # Kept (genes x clusters), so that the values of any subset of the cells or genes are
+    # its rows of the full data's cluster means, never means of the subset's own cells.
+    adata.varm[f"{key}_cluster_means"] = cluster_means(fitted.values,
+                                                       fitted.labels).T.astype(np.float32)
     if max_layer_gb is not None:  # None: calibrate_leiden writes the labels only
         write_dense_layer(adata, key, max_layer_gb, values=lambda: cluster_values(
-            adata, key, np.arange(adata.n_vars), fitted.values))
+            adata, key, np.arange(adata.n_vars)))
     adata.uns[key]["params"].update(
         n_comps=fitted.n_comps, labels_from=LABELS_FROM_HALF_A, counts=fitted.fingerprint)
     if fitted.refinement is not None:
@@ -501,16 +505,21 @@ def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> 
 LABELS_FROM_HALF_A = "half A of the first split"
 
 
-def cluster_values(adata, key: str, columns: np.ndarray, values=None) -> np.ndarray:
-    """Each cell's cluster mean of the normalised values, for the chosen genes (float32)."""
+def cluster_values(adata, key: str, columns: np.ndarray) -> np.ndarray:
+    """Each cell's cluster mean of the normalised values, for the chosen genes (float32).
+
+    The means are the full data's (``varm[key + '_cluster_means']``), so a subset of the
+    cells or genes gets exactly its part of the stored layer.
+    """
     labels = adata.obs[key].cat.codes.to_numpy().astype(np.int64)
-    if values is None:
-        params = adata.uns[key]["params"]
-        layer = None if params["layer"] in ("X", "None") else params["layer"]
-        counts = adata.X if layer is None else adata.layers[layer]
-        values = normalised_values(counts, params["depth"], params["transform"])
-    values = values[:, columns] if sparse.issparse(values) else np.asarray(values)[:, columns]
-    return cluster_means(values, labels)[labels].astype(np.float32)
+    name = f"{key}_cluster_means"
+    if name not in adata.varm:
+        raise KeyError(
+            f"varm[{name!r}] is missing: this Leiden record predates stored cluster means "
+            "(or the varm entry was removed). Rerun calibrate_leiden or denoise_leiden."
+        )
+    means = np.asarray(adata.varm[name], dtype=np.float32)[columns]  # genes x clusters
+    return np.ascontiguousarray(means.T[labels])
 
 
 LEIDEN = Family(
