@@ -713,5 +713,5 @@ def test_denoised_values_of_a_subset_are_the_stored_layers_rows_or_refused():
     tl.denoise_knn(adata, n_neighbors=10)
     whole = tl.denoised_values(adata, key="noise2self_knn")
     np.testing.assert_allclose(whole, adata.layers["noise2self_knn"], rtol=1e-6)
-    with pytest.raises(ValueError, match="subset .* of that one"):
+    with pytest.raises(ValueError, match=r"subset .* of that one"):
         tl.denoised_values(adata[:40], key="noise2self_knn")
