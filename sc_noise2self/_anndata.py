@@ -43,6 +43,11 @@ def get_counts(adata: ad.AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+def counts_name(layer: str | None) -> str:
+    """How error messages name the counts a function reads: ``X`` or ``layers['...']``."""
+    return "X" if layer is None else f"layers[{layer!r}]"
+
+
 def target(adata: ad.AnnData, copy: bool) -> ad.AnnData:
     """The object to write into: a copy when ``copy`` is True, else ``adata`` itself."""
     return adata.copy() if copy else adata

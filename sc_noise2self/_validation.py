@@ -47,6 +47,12 @@ def check_counts(X, *, name: str = "X") -> None:
     values = stored_values(X)
     if values.dtype.kind not in "iuf":
         raise TypeError(f"{name} has dtype {values.dtype}; expected integer or float counts.")
+    if values.dtype == np.float16:  # sparse kernels and BLAS have no float16 path
+        raise TypeError(
+            f"{name} has dtype float16, which the split and the PCA cannot use (and which "
+            "holds integers exactly only up to 2048). Convert the counts first, e.g. "
+            "adata.X = adata.X.astype(np.float32)."
+        )
     if values.dtype.kind == "f":
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{name} contains NaN or infinite values. {_COUNTS_HINT}")

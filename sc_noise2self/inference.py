@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import sparse as sp
 from scipy import stats
 
-from ._anndata import get_counts, logger, target
+from ._anndata import counts_name, get_counts, logger, target
 from ._rng import RandomState
 from ._validation import check_choice, check_counts, check_fraction, check_real, check_whole
 from .calibration import DEFAULT_P, calibrate_counts
@@ -150,7 +150,7 @@ def rank_genes_groups_split(
                         else overdispersion))
     if groupby is None:
         counts = get_counts(adata, layer)
-        check_counts(counts)
+        check_counts(counts, name=counts_name(layer))
         labels, half_b, split_record = _clusters_of_first_split(counts, resolution, options,
                                                                 settings, validate)
         group_key = f"{key_added}_groups"
@@ -337,7 +337,7 @@ def association_split(
         check_whole(root, name="root", minimum=0, maximum=adata.n_obs - 1,
                     hint="the index of the cell where the pseudotime starts")
         counts = get_counts(adata, layer)
-        check_counts(counts)
+        check_counts(counts, name=counts_name(layer))
         if overdispersion is None and split == "negative_binomial":
             overdispersion = "estimate"
         half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,
@@ -360,6 +360,14 @@ def association_split(
             dict(root=root, p=p, split=split, overdispersion=overdispersion, n_comps=n_comps,
                  n_neighbors=n_neighbors, random_state=random_state),
             association_split, what="an obs covariate")
+        if not pd.api.types.is_numeric_dtype(adata.obs[covariate]) or pd.api.types.is_bool_dtype(
+                adata.obs[covariate]):
+            raise TypeError(
+                f"covariate={covariate!r} has dtype {adata.obs[covariate].dtype}; the test "
+                "ranks a numeric covariate (a pseudotime, an age). Compare groups with "
+                "tl.rank_genes_groups_split(groupby=...) instead, or convert the column to "
+                "numbers."
+            )
         halves = group_halves(adata, covariate, split_key, None, what="covariate")
         half_b, record = halves.b, dict(halves.record)
         values = adata.obs[covariate].to_numpy(dtype=np.float64)

@@ -25,7 +25,15 @@ def _as_result(adata_or_result, key: str) -> CalibrationResult:
                 f"No calibration in adata.uns[{key!r}]; run `tl.calibrate_pca` (or another "
                 "`tl.calibrate_*` function) first."
             )
-        return CalibrationResult.from_dict(adata_or_result.uns[key])
+        record = adata_or_result.uns[key]
+        if isinstance(record, dict) and "loss" not in record:
+            knob = record.get("method", "the setting")
+            raise KeyError(
+                f"uns[{key!r}] holds no loss curve: the {knob} run stored there was given its "
+                "setting (e.g. denoise_leiden(resolution=...)), so nothing was calibrated. "
+                "Run the matching tl.calibrate_* function first, or pass its key."
+            )
+        return CalibrationResult.from_dict(record)
     if isinstance(adata_or_result, dict):
         return CalibrationResult.from_dict(adata_or_result)
     raise TypeError(f"Expected AnnData, CalibrationResult or dict, got {type(adata_or_result)}.")

@@ -7,7 +7,7 @@ from typing import Literal
 import anndata as ad
 
 from . import splitting
-from ._anndata import get_counts, target
+from ._anndata import counts_name, get_counts, target
 from ._rng import RandomState
 from ._validation import check_counts, is_dask_array
 from .diagnostics import estimate_overdispersion
@@ -123,6 +123,8 @@ def split_molecules(
     None, or the new AnnData when ``copy=True``. The counts themselves are never modified.
     """
     counts = get_counts(adata, layer)
+    if not is_dask_array(counts):  # named as the user knows it, before any work
+        check_counts(counts, name=counts_name(layer))
     if method == "negative_binomial" and overdispersion is None:
         overdispersion = "estimate"
     half_a, half_b = split_counts(counts, p, random_state=random_state, method=method,

@@ -71,8 +71,14 @@ def checked_groups(adata: ad.AnnData, column: str, *, what: str = "groupby",
             f"{what}={column!r} is missing for {int(adata.obs[column].isna().sum())} "
             "cell(s); give every cell a value, or test a subset without them."
         )
-    return checked_labels(adata.obs[column].astype(str).to_numpy(), f"{what}={column!r}",
-                          min_size)
+    values = adata.obs[column]
+    if values.dtype.kind == "f" and not np.all(values == np.round(values)):
+        raise TypeError(
+            f"{what}={column!r} holds continuous values ({values.nunique()} distinct), not "
+            "groups. Test a continuous covariate of half A with tl.association_split, or "
+            f"bin it into categories first (e.g. pd.cut(adata.obs[{column!r}], 4))."
+        )
+    return checked_labels(values.astype(str).to_numpy(), f"{what}={column!r}", min_size)
 
 
 def checked_labels(labels: np.ndarray, name: str, min_size: int = 2) -> np.ndarray:

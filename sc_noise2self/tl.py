@@ -18,7 +18,14 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ._anndata import gene_positions, get_counts, logger, store_calibration, target
+from ._anndata import (
+    counts_name,
+    gene_positions,
+    get_counts,
+    logger,
+    store_calibration,
+    target,
+)
 from ._validation import check_choice, check_counts, check_real, is_dask_array
 from .calibration import (
     DEFAULT_P,
@@ -176,6 +183,8 @@ def _run_calibrate(family: Family, arguments: dict):
     log = logger()
     start = log.info(f"calibrating {family.name} ({family.knob}) by molecular cross-validation")
     counts = get_counts(adata, layer)
+    if not is_dask_array(counts):  # named as the user knows it, before any work
+        check_counts(counts, name=counts_name(layer))
     obs = _covariates(adata, family, arguments)
     result = calibrate_counts(counts, family, progress=progress, obs=obs,
                               keep_fitted=return_model, **arguments)
@@ -225,7 +234,8 @@ def _run_denoise(family: Family, arguments: dict) -> ad.AnnData | None:
         )
     counts = get_counts(adata, layer)
     if not is_dask_array(counts):
-        check_counts(counts)  # the full counts are fitted even when the setting is given
+        # The full counts are fitted even when the setting is given.
+        check_counts(counts, name=counts_name(layer))
     obs = _covariates(adata, family, arguments)
     log = logger()
     result = warm = None

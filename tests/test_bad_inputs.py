@@ -331,6 +331,24 @@ ANNDATA_CASES = [
      "Use n_splits instead of folds"),
     ("leiden random_state=None", lambda t: tl.calibrate_leiden(adata_of(), random_state=None),
      TypeError, "needs an integer seed"),
+    # Issue 25: cryptic errors and options read wrongly.
+    ("float16 counts", lambda t: tl.calibrate_pca(
+        ad.AnnData(COUNTS.astype(np.float16)), max_comps=3), TypeError,
+     "X has dtype float16"),
+    ("non-count layer is named, not X", lambda t: tl.calibrate_pca(
+        adata_of(norm=sparse.csr_matrix(COUNTS * 0.37)), layer="norm", max_comps=3),
+     ValueError, "layers['norm'] contains non-integer values"),
+    ("non-count layer in split_molecules", lambda t: n2s.pp.split_molecules(
+        adata_of(norm=sparse.csr_matrix(COUNTS * 0.37)), layer="norm"),
+     ValueError, "layers['norm'] contains non-integer values"),
+    ("continuous groupby", lambda t: tl.rank_genes_groups_split(
+        with_obs(split_adata(), t_=np.linspace(0.01, 0.99, COUNTS.shape[0])), groupby="t_"),
+     TypeError, "holds continuous values"),
+    ("string covariate", lambda t: tl.association_split(
+        with_obs(split_adata(), s="x"), "s"), TypeError, "ranks a numeric covariate"),
+    ("resolution_curve of a given resolution", lambda t: n2s.pl.resolution_curve(
+        tl.denoise_leiden(adata_of(), resolution=1.0, copy=True), show=False), KeyError,
+     "holds no loss curve"),
     ("leiden refine='yes'", lambda t: tl.calibrate_leiden(adata_of(), refine="yes"),
      TypeError, "refine='yes' must be True or False"),
     ("markers refine=1", lambda t: tl.rank_genes_groups_split(adata_of(), refine=1),
