@@ -904,6 +904,14 @@ def _workflows():
     return workflows
 
 
+def _truncated_tiff(folder):
+    """A TIFF cut off after its first 2,000 bytes, as an interrupted copy leaves it."""
+    whole = _files().write(folder / "whole.tif", np.tile(IMG, (4, 4)), axes="YX")
+    cut = folder / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    return cut
+
+
 def _yx(values=None):
     return _files().ImageData(IMG if values is None else values, "YX")
 
@@ -946,6 +954,16 @@ IMAGE_FILE_CASES = [
         _yx(), t / "no" / "o.zarr"), FileNotFoundError, "does not exist; create it first"),
     ("train_file frames=0", lambda t: _workflows().train_file(_yx(), frames=0), ValueError,
      "frames=0"),
+    # Issue 25: refused before any work, naming the argument or the file.
+    ("calibrate_file sample=0", lambda t: _workflows().calibrate_file(
+        _yx(), t / "o.zarr", sample=0), ValueError, "sample=0 must be at least 1"),
+    ("calibrate_file of a bool image", lambda t: _workflows().calibrate_file(
+        _yx(IMG > 0.5), t / "o.zarr"), TypeError, "convert a mask with .astype(float)"),
+    ("a truncated TIFF names the file", lambda t: _files().read(_truncated_tiff(t)),
+     ValueError, "could not be read as tiff"),
+    ("YXC pixels to TIFF are stored as CYX", lambda t: _files().read(_files().write(
+        t / "rgb.tif", np.stack([IMG] * 3, axis=-1), axes="YXC")), None,
+     lambda out: out.axes == "CYX" and out.shape == (3, *IMG.shape)),
     ("blocks of a TYX stack keep shape", lambda t: _blocks().denoise_blocks(
         _files().ImageData(np.stack([IMG, IMG]), "TYX"),
         im.denoise(IMG, "median", return_calibration=True, **QUIET)[1], block=8), None,

@@ -159,7 +159,13 @@ def read(path: str | os.PathLike, *, axes: str | None = None, lazy: bool = False
     kind = kind_of(path)
     if not Path(path).exists():
         raise FileNotFoundError(f"Input {str(path)!r} does not exist.")
-    image = _read_tiff(Path(path), lazy) if kind == "tiff" else _read_zarr(Path(path), lazy)
+    try:
+        image = _read_tiff(Path(path), lazy) if kind == "tiff" else _read_zarr(Path(path), lazy)
+    except (ValueError, OSError, KeyError) as error:  # tifffile's and zarr's own words
+        raise ValueError(
+            f"Input {str(path)!r} could not be read as {kind} ({error}); the file may be "
+            "truncated or still being written. Check its size, or copy it again."
+        ) from error
     if axes is not None:
         image = ImageData(image.data, axes, (), {})
     return image
@@ -271,8 +277,10 @@ def write(path: str | os.PathLike, image, *, axes: str | None = None, scale=None
     elif axes is not None or scale is not None:
         raise ValueError("Pass axes= and scale= only with a plain array, not with ImageData.")
     kind = kind_of(path)
+    # Both formats store the axes in OME's order (a TIFF's planes end in Y and X), with the
+    # axes named in the metadata: YXC pixels are written as CYX rather than refused.
     if kind == "tiff":
-        return _write_tiff(Path(path), image, overwrite)
+        return _write_tiff(Path(path), image.canonical(), overwrite)
     return _write_zarr(Path(path), image.canonical(), overwrite, chunks)
 
 

@@ -72,6 +72,10 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
     -------
     The calibration(s): one :class:`ImageCalibration`, or a list with one per channel.
     """
+    check_whole(sample, name="sample", minimum=1,
+                hint="pixels of the calibrated sample along each spatial axis, e.g. 256")
+    check_whole(block, name="block", minimum=1,
+                hint="pixels per block along each spatial axis, e.g. 256")
     image = _opened(source, axes)
     check_target(output, source, overwrite)
     spatial = spatial_axes_of(image, spatial)
@@ -257,6 +261,10 @@ def _opened(source, axes: str | None) -> ImageData:
         image = source if axes is None else ImageData(source.data, axes, ())
     else:
         image = read(source, axes=axes, lazy=True)
+    if image.dtype.kind not in "uif":  # as the in-memory functions refuse it, before work
+        hint = " (convert a mask with .astype(float))" if image.dtype.kind == "b" else ""
+        raise TypeError(f"The image {str(source)!r} has dtype {image.dtype}; pass an "
+                        f"integer or float image{hint}.")
     return image.canonical()
 
 
