@@ -695,6 +695,16 @@ IMAGE_DENOISE_CASES = [
 ]
 
 IMAGE_CALIBRATION_CASES = [
+    # Issue 25: clear errors where numpy's or the wrong advice came out.
+    ("grid value not a number", lambda t: im.calibrate(IMG, "gaussian", {"sigma": ["abc"]}),
+     TypeError, "param_grid['sigma'] holds 'abc'; sigma of method 'gaussian' is a number"),
+    ("1 x 1 image", lambda t: im.calibrate(np.ones((1, 1)), "gaussian"), ValueError,
+     "needs at least 2 pixels along each spatial axis"),
+    ("channel_axis on the wrong axis", lambda t: im.calibrate(
+        np.stack([IMG] * 3, axis=-1), "gaussian", channel_axis=0), ValueError,
+     "With channel_axis=0, its axis -1 of 3 is read as a spatial axis"),
+    ("calibrate_sample of a CNN refused before training", lambda t: _blocks().calibrate_sample(
+        _yx(), size=16, method="unet"), ValueError, "not method='unet'"),
     ("callable without a grid", lambda t: im.calibrate(IMG, np.copy), ValueError,
      "param_grid is required"),
     ("grid {}", lambda t: im.calibrate(IMG, "tv", {}), ValueError, "param_grid={} is empty"),

@@ -32,7 +32,7 @@ from .._progress import progress_bar
 from .._validation import check_whole
 from .files import ImageData
 from .referee import warn_lost
-from .selection import denoise
+from .selection import CNN_METHODS, denoise
 
 __all__ = ["BlockPlan", "calibrate_sample", "denoise_blocks", "method_reach", "predict_blocks",
            "run_blocks"]
@@ -219,6 +219,10 @@ def calibrate_sample(image: ImageData, *, spatial: str = "YX", size: int = 256,
     -------
     The sample's :class:`ImageCalibration`, graded against the neighbour mean.
     """
+    if method in CNN_METHODS:  # refused before any work, not after training it
+        raise ValueError(f"calibrate_sample calibrates classical methods, not method="
+                         f"{method!r}; for a CNN use image.train on a sample and "
+                         "predict_blocks.")
     plan = make_plan(image, spatial, size, 0, 1)
     index = []
     for letter, extent in zip(image.axes, image.shape, strict=True):
@@ -236,7 +240,7 @@ def calibrate_sample(image: ImageData, *, spatial: str = "YX", size: int = 256,
     channel_axis = plan.core.index("C") if "C" in plan.core else None
     _, calibration = denoise(sample, method, return_calibration=True,
                              channel_axis=channel_axis, **options)
-    if calibration is None or method in ("unet", "dncnn"):
+    if calibration is None:
         raise ValueError("calibrate_sample calibrates classical methods; for a CNN use "
                          "image.train on a sample and predict_blocks.")
     return calibration

@@ -124,13 +124,16 @@ def channel_hint(shape: tuple[int, ...], channel_axis: int | None) -> str:
     -------
     A sentence starting with a space, or ``""`` when there is nothing to suggest.
     """
-    if channel_axis is not None or len(shape) < 3:
+    if len(shape) < 3:
         return ""
+    given = None if channel_axis is None else channel_axis % len(shape)
     for axis in (len(shape) - 1, 0):
-        if shape[axis] <= _CHANNEL_LIKE:
+        if shape[axis] <= _CHANNEL_LIKE and axis != given:
             index = -1 if axis else 0
-            return (f" Without channel_axis, its axis {index} of {shape[axis]} is read as a "
-                    f"spatial axis; if it holds colour channels, pass channel_axis={index}.")
+            read_as = ("Without channel_axis" if channel_axis is None
+                       else f"With channel_axis={channel_axis}")
+            return (f" {read_as}, its axis {index} of {shape[axis]} is read as a spatial "
+                    f"axis; if it holds colour channels, pass channel_axis={index}.")
     return ""
 
 
@@ -216,7 +219,10 @@ def prepare_image(
     spatial = [s for axis, s in enumerate(floats.shape) if axis != channel_axis]
     if min(spatial) < stride:
         hint = channel_hint(floats.shape, channel_axis)
-        fix = hint if hint else f" Pass a larger image or a stride of at most {min(spatial)}."
+        fix = hint or (f" Pass a larger image or a stride of at most {min(spatial)}."
+                       if min(spatial) >= 2 else
+                       " The grid needs at least 2 pixels along each spatial axis: pass a "
+                       "larger image.")
         raise ValueError(
             f"{name} has spatial shape {tuple(spatial)}, smaller than stride={stride} along "
             f"an axis.{fix}"

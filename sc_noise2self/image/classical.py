@@ -83,6 +83,7 @@ class Method:
             Parameter sets, one dict each.
         """
         known = self.parameters
+        numeric = self.numeric_parameters()
         for params in grid:
             for name, value in params.items():
                 if name not in known:
@@ -92,6 +93,18 @@ class Method:
                     _check_size(value, name)
                 elif name in self.intensity:
                     _check_level(value, name)
+                elif name in numeric and (isinstance(value, bool)
+                                          or not isinstance(value, numbers.Real)):
+                    raise TypeError(f"param_grid[{name!r}] holds {value!r}; {name} of method "
+                                    f"{self.name!r} is a number (its default grid: "
+                                    f"{numeric[name]}).")
+
+    def numeric_parameters(self) -> dict[str, list]:
+        """The parameters whose default values are all numbers, with those values."""
+        defaults = self.grid(1.0)
+        return {name: list(values) for name, values in defaults.items()
+                if values and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                  for v in values)}
 
     def working_params(self, params: dict, scale: float) -> dict:
         """``params`` for the image divided by ``scale``: intensity parameters divided too.
