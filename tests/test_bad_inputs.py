@@ -839,6 +839,8 @@ CNN_CASES = [
 ]
 
 CNN_PREDICT_AND_FILE_CASES = [
+    ("grey model on an RGB array", lambda t: tiny_model().predict(
+        np.stack([IMG] * 3, axis=-1)), ValueError, "would be read as 24 images of (24, 3)"),
     ("predict a 4-D array", lambda t: tiny_model().predict(np.zeros((2, 3, 8, 8))), ValueError,
      "this model takes images of 2 axes"),
     ("predict NaN", lambda t: tiny_model().predict(with_nan()), ValueError, "NaN or infinite"),

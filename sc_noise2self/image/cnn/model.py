@@ -174,6 +174,7 @@ class Noise2SelfModel:
             return [self.predict(one, **options) for one in image]
         array = as_array(image)
         if array.ndim == self.layout.image_ndim + 1:
+            self._refuse_channels_as_a_stack(array)
             return np.stack([self.predict(one, **options) for one in array])
         floats = self._check_image(array)
         x = self._internal(floats)
@@ -189,6 +190,20 @@ class Noise2SelfModel:
             out = augmented(one_pass, x) if augment else one_pass(x)
         result = self.normalisation.inverse(out[0].float().cpu().numpy())
         return self.layout.to_user(result).astype(np.result_type(floats.dtype, np.float32))
+
+    def _refuse_channels_as_a_stack(self, array: np.ndarray) -> None:
+        """A one-channel model given (..., 3): colour channels, not a stack of thin images.
+
+        Read as a stack along axis 0, a 48 x 48 RGB image became 48 images of 48 x 3.
+        """
+        if self.layout.channel_axis is None and array.shape[-1] <= 4 < array.shape[-2]:
+            raise ValueError(
+                f"This model was trained on one-channel images, and an array of shape "
+                f"{array.shape} would be read as {array.shape[0]} images of "
+                f"{array.shape[1:]}. If its last axis holds colour channels, train a model "
+                "with channel_axis=-1 (or predict each channel with its own model); to "
+                "predict a stack of images, pass them as a list."
+            )
 
     def score(self, image: np.ndarray) -> dict[str, float]:
         """Self-supervised loss of the J-invariant prediction of one image, and the baseline's.
