@@ -4,6 +4,11 @@ Every file the package writes goes through :func:`atomic_path`: the content is w
 temporary file in the target's own folder and renamed over the target only once it is
 complete, so an interrupted write (Ctrl-C, a full disk, a crash) leaves the previous file as
 it was. An existing file is replaced only when the caller asks (``overwrite=True``).
+
+A writer first claims its target (:func:`claimed`): a second writer of the same output is
+refused, naming the first, instead of one result silently replacing the other. The claim
+is a lock file beside the target holding the writer's process id; a claim whose process is
+gone (a killed run) is taken over, and the killed run's temporaries are swept.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +128,101 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False, inputs: tu
     return path
 
 
+# Targets this process holds a claim on (a writer may call another on the same target).
+_HELD: set[Path] = set()
+
+
+@contextlib.contextmanager
+def claimed(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive claim on the output ``path`` while the block runs.
+
+    The claim is the file ``.<name>.lock`` beside ``path``, created exclusively, holding
+    this process's id and host. Another live process's claim is refused with an error that
+    names it. A claim left by a process that is gone (killed) is taken over; the dead run's
+    temporaries (``.<name>.*.partial``, ``.<name>.*.blocks``) are then removed, and a
+    previous folder output left aside (``.<name>.old``) is put back if the output is
+    missing, else removed. Re-entrant within one process.
+
+    Yields
+    ------
+    ``path`` resolved.
+    """
+    path = Path(path).resolve()
+    if path in _HELD:
+        yield path
+        return
+    lock = path.with_name(f".{path.name}.lock")
+    _take(lock, path)
+    _HELD.add(path)
+    try:
+        _sweep(path)
+        yield path
+    finally:
+        _HELD.discard(path)
+        lock.unlink(missing_ok=True)
+
+
+def _take(lock: Path, path: Path) -> None:
+    """Create ``lock`` exclusively, taking over a claim whose process is gone."""
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _owner(lock)
+            if owner is not None and _alive(owner):
+                raise FileExistsError(
+                    f"{str(path)!r} is being written by another run (process {owner[0]} on "
+                    f"{owner[1]}); wait for it to finish, or write to another path. If that "
+                    f"run is gone, delete {str(lock)!r}."
+                ) from None
+            lock.unlink(missing_ok=True)  # its writer is gone: a killed run's claim
+            continue
+        with os.fdopen(handle, "w") as written:
+            written.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return
+    raise FileExistsError(f"Could not claim {str(path)!r}: {str(lock)!r} keeps reappearing.")
+
+
+def _owner(lock: Path) -> tuple[int, str] | None:
+    """The process id and host written in ``lock``, or None when it cannot be read."""
+    try:
+        pid, host = lock.read_text().split()
+        return int(pid), host
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(owner: tuple[int, str]) -> bool:
+    """Whether the claim's process still runs (one on another host is assumed to)."""
+    pid, host = owner
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep(path: Path) -> None:
+    """Remove what killed writers of ``path`` left; put back an output left aside."""
+    folder = path.parent
+    for pattern in (f".{path.name}.*.partial", f".{path.name}.*.blocks"):
+        for debris in folder.glob(pattern):
+            if debris.is_dir():
+                shutil.rmtree(debris, ignore_errors=True)
+            else:
+                debris.unlink(missing_ok=True)
+    aside = folder / f".{path.name}.old"
+    if aside.exists():
+        if path.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:  # killed between replace_folder's two renames: the old output comes back
+            os.replace(aside, path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path``, renamed to ``path`` when the block completes.
@@ -138,18 +239,20 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     The temporary path to write to (in the same folder, so the rename is atomic).
     """
     path = check_output(path, overwrite=overwrite)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
-                                         dir=path.resolve().parent)
-    os.close(handle)
-    temporary = Path(temporary)
-    try:
-        yield temporary
-        with open(temporary, "rb+") as written:
-            os.fsync(written.fileno())  # on disk before the rename makes it the file
-        os.chmod(temporary, _mode_for(path))  # mkstemp makes 0600; keep the usual mode
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with claimed(path):
+        check_output(path, overwrite=overwrite)  # again: a swept claim may restore it
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                                             dir=path.resolve().parent)
+        os.close(handle)
+        temporary = Path(temporary)
+        try:
+            yield temporary
+            with open(temporary, "rb+") as written:
+                os.fsync(written.fileno())  # on disk before the rename makes it the file
+            os.chmod(temporary, _mode_for(path))  # mkstemp makes 0600; keep the usual mode
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -171,13 +274,15 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     The temporary folder to write into.
     """
     path = check_output(path, overwrite=overwrite, kind="store")
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
-                                      dir=path.resolve().parent))
-    try:
-        yield temporary
-        replace_folder(temporary, path)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    with claimed(path):
+        check_output(path, overwrite=overwrite, kind="store")
+        temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                                          dir=path.resolve().parent))
+        try:
+            yield temporary
+            replace_folder(temporary, path)
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def write_figure(figure, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

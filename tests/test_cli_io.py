@@ -147,6 +147,70 @@ def test_sigint_during_a_write_never_destroys_the_previous_file(tmp_path):
     assert outcomes.count((3, 2)) >= 3  # the interrupts did land inside writes
 
 
+def test_sigkill_keeps_the_old_file_and_the_rerun_sweeps_the_debris(tmp_path):
+    # Issue 25: a SIGKILL (no cleanup runs) left .out.h5ad.*.partial beside the output on
+    # every kill, and reruns never removed it. Now the killed run's claim is taken over and
+    # its temporaries swept. Fails without the sweep (the partial files stay).
+    target = tmp_path / "out.h5ad"
+    ad.AnnData(np.ones((3, 2), dtype=np.float32)).write_h5ad(target)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        child = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "writing"
+        time.sleep(rng.uniform(0.1, 0.6))
+        child.kill()
+        child.wait(timeout=60)
+        assert ad.read_h5ad(target).shape in ((3, 2), (1000, 1000))  # old or new, whole
+    write_h5ad(ad.AnnData(np.zeros((2, 2), dtype=np.float32)), target, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["out.h5ad"]  # no lock, no partial file
+    assert ad.read_h5ad(target).shape == (2, 2)
+
+
+_HOLDER = """
+import sys, time
+from sc_noise2self.io import atomic_path
+
+with atomic_path(sys.argv[1], overwrite=True) as temporary:
+    temporary.write_text("first")
+    print("holding", flush=True)
+    time.sleep(30)
+"""
+
+
+def test_a_second_writer_of_one_output_is_refused_naming_the_first(tmp_path):
+    # Issue 25: two writers of one output both succeeded and one result was lost.
+    target = tmp_path / "out.txt"
+    child = subprocess.Popen([sys.executable, "-c", _HOLDER, str(target)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "holding"
+        with pytest.raises(FileExistsError, match=f"another run \\(process {child.pid}"):
+            with atomic_path(target, overwrite=True) as temporary:
+                temporary.write_text("second")
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    with atomic_path(target, overwrite=True) as temporary:  # the dead claim is taken over
+        temporary.write_text("third")
+    assert target.read_text() == "third" and sorted(os.listdir(tmp_path)) == ["out.txt"]
+
+
+def test_an_output_folder_left_aside_by_a_kill_is_put_back(tmp_path):
+    # A kill between replace_folder's two renames left no output and the old one hidden in
+    # .<name>.old; the next claim puts it back before deciding whether to replace it.
+    from sc_noise2self.io import atomic_folder
+
+    aside = tmp_path / ".store.zarr.old"
+    aside.mkdir()
+    (aside / "data").write_text("old")
+    with pytest.raises(FileExistsError, match="exists"):
+        with atomic_folder(tmp_path / "store.zarr") as folder:
+            (folder / "data").write_text("new")
+    assert (tmp_path / "store.zarr" / "data").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["store.zarr"]
+
+
 def test_write_h5ad_refuses_to_replace_without_overwrite(counts, tmp_path):
     path = write_h5ad(counts, tmp_path / "a.h5ad")
     with pytest.raises(FileExistsError):

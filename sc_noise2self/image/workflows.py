@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import check_whole
-from ..io import atomic_folder, check_output
+from ..io import atomic_folder, check_output, claimed
 from .blocks import calibrate_sample, denoise_blocks, predict_blocks
 from .files import ImageData, create_zarr, kind_of, read, write
 
@@ -283,17 +283,19 @@ def _write_by_blocks(output, image: ImageData, fill, overwrite: bool) -> Path:
         with atomic_folder(output, overwrite=overwrite) as folder:
             fill(create_zarr(folder, image))
         return output
-    # TIFF: blocks go to a scratch zarr store first, then to the TIFF one plane at a time.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".blocks",
-                                    dir=output.resolve().parent))
-    try:
-        array = create_zarr(scratch, image)
-        fill(array)
-        import dask.array as da
+    # TIFF: blocks go to a scratch zarr store first, then to the TIFF one plane at a time;
+    # the claim covers both, so a second writer cannot start beside the scratch.
+    with claimed(output):
+        scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".blocks",
+                                        dir=output.resolve().parent))
+        try:
+            array = create_zarr(scratch, image)
+            fill(array)
+            import dask.array as da
 
-        write(output, image.with_data(da.from_zarr(array)), overwrite=overwrite)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+            write(output, image.with_data(da.from_zarr(array)), overwrite=overwrite)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return output
 
 
