@@ -396,7 +396,16 @@ def _pseudotime_of_half(half_a, adata: ad.AnnData, root: int, n_comps: int,
     sc.tl.diffmap(graph)
     graph.uns["iroot"] = root
     sc.tl.dpt(graph)
-    return graph.obs["dpt_pseudotime"].to_numpy(dtype=np.float64)
+    pseudotime = graph.obs["dpt_pseudotime"].to_numpy(dtype=np.float64)
+    unreached = int(np.sum(~np.isfinite(pseudotime)))
+    if unreached:  # scanpy gives inf to cells that no path joins to the root
+        raise ValueError(
+            f"covariate='dpt': {unreached} of {pseudotime.size} cells are not connected to "
+            f"the root cell {root} in half A's neighbour graph, so they have no pseudotime. "
+            "Test each connected part on its own (a subset of the cells), or raise "
+            "n_neighbors to join them."
+        )
+    return pseudotime
 
 
 def spearman_per_gene(values, covariate: np.ndarray, block: int = 512):

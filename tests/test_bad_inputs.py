@@ -34,6 +34,17 @@ def normalised() -> ad.AnnData:
     return a
 
 
+def _two_islands() -> np.ndarray:
+    """Counts of two populations without a gene in common: two unconnected graphs."""
+    rng = np.random.default_rng(3)
+    half = rng.poisson(rng.gamma(0.5, 4.0, 40), (60, 40)).astype(np.float32)
+    half[:, 0] += 1  # every cell has counts
+    other = rng.poisson(rng.gamma(0.5, 4.0, 40), (60, 40)).astype(np.float32)
+    other[:, 0] += 1
+    zeros = np.zeros_like(half)
+    return np.vstack([np.hstack([half, zeros]), np.hstack([zeros, other])])
+
+
 def with_obs(adata: ad.AnnData, **columns) -> ad.AnnData:
     """``adata`` with constant ``obs`` columns added."""
     for name, value in columns.items():
@@ -344,6 +355,9 @@ ANNDATA_CASES = [
     ("continuous groupby", lambda t: tl.rank_genes_groups_split(
         with_obs(split_adata(), t_=np.linspace(0.01, 0.99, COUNTS.shape[0])), groupby="t_"),
      TypeError, "holds continuous values"),
+    ("dpt on a disconnected graph", lambda t: tl.association_split(
+        adata_of(_two_islands()), "dpt", root=0, n_neighbors=5),
+     ValueError, "not connected to the root cell 0"),
     ("string covariate", lambda t: tl.association_split(
         with_obs(split_adata(), s="x"), "s"), TypeError, "ranks a numeric covariate"),
     ("resolution_curve of a given resolution", lambda t: n2s.pl.resolution_curve(
