@@ -49,6 +49,22 @@ def as_array(image, name: str = "image") -> np.ndarray:
                          "whose rows all have the same length.") from error
 
 
+def check_pixel_dtype(dtype, name: str = "image") -> None:
+    """Refuse pixels that are neither integers nor floats (a bool mask, strings).
+
+    Parameters
+    ----------
+    dtype
+        The pixels' dtype.
+    name
+        How to call the image in error messages.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "uif":
+        hint = " (convert a mask with .astype(float))" if dtype.kind == "b" else ""
+        raise TypeError(f"{name} has dtype {dtype}; pass an integer or float image{hint}.")
+
+
 def as_float(array: np.ndarray, name: str = "image") -> np.ndarray:
     """An image as floats, in the units of the whole image package.
 
@@ -64,9 +80,7 @@ def as_float(array: np.ndarray, name: str = "image") -> np.ndarray:
     The floats; the input itself when it already is float32 or float64 (never modified).
     Raises ``TypeError`` for other dtypes and ``ValueError`` for NaN or infinite values.
     """
-    if array.dtype.kind not in "uif":
-        hint = " (convert a mask with .astype(float))" if array.dtype.kind == "b" else ""
-        raise TypeError(f"{name} has dtype {array.dtype}; pass an integer or float image{hint}.")
+    check_pixel_dtype(array.dtype, name)
     if array.dtype.kind != "f":
         from skimage.util import img_as_float
 
@@ -173,8 +187,7 @@ def check_image(image, *, channel_axis: int | None,
     input itself when it already is float32 or float64; it is never modified.
     """
     array = as_array(image, name)
-    if array.dtype.kind not in "uif":
-        as_float(array, name)  # raises the dtype message
+    check_pixel_dtype(array.dtype, name)
     channel_axis = normalise_channel_axis(channel_axis, max(array.ndim, 1), name)
     n_spatial = max(array.ndim - (channel_axis is not None), 0)
     if n_spatial < 2:

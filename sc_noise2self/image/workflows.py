@@ -19,6 +19,7 @@ import numpy as np
 from .._validation import check_whole
 from ..io import atomic_folder, check_output, claimed
 from .blocks import calibrate_sample, denoise_blocks, predict_blocks
+from .checks import check_pixel_dtype
 from .files import ImageData, create_zarr, kind_of, read, write
 
 __all__ = ["calibrate_file", "channel_model_paths", "check_target", "predict_file",
@@ -261,10 +262,8 @@ def _opened(source, axes: str | None) -> ImageData:
         image = source if axes is None else ImageData(source.data, axes, ())
     else:
         image = read(source, axes=axes, lazy=True)
-    if image.dtype.kind not in "uif":  # as the in-memory functions refuse it, before work
-        hint = " (convert a mask with .astype(float))" if image.dtype.kind == "b" else ""
-        raise TypeError(f"The image {str(source)!r} has dtype {image.dtype}; pass an "
-                        f"integer or float image{hint}.")
+    # Refused as the in-memory functions refuse it, before any work.
+    check_pixel_dtype(image.dtype, f"The image {str(source)!r}")
     return image.canonical()
 
 
