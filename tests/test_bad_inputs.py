@@ -867,6 +867,16 @@ CNN_PREDICT_AND_FILE_CASES = [
      "tile_overlap=-1"),
     ("predict batch_size=0", lambda t: tiny_model().predict(IMG, batch_size=0), ValueError,
      "batch_size=0"),
+    # Issue 25: seams, an ignored option and a constant image, each handled before work.
+    ("predict tile_overlap below the reach", lambda t: tiny_model().predict(
+        IMG, tile_size=8, tile_overlap=1), ValueError, "is below this network's reach"),
+    ("predict tile_overlap without tile_size", lambda t: tiny_model().predict(
+        IMG, tile_overlap=40), ValueError, "has no effect without tile_size"),
+    ("predict a constant image", lambda t: tiny_model().predict(np.full((24, 24), 0.3)),
+     None, lambda out: np.array_equal(out, np.full((24, 24), 0.3))),
+    ("predict_blocks of a constant image", lambda t: _blocks().predict_blocks(
+        _yx(np.full((40, 40), 0.3, np.float32)), tiny_model(), block=16), None,
+     lambda out: np.array_equal(out, np.full((40, 40), 0.3, np.float32))),
     ("predict invariant='yes'", lambda t: tiny_model().predict(IMG, invariant="yes"),
      TypeError, "invariant='yes'"),
     ("predict amp='fp8'", lambda t: tiny_model().predict(IMG, amp="fp8"), ValueError,
@@ -987,9 +997,9 @@ IMAGE_FILE_CASES = [
         _yx(IMG > 0.5), t / "o.zarr"), TypeError, "convert a mask with .astype(float)"),
     ("a truncated TIFF names the file", lambda t: _files().read(_truncated_tiff(t)),
      ValueError, "could not be read as tiff"),
-    ("YXC pixels to TIFF are stored as CYX", lambda t: _files().read(_files().write(
+    ("YXC pixels to TIFF come back as YXC", lambda t: _files().read(_files().write(
         t / "rgb.tif", np.stack([IMG] * 3, axis=-1), axes="YXC")), None,
-     lambda out: out.axes == "CYX" and out.shape == (3, *IMG.shape)),
+     lambda out: out.axes == "YXC" and out.shape == (*IMG.shape, 3)),
     ("blocks of a TYX stack keep shape", lambda t: _blocks().denoise_blocks(
         _files().ImageData(np.stack([IMG, IMG]), "TYX"),
         im.denoise(IMG, "median", return_calibration=True, **QUIET)[1], block=8), None,

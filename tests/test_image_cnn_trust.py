@@ -15,6 +15,7 @@ from sc_noise2self.image.cnn import training
 from sc_noise2self.image.cnn.grading import ConvergenceWarning, late_improvement
 from sc_noise2self.image.cnn.model import Noise2SelfModel
 from sc_noise2self.image.cnn.models import DnCNN, UNet, unet_reach
+from sc_noise2self.image.cnn.predict import Tiler
 from sc_noise2self.image.cnn.training import train
 from sc_noise2self.image.referee import BaselineWarning, neighbour_mean
 
@@ -156,9 +157,28 @@ def test_tiled_prediction_equals_whole_image_prediction(model, shape, tile):
     whole = fitted.predict(image)
     tiled = fitted.predict(image, tile_size=tile, batch_size=3)
     assert np.abs(tiled - whole).max() < 1e-4
-    # Several windows really were used, and without their halo they would show seams.
-    seams = fitted.predict(image, tile_size=tile, tile_overlap=0)
-    assert np.abs(seams - whole).max() > 1e-3
+    # Several windows really were used, and without their halo they would show seams,
+    # which is why predict refuses an overlap below the reach.
+    seams = Tiler(fitted.net, tile, 0, 3)(fitted._internal(image))
+    assert np.abs(fitted.normalisation.inverse(seams[0].detach().numpy())[0] - whole).max() > 1e-3
+    with pytest.raises(ValueError, match="below this network's reach"):
+        fitted.predict(image, tile_size=tile, tile_overlap=0)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_constant_channel_is_its_own_prediction(channels):
+    # Issue 25: predict on a constant 0.3 returned 0.21 to 0.40.
+    fitted = train(np.stack([smooth_noisy(), smooth_noisy(seed=3)], -1)[..., :channels]
+                   if channels > 1 else smooth_noisy(), "dncnn", steps=2,
+                   channel_axis=-1 if channels > 1 else None, model_kwargs=TINY_DNCNN, **FAST)
+    flat = np.full((24, 24), 0.3, np.float32)
+    image = flat if channels == 1 else np.stack([flat, smooth_noisy((24, 24), seed=4)], -1)
+    out = fitted.predict(image)
+    assert np.array_equal(out[..., 0] if channels > 1 else out, flat)
+    raw = fitted.predict(image, keep_constant=False)  # what the network itself gives
+    assert not np.allclose(raw[..., 0] if channels > 1 else raw, flat, atol=1e-3)
+    if channels > 1:  # the varied channel is the network's, as without the constant one
+        np.testing.assert_array_equal(out[..., 1], raw[..., 1])
 
 
 def test_a_tile_too_small_for_the_receptive_field_is_enlarged_with_a_warning():

@@ -65,6 +65,46 @@ def test_a_lazy_image_is_written_plane_by_plane(tmp_path):
         assert np.array_equal(files.read(tmp_path / name).data, values.compute())
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize(("axes", "shape"), [("XY", (30, 40)), ("YXC", (30, 40, 3)),
+                                             ("ZYXC", (2, 30, 40, 4)), ("YXZ", (30, 40, 2))])
+def test_a_tiff_keeps_any_axis_order_and_zarr_stores_omes(tmp_path, axes, shape, lazy):
+    # Issue 25: an "XY" TIFF came back transposed and RGB pixels came back as CYX.
+    import dask.array as da
+
+    values = (RNG.random(shape) * 200).astype(np.uint8)
+    given = da.from_array(values, chunks=-1) if lazy else values
+    files.write(tmp_path / "a.tif", given, axes=axes, scale=_scale(axes))
+    back = files.read(tmp_path / "a.tif")
+    assert back.axes == axes and back.shape == shape
+    np.testing.assert_allclose(back.scale, _scale(axes))
+    assert np.array_equal(back.data, values)
+    files.write(tmp_path / "a.zarr", given, axes=axes, scale=_scale(axes))
+    stored = files.read(tmp_path / "a.zarr")  # OME-Zarr holds OME's order only
+    assert stored.axes == files.ImageData(values, axes).canonical().axes
+    assert np.array_equal(stored.in_order(axes).data, values)
+
+
+def test_file_workflows_write_a_tiff_in_the_inputs_layout(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "xy.tif", NOISY[:64, :80])
+    workflows.calibrate_file(tmp_path / "xy.tif", tmp_path / "xy_out.tif", axes="XY",
+                             method="gaussian", param_grid={"sigma": [1.0]}, mix=False)
+    files.write(tmp_path / "yx.tif", NOISY[:64, :80].T, axes="YX")
+    workflows.calibrate_file(tmp_path / "yx.tif", tmp_path / "yx_out.tif",
+                             method="gaussian", param_grid={"sigma": [1.0]}, mix=False)
+    as_xy = files.read(tmp_path / "xy_out.tif")
+    assert as_xy.axes == "XY" and as_xy.shape == (64, 80)
+    np.testing.assert_allclose(as_xy.data, files.read(tmp_path / "yx_out.tif").data.T,
+                               atol=1e-6)
+    rgb = (np.stack([CLEAN[:64, :64]] * 3, axis=-1) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    workflows.calibrate_file(tmp_path / "rgb.tif", tmp_path / "rgb_out.tif", method="gaussian")
+    with tifffile.TiffFile(tmp_path / "rgb_out.tif") as tif:
+        assert tif.series[0].shape == rgb.shape and tif.pages[0].photometric == 2  # RGB
+
+
 def test_writes_refuse_existing_outputs_and_leave_no_partial_files(tmp_path):
     files.write(tmp_path / "a.tif", NOISY, axes="YX")
     files.write(tmp_path / "a.zarr", NOISY, axes="YX")

@@ -346,9 +346,26 @@ def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block
         plan = make_plan(image, spatial, block, 1, 1)
         return run_blocks(image, lambda region: baseline_output(model, region.astype(
             np.float32)), plan, out=out, progress=progress)
+    if _holds_one_value(image.data):  # its own prediction, as model.predict returns it
+        return run_blocks(image, lambda region: region, make_plan(image, spatial, block, 0, 1),
+                          out=out, progress=progress)
     plan = make_plan(image, spatial, block, halo, multiple)
 
     def one(region: np.ndarray) -> np.ndarray:  # floats: the output keeps the file's units
-        return model.predict(region.astype(np.float32, copy=False), augment=augment)
+        # A constant block of a varied image is the network's to predict, as in one
+        # whole-image prediction.
+        return model.predict(region.astype(np.float32, copy=False), augment=augment,
+                             keep_constant=False)
 
     return run_blocks(image, one, plan, out=out, progress=progress)
+
+
+def _holds_one_value(data) -> bool:
+    """Whether a (possibly lazy) image holds a single value: one pass over it."""
+    if hasattr(data, "dask"):
+        import dask
+
+        low, high = dask.compute(data.min(), data.max())
+    else:
+        low, high = np.min(data), np.max(data)
+    return bool(low == high)

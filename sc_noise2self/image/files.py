@@ -90,7 +90,14 @@ class ImageData:
 
     def canonical(self) -> ImageData:
         """The axes in OME-Zarr's order (``"TCZYX"``), transposing lazily if needed."""
-        order = sorted(range(len(self.axes)), key=lambda i: AXES.index(self.axes[i]))
+        return self.in_order("".join(sorted(self.axes, key=AXES.index)))
+
+    def in_order(self, axes: str) -> ImageData:
+        """The same image with its axes in the order ``axes`` (the same letters), lazily."""
+        if sorted(axes) != sorted(self.axes):
+            raise ValueError(f"axes {axes!r} are not a reordering of the image's "
+                             f"{self.axes!r}.")
+        order = [self.axes.index(a) for a in axes]
         if order == list(range(len(self.axes))):
             return self
         return ImageData(self.data.transpose(order), "".join(self.axes[i] for i in order),
@@ -208,6 +215,9 @@ def _tiff_scale(tif, axes: str) -> tuple[float, ...]:
         pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
         pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
         sizes = {a: float(pixels[k]) for a, k in _OME_SIZES.items() if k in pixels}
+    elif tif.is_shaped:  # written by write() in an order OME-TIFF cannot hold
+        meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+        sizes = {a: float(meta[k]) for a, k in _OME_SIZES.items() if k in meta}
     elif tif.is_imagej:
         meta = tif.imagej_metadata or {}
         page = tif.pages[0]
@@ -277,35 +287,36 @@ def write(path: str | os.PathLike, image, *, axes: str | None = None, scale=None
     elif axes is not None or scale is not None:
         raise ValueError("Pass axes= and scale= only with a plain array, not with ImageData.")
     kind = kind_of(path)
-    # Both formats store the axes in OME's order (a TIFF's planes end in Y and X), with the
-    # axes named in the metadata: YXC pixels are written as CYX rather than refused.
-    if kind == "tiff":
-        return _write_tiff(Path(path), image.canonical(), overwrite)
+    if kind == "tiff":  # in the image's own order, so that a TIFF comes back as it went in
+        return _write_tiff(Path(path), image, overwrite)
     return _write_zarr(Path(path), image.canonical(), overwrite, chunks)
 
 
 def _write_tiff(path: Path, image: ImageData, overwrite: bool) -> Path:
     import tifffile
 
-    metadata: dict[str, Any] = {"axes": image.axes}
-    for letter, key in _OME_SIZES.items():
-        if letter in image.axes:
-            metadata[key] = image.scale[image.axes.index(letter)]
+    sizes = {key: image.scale[image.axes.index(letter)]
+             for letter, key in _OME_SIZES.items() if letter in image.axes}
+    # OME-TIFF holds only OME's order; any other order (a user's "XY", an RGB "YXC") is
+    # written as it is, with its axes and sizes in tifffile's own metadata, which read()
+    # restores. Interleaved colour stays RGB(A) pixels, as viewers expect.
+    ome = image.canonical() is image
+    rgb = not ome and image.axes.endswith("YXC") and image.shape[-1] in (3, 4)
+    options = {"ome": ome, "photometric": "rgb" if rgb else "minisblack",
+               "metadata": {"axes": image.axes, **sizes}}
     data = image.data
     with atomic_path(path, overwrite=overwrite) as temporary:
-        if hasattr(data, "dask"):  # one page (a Y-X plane) in memory at a time
-            tifffile.imwrite(temporary, data=_planes(data), shape=data.shape, dtype=data.dtype,
-                             ome=True, photometric="minisblack", metadata=metadata)
+        if hasattr(data, "dask"):  # one page in memory at a time
+            tifffile.imwrite(temporary, data=_pages(data, 3 if rgb else 2), shape=data.shape,
+                             dtype=data.dtype, **options)
         else:
-            tifffile.imwrite(temporary, np.asarray(data), ome=True, photometric="minisblack",
-                             metadata=metadata)
+            tifffile.imwrite(temporary, np.asarray(data), **options)
     return path
 
 
-def _planes(data):
-    """The Y-X planes of a (lazy) array, in C order, computed one at a time."""
-    leading = data.shape[:-2]
-    for index in np.ndindex(*leading):
+def _pages(data, page_ndim: int):
+    """The pages (Y-X planes, or Y-X-colour) of a lazy array, computed one at a time."""
+    for index in np.ndindex(*data.shape[:-page_ndim]):
         yield np.asarray(data[index])
 
 

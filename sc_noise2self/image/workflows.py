@@ -77,7 +77,8 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
                 hint="pixels of the calibrated sample along each spatial axis, e.g. 256")
     check_whole(block, name="block", minimum=1,
                 hint="pixels per block along each spatial axis, e.g. 256")
-    image = _opened(source, axes)
+    given = _opened(source, axes)
+    image = given.canonical()
     check_target(output, source, overwrite)
     spatial = spatial_axes_of(image, spatial)
     views = _channel_views(image, per_channel)
@@ -90,7 +91,7 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
             denoise_blocks(view, calibration, spatial=spatial, block=block, out=target,
                            mix=mix, progress=progress)
 
-    _write_by_blocks(output, image, fill, overwrite)
+    _write_by_blocks(output, image, fill, overwrite, layout=given.axes)
     return calibrations[0] if len(calibrations) == 1 else calibrations
 
 
@@ -136,7 +137,7 @@ def train_file(source, *, model: str = "unet", axes: str | None = None,
     """
     from .cnn.training import train
 
-    image = _opened(source, axes)
+    image = _opened(source, axes).canonical()
     views = _channel_views(image, per_channel)
     paths = [None] * len(views)
     if save_model is not None:
@@ -217,7 +218,8 @@ def predict_file(source, model, output, *, axes: str | None = None, block: int =
     """
     from .cnn.model import Noise2SelfModel
 
-    image = _opened(source, axes)
+    given = _opened(source, axes)
+    image = given.canonical()
     check_target(output, source, overwrite)
     models = list(model) if isinstance(model, list | tuple) else [model]
     views = _channel_views(image, len(models) > 1)
@@ -232,7 +234,7 @@ def predict_file(source, model, output, *, axes: str | None = None, block: int =
             predict_blocks(view, one, spatial="ZYX"[-one.layout.n_spatial:], block=block,
                            out=target, augment=augment, fallback=fallback, progress=progress)
 
-    return _write_by_blocks(output, image, fill, overwrite)
+    return _write_by_blocks(output, image, fill, overwrite, layout=given.axes)
 
 
 class ChannelView:
@@ -264,7 +266,7 @@ def _opened(source, axes: str | None) -> ImageData:
         image = read(source, axes=axes, lazy=True)
     # Refused as the in-memory functions refuse it, before any work.
     check_pixel_dtype(image.dtype, f"The image {str(source)!r}")
-    return image.canonical()
+    return image
 
 
 def check_target(output, source, overwrite: bool) -> None:
@@ -275,8 +277,13 @@ def check_target(output, source, overwrite: bool) -> None:
                  kind="store" if kind == "zarr" else "file")
 
 
-def _write_by_blocks(output, image: ImageData, fill, overwrite: bool) -> Path:
-    """Create the output, let ``fill(array)`` write it block by block; atomically."""
+def _write_by_blocks(output, image: ImageData, fill, overwrite: bool, layout: str) -> Path:
+    """Create the output, let ``fill(array)`` write it block by block; atomically.
+
+    ``image`` is in OME's order, as the blocks are; a TIFF output is written in the input's
+    ``layout`` (its axis order), so that it has the input's shape. OME-Zarr holds only
+    OME's order.
+    """
     output = Path(output)
     if kind_of(output) == "zarr":
         with atomic_folder(output, overwrite=overwrite) as folder:
@@ -292,7 +299,8 @@ def _write_by_blocks(output, image: ImageData, fill, overwrite: bool) -> Path:
             fill(array)
             import dask.array as da
 
-            write(output, image.with_data(da.from_zarr(array)), overwrite=overwrite)
+            denoised = image.with_data(da.from_zarr(array)).in_order(layout)
+            write(output, denoised, overwrite=overwrite)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return output

@@ -21,7 +21,7 @@ from .config import TrainConfig
 from .data import ImageLike, Layout, Normalisation
 from .io import read_model, save_model
 from .masker import Masker
-from .predict import Tiler, augmented, invariant_prediction
+from .predict import DEFAULT_HALO, Tiler, augmented, invariant_prediction, unwrap
 
 
 class Noise2SelfModel:
@@ -124,6 +124,7 @@ class Noise2SelfModel:
         batch_size: int = 4,
         amp: bool | str | None = False,
         random_state: int = 0,
+        keep_constant: bool = True,
     ) -> np.ndarray | list[np.ndarray]:
         """Denoise an image of any size with the trained network.
 
@@ -150,8 +151,8 @@ class Noise2SelfModel:
             Pixels discarded on each inner side of a window. None (default): the network's
             receptive field (``net.reach``, rounded up to its down-sampling factor), which
             makes the tiled prediction equal to the whole-image one up to float rounding; a
-            window too small for it is enlarged, with a warning. Smaller values keep small
-            windows at the price of seams.
+            window too small for it is enlarged, with a warning. A value below the reach
+            is refused: its windows would show seams (up to 0.15 on a [0, 1] image).
         batch_size
             Windows per forward pass.
         amp
@@ -159,6 +160,12 @@ class Noise2SelfModel:
             :func:`~sc_noise2self._device.resolve_amp`); off by default.
         random_state
             Seed of the stand-in values of ``invariant=True`` with random replacement.
+        keep_constant
+            Return a channel that holds one value as it is. That value is its own
+            J-invariant prediction (the neighbour mean's) with zero self-supervised loss,
+            which no network beats; the network's padding and biases would spread it (0.21
+            to 0.40 for a constant 0.3). :func:`~sc_noise2self.image.blocks.predict_blocks`
+            turns it off for blocks, having judged the whole image.
 
         Returns
         -------
@@ -166,10 +173,12 @@ class Noise2SelfModel:
         """
         check_flag(invariant, "invariant")
         check_flag(augment, "augment")
+        check_flag(keep_constant, "keep_constant")
         check_whole(random_state, name="random_state", minimum=0)
+        self._check_tile_overlap(tile_size, tile_overlap)
         options = dict(invariant=invariant, augment=augment, tile_size=tile_size,
                        tile_overlap=tile_overlap, batch_size=batch_size, amp=amp,
-                       random_state=random_state)  # fmt: skip
+                       random_state=random_state, keep_constant=keep_constant)  # fmt: skip
         if isinstance(image, list | tuple):
             return [self.predict(one, **options) for one in image]
         array = as_array(image)
@@ -177,7 +186,11 @@ class Noise2SelfModel:
             self._refuse_channels_as_a_stack(array)
             return np.stack([self.predict(one, **options) for one in array])
         floats = self._check_image(array)
-        x = self._internal(floats)
+        dtype = np.result_type(floats.dtype, np.float32)
+        constant = _constant_channels(self._channels_of(floats)) if keep_constant else {}
+        if len(constant) == self.n_channels:  # nothing for the network to do
+            return floats.astype(dtype, copy=True)
+        internal = self.layout.to_internal(floats)
         tiler = Tiler(self.net, tile_size, tile_overlap, batch_size, resolve_amp(self.device, amp))
         self.net.eval()
 
@@ -186,10 +199,37 @@ class Noise2SelfModel:
                 return invariant_prediction(inputs, tiler, self._masker(), random_state)
             return tiler(inputs)
 
+        x = torch.as_tensor(self.normalisation.forward(internal), device=self.device)[None]
         with torch.no_grad():
             out = augmented(one_pass, x) if augment else one_pass(x)
         result = self.normalisation.inverse(out[0].float().cpu().numpy())
-        return self.layout.to_user(result).astype(np.result_type(floats.dtype, np.float32))
+        result = self.layout.to_user(result).astype(dtype)
+        for channel, value in constant.items():
+            self._channels_of(result)[channel] = value
+        return result
+
+    def _channels_of(self, image: np.ndarray) -> np.ndarray:
+        """A channel-first view of one image in the user's layout."""
+        axis = self.layout.channel_axis
+        return image[np.newaxis] if axis is None else np.moveaxis(image, axis, 0)
+
+    def _check_tile_overlap(self, tile_size, tile_overlap) -> None:
+        """Refuse an overlap that has no effect, or one that would leave seams."""
+        if tile_overlap is None:
+            return
+        if tile_size is None:
+            raise ValueError(f"tile_overlap={tile_overlap!r} has no effect without tile_size "
+                             "(the whole image is predicted at once); pass tile_size too, "
+                             "or leave tile_overlap out.")
+        check_whole(tile_overlap, name="tile_overlap", minimum=0,
+                    hint="pixels discarded on each inner side of a tile; None: the reach")
+        reach = int(getattr(unwrap(self.net), "reach", DEFAULT_HALO))
+        if tile_overlap < reach:
+            raise ValueError(
+                f"tile_overlap={tile_overlap} is below this network's reach ({reach} pixels): "
+                "each tile's edge would be computed from missing neighbours and show as a "
+                f"seam. Leave tile_overlap out (None: {reach}), or pass at least {reach}; to "
+                "use less memory, make tile_size smaller instead.")
 
     def _refuse_channels_as_a_stack(self, array: np.ndarray) -> None:
         """A one-channel model given (..., 3): colour channels, not a stack of thin images.
@@ -294,3 +334,9 @@ class Noise2SelfModel:
         The model, in evaluation mode.
         """
         return cls(*read_model(path)).to(device)
+
+
+def _constant_channels(channels: np.ndarray) -> dict[int, float]:
+    """The channels of a channel-first image that hold one value, with that value."""
+    return {c: channel.flat[0] for c, channel in enumerate(channels)
+            if np.all(channel == channel.flat[0])}

@@ -204,8 +204,8 @@ class Tiler:
                 warnings.warn(
                     f"tile_size={self.tile_size} leaves no room for the {halo} pixels each "
                     f"side of a tile that the network's receptive field needs; tiles of "
-                    f"{window} are used along an axis of {size}. Pass a larger tile_size, or "
-                    f"a smaller tile_overlap to keep small tiles (with seams).",
+                    f"{window} are used along an axis of {size}. Pass a larger tile_size to "
+                    "silence this.",
                     UserWarning, stacklevel=4)
             step = window - 2 * halo
             starts = list(range(0, size - window + 1, step))
