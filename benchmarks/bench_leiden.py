@@ -9,7 +9,9 @@ the same grid are run on the same data in the same run:
    clusters and ARI >= 0.9, and the time against one scanpy sweep of the grid; nested
    subtypes (20 genes apart) against their effect size: where they are found;
 3. type I error of the marker tests (count split against double dipping);
-4. CellBench (needs $SC_NOISE2SELF_DATA) at 100, 20, 10 and 5% depth, and PBMC 3k.
+4. CellBench (needs $SC_NOISE2SELF_DATA) at 100, 20, 10 and 5% depth, and PBMC 3k;
+5. cost: ``calibrate_leiden`` against one scanpy sweep of the same grid, alternating, on
+   the known-groups data (K = 4 and 12), after one call that pays numba's compilation.
 
 Run:  SC_NOISE2SELF_DATA=../shared/data python benchmarks/bench_leiden.py [--seeds N]
 """
@@ -224,6 +226,25 @@ def cellbench_table() -> None:
           f"{seconds / sweep:.2f} |", flush=True)
 
 
+def cost_table(seeds: int, repeats: int = 3) -> None:
+    """Median seconds of ``calibrate_leiden`` and of one scanpy sweep, run in turn."""
+    print("| K | seed | ours: median s | scanpy sweep: median s | ratio | load at the end |")
+    print("|---|---|---|---|---|---|")
+    warm = n2s.simulation.simulate_counts(3000, 1000, unequal(4), depth_sd=0.5, random_state=99)
+    ours(warm.copy(), 99)  # numba's compilation, paid once per process
+    for k in (4, 12):
+        for seed in range(1, seeds + 1):
+            adata = n2s.simulation.simulate_counts(3000, 1000, unequal(k), depth_sd=0.5,
+                                                   random_state=seed)
+            mine, theirs = [], []
+            for _ in range(repeats):
+                mine.append(ours(adata.copy(), seed)[1])
+                theirs.append(scanpy_sweep(adata)[1])
+            a, b = float(np.median(mine)), float(np.median(theirs))
+            print(f"| {k} | {seed} | {a:.2f} | {b:.2f} | {a / b:.2f} | "
+                  f"{os.getloadavg()[0]:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=20, help="seeds of the null table")
@@ -245,6 +266,8 @@ def main() -> None:
         type_one_table()
     if "real" in tables:
         cellbench_table()
+    if "cost" in tables:
+        cost_table(min(args.group_seeds, 3))
     print(f"load {os.getloadavg()}")
 
 

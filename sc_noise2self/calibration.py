@@ -296,7 +296,9 @@ def calibrate_counts(
             models = extra.pop("fitted", None)
             if models is not None and keep_fitted and not fitted:  # the first split's
                 fitted.extend(models)
-            starts.append(extra.pop("start", None))
+            start = extra.pop("start", None)
+            if not starts:  # the first split's: later ones would only hold memory
+                starts.append(start)
             extras.append(extra)
         return referee.scored(halves, scored)
 

@@ -194,6 +194,7 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
     """
     fit_options = {**options, "p": settings.p, "split": settings.split,
                    "overdispersion": settings.overdispersion, "n_splits": 1}
+    start = None
     if resolution in (None, "calibrated"):
         result = calibrate_counts(counts, LEIDEN, settings=settings, **options)
         resolution = choose_resolution(result)
@@ -202,8 +203,9 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
         fit_options["refine"] = result.params["refine"]
         if isinstance(result.params.get("overdispersion"), np.ndarray):
             fit_options["overdispersion"] = result.params["overdispersion"]
+        start = result.start  # the scored graph, used again for the labels
     clusters = fit_clusters(counts, resolution, fit_options, transform=settings.transform,
-                            random_state=settings.random_state, max_layer_gb=0.0)
+                            random_state=settings.random_state, max_layer_gb=0.0, start=start)
     if clusters.half_b is None:
         raise ValueError(
             "No clustering of these counts beats one cluster (resolution 0), so there are no "

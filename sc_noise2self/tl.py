@@ -191,7 +191,7 @@ def _run_calibrate(family: Family, arguments: dict):
     adata = target(adata, copy)
     if family.fit_after_calibrate:  # e.g. the labels at the best resolution
         _fit_and_store(family, adata, counts, family.choose(result), arguments, result, key,
-                       layer, max_layer_gb=None, obs=obs)
+                       layer, max_layer_gb=None, obs=obs, start=result.start)
     else:
         store_calibration(adata, result, key, layer)
     if family.warm_start is not None:  # None removes an older calibration's start

@@ -645,7 +645,7 @@ def test_the_deviances_of_some_cells_are_their_deviances_among_all():
 
 
 def test_scaled_genes_have_unit_variance_a_cap_and_one_result_for_any_format():
-    from sc_noise2self.denoisers.leiden import SCALE_CAP, scaled_genes
+    from sc_noise2self.denoisers.leiden_graph import SCALE_CAP, scaled_genes
 
     rng = np.random.default_rng(0)
     values = np.log1p(rng.poisson(rng.gamma(0.3, 2.0, (400, 50))).astype(np.float64))
@@ -715,3 +715,49 @@ def test_denoised_values_of_a_subset_are_the_stored_layers_rows_or_refused():
     np.testing.assert_allclose(whole, adata.layers["noise2self_knn"], rtol=1e-6)
     with pytest.raises(ValueError, match=r"subset .* of that one"):
         tl.denoised_values(adata[:40], key="noise2self_knn")
+
+
+def test_leiden_on_a_graph_built_once_equals_scanpys_leiden():
+    # The graph is converted to igraph once and clustered at every resolution; the labels
+    # must stay those of sc.tl.leiden (fails if the seeding or the edges differ).
+    import scanpy as sc
+
+    from sc_noise2self.denoisers.leiden_graph import LeidenGraph
+
+    adata = realistic((0.5, 0.3, 0.15, 0.05), 4, n_obs=600, n_vars=200)
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    sc.pp.pca(adata, n_comps=10)
+    sc.pp.neighbors(adata, random_state=0)
+    graph = LeidenGraph.of(adata.obsp["connectivities"])
+    for resolution, seed in ((0.2, 0), (1.0, 7), (3.0, 12345)):
+        sc.tl.leiden(adata, resolution=resolution, random_state=seed, flavor="igraph",
+                     n_iterations=2, directed=False)
+        np.testing.assert_array_equal(graph.labels(resolution, seed),
+                                      adata.obs["leiden"].cat.codes.to_numpy())
+
+
+def test_the_final_labels_reuse_the_scored_graph_only_when_it_fits(monkeypatch):
+    # calibrate_leiden hands the first split's graph to the final labels instead of building
+    # it again; the labels are the same either way, and a graph of other options is unused.
+    from sc_noise2self.denoisers import leiden, leiden_graph
+
+    adata = realistic((0.6, 0.3, 0.1), 5, n_obs=500, n_vars=150)
+    with_start = adata.copy()
+    tl.calibrate_leiden(with_start, resolutions=[0.3, 1.0], random_state=2)
+    built = []
+    original = leiden_graph.neighbour_graph
+    monkeypatch.setattr(leiden, "neighbour_graph",
+                        lambda *a, **k: built.append(a[1:]) or original(*a, **k))
+    tl.calibrate_leiden(adata, resolutions=[0.3, 1.0], random_state=2, refine=False)
+    assert len(built) == 1  # the calibration's graph only: the labels reused it
+    without = leiden.fit_clusters(
+        adata.X, with_start.uns["noise2self_leiden"]["params"]["resolution"],
+        {**leiden.LEIDEN.options, "n_comps": adata.uns["noise2self_leiden"]["params"]["n_comps"],
+         "refine": True}, transform="log1p", random_state=2, max_layer_gb=0.0)
+    np.testing.assert_array_equal(without.labels,
+                                  with_start.obs["noise2self_leiden"].cat.codes.to_numpy())
+    start = leiden_graph.GraphStart(None, ("other",))
+    scored = leiden.informative_genes(leiden.first_split(adata.X, leiden.split_settings(
+        {}, "log1p", 2))[0], 2000)
+    assert not start.fits(scored, 30, 15, 0)

@@ -23,8 +23,8 @@ from scipy import sparse
 from .._anndata import write_dense_layer
 from .._rng import spawn_seeds
 from .._validation import check_choice, check_real, check_whole
-from ..calibration import Family, Knob, SplitSettings, counts_calibrator
-from ..embedding import fit_pca, max_rank, scanpy_neighbors
+from ..calibration import Family, Knob, SplitSettings, WarmStart, counts_calibrator
+from ..embedding import max_rank
 from ..losses import Halves, prepare_halves
 from ..results import BaselineWarning
 from ..transforms import library_sizes, normalised_values
@@ -35,6 +35,12 @@ from .cluster_loss import (
     partition_deviances,
 )
 from .cluster_loss import canonical as _canonical
+from .leiden_graph import (
+    GraphStart,
+    leiden_labels,
+    neighbour_graph,
+    seed_of,
+)
 from .pca import calibrate_pca_counts
 
 DEFAULT_RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
@@ -141,63 +147,6 @@ def calibrated_rank(options: dict, X, settings) -> dict:
     return {**options, "n_comps": max(2, int(rank))}
 
 
-def seed_of(seed) -> int:
-    """A 31-bit integer seed (what igraph and scanpy take) from any package seed."""
-    return int(np.random.default_rng(seed).integers(2**31 - 1))
-
-
-def neighbour_graph(values, n_comps: int, n_neighbors: int, seed: int) -> ad.AnnData:
-    """An empty AnnData holding the kNN graph of the PCA of ``values`` (scanpy's neighbors).
-
-    The genes are scaled first (:func:`scaled_genes`), and the PCA is ARPACK's: on scaled
-    genes the spectrum is flat, and the randomized solver's few power iterations lost the
-    small groups' directions (1 of 20 seeds of K = 12 against ARPACK's 8; RESULTS, issue 24).
-    """
-    n_comps = max(1, min(n_comps, max_rank(values.shape)))
-    n_neighbors = min(n_neighbors, values.shape[0] - 1)
-    scores = fit_pca(scaled_genes(values), n_comps, random_state=seed, solver="arpack").scores
-    graph = ad.AnnData(obs=pd.DataFrame(index=np.arange(values.shape[0]).astype(str)),
-                       obsm={"X_pca": scores})
-    scanpy_neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
-    return graph
-
-
-# A scaled gene's values are capped this many standard deviations above its mean
-# (``sc.pp.scale(max_value=10)`` in scanpy's standard pipeline).
-SCALE_CAP = 10.0
-
-
-def scaled_genes(values) -> sparse.csr_matrix:
-    """``values`` with every gene at unit variance, capped :data:`SCALE_CAP` SDs up (CSR).
-
-    Unscaled, the first components follow the large groups' many variable genes: at K = 12
-    only 13-31% of a 33-cell group's 15 neighbours were its own; scaled, 75-90% (RESULTS,
-    issue 24). The stored values are scaled and capped and the PCA centres implicitly, so
-    no zero is filled in. Unlike ``sc.pp.scale`` there is no lower clip: values are at
-    least 0, and a zero lies 10 SDs below the mean only for a gene 10 SDs above 0
-    everywhere. Dense input takes the same path, so both formats give the same graph.
-    """
-    scaled = sparse.csr_matrix(values, dtype=np.float64, copy=True)
-    n_cells = scaled.shape[0]
-    mean = np.asarray(scaled.mean(axis=0)).ravel()
-    square = np.asarray(scaled.multiply(scaled).mean(axis=0)).ravel()
-    sd = np.sqrt(np.maximum(square - mean**2, 0.0) * n_cells / max(n_cells - 1, 1))
-    inverse = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
-    scaled.data = np.minimum(scaled.data * inverse[scaled.indices],
-                             (mean * inverse + SCALE_CAP)[scaled.indices])
-    scaled.eliminate_zeros()
-    return scaled
-
-
-def leiden_labels(graph: ad.AnnData, resolution: float, seed: int) -> np.ndarray:
-    """Leiden clusters of ``graph`` at ``resolution``, as integer codes 0..K-1."""
-    import scanpy as sc
-
-    sc.tl.leiden(graph, resolution=float(resolution), random_state=seed, flavor="igraph",
-                 n_iterations=2, directed=False, key_added="_clusters")
-    return graph.obs["_clusters"].cat.codes.to_numpy().astype(np.int64)
-
-
 def cluster_means(values, labels: np.ndarray) -> np.ndarray:
     """Each cluster's mean of ``values`` (dense K x genes, float64), sparse input kept sparse."""
     n_clusters = int(labels.max()) + 1
@@ -279,7 +228,8 @@ def score_resolutions(halves: Halves, grid: np.ndarray, seed, options: dict, los
     # The engine averages extras over splits: the per-cell losses' average is what the
     # standard errors of several splits are computed from (choose_resolution).
     return per_cell.mean(axis=1), {"n_clusters": np.array(n_clusters), "cell_losses": per_cell,
-                                   "standard_error": paired_standard_errors(per_cell)}
+                                   "standard_error": paired_standard_errors(per_cell),
+                                   "start": GraphStart.of(graph, scored, options, seed)}
 
 
 # Each chosen cluster of at least this many cells is clustered again on its own cells, in
@@ -448,8 +398,11 @@ def split_settings(options: dict, transform: str, random_state) -> SplitSettings
 
 
 def fit_clusters(counts, resolution: float, options: dict, *, transform: str, random_state,
-                 max_layer_gb: float) -> Clustering:
-    """Leiden at ``resolution`` (0: one cluster) on half A of the calibration's first split."""
+                 max_layer_gb: float, start: GraphStart | None = None) -> Clustering:
+    """Leiden at ``resolution`` (0: one cluster) on half A of the calibration's first split.
+
+    ``start``, the calibration's :class:`GraphStart`, spares building the same graph again.
+    """
     check_real(resolution, name="resolution", minimum=0.0,
                hint="Leiden's resolution; 0 is one cluster")
     settings = split_settings(options, transform, random_state)
@@ -463,7 +416,10 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
                           int(n_comps), fingerprint=counts_fingerprint(counts))
     halves, seed = first_split(counts, settings)
     scored = informative_genes(halves, options.get("n_top_genes", DEFAULT_TOP_GENES))
-    graph = neighbour_graph(scored.values, n_comps, options["n_neighbors"], seed_of(seed))
+    if start is not None and start.fits(scored, n_comps, options["n_neighbors"], seed_of(seed)):
+        graph = start.graph
+    else:
+        graph = neighbour_graph(scored.values, n_comps, options["n_neighbors"], seed_of(seed))
     labels, refinement = leiden_labels(graph, resolution, seed_of(seed)), None
     if options.get("refine"):
         targets = DevianceTargets.of(scored.a, scored.b, scored.totals, halves.p)
@@ -529,6 +485,8 @@ LEIDEN = Family(
     fit=fit_clusters, store=store_clusters, values=cluster_values, fit_after_calibrate=True,
     baseline_index=_baseline_index, choose=choose_resolution, needs_counts=True,
     losses=("poisson",), denoise_losses=("poisson",), split_defaults=LEIDEN_SPLIT,
+    # The graph is handed on within a call only: nothing is written, nothing read back.
+    warm_start=WarmStart(save=lambda adata, start, key: None, load=lambda adata, key: None),
     options={"n_comps": 30, "n_neighbors": 15, "n_top_genes": DEFAULT_TOP_GENES,
              "rule": "1se", "refine": None},
     fit_options=("n_comps", "n_neighbors", "n_top_genes", "rule", "refine",
