@@ -91,20 +91,22 @@ def estimate_overdispersion(
         )
     totals = np.asarray(X.sum(axis=1)).ravel()
     size = totals / totals.mean()
+    chunk = max(1, BLOCK_ENTRIES // max(X.shape[1], 1))
     if mean == "gene":
-        k, expected_rows = X.shape[0], _gene_mean_rows(X, size)
+        k, expected_rows = X.shape[0], _gene_mean_rows(X, size, chunk)
     else:
         k = min(n_neighbors, X.shape[0] - 1)
-        expected_rows = _neighbour_mean_rows(X, size, k)
+        expected_rows = _neighbour_mean_rows(X, size, k, chunk)
     # Per gene: sums of e, o, e^2, e o and o^2 over cells, e the excess and o the squared mean.
+    # The expected counts fill nearly every gene, so each block is summed dense: a block holds
+    # at most BLOCK_ENTRIES values, and sparse element-wise products cost several times more.
     sums = np.zeros((5, X.shape[1]))
     for rows, expected, spread in expected_rows:
-        observed = X[rows]
-        own = expected.multiply(expected) - spread  # m^2 less the Poisson noise of m
-        excess = observed.multiply(observed) - 2 * observed.multiply(expected) + own - expected
-        for i, term in enumerate((excess, own, excess.multiply(excess), excess.multiply(own),
-                                  own.multiply(own))):
-            sums[i] += np.asarray(term.sum(axis=0)).ravel()
+        observed, expected = X[rows].toarray(), expected.toarray()
+        own = expected * expected - spread.toarray()  # m^2 less the Poisson noise of m
+        excess = observed * (observed - 2 * expected) + own - expected
+        for i, term in enumerate((excess, own, excess * excess, excess * own, own * own)):
+            sums[i] += term.sum(axis=0)
     phi, variance = _excess_ratio(sums, k)
     with np.errstate(divide="ignore"):
         shrunk = _shrink(phi, variance)
@@ -159,13 +161,14 @@ def _sampled_rows(X, max_cells: int | None, random_state: RandomState):
     return rows
 
 
-# Cells per block of the expected counts: each block's neighbour means fill nearly every gene,
-# and the moment sums hold several such blocks at once (4,096 cells x 2,000 genes peaked at
-# 633 MB above the input; the sums do not depend on the block size beyond rounding).
-CHUNK_CELLS = 512
+# Values (cells x genes) per block of the expected counts: each block's neighbour means fill
+# nearly every gene, and the moment sums hold several such blocks at once, dense (2^21
+# values: 16 MB each). 4,096 cells x 2,000 genes in blocks of 512 cells peaked at 633 MB
+# above the input; the sums do not depend on the block size beyond rounding.
+BLOCK_ENTRIES = 2**21
 
 
-def _gene_mean_rows(X, size: np.ndarray, chunk: int = CHUNK_CELLS):
+def _gene_mean_rows(X, size: np.ndarray, chunk: int):
     """Expected counts ``m = s_i mu_g`` with one mean per gene, and ``w_i m``, by blocks."""
     n_cells = X.shape[0]
     mu = np.asarray(X.sum(axis=0)).ravel() / size.sum()
@@ -176,7 +179,7 @@ def _gene_mean_rows(X, size: np.ndarray, chunk: int = CHUNK_CELLS):
         yield rows, expected, sparse.diags(spread[rows]) @ expected
 
 
-def _neighbour_mean_rows(X, size: np.ndarray, k: int, chunk: int = CHUNK_CELLS):
+def _neighbour_mean_rows(X, size: np.ndarray, k: int, chunk: int):
     """Expected counts ``m`` from each cell's ``k`` nearest other cells, and ``w_i m``.
 
     Each gene's neighbours come from the other half of the genes (see
@@ -216,7 +219,7 @@ def _neighbours(X, k: int) -> np.ndarray:
     totals = np.asarray(X.sum(axis=1)).ravel()
     depth = float(np.median(totals[totals > 0])) if np.any(totals > 0) else 1.0
     values = apply_transform(normalize_to_depth(X, depth), "sqrt", inplace=True)
-    return build_graph(values, k + 1).indices[:, 1:]
+    return build_graph(values, k + 1, exact_for_few_cells=True).indices[:, 1:]
 
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import sparse
+from scipy import linalg, sparse
 from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.neighbors import NearestNeighbors
 
@@ -191,6 +191,55 @@ def resolve_solver(solver: str, X, n_comps: int) -> str:
     return "randomized" if sparse.issparse(X) and small_range else "arpack"
 
 
+# Up to this many cells (a refined cluster, a small data set) gram_pca is exact like ARPACK
+# and 3-6 times faster from 100 to 1,000 cells; at 2,000 cells they were even (issue 24).
+GRAM_MAX_CELLS = 1000
+# Genes per dense block of gram_pca: the cells x cells Gram matrix is summed over blocks of
+# this many genes, so no more than cells x 256 values are ever dense at once.
+GRAM_GENE_BLOCK = 256
+
+
+def gram_pca(X, n_comps: int) -> PCAFit:
+    """Exact centred PCA of few cells through their cells x cells Gram matrix.
+
+    For a block of up to about a thousand cells (the refinement of one cluster), the
+    eigenvectors of the centred Gram matrix ``(X - 1 mean^T)(X - 1 mean^T)^T`` are the
+    scores' directions: 3-6 times faster than ARPACK at 100-1,000 cells, with scores equal to
+    1e-11 (up to each component's sign; RESULTS, issue 24). Past a few thousand cells the
+    ``n^3`` eigensolver loses to ARPACK. Each component's largest loading is made positive.
+
+    Parameters
+    ----------
+    X
+        Cells x genes, numpy or sparse; genes are densified a block at a time.
+    n_comps
+        Number of components, below the number of cells.
+
+    Returns
+    -------
+    The fitted :class:`PCAFit`.
+    """
+    X = X.tocsc() if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
+    n_cells, n_genes = X.shape
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    gram = np.zeros((n_cells, n_cells))
+    for first in range(0, n_genes, GRAM_GENE_BLOCK):
+        block = X[:, first:first + GRAM_GENE_BLOCK]
+        block = block.toarray() if sparse.issparse(block) else block
+        block = block - mean[first:first + GRAM_GENE_BLOCK]
+        gram += block @ block.T
+    values, vectors = linalg.eigh(gram, subset_by_index=(n_cells - n_comps, n_cells - 1))
+    order = np.argsort(values)[::-1]
+    singular = np.sqrt(np.maximum(values[order], 0.0))
+    vectors = vectors[:, order]
+    # components = U^T (X - 1 mean^T) / s, without forming X - 1 mean^T
+    components = (np.asarray(X.T @ vectors).T - np.outer(vectors.sum(axis=0), mean))
+    components /= np.where(singular > 0, singular, 1.0)[:, None]
+    signs = np.sign(components[np.arange(n_comps), np.abs(components).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    return PCAFit(vectors * singular * signs, components * signs[:, None], mean)
+
+
 def fit_pca(
     X,
     n_comps: int,
@@ -259,7 +308,8 @@ class NeighbourGraph:
         return self.indices.shape[1]
 
 
-def build_graph(values, n_neighbors: int, *, n_pcs: int = 30, random_state=0) -> NeighbourGraph:
+def build_graph(values, n_neighbors: int, *, n_pcs: int = 30, random_state=0,
+                exact_for_few_cells: bool = False) -> NeighbourGraph:
     """kNN graph of cells from their transformed values (PCA, then exact Euclidean neighbours).
 
     Parameters
@@ -272,6 +322,9 @@ def build_graph(values, n_neighbors: int, *, n_pcs: int = 30, random_state=0) ->
         Principal components that the distances use (clipped to what the data allow).
     random_state
         Seed of the PCA solver.
+    exact_for_few_cells
+        Up to :data:`GRAM_MAX_CELLS` cells, take the exact PCA of :func:`gram_pca`, which
+        is faster there than the default solver.
 
     Returns
     -------
@@ -283,7 +336,10 @@ def build_graph(values, n_neighbors: int, *, n_pcs: int = 30, random_state=0) ->
             f"n_neighbors={n_neighbors} exceeds the {n_cells} cells; use at most {n_cells}."
         )
     n_pcs = max(1, min(n_pcs, max_rank(values.shape)))
-    embedding = fit_pca(values, n_pcs, random_state=random_state).scores
+    if exact_for_few_cells and n_cells <= GRAM_MAX_CELLS:
+        embedding = gram_pca(values, n_pcs).scores
+    else:
+        embedding = fit_pca(values, n_pcs, random_state=random_state).scores
     search = NearestNeighbors(n_neighbors=n_neighbors).fit(embedding)
     distances, indices = search.kneighbors(embedding)
     put_self_first(indices, distances)

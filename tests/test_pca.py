@@ -260,3 +260,28 @@ def test_k_fold_thinning_scores_each_fold_against_the_rest(synthetic, fmt):
     np.testing.assert_array_equal(result.loss, again.loss)
     with pytest.raises(ValueError, match="at least 2"):
         calibrate_pca_counts(X, max_comps=3, folds=1)
+
+
+@pytest.mark.parametrize("shape", [(40, 300), (300, 700), (600, 200)])
+def test_gram_pca_is_the_exact_centred_pca(shape):
+    # The Gram route used for few cells (a refined cluster) must be ARPACK's PCA, not an
+    # approximation: scores, components and mean equal up to each component's sign. Fails
+    # without the centring terms, or with the components not divided by the singular values.
+    from sklearn.decomposition import PCA
+
+    from sc_noise2self.embedding import gram_pca
+
+    rng = np.random.default_rng(shape[0])
+    X = sparse.random(*shape, density=0.2, random_state=rng, format="csr")
+    X.data = rng.gamma(0.8, 2.0, X.nnz)
+    k = 15
+    reference = PCA(n_components=k, svd_solver="arpack", random_state=0).fit(X)
+    fit = gram_pca(X, k)
+    signs = np.sign(np.sum(fit.components * reference.components_, axis=1))
+    np.testing.assert_allclose(fit.components, reference.components_ * signs[:, None],
+                               atol=1e-9)
+    np.testing.assert_allclose(fit.scores, reference.transform(X) * signs, atol=1e-8)
+    np.testing.assert_allclose(fit.mean, reference.mean_, atol=1e-12)
+    largest = np.abs(fit.components).argmax(axis=1)
+    assert (fit.components[np.arange(k), largest] > 0).all()  # one sign convention
+    np.testing.assert_allclose(gram_pca(X.toarray(), k).scores, fit.scores, atol=1e-10)

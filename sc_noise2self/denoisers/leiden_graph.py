@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..embedding import fit_pca, max_rank, scanpy_neighbors
+from ..embedding import GRAM_MAX_CELLS, fit_pca, gram_pca, max_rank, scanpy_neighbors
 
 
 def seed_of(seed) -> int:
@@ -33,7 +33,11 @@ def neighbour_graph(values, n_comps: int, n_neighbors: int, seed: int) -> Leiden
     """
     n_comps = max(1, min(n_comps, max_rank(values.shape)))
     n_neighbors = min(n_neighbors, values.shape[0] - 1)
-    scores = fit_pca(scaled_genes(values), n_comps, random_state=seed, solver="arpack").scores
+    scaled = scaled_genes(values)
+    if values.shape[0] <= GRAM_MAX_CELLS:  # the same exact PCA, faster for few cells
+        scores = gram_pca(scaled, n_comps).scores
+    else:
+        scores = fit_pca(scaled, n_comps, random_state=seed, solver="arpack").scores
     graph = ad.AnnData(obs=pd.DataFrame(index=np.arange(values.shape[0]).astype(str)),
                        obsm={"X_pca": scores})
     scanpy_neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
