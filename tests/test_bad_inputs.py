@@ -23,6 +23,14 @@ COUNTS = RNG.poisson(RNG.gamma(2.0, 1.0, (80, 1)) * RNG.gamma(1.0, 2.0, (1, 25))
 FLOATS = COUNTS.astype(np.float64)
 
 
+def _one_molecule_cells() -> np.ndarray:
+    """COUNTS with a third of the cells holding a single molecule (half A of it may be empty)."""
+    counts = COUNTS.astype(np.float32).copy()
+    counts[::3] = 0
+    counts[np.arange(0, counts.shape[0], 3), np.arange(0, counts.shape[0], 3) % counts.shape[1]] = 1
+    return counts
+
+
 def adata_of(X=None, **layers) -> ad.AnnData:
     return ad.AnnData(sparse.csr_matrix(COUNTS if X is None else X).astype(np.float32),
                       layers=layers or None)
@@ -343,6 +351,9 @@ ANNDATA_CASES = [
     ("leiden random_state=None", lambda t: tl.calibrate_leiden(adata_of(), random_state=None),
      TypeError, "needs an integer seed"),
     # Issue 25: cryptic errors and options read wrongly.
+    ("cells of one molecule are data, not empty cells", lambda t: tl.calibrate_pca(
+        ad.AnnData(sparse.csr_matrix(_one_molecule_cells())), max_comps=3, copy=True), None,
+     lambda out: out.uns["noise2self"]["best"] >= 0),
     ("float16 counts", lambda t: tl.calibrate_pca(
         ad.AnnData(COUNTS.astype(np.float16)), max_comps=3), TypeError,
      "X has dtype float16"),

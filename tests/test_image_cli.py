@@ -73,6 +73,22 @@ def test_outputs_are_refused_before_any_work(source, tmp_path, capsys):
     assert out.read_bytes() == before
 
 
+def test_the_cli_refuses_a_bool_tiff_and_keeps_an_xy_layout(tmp_path, capsys):
+    # Issue 25: the CLI denoised a bool TIFF that the Python API refuses, and --axes XY
+    # wrote a 96 x 128 image as 128 x 96.
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "mask.tif", NOISY[0] > 0.5)
+    assert cli.main(["image", "calibrate", str(tmp_path / "mask.tif"), "--out",
+                     str(tmp_path / "m.tif"), "--method", "median"]) == 2
+    assert "convert a mask with .astype(float)" in capsys.readouterr().err
+    assert not (tmp_path / "m.tif").exists()
+    tifffile.imwrite(tmp_path / "xy.tif", NOISY[0, :80, :96])
+    assert cli.main(["image", "calibrate", str(tmp_path / "xy.tif"), "--axes", "XY", "--out",
+                     str(tmp_path / "xy_out.tif"), "--method", "median"]) == 0
+    assert tifffile.imread(tmp_path / "xy_out.tif").shape == (80, 96)
+
+
 def test_train_then_predict_with_the_saved_model(source, tmp_path, capsys):
     model = tmp_path / "m.pt"
     with pytest.warns(UserWarning):  # two steps do not beat the neighbour mean
