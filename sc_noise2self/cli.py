@@ -50,11 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--max-comps", type=int, default=100, help="largest rank scored")
     denoise.add_argument("--p", type=float, default=DEFAULT_P,
                          help="share of molecules in half A")
-    denoise.add_argument("--transform", default="sqrt", choices=("sqrt", "log1p", "none"))
+    denoise.add_argument("--transform", default="sqrt", choices=("sqrt", "log1p", "none"),
+                         help="variance-stabilising transform of the normalised counts "
+                         "before the PCA")
     # The package's defaults, not the command's own: one default across every front.
     defaults = SplitSettings()
     denoise.add_argument("--loss", default=defaults.loss, choices=("mse", "poisson"),
-                         help="self-supervised loss (default: %(default)s)")
+                         help="self-supervised loss: poisson scores counts at each cell's "
+                         "depth, mse the transformed values")
     denoise.add_argument("--split", default=defaults.split,
                          choices=("negative_binomial", "binomial"),
                          help="molecule split; negative_binomial estimates per-gene NB sizes "
@@ -76,8 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option, and the description's line breaks kept."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default shown once after its help, and the description's line breaks kept.
+
+    Unlike ``ArgumentDefaultsHelpFormatter``, a default that says nothing (None, an off
+    flag) is not printed, nor one the help already states ("(default: X) (default: None)").
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        says_nothing = any(action.default is v for v in (None, False, argparse.SUPPRESS))
+        silent = says_nothing or "(default" in text
+        if silent or (action.option_strings == [] and action.nargs in ("?", "*")):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def load_input(path: str | None, dataset: str):

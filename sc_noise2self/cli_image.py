@@ -52,7 +52,8 @@ def add_image_commands(commands, formatter) -> None:
         description="Train a Noise2Self UNet or DnCNN on the noisy IN alone (every time point "
         "and channel), then predict all of IN block by block.")
     _common(train)
-    train.add_argument("--model", default="unet", choices=("unet", "dncnn"))
+    train.add_argument("--model", default="unet", choices=("unet", "dncnn"),
+                       help="the masked network trained on IN")
     train.add_argument("--max-time", type=float, default=120.0, help="training budget, seconds")
     train.add_argument("--steps", type=int, default=None, help="training steps (instead)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")

@@ -264,3 +264,21 @@ def test_atomic_writes_keep_the_usual_file_mode(counts, tmp_path):
     path.chmod(0o640)
     write_h5ad(counts, path, overwrite=True)
     assert path.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+
+
+@pytest.mark.parametrize("command", [["denoise"], ["image", "calibrate"], ["image", "train"],
+                                     ["image", "predict"]])
+def test_cli_help_gives_every_option_help_and_each_default_once(command, capsys):
+    # Issue 26: "--layer" read "(default: X) (default: None)", and --transform had no help.
+    import re
+
+    with pytest.raises(SystemExit):
+        cli.main([*command, "--help"])
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "(default: False)" not in text
+    options = text[text.index("options:"):]
+    entries = re.split(r"\n  (?=-)", options)[1:]
+    for entry in entries:
+        assert entry.count("(default") <= 1, entry
+        name, _, rest = entry.partition("  ")
+        assert rest.strip() or "\n" in entry, f"{name} has no help"
