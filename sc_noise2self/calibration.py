@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from ._compat import moved_names
 from ._validation import is_dask_array
 from .losses import LOSSES, Halves, prediction_loss
 from .referee import Referee, checked
@@ -444,9 +443,3 @@ def _scored(denoiser, combo: dict, halves: Halves, loss: str) -> float:
             "cells x genes array like its input."
         )
     return prediction_loss(prediction, halves, loss)
-
-
-__getattr__ = moved_names(__name__, {
-    name: f"sc_noise2self.losses:{name}"
-    for name in ("block_loss", "poisson_deviance", "dense_rows", "row_chunks")
-})

@@ -21,7 +21,6 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 
-from ._compat import moved_names
 from ._dask import check_dask_counts, row_offsets, rows_chunked
 from ._rng import RandomState, make_rng, row_stream_key
 from ._validation import check_choice, check_counts, check_fraction, is_dask_array
@@ -347,11 +346,3 @@ def _multinomial_parts(values: np.ndarray, k: int, rng: np.random.Generator, siz
         left -= shares[:, j]
     parts.append(remaining.astype(values.dtype))
     return parts
-
-
-__getattr__ = moved_names(__name__, {
-    "estimate_overdispersion": "sc_noise2self.diagnostics:estimate_overdispersion",
-    "half_correlations": "sc_noise2self.diagnostics:half_correlations",
-    "noise_correlations": "sc_noise2self.diagnostics:noise_correlations",
-    "spawn_seeds": "sc_noise2self._rng:spawn_seeds",
-})

@@ -146,31 +146,6 @@ def test_denoise_after_calibrate_reuses_the_stored_calibration(small, monkeypatc
     assert calls == [1]
 
 
-@pytest.mark.parametrize(("old", "name", "new"), [
-    ("sc_noise2self.splitting", "estimate_overdispersion", "sc_noise2self.diagnostics"),
-    ("sc_noise2self.splitting", "noise_correlations", "sc_noise2self.diagnostics"),
-    ("sc_noise2self.calibration", "block_loss", "sc_noise2self.losses"),
-    ("sc_noise2self.denoisers.pca", "max_rank", "sc_noise2self.embedding"),
-    ("sc_noise2self.denoisers.autoencoder", "StackedAutoencoders",
-     "sc_noise2self.denoisers.autoencoder_batched"),
-])
-def test_moved_names_keep_working_with_a_future_warning(old, name, new):
-    import importlib
-
-    with pytest.warns(FutureWarning, match=f"from {new} import {name}"):
-        value = getattr(importlib.import_module(old), name)
-    assert value is getattr(importlib.import_module(new), name)
-    with pytest.raises(AttributeError):
-        importlib.import_module(old).no_such_name  # noqa: B018
-
-
-def test_calibrate_pca_dask_is_now_the_dask_backend_of_calibrate_pca_counts():
-    from sc_noise2self.denoisers import pca, pca_dask
-
-    with pytest.warns(FutureWarning):
-        assert pca_dask.calibrate_pca_dask is pca.calibrate_pca_counts
-
-
 def test_rows_with_no_counts_anywhere_split_like_the_rest():
     X = np.random.default_rng(3).poisson(2.0, size=(30, 12))
     X[[0, 7, 8, 29]] = 0  # empty rows first, in a run, and last

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +13,7 @@ IMAGE = Path(__file__).resolve().parents[1] / "sc_noise2self" / "image"
 #: What the image package may import from the rest of sc_noise2self: the leaves (the shared
 #: record among them), never the single-cell modules. Circles, private names, lazy imports
 #: and module sizes are checked for the whole package in test_architecture.py.
-ALLOWED_OUTSIDE = {"_validation", "_rng", "_device", "_compat", "_progress", "results", "io"}
+ALLOWED_OUTSIDE = {"_validation", "_rng", "_device", "_progress", "results", "io"}
 
 
 def modules() -> dict[str, tuple[ast.Module, bool]]:
@@ -62,30 +60,6 @@ def test_cnn_names_load_lazily_from_the_new_package():
     assert torch.nn.Module in image.UNet.__mro__
     for name in ("train", "denoise_cnn", "Noise2SelfModel", "UNet", "DnCNN"):
         assert getattr(image, name) is getattr(cnn, name)
-
-
-@pytest.mark.parametrize(
-    ("old", "name", "new"),
-    [
-        ("training", "train", "sc_noise2self.image.cnn.training"),
-        ("training", "Noise2SelfModel", "sc_noise2self.image.cnn.model"),
-        ("training", "Masker", "sc_noise2self.image.cnn.masker"),
-        ("training", "Tiler", "sc_noise2self.image.cnn.predict"),
-        ("training", "Normalisation", "sc_noise2self.image.cnn.data"),
-        ("training", "TRAINING_DEFAULTS", "sc_noise2self.image.cnn.config"),
-        ("training", "resolve_device", "sc_noise2self._device"),
-        ("models", "UNet", "sc_noise2self.image.cnn.models"),
-        ("models", "build_model", "sc_noise2self.image.cnn.models"),
-    ],
-)
-def test_old_module_paths_forward_with_a_future_warning(old, name, new):
-    pytest.importorskip("torch")
-    module = importlib.import_module(f"sc_noise2self.image.{old}")
-    with pytest.warns(FutureWarning, match=re.escape(f"from {new} import {name}")):
-        value = getattr(module, name)
-    assert value is getattr(importlib.import_module(new), name)
-    with pytest.raises(AttributeError, match="has no attribute '_Trainer'"):
-        module._Trainer  # noqa: B018  (private names were never part of the old API)
 
 
 def test_only_the_leaves_and_the_engine_are_imported_from_outside():

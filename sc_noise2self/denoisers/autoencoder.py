@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from .._anndata import write_dense_layer
-from .._compat import moved_names
 from .._device import resolve_device
 from .._progress import progress_bar
 from .._rng import make_rng, spawn_seeds
@@ -328,10 +327,3 @@ def calibrate_autoencoder_counts(X, *, train: TrainSettings | None = None,
     if train is not None:
         options = {**dataclasses.asdict(train), **options}
     return calibrate_counts(X, AUTOENCODER, **options)
-
-
-__getattr__ = moved_names(__name__, {
-    "StackedAutoencoders": "sc_noise2self.denoisers.autoencoder_batched:StackedAutoencoders",
-    "fit_autoencoders_batched":
-        "sc_noise2self.denoisers.autoencoder_batched:fit_autoencoders_batched",
-})

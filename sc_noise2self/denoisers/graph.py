@@ -19,7 +19,6 @@ import numpy as np
 from scipy import sparse
 
 from .._anndata import get_counts, write_dense_layer
-from .._compat import moved_names
 from .._validation import check_whole
 from ..embedding import NeighbourGraph, build_graph
 from ..losses import Halves, block_loss
@@ -229,11 +228,3 @@ SMOOTHER_WRITES = ("``obsp[key_added + '_operator']`` (one step of the smoother)
                     "``layers[key_added]`` on the transformed scale.")
 N_PCS_DOC = "Principal components of half A (of the full data when denoising) used for the "\
     "neighbour search."
-
-
-__getattr__ = moved_names(__name__, {
-    "KNN": "sc_noise2self.denoisers.knn:KNN",
-    "DIFFUSION": "sc_noise2self.denoisers.diffusion:DIFFUSION",
-    "calibrate_knn_counts": "sc_noise2self.denoisers.knn:calibrate_knn_counts",
-    "calibrate_diffusion_counts": "sc_noise2self.denoisers.diffusion:calibrate_diffusion_counts",
-})

@@ -15,7 +15,6 @@ import numpy as np
 from scipy import sparse
 
 from .._anndata import write_dense_layer
-from .._compat import moved_names
 from .._device import free_device_bytes, resolve_device
 from .._validation import check_choice, check_whole, is_dask_array
 from ..calibration import (
@@ -282,8 +281,3 @@ PCA = Family(
 
 
 calibrate_pca_counts = counts_calibrator(PCA)
-
-__getattr__ = moved_names(__name__, {
-    "max_rank": "sc_noise2self.embedding:max_rank",
-    "linear_mse_from_products": "sc_noise2self.denoisers.rank_loss:linear_mse_from_products",
-})

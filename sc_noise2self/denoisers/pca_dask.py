@@ -27,7 +27,6 @@ import numpy as np
 import scipy.linalg
 from scipy import sparse
 
-from .._compat import moved_names
 from .._dask import checked_library_sizes, row_offsets, rows_chunked, tree_reduce
 from .._device import resolve_device
 from .._rng import row_stream_key
@@ -345,8 +344,3 @@ def _chunk_scores(chunk, *, V: np.ndarray, mu: np.ndarray) -> np.ndarray:
 
 def _chunk_denoised(chunk, *, V: np.ndarray, mu: np.ndarray) -> np.ndarray:
     return (_chunk_scores(chunk, V=V, mu=mu) @ V + mu).astype(np.float32)
-
-
-__getattr__ = moved_names(__name__, {
-    "calibrate_pca_dask": "sc_noise2self.denoisers.pca:calibrate_pca_counts",
-})

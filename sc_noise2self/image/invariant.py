@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .._compat import moved_names
 from .._rng import check_random_state
 from .._validation import check_choice
 from ..results import CalibrationResult, json_ready
@@ -37,9 +36,6 @@ from .masking import INTERPOLATIONS, Mask, grid_masks, masked_phases, replacemen
 from .mixing import mixed_error, optimal_mix_weight
 from .referee import loses, neighbour_mean, warn_lost
 from .units import Units, constant_message, units_of
-
-# calibrate() moved to .scoring; the old import path still works for one release.
-__getattr__ = moved_names(__name__, {"calibrate": "sc_noise2self.image.scoring:calibrate"})
 
 Denoiser = Callable[..., np.ndarray]
 
