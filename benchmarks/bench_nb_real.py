@@ -122,7 +122,7 @@ def main() -> None:
         finite = sizes[np.isfinite(sizes)]
         quantiles = ", ".join(f"{q:.0%}: {v:.2f}" for q, v in
                               zip(QUANTILES, np.quantile(finite, QUANTILES), strict=True))
-        nb = dict(method="negative_binomial", overdispersion=sizes)
+        nb = dict(split="negative_binomial", overdispersion=sizes)
         print(f"## {name}: {X.shape[0]} cells x {X.shape[1]} genes, "
               f"median {np.median(np.asarray(X.sum(axis=1))):.0f} UMIs per cell")
         print(f"- estimated b: {quantiles}; Poisson (b = inf) for "

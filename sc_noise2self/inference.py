@@ -342,7 +342,7 @@ def association_split(
         check_counts(counts, name=counts_name(layer))
         if overdispersion is None and split == "negative_binomial":
             overdispersion = "estimate"
-        half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,
+        half_a, half_b = split_counts(counts, p, random_state=random_state, split=split,
                                       overdispersion=overdispersion)
         values = _pseudotime_of_half(half_a, adata, int(root), n_comps, n_neighbors)
         record = {"p": p, "split": split, "random_state": _seed_record(random_state),

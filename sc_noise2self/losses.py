@@ -129,7 +129,7 @@ def prepare_halves(
     if _fusable(X, keep_counts or keep_a_counts, split, sample_ratio):
         return _fused_halves(X, p, transform, random_state, depth)
     counts_a, counts_b = split_counts(
-        X, p, random_state=random_state, method=split, overdispersion=overdispersion,
+        X, p, random_state=random_state, split=split, overdispersion=overdispersion,
         sample_ratio=sample_ratio,
     )
     return halves_from_counts(counts_a, counts_b, p=p, transform=transform, depth=depth,

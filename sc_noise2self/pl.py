@@ -191,7 +191,7 @@ def split_diagnostics(
             "split_diagnostics needs counts in memory, and this AnnData holds a dask array. "
             "Plot a subsample: e.g. adata[:20000].to_memory(), or compute() a few chunks."
         )
-    half_a, half_b = split_counts(counts, p, random_state=random_state, method=split,
+    half_a, half_b = split_counts(counts, p, random_state=random_state, split=split,
                                   overdispersion=overdispersion)
     if statistic == "noise":
         correlation = noise_correlations(half_a, half_b, n_neighbors=n_neighbors)

@@ -18,7 +18,7 @@ __all__ = ["split_molecules"]
 
 
 def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
-                 method: Literal["binomial", "negative_binomial"] = "binomial",
+                 split: Literal["binomial", "negative_binomial"] = "binomial",
                  overdispersion=None, sample_ratio: float | None = None):
     """Split count matrix ``X`` molecule by molecule into two halves that sum to ``X``.
 
@@ -36,7 +36,7 @@ def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
         seed, its cell's row and total and its gene (:mod:`sc_noise2self._count_kernels`;
         the beta-binomial split draws each cell from a Philox stream keyed alike), so
         splitting a half again with the same seed does not reuse the first split's draws.
-    method
+    split
         ``"binomial"``: ``Xa ~ Binomial(X, p)``, which makes the halves independent given the
         truth when the counts are Poisson. ``"negative_binomial"``: ``Xa ~ Binomial(X, pi)``
         with ``pi ~ Beta(p b, (1 - p) b)`` for gene size ``b`` (count splitting / data
@@ -45,7 +45,7 @@ def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
     overdispersion
         The NB size ``b``: one number, one per gene, or ``"estimate"``
         (:func:`~sc_noise2self.diagnostics.estimate_overdispersion`, counts in memory only).
-        ``inf`` means Poisson for that gene. Only with ``method="negative_binomial"``.
+        ``inf`` means Poisson for that gene. Only with ``split="negative_binomial"``.
     sample_ratio
         MCV's overlap correction: the share ``r`` of each cell's molecules that the data
         captured. Two independent draws from the cell would share molecules when ``r`` is
@@ -69,17 +69,17 @@ def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
     >>> bool((Xa + Xb == X).all())
     True
     """
-    if sample_ratio and method != "binomial":  # before the NB sizes are estimated
+    if sample_ratio and split != "binomial":  # before the NB sizes are estimated
         raise ValueError(
-            "sample_ratio (MCV's overlap correction) works with method='binomial' only; pass "
-            "method='binomial' with it (split_molecules' default is 'negative_binomial')."
+            "sample_ratio (MCV's overlap correction) works with split='binomial' only; pass "
+            "split='binomial' with it (split_molecules' default is 'negative_binomial')."
         )
     if isinstance(overdispersion, str) and overdispersion == "estimate":
-        if method == "negative_binomial":
+        if split == "negative_binomial":
             if not is_dask_array(X):
                 check_counts(X)
             overdispersion = estimate_overdispersion(X, random_state=random_state)
-    return splitting.split_counts(X, p, random_state=random_state, method=method,
+    return splitting.split_counts(X, p, random_state=random_state, split=split,
                                   overdispersion=overdispersion, sample_ratio=sample_ratio)
 
 
@@ -87,7 +87,7 @@ def split_molecules(
     adata: ad.AnnData,
     *,
     p: float = DEFAULT_P,
-    method: Literal["binomial", "negative_binomial"] = "negative_binomial",
+    split: Literal["binomial", "negative_binomial"] = "negative_binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
     layer: str | None = None,
@@ -101,12 +101,12 @@ def split_molecules(
     ----------
     adata
         The cells, with raw integer counts in ``X`` or in ``layers[layer]``.
-    p, method, overdispersion, sample_ratio
+    p, split, overdispersion, sample_ratio
         As in :func:`~sc_noise2self.split_counts`: the expected share of half A, binomial or
         beta-binomial (negative-binomial) shares, and MCV's overlap correction. The
         defaults are those of every calibration and of ``tl.rank_genes_groups_split``: 0.7,
         and the NB split at sizes estimated from the counts (``overdispersion=None`` means
-        ``"estimate"`` under that split). Pass ``method="binomial"`` for Poisson counts
+        ``"estimate"`` under that split). Pass ``split="binomial"`` for Poisson counts
         (and for ``sample_ratio``).
     layer
         Layer holding the raw counts; None means ``X``.
@@ -125,9 +125,9 @@ def split_molecules(
     counts = get_counts(adata, layer)
     if not is_dask_array(counts):  # named as the user knows it, before any work
         check_counts(counts, name=counts_name(layer))
-    if method == "negative_binomial" and overdispersion is None:
+    if split == "negative_binomial" and overdispersion is None:
         overdispersion = "estimate"
-    half_a, half_b = split_counts(counts, p, random_state=random_state, method=method,
+    half_a, half_b = split_counts(counts, p, random_state=random_state, split=split,
                                   overdispersion=overdispersion, sample_ratio=sample_ratio)
     adata = target(adata, copy)
     adata.layers[f"{key_added}_a"] = half_a
@@ -136,7 +136,7 @@ def split_molecules(
         "p": float(p),
         "layer": "X" if layer is None else layer,
         "random_state": random_state if isinstance(random_state, int) else "custom",
-        "method": method,
+        "split": split,
         "sample_ratio": "None" if sample_ratio is None else float(sample_ratio),
     }
     return adata if copy else None

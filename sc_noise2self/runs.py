@@ -309,7 +309,7 @@ def _split_halves(X, settings: SplitSettings, seed, keep_a_counts: bool):
         )
         return
     depth = float(np.median(library_sizes(X)))
-    parts = split_folds(X, settings.folds, random_state=seed, method=settings.split,
+    parts = split_folds(X, settings.folds, random_state=seed, split=settings.split,
                         overdispersion=settings.overdispersion)
     for k, held_out in enumerate(parts):
         rest = sum(part for i, part in enumerate(parts) if i != k)

@@ -32,7 +32,7 @@ __all__ = ["SPLIT_METHODS", "RandomState", "gene_sizes", "overlap_shares", "spli
 
 
 def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
-                 method: Literal["binomial", "negative_binomial"] = "binomial",
+                 split: Literal["binomial", "negative_binomial"] = "binomial",
                  overdispersion=None, sample_ratio: float | None = None):
     """Split count matrix ``X`` molecule by molecule into two halves that sum to ``X``.
 
@@ -48,7 +48,7 @@ def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
         Expected share of each count that goes to the first half, in (0, 1).
     random_state
         Seed, ``SeedSequence`` or ``Generator``; the same seed gives bit-identical halves.
-    method, overdispersion, sample_ratio
+    split, overdispersion, sample_ratio
         As in :func:`sc_noise2self.split_counts`.
 
     Returns
@@ -57,17 +57,17 @@ def split_counts(X, p: float = 0.5, *, random_state: RandomState = 0,
         Of the input's type, sparse format and dtype, with ``Xa + Xb == X`` exactly (dask:
         lazy).
     """
-    check_choice(method, SPLIT_METHODS, name="method")
+    check_choice(split, SPLIT_METHODS, name="split")
     p = check_fraction(p)
-    if sample_ratio and method != "binomial":
-        raise ValueError("sample_ratio (the overlap correction) needs method='binomial'.")
+    if sample_ratio and split != "binomial":
+        raise ValueError("sample_ratio (the overlap correction) needs split='binomial'.")
     shares = overlap_shares(p, sample_ratio) if sample_ratio else None
     key = row_stream_key(random_state, "split")
     if is_dask_array(X):
         check_dask_counts(X)
-        return _split_dask(X, p, key, gene_sizes(X, method, overdispersion), shares)
+        return _split_dask(X, p, key, gene_sizes(X, split, overdispersion), shares)
     check_counts(X)
-    return split_rows(X, p, key, sizes=gene_sizes(X, method, overdispersion), shares=shares)
+    return split_rows(X, p, key, sizes=gene_sizes(X, split, overdispersion), shares=shares)
 
 
 def overlap_shares(p: float, sample_ratio: float) -> tuple[float, float, float]:
@@ -96,23 +96,23 @@ def overlap_shares(p: float, sample_ratio: float) -> tuple[float, float, float]:
     return a * (1 - b) / r, b * (1 - a) / r, a * b / r
 
 
-def gene_sizes(X, method: str, overdispersion) -> np.ndarray | None:
-    """Per-gene NB sizes for ``method="negative_binomial"``; None for binomial splitting.
+def gene_sizes(X, split: str, overdispersion) -> np.ndarray | None:
+    """Per-gene NB sizes for ``split="negative_binomial"``; None for binomial splitting.
 
     ``overdispersion`` is one number or one per gene here: ``"estimate"`` is resolved above
     this module (by :func:`sc_noise2self.split_counts` and the calibration engine), because
     the estimator needs a neighbour graph, and step 1 imports nothing above itself.
     """
-    if method == "binomial":
+    if split == "binomial":
         if overdispersion is not None:
             raise ValueError(
-                f"overdispersion={overdispersion!r} applies to method='negative_binomial' "
-                "only; drop it, or pass method='negative_binomial'."
+                f"overdispersion={overdispersion!r} applies to split='negative_binomial' "
+                "only; drop it, or pass split='negative_binomial'."
             )
         return None
     if overdispersion is None:
         raise ValueError(
-            "method='negative_binomial' needs overdispersion: a number, one per gene, or "
+            "split='negative_binomial' needs overdispersion: a number, one per gene, or "
             "'estimate'."
         )
     if isinstance(overdispersion, str):
@@ -288,7 +288,7 @@ def split_folds(
     n_folds: int,
     *,
     random_state: RandomState = 0,
-    method: Literal["binomial", "negative_binomial"] = "binomial",
+    split: Literal["binomial", "negative_binomial"] = "binomial",
     overdispersion=None,
 ) -> list:
     """Thin ``X`` into ``n_folds`` parts that sum to it exactly (K-fold data thinning).
@@ -306,7 +306,7 @@ def split_folds(
         Number of folds K, at least 2.
     random_state
         Seed; the same seed gives bit-identical folds.
-    method, overdispersion
+    split, overdispersion
         As in :func:`split_counts`.
 
     Returns
@@ -315,9 +315,9 @@ def split_folds(
     """
     if not isinstance(n_folds, int | np.integer) or n_folds < 2:
         raise ValueError(f"n_folds={n_folds!r} must be an integer of at least 2.")
-    check_choice(method, SPLIT_METHODS, name="method")
+    check_choice(split, SPLIT_METHODS, name="split")
     check_counts(X)
-    sizes = gene_sizes(X, method, overdispersion)
+    sizes = gene_sizes(X, split, overdispersion)
     rng = make_rng(random_state)
     X, values, per_value = flat_counts(X, sizes)
     return [rebuild(X, part) for part in _multinomial_parts(values, n_folds, rng, per_value)]

@@ -88,8 +88,8 @@ SPLIT_CASES = [
     ("p='0.5'", lambda t: n2s.split_counts(COUNTS, "0.5"), ValueError, "p='0.5'"),
     ("p=True", lambda t: n2s.split_counts(COUNTS, True), ValueError, "p=True"),
     ("p=-0.2", lambda t: n2s.split_counts(COUNTS, -0.2), ValueError, "strictly between 0"),
-    ("method", lambda t: n2s.split_counts(COUNTS, method="poisson"), ValueError,
-     "Unknown method='poisson'"),
+    ("split", lambda t: n2s.split_counts(COUNTS, split="poisson"), ValueError,
+     "Unknown split='poisson'"),
     ("random_state='abc'", lambda t: n2s.split_counts(COUNTS, random_state="abc"), TypeError,
      "random_state='abc' is not a seed"),
     ("random_state=1.5", lambda t: n2s.split_counts(COUNTS, random_state=1.5), TypeError,
@@ -115,23 +115,23 @@ SPLIT_CASES = [
     ("complex matrix", lambda t: n2s.split_counts(COUNTS.astype(complex)), TypeError,
      "dtype complex"),
     ("overdispersion with binomial", lambda t: n2s.split_counts(COUNTS, overdispersion=2.0),
-     ValueError, "overdispersion=2.0 applies to method='negative_binomial'"),
-    ("NB without overdispersion", lambda t: n2s.split_counts(COUNTS, method="negative_binomial"),
+     ValueError, "overdispersion=2.0 applies to split='negative_binomial'"),
+    ("NB without overdispersion", lambda t: n2s.split_counts(COUNTS, split="negative_binomial"),
      ValueError, "needs overdispersion"),
     ("NB overdispersion=-1", lambda t: n2s.split_counts(
-        COUNTS, method="negative_binomial", overdispersion=-1.0), ValueError, "must be positive"),
+        COUNTS, split="negative_binomial", overdispersion=-1.0), ValueError, "must be positive"),
     ("NB overdispersion wrong length", lambda t: n2s.split_counts(
-        COUNTS, method="negative_binomial", overdispersion=np.ones(3)), ValueError,
+        COUNTS, split="negative_binomial", overdispersion=np.ones(3)), ValueError,
      "one per gene"),
     ("NB overdispersion='guess'", lambda t: n2s.split_counts(
-        COUNTS, method="negative_binomial", overdispersion="guess"), ValueError,
+        COUNTS, split="negative_binomial", overdispersion="guess"), ValueError,
      "Unknown overdispersion='guess'"),
     ("max_cells=2", lambda t: n2s.diagnostics.estimate_overdispersion(COUNTS, max_cells=2),
      ValueError, "max_cells"),
     ("expected_counts without a truth", lambda t: n2s.simulation.expected_counts(adata_of()),
      ValueError, "no simulated truth"),
     ("sample_ratio with NB", lambda t: n2s.split_counts(
-        COUNTS, method="negative_binomial", overdispersion=2.0, sample_ratio=0.1), ValueError,
+        COUNTS, split="negative_binomial", overdispersion=2.0, sample_ratio=0.1), ValueError,
      "sample_ratio"),
     ("sample_ratio=1.5", lambda t: n2s.split_counts(COUNTS, sample_ratio=1.5), ValueError,
      "sample_ratio=1.5"),
@@ -149,7 +149,7 @@ SPLIT_CASES = [
     ("sparse array", lambda t: n2s.split_counts(sparse.csr_array(COUNTS)), None,
      lambda out: np.array_equal((out[0] + out[1]).toarray(), COUNTS)),
     ("estimate on NB", lambda t: n2s.split_counts(
-        COUNTS, method="negative_binomial", overdispersion="estimate"), None,
+        COUNTS, split="negative_binomial", overdispersion="estimate"), None,
      lambda out: np.array_equal(out[0] + out[1], COUNTS)),
     ("folds=1", lambda t: n2s.splitting.split_folds(COUNTS, 1), ValueError, "n_folds=1"),
 ]
@@ -214,7 +214,7 @@ ANNDATA_CASES = [
     ("sample_ratio with the NB split", lambda t: tl.calibrate_pca(adata_of(), sample_ratio=0.2),
      ValueError, "pass split='binomial' with it"),
     ("sample_ratio with split_molecules' NB default", lambda t: n2s.pp.split_molecules(
-        adata_of(), sample_ratio=0.2), ValueError, "pass method='binomial' with it"),
+        adata_of(), sample_ratio=0.2), ValueError, "pass split='binomial' with it"),
     ("solver='svd'", lambda t: tl.calibrate_pca(adata_of(), solver="svd"), ValueError,
      "Unknown solver='svd'"),
     ("solver='randomized' on sparse", lambda t: tl.calibrate_pca(
@@ -304,8 +304,8 @@ ANNDATA_CASES = [
     ("split_molecules p=1.5", lambda t: n2s.pp.split_molecules(adata_of(), p=1.5), ValueError,
      "p=1.5"),
     ("split_molecules NB estimate", lambda t: n2s.pp.split_molecules(
-        adata_of(), method="negative_binomial", overdispersion="estimate", copy=True), None,
-     lambda out: out.uns["noise2self_split"]["method"] == "negative_binomial"),
+        adata_of(), split="negative_binomial", overdispersion="estimate", copy=True), None,
+     lambda out: out.uns["noise2self_split"]["split"] == "negative_binomial"),
     ("pl.calibration_curve without a run", lambda t: n2s.pl.calibration_curve(
         adata_of(), show=False), KeyError, "noise2self"),
     ("resolutions=[-1]", lambda t: tl.calibrate_leiden(adata_of(), resolutions=[-1.0]),

@@ -458,7 +458,7 @@ def test_validation_merges_clusters_of_noise_into_one(seed):
     import scanpy as sc
 
     adata = realistic((1.0,), seed, depth_sd=0.6)
-    n2s.pp.split_molecules(adata, method="negative_binomial", overdispersion="estimate",
+    n2s.pp.split_molecules(adata, split="negative_binomial", overdispersion="estimate",
                            random_state=seed)
     half_a = ad.AnnData(adata.layers["noise2self_a"].astype(np.float32))
     sc.pp.normalize_total(half_a)

@@ -38,7 +38,7 @@ def counts() -> np.ndarray:
 
 SPLITS = [
     {},
-    {"method": "negative_binomial", "overdispersion": 1.5},
+    {"split": "negative_binomial", "overdispersion": 1.5},
     {"sample_ratio": 0.3},
 ]
 
@@ -112,7 +112,7 @@ def test_bad_counts_fail_at_compute_with_the_row(counts):
     with pytest.raises(ValueError, match=r"rows from 600.*non-integer"):
         half.compute()
     with pytest.raises(ValueError, match=r"sampled to estimate the NB sizes.*non-integer"):
-        split_counts(da.from_array(X, chunks=(200, -1)), method="negative_binomial",
+        split_counts(da.from_array(X, chunks=(200, -1)), split="negative_binomial",
                      overdispersion="estimate")
 
 

@@ -32,8 +32,8 @@ def draw(rate: np.ndarray, size: float, seed: int = 0) -> sparse.csr_matrix:
     [
         (np.inf, {}, 0.5),
         (np.inf, {}, 0.7),
-        (2.0, {"method": "negative_binomial", "overdispersion": 2.0}, 0.5),
-        (5.0, {"method": "negative_binomial", "overdispersion": 5.0}, 0.7),
+        (2.0, {"split": "negative_binomial", "overdispersion": 2.0}, 0.5),
+        (5.0, {"split": "negative_binomial", "overdispersion": 5.0}, 0.7),
     ],
     ids=["poisson-binomial", "poisson-binomial-p0.7", "nb2-nb", "nb5-nb-p0.7"],
 )

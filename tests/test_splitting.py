@@ -96,7 +96,7 @@ def test_p_outside_unit_interval_is_refused(counts, p):
 
 def test_unknown_method_lists_known_ones(counts):
     with pytest.raises(ValueError, match="'binomial'"):
-        split_counts(counts, method="poisson-ish")
+        split_counts(counts, split="poisson-ish")
 
 
 def nb_counts(n_cells=3000, mu=5.0, size=1.0, n_genes=50, seed=0):
@@ -108,7 +108,7 @@ def nb_counts(n_cells=3000, mu=5.0, size=1.0, n_genes=50, seed=0):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_negative_binomial_halves_sum_exactly(counts, fmt):
     X = as_format(counts, fmt)
-    Xa, Xb = split_counts(X, 0.4, method="negative_binomial", overdispersion=2.0, random_state=1)
+    Xa, Xb = split_counts(X, 0.4, split="negative_binomial", overdispersion=2.0, random_state=1)
     np.testing.assert_array_equal(to_dense(Xa) + to_dense(Xb), counts)
     assert type(Xa) is type(X)
 
@@ -119,13 +119,13 @@ def test_beta_binomial_split_decorrelates_nb_counts_where_binomial_does_not():
     a, b = split_counts(X, 0.5, random_state=2)
     binomial_corr = np.corrcoef(to_dense(a).ravel(), to_dense(b).ravel())[0, 1]
     assert binomial_corr == pytest.approx(mu / (mu + 2 * size), abs=0.03)
-    a, b = split_counts(X, 0.5, method="negative_binomial", overdispersion=size, random_state=2)
+    a, b = split_counts(X, 0.5, split="negative_binomial", overdispersion=size, random_state=2)
     assert abs(np.corrcoef(to_dense(a).ravel(), to_dense(b).ravel())[0, 1]) < 0.02
 
 
 def test_beta_binomial_halves_have_nb_margins():
     mu, size, p = 4.0, 2.0, 0.7
-    a, _ = split_counts(nb_counts(mu=mu, size=size), p, method="negative_binomial",
+    a, _ = split_counts(nb_counts(mu=mu, size=size), p, split="negative_binomial",
                         overdispersion=size, random_state=3)
     assert a.mean() == pytest.approx(p * mu, rel=0.02)
     expected_var = p * mu + (p * mu) ** 2 / (p * size)
@@ -183,10 +183,10 @@ def test_overdispersion_of_the_most_expressed_genes_is_not_hidden_by_their_neigh
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"method": "negative_binomial"}, "needs overdispersion"),
+        ({"split": "negative_binomial"}, "needs overdispersion"),
         ({"overdispersion": 2.0}, "negative_binomial' only"),
-        ({"method": "negative_binomial", "overdispersion": -1.0}, "positive"),
-        ({"method": "negative_binomial", "overdispersion": "guess"}, "'estimate'"),
+        ({"split": "negative_binomial", "overdispersion": -1.0}, "positive"),
+        ({"split": "negative_binomial", "overdispersion": "guess"}, "'estimate'"),
     ],
 )
 def test_bad_overdispersion_options(counts, options, message):
@@ -230,7 +230,7 @@ def test_split_diagnostics_show_the_binomial_split_correlating_nb_halves():
     X = sparse.csr_matrix(nb_counts(mu=5.0, size=1.0))
     a, b = split_counts(X, 0.5, random_state=1)
     assert np.nanmedian(half_correlations(a, b)) > 0.5
-    a, b = split_counts(X, 0.5, method="negative_binomial", overdispersion=1.0, random_state=1)
+    a, b = split_counts(X, 0.5, split="negative_binomial", overdispersion=1.0, random_state=1)
     assert abs(np.nanmedian(half_correlations(a, b))) < 0.05
     dense = half_correlations(a.toarray(), b.toarray())
     np.testing.assert_allclose(dense, half_correlations(a, b), atol=1e-10)
@@ -245,7 +245,7 @@ def test_folds_sum_exactly(counts, fmt, method):
 
     X = as_format(counts.astype(np.int32), fmt)
     options = {"overdispersion": 2.0} if method == "negative_binomial" else {}
-    folds = split_folds(X, 4, method=method, random_state=3, **options)
+    folds = split_folds(X, 4, split=method, random_state=3, **options)
     assert len(folds) == 4 and all(type(f) is type(X) for f in folds)
     np.testing.assert_array_equal(sum(to_dense(f) for f in folds), counts)
 
@@ -257,7 +257,7 @@ def test_folds_have_equal_shares_and_nb_folds_decorrelate():
     poisson_folds = split_folds(X, 3, random_state=1)
     for fold in poisson_folds:
         assert fold.mean() == pytest.approx(X.mean() / 3, rel=0.03)
-    nb_folds = split_folds(X, 3, method="negative_binomial", overdispersion=1.5, random_state=1)
+    nb_folds = split_folds(X, 3, split="negative_binomial", overdispersion=1.5, random_state=1)
     assert abs(np.corrcoef(nb_folds[0].ravel(), nb_folds[1].ravel())[0, 1]) < 0.03
     assert np.corrcoef(poisson_folds[0].ravel(), poisson_folds[1].ravel())[0, 1] > 0.3
     with pytest.raises(ValueError, match="at least 2"):
@@ -270,7 +270,7 @@ def test_beta_binomial_split_is_right_for_tiny_and_large_sizes(size):
     # shapes do not underflow): halves decorrelated, each with its share of the mean.
     mu, p = 6.0, 0.7
     X = sparse.csr_matrix(nb_counts(mu=mu, size=size))
-    a, b = split_counts(X, p, method="negative_binomial", overdispersion=size, random_state=4)
+    a, b = split_counts(X, p, split="negative_binomial", overdispersion=size, random_state=4)
     a, b = to_dense(a).ravel(), to_dense(b).ravel()
     assert abs(np.corrcoef(a, b)[0, 1]) < 0.03
     assert a.sum() / X.sum() == pytest.approx(p, abs=0.02)
