@@ -13,6 +13,7 @@ import inspect
 import textwrap
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import anndata as ad
 import numpy as np
@@ -337,18 +338,34 @@ def _comparable(value):
     return value
 
 
-calibrate_pca = _generated(PCA, False, _run_calibrate)
-denoise_pca = _generated(PCA, True, _run_denoise)
-calibrate_knn = _generated(KNN, False, _run_calibrate)
-denoise_knn = _generated(KNN, True, _run_denoise)
-calibrate_diffusion = _generated(DIFFUSION, False, _run_calibrate)
-denoise_diffusion = _generated(DIFFUSION, True, _run_denoise)
-calibrate_autoencoder = _generated(AUTOENCODER, False, _run_calibrate)
-denoise_autoencoder = _generated(AUTOENCODER, True, _run_denoise)
-calibrate_leiden = _generated(LEIDEN, False, _run_calibrate)
-denoise_leiden = _generated(LEIDEN, True, _run_denoise)
-calibrate_scvi = _generated(SCVI, False, _run_calibrate)
-denoise_scvi = _generated(SCVI, True, _run_denoise)
+if TYPE_CHECKING:  # the same functions, as static signatures for editors and type checkers
+    from ._tl_api import (
+        calibrate_autoencoder,
+        calibrate_diffusion,
+        calibrate_knn,
+        calibrate_leiden,
+        calibrate_pca,
+        calibrate_scvi,
+        denoise_autoencoder,
+        denoise_diffusion,
+        denoise_knn,
+        denoise_leiden,
+        denoise_pca,
+        denoise_scvi,
+    )
+else:
+    calibrate_pca = _generated(PCA, False, _run_calibrate)
+    denoise_pca = _generated(PCA, True, _run_denoise)
+    calibrate_knn = _generated(KNN, False, _run_calibrate)
+    denoise_knn = _generated(KNN, True, _run_denoise)
+    calibrate_diffusion = _generated(DIFFUSION, False, _run_calibrate)
+    denoise_diffusion = _generated(DIFFUSION, True, _run_denoise)
+    calibrate_autoencoder = _generated(AUTOENCODER, False, _run_calibrate)
+    denoise_autoencoder = _generated(AUTOENCODER, True, _run_denoise)
+    calibrate_leiden = _generated(LEIDEN, False, _run_calibrate)
+    denoise_leiden = _generated(LEIDEN, True, _run_denoise)
+    calibrate_scvi = _generated(SCVI, False, _run_calibrate)
+    denoise_scvi = _generated(SCVI, True, _run_denoise)
 
 
 def calibrate(
