@@ -11,11 +11,31 @@ import warnings
 from typing import Any
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+# What a user without torch is told: the single-cell core (PCA, kNN, diffusion, Leiden,
+# markers, the CLI) runs without it; these need it.
+TORCH_HINT = (
+    "needs PyTorch, which the single-cell core does not install. Install the extra: "
+    "pip install -e '.[torch]' from a checkout (or pip install torch; on a machine without "
+    "a GPU, the CPU wheel: pip install torch --index-url "
+    "https://download.pytorch.org/whl/cpu)."
+)
+
+
+def require_torch(what: str = "This step (a torch device: the autoencoder or scVI family, "
+                                "the PCA's GPU path, the image CNNs)"):
+    """torch, or an ImportError that says what needs it and how to install it."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ImportError(f"{what} {TORCH_HINT}")
+    import torch
+
+    return torch
 
 
 def mps_available() -> bool:
     """True when Apple's Metal backend is built into torch and usable here."""
-    import torch
+    torch = require_torch()
 
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
@@ -34,7 +54,7 @@ def resolve_device(device: Any = "auto"):
     -------
     The ``torch.device``; raises ``RuntimeError`` when the requested accelerator is absent.
     """
-    import torch
+    torch = require_torch()
 
     if isinstance(device, str) and device == "auto":
         if torch.cuda.is_available():

@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, KeyError, TypeError, OSError) as error:
+    except (ValueError, KeyError, TypeError, OSError, ImportError) as error:
         print(f"sc-noise2self: error: {error}", file=sys.stderr)
         return 2
 

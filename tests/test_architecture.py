@@ -166,3 +166,20 @@ def test_importing_the_package_loads_no_heavy_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=120)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_missing_torch_names_the_extra(monkeypatch):
+    # Issue 26: torch is an extra; a step that needs it says which, before any work.
+    import importlib.util
+
+    import sc_noise2self as n2s
+    from sc_noise2self import _device
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[torch\]'"):
+        _device.resolve_device("cpu")
+    adata = n2s.simulation.simulate_counts(60, 30, (1.0,), random_state=0)
+    with pytest.raises(ImportError, match="needs PyTorch"):
+        n2s.tl.calibrate_autoencoder(adata, max_epochs=1)

@@ -7,11 +7,17 @@ a run), :mod:`.training` (the loop, :func:`train`, :func:`denoise_cnn`), :mod:`.
 :mod:`.io` (the file format). ``sc_noise2self.image`` loads this package on first use.
 """
 
-from .config import TrainConfig
-from .masker import Masker
-from .model import Noise2SelfModel
-from .models import DnCNN, UNet, build_model
-from .training import denoise_cnn, train
+from ..._device import require_torch
+
+# Named before any submodule imports torch: without it, a clear message, not "No module".
+require_torch("The masked CNNs (image.train, image.denoise with 'unet' or 'dncnn', "
+              "saved models, 'sc-noise2self image train' and 'predict')")
+
+from .config import TrainConfig  # noqa: E402
+from .masker import Masker  # noqa: E402
+from .model import Noise2SelfModel  # noqa: E402
+from .models import DnCNN, UNet, build_model  # noqa: E402
+from .training import denoise_cnn, train  # noqa: E402
 
 __all__ = [
     "DnCNN",
