@@ -137,19 +137,40 @@ def denoise(
     estimated = noise_variance is None
     if estimated:
         noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis)
-    with warnings.catch_warnings():
-        # Each method's own grade is moot: the chosen output is graded once, below.
-        warnings.simplefilter("ignore", BaselineWarning)
-        calibrations = [
-            calibrate(floats, name, param_grid, progress=progress, noise_variance=noise_variance,
-                      channel_axis=channel_axis, **options)
-            for name in names
-        ]  # fmt: skip
+    best = best_of(list(each_calibrated(floats, names, param_grid, progress=progress,
+                                        noise_variance=noise_variance,
+                                        channel_axis=channel_axis, **options)), estimated)
+    denoised = best.denoise(floats, mix=mix, fallback=fallback)
+    return (denoised, best) if return_calibration else denoised
+
+
+def each_calibrated(floats: np.ndarray, names: list[str], param_grid: dict | None = None, *,
+                    noise_variance: float, channel_axis: int | None, **options):
+    """Calibrate each method of ``names`` on ``floats`` in turn; yield each calibration.
+
+    One noise variance serves every method, so their mixed losses compare. Each method's
+    own grade against the neighbour mean is silenced: the chosen output is graded once, when
+    it denoises. A generator, so that a caller (the napari widget) can report progress
+    between methods.
+    """
+    for name in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BaselineWarning)
+            calibration = calibrate(floats, name, param_grid, noise_variance=noise_variance,
+                                    channel_axis=channel_axis, **options)
+        yield calibration
+
+
+def best_of(calibrations: list[ImageCalibration], estimated: bool) -> ImageCalibration:
+    """The calibration with the lowest self-supervised loss, holding every method's loss.
+
+    ``candidates`` maps each method to its best loss; ``noise_variance_estimated`` records
+    whether the shared noise variance was estimated (True) or given.
+    """
     best = min(calibrations, key=lambda c: c.best_loss)
     best.candidates = {c.method: c.best_loss for c in calibrations}
     best.noise_variance_estimated = estimated
-    denoised = best.denoise(floats, mix=mix, fallback=fallback)
-    return (denoised, best) if return_calibration else denoised
+    return best
 
 
 def _check_cnn_options(param_grid, noise_variance) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from .. import image
 from .._device import resolve_device
 from ..image.referee import warn_lost
+from ..image.selection import best_of, each_calibrated
 
 MODEL_CHOICES: tuple[str, ...] = image.CNN_METHODS
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "mps", "cpu")
@@ -269,19 +270,13 @@ def calibration_steps(
     names = image.auto_methods(n_spatial) if method == "auto" else [method]
     total = len(names) + len(planes)
     noise_variance = image.estimate_noise_variance(planes[reference], channel_axis=channel_axis)
+    runs = each_calibrated(planes[reference], names, progress=False,
+                           noise_variance=noise_variance, channel_axis=channel_axis)
     calibrations = []
-    for i, name in enumerate(names):
+    for i, name in enumerate(names):  # image.denoise's choice, with progress between methods
         yield Progress(i, total, f"calibrating {name}")
-        with warnings.catch_warnings():
-            # Each method's own grade is moot: the chosen one is graded when it denoises.
-            warnings.simplefilter("ignore", image.BaselineWarning)
-            calibrations.append(image.calibrate(
-                planes[reference], name, progress=False, noise_variance=noise_variance,
-                channel_axis=channel_axis,
-            ))  # fmt: skip
-    best = min(calibrations, key=lambda c: c.best_loss)
-    best.candidates = {c.method: c.best_loss for c in calibrations}
-    best.noise_variance_estimated = True
+        calibrations.append(next(runs))
+    best = best_of(calibrations, estimated=True)
     outputs, caught = [], []
     for i, plane in enumerate(planes):
         yield Progress(len(names) + i, total, f"denoising with {best.method}"
