@@ -224,3 +224,18 @@ def test_rgb_without_channel_axis_names_channel_axis(noisy):
         im.denoise(rgb, "gaussian", **QUIET)
     out = im.denoise(rgb, "gaussian", channel_axis=-1, **QUIET)
     assert out.shape == rgb.shape
+
+
+def test_one_fallback_decides_and_words_every_image_path():
+    # The single grade that image.denoise, denoise_cnn, predict_blocks and the napari widget
+    # share (issue 26: four copies): True only when the output loses and fallback is on.
+    from sc_noise2self.image.referee import baseline_wins
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert baseline_wins("x", 0.5, 1.0, True) is False  # it wins: silent
+        assert baseline_wins("x", None, 1.0, True) is False  # unknown: silent
+    with pytest.warns(BaselineWarning, match="neighbour mean is written instead; train longer"):
+        assert baseline_wins("x", 1.0, 0.5, True, verb="written", advice="train longer, or ")
+    with pytest.warns(BaselineWarning, match="Its output is shown anyway"):
+        assert baseline_wins("x", 1.0, 0.5, False, verb="shown") is False

@@ -31,7 +31,7 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import check_whole
 from .files import ImageData
-from .referee import warn_lost
+from .referee import baseline_wins
 from .selection import CNN_METHODS, denoise
 
 __all__ = ["BlockPlan", "calibrate_sample", "denoise_blocks", "method_reach", "predict_blocks",
@@ -336,13 +336,9 @@ def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block
     net = unwrap(model.net)
     multiple = int(getattr(net, "size_multiple", 1))
     halo = int(getattr(net, "reach", DEFAULT_HALO))
-    lost = model.beats_baseline is False
-    if lost:
-        warn_lost(f"The {model.config.model} being applied", model.val_loss,
-                  model.baseline_loss, "The neighbour mean is written instead; pass "
-                  "fallback=False to write the network's output anyway." if fallback else
-                  "Its output is written anyway, as fallback=False asks.", stacklevel=3)
-    if lost and fallback:  # the neighbour mean reaches one pixel
+    if baseline_wins(f"The {model.config.model} being applied", model.val_loss,
+                     model.baseline_loss, fallback, verb="written", stacklevel=3):
+        # the neighbour mean reaches one pixel
         plan = make_plan(image, spatial, block, 1, 1)
         return run_blocks(image, lambda region: baseline_output(model, region.astype(
             np.float32)), plan, out=out, progress=progress)

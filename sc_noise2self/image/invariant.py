@@ -34,7 +34,7 @@ from .checks import DEFAULT_STRIDE, check_flag, prepare_image
 from .classical import METHODS
 from .masking import INTERPOLATIONS, Mask, grid_masks, masked_phases, replacement_values
 from .mixing import mixed_error, optimal_mix_weight
-from .referee import loses, neighbour_mean, warn_lost
+from .referee import baseline_wins, neighbour_mean
 from .units import Units, constant_message, units_of
 
 Denoiser = Callable[..., np.ndarray]
@@ -358,14 +358,9 @@ class ImageCalibration(CalibrationResult):
                           stacklevel=2)
             return floats.astype(np.result_type(floats.dtype, np.float32), copy=True)
         baseline = self.baseline_loss
-        if loses(self.best_loss, baseline):
-            what = f"{self.method!r} with its best parameters {self.best_params}"
-            if fallback:
-                warn_lost(what, self.best_loss, baseline, "The neighbour mean is returned "
-                          "instead; pass fallback=False to get this method's output anyway.")
-                return self._mixed(neighbour_mean(floats, channel_axis), floats, baseline, mix)
-            warn_lost(what, self.best_loss, baseline, "Its output is returned anyway, as "
-                      "fallback=False asks.")
+        what = f"{self.method!r} with its best parameters {self.best_params}"
+        if baseline_wins(what, self.best_loss, baseline, fallback):
+            return self._mixed(neighbour_mean(floats, channel_axis), floats, baseline, mix)
         output = self._output(floats, channel_axis, units)
         return self._mixed(output, floats, self.best_loss, mix)
 

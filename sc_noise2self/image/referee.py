@@ -116,6 +116,42 @@ def loses(loss: float | None, baseline: float | None) -> bool:
     return loss is not None and baseline is not None and not loss < baseline
 
 
+def baseline_wins(what: str, loss: float | None, baseline: float | None, fallback: bool, *,
+                  verb: str = "returned", advice: str = "", stacklevel: int = 2) -> bool:
+    """Grade an output against the neighbour mean: the one fallback of every image path.
+
+    When the output's loss is no better than the baseline's, the user is warned with both
+    losses and told what happens, and the answer is True when the caller must use the
+    neighbour mean instead (``fallback=True``).
+
+    Parameters
+    ----------
+    what
+        The output graded, e.g. ``"The unet trained on this image (200 steps)"``.
+    loss, baseline
+        Their self-supervised losses; None (unknown) never loses.
+    fallback
+        Use the neighbour mean when the output loses (True), or keep the output (False).
+    verb
+        What is done with the result: ``"returned"``, ``"written"``, ``"shown"``.
+    advice
+        Advice before the ``fallback=False`` hint, e.g. ``"train longer (steps=), or "``.
+    stacklevel
+        As in :func:`warn_lost`, counted from the caller of this function.
+
+    Returns
+    -------
+    True when the neighbour mean replaces the output.
+    """
+    if not loses(loss, baseline):
+        return False
+    outcome = (f"The neighbour mean is {verb} instead; {advice}pass fallback=False to have "
+               f"the output {verb} anyway." if fallback
+               else f"Its output is {verb} anyway, as fallback=False asks.")
+    warn_lost(what, loss, baseline, outcome, stacklevel=stacklevel + 1)
+    return fallback
+
+
 def warn_lost(what: str, loss: float, baseline: float, outcome: str, stacklevel: int = 2) -> None:
     """Tell the user, with both losses, that an output does not beat the baseline.
 

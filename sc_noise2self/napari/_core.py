@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import image
 from .._device import resolve_device
-from ..image.referee import warn_lost
+from ..image.referee import baseline_wins
 from ..image.selection import best_of, each_calibrated
 
 MODEL_CHOICES: tuple[str, ...] = image.CNN_METHODS
@@ -436,16 +436,12 @@ def prediction_steps(model, data, fallback: bool = True) -> Generator[Progress, 
     stacked = array.ndim == per_image + 1
     images = list(array) if stacked else [array]
     predict_one = model.predict
-    if model.beats_baseline is False:
+    if baseline_wins(f"The trained {model.config.model}", model.val_loss, model.baseline_loss,
+                     fallback, verb="shown"):
         from ..image.cnn.grading import baseline_output
 
-        outcome = ("The neighbour mean is shown instead." if fallback
-                   else "Its output is shown anyway, as asked.")
-        warn_lost(f"The trained {model.config.model}", model.val_loss, model.baseline_loss,
-                  outcome, stacklevel=2)
-        if fallback:
-            def predict_one(one):
-                return baseline_output(model, one)
+        def predict_one(one):
+            return baseline_output(model, one)
     outputs = []
     for i, one in enumerate(images):
         yield Progress(i, len(images), f"predicting image {i + 1} of {len(images)}")

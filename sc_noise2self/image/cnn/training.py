@@ -27,7 +27,7 @@ from ..._progress import progress_bar
 from ..._validation import check_choice
 from ..checks import as_array, as_float, check_flag
 from ..masking import neighbour_mean_torch
-from ..referee import BaselineWarning, loses, warn_lost
+from ..referee import BaselineWarning, baseline_wins
 from .config import (
     CPU_COMPILE_MIN_SECONDS,
     CPU_COMPILE_MIN_STEPS,
@@ -533,14 +533,8 @@ def denoise_cnn(
     loss, baseline = fitted.val_loss, fitted.baseline_loss
     if loss is None or baseline is None:  # no held-out band: grade on the image itself
         loss, baseline = fitted.score(image).values()
-    if loses(loss, baseline):
-        what = f"The {model} trained on this image ({steps_done(fitted.history)})"
-        if fallback:
-            warn_lost(what, loss, baseline, "The neighbour mean is returned instead; train "
-                      "longer (steps=, max_time=), or pass fallback=False to get the network's "
-                      "prediction anyway.")
-            denoised = baseline_output(fitted, floats)
-        else:
-            warn_lost(what, loss, baseline, "Its prediction is returned anyway, as "
-                      "fallback=False asks.")
+    what = f"The {model} trained on this image ({steps_done(fitted.history)})"
+    if baseline_wins(what, loss, baseline, fallback,
+                     advice="train longer (steps=, max_time=), or "):
+        denoised = baseline_output(fitted, floats)
     return (denoised, fitted) if return_model else denoised
