@@ -256,9 +256,9 @@ def masked_inputs(image: np.ndarray, masks: list[Mask], replacement: np.ndarray)
     -------
     Array of shape ``(len(masks), *image.shape)``; memory is ``len(masks)`` images.
     """
-    stack = np.repeat(image[np.newaxis], len(masks), axis=0)
+    stack = np.empty((len(masks), *image.shape), dtype=image.dtype)
     for copy, mask in zip(stack, masks, strict=True):
-        copy[mask] = replacement[mask]
+        fill_masked(copy, image, mask, replacement)  # the one maker of masked copies
     return stack
 
 
