@@ -444,7 +444,7 @@ def compare(
     methods=("pca", "knn", "diffusion"),
     *,
     layer: str | None = None,
-    key_added: str = "noise2self",
+    key_added: str | None = None,
     options: dict[str, dict] | None = None,
     **kwargs,
 ) -> pd.DataFrame:
@@ -463,7 +463,9 @@ def compare(
     layer
         Layer with the raw counts; None means ``X``.
     key_added
-        Each record goes to ``uns[f"{key_added}_{method}"]``.
+        None (default): each record goes where ``calibrate_<method>`` writes it by default
+        (``uns["noise2self"]`` for PCA, ``uns["noise2self_knn"]``, ...), so that
+        ``denoise_<method>`` reuses it. A string: ``uns[f"{key_added}_{method}"]``.
     options
         Each family's own options by method, e.g. ``{"scvi": {"max_epochs": 100}}``.
     **kwargs
@@ -486,7 +488,7 @@ def compare(
                          "dicts of their own options, e.g. {'scvi': {'max_epochs': 100}}.")
     rows = []
     for method in methods:
-        key = f"{key_added}_{method}"
+        key = FAMILIES[method].key if key_added is None else f"{key_added}_{method}"
         start = time.perf_counter()
         calibrate(adata, method, layer=layer, key_added=key, **kwargs,
                   **dict(options.get(method, {})))

@@ -78,11 +78,26 @@ def test_generic_front_and_compare(small):
     assert isinstance(table, pd.DataFrame)
     assert list(table.columns[:4]) == ["method", "param", "best", "best_loss"]
     assert table["best_loss"].is_monotonic_increasing
+    # Each record goes where calibrate_<method> writes it (issue 26: compare wrote
+    # "noise2self_pca" where calibrate_pca writes "noise2self"), so denoise_pca reuses it.
+    assert dict(zip(table["method"], table["key"], strict=True)) == {
+        "pca": "noise2self", "diffusion": "noise2self_diffusion"}
     for key in table["key"]:
         assert key in adata.uns
     ax = n2s.pl.calibration_curve(adata, key=list(table["key"]), show=False)
-    assert {line.get_label() for line in ax.lines} >= {f"{k} (n_comps)" for k in table["key"]
-                                                      if k.endswith("pca")}
+    assert "noise2self (n_comps)" in {line.get_label() for line in ax.lines}
+    from sc_noise2self import tl
+
+    calls = []
+    original = tl.calibrate_counts
+    tl.calibrate_counts = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        n2s.tl.denoise_pca(adata)
+    finally:
+        tl.calibrate_counts = original
+    assert calls == []  # the comparison's PCA record was reused
+    named = n2s.tl.compare(adata, methods=("knn",), key_added="run2")
+    assert list(named["key"]) == ["run2_knn"] and "run2_knn" in adata.uns
 
 
 def test_denoise_autoencoder_writes_codes_and_layer(small):

@@ -412,7 +412,8 @@ adata
 
 `tl.compare` calibrates each family with its default grid on the same split (same
 `random_state`) and returns a table sorted by the best loss. Each family's whole curve goes
-to `adata.uns["noise2self_<method>"]`.
+where its own `calibrate_<method>` puts it (`adata.uns["noise2self"]` for PCA,
+`adata.uns["noise2self_<method>"]` for the others), so `denoise_<method>` reuses it.
 """),
         code("""
 table = n2s.tl.compare(adata, methods=["pca", "knn", "diffusion"])
@@ -441,7 +442,7 @@ fig, axes = plt.subplots(1, len(table), figsize=(4 * len(table), 3.2), sharey=Tr
 for ax, (method, key) in zip(axes, zip(table["method"], table["key"], strict=True), strict=True):
     n2s.pl.calibration_curve(adata, key=key, ax=ax, show=False)
     ax.set_title(method)
-low, high = table["best_loss"].min(), adata.uns["noise2self_pca"]["loss"][0]
+low, high = table["best_loss"].min(), adata.uns["noise2self"]["loss"][0]
 axes[0].set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low));
 """),
         md("""
@@ -480,16 +481,16 @@ n2s.pl.split_diagnostics(adata, split="negative_binomial", overdispersion="estim
         md("""
 The diagnostic's consequence is what matters: calibrate the rank again with the binomial
 split (same loss) and compare the choices. The NB sizes the default estimated are in
-`var["noise2self_pca_overdispersion"]`.
+`var["noise2self_overdispersion"]`.
 """),
         code("""
-n2s.tl.calibrate_pca(adata, split="binomial", key_added="noise2self_pca_binomial")
-sizes = adata.var["noise2self_pca_overdispersion"]
+n2s.tl.calibrate_pca(adata, split="binomial", key_added="noise2self_binomial")
+sizes = adata.var["noise2self_overdispersion"]
 print(f"estimated NB size per gene: median {np.median(sizes):.1f} "
       f"(smaller = more overdispersed; Poisson is infinite)")
-print(f"chosen rank: negative-binomial split (default) {adata.uns['noise2self_pca']['best']}, "
-      f"binomial split {adata.uns['noise2self_pca_binomial']['best']}")
-n2s.pl.calibration_curve(adata, key=["noise2self_pca", "noise2self_pca_binomial"]);
+print(f"chosen rank: negative-binomial split (default) {adata.uns['noise2self']['best']}, "
+      f"binomial split {adata.uns['noise2self_binomial']['best']}")
+n2s.pl.calibration_curve(adata, key=["noise2self", "noise2self_binomial"]);
 """),
         md("""
 ## What you learned
