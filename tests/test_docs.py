@@ -168,8 +168,8 @@ def test_checks_catch_what_they_look_for():
     assert api_page_entries(page) == {"pkg.mod.f", "pkg.mod.g"}
 
 
-def test_tutorials_are_built_from_the_script_and_stripped():
-    """The committed notebooks equal what tutorials/build_notebooks.py writes: no outputs."""
+def test_tutorials_are_built_from_their_scripts_and_stripped():
+    """The committed notebooks equal what build_notebooks.py makes of their jupytext scripts."""
     import nbformat
 
     result = subprocess.run([sys.executable, str(ROOT / "tutorials" / "build_notebooks.py"),
