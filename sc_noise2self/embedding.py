@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,6 +67,7 @@ def randomized_pca(X, n_comps: int, seed: int, *, center: bool = True,
     float32 buffer holds the range; each power iteration re-orthonormalises it in place from
     its float64 Gram matrix (SVQB, Stathopoulos & Wu 2002), so no second cells x width copy
     is made. The scores are the exact projection ``(X - 1 mu^T) V^T`` on the components.
+    The iteration itself is :func:`randomized_factors`, which the torch path shares.
 
     Parameters
     ----------
@@ -106,16 +108,57 @@ def randomized_pca(X, n_comps: int, seed: int, *, center: bool = True,
     def transposed_times(U):  # (X - 1 mu^T)^T U, float64
         return csr_transposed_times(*parts, U, n_cols) - np.outer(mean, column_sums(U))
 
-    width = min(n_comps + oversample, min(X.shape))
-    Y = _orthonormalise(times(start_matrix(n_cols, width, seed, start)))
+    products = CentredProducts(times, transposed_times, _orthonormalise, lambda M: M)
+    components, scores = randomized_factors(products, np, X.shape, n_comps, seed,
+                                            n_iter=n_iter, oversample=oversample, start=start)
+    return PCAFit(scores, components, mean)
+
+
+@dataclass(frozen=True)
+class CentredProducts:
+    """What :func:`randomized_factors` needs of a centred matrix ``X - 1 mu^T``, on a backend.
+
+    Attributes
+    ----------
+    times
+        ``times(V, out=None)``: ``(X - 1 mu^T) V`` as float32, in ``out`` where the backend
+        writes in place (the numpy path reuses the range's buffer).
+    transposed_times
+        ``transposed_times(U)``: ``(X - 1 mu^T)^T U`` as float64.
+    orthonormalise
+        Makes a float32 range's columns orthonormal (:func:`svqb_transform` applied).
+    to_backend
+        Moves a host float64 array where the products run.
+    """
+
+    times: Callable
+    transposed_times: Callable
+    orthonormalise: Callable
+    to_backend: Callable
+
+
+def randomized_factors(products: CentredProducts, xp, shape: tuple[int, int], n_comps: int,
+                       seed: int, *, n_iter: int | None = None, oversample: int = 10,
+                       start: np.ndarray | None = None):
+    """The randomized range finder and SVD, once for numpy and torch (``xp`` is either module).
+
+    Returns
+    -------
+    The components (``n_comps`` x genes, float64, signs as scikit-learn's) and the scores
+    (cells x ``n_comps``, float32), as arrays of ``xp``.
+    """
+    width = min(n_comps + oversample, min(shape))
+    test = products.to_backend(start_matrix(shape[1], width, seed, start))
+    Y = products.orthonormalise(products.times(test))
     if n_iter is None:
         n_iter = RANDOMIZED_ITERATIONS if start is None else WARM_ITERATIONS
     for _ in range(n_iter):
-        Y = _orthonormalise(times(np.linalg.qr(transposed_times(Y))[0], out=Y))
-    _, _, Vt = np.linalg.svd(transposed_times(Y).T, full_matrices=False)
+        Q = xp.linalg.qr(products.transposed_times(Y))[0]
+        Y = products.orthonormalise(products.times(Q, out=Y))
+    _, _, Vt = xp.linalg.svd(products.transposed_times(Y).T, full_matrices=False)
     del Y
-    components = _flip_signs(Vt[:n_comps])
-    return PCAFit(times(components.T), components, mean)
+    components = flip_signs(Vt[:n_comps], xp)
+    return components, products.times(components.T)
 
 
 def start_matrix(n_cols: int, width: int, seed: int, start: np.ndarray | None) -> np.ndarray:
@@ -131,23 +174,35 @@ def start_matrix(n_cols: int, width: int, seed: int, start: np.ndarray | None) -
     return np.hstack([known, rng.standard_normal((n_cols, width - known.shape[1]))])
 
 
+def svqb_transform(gram, xp):
+    """The width x width matrix that makes a range with this float64 Gram orthonormal.
+
+    SVQB (Stathopoulos & Wu 2002): ``Y @ transform`` has orthonormal columns. Directions the
+    data do not reach (eigenvalues below 1e-10 of the largest) stay zero. ``xp`` is numpy or
+    torch.
+    """
+    values, vectors = xp.linalg.eigh(gram)
+    keep = values > values.max() * 1e-10
+    transform = xp.zeros_like(vectors)
+    transform[:, keep] = vectors[:, keep] / xp.sqrt(values[keep])
+    return transform
+
+
 def _orthonormalise(Y: np.ndarray, rows: int = 8192) -> np.ndarray:
-    """Make the columns of float32 ``Y`` orthonormal in place (SVQB on the float64 Gram)."""
+    """Make the columns of float32 ``Y`` orthonormal in place, a block of rows at a time."""
     from ._sparse_kernels import gram
 
-    values, vectors = np.linalg.eigh(gram(Y))
-    keep = values > values.max() * 1e-10  # directions the data do not reach stay zero
-    transform = np.zeros(vectors.shape, dtype=np.float32)
-    transform[:, keep] = vectors[:, keep] / np.sqrt(values[keep])
+    transform = svqb_transform(gram(Y), np).astype(np.float32)
     for start in range(0, Y.shape[0], rows):
         Y[start:start + rows] = Y[start:start + rows] @ transform
     return Y
 
 
-def _flip_signs(components: np.ndarray) -> np.ndarray:
+def flip_signs(components, xp=np):
     """Signs as scikit-learn's svd_flip: the largest loading of each component positive."""
-    rows = np.arange(components.shape[0])
-    signs = np.sign(components[rows, np.argmax(np.abs(components), axis=1)])
+    largest = xp.argmax(xp.abs(components), axis=1)
+    rows = xp.ones_like(largest).cumsum(0) - 1  # an arange on the components' device
+    signs = xp.sign(components[rows, largest])
     signs[signs == 0] = 1.0
     return components * signs[:, None]
 

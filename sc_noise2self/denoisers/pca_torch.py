@@ -20,7 +20,7 @@ from scipy import sparse
 
 from .._count_kernels_torch import csr_tensor, csr_to_device
 from .._device import free_device_bytes
-from ..embedding import RANDOMIZED_ITERATIONS, WARM_ITERATIONS, PCAFit, start_matrix
+from ..embedding import CentredProducts, PCAFit, randomized_factors, svqb_transform
 from ..losses import Halves
 from .rank_loss import BProducts, linear_mse_from_products, sum_squares
 
@@ -123,41 +123,24 @@ def randomized_pca_torch(X: OnDevice | RowBlocks, n_comps: int, seed: int, *,
     mean = (X.rmatmul(ones).ravel().to(torch.float64) / n_rows if center
             else torch.zeros(n_cols, dtype=torch.float64, device=device))
 
-    def times(V: torch.Tensor) -> torch.Tensor:  # (X - 1 mu^T) V, float32
+    def times(V: torch.Tensor, out=None) -> torch.Tensor:  # (X - 1 mu^T) V, float32
         V = V.to(torch.float32)
         return X.matmul(V) - (mean.to(torch.float32) @ V)
 
     def transposed_times(U: torch.Tensor) -> torch.Tensor:  # (X - 1 mu^T)^T U, float64
         return X.rmatmul(U).to(torch.float64) - torch.outer(mean, U.to(torch.float64).sum(0))
 
-    width = min(n_comps + oversample, min(X.shape))
-    omega = torch.as_tensor(start_matrix(n_cols, width, seed, start), device=device)
-    Y = _orthonormalise(times(omega))
-    if n_iter is None:
-        n_iter = RANDOMIZED_ITERATIONS if start is None else WARM_ITERATIONS
-    for _ in range(n_iter):
-        Y = _orthonormalise(times(torch.linalg.qr(transposed_times(Y))[0]))
-    _, _, Vt = torch.linalg.svd(transposed_times(Y).T, full_matrices=False)
-    del Y
-    components = _flip_signs(Vt[:n_comps])
-    scores = times(components.T)
+    products = CentredProducts(times, transposed_times, _orthonormalise,
+                               lambda M: torch.as_tensor(M, device=device))
+    components, scores = randomized_factors(products, torch, X.shape, n_comps, seed,
+                                            n_iter=n_iter, oversample=oversample, start=start)
     return PCAFit(None, components.cpu().numpy(), mean.cpu().numpy()), scores
 
 
 def _orthonormalise(Y: torch.Tensor) -> torch.Tensor:
-    """SVQB, as :func:`sc_noise2self.embedding._orthonormalise` (float64 Gram)."""
-    values, vectors = torch.linalg.eigh(Y.T.to(torch.float64) @ Y.to(torch.float64))
-    keep = values > values.max() * 1e-10
-    transform = torch.zeros_like(vectors)
-    transform[:, keep] = vectors[:, keep] / torch.sqrt(values[keep])
-    return Y @ transform.to(torch.float32)
-
-
-def _flip_signs(components: torch.Tensor) -> torch.Tensor:
-    rows = torch.arange(components.shape[0], device=components.device)
-    signs = torch.sign(components[rows, torch.argmax(components.abs(), dim=1)])
-    signs[signs == 0] = 1.0
-    return components * signs[:, None]
+    """SVQB from the float64 Gram (:func:`~sc_noise2self.embedding.svqb_transform`)."""
+    Y64 = Y.to(torch.float64)
+    return Y @ svqb_transform(Y64.T @ Y64, torch).to(torch.float32)
 
 
 def rank_loss_curve_torch(fit: PCAFit, scores: torch.Tensor, halves: Halves,
