@@ -19,10 +19,12 @@ import argparse
 import json
 import platform
 import time
+from functools import partial
 
 import numpy as np
 import torch
 from skimage import data
+from skimage.metrics import peak_signal_noise_ratio
 
 from sc_noise2self.image.cnn import Noise2SelfModel, train
 from sc_noise2self.image.mixing import optimal_mix_weight
@@ -38,9 +40,8 @@ def camera(image: str) -> tuple[np.ndarray, np.ndarray]:
     return clean, noisy
 
 
-def psnr(estimate: np.ndarray, clean: np.ndarray) -> float:
-    """PSNR in dB for a [0, 1] data range."""
-    return float(10 * np.log10(1.0 / np.mean((estimate - clean) ** 2)))
+# Images in [0, 1]; skimage takes the truth first.
+psnr = partial(peak_signal_noise_ratio, data_range=1)
 
 
 def tracker(noisy: np.ndarray, clean: np.ndarray, every: int):
@@ -49,7 +50,7 @@ def tracker(noisy: np.ndarray, clean: np.ndarray, every: int):
     def track(model: Noise2SelfModel) -> None:
         history = model.history
         if history["epoch"][-1] % every == 0:
-            direct = psnr(model.predict(noisy), clean)
+            direct = psnr(clean, model.predict(noisy))
             values = (history["epoch"][-1], history["step"][-1], round(history["time"][-1]),
                       round(history["val_loss"][-1], 6), round(direct, 2))
             print("# track epoch, step, s, val_loss, psnr:", *values, flush=True)
@@ -83,7 +84,7 @@ def main() -> None:
                   model_kwargs=json.loads(args.model_kwargs), **extra)  # fmt: skip
     trained = time.perf_counter() - start
     start = time.perf_counter()
-    direct = psnr(model.predict(noisy), clean)
+    direct = psnr(clean, model.predict(noisy))
     predicted = time.perf_counter() - start
     history = model.history
     row = {
@@ -91,19 +92,19 @@ def main() -> None:
         "train_kwargs": args.train_kwargs, "max_time": args.max_time,
         "steps": history["step"][-1], "train_s": round(trained, 1),
         "predict_s": round(predicted, 2), "best_epoch": history["best_epoch"],
-        "stopped": history["stopped"], "psnr_noisy": round(psnr(noisy, clean), 2),
+        "stopped": history["stopped"], "psnr_noisy": round(psnr(clean, noisy), 2),
         "psnr": round(direct, 2),
     }  # fmt: skip
     if args.augment:
-        row["psnr_augment"] = round(psnr(model.predict(noisy, augment=True), clean), 2)
+        row["psnr_augment"] = round(psnr(clean, model.predict(noisy, augment=True)), 2)
     if args.invariant or args.mix:
         invariant = model.predict(noisy, invariant=True, augment=args.augment)
-        row["psnr_invariant"] = round(psnr(invariant, clean), 2)
+        row["psnr_invariant"] = round(psnr(clean, invariant), 2)
     if args.mix:
         weight = optimal_mix_weight(float(np.mean((invariant - noisy) ** 2)),
                                     estimate_noise_variance(noisy))  # fmt: skip
         row["mix_weight"] = round(weight, 3)
-        row["psnr_mixed"] = round(psnr(weight * invariant + (1 - weight) * noisy, clean), 2)
+        row["psnr_mixed"] = round(psnr(clean, weight * invariant + (1 - weight) * noisy), 2)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} torch {torch.__version__}")
     print("# val_loss per epoch:", [round(v, 5) for v in history["val_loss"]])
     print(json.dumps(row))

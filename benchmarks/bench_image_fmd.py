@@ -8,16 +8,17 @@ the PSNR of denoise(method="auto") against each method's default parameters.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
+from skimage.metrics import peak_signal_noise_ratio
 from skimage.restoration import estimate_sigma
 
 from sc_noise2self import datasets
 from sc_noise2self import image as im
 
-
-def psnr(estimate: np.ndarray, clean: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((estimate - clean) ** 2)))
+# Images in [0, 1]; skimage takes the truth first.
+psnr = partial(peak_signal_noise_ratio, data_range=1)
 
 
 def main() -> None:
@@ -33,14 +34,14 @@ def main() -> None:
         seconds = time.perf_counter() - start
         sd = float(np.sqrt(variance))
         defaults = [
-            psnr(im.METHODS[m].function(noisy, **im.METHODS[m].defaults(sd)), truth)
+            psnr(truth, im.METHODS[m].function(noisy, **im.METHODS[m].defaults(sd)))
             for m in methods
         ]
         cells = [
             channel, f"{np.mean((noisy - truth) ** 2):.5f}", f"{variance:.5f}",
-            f"{estimate_sigma(noisy) ** 2:.5f}", f"{psnr(noisy, truth):.2f}",
-            f"{psnr(denoised, truth):.2f} ({chosen.method}, w={chosen.mix_weight:.2f})",
-            f"{psnr(chosen.denoise(noisy, mix=False), truth):.2f}",
+            f"{estimate_sigma(noisy) ** 2:.5f}", f"{psnr(truth, noisy):.2f}",
+            f"{psnr(truth, denoised):.2f} ({chosen.method}, w={chosen.mix_weight:.2f})",
+            f"{psnr(truth, chosen.denoise(noisy, mix=False)):.2f}",
             *[f"{v:.2f}" for v in defaults],
         ]  # fmt: skip
         print("| " + " | ".join(cells) + " |", f"  [{seconds:.0f} s]", flush=True)

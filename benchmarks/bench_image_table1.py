@@ -9,9 +9,11 @@ J-invariant), and from scikit-image's calibrate_denoiser on the same grid.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 from skimage import data
+from skimage.metrics import peak_signal_noise_ratio
 from skimage.restoration import calibrate_denoiser
 from skimage.util import img_as_float
 
@@ -21,15 +23,15 @@ SIGMA = 0.1
 METHODS = ("median", "wavelet", "nl_means", "tv")
 
 
-def psnr(estimate: np.ndarray, clean: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((estimate - clean) ** 2)))
+# Images in [0, 1]; skimage takes the truth first.
+psnr = partial(peak_signal_noise_ratio, data_range=1)
 
 
 def skimage_psnr(noisy, clean, calibration) -> float:
     grid = {k: [p[k] for p in calibration.grid] for k in calibration.grid[0]}
     grid = {k: list(dict.fromkeys(v)) for k, v in grid.items()}
     best = calibrate_denoiser(noisy, calibration.denoiser, grid, approximate_loss=False)
-    return psnr(best(noisy), clean)
+    return psnr(clean, best(noisy))
 
 
 def row(name, calibration, noisy, clean, sd, with_skimage=True) -> list:
@@ -40,8 +42,8 @@ def row(name, calibration, noisy, clean, sd, with_skimage=True) -> list:
     mixed_true = truth_mix * invariant + (1 - truth_mix) * noisy
     default = method.function(noisy, **method.defaults(sd))
     return [
-        name, calibration.best_loss, psnr(invariant, clean), psnr(mixed, clean),
-        psnr(mixed_true, clean), psnr(default, clean),
+        name, calibration.best_loss, psnr(clean, invariant), psnr(clean, mixed),
+        psnr(clean, mixed_true), psnr(clean, default),
         skimage_psnr(noisy, clean, calibration) if with_skimage else float("nan"),
         calibration.mix_weight, calibration.best_params,
     ]  # fmt: skip
@@ -52,7 +54,7 @@ def main() -> None:
     noisy = clean + SIGMA * np.random.default_rng(0).standard_normal(clean.shape)
     noise_variance = im.estimate_noise_variance(noisy)
     sd = float(np.sqrt(noise_variance))
-    print(f"noisy PSNR {psnr(noisy, clean):.2f} dB; noise variance true "
+    print(f"noisy PSNR {psnr(clean, noisy):.2f} dB; noise variance true "
           f"{np.mean((noisy - clean) ** 2):.5f}, estimated {noise_variance:.5f}")  # fmt: skip
     rows = []
     for name in METHODS:
