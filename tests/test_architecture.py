@@ -183,3 +183,30 @@ def test_a_missing_torch_names_the_extra(monkeypatch):
     adata = n2s.simulation.simulate_counts(60, 30, (1.0,), random_state=0)
     with pytest.raises(ImportError, match="needs PyTorch"):
         n2s.tl.calibrate_autoencoder(adata, max_epochs=1)
+
+
+def twin_table_rows() -> list[list[str]]:
+    """The rows of docs/architecture.md's "One algorithm, two backends" table, as cells."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    section = page.split("## One algorithm, two backends", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def defined_functions(path: Path) -> set[str]:
+    return {node.name for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef)}
+
+
+def test_every_twin_in_the_backend_table_exists_and_has_its_equality_test():
+    # Issue 26: kernels kept on two backends must be listed, and each pair tested equal.
+    # Fails when a twin is renamed or its test removed without the table following.
+    rows = twin_table_rows()
+    assert len(rows) >= 5
+    for algorithm, _, cpu, device, test in rows:
+        for named in (cpu, device):
+            module, function = named.strip("`").rsplit(".", 1)
+            path = PACKAGE / (module.replace(".", "/") + ".py")
+            assert function in defined_functions(path), f"{algorithm}: {named} is not defined"
+        test_file, test_name = test.split(" ")[0].strip("`").split("::")
+        assert test_name in defined_functions(ROOT / test_file), f"{algorithm}: {test} is gone"
