@@ -9,6 +9,8 @@ the next parameter set.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from skimage import data, restoration
@@ -215,3 +217,65 @@ def test_a_callable_that_writes_into_its_input_does_not_reach_the_next_parameter
     alone = [im.calibrate(noisy, vandal, {"weight": [w]}, n_jobs=1, progress=False).losses[0]
              for w in grid["weight"]]
     np.testing.assert_array_equal(together.losses, alone)
+
+
+@pytest.fixture()
+def batch_calls(monkeypatch):
+    """Counts the calls of the batched replays (batch_for returns them from the module)."""
+    from sc_noise2self.image import batched
+
+    calls = {"nl_means": 0, "wavelet": 0}
+    for name in calls:
+        replay = getattr(batched, f"{name}_grid")
+
+        def counted(*args, _name=name, _replay=replay, **kwargs):
+            calls[_name] += 1
+            return _replay(*args, **kwargs)
+
+        monkeypatch.setattr(batched, f"{name}_grid", counted)
+    return calls
+
+
+@pytest.mark.parametrize(("denoiser", "grid", "replay"), [
+    (restoration.denoise_wavelet, {"sigma": [0.05, 0.1, 0.2]}, "wavelet"),
+    (restoration.denoise_nl_means, {"h": [0.05, 0.1], "patch_distance": [3]}, "nl_means"),
+    (partial(restoration.denoise_nl_means, patch_size=5, fast_mode=True, preserve_range=True),
+     {"h": [0.05, 0.1], "patch_distance": [2, 3]}, "nl_means"),
+    (partial(restoration.denoise_wavelet, wavelet="db2", rescale_sigma=True),
+     {"sigma": [0.05, 0.1]}, "wavelet"),
+])
+def test_scikit_image_callables_take_the_fast_path_with_the_same_losses(
+        noisy, batch_calls, denoiser, grid, replay):
+    # Issue 27: skimage's own functions, passed as skimage users pass them, ran the generic
+    # path (1.77x skimage where the named methods run 9x). Fails if batch_for_callable is
+    # never taken, or if it fills in the wrong defaults (skimage's nl-means: 7 and 11).
+    fast = im.calibrate(noisy, denoiser, grid, progress=False)
+    assert batch_calls[replay] > 0
+    calls_before = dict(batch_calls)
+    plain = im.calibrate(noisy, lambda x, **p: denoiser(x, **p), grid, progress=False)
+    assert batch_calls == calls_before  # a wrapper is a user's own function: no replay
+    np.testing.assert_allclose(fast.losses, plain.losses, rtol=1e-9)
+    assert fast.best_params == plain.best_params
+
+
+@pytest.mark.parametrize("denoiser", [
+    partial(restoration.denoise_nl_means, fast_mode=False),  # another algorithm
+    partial(restoration.denoise_nl_means, channel_axis=None),  # bound where we bind it
+    partial(restoration.denoise_wavelet, method="VisuShrink"),
+    restoration.denoise_tv_chambolle,  # no replay
+])
+def test_scikit_image_callables_without_a_replay_run_as_they_are(noisy, batch_calls, denoiser):
+    grid = ({"weight": [0.05, 0.1]} if denoiser is restoration.denoise_tv_chambolle
+            else {"sigma": [0.08, 0.1]} if "wavelet" in str(denoiser)
+            else {"h": [0.05, 0.1], "patch_distance": [2]})
+    im.calibrate(noisy, denoiser, grid, progress=False)
+    assert batch_calls == {"nl_means": 0, "wavelet": 0}
+
+
+def test_a_partial_of_skimage_nl_means_scores_as_the_named_method(noisy):
+    grid = {"h": [0.05, 0.1, 0.15], "patch_distance": [3]}
+    named = im.calibrate(noisy, "nl_means", grid, progress=False)
+    given = im.calibrate(noisy, partial(restoration.denoise_nl_means, patch_size=5), grid,
+                         progress=False)
+    # The named method runs in working units, the callable in the image's: float32 rounding.
+    np.testing.assert_allclose(given.losses, named.losses, rtol=1e-5)

@@ -88,6 +88,93 @@ def batch_for(method: str | None, grid: list[dict], mask: Mask,
     return None
 
 
+#: scikit-image's own denoisers whose calls a batch replays, by their built-in method's name:
+#: the keywords a replay reads, and those that change nothing on the float masked copies
+#: (``preserve_range``, ``rescale_sigma``) or only at these values.
+_SKIMAGE_REPLAYS = {
+    "denoise_nl_means": ("nl_means", {"h", "patch_size", "patch_distance", "sigma"},
+                         {"fast_mode": True, "preserve_range": None}),
+    "denoise_wavelet": ("wavelet", {"sigma", "wavelet", "mode", "wavelet_levels", "method"},
+                        {"rescale_sigma": None, "convert2ycbcr": False}),
+}
+
+
+def batch_for_callable(denoiser: Callable, grid: list[dict], mask: Mask,
+                       channel_axis: int | None = None) -> tuple[Batch | None, list[dict]]:
+    """The batched evaluator of a user's callable, when it is one scikit-image's replays cover.
+
+    scikit-image users calibrate ``skimage.restoration.denoise_nl_means`` or
+    ``denoise_wavelet`` themselves, or a ``functools.partial`` of one with keywords; those
+    run as :func:`batch_for` runs the built-in methods, with scikit-image's own defaults
+    filled in (its non-local means uses ``patch_size=7, patch_distance=11``).
+
+    Parameters
+    ----------
+    denoiser
+        The user's callable.
+    grid
+        Its parameter sets, as it will be called with them.
+    mask, channel_axis
+        As for :func:`batch_for`.
+
+    Returns
+    -------
+    The batch (None when the callable is not covered) and the parameter sets it receives:
+    each of ``grid`` with the partial's keywords and the function's defaults filled in.
+    """
+    function, fixed = unwrap_partial(denoiser)
+    replay = _SKIMAGE_REPLAYS.get(getattr(function, "__name__", ""))
+    if fixed is None or replay is None or not _is_skimage_restoration(function):
+        return None, grid
+    name, read, ignored = replay
+    defaults = _keyword_defaults(function, read)
+    full = []
+    for params in grid:
+        merged = {**defaults, **fixed, **params}
+        for key, value in ignored.items():
+            if key in merged and value is not None and merged[key] != value:
+                return None, grid  # e.g. fast_mode=False: another algorithm
+            merged.pop(key, None)
+        if not set(merged) <= read:
+            return None, grid
+        full.append(merged)
+    batch = batch_for(name, full, mask, channel_axis)
+    return (batch, full) if batch is not None else (None, grid)
+
+
+def unwrap_partial(denoiser: Callable) -> tuple[Callable, dict | None]:
+    """The function under nested ``functools.partial`` and their keywords.
+
+    Returns
+    -------
+    The innermost function (or the first partial with positional arguments) and the
+    keywords bound on the way, None when positional arguments were bound.
+    """
+    import functools
+
+    fixed: dict = {}
+    while isinstance(denoiser, functools.partial):
+        if denoiser.args:
+            return denoiser, None
+        fixed = {**denoiser.keywords, **fixed}
+        denoiser = denoiser.func
+    return denoiser, fixed
+
+
+def _is_skimage_restoration(function: Callable) -> bool:
+    from skimage import restoration
+
+    return getattr(restoration, getattr(function, "__name__", ""), None) is function
+
+
+def _keyword_defaults(function: Callable, names: set[str]) -> dict:
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    return {name: parameters[name].default for name in names
+            if name in parameters and parameters[name].default is not inspect.Parameter.empty}
+
+
 #: The scikit-image releases whose denoise_nl_means and denoise_wavelet these replays were
 #: tested against, value for value (tests/test_image_streaming.py).
 REPLAYED_SKIMAGE = ("0.26",)

@@ -19,7 +19,7 @@ from numpy.typing import DTypeLike
 from .._progress import progress_bar
 from .._validation import check_choice, check_whole
 from ..results import expand_grid
-from .batched import batch_for
+from .batched import batch_for, batch_for_callable, unwrap_partial
 from .checks import DEFAULT_STRIDE, check_flag, check_noise_variance, prepare_image
 from .classical import Method, get_method
 from .invariant import ImageCalibration, bind_denoiser, direct_loss
@@ -183,7 +183,8 @@ def _resolve(denoiser: Denoiser | str, method: Method | None) -> tuple[Denoiser,
     if not callable(denoiser):
         raise TypeError(f"denoiser={denoiser!r} is neither a method name nor a callable; pass "
                         "a name such as 'tv', or a function denoiser(image, **params).")
-    return denoiser, False, getattr(denoiser, "__name__", type(denoiser).__name__)
+    function = unwrap_partial(denoiser)[0]  # a partial is named by what it wraps
+    return denoiser, False, getattr(function, "__name__", type(function).__name__)
 
 
 def _score_grid(
@@ -225,11 +226,12 @@ def _score_grid(
         neighbour_mean(image, channel_axis), units, work_dtype)
     baseline = baseline_loss(image, stand_ins, masks, units)
     del stand_ins  # the replacement itself, or a copy no task needs
-    scoring = PhaseScoring(
-        image, replacement, work_dtype, units, denoisers, working, channel_axis,
-        batch=batch_for(method.name if method else None, working, masks[0], channel_axis),
-        refill=method is None,
-    )  # fmt: skip
+    if method is not None:
+        batch = batch_for(method.name, working, masks[0], channel_axis)
+    else:  # scikit-image's own denoisers, passed as callables, take the same fast path
+        batch, working = batch_for_callable(function, working, masks[0], channel_axis)
+    scoring = PhaseScoring(image, replacement, work_dtype, units, denoisers, working,
+                           channel_axis, batch=batch, refill=method is None)
     losses = score_phases(scoring, masks, n_jobs=n_jobs, progress=progress, name=name)
     return losses, baseline
 
