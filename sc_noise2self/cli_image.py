@@ -1,4 +1,4 @@
-"""``sc-noise2self image ...``: calibrate, train and predict on microscopy files.
+"""``sc-noise2self image ...``: calibrate, train and predict on microscopy files; export models.
 
 TIFF and OME-Zarr in, the same out (axes, scale and shape kept), at any size: inputs are
 read lazily and outputs written block by block (:mod:`sc_noise2self.image.workflows`). Every
@@ -21,7 +21,7 @@ _FORMATS = "TIFF (.tif, .tiff, .ome.tif) or OME-Zarr (.zarr, .ome.zarr)"
 
 
 def add_image_commands(commands, formatter) -> None:
-    """Register ``image calibrate``, ``image train`` and ``image predict``."""
+    """Register ``image calibrate``, ``train``, ``predict`` and ``export``."""
     image = commands.add_parser(
         "image", help="denoise microscopy files (TIFF, OME-Zarr), of any size",
         description=f"Noise2Self for microscopy files: {_FORMATS}.")
@@ -79,6 +79,27 @@ def add_image_commands(commands, formatter) -> None:
                          help="write the network's output even when it lost to the "
                          "neighbour mean")
     predict.set_defaults(run=run_predict)
+
+    export = verbs.add_parser(
+        "export", formatter_class=formatter,
+        help="write a saved model as a bioimage.io package (Fiji, ilastik, BiaPy, the zoo)",
+        description="Write a model saved by 'image train --save-model' as a bioimage.io model "
+        "package (spec 0.5, a .zip), with a test input cut from SAMPLE.")
+    export.add_argument("model", help="a model file from 'image train --save-model' (.pt)")
+    export.add_argument("--sample", required=True,
+                        help=f"an image like the training images: {_FORMATS}")
+    export.add_argument("--out", required=True, help="the package to write (.zip)")
+    export.add_argument("--author", required=True, action="append",
+                        help="who made the model; repeat for several authors")
+    export.add_argument("--name", default=None, help="the model's name on the zoo")
+    export.add_argument("--description", default=None, help="one sentence on the model")
+    export.add_argument("--license", default="CC-BY-4.0", help="SPDX license of the weights")
+    export.add_argument("--channel-names", default=None,
+                        help="comma-separated channel names, one per channel")
+    export.add_argument("--axes", default=None,
+                        help="axis letters of SAMPLE from TCZYX, overriding the file's")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    export.set_defaults(run=run_export)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -193,4 +214,15 @@ def run_predict(args) -> int:
                            overwrite=args.overwrite)
     print(f"wrote {args.out}")
     print(f"time: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run_export(args) -> int:
+    """``image export``."""
+    names = None if args.channel_names is None else args.channel_names.split(",")
+    workflows.export_model(args.model, args.sample, args.out, authors=args.author,
+                           axes=args.axes, overwrite=args.overwrite, name=args.name,
+                           description=args.description, license=args.license,
+                           channel_names=names)
+    print(f"wrote {args.out}")
     return 0

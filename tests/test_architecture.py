@@ -23,7 +23,7 @@ MAX_LINES = 600
 LAZY_LIBRARIES = {
     "torch", "dask", "distributed", "napari", "scanpy", "skimage", "matplotlib", "tqdm",
     "joblib", "pooch", "bm3d", "scvi", "tifffile", "zarr", "ome_zarr", "magic", "h5py",
-    "sklearn", "scprep", "numba", "importlib", "pynndescent", "igraph",
+    "sklearn", "scprep", "numba", "importlib", "pynndescent", "igraph", "bioimageio", "yaml",
 }
 # Our own modules that import torch at their top: reaching them lazily is reaching torch.
 TORCH_MODULES = "sc_noise2self.image.cnn"

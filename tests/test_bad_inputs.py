@@ -1029,9 +1029,52 @@ IMAGE_FILE_CASES = [
      lambda out: out.shape == (2, *IMG.shape) and np.isfinite(out).all()),
 ]
 
+def _package(folder, rdf: dict | None = None, *, damaged: bool = False):
+    """A bioimage.io package: ours (exported), another tool's RDF, or a cut-off zip."""
+    path = folder / "model.zip"
+    if rdf is None:
+        tiny_model().export_bioimageio(path, sample=IMG, authors=["A"])
+        if damaged:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return path
+    import zipfile
+
+    import yaml
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("rdf.yaml", yaml.safe_dump(rdf))
+    return path
+
+
+_OTHER_TOOL = {"type": "model", "format_version": "0.5.4", "name": "CAREamics N2V",
+               "config": {"careamics": {}}}
+
+# Issue 27: bioimage.io packages, refused before any work where the input is wrong.
+BIOIMAGEIO_CASES = [
+    ("export without authors", lambda t: tiny_model().export_bioimageio(
+        t / "m.zip", sample=IMG, authors=[]), ValueError, "bioimage.io asks who made"),
+    ("export to a .pt", lambda t: tiny_model().export_bioimageio(
+        t / "m.pt", sample=IMG, authors=["A"]), ValueError, "path ending in .zip"),
+    ("export an RGB sample to a grey model", lambda t: tiny_model().export_bioimageio(
+        t / "m.zip", sample=RGB, authors=["A"]), ValueError, "image has shape (24, 24, 3)"),
+    ("export with two names for one channel", lambda t: tiny_model().export_bioimageio(
+        t / "m.zip", sample=IMG, authors=["A"], channel_names=["a", "b"]), ValueError,
+     "pass 1 distinct names"),
+    ("export with pixel sizes for 3 axes", lambda t: tiny_model().export_bioimageio(
+        t / "m.zip", sample=IMG, authors=["A"], pixel_size=[1, 1, 1]), ValueError,
+     "one size per spatial axis (2, in yx order)"),
+    ("load another tool's package", lambda t: im.load_model(_package(t, _OTHER_TOOL)),
+     ValueError, "'CAREamics N2V') was not exported by sc_noise2self"),
+    ("load a spec 0.4 package", lambda t: im.load_model(_package(
+        t, {**_OTHER_TOOL, "format_version": "0.4.10"})), ValueError,
+     "a bioimage.io model of spec 0.4.10"),
+    ("load a damaged package", lambda t: im.load_model(_package(t, damaged=True)),
+     ValueError, "not a readable bioimage.io package"),
+]
+
 IMAGE_CASES = (IMAGE_INPUT_CASES + IMAGE_DENOISE_CASES + IMAGE_CALIBRATION_CASES
                + IMAGE_MIXING_NOISE_CASES + CNN_CASES + CNN_PREDICT_AND_FILE_CASES
-               + IMAGE_FILE_CASES)
+               + IMAGE_FILE_CASES + BIOIMAGEIO_CASES)
 
 
 @pytest.mark.parametrize(("make", "error", "expect"), [c[1:] for c in IMAGE_CASES],

@@ -12,7 +12,7 @@ from sc_noise2self._device import resolve_amp, resolve_device
 from sc_noise2self.image.cnn.data import Normalisation
 from sc_noise2self.image.cnn.masker import Masker, masked_loss
 from sc_noise2self.image.cnn.model import Noise2SelfModel
-from sc_noise2self.image.cnn.models import DnCNN, UNet
+from sc_noise2self.image.cnn.networks import DnCNN, UNet
 from sc_noise2self.image.cnn.training import denoise_cnn, train
 
 TINY_UNET = {"channels": (4, 8)}

@@ -14,7 +14,7 @@ from sc_noise2self import image as im
 from sc_noise2self.image.cnn import training
 from sc_noise2self.image.cnn.grading import ConvergenceWarning, late_improvement
 from sc_noise2self.image.cnn.model import Noise2SelfModel
-from sc_noise2self.image.cnn.models import DnCNN, UNet, unet_reach
+from sc_noise2self.image.cnn.networks import DnCNN, UNet, unet_reach
 from sc_noise2self.image.cnn.predict import Tiler
 from sc_noise2self.image.cnn.training import train
 from sc_noise2self.image.referee import BaselineWarning, neighbour_mean

@@ -31,8 +31,9 @@ _LAZY = {
     "train": ".cnn.training",
     "denoise_cnn": ".cnn.training",
     "Noise2SelfModel": ".cnn.model",
-    "UNet": ".cnn.models",
-    "DnCNN": ".cnn.models",
+    "load_model": ".cnn.model",
+    "UNet": ".cnn.networks",
+    "DnCNN": ".cnn.networks",
 }
 
 
@@ -70,6 +71,7 @@ __all__ = [
     "expand_grid",
     "get_method",
     "grid_masks",
+    "load_model",
     "masked_inputs",
     "mixed_error",
     "neighbour_kernel",

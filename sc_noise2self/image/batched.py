@@ -18,6 +18,8 @@ runs the denoiser itself.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import math
 from collections.abc import Callable
@@ -150,8 +152,6 @@ def unwrap_partial(denoiser: Callable) -> tuple[Callable, dict | None]:
     The innermost function (or the first partial with positional arguments) and the
     keywords bound on the way, None when positional arguments were bound.
     """
-    import functools
-
     fixed: dict = {}
     while isinstance(denoiser, functools.partial):
         if denoiser.args:
@@ -168,8 +168,6 @@ def _is_skimage_restoration(function: Callable) -> bool:
 
 
 def _keyword_defaults(function: Callable, names: set[str]) -> dict:
-    import inspect
-
     parameters = inspect.signature(function).parameters
     return {name: parameters[name].default for name in names
             if name in parameters and parameters[name].default is not inspect.Parameter.empty}

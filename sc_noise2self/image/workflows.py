@@ -237,6 +237,73 @@ def predict_file(source, model, output, *, axes: str | None = None, block: int =
     return _write_by_blocks(output, image, fill, overwrite, layout=given.axes)
 
 
+def export_model(model, sample, output, *, authors, axes: str | None = None,
+                 overwrite: bool = False, **options) -> Path:
+    """Write a trained model as a bioimage.io package, its test input cut from a file.
+
+    Parameters
+    ----------
+    model
+        A :class:`~sc_noise2self.image.Noise2SelfModel`, or the path of a saved one.
+    sample
+        A TIFF or OME-Zarr path (or an :class:`ImageData`) like the training images: the
+        middle time point and a central crop of at most 256 pixels per spatial axis are
+        read (never the whole file), with the file's pixel sizes and units.
+    output
+        The ``.zip`` to write.
+    authors
+        At least one name.
+    axes
+        Override the file's axis letters.
+    overwrite
+        Replace an existing output.
+    **options
+        Passed to :meth:`~sc_noise2self.image.Noise2SelfModel.export_bioimageio`.
+
+    Returns
+    -------
+    The output path.
+    """
+    from .cnn.bioimageio import TEST_SIZE
+    from .cnn.model import Noise2SelfModel
+
+    model = model if isinstance(model, Noise2SelfModel) else Noise2SelfModel.load(model)
+    image = _opened(sample, axes).canonical()
+    crop = tuple(size // 2 if axis == "T" else slice(None) if axis == "C"
+                 else slice(max(size - TEST_SIZE, 0) // 2, max(size - TEST_SIZE, 0) // 2
+                            + min(size, TEST_SIZE))
+                 for axis, size in zip(image.axes, image.shape, strict=True))
+    kept = [i for i, axis in enumerate(image.axes) if axis != "T"]
+    crop_image = ImageData(np.asarray(image.data[crop]), "".join(image.axes[i] for i in kept),
+                           tuple(image.scale[i] for i in kept), dict(image.units))
+    return model.export_bioimageio(output, sample=_in_model_layout(crop_image, model),
+                                   authors=authors, overwrite=overwrite, **options)
+
+
+def _in_model_layout(image: ImageData, model) -> ImageData:
+    """``image`` (no time axis) with its axes where ``model`` takes them."""
+    spatial = "ZYX"[-model.layout.n_spatial:]
+    if set(image.axes) - {"C"} != set(spatial):
+        raise ValueError(f"The sample has axes {image.axes!r}; this model takes "
+                         f"{model.layout.n_spatial}D images ({spatial}). Pass --axes, or a "
+                         "sample like the training images.")
+    channel = model.layout.channel_axis
+    if channel is None:
+        if "C" in image.axes and image.shape[image.axes.index("C")] != 1:
+            raise ValueError(f"The sample has {image.shape[image.axes.index('C')]} channels; "
+                             "this model takes one (a per-channel model: export each with "
+                             "a one-channel sample).")
+        if "C" in image.axes:
+            index = image.axes.index("C")
+            image = ImageData(np.take(image.data, 0, axis=index), image.axes.replace("C", ""),
+                              image.scale[:index] + image.scale[index + 1:], image.units)
+        return image.in_order(spatial)
+    if "C" not in image.axes:
+        raise ValueError(f"The sample has no channel axis; this model takes "
+                         f"{model.n_channels} channels.")
+    return image.in_order(spatial[:channel] + "C" + spatial[channel:])
+
+
 class ChannelView:
     """One channel of an output array, written like an array without that axis."""
 

@@ -16,7 +16,8 @@ require_torch("The masked CNNs (image.train, image.denoise with 'unet' or 'dncnn
 from .config import TrainConfig  # noqa: E402
 from .masker import Masker  # noqa: E402
 from .model import Noise2SelfModel  # noqa: E402
-from .models import DnCNN, UNet, build_model  # noqa: E402
+from .models import build_model  # noqa: E402
+from .networks import DnCNN, UNet  # noqa: E402
 from .training import denoise_cnn, train  # noqa: E402
 
 __all__ = [

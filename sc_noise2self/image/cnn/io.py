@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ...io import atomic_path
+from ...results import json_ready
 from .config import TrainConfig
 from .data import Layout, Normalisation
 from .models import architecture, build_model
@@ -81,20 +82,32 @@ def save_model(model: Any, path: str | Path, *, overwrite: bool = False) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = payload_of(model)
+    with atomic_path(path, overwrite=overwrite) as temporary:
+        torch.save(payload, temporary)
+    return path
+
+
+def payload_of(model: Any, *, with_weights: bool = True) -> dict:
+    """What a model file holds: settings, history, and (``with_weights``) weights and checksum.
+
+    Without the weights, the settings are plain Python values (as a bioimage.io package's
+    ``config`` stores them, :mod:`.bioimageio`).
+    """
     config = {**vars(model.config), "patch_size": list(model.config.patch_size)}
-    payload = {
+    payload: dict = {
         "format_version": FORMAT_VERSION,
         "layout": vars(model.layout),
         "normalisation": {"low": list(model.normalisation.low),
                           "high": list(model.normalisation.high)},
         "config": config,
         "history": model.history,
-        "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
     }  # fmt: skip
+    if not with_weights:
+        return json_ready(payload)
+    payload["state_dict"] = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
     payload["checksum"] = checksum(payload["state_dict"])
-    with atomic_path(path, overwrite=overwrite) as temporary:
-        torch.save(payload, temporary)
-    return path
+    return payload
 
 
 def read_model(path: str | Path) -> ModelParts:
@@ -111,7 +124,11 @@ def read_model(path: str | Path) -> ModelParts:
     missing file and ``ValueError``, naming the file, for one that is empty, truncated,
     corrupted (weights that do not match their checksum), of another format, or not a model.
     """
-    payload = _load_payload(Path(path))
+    return rebuild_checked(_load_payload(Path(path)), path)
+
+
+def rebuild_checked(payload: dict, path: str | Path) -> ModelParts:
+    """The model of a file's (or a package's) payload; ``ValueError`` naming ``path`` if bad."""
     try:
         return _rebuild(payload)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:

@@ -30,8 +30,8 @@ class Noise2SelfModel:
     Parameters
     ----------
     net
-        The network (:class:`~sc_noise2self.image.cnn.models.UNet` or
-        :class:`~sc_noise2self.image.cnn.models.DnCNN`).
+        The network (:class:`~sc_noise2self.image.cnn.networks.UNet` or
+        :class:`~sc_noise2self.image.cnn.networks.DnCNN`).
     layout
         How one image's axes map to ``(channels, *spatial)``.
     normalisation
@@ -315,12 +315,41 @@ class Noise2SelfModel:
         """
         return save_model(self, path, overwrite=check_flag(overwrite, "overwrite"))
 
+    def export_bioimageio(self, path: str | Path, *, sample, authors: Sequence[str],
+                          **options) -> Path:
+        """Write this model as a bioimage.io model package (spec 0.5), for Fiji, ilastik, ...
+
+        See :func:`~sc_noise2self.image.cnn.bioimageio.export_bioimageio` for the options
+        (``name``, ``description``, ``license``, ``pixel_size``, ``unit``,
+        ``channel_names``, ``overwrite``); :meth:`load` reads the package back.
+
+        Parameters
+        ----------
+        path
+            The ``.zip`` to write.
+        sample
+            One image like the training images, in their dtype: the package's test input.
+        authors
+            At least one name.
+        **options
+            Passed on.
+
+        Returns
+        -------
+        The path written.
+        """
+        from .bioimageio import export_bioimageio
+
+        return export_bioimageio(self, path, sample=sample, authors=authors, **options)
+
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "auto") -> Noise2SelfModel:
-        """Read a model written by :meth:`save` (file formats 1 and 2), checking its checksum.
+        """Read a model written by :meth:`save` or by :meth:`export_bioimageio`.
 
-        A file that is truncated, corrupted (weights that no longer match their checksum),
-        empty or not a model file gives a ``ValueError`` naming it.
+        A file of :meth:`save` (formats 1 and 2) has its checksum verified; a ``.zip`` is
+        read as a bioimage.io package that this package exported. A file that is truncated,
+        corrupted (weights that no longer match their checksum), empty or not a model file,
+        or a package of another tool, gives a ``ValueError`` naming it.
 
         Parameters
         ----------
@@ -333,7 +362,27 @@ class Noise2SelfModel:
         -------
         The model, in evaluation mode.
         """
-        return cls(*read_model(path)).to(device)
+        from .bioimageio import is_package, load_bioimageio
+
+        parts = load_bioimageio(path) if is_package(path) else read_model(path)
+        return cls(*parts).to(device)
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "auto") -> Noise2SelfModel:
+    """Read a trained model: a ``.pt`` file of ``save``, or an exported bioimage.io ``.zip``.
+
+    Parameters
+    ----------
+    path
+        The file.
+    device
+        Where to put the weights.
+
+    Returns
+    -------
+    The :class:`Noise2SelfModel` (see :meth:`Noise2SelfModel.load`).
+    """
+    return Noise2SelfModel.load(path, device=device)
 
 
 def _constant_channels(channels: np.ndarray) -> dict[int, float]:

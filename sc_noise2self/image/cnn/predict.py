@@ -29,8 +29,8 @@ def padded_forward(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     net
-        A :class:`~sc_noise2self.image.cnn.models.UNet` or
-        :class:`~sc_noise2self.image.cnn.models.DnCNN` (or any module with ``size_multiple``).
+        A :class:`~sc_noise2self.image.cnn.networks.UNet` or
+        :class:`~sc_noise2self.image.cnn.networks.DnCNN` (or any module with ``size_multiple``).
     x
         ``(batch, channels, *spatial)``.
 
@@ -135,7 +135,7 @@ class Tiler:
     same pixel grid as the whole image, and keeps only the pixels at least ``halo`` from
     its edges (or at an image edge, where the whole image's pass has its border too). With
     a halo of at least the network's reach (:attr:`UNet.reach
-    <sc_noise2self.image.cnn.models.UNet.reach>`), which is the default, every kept pixel
+    <sc_noise2self.image.cnn.networks.UNet.reach>`), which is the default, every kept pixel
     is computed from the same inputs as in one whole-image pass: the tiled output equals the
     untiled one up to float rounding (batch norm is a per-pixel map in evaluation mode).
 
