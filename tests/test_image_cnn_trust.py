@@ -97,9 +97,9 @@ def test_max_time_includes_validation(monkeypatch):
     slow = 0.3
     validate = training._Trainer.validate
 
-    def slow_validate(self, val_set):
+    def slow_validate(self, val_set, phases=None):
         time.sleep(slow)
-        return validate(self, val_set)
+        return validate(self, val_set, phases)
 
     monkeypatch.setattr(training._Trainer, "validate", slow_validate)
     began = time.perf_counter()
@@ -111,6 +111,49 @@ def test_max_time_includes_validation(monkeypatch):
     # old loop validated once more after the budget had run out.
     assert model.history["time"][-1] <= 1.5 + 0.15
     assert wall < 1.5 + 0.5
+
+
+def test_under_a_time_budget_validation_scores_the_phases_that_fit(monkeypatch):
+    # Issue 27: a 48 x 192 x 192 stack spent 238 s of a 60 s budget validating every phase
+    # of its band before training. Here each phase's validation costs 50 ms: all 16 phases
+    # would cost 0.8 s per epoch, more than the epochs' training.
+    every_phase = training.Masker.every_phase
+
+    def slow_phases(self, x, generator, phases=None):
+        for item in every_phase(self, x, generator, phases):
+            time.sleep(0.05)
+            yield item
+
+    monkeypatch.setattr(training.Masker, "every_phase", slow_phases)
+    began = time.perf_counter()
+    model = train(smooth_noisy(), "dncnn", steps=10**6, max_time=2.0, patience=10**6,
+                  model_kwargs=TINY_DNCNN, **FAST)  # fmt: skip
+    wall = time.perf_counter() - began
+    assert model.history["val_phases"] < 16  # fails if every phase is always validated
+    assert wall < 2.0 * 1.1 + 0.3
+
+
+def test_validation_phases_fit_their_share_and_the_baseline_grades_the_same_pixels():
+    from dataclasses import replace
+
+    config = train(smooth_noisy(), "dncnn", steps=1, model_kwargs=TINY_DNCNN, **FAST).config
+    trainer = training._Trainer(DnCNN(**TINY_DNCNN), replace(config, ema=0.0),
+                                training.Masker("grid", "mean", 4, 2), torch.device("cpu"),
+                                None, False)  # fmt: skip
+    trainer.choose_val_phases(train_seconds=1.0, phase_seconds=0.01)  # 5% of 1.05 s: 5
+    assert trainer.val_phases == [0, 4, 8, 11, 15] and trainer.history["val_phases"] == 5
+    trainer.choose_val_phases(train_seconds=1.0, phase_seconds=10.0)  # at least one
+    assert trainer.val_phases == [0]
+    image = smooth_noisy()
+    x = torch.as_tensor(image, dtype=torch.float32)[None, None]
+    hidden = np.zeros(image.shape, bool)
+    hidden[0::4, 0::4] = True  # phase 0 of the grid, stride 4
+    expected = np.mean((neighbour_mean(image) - image)[hidden] ** 2)
+    assert trainer.baseline([x]) == pytest.approx(expected, rel=1e-5)
+    trainer.choose_val_phases(train_seconds=1.0, phase_seconds=1e-6)  # all fit: all scored
+    assert trainer.val_phases is None
+    everywhere = np.mean((neighbour_mean(image) - image) ** 2)
+    assert trainer.baseline([x]) == pytest.approx(everywhere, rel=1e-5)
 
 
 def test_a_run_still_learning_at_its_budget_warns():

@@ -325,6 +325,16 @@ def test_train_widget_trains_predicts_saves_and_loads(viewer, bot, tmp_path):
     np.testing.assert_allclose(loaded.predict(x), model.predict(x), atol=1e-6)
     assert other.predict_button.isEnabled() and "loaded" in other.status.text()
 
+    # Issue 27: the Export button writes a bioimage.io package that bioimageio.core passes
+    # and that Load reads back to the same predictions.
+    core = pytest.importorskip("bioimageio.core")
+    widget.predict_picker.select("crop")
+    assert widget.export_button.isEnabled()
+    package = widget.export_bioimageio(tmp_path / "model.zip", ["A. Author"])
+    assert core.test_model(package).status == "passed"
+    third = train_widget(viewer)
+    np.testing.assert_array_equal(third.load_model(package).predict(x), model.predict(x))
+
 
 def test_train_widget_stop_keeps_the_best_model_so_far(viewer, bot, tmp_path):
     viewer.add_image(noisy_crop(), name="crop")

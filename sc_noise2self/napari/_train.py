@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -125,6 +126,10 @@ class TrainWidget(LayoutChoice, QWidget):
         self.predict_button = QPushButton("Predict", self)
         self.save_button = QPushButton("Save model...", self)
         self.load_button = QPushButton("Load model...", self)
+        self.export_button = QPushButton("Export bioimage.io...", self)
+        self.export_button.setToolTip("Write a bioimage.io model package (.zip) for Fiji, "
+                                      "ilastik or BiaPy; its test input is cut from the "
+                                      "image chosen above.")
 
         form = QFormLayout()
         form.addRow("image", self.layer_picker)
@@ -145,6 +150,7 @@ class TrainWidget(LayoutChoice, QWidget):
         for button in (self.predict_button, self.save_button, self.load_button):
             files.addWidget(button)
         use_form.addRow(files)
+        use_form.addRow(self.export_button)
         column = QVBoxLayout(self)
         column.addLayout(form)
         column.addLayout(buttons)
@@ -160,6 +166,7 @@ class TrainWidget(LayoutChoice, QWidget):
         self.predict_button.clicked.connect(self.predict)
         self.save_button.clicked.connect(self._save_dialog)
         self.load_button.clicked.connect(self._load_dialog)
+        self.export_button.clicked.connect(self._export_dialog)
         self.epoch_done.connect(self._on_epoch)
         self._layer_changed()
         self._update_buttons()
@@ -181,6 +188,7 @@ class TrainWidget(LayoutChoice, QWidget):
         self.predict_button.setEnabled(idle and self.model is not None)
         self.save_button.setEnabled(idle and self.model is not None)
         self.load_button.setEnabled(idle)
+        self.export_button.setEnabled(idle and self.model is not None)
 
     # -- training -------------------------------------------------------------------------
 
@@ -367,9 +375,51 @@ class TrainWidget(LayoutChoice, QWidget):
             except OSError as error:
                 self.status.setText(f"could not save: {error}")
 
+    def export_bioimageio(self, path: str | Path, authors: list[str]) -> Path | None:
+        """Write the model as a bioimage.io package, its test input from the "use" image.
+
+        Parameters
+        ----------
+        path
+            The ``.zip``, replaced if it exists (the dialog has asked already).
+        authors
+            At least one name.
+
+        Returns
+        -------
+        The path written, or None without a model or an image.
+        """
+        layer = self.predict_picker.layer()
+        if self.model is None or layer is None:
+            return None
+        sample = np.asarray(layer.data)
+        layout = self.model.layout
+        if sample.ndim == layout.image_ndim + 1:  # a stack: its middle image
+            sample = sample[len(sample) // 2]
+        spatial = [float(s) for s in layer.scale[-layout.n_spatial:]]
+        pixel_size = spatial if layout.channel_axis is None and set(spatial) != {1.0} else None
+        written = self.model.export_bioimageio(path, sample=sample, authors=authors,
+                                               pixel_size=pixel_size, overwrite=True)
+        self.status.setText(f"exported {written}")
+        return written
+
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export a bioimage.io model package",
+                                              "noise2self.zip", "bioimage.io package (*.zip)")
+        if not path:
+            return
+        names, given = QInputDialog.getText(self, "Authors", "Authors, comma-separated:")
+        if not given:
+            return
+        try:
+            self.export_bioimageio(path, [n.strip() for n in names.split(",") if n.strip()])
+        except (OSError, ValueError, ImportError) as error:  # no author, no extra, bad image
+            self.status.setText(f"could not export: {error}")
+
     def _load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load a Noise2Self model", "",
-                                              "PyTorch model (*.pt);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load a Noise2Self model", "",
+            "PyTorch model (*.pt);;bioimage.io package (*.zip);;All files (*)")
         if path:
             try:
                 self.load_model(path)
@@ -377,13 +427,13 @@ class TrainWidget(LayoutChoice, QWidget):
                 self.status.setText(f"could not load: {error}")
 
     def load_model(self, path: str | Path):
-        """Read a model saved by :meth:`save_model` (or ``Noise2SelfModel.save``).
+        """Read a model saved by :meth:`save_model` (or ``Noise2SelfModel.save``), or exported.
 
         Parameters
         ----------
         path
             A ``.pt`` file written by this widget, ``image train --save-model`` or
-            ``Noise2SelfModel.save``.
+            ``Noise2SelfModel.save``; or a bioimage.io ``.zip`` that this package exported.
 
         Returns
         -------

@@ -20,6 +20,10 @@ CPU_COMPILE_MIN_STEPS = 500
 #: rate is high and the held-out loss swings from epoch to epoch: on the full camera image a
 #: 900 s CPU budget stopped at 292 s on such swings (benchmarks/RESULTS.md).
 EARLY_STOP_FROM = 0.5
+#: Share of a ``max_time`` budget that validation may take (issue 27): a 48 x 192 x 192
+#: stack spent 238 s of a 60 s budget validating every phase of its held-out band before
+#: training. Under a time budget each validation scores as many grid phases as fit.
+VALIDATION_SHARE = 0.05
 #: Steps when neither ``steps``, ``epochs`` nor ``max_time`` is given.
 DEFAULT_STEPS = 2000
 #: What ``batch_size``, ``lr`` and ``ema`` of None mean, per network. Each set won on the

@@ -6,7 +6,7 @@ functions), the same module that masks images for the classical J-invariant wrap
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -126,7 +126,8 @@ class Masker:
         return hide_torch(x, mask, self.replacement, generator)
 
     def every_phase(
-        self, x: torch.Tensor, generator: torch.Generator
+        self, x: torch.Tensor, generator: torch.Generator,
+        phases: Sequence[int] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``x`` masked on each grid phase in turn: together they hide every pixel once.
 
@@ -136,16 +137,29 @@ class Masker:
             One image ``(1, channels, *spatial)``.
         generator
             Seeded generator on ``x``'s device (used by ``"random"`` stand-ins).
+        phases
+            Indices of the phases to yield (default all), into
+            :func:`~sc_noise2self.image.masking.phase_offsets` order.
 
         Yields
         ------
-        ``(masked, mask)`` per phase, in :func:`~sc_noise2self.image.masking.phase_offsets`
-        order; one masked copy exists at a time.
+        ``(masked, mask)`` per phase, in that order; one masked copy exists at a time.
         """
-        shape = (1, 1, *x.shape[2:])
-        for offsets in phase_offsets(self.stride, self.n_spatial):
-            mask = self.phase_mask(shape, torch.tensor([offsets], device=x.device))
+        for mask in self.phase_masks(x, phases):
             yield self.replace(x, mask, generator), mask
+
+    @property
+    def n_phases(self) -> int:
+        """Number of grid phases: ``stride ** n_spatial``."""
+        return self.stride**self.n_spatial
+
+    def phase_masks(self, x: torch.Tensor,
+                    phases: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
+        """The masks of :meth:`every_phase`, without the masked copies."""
+        every = phase_offsets(self.stride, self.n_spatial)
+        shape = (1, 1, *x.shape[2:])
+        for index in range(len(every)) if phases is None else phases:
+            yield self.phase_mask(shape, torch.tensor([every[index]], device=x.device))
 
 
 def masked_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ from .config import (
     DEFAULT_STEPS,
     EARLY_STOP_FROM,
     TRAINING_DEFAULTS,
+    VALIDATION_SHARE,
     TrainConfig,
     check_ema,
     check_run,
@@ -108,6 +109,8 @@ class _Trainer:
         self.kept = copy.deepcopy(net) if config.ema > 0 else net
         self.steps_done = 0
         self.bad_epochs = 0  # validations in a row without improvement, once they count
+        #: The grid phases each validation scores (None: every phase, every pixel once).
+        self.val_phases: list[int] | None = None
 
     def step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
@@ -154,16 +157,18 @@ class _Trainer:
                 averaged.copy_(live)
 
     @torch.no_grad()
-    def validate(self, val_set: list[torch.Tensor]) -> float:
+    def validate(self, val_set: list[torch.Tensor],
+                 phases: Sequence[int] | None = None) -> float:
         self.kept.eval()
         # Reseeded: every epoch sees the same stand-in values, so epochs compare fairly.
         generator = torch.Generator(device=self.device).manual_seed(self.config.random_state + 1)
+        phases = self.val_phases if phases is None else phases
         total, count = 0.0, 0.0
         for target in val_set:
-            # Every phase, so every pixel is scored once: one random mask of density 1/25
-            # would score a 51 x 512 band on about 1000 pixels, too few to tell epochs apart
-            # (the loss is mostly noise variance).
-            for masked, mask in self.masker.every_phase(target, generator):
+            # Whole grid phases, the same each epoch, so each scored pixel is scored once:
+            # one random mask of density 1/25 would score a 51 x 512 band on about 1000
+            # pixels, too few to tell epochs apart (the loss is mostly noise variance).
+            for masked, mask in self.masker.every_phase(target, generator, phases):
                 with autocast(self.device, self.amp_dtype):
                     output = padded_forward(self.kept, masked)
                 n = float(mask.sum()) * target.shape[1]
@@ -174,13 +179,28 @@ class _Trainer:
 
     @torch.no_grad()
     def baseline(self, val_set: list[torch.Tensor]) -> float:
-        """Held-out loss of the J-invariant neighbour mean, weighted like :meth:`validate`."""
+        """Held-out loss of the J-invariant neighbour mean on the pixels :meth:`validate` scores."""
         total, count = 0.0, 0.0
         for target in val_set:
-            errors = neighbour_mean_torch(target.float()) - target.float()
-            total += float(torch.sum(errors**2))
-            count += float(errors.numel())
+            squares = (neighbour_mean_torch(target.float()) - target.float()) ** 2
+            for mask in self.masker.phase_masks(target, self.val_phases):
+                hidden = mask.expand_as(squares)
+                total += float(squares[hidden].sum())
+                count += float(hidden.sum())
         return total / max(count, 1.0)
+
+    def choose_val_phases(self, train_seconds: float, phase_seconds: float) -> None:
+        """Score as many phases as keep validation within :data:`VALIDATION_SHARE` of the time.
+
+        ``train_seconds`` is an epoch's training, ``phase_seconds`` one phase's validation.
+        The phases are spread over the grid and stay the same every epoch.
+        """
+        n = self.masker.n_phases
+        affordable = VALIDATION_SHARE / (1 - VALIDATION_SHARE) * train_seconds
+        k = int(np.clip(affordable // max(phase_seconds, 1e-9), 1, n))
+        self.val_phases = None if k == n else sorted(set(np.linspace(0, n - 1, k).round()
+                                                         .astype(int).tolist()))
+        self.history["val_phases"] = k
 
     def record(self, epoch, step, elapsed, lr, train_losses, val_loss) -> None:
         train_loss = float(torch.stack(train_losses).float().mean())
@@ -240,7 +260,8 @@ def train(
         Budget: optimiser steps, or epochs of ``steps_per_epoch`` steps, and/or a wall-clock
         limit in seconds; training ends at whichever comes first. With none of them,
         :data:`DEFAULT_STEPS` steps. The learning rate follows the step or time progress.
-        ``max_time`` covers the validations too: one validation is timed before training,
+        ``max_time`` covers the validations too: they take at most about 5% of it
+        (:data:`~sc_noise2self.image.cnn.config.VALIDATION_SHARE`; see ``val_fraction``),
         and stepping stops early enough for the last one to end in time (at least one step
         is always taken). A run that ends on its budget while the held-out loss is still
         falling warns (:class:`ConvergenceWarning`).
@@ -263,7 +284,9 @@ def train(
         Share of every image (a band along its longest axis) held out to score the
         self-supervised loss after each epoch; 0 turns validation and early stopping off.
         Every grid phase of the band is scored (``mask_stride ** n_spatial`` passes), with
-        the stand-ins of ``replacement``, whichever ``masking`` trains.
+        the stand-ins of ``replacement``, whichever ``masking`` trains; under ``max_time``,
+        as many phases as fit in 5% of the first epoch's time (at least one, the same every
+        epoch, ``history["val_phases"]``), and the neighbour mean is graded on those pixels.
     steps_per_epoch, patience
         Steps between validations; stop after ``patience`` epochs without improvement,
         counted from the second half of the learning-rate schedule on
@@ -378,9 +401,13 @@ def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress,
     bar = progress_bar(None, desc=f"Noise2Self {config.model}", total=config.steps,
                        progress=progress)
     start = time.perf_counter()
-    if val_set:
+    timed = config.max_time is not None and bool(val_set)
+    # Under a time budget, validation takes a share of it (choose_val_phases), fixed at the
+    # first epoch's end from one phase's cost, timed here; otherwise every phase.
+    phase_seconds = _time_one_phase(trainer, val_set) if timed else 0.0
+    reserve = phase_seconds
+    if val_set and not timed:
         trainer.history["baseline_loss"] = trainer.baseline(val_set)
-    reserve = _time_validation(trainer, val_set) if config.max_time is not None else 0.0
     step, epoch, losses, step_seconds = 0, 0, [], 0.0
     stop = None
     trainer.net.train()
@@ -399,6 +426,9 @@ def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress,
         if losses and (step % config.steps_per_epoch == 0 or stop is not None):
             began = time.perf_counter()
             epoch += 1
+            if timed and epoch == 1:
+                trainer.choose_val_phases(began - start - phase_seconds, phase_seconds)
+                trainer.history["baseline_loss"] = trainer.baseline(val_set)
             val_loss = trainer.validate(val_set) if val_set else float("nan")
             trainer.record(epoch, step, time.perf_counter() - start, lr, losses, val_loss)
             bar.set_postfix(loss=f"{trainer.history['train_loss'][-1]:.4g}", val=f"{val_loss:.4g}")
@@ -414,16 +444,14 @@ def _run(trainer: _Trainer, sampler, val_set, fitted: Noise2SelfModel, progress,
     _finish(trainer, fitted, stop)
 
 
-def _time_validation(trainer: _Trainer, val_set) -> float:
-    """Seconds one validation takes (0 without one): the budget keeps room for the last.
+def _time_one_phase(trainer: _Trainer, val_set) -> float:
+    """Seconds the validation of one grid phase takes: what a validation costs per phase.
 
     Validation changes neither the weights nor the training's random streams, so this
     extra pass leaves the run as it would have been.
     """
-    if not val_set:
-        return 0.0
     began = time.perf_counter()
-    trainer.validate(val_set)
+    trainer.validate(val_set, phases=[trainer.masker.n_phases // 2])
     return time.perf_counter() - began
 
 
