@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from sc_noise2self.image.cnn.models import DnCNN, UNet
+from sc_noise2self.image.cnn.networks import DnCNN, UNet
 
 NETS = {
     "unet (32, 64, 128, 256)": lambda: UNet(),

@@ -111,6 +111,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="axes denoised together (default ZYX when Z is present)")
     parser.add_argument("--block", type=int, default=256,
                         help="block size along each spatial axis (memory per block)")
+    parser.add_argument("--dtype", default="input", choices=("input", "float32"),
+                        help="the output's dtype: an integer input's own (values rounded, "
+                        "clipped to its range with a warning), or float32")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the outputs if they exist, even the input")
 
@@ -153,7 +156,7 @@ def run_calibrate(args) -> int:
     result = workflows.calibrate_file(
         args.input, args.out, method=args.method, axes=args.axes, spatial=args.spatial,
         per_channel=args.per_channel, sample=args.sample, block=args.block,
-        mix=not args.no_mix, overwrite=args.overwrite)
+        mix=not args.no_mix, dtype=args.dtype, overwrite=args.overwrite)
     calibrations = result if isinstance(result, list) else [result]
     for index, calibration in enumerate(calibrations):
         where = f"channel {index}: " if len(calibrations) > 1 else ""
@@ -198,7 +201,7 @@ def run_train(args) -> int:
                  else [args.save_model])
         print("wrote " + ", ".join(map(str, saved)))
     workflows.predict_file(args.input, model, args.out, axes=args.axes, block=args.block,
-                           overwrite=args.overwrite)
+                           dtype=args.dtype, overwrite=args.overwrite)
     print(f"wrote {args.out}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0
@@ -211,7 +214,7 @@ def run_predict(args) -> int:
     models = args.model if len(args.model) > 1 else args.model[0]
     workflows.predict_file(args.input, models, args.out, axes=args.axes, block=args.block,
                            augment=args.augment, fallback=not args.no_fallback,
-                           overwrite=args.overwrite)
+                           dtype=args.dtype, overwrite=args.overwrite)
     print(f"wrote {args.out}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0

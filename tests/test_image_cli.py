@@ -128,7 +128,14 @@ def test_integer_files_keep_their_intensity_units(tmp_path, capsys):
     model = Noise2SelfModel.load(tmp_path / "m.pt", device="cpu")
     assert max(model.normalisation.high) > 100  # it learned in the file's 0-255 units
     u8 = files.read(source).data
-    np.testing.assert_allclose(files.read(tmp_path / "p.zarr").data[1],
+    predicted = files.read(tmp_path / "p.zarr").data
+    assert predicted.dtype == np.uint8  # issue 27: a uint8 file stays uint8 (4x smaller)
+    expected = np.clip(np.rint(model.predict(u8[1].astype(np.float32))), 0, 255)
+    assert np.abs(predicted[1].astype(float) - expected).max() <= 1  # rounding at .5 ties
+    assert cli.main(["image", "predict", str(source), "--model", str(tmp_path / "m.pt"),
+                     "--out", str(tmp_path / "f.zarr"), "--no-fallback", "--dtype",
+                     "float32"]) == 0
+    np.testing.assert_allclose(files.read(tmp_path / "f.zarr").data[1],
                                model.predict(u8[1].astype(np.float32)), atol=1e-4)
 
 

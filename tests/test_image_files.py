@@ -242,3 +242,30 @@ def test_train_file_takes_evenly_spaced_frames_of_a_crop(tmp_path, monkeypatch):
     np.testing.assert_array_equal(images[1], volume[4, 12:28, 17:33])  # planes 0, 4 (4.5), 9
     np.testing.assert_array_equal(images[2], volume[9, 12:28, 17:33])
     assert seen["options"]["n_spatial"] == 2
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".tif"])
+def test_an_integer_file_is_written_back_in_its_dtype_unless_asked(tmp_path, suffix):
+    # Issue 27: outputs were always float32, so a uint8 file grew 4x.
+    rng = np.random.default_rng(0)
+    u16 = (rng.random((48, 40)) * 3000 + 500).astype(np.uint16)
+    source = files.write(tmp_path / "in.tif", u16, axes="YX")
+    workflows.calibrate_file(source, tmp_path / f"kept{suffix}", method="gaussian",
+                             sample=32, progress=False)
+    kept = files.read(tmp_path / f"kept{suffix}").data
+    assert kept.dtype == np.uint16
+    workflows.calibrate_file(source, tmp_path / f"float{suffix}", method="gaussian",
+                             sample=32, dtype="float32", progress=False)
+    as_float = np.asarray(files.read(tmp_path / f"float{suffix}").data)
+    assert as_float.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(kept), np.rint(as_float).astype(np.uint16))
+
+
+def test_values_outside_an_integer_range_are_clipped_and_counted():
+    out = np.zeros(4, dtype=np.uint8)
+    rounded = workflows.RoundedInto(out)
+    rounded[:] = np.array([-3.0, 10.4, 10.6, 300.0], dtype=np.float32)
+    assert out.tolist() == [0, 10, 11, 255]
+    with pytest.warns(UserWarning, match=r"2 of 4 denoised values \(50%\) fell outside "
+                                         r"uint8's range \[0, 255\]"):
+        rounded.warn_if_clipped()

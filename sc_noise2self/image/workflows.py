@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .._validation import check_whole
+from .._validation import check_choice, check_whole
 from ..io import atomic_folder, check_output, claimed
 from .blocks import calibrate_sample, denoise_blocks, predict_blocks
 from .checks import check_pixel_dtype
@@ -36,7 +38,8 @@ def spatial_axes_of(image: ImageData, spatial: str | None = None) -> str:
 def calibrate_file(source, output, *, method: str = "auto", axes: str | None = None,
                    spatial: str | None = None, per_channel: bool = False,
                    sample: int = 256, block: int = 256, mix: bool = True,
-                   overwrite: bool = False, progress: bool | None = None, **options):
+                   dtype: str = "input", overwrite: bool = False,
+                   progress: bool | None = None, **options):
     """Calibrate a classical denoiser on a sample of a file and denoise all of it, by blocks.
 
     Parameters
@@ -45,7 +48,7 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
         A TIFF or OME-Zarr path (or an :class:`ImageData`).
     output
         Where the denoised image goes (``.tif``/``.tiff`` or ``.zarr``); the input's axes,
-        scale and shape are kept, the dtype becomes float32.
+        scale and shape are kept.
     method
         ``"auto"`` or a built-in method's name.
     axes
@@ -62,6 +65,9 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
         Block size for denoising, along each spatial axis.
     mix
         Mix in the optimal share of the noisy input.
+    dtype
+        ``"input"``: an integer input's dtype (values rounded, and clipped to its range with a
+        warning that says how many were), float32 for a float input; ``"float32"``: float32.
     overwrite
         Replace an existing output.
     progress
@@ -73,6 +79,7 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
     -------
     The calibration(s): one :class:`ImageCalibration`, or a list with one per channel.
     """
+    check_choice(dtype, OUTPUT_DTYPES, name="dtype")
     check_whole(sample, name="sample", minimum=1,
                 hint="pixels of the calibrated sample along each spatial axis, e.g. 256")
     check_whole(block, name="block", minimum=1,
@@ -91,7 +98,7 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
             denoise_blocks(view, calibration, spatial=spatial, block=block, out=target,
                            mix=mix, progress=progress)
 
-    _write_by_blocks(output, image, fill, overwrite, layout=given.axes)
+    _write_by_blocks(output, image, fill, overwrite, layout=given.axes, dtype=dtype)
     return calibrations[0] if len(calibrations) == 1 else calibrations
 
 
@@ -185,8 +192,8 @@ def _channel_views(image: ImageData, per_channel: bool) -> list[ImageData]:
 
 
 def predict_file(source, model, output, *, axes: str | None = None, block: int = 256,
-                 augment: bool = False, fallback: bool = True, overwrite: bool = False,
-                 progress: bool | None = None) -> Path:
+                 augment: bool = False, fallback: bool = True, dtype: str = "input",
+                 overwrite: bool = False, progress: bool | None = None) -> Path:
     """Denoise a file with a trained CNN, block by block, into ``output``.
 
     Parameters
@@ -207,6 +214,8 @@ def predict_file(source, model, output, *, axes: str | None = None, block: int =
         Test-time augmentation.
     fallback
         Write the neighbour mean when the model lost to it on its held-out data (warned).
+    dtype
+        As for :func:`calibrate_file`: ``"input"`` or ``"float32"``.
     overwrite
         Replace an existing output.
     progress
@@ -218,6 +227,7 @@ def predict_file(source, model, output, *, axes: str | None = None, block: int =
     """
     from .cnn.model import Noise2SelfModel
 
+    check_choice(dtype, OUTPUT_DTYPES, name="dtype")
     given = _opened(source, axes)
     image = given.canonical()
     check_target(output, source, overwrite)
@@ -234,7 +244,7 @@ def predict_file(source, model, output, *, axes: str | None = None, block: int =
             predict_blocks(view, one, spatial="ZYX"[-one.layout.n_spatial:], block=block,
                            out=target, augment=augment, fallback=fallback, progress=progress)
 
-    return _write_by_blocks(output, image, fill, overwrite, layout=given.axes)
+    return _write_by_blocks(output, image, fill, overwrite, layout=given.axes, dtype=dtype)
 
 
 def export_model(model, sample, output, *, authors, axes: str | None = None,
@@ -344,17 +354,26 @@ def check_target(output, source, overwrite: bool) -> None:
                  kind="store" if kind == "zarr" else "file")
 
 
-def _write_by_blocks(output, image: ImageData, fill, overwrite: bool, layout: str) -> Path:
+def _write_by_blocks(output, image: ImageData, fill, overwrite: bool, layout: str,
+                     dtype: str = "float32") -> Path:
     """Create the output, let ``fill(array)`` write it block by block; atomically.
 
     ``image`` is in OME's order, as the blocks are; a TIFF output is written in the input's
     ``layout`` (its axis order), so that it has the input's shape. OME-Zarr holds only
-    OME's order.
+    OME's order. ``dtype`` ``"input"`` keeps an integer input's dtype (:class:`RoundedInto`).
     """
     output = Path(output)
+    stored = output_dtype(dtype, image.dtype)
+
+    def filled(array) -> None:
+        target = array if stored.kind == "f" else RoundedInto(array)
+        fill(target)
+        if stored.kind != "f":
+            target.warn_if_clipped()
+
     if kind_of(output) == "zarr":
         with atomic_folder(output, overwrite=overwrite) as folder:
-            fill(create_zarr(folder, image))
+            filled(create_zarr(folder, image, dtype=stored))
         return output
     # TIFF: blocks go to a scratch zarr store first, then to the TIFF one plane at a time;
     # the claim covers both, so a second writer cannot start beside the scratch.
@@ -362,8 +381,8 @@ def _write_by_blocks(output, image: ImageData, fill, overwrite: bool, layout: st
         scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".blocks",
                                         dir=output.resolve().parent))
         try:
-            array = create_zarr(scratch, image)
-            fill(array)
+            array = create_zarr(scratch, image, dtype=stored)
+            filled(array)
             import dask.array as da
 
             denoised = image.with_data(da.from_zarr(array)).in_order(layout)
@@ -371,6 +390,54 @@ def _write_by_blocks(output, image: ImageData, fill, overwrite: bool, layout: st
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return output
+
+
+#: What the file workflows write: the input's integer dtype ("input"), or float32.
+OUTPUT_DTYPES = ("input", "float32")
+
+
+def output_dtype(choice: str, input_dtype) -> np.dtype:
+    """The stored dtype: an integer input's own for ``"input"``, else float32."""
+    input_dtype = np.dtype(input_dtype)
+    if choice == "input" and input_dtype.kind in "ui":
+        return input_dtype
+    return np.dtype(np.float32)
+
+
+class RoundedInto:
+    """An integer array written like a float one: each block rounded and clipped to its range.
+
+    The denoised values of an integer image are in its intensity units (the file workflows
+    never rescale them), so rounding costs at most half a grey level; the values clipped
+    are counted, and :meth:`warn_if_clipped` says how many there were.
+    """
+
+    def __init__(self, out):
+        self.out = out
+        self.shape, self.dtype = tuple(out.shape), np.dtype(np.float32)
+        self.stored = np.dtype(out.dtype)
+        info = np.iinfo(self.stored)
+        self.low, self.high = float(info.min), float(info.max)
+        self.clipped = self.total = 0
+        self._lock = threading.Lock()
+
+    def __setitem__(self, index, value) -> None:
+        value = np.rint(np.asarray(value, dtype=np.float64))
+        outside = int(np.count_nonzero((value < self.low) | (value > self.high)))
+        with self._lock:
+            self.clipped += outside
+            self.total += value.size
+        self.out[index] = np.clip(value, self.low, self.high).astype(self.stored)
+
+    def warn_if_clipped(self) -> None:
+        """Warn when denoised values fell outside the dtype's range and were clipped."""
+        if self.clipped:
+            warnings.warn(
+                f"{self.clipped} of {self.total} denoised values "
+                f"({100 * self.clipped / max(self.total, 1):.3g}%) fell outside "
+                f"{self.stored.name}'s range [{self.low:g}, {self.high:g}] and were clipped "
+                "to it. To keep them, write float32: dtype='float32' (--dtype float32).",
+                UserWarning, stacklevel=4)
 
 
 def _training_stack(image: ImageData, spatial: str, crop: int | None, frames: int | None):
