@@ -164,6 +164,9 @@ def run_calibrate(args) -> int:
               f"mix weight {calibration.mix_weight:.3f}, noise variance "
               f"{calibration.noise_variance:.4g}; loss {calibration.best_loss:.5g} against "
               f"{calibration.baseline_loss:.5g} of the neighbour mean", flush=True)
+        for name, end in calibration.edge_parameters.items():
+            print(f"{where}note: the best {name} is the {end} value of the grid; the loss "
+                  "may fall further beyond it", flush=True)
     print(f"wrote {args.out}")
     if report is not None:
         with atomic_path(report, overwrite=args.overwrite) as temporary:
@@ -172,7 +175,7 @@ def run_calibrate(args) -> int:
                                             json.loads(calibrations[0].to_json()), indent=1))
         print(f"wrote {args.report}")
     if plot is not None:
-        write_figure(calibrations[0].plot().figure, plot, overwrite=args.overwrite)
+        write_figure(_curves_figure(calibrations), plot, overwrite=args.overwrite)
         print(f"wrote {args.plot}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0
@@ -229,3 +232,16 @@ def run_export(args) -> int:
                            channel_names=names)
     print(f"wrote {args.out}")
     return 0
+
+
+def _curves_figure(calibrations: list):
+    """Every channel's loss curve, side by side (one panel for a shared calibration)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(calibrations), figsize=(5 * len(calibrations), 3.5),
+                             squeeze=False, layout="constrained")
+    for index, (ax, calibration) in enumerate(zip(axes[0], calibrations, strict=True)):
+        calibration.plot(ax=ax)
+        if len(calibrations) > 1:
+            ax.set_title(f"channel {index}: {calibration.method}")
+    return fig

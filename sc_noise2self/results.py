@@ -19,6 +19,13 @@ import numpy as np
 __all__ = ["BaselineWarning", "CalibrationResult", "expand_grid", "finite_argmin", "json_ready"]
 
 
+class GridEdgeWarning(UserWarning):
+    """A best parameter value is the lowest or highest of its grid's.
+
+    The loss may fall further beyond it, so a grid that reaches past that end may do better.
+    """
+
+
 class BaselineWarning(UserWarning):
     """An output's self-supervised loss does not beat the trivial J-invariant baseline.
 

@@ -9,7 +9,8 @@ import pytest
 from skimage import data
 
 from sc_noise2self import cli
-from sc_noise2self.image import files
+from sc_noise2self import image as im
+from sc_noise2self.image import GridEdgeWarning, files
 
 pytest.importorskip("ome_zarr")
 
@@ -166,3 +167,36 @@ def test_one_network_per_channel(tmp_path, capsys):
                      "--model", str(tmp_path / "m.c1.pt"), "--model",
                      str(tmp_path / "m.c1.pt"), "--out", str(tmp_path / "q.zarr")]) == 2
     assert "3 models were given for an image with" in capsys.readouterr().err
+
+
+def test_per_channel_calibration_flags_a_best_at_the_grid_edge_and_plots_every_channel(
+        tmp_path, capsys):
+    # Issue 27: --per-channel did not flag a best at the grid's edge, and --plot drew
+    # channel 0 only.
+    path = tmp_path / "cyx.tif"
+    files.write(path, np.stack([NOISY[0], NOISY[1], NOISY[0]]), axes="CYX")
+    report = tmp_path / "r.json"
+    with pytest.warns(GridEdgeWarning):
+        assert cli.main(["image", "calibrate", str(path), "--out", str(tmp_path / "o.zarr"),
+                         "--method", "gaussian", "--per-channel", "--sample", "64",
+                         "--report", str(report), "--plot", str(tmp_path / "c.png")]) == 0
+    text = capsys.readouterr().out
+    records = json.loads(report.read_text())
+    assert len(records) == 3
+    for index, record in enumerate(records):
+        for name, end in record["edge"].items():
+            assert f"channel {index}: note: the best {name} is the {end} value" in text
+    import matplotlib.image
+
+    picture = matplotlib.image.imread(tmp_path / "c.png")
+    assert picture.shape[1] > 2.5 * picture.shape[0]  # three panels side by side
+
+
+def test_a_best_at_the_grid_edge_is_flagged_in_memory():
+    image = NOISY[0].astype(np.float64)
+    with pytest.warns(GridEdgeWarning, match=r"sigma=0\.2 is the highest value tried"):
+        calibration = im.calibrate(image, "gaussian", {"sigma": [0.1, 0.2]}, progress=False)
+    assert calibration.edge_parameters == {"sigma": "highest"}
+    inside = im.calibrate(image, "gaussian", {"sigma": [1.0, 5.0, 20.0]}, progress=False)
+    assert inside.best_params == {"sigma": 5.0} and inside.edge_parameters == {}
+    assert inside.to_dict()["edge"] == {}

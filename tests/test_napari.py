@@ -79,6 +79,15 @@ def test_calibration_chooses_as_image_denoise_does():
     assert run.noise_variance == pytest.approx(0.01, rel=0.3)  # sigma 0.1
     text = run.summary()
     assert calibration.method in text and "noise variance" in text and "mix weight" in text
+    # Issue 27: a best at the grid's edge is said in the widget too.
+    for name, end in calibration.edge_parameters.items():
+        assert f"note: the best {name} is the {end} value of the grid" in text
+    from sc_noise2self.napari._core import CalibrationRun
+
+    with pytest.warns(image.GridEdgeWarning):
+        at_edge = image.calibrate(x, "gaussian", {"sigma": [0.1, 0.2]}, progress=False)
+    summary = CalibrationRun(x, at_edge, {}, 0.01, None, [], 0.0).summary()
+    assert "note: the best sigma is the highest value of the grid" in summary
 
 
 def test_a_stack_is_calibrated_on_its_middle_plane_and_denoised_plane_by_plane():

@@ -13,7 +13,7 @@ OME-Zarr with their axes and scale; :mod:`.blocks` and :mod:`.workflows` denoise
 larger than memory block by block.
 """
 
-from ..results import expand_grid
+from ..results import GridEdgeWarning, expand_grid
 from .blocks import calibrate_sample, denoise_blocks, predict_blocks
 from .classical import METHODS, Method, available_methods, get_method
 from .files import ImageData, read, write
@@ -53,6 +53,7 @@ __all__ = [
     "METHODS",
     "BaselineWarning",
     "DnCNN",
+    "GridEdgeWarning",
     "ImageCalibration",
     "ImageData",
     "Method",

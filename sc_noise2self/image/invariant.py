@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from .._rng import check_random_state
 from .._validation import check_choice
-from ..results import CalibrationResult, json_ready
+from ..results import CalibrationResult, GridEdgeWarning, json_ready
 from .checks import DEFAULT_STRIDE, check_flag, prepare_image
 from .classical import METHODS
 from .masking import INTERPOLATIONS, Mask, grid_masks, masked_phases, replacement_values
@@ -319,6 +320,35 @@ class ImageCalibration(CalibrationResult):
         baseline = self.baseline_loss
         return None if baseline is None else self.best_loss < baseline
 
+    @property
+    def edge_parameters(self) -> dict[str, str]:
+        """Numeric parameters whose best value is the lowest or highest of the grid's.
+
+        Returns
+        -------
+        Each such parameter's name, mapped to ``"lowest"`` or ``"highest"``; empty when every
+        best value lies inside its grid's range (parameters with one value are left out).
+        """
+        edges = {}
+        for name in varying_parameters(self.grid):
+            values = [p[name] for p in self.grid]
+            if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+                continue
+            best = self.best_params[name]
+            if best in (min(values), max(values)):
+                edges[name] = "lowest" if best == min(values) else "highest"
+        return edges
+
+    def warn_if_at_edge(self) -> None:
+        """Warn (:class:`GridEdgeWarning`) when a best value is at its grid's end."""
+        edges = self.edge_parameters
+        if edges:
+            where = "; ".join(f"{name}={self.best_params[name]!r} is the {end} value tried"
+                              for name, end in edges.items())
+            warnings.warn(f"{self.method!r}: {where}. The loss may fall further beyond it: "
+                          "a grid that reaches past that end (param_grid=) may do better.",
+                          GridEdgeWarning, stacklevel=3)
+
     def denoise(self, image, mix: bool = True, fallback: bool = True) -> np.ndarray:
         """Denoise with the best parameters, J-invariantly, then mix with the input.
 
@@ -433,7 +463,8 @@ class ImageCalibration(CalibrationResult):
         <sc_noise2self.calibration.CalibrationResult.to_dict>` (``params`` holding the
         settings and ``param``, ``grid``, ``loss``, ``loss_std``, ``loss_per_split``,
         ``best``) plus ``method``, ``noise_variance``, ``noise_variance_estimated``,
-        ``mix_weight``, ``invariant`` and ``candidates``. :meth:`from_dict` rebuilds the
+        ``mix_weight``, ``invariant``, ``candidates`` and ``edge`` (:attr:`edge_parameters`).
+        :meth:`from_dict` rebuilds the
         calibration from it.
         """
         record = {
@@ -449,6 +480,7 @@ class ImageCalibration(CalibrationResult):
             "invariant": self.invariant,
             "params": {**self.settings, "param": self.param},
             "candidates": dict(self.candidates),
+            "edge": self.edge_parameters,
         }
         return json_ready(record) if json_safe else record
 

@@ -158,6 +158,7 @@ def calibrate(
         warn_lost(f"{name!r} with its best parameters {calibration.best_params}",
                   calibration.best_loss, baseline, "Its .denoise() returns the neighbour mean "
                   "instead (fallback=True); try another method or a wider grid.")
+    calibration.warn_if_at_edge()
     return calibration
 
 

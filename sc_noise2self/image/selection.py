@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from .._validation import check_choice
+from ..results import GridEdgeWarning
 from .checks import DEFAULT_STRIDE, check_flag, check_noise_variance, prepare_image
 from .classical import METHODS, available_methods, get_method
 from .invariant import ImageCalibration
@@ -156,6 +157,7 @@ def each_calibrated(floats: np.ndarray, names: list[str], param_grid: dict | Non
     for name in names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BaselineWarning)
+            warnings.simplefilter("ignore", GridEdgeWarning)  # said of the chosen one only
             calibration = calibrate(floats, name, param_grid, noise_variance=noise_variance,
                                     channel_axis=channel_axis, **options)
         yield calibration
@@ -170,6 +172,7 @@ def best_of(calibrations: list[ImageCalibration], estimated: bool) -> ImageCalib
     best = min(calibrations, key=lambda c: c.best_loss)
     best.candidates = {c.method: c.best_loss for c in calibrations}
     best.noise_variance_estimated = estimated
+    best.warn_if_at_edge()
     return best
 
 

@@ -211,6 +211,8 @@ class CalibrationRun:
             f"noise variance (estimated): {self.noise_variance:.4g}",
             f"mix weight: {c.mix_weight:.3f}; expected MSE: {c.expected_error():.4g}",
         ]
+        lines += [f"note: the best {name} is the {end} value of the grid"
+                  for name, end in c.edge_parameters.items()]
         if self.calibrated_on is not None:
             lines.append(f"calibrated on plane {self.calibrated_on}; applied to every plane")
         lines += [f"warning: {message}" for message in self.warnings]
