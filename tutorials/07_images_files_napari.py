@@ -137,6 +137,34 @@ cnn = files.read(work / "bpae_unet.tif")
 print("CNN, 20 s:", [f"{psnr(truth[c], cnn.data[c] / 255):.2f} dB" for c in range(3)])
 
 # %% [markdown]
+# ## Sharing the network: a bioimage.io package
+#
+# `image export` writes the saved network as a [bioimage.io](https://bioimage.io) model
+# package (a `.zip`, spec 0.5) that Fiji/deepImageJ, ilastik and BiaPy run without this
+# package, and that can go on the model zoo: the weights (as a PyTorch state dict with the
+# network's source, and as TorchScript), the normalisation as pre- and post-processing in
+# the file's own units, a test input cut from the file with the network's output on it, a
+# cover, and the citations. `bioimageio.core` (the `[bioimageio]` extra) checks a package by
+# rebuilding the network from it and reproducing the test output; `image.load_model` reads
+# it back, and `image predict --model unet.zip` uses it like the `.pt` file.
+
+# %%
+sc_noise2self("image", "export", work / "unet.pt", "--sample", work / "bpae.ome.tif",
+              "--out", work / "unet.zip", "--author", "A. Microscopist",
+              "--channel-names", "nuclei,actin,mitochondria")
+try:
+    from bioimageio.core import test_model
+
+    print("bioimageio.core's test:", test_model(work / "unet.zip").status)
+except ImportError:
+    print("pip install 'sc_noise2self[bioimageio]' to run bioimageio.core's test")
+exported = n2s.image.load_model(work / "unet.zip")
+saved = n2s.image.load_model(work / "unet.pt")
+window = np.asarray(files.read(work / "bpae.ome.tif").data)[:, :128, :128].astype(np.float32)
+print("the package predicts as the saved model:",
+      np.array_equal(exported.predict(window), saved.predict(window)))
+
+# %% [markdown]
 # ## Larger than memory: block by block
 #
 # Inputs are read lazily and outputs written block by block with a halo: each block is read
@@ -187,7 +215,9 @@ for name in ("napari_calibrate.png", "napari_train.png"):
 # ## What you learned
 #
 # - `sc-noise2self image calibrate | train | predict` denoise TIFF and OME-Zarr files from
-#   the shell, keeping axes, shape and pixel size, and never overwrite without `--overwrite`.
+#   the shell, keeping axes, shape, pixel size and an integer file's dtype, and never
+#   overwrite without `--overwrite`.
+# - `image export` shares a trained network as a bioimage.io package that other tools run.
 # - `--per-channel` calibrates each stain on its own; the report keeps every loss curve.
 # - Files larger than memory are processed block by block, with the same result as in memory.
 # - The napari widgets run the same calibration and training, with progress, cancel and the
