@@ -269,3 +269,19 @@ def test_values_outside_an_integer_range_are_clipped_and_counted():
     with pytest.warns(UserWarning, match=r"2 of 4 denoised values \(50%\) fell outside "
                                          r"uint8's range \[0, 255\]"):
         rounded.warn_if_clipped()
+
+
+def test_a_coupled_method_warns_of_blocks_only_when_the_image_is_cut_into_blocks():
+    # Issue 27: the "blocks approximate" warning appeared for images within one block,
+    # which are denoised whole.
+    import warnings
+
+    noisy = np.random.default_rng(0).random((96, 80)).astype(np.float32)
+    calibration = image.calibrate(noisy, "tv", {"weight": [0.05, 0.1, 0.5]}, progress=False)
+    whole = files.ImageData(noisy, "YX")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*couples every pixel.*")
+        one_block = blocks.denoise_blocks(whole, calibration, block=128)
+    np.testing.assert_allclose(one_block, calibration.denoise(noisy), atol=1e-6)
+    with pytest.warns(UserWarning, match="couples every pixel"):
+        blocks.denoise_blocks(whole, calibration, block=32)

@@ -129,6 +129,12 @@ def make_plan(image: ImageData, spatial: str, block, halo: int, align: int) -> B
                      (round_up(halo),) * len(spatial), align)
 
 
+def _cut_into_blocks(image: ImageData, spatial: str, plan: BlockPlan) -> bool:
+    """Whether some spatial axis is longer than one block (else the image is one block)."""
+    sizes = [image.shape[image.axes.index(a)] for a in spatial.upper()]
+    return any(size > block for size, block in zip(sizes, plan.block, strict=True))
+
+
 def run_blocks(image: ImageData, function: Callable[[np.ndarray], np.ndarray], plan: BlockPlan,
                *, out=None, dtype=np.float32, progress: bool | None = None):
     """Apply ``function`` to every block (with its halo) and write the interiors to ``out``.
@@ -275,13 +281,13 @@ def denoise_blocks(image: ImageData, calibration, *, spatial: str = "YX", block:
     """
     stride = int(calibration.settings["stride"])
     reach = method_reach(calibration.method, calibration.best_params)
-    if reach is None:
+    plan = make_plan(image, spatial, block, (reach or GLOBAL_METHOD_HALO) + 1, stride)
+    if reach is None and _cut_into_blocks(image, spatial, plan):
+        # An image within one block is denoised whole: nothing is approximated then.
         warnings.warn(
             f"{calibration.method!r} couples every pixel of the image, so blocks of "
             f"{block} pixels with a halo of {GLOBAL_METHOD_HALO} approximate its whole-image "
             "output; use a larger block to come closer.", UserWarning, stacklevel=2)
-        reach = GLOBAL_METHOD_HALO
-    plan = make_plan(image, spatial, block, reach + 1, stride)
 
     def one(region: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():  # a flat block (background) is returned as it is
