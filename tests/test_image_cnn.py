@@ -399,6 +399,24 @@ def test_failed_compilation_falls_back_to_eager(monkeypatch):
     assert model.history["step"][-1] == 3
 
 
+def test_torch_jits_own_deprecation_is_not_shown_to_the_user(monkeypatch):
+    # Issue 27: compiling imports torch.jit, which warned of its own deprecation on every
+    # compiled run. Here a stand-in compile warns as torch 2.13's does.
+    import warnings
+
+    def warning_compile(net):
+        warnings.warn("`torch.jit.script_method` is deprecated. Please switch to "
+                      "`torch.compile` or `torch.export`.", DeprecationWarning, stacklevel=2)
+        return net
+
+    monkeypatch.setattr(torch, "compile", warning_compile)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(smooth_noisy(), "dncnn", steps=2, compile=True, model_kwargs=TINY_DNCNN,
+              **FAST)  # fmt: skip
+    assert not [w for w in caught if "torch.jit" in str(w.message)]
+
+
 def test_early_stopping_on_a_plateau():
     # lr = 0 freezes the weights, so the validation loss cannot keep improving.
     model = train(smooth_noisy(), "dncnn", steps=500, lr=0.0, patience=2, compile=False,

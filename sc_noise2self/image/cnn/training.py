@@ -90,13 +90,27 @@ def _should_compile(device: torch.device, steps: int | None, max_time: float | N
     return enough_steps and enough_time
 
 
+@contextlib.contextmanager
+def _without_jit_deprecation():
+    """Silence torch.jit's warning of its own deprecation while compiling.
+
+    ``torch.compile`` imports torch.jit, which warns: torch's business, not the user's
+    (issue 27: it was printed during every compiled run).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated",
+                                category=DeprecationWarning)
+        yield
+
+
 class _Trainer:
     """One training run: the loop, validation, early stopping and the best checkpoint."""
 
     def __init__(self, net, config: TrainConfig, masker: Masker, device, amp_dtype, compile_):
         self.net, self.config, self.masker, self.device = net, config, masker, device
         self.amp_dtype = amp_dtype
-        self.forward = torch.compile(net) if compile_ else net
+        with _without_jit_deprecation():
+            self.forward = torch.compile(net) if compile_ else net
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
         # fp16 needs loss scaling against underflow; bf16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -132,7 +146,8 @@ class _Trainer:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         try:
-            return padded_forward(self.forward, x)
+            with _without_jit_deprecation():
+                return padded_forward(self.forward, x)
         except Exception as error:  # compilation runs, and fails, at the first call
             if self.forward is self.net:
                 raise
