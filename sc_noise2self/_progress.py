@@ -25,6 +25,11 @@ def _verbose_enough() -> bool:
 def _interactive() -> bool:
     if "ipykernel" in sys.modules:  # a Jupyter notebook: tqdm.auto draws a widget
         return True
+    return shows_progress_on_a_terminal()
+
+
+def shows_progress_on_a_terminal() -> bool:
+    """Whether stderr is a terminal: where a command-line tool draws its bars."""
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 

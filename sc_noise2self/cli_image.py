@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from ._progress import shows_progress_on_a_terminal
 from .image import workflows
 from .image.files import kind_of
 from .io import atomic_path, check_output, write_figure
@@ -116,6 +117,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "clipped to its range with a warning), or float32")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the outputs if they exist, even the input")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (shown when stderr is a terminal)")
+
+
+def _progress(args) -> bool:
+    """Bars on a terminal, as command-line tools show them, unless ``--no-progress``."""
+    return not args.no_progress and shows_progress_on_a_terminal()
 
 
 def _checked_outputs(args, **extra) -> list[Path | None]:
@@ -156,7 +164,8 @@ def run_calibrate(args) -> int:
     result = workflows.calibrate_file(
         args.input, args.out, method=args.method, axes=args.axes, spatial=args.spatial,
         per_channel=args.per_channel, sample=args.sample, block=args.block,
-        mix=not args.no_mix, dtype=args.dtype, overwrite=args.overwrite)
+        mix=not args.no_mix, dtype=args.dtype, overwrite=args.overwrite,
+        progress=_progress(args))
     calibrations = result if isinstance(result, list) else [result]
     for index, calibration in enumerate(calibrations):
         where = f"channel {index}: " if len(calibrations) > 1 else ""
@@ -192,7 +201,8 @@ def run_train(args) -> int:
                                  spatial=args.spatial, crop=args.crop, frames=args.frames,
                                  per_channel=args.per_channel, save_model=args.save_model,
                                  overwrite=args.overwrite, device=args.device,
-                                 random_state=args.random_state, **budget)
+                                 random_state=args.random_state, progress=_progress(args),
+                                 **budget)
     models = model if isinstance(model, list) else [model]
     for index, one in enumerate(models):
         where = f"channel {index}: " if len(models) > 1 else ""
@@ -204,7 +214,8 @@ def run_train(args) -> int:
                  else [args.save_model])
         print("wrote " + ", ".join(map(str, saved)))
     workflows.predict_file(args.input, model, args.out, axes=args.axes, block=args.block,
-                           dtype=args.dtype, overwrite=args.overwrite)
+                           dtype=args.dtype, overwrite=args.overwrite,
+                           progress=_progress(args))
     print(f"wrote {args.out}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0
@@ -217,7 +228,8 @@ def run_predict(args) -> int:
     models = args.model if len(args.model) > 1 else args.model[0]
     workflows.predict_file(args.input, models, args.out, axes=args.axes, block=args.block,
                            augment=args.augment, fallback=not args.no_fallback,
-                           dtype=args.dtype, overwrite=args.overwrite)
+                           dtype=args.dtype, overwrite=args.overwrite,
+                           progress=_progress(args))
     print(f"wrote {args.out}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0

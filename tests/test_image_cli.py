@@ -200,3 +200,16 @@ def test_a_best_at_the_grid_edge_is_flagged_in_memory():
     inside = im.calibrate(image, "gaussian", {"sigma": [1.0, 5.0, 20.0]}, progress=False)
     assert inside.best_params == {"sigma": 5.0} and inside.edge_parameters == {}
     assert inside.to_dict()["edge"] == {}
+
+
+def test_the_cli_shows_progress_on_a_terminal_unless_told_not_to(source, tmp_path, capsys,
+                                                                 monkeypatch):
+    # Issue 27: long runs printed nothing until the end.
+    from sc_noise2self import cli_image
+
+    monkeypatch.setattr(cli_image, "shows_progress_on_a_terminal", lambda: True)
+    arguments = ["image", "calibrate", str(source), "--method", "gaussian", "--sample", "64"]
+    assert cli.main([*arguments, "--out", str(tmp_path / "a.zarr")]) == 0
+    assert "%|" in capsys.readouterr().err  # a tqdm bar
+    assert cli.main([*arguments, "--out", str(tmp_path / "b.zarr"), "--no-progress"]) == 0
+    assert "%|" not in capsys.readouterr().err

@@ -90,7 +90,7 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
     spatial = spatial_axes_of(image, spatial)
     views = _channel_views(image, per_channel)
     calibrations = [calibrate_sample(view, spatial=spatial, size=sample, method=method,
-                                     **options) for view in views]
+                                     progress=progress, **options) for view in views]
 
     def fill(out) -> None:
         for c, (view, calibration) in enumerate(zip(views, calibrations, strict=True)):
