@@ -285,3 +285,33 @@ def test_a_coupled_method_warns_of_blocks_only_when_the_image_is_cut_into_blocks
     np.testing.assert_allclose(one_block, calibration.denoise(noisy), atol=1e-6)
     with pytest.warns(UserWarning, match="couples every pixel"):
         blocks.denoise_blocks(whole, calibration, block=32)
+
+
+@pytest.mark.parametrize(("name", "axes"), [("a.ome.tif", "CYX"), ("a.tif", "YXC"),
+                                           ("a.zarr", "CYX")])
+def test_channel_names_and_units_make_the_round_trip(tmp_path, name, axes):
+    # Issue 27: channel names and units were dropped.
+    pixels = (np.random.default_rng(0).random((3, 40, 48)) * 200).astype(np.uint8)
+    original = files.ImageData(pixels, "CYX", (1.0, 0.2, 0.1),
+                               {"Y": "micrometer", "X": "micrometer"}, ("dapi", "actin", "mito"))
+    back = files.read(files.write(tmp_path / name, original.in_order(axes)))
+    assert back.axes == axes and back.channel_names == ("dapi", "actin", "mito")
+    assert back.units == {"Y": "micrometer", "X": "micrometer"}
+    assert dict(zip(back.axes, back.scale, strict=True)) == {"C": 1.0, "Y": 0.2, "X": 0.1}
+
+
+@pytest.mark.parametrize("suffix", [".ome.tif", ".zarr"])
+def test_a_denoised_file_keeps_the_channel_names_and_units(tmp_path, suffix):
+    pixels = (np.random.default_rng(1).random((2, 48, 40)) * 3000).astype(np.uint16)
+    source = files.write(tmp_path / "in.ome.tif", files.ImageData(
+        pixels, "CYX", (1.0, 0.3, 0.3), {"Y": "micrometer", "X": "micrometer"}, ("a", "b")))
+    workflows.calibrate_file(source, tmp_path / f"out{suffix}", method="gaussian", sample=32,
+                             progress=False)
+    out = files.read(tmp_path / f"out{suffix}")
+    assert out.channel_names == ("a", "b") and out.units["X"] == "micrometer"
+    assert out.dtype == np.uint16
+
+
+def test_channel_names_must_name_every_channel():
+    with pytest.raises(ValueError, match="must name each of the 3 channels"):
+        files.ImageData(np.zeros((3, 4, 4)), "CYX", channel_names=("a", "b"))

@@ -104,6 +104,22 @@ def test_a_stack_is_calibrated_on_its_middle_plane_and_denoised_plane_by_plane()
         run_calibration(stack[0], layout)
 
 
+def test_the_reader_gives_layers_their_scale_units_and_channel_names(tmp_path):
+    # Issue 27: napari opened our OME-TIFF at unit scale: the plugin had no reader.
+    from sc_noise2self.napari._reader import get_reader
+
+    pixels = (np.random.default_rng(0).random((2, 5, 32, 40)) * 200).astype(np.uint8)
+    written = image.write(tmp_path / "cells.ome.tif", image.ImageData(
+        pixels, "CZYX", (1.0, 0.5, 0.2, 0.1), {"Z": "micrometer", "Y": "micrometer",
+                                              "X": "micrometer"}, ("dapi", "actin")))
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    [(data, kwargs, kind)] = get_reader(str(written))(str(written))
+    assert kind == "image" and data.shape == pixels.shape
+    assert kwargs["channel_axis"] == 0 and kwargs["name"] == ["dapi", "actin"]
+    assert kwargs["scale"] == [0.5, 0.2, 0.1] and kwargs["units"] == ["micrometer"] * 3
+    np.testing.assert_array_equal(np.asarray(data), pixels)
+
+
 def test_integer_layers_stay_in_their_units():
     x = (noisy_crop().clip(0, 1) * 1000).astype(np.uint16)
     run = run_calibration(x, layouts_for(x.shape)[0], "gaussian")
@@ -393,3 +409,12 @@ def test_screenshot_of_the_docked_widgets(viewer, bot, tmp_path):
     # A blank or black window has a handful of colours; images, text and plots have many.
     assert len(np.unique(pixels[:: max(1, len(pixels) // 200_000)], axis=0)) > 500
     assert pixels.std() > 20
+
+
+def test_napari_opens_our_files_with_the_plugin_at_their_scale(viewer, tmp_path):
+    written = image.write(tmp_path / "cells.ome.tif", image.ImageData(
+        np.zeros((2, 32, 40), np.uint8), "CYX", (1.0, 0.2, 0.1), {}, ("dapi", "actin")))
+    layers = viewer.open(str(written), plugin="sc-noise2self")
+    assert [layer.name for layer in layers] == ["dapi", "actin"]
+    for layer in layers:
+        np.testing.assert_allclose(layer.scale, (0.2, 0.1))

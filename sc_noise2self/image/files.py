@@ -50,16 +50,24 @@ class ImageData:
         along the channel axis.
     units
         Physical units by axis letter, where the file gives them.
+    channel_names
+        One name per channel (the stains), where the file gives them; empty otherwise.
     """
 
     data: Any
     axes: str
     scale: tuple[float, ...] = ()
     units: dict = field(default_factory=dict)
+    channel_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.axes = check_axes(self.axes, np.ndim(self.data))
         self.scale = check_scale(self.scale, self.axes)
+        self.channel_names = tuple(str(n) for n in self.channel_names or ())
+        channels = self.shape[self.axes.index("C")] if "C" in self.axes else 0
+        if self.channel_names and len(self.channel_names) != channels:
+            raise ValueError(f"channel_names={self.channel_names!r} must name each of the "
+                             f"{channels} channels of axes {self.axes!r}, or be empty.")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -86,7 +94,7 @@ class ImageData:
         if tuple(data.shape) != self.shape:
             raise ValueError(f"New pixels of shape {tuple(data.shape)} do not fit axes "
                              f"{self.axes!r} of shape {self.shape}.")
-        return ImageData(data, self.axes, self.scale, dict(self.units))
+        return ImageData(data, self.axes, self.scale, dict(self.units), self.channel_names)
 
     def canonical(self) -> ImageData:
         """The axes in OME-Zarr's order (``"TCZYX"``), transposing lazily if needed."""
@@ -101,7 +109,8 @@ class ImageData:
         if order == list(range(len(self.axes))):
             return self
         return ImageData(self.data.transpose(order), "".join(self.axes[i] for i in order),
-                         tuple(self.scale[i] for i in order), dict(self.units))
+                         tuple(self.scale[i] for i in order), dict(self.units),
+                         self.channel_names)
 
 
 def check_axes(axes: str, ndim: int) -> str:
@@ -185,6 +194,7 @@ def _read_tiff(path: Path, lazy: bool) -> ImageData:
         series = tif.series[0]
         letters = _tiff_axes(series.axes)
         scale = _tiff_scale(tif, letters)
+        units, names = _tiff_units_and_channels(tif)
         if not lazy:
             data = series.asarray()
     if lazy:
@@ -193,7 +203,27 @@ def _read_tiff(path: Path, lazy: bool) -> ImageData:
 
         store = tifffile.imread(path, aszarr=True)
         data = da.from_zarr(zarr.open(store, mode="r"))
-    return ImageData(data, letters, scale)
+    channels = data.shape[letters.index("C")] if "C" in letters else 0
+    return ImageData(data, letters, scale, units, names if len(names) == channels else ())
+
+
+def _tiff_units_and_channels(tif) -> tuple[dict, tuple[str, ...]]:
+    """Units by axis letter and channel names, from OME or from our shaped metadata."""
+    if tif.is_ome:
+        import tifffile
+
+        image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        units = {a: pixels[f"{key}Unit"] for a, key in _OME_SIZES.items()
+                 if f"{key}Unit" in pixels and a in _SPATIAL}
+        channels = pixels.get("Channel", [])
+        channels = channels if isinstance(channels, list) else [channels]
+        names = tuple(str(c["Name"]) for c in channels if isinstance(c, dict) and "Name" in c)
+        return units, names if len(names) == len(channels) else ()
+    if tif.is_shaped and tif.shaped_metadata:
+        meta = tif.shaped_metadata[0]
+        return dict(meta.get("units", {})), tuple(meta.get("channel_names", ()))
+    return {}, ()
 
 
 def _tiff_axes(letters: str) -> str:
@@ -251,7 +281,10 @@ def _read_zarr(path: Path, lazy: bool) -> ImageData:
             scale = tuple(transform["scale"])
     units = {a["name"].upper(): a["unit"] for a in node.metadata.get("axes", [])
              if isinstance(a, dict) and "unit" in a}
-    return ImageData(data if lazy else np.asarray(data.compute()), axes, scale, units)
+    names = tuple(node.metadata.get("channel_names") or ())
+    channels = data.shape[axes.index("C")] if "C" in axes else 0
+    return ImageData(data if lazy else np.asarray(data.compute()), axes, scale, units,
+                     names if len(names) == channels else ())
 
 
 def _default_axes(ndim: int) -> str:
@@ -302,8 +335,16 @@ def _write_tiff(path: Path, image: ImageData, overwrite: bool) -> Path:
     # restores. Interleaved colour stays RGB(A) pixels, as viewers expect.
     ome = image.canonical() is image
     rgb = not ome and image.axes.endswith("YXC") and image.shape[-1] in (3, 4)
+    metadata: dict[str, Any] = {"axes": image.axes, **sizes}
+    units = {letter: image.units[letter] for letter in _SPATIAL if letter in image.units}
+    if ome:  # OME's own fields, which Fiji, napari and QuPath read
+        metadata.update({f"{_OME_SIZES[a]}Unit": unit for a, unit in units.items()})
+        if image.channel_names:
+            metadata["Channel"] = {"Name": list(image.channel_names)}
+    else:  # tifffile's JSON, which read() restores
+        metadata.update({"units": units, "channel_names": list(image.channel_names)})
     options = {"ome": ome, "photometric": "rgb" if rgb else "minisblack",
-               "metadata": {"axes": image.axes, **sizes}}
+               "metadata": metadata}
     data = image.data
     with atomic_path(path, overwrite=overwrite) as temporary:
         if hasattr(data, "dask"):  # one page in memory at a time
@@ -330,8 +371,30 @@ def _write_zarr(path: Path, image: ImageData, overwrite: bool, chunks) -> Path:
         storage = {"chunks": chunks} if chunks is not None else None
         write_image(image.data, group, axes=image.axes.lower(), scale=scales,
                     scale_factors=(), storage_options=storage,
-                    axes_units={k.lower(): v for k, v in image.units.items()} or None)
+                    axes_units={k.lower(): v for k, v in image.units.items()} or None,
+                    **omero_of(image))
     return path
+
+
+#: Channel colours of the ``omero`` block, in order (one channel: grey).
+_COLOURS = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00")
+
+
+def omero_of(image: ImageData) -> dict:
+    """OME-Zarr's ``omero`` block naming the channels (viewers label them), or nothing.
+
+    The display window is the dtype's range for integers and [0, 1] for floats (the image
+    package's units), so that nothing is computed from a lazy image to write it.
+    """
+    if not image.channel_names:
+        return {}
+    low, high = ((float(np.iinfo(image.dtype).min), float(np.iinfo(image.dtype).max))
+                 if image.dtype.kind in "ui" else (0.0, 1.0))
+    window = {"start": low, "end": high, "min": low, "max": high}
+    colours = ("FFFFFF",) if len(image.channel_names) == 1 else _COLOURS
+    return {"omero": {"channels": [
+        {"label": name, "active": True, "color": colours[i % len(colours)], "window": window}
+        for i, name in enumerate(image.channel_names)]}}
 
 
 def create_zarr(folder: Path, like: ImageData, *, dtype=np.float32, chunks=None):
@@ -356,7 +419,8 @@ def create_zarr(folder: Path, like: ImageData, *, dtype=np.float32, chunks=None)
         group, [{"path": "0", "coordinateTransformations": [
             {"type": "scale", "scale": list(like.scale)}]}],
         axes=like.axes.lower(),
-        axes_units={k.lower(): v for k, v in like.units.items()} or None)
+        axes_units={k.lower(): v for k, v in like.units.items()} or None,
+        metadata=omero_of(like))  # this writer takes the omero block one level down
     return array
 
 

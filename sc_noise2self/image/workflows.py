@@ -285,7 +285,8 @@ def export_model(model, sample, output, *, authors, axes: str | None = None,
                  for axis, size in zip(image.axes, image.shape, strict=True))
     kept = [i for i, axis in enumerate(image.axes) if axis != "T"]
     crop_image = ImageData(np.asarray(image.data[crop]), "".join(image.axes[i] for i in kept),
-                           tuple(image.scale[i] for i in kept), dict(image.units))
+                           tuple(image.scale[i] for i in kept), dict(image.units),
+                           image.channel_names)
     return model.export_bioimageio(output, sample=_in_model_layout(crop_image, model),
                                    authors=authors, overwrite=overwrite, **options)
 

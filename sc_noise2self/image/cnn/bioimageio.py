@@ -83,7 +83,8 @@ def export_bioimageio(model: Any, path: str | Path, *, sample, authors: Sequence
     unit
         Unit of ``pixel_size``.
     channel_names
-        One name per channel; default ``channel0``, ... .
+        One name per channel; default the sample's (an ImageData read from a file that
+        names them), else ``channel0``, ... .
     overwrite
         Replace an existing file.
 
@@ -93,6 +94,8 @@ def export_bioimageio(model: Any, path: str | Path, *, sample, authors: Sequence
     """
     path = _check_target(path, overwrite)
     authors = _check_authors(authors)
+    if channel_names is None and isinstance(sample, ImageData) and sample.channel_names:
+        channel_names = sample.channel_names  # the file's stains
     pixels, pixel_size, unit = _sample_pixels(sample, pixel_size, unit)
     floats = model._check_image(pixels)  # the model's own checks of its input
     spec = _require_spec()
