@@ -315,3 +315,31 @@ def test_a_denoised_file_keeps_the_channel_names_and_units(tmp_path, suffix):
 def test_channel_names_must_name_every_channel():
     with pytest.raises(ValueError, match="must name each of the 3 channels"):
         files.ImageData(np.zeros((3, 4, 4)), "CYX", channel_names=("a", "b"))
+
+
+def test_large_ome_zarr_outputs_carry_a_multiscale_pyramid(tmp_path):
+    # Issue 27: OME-Zarr outputs had one level, so viewers loaded the full resolution.
+    import json
+
+    import zarr
+
+    pixels = (np.random.default_rng(0).random((1100, 1030)) * 200).astype(np.uint8)
+    files.write(tmp_path / "big.zarr", pixels, axes="YX", scale=(0.1, 0.1))
+    datasets = json.loads((tmp_path / "big.zarr" / "zarr.json").read_text())[
+        "attributes"]["ome"]["multiscales"][0]["datasets"]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in datasets]
+    assert [d["path"] for d in datasets] == ["0", "1", "2"]
+    assert scales == [[0.1, 0.1], [0.2, 0.2], [0.4, 0.4]]
+    group = zarr.open_group(str(tmp_path / "big.zarr"), mode="r")
+    halved = np.rint(pixels.reshape(550, 2, 515, 2).mean(axis=(1, 3))).astype(np.uint8)
+    np.testing.assert_array_equal(group["1"][:], halved)
+    assert [level.shape for level in files.pyramid(tmp_path / "big.zarr")] == [
+        (1100, 1030), (550, 515), (275, 257)]
+    np.testing.assert_array_equal(files.read(tmp_path / "big.zarr").data, pixels)  # level 0
+    # The block-by-block outputs get one too, in their stored dtype.
+    files.write(tmp_path / "big.tif", pixels, axes="YX", scale=(0.1, 0.1))
+    workflows.calibrate_file(tmp_path / "big.tif", tmp_path / "out.zarr", method="gaussian",
+                             sample=64, progress=False)
+    assert [level.dtype for level in files.pyramid(tmp_path / "out.zarr")] == [np.uint8] * 3
+    small = files.write(tmp_path / "small.zarr", pixels[:300, :300], axes="YX")
+    assert len(files.pyramid(small)) == 1

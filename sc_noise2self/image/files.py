@@ -84,6 +84,10 @@ class ImageData:
         """Position of the channel axis, or None."""
         return self.axes.index("C") if "C" in self.axes else None
 
+    def ndim_index(self, letter: str) -> int:
+        """Position of the axis named ``letter``."""
+        return self.axes.index(letter)
+
     @property
     def spatial_axes(self) -> tuple[int, ...]:
         """Positions of the Z, Y and X axes present."""
@@ -287,6 +291,18 @@ def _read_zarr(path: Path, lazy: bool) -> ImageData:
                      names if len(names) == channels else ())
 
 
+def pyramid(path: str | os.PathLike) -> list:
+    """Every level of an OME-Zarr image (lazy, finest first), for viewers; one for a TIFF."""
+    if kind_of(path) != "zarr":
+        return [read(path, lazy=True).data]
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    location = parse_url(str(path))
+    nodes = list(Reader(location)()) if location is not None else []
+    return list(nodes[0].data) if nodes and nodes[0].data else [read(path, lazy=True).data]
+
+
 def _default_axes(ndim: int) -> str:
     return AXES[-ndim:]
 
@@ -362,18 +378,75 @@ def _pages(data, page_ndim: int):
 
 
 def _write_zarr(path: Path, image: ImageData, overwrite: bool, chunks) -> Path:
-    import zarr
-    from ome_zarr.writer import write_image
-
-    scales = {a.lower(): s for a, s in zip(image.axes, image.scale, strict=True)}
     with atomic_folder(path, overwrite=overwrite) as temporary:
-        group = zarr.open_group(str(temporary), mode="w")
-        storage = {"chunks": chunks} if chunks is not None else None
-        write_image(image.data, group, axes=image.axes.lower(), scale=scales,
-                    scale_factors=(), storage_options=storage,
-                    axes_units={k.lower(): v for k, v in image.units.items()} or None,
-                    **omero_of(image))
+        array = create_zarr(temporary, image, dtype=image.dtype, chunks=chunks or
+                            _dask_chunks(image.data))
+        import dask.array as da
+
+        da.to_zarr(da.asarray(image.data).rechunk(array.chunks), array)
+        add_pyramid(temporary, image)
     return path
+
+
+def _dask_chunks(data):
+    """A dask array's first chunk shape (its chunks, kept in the store), or None."""
+    return tuple(c[0] for c in data.chunks) if hasattr(data, "dask") else None
+
+
+#: Levels are added while both Y and X of the last one exceed this (tiles viewers fetch).
+PYRAMID_MIN_SIZE = 512
+
+
+def pyramid_levels(shape_yx: tuple[int, int]) -> int:
+    """Levels below level 0 for an image of Y x X: halve while both exceed 512 pixels."""
+    levels, (y, x) = 0, shape_yx
+    while y > PYRAMID_MIN_SIZE and x > PYRAMID_MIN_SIZE:
+        y, x, levels = y // 2, x // 2, levels + 1
+    return levels
+
+
+def add_pyramid(folder: Path, like: ImageData) -> None:
+    """Add the multiscale pyramid of an OME-Zarr image whose level 0 is written.
+
+    Each level halves Y and X (2 x 2 means, rounded for integers, in level 0's dtype), as
+    viewers such as napari and OME-Zarr's own tools expect for large images; the metadata
+    lists every level with its scale. ``like`` gives the axes, scale, units and channels.
+    Small images keep one level.
+    """
+    import dask.array as da
+    import zarr
+    from ome_zarr.writer import write_multiscales_metadata
+
+    n_levels = pyramid_levels(like.shape[-2:])
+    if n_levels == 0:
+        return
+    group = zarr.open_group(str(folder), mode="r+")
+    level = da.from_zarr(group["0"])
+    dtype = np.dtype(level.dtype)  # what was stored, which may not be the input's
+    scale = list(like.scale)
+    datasets = [_dataset("0", scale)]
+    halve = {like.ndim_index(a): 2 for a in "YX"}
+    for k in range(1, n_levels + 1):
+        level = da.coarsen(np.mean, level.astype(np.float64), halve, trim_excess=True)
+        if dtype.kind in "ui":
+            level = da.rint(level)
+        level = level.astype(dtype)
+        target = group.create_array(str(k), shape=level.shape, dtype=level.dtype,
+                                    chunks=tuple(min(c, s) for c, s in
+                                                 zip(group["0"].chunks, level.shape,
+                                                     strict=True)), fill_value=0)
+        da.to_zarr(level.rechunk(target.chunks), target)
+        level = da.from_zarr(target)
+        scale = [s * halve.get(i, 1) for i, s in enumerate(scale)]
+        datasets.append(_dataset(str(k), scale))
+    write_multiscales_metadata(
+        group, datasets, axes=like.axes.lower(),
+        axes_units={key.lower(): v for key, v in like.units.items()} or None,
+        metadata=omero_of(like))
+
+
+def _dataset(path: str, scale: list[float]) -> dict:
+    return {"path": path, "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}
 
 
 #: Channel colours of the ``omero`` block, in order (one channel: grey).
@@ -416,8 +489,7 @@ def create_zarr(folder: Path, like: ImageData, *, dtype=np.float32, chunks=None)
     array = group.create_array("0", shape=like.shape, dtype=dtype, chunks=tuple(chunks),
                                fill_value=0)
     write_multiscales_metadata(
-        group, [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": list(like.scale)}]}],
+        group, [_dataset("0", list(like.scale))],
         axes=like.axes.lower(),
         axes_units={k.lower(): v for k, v in like.units.items()} or None,
         metadata=omero_of(like))  # this writer takes the omero block one level down

@@ -22,7 +22,7 @@ from .._validation import check_choice, check_whole
 from ..io import atomic_folder, check_output, claimed
 from .blocks import calibrate_sample, denoise_blocks, predict_blocks
 from .checks import check_pixel_dtype
-from .files import ImageData, create_zarr, kind_of, read, write
+from .files import ImageData, add_pyramid, create_zarr, kind_of, read, write
 
 __all__ = ["calibrate_file", "channel_model_paths", "check_target", "predict_file",
            "spatial_axes_of", "train_file"]
@@ -375,6 +375,7 @@ def _write_by_blocks(output, image: ImageData, fill, overwrite: bool, layout: st
     if kind_of(output) == "zarr":
         with atomic_folder(output, overwrite=overwrite) as folder:
             filled(create_zarr(folder, image, dtype=stored))
+            add_pyramid(folder, image)
         return output
     # TIFF: blocks go to a scratch zarr store first, then to the TIFF one plane at a time;
     # the claim covers both, so a second writer cannot start beside the scratch.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..image.files import is_image_path, read
+from ..image.files import is_image_path, pyramid, read
 
 
 def get_reader(path: str | list[str]) -> Callable | None:
@@ -51,4 +51,8 @@ def read_layers(path: str | list[str]) -> list[tuple]:
                           else [f"{name} c{c}" for c in range(channels)])
     else:
         kwargs["name"] = name
+    levels = pyramid(path)  # an OME-Zarr pyramid lets napari fetch only what it shows
+    if len(levels) > 1:
+        kwargs["multiscale"] = True
+        return [(levels, kwargs, "image")]
     return [(image.data, kwargs, "image")]
