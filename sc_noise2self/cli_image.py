@@ -213,12 +213,7 @@ def run_train(args) -> int:
         saved = (workflows.channel_model_paths(args.save_model, len(models)) if len(models) > 1
                  else [args.save_model])
         print("wrote " + ", ".join(map(str, saved)))
-    workflows.predict_file(args.input, model, args.out, axes=args.axes, block=args.block,
-                           dtype=args.dtype, overwrite=args.overwrite,
-                           progress=_progress(args))
-    print(f"wrote {args.out}")
-    print(f"time: {time.perf_counter() - start:.1f} s")
-    return 0
+    return _predict(args, model, start)
 
 
 def run_predict(args) -> int:
@@ -226,10 +221,14 @@ def run_predict(args) -> int:
     _checked_outputs(args)
     start = time.perf_counter()
     models = args.model if len(args.model) > 1 else args.model[0]
+    return _predict(args, models, start, augment=args.augment, fallback=not args.no_fallback)
+
+
+def _predict(args, models, start: float, **options) -> int:
+    """Predict IN into OUT with the model(s), then say what was written and how long it took."""
     workflows.predict_file(args.input, models, args.out, axes=args.axes, block=args.block,
-                           augment=args.augment, fallback=not args.no_fallback,
                            dtype=args.dtype, overwrite=args.overwrite,
-                           progress=_progress(args))
+                           progress=_progress(args), **options)
     print(f"wrote {args.out}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0
