@@ -430,7 +430,8 @@ def test_early_stopping_on_a_plateau():
 def test_saved_files_record_every_architecture_option(tmp_path):
     image = smooth_noisy((24, 24))
     model = train(image, "unet", steps=1, model_kwargs={"channels": (4, 8)}, **FAST)
-    assert model.config.model_kwargs == {"channels": [4, 8], "residual": False, "norm": "batch"}
+    assert model.config.model_kwargs == {"channels": [4, 8], "residual": False, "norm": "batch",
+                                         "blur_pool": False, "top_skip": True}
     dncnn = train(image, "dncnn", steps=1, model_kwargs={"depth": 3}, **FAST)
     assert dncnn.config.model_kwargs == {"depth": 3, "features": 64, "residual": False}
     with pytest.raises(TypeError, match=r"Unknown model_kwargs \['width'\].*'channels'"):
@@ -441,7 +442,8 @@ def test_saved_files_record_every_architecture_option(tmp_path):
     given = {"channels": np.array([4, 8]), "residual": np.bool_(False)}
     path = train(image, "unet", steps=1, model_kwargs=given, **FAST).save(tmp_path / "m.pt")
     stored = torch.load(path, weights_only=True)["config"]["model_kwargs"]
-    assert stored == {"channels": [4, 8], "residual": False, "norm": "batch"}
+    assert stored == {"channels": [4, 8], "residual": False, "norm": "batch",
+                      "blur_pool": False, "top_skip": True}
     assert type(stored["channels"][0]) is int
 
 
@@ -459,7 +461,8 @@ def test_format_1_files_rebuild_the_unet_widths_of_their_time(tmp_path):
     again = torch.load(loaded.save(tmp_path / "again.pt"), weights_only=True)
     assert again["format_version"] == 2
     assert again["config"]["model_kwargs"] == {"channels": [32, 64, 128, 256],
-                                               "residual": False, "norm": "batch"}
+                                               "residual": False, "norm": "batch",
+                                               "blur_pool": False, "top_skip": True}
     payload["format_version"] = 7
     torch.save(payload, tmp_path / "future.pt")
     with pytest.raises(ValueError, match="not a Noise2SelfModel file"):

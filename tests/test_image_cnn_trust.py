@@ -125,12 +125,11 @@ def test_under_a_time_budget_validation_scores_the_phases_that_fit(monkeypatch):
             yield item
 
     monkeypatch.setattr(training.Masker, "every_phase", slow_phases)
-    began = time.perf_counter()
     model = train(smooth_noisy(), "dncnn", steps=10**6, max_time=2.0, patience=10**6,
                   model_kwargs=TINY_DNCNN, **FAST)  # fmt: skip
-    wall = time.perf_counter() - began
-    assert model.history["val_phases"] < 16  # fails if every phase is always validated
-    assert wall < 2.0 * 1.1 + 0.3
+    # Fails if every phase is always validated. (The wall time is a benchmark's to measure:
+    # benchmarks/bench_cnn_budget.py.)
+    assert model.history["val_phases"] < 16
 
 
 def test_validation_phases_fit_their_share_and_the_baseline_grades_the_same_pixels():
@@ -176,6 +175,50 @@ def test_unet_reach_follows_the_architecture():
     assert unet_reach(1) == 2  # one block: two 3x3 convolutions
     assert [unet_reach(n) for n in (2, 3, 4)] == [9, 23, 51]
     assert UNet().reach == 51 and DnCNN(depth=17).reach == 17
+
+
+@pytest.mark.parametrize("options", [{}, {"blur_pool": True}, {"top_skip": False},
+                                     {"blur_pool": True, "top_skip": False}])
+def test_the_reach_of_n2v2_unets_is_what_an_output_pixel_depends_on(options):
+    # Issue 27: N2V2's blur pool widens the reach (seams in tiles if it were not counted).
+    torch.manual_seed(0)
+    net = UNet(channels=(4, 8, 8), **options).double().eval()
+    reach = 0
+    for position in range(60, 64):  # one down-sampling period
+        x = torch.rand(1, 1, 128, 128, dtype=torch.float64, requires_grad=True)
+        net(x)[0, 0, position, 64].backward()
+        rows = torch.nonzero(x.grad[0, 0].abs().sum(dim=1) > 0).ravel()
+        reach = max(reach, position - int(rows.min()), int(rows.max()) - position)
+    assert net.reach == reach
+    assert reach == (26 if options.get("blur_pool") else 23)
+
+
+def test_n2v2_median_replacement_is_the_median_of_the_neighbours_and_hides_the_pixel():
+    from scipy import ndimage
+
+    from sc_noise2self.image.masking import hide_torch, neighbour_median_torch
+
+    x = torch.rand(1, 2, 9, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    footprint = np.ones((3, 3), bool)
+    footprint[1, 1] = False
+    expected = [ndimage.rank_filter(x[0, c].numpy(), 3, footprint=footprint, mode="mirror")
+                for c in range(2)]  # the lower middle of 8: torch.median's
+    np.testing.assert_array_equal(neighbour_median_torch(x)[0].numpy(), np.stack(expected))
+    mask = torch.zeros(1, 1, 9, 11, dtype=torch.bool)
+    mask[..., ::4, ::4] = True  # a grid phase: no hidden pixel has a hidden neighbour
+    changed = x.clone()
+    changed[mask.expand_as(x)] += 5.0
+    generator = torch.Generator().manual_seed(1)
+    torch.testing.assert_close(hide_torch(x, mask, "median", generator),
+                               hide_torch(changed, mask, "median", generator))
+
+
+def test_a_unet_trains_with_every_n2v2_option():
+    model = train(smooth_noisy(), "unet", steps=2, replacement="median",
+                  model_kwargs={"channels": (4, 8), "blur_pool": True, "top_skip": False},
+                  **FAST)  # fmt: skip
+    assert model.config.replacement == "median" and model.net.reach == 10
+    assert model.predict(smooth_noisy()).shape == (32, 32)
 
 
 def _untrained(model: str, n_spatial: int, shape) -> Noise2SelfModel:

@@ -28,7 +28,7 @@ from .units import affine_into
 
 INTERPOLATIONS: tuple[str, ...] = ("mean", "kernel", "random")
 #: Stand-ins of the torch path: uniform values, or the face neighbours' mean.
-TORCH_REPLACEMENTS: tuple[str, ...] = ("random", "mean")
+TORCH_REPLACEMENTS: tuple[str, ...] = ("random", "mean", "median")
 
 Mask = tuple[slice, ...]
 
@@ -395,7 +395,8 @@ def hide_torch(x, mask, replacement: str, generator):
     replacement
         ``"random"``: uniform values in [0, 1], the normalised intensity range (drawn
         from ``generator``). ``"mean"``: :func:`neighbour_mean_torch`, J-invariant only when
-        no two hidden pixels are neighbours (a grid phase).
+        no two hidden pixels are neighbours (a grid phase). ``"median"``:
+        :func:`neighbour_median_torch` (N2V2, Hoeck et al. 2022), likewise.
     generator
         Seeded ``torch.Generator`` on ``x``'s device.
 
@@ -408,6 +409,34 @@ def hide_torch(x, mask, replacement: str, generator):
     check_choice(replacement, TORCH_REPLACEMENTS, name="replacement")
     if replacement == "random":
         values = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    elif replacement == "median":
+        values = neighbour_median_torch(x)
     else:
         values = neighbour_mean_torch(x, "mean")
     return torch.where(mask, values, x)
+
+
+def neighbour_median_torch(x):
+    """At every pixel, the median of its 3 x 3 (x 3) neighbours without itself (N2V2's).
+
+    Parameters
+    ----------
+    x
+        Tensor ``(batch, channels, *spatial)`` with 2 or 3 spatial axes; borders mirrored.
+
+    Returns
+    -------
+    Tensor of ``x``'s shape. With an even number of neighbours (8 or 26) the lower of the
+    two middle values, as ``torch.median`` gives; channels do not mix.
+    """
+    import torch
+
+    n_spatial = x.ndim - 2
+    padded = mirror_pad_torch(x, [(1, 1)] * n_spatial)
+    windows = padded
+    for axis in range(n_spatial):
+        windows = windows.unfold(2 + axis, 3, 1)
+    windows = windows.reshape(*x.shape, 3**n_spatial)
+    centre = 3**n_spatial // 2
+    neighbours = torch.cat([windows[..., :centre], windows[..., centre + 1:]], dim=-1)
+    return neighbours.median(dim=-1).values

@@ -114,6 +114,12 @@ class UNet(nn.Module):
         the whole image (or tile) at prediction; it predicted 2.7 dB worse than batch norm
         on the camera crop after 100 s of training (benchmarks/RESULTS.md), and tiles then
         disagree with the whole image. ``"none"``.
+    blur_pool
+        Blur with a binomial [1, 2, 1] / 4 filter before each down-sampling, against the
+        aliasing that shows as checkerboard artefacts (N2V2, Hoeck et al. 2022).
+    top_skip
+        Keep the finest skip connection; N2V2 drops it (``False``), so that the output is not
+        built from the full-resolution input features alone.
     """
 
     def __init__(
@@ -124,6 +130,8 @@ class UNet(nn.Module):
         n_spatial: int = 2,
         residual: bool = False,
         norm: str = "batch",
+        blur_pool: bool = False,
+        top_skip: bool = True,
     ) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
@@ -134,7 +142,8 @@ class UNet(nn.Module):
         self.residual = residual
         self.size_multiple = 2 ** (len(channels) - 1)
         #: Pixels on each side that one output pixel depends on (see :func:`unet_reach`).
-        self.reach = unet_reach(len(channels))
+        self.reach = unet_reach(len(channels), blur_pool=blur_pool, top_skip=top_skip)
+        self.top_skip = bool(top_skip)
         #: Instance norm takes its statistics from the whole input, so tiles differ from it.
         self.tile_exact = norm != "instance"
         self.encoders = nn.ModuleList()
@@ -143,13 +152,17 @@ class UNet(nn.Module):
         for level, width in enumerate(channels):
             self.encoders.append(ConvBlock(previous, width, n_spatial, norm))
             if level < len(channels) - 1:
-                self.downs.append(conv(width, width, 2, stride=2))
+                down = conv(width, width, 2, stride=2)
+                self.downs.append(nn.Sequential(Blur(width, n_spatial), down) if blur_pool
+                                  else down)
             previous = width
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for coarse, fine in zip(channels[:0:-1], channels[-2::-1], strict=True):
             self.ups.append(up_conv(coarse, fine, 2, stride=2))
-            self.decoders.append(ConvBlock(2 * fine, fine, n_spatial, norm))
+            finest = len(self.decoders) == len(channels) - 2
+            joined = fine if finest and not top_skip else 2 * fine
+            self.decoders.append(ConvBlock(joined, fine, n_spatial, norm))
         self.head = conv(channels[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,13 +185,44 @@ class UNet(nn.Module):
             if level < len(self.downs):
                 skips.append(features)
                 features = self.downs[level](features)
-        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips), strict=True):
-            features = decoder(torch.cat([up(features), skip], dim=1))
+        finest = len(self.decoders) - 1
+        for index, (up, decoder, skip) in enumerate(zip(self.ups, self.decoders,
+                                                        reversed(skips), strict=True)):
+            joined = [up(features)] if index == finest and not self.top_skip else [up(features),
+                                                                                   skip]
+            features = decoder(torch.cat(joined, dim=1))
         out = self.head(features)
         return out + x if self.residual else out
 
 
-def unet_reach(levels: int) -> int:
+class Blur(nn.Module):
+    """A fixed binomial [1, 2, 1] / 4 blur of every channel along each spatial axis.
+
+    Parameters
+    ----------
+    channels
+        Feature maps blurred, each on its own.
+    n_spatial
+        2 or 3.
+    """
+
+    def __init__(self, channels: int, n_spatial: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0]) / 4.0
+        kernel = taps
+        for _ in range(n_spatial - 1):
+            kernel = kernel[..., None] * taps
+        self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).clone())
+        self.channels, self.n_spatial = channels, n_spatial
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Blur a batch (replicated borders; the same shape out)."""
+        conv = nn.functional.conv2d if self.n_spatial == 2 else nn.functional.conv3d
+        padded = nn.functional.pad(x, [1, 1] * self.n_spatial, mode="replicate")
+        return conv(padded, self.kernel.to(x.dtype), groups=self.channels)
+
+
+def unet_reach(levels: int, *, blur_pool: bool = False, top_skip: bool = True) -> int:
     """How far, in pixels along one axis, a UNet's output pixel reaches into its input.
 
     The dependency interval of one output pixel is followed back through the layers: each
@@ -193,23 +237,31 @@ def unet_reach(levels: int) -> int:
     ----------
     levels
         Number of resolution levels, ``len(channels)``.
+    blur_pool, top_skip
+        As in :class:`UNet`: a blur before each down-sampling widens its input by one pixel;
+        without the finest skip, the finest level is reached through the coarser ones only.
 
     Returns
     -------
     The reach: 9 for 2 levels, 51 for 4 (the default UNet).
     """
+    blur = 1 if blur_pool else 0
+
     def encoded(level: int, lo: int, hi: int) -> tuple[int, int]:
         lo, hi = lo - 2, hi + 2  # the block's two 3x3 convolutions
         if level == 0:
             return lo, hi
-        return encoded(level - 1, 2 * lo, 2 * hi + 1)  # the 2x2 stride-2 down-convolution
+        # The 2x2 stride-2 down-convolution, after the blur's 3 taps when there is one.
+        return encoded(level - 1, 2 * lo - blur, 2 * hi + 1 + blur)
 
     def decoded(level: int, lo: int, hi: int) -> tuple[int, int]:
         if level == levels - 1:
             return encoded(level, lo, hi)
         lo, hi = lo - 2, hi + 2
-        skip = encoded(level, lo, hi)
         up = decoded(level + 1, lo // 2, hi // 2)  # the 2x2 stride-2 transposed convolution
+        if level == 0 and not top_skip:
+            return up
+        skip = encoded(level, lo, hi)
         return min(skip[0], up[0]), max(skip[1], up[1])
 
     period = 2 ** (levels - 1)
