@@ -122,3 +122,29 @@ def test_an_existing_package_is_kept_unless_overwrite(tmp_path):
     assert path.read_bytes() == before
     model.export_bioimageio(path, sample=image, authors=["B"], overwrite=True)
     assert rdf_of(path)["authors"] == [{"name": "B"}]
+
+
+def test_a_model_trained_on_a_file_takes_the_files_values(tmp_path):
+    # A model trained by `image train` learned a uint8 file's 0-255 values, not [0, 1]: the
+    # package must not scale its input, or it would denoise a 255 times darker image.
+    tifffile = pytest.importorskip("tifffile")
+    image = (np.clip(RNG.normal(120, 30, (2, 48, 48)), 0, 255)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["image", "train", str(tmp_path / "in.tif"), "--out",
+                         str(tmp_path / "t.tif"), "--steps", "2", "--device", "cpu",
+                         "--save-model", str(tmp_path / "m.pt")]) == 0
+        assert cli.main(["image", "predict", str(tmp_path / "in.tif"), "--model",
+                         str(tmp_path / "m.pt"), "--out", str(tmp_path / "p.tif"),
+                         "--no-fallback", "--dtype", "float32"]) == 0
+    assert cli.main(["image", "export", str(tmp_path / "m.pt"), "--sample",
+                     str(tmp_path / "in.tif"), "--axes", "TYX", "--out",
+                     str(tmp_path / "m.zip"), "--author", "A"]) == 0
+    assert core.test_model(tmp_path / "m.zip").status == "passed"
+    with zipfile.ZipFile(tmp_path / "m.zip") as archive:
+        test_input = np.load(archive.open("test_input.npy"))
+        test_output = np.load(archive.open("test_output.npy"))
+    np.testing.assert_array_equal(test_input[0, 0], image[1])  # the middle time point
+    predicted = tifffile.imread(tmp_path / "p.tif")[1]  # the file workflow's own output
+    np.testing.assert_allclose(test_output[0, 0], predicted, rtol=1e-4, atol=1e-2)

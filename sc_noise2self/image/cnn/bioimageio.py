@@ -14,8 +14,10 @@ model package, a zip that Fiji/deepImageJ, ilastik, BiaPy and ``bioimageio.core`
   them, and a README.
 
 The package's input is the image in its own units and dtype (a uint8 image as 0-255), its
-output float32 in the same units: the scaling of integer images into [0, 1] that
-:meth:`~.model.Noise2SelfModel.predict` does is part of the pre- and post-processing.
+output float32 in the same units. A model trained in memory on integer images learned them
+scaled into [0, 1]; one trained on a file learned the file's own values
+(:func:`training_unit` tells them apart); either way the scaling is part of the pre- and
+post-processing.
 
 :func:`load_bioimageio` reads back a package this module wrote. Writing needs
 ``bioimageio.spec`` (the ``[bioimageio]`` extra); reading needs only PyYAML.
@@ -97,12 +99,13 @@ def export_bioimageio(model: Any, path: str | Path, *, sample, authors: Sequence
     if channel_names is None and isinstance(sample, ImageData) and sample.channel_names:
         channel_names = sample.channel_names  # the file's stains
     pixels, pixel_size, unit = _sample_pixels(sample, pixel_size, unit)
-    floats = model._check_image(pixels)  # the model's own checks of its input
+    model._check_image(pixels)  # the model's own checks of its input
     spec = _require_spec()
-    unit_value = _integer_unit(pixels.dtype)
+    unit_value = training_unit(model, pixels.dtype)
     crop = _crop_slices(model, pixels)
     test_input = _batch_of_one(model, pixels[crop])  # the sample's own dtype and units
-    prediction = model.predict(floats[crop], keep_constant=False)
+    in_training_units = (pixels[crop].astype(np.float64) * unit_value).astype(np.float32)
+    prediction = model.predict(in_training_units, keep_constant=False)
     test_output = _batch_of_one(model, prediction / unit_value).astype(np.float32)
     names = _channel_names(channel_names, model.n_channels)
     with tempfile.TemporaryDirectory(prefix="n2s_bioimageio_") as folder:
@@ -217,9 +220,15 @@ def _sample_pixels(sample, pixel_size, unit) -> tuple[np.ndarray, list[float] | 
     return as_array(sample), (None if pixel_size is None else list(map(float, pixel_size))), unit
 
 
-def _integer_unit(dtype: np.dtype) -> float:
-    """What one step of an integer dtype is in the package's float units (1 for floats)."""
-    if dtype.kind == "f":
+def training_unit(model: Any, dtype: np.dtype) -> float:
+    """What one step of the sample's dtype is in the units the model was trained in.
+
+    Floats are taken as they are (1). Integers depend on how the model was trained: the
+    in-memory API scales integer images into [0, 1] (:func:`~..checks.as_float`), while the
+    file workflows train on the file's own values (a uint8 file as 0-255). The model's
+    normalisation tells them apart: percentiles above 1 mean raw values.
+    """
+    if dtype.kind == "f" or max(model.normalisation.high) > 1.0:
         return 1.0
     from skimage.util import img_as_float
 
