@@ -818,6 +818,12 @@ IMAGE_MIXING_NOISE_CASES = [
      lambda out: out == 0.0),
     ("estimate uint8", lambda t: im.estimate_noise_variance((IMG * 255).astype(np.uint8)),
      None, lambda out: 0 < out < 0.2),  # in [0, 1] units, like every other image function
+    ("max_time with a classical method", lambda t: im.denoise(IMG, "tv", max_time=10),
+     TypeError, "max_time applies to method='auto'"),
+    ("auto max_time=0", lambda t: im.denoise(IMG, "auto", max_time=0), ValueError,
+     "max_time=0 must be positive"),
+    ("auto max_time='60'", lambda t: im.denoise(IMG, "auto", max_time="60"), TypeError,
+     "max_time='60' must be a number"),
     ("calibrate 4x40 without noise_variance", lambda t: im.calibrate(
         np.random.default_rng(0).random((4, 40)), "tv"), ValueError,
      "Pass noise_variance= yourself"),

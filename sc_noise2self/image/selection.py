@@ -11,8 +11,9 @@ import warnings
 
 import numpy as np
 
-from .._validation import check_choice
+from .._validation import check_choice, check_real
 from ..results import GridEdgeWarning
+from .budget import denoise_within
 from .checks import DEFAULT_STRIDE, check_flag, check_noise_variance, prepare_image
 from .classical import METHODS, available_methods, get_method
 from .invariant import ImageCalibration
@@ -86,7 +87,9 @@ def denoise(
         better of the two) instead; False returns the chosen output anyway (still warned).
     return_calibration
         Also return the chosen :class:`ImageCalibration`; with ``"auto"``, its
-        ``candidates`` holds every method's best loss.
+        ``candidates`` holds every method's best loss. With ``max_time``, an
+        :class:`~sc_noise2self.image.budget.AutoChoice` instead: the winner, the classical
+        calibration, the CNN and the table of losses and seconds.
     channel_axis
         Axis holding channels, or None.
     noise_variance
@@ -96,6 +99,10 @@ def denoise(
         Progress bars: True, False, or None to show them when scanpy's verbosity is at
         least info on a terminal or in a notebook.
     **options
+        ``max_time`` with ``"auto"``: a budget in seconds for the classical methods and a
+        masked UNet together (:mod:`~sc_noise2self.image.budget`); the one with the lowest
+        J-invariant loss on the same held-out pixels wins. Without it (the default),
+        ``"auto"`` compares the classical methods only.
         For classical methods: the options of :func:`~sc_noise2self.image.calibrate`
         (``stride``, ``approximate_loss``, ``n_jobs``, ``interpolation``, ``dtype``). For
         ``"unet"`` and ``"dncnn"``: options of :func:`~sc_noise2self.image.train`
@@ -120,6 +127,7 @@ def denoise(
 
         return denoise_cnn(image, model=method, channel_axis=channel_axis, fallback=fallback,
                            return_model=return_calibration, progress=progress, **options)
+    max_time = _check_budget(options.pop("max_time", None), method)
     _check_calibration_options(options)
     noise_variance = check_noise_variance(noise_variance)
     if method == "auto" and param_grid is not None:
@@ -138,11 +146,30 @@ def denoise(
     estimated = noise_variance is None
     if estimated:
         noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis)
-    best = best_of(list(each_calibrated(floats, names, param_grid, progress=progress,
-                                        noise_variance=noise_variance,
-                                        channel_axis=channel_axis, **options)), estimated)
+    runs = each_calibrated(floats, names, param_grid, progress=progress,
+                           noise_variance=noise_variance, channel_axis=channel_axis, **options)
+    if max_time is not None:  # the classical methods and a CNN, within one budget
+        denoised, choice = denoise_within(floats, channel_axis, names, max_time, runs,
+                                          best_of, mix=mix, fallback=fallback,
+                                          estimated=estimated, progress=progress)
+        return (denoised, choice) if return_calibration else denoised
+    best = best_of(list(runs), estimated)
     denoised = best.denoise(floats, mix=mix, fallback=fallback)
     return (denoised, best) if return_calibration else denoised
+
+
+def _check_budget(max_time, method: str) -> float | None:
+    """``max_time`` for ``"auto"`` (a CNN takes it through its training options)."""
+    if max_time is None:
+        return None
+    if method != "auto":
+        raise TypeError(f"max_time applies to method='auto' (a budget for every method and a "
+                        f"CNN) or to a CNN; {method!r} is calibrated on its grid. Leave it out.")
+    check_real(max_time, name="max_time", minimum=0.0, hint="seconds for every method")
+    if not max_time > 0:
+        raise ValueError(f"max_time={max_time} must be positive: the seconds that the "
+                         "methods and the CNN may take together.")
+    return float(max_time)
 
 
 def each_calibrated(floats: np.ndarray, names: list[str], param_grid: dict | None = None, *,

@@ -1,0 +1,145 @@
+"""``image.denoise(x, "auto", max_time=T)``: the classical methods and a masked CNN, one budget.
+
+The classical methods are calibrated first, cheapest first, each started only while the
+budget's first half lasts (at least one runs). What is left, when it is at least
+:data:`CNN_MIN_SECONDS`, trains a masked UNet on the image. Both are then scored on the
+same pixels by the same J-invariant loss: the CNN's held-out band (the share of the image
+it never trained on), each predicted with every pixel hidden from itself, in the image's
+units. The lower loss wins; the table of every candidate's loss and seconds is kept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..results import BaselineWarning
+from .invariant import ImageCalibration
+from .referee import baseline_wins, neighbour_mean
+
+#: Share of the budget within which a classical method may still be started.
+CLASSICAL_SHARE = 0.5
+#: The least training time given to a CNN; with less left, the classical choice stands.
+CNN_MIN_SECONDS = 30.0
+#: Share of the time left that trains the CNN; the rest predicts and scores.
+CNN_SHARE = 0.7
+#: The CNN tried, and its held-out share (train's default).
+CNN_MODEL = "unet"
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class AutoChoice:
+    """What ``image.denoise(..., "auto", max_time=T, return_calibration=True)`` returns.
+
+    Attributes
+    ----------
+    method
+        The winner: a classical method's name, or ``"unet"``.
+    calibration
+        The best classical calibration (its ``candidates`` hold every classical method's
+        loss on the whole image).
+    model
+        The trained CNN, or None when the budget left none for it.
+    table
+        One row per candidate: ``method``, ``seconds`` and ``loss``, the J-invariant loss on
+        the CNN's held-out band (None for classical methods that lost to another classical
+        method on the whole image, and for all when no CNN ran).
+    """
+
+    method: str
+    calibration: ImageCalibration
+    model: Any = None
+    table: list[dict] = field(default_factory=list)
+
+
+def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str],
+                   max_time: float, calibrations, best_of, *, mix: bool, fallback: bool,
+                   estimated: bool, progress: bool | None) -> tuple[np.ndarray, AutoChoice]:
+    """Choose and apply the best of the classical methods and a CNN within ``max_time``.
+
+    Parameters
+    ----------
+    floats, channel_axis
+        The checked image.
+    names
+        The classical methods, in the order they are tried.
+    max_time
+        The budget, in seconds.
+    calibrations
+        An iterator of the methods' calibrations, one per name
+        (:func:`~sc_noise2self.image.selection.each_calibrated`).
+    best_of
+        :func:`~sc_noise2self.image.selection.best_of`, which picks among them.
+    mix, fallback, estimated, progress
+        As in :func:`~sc_noise2self.image.selection.denoise`.
+
+    Returns
+    -------
+    The denoised image and the :class:`AutoChoice`.
+    """
+    started = time.perf_counter()
+    done, table = [], []
+    for name in names:
+        if done and time.perf_counter() - started > CLASSICAL_SHARE * max_time:
+            break
+        began = time.perf_counter()
+        done.append(next(calibrations))
+        table.append({"method": name, "seconds": time.perf_counter() - began, "loss": None})
+    best = best_of(done, estimated)
+    left = max_time - (time.perf_counter() - started)
+    model = _trained_cnn(floats, channel_axis, CNN_SHARE * left, progress, table) if (
+        left >= CNN_MIN_SECONDS / CNN_SHARE and importlib.util.find_spec("torch")) else None
+    choice = AutoChoice(best.method, best, model, table)
+    if model is None:
+        return best.denoise(floats, mix=mix, fallback=fallback), choice
+    band = held_out_band(floats, channel_axis)
+    scores = {best.method: _band_loss(best.denoise(band, mix=False, fallback=False), band),
+              CNN_MODEL: _band_loss(model.predict(band, invariant=True), band)}
+    for row in table:
+        row["loss"] = scores.get(row["method"])
+    if scores[CNN_MODEL] >= scores[best.method]:
+        return best.denoise(floats, mix=mix, fallback=fallback), choice
+    choice.method = CNN_MODEL
+    return _cnn_output(model, floats, fallback, channel_axis), choice
+
+
+def _trained_cnn(floats, channel_axis, seconds: float, progress, table):
+    from .cnn.training import train
+
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BaselineWarning)  # graded below, on the band
+        model = train(floats, CNN_MODEL, channel_axis=channel_axis, max_time=seconds,
+                      val_fraction=VAL_FRACTION, progress=progress)
+    table.append({"method": CNN_MODEL, "seconds": time.perf_counter() - began, "loss": None})
+    return model
+
+
+def held_out_band(floats: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """The band the CNN held out: the last tenth of the image along its longest axis.
+
+    As :func:`~sc_noise2self.image.cnn.data.split_validation` cuts it.
+    """
+    spatial = [a for a in range(floats.ndim) if a != channel_axis]
+    axis = spatial[int(np.argmax([floats.shape[a] for a in spatial]))]
+    length = floats.shape[axis]
+    return np.take(floats, np.arange(length - round(VAL_FRACTION * length), length), axis=axis)
+
+
+def _band_loss(prediction: np.ndarray, band: np.ndarray) -> float:
+    """The self-supervised loss: mean squared difference from the noisy band."""
+    return float(np.mean((np.asarray(prediction, np.float64) - band) ** 2))
+
+
+def _cnn_output(model, floats: np.ndarray, fallback: bool, channel_axis) -> np.ndarray:
+    """The CNN's prediction (augmented), or the neighbour mean if it lost to it."""
+    if baseline_wins(f"The {CNN_MODEL} chosen by auto", model.val_loss, model.baseline_loss,
+                     fallback, verb="returned"):
+        return neighbour_mean(floats, channel_axis).astype(np.float32)
+    return model.predict(floats, augment=True)
