@@ -84,10 +84,6 @@ class ImageData:
         """Position of the channel axis, or None."""
         return self.axes.index("C") if "C" in self.axes else None
 
-    def ndim_index(self, letter: str) -> int:
-        """Position of the axis named ``letter``."""
-        return self.axes.index(letter)
-
     @property
     def spatial_axes(self) -> tuple[int, ...]:
         """Positions of the Z, Y and X axes present."""
@@ -267,7 +263,8 @@ def _tiff_scale(tif, axes: str) -> tuple[float, ...]:
     return tuple(sizes.get(a, 1.0) if a != "C" else 1.0 for a in axes)
 
 
-def _read_zarr(path: Path, lazy: bool) -> ImageData:
+def _zarr_image_node(path: str | os.PathLike):
+    """The OME-Zarr reader's image node of ``path`` (its levels and metadata), checked."""
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
 
@@ -275,7 +272,11 @@ def _read_zarr(path: Path, lazy: bool) -> ImageData:
     nodes = list(Reader(location)()) if location is not None else []
     if not nodes or not nodes[0].data:
         raise ValueError(f"{str(path)!r} holds no OME-Zarr image (no multiscales metadata).")
-    node = nodes[0]
+    return nodes[0]
+
+
+def _read_zarr(path: Path, lazy: bool) -> ImageData:
+    node = _zarr_image_node(path)
     data = node.data[0]
     axes = "".join(a if isinstance(a, str) else a["name"]
                    for a in node.metadata.get("axes", [])).upper() or _default_axes(data.ndim)
@@ -295,12 +296,7 @@ def pyramid(path: str | os.PathLike) -> list:
     """Every level of an OME-Zarr image (lazy, finest first), for viewers; one for a TIFF."""
     if kind_of(path) != "zarr":
         return [read(path, lazy=True).data]
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Reader
-
-    location = parse_url(str(path))
-    nodes = list(Reader(location)()) if location is not None else []
-    return list(nodes[0].data) if nodes and nodes[0].data else [read(path, lazy=True).data]
+    return list(_zarr_image_node(path).data)
 
 
 def _default_axes(ndim: int) -> str:
@@ -425,7 +421,7 @@ def add_pyramid(folder: Path, like: ImageData) -> None:
     dtype = np.dtype(level.dtype)  # what was stored, which may not be the input's
     scale = list(like.scale)
     datasets = [_dataset("0", scale)]
-    halve = {like.ndim_index(a): 2 for a in "YX"}
+    halve = {like.axes.index(a): 2 for a in "YX"}
     for k in range(1, n_levels + 1):
         level = da.coarsen(np.mean, level.astype(np.float64), halve, trim_excess=True)
         if dtype.kind in "ui":
