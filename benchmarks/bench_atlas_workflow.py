@@ -1,0 +1,255 @@
+"""The documented atlas workflow, stage by stage, beside scanpy's standard pipeline (issue 28).
+
+Ours, as the README runs it: ``tl.calibrate_leiden`` (split, NB sizes, half A's genes,
+graph, the resolution's loss curve, the final labels with their refinement), then
+``tl.validate_clusters_split`` and ``tl.rank_genes_groups_split(groupby=<validated>)``
+(markers on half B). scanpy's standard pipeline on the same counts: ``normalize_total``,
+``log1p``, 2,000 highly variable genes, PCA 50, ``neighbors``, Leiden 1.0,
+``rank_genes_groups`` (Wilcoxon).
+
+Each side runs in a fresh child process that first pays numba's and pynndescent's
+compilation on a small warm-up set (so neither side is charged a one-off compile), then
+reads the counts from an ``.h5ad`` written once. A stage's seconds are exclusive: time
+spent in a nested stage is counted there only. Peak memory is the child's peak RSS (after
+the read) against the sparse counts' bytes in memory. Threads: BLAS, numba and scanpy use
+every core on both sides (``--threads`` sets them); precision is float32 counts on both
+sides, float64 in our loss.
+
+Data: ``--data sim`` (the realistic simulator: NB counts, b from 0.5 to 50, library sizes
+lognormal with sd 0.5, 10 groups of 40% down to 1%) at ``--cells``; ``--data pbmc3k``
+(all genes, cells filtered as in scanpy's tutorial: ``min_genes=200``, genes in 3 cells).
+
+Run:  python benchmarks/bench_atlas_workflow.py --data sim --cells 200000
+      SC_NOISE2SELF_DATA=../shared/data python benchmarks/bench_atlas_workflow.py --data pbmc3k
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# (module, attribute, stage): wrapped in the child; the first module holding the name used.
+OUR_STAGES = (
+    ("sc_noise2self.runs", "estimate_overdispersion", "NB sizes"),
+    ("sc_noise2self.losses", "prepare_halves", "split"),
+    ("sc_noise2self.denoisers.leiden", "informative_genes", "half A's genes"),
+    ("sc_noise2self.denoisers.leiden_graph", "fit_pca", "graph: PCA"),
+    ("sc_noise2self.denoisers.leiden_graph", "gram_pca", "graph: PCA"),
+    ("sc_noise2self.denoisers.leiden_graph", "scanpy_neighbors", "graph: kNN"),
+    ("sc_noise2self.denoisers.leiden_graph", "scaled_genes", "graph: scaled genes"),
+    ("sc_noise2self.denoisers.leiden", "leiden_labels", "Leiden runs"),
+    ("sc_noise2self.denoisers.leiden", "partition_deviances", "loss"),
+    ("sc_noise2self.denoisers.leiden", "refined_clusters", "refinement (rest)"),
+    ("sc_noise2self.denoisers.leiden", "store_clusters", "store"),
+    ("sc_noise2self.tl", "validate_clusters_split", "validation (rest)"),
+    ("sc_noise2self.inference", "rank_genes_groups_split", "markers on half B (rest)"),
+    ("scanpy.tools", "rank_genes_groups", "markers: scanpy's test"),
+)
+
+
+class StageClock:
+    """Exclusive seconds per stage: a nested stage's time is taken out of its caller's."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._stack: list[list[float]] = []
+
+    def wrap(self, function, stage: str):
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            self._stack.append([time.perf_counter(), 0.0])
+            try:
+                return function(*args, **kwargs)
+            finally:
+                start, nested = self._stack.pop()
+                spent = time.perf_counter() - start
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + spent - nested
+                if self._stack:
+                    self._stack[-1][1] += spent
+        return timed
+
+
+def install(clock: StageClock, stages) -> None:
+    """Wrap each named function in every loaded module that imported it by name."""
+    for module_name, name, stage in stages:
+        module = importlib.import_module(module_name)
+        original = getattr(module, name)
+        wrapped = clock.wrap(original, stage)
+        for loaded in list(sys.modules.values()):
+            if (getattr(loaded, "__name__", "").startswith(("sc_noise2self", "scanpy"))
+                    and getattr(loaded, name, None) is original):
+                setattr(loaded, name, wrapped)
+
+
+def simulated(cells: int, path: Path) -> Path:
+    """The realistic simulator's counts, written once to ``path``."""
+    import sc_noise2self as n2s
+
+    if not path.exists():
+        shares = 0.75 ** np.arange(10)
+        shares = np.maximum(shares / shares.sum(), 0.01)
+        adata = n2s.simulation.simulate_counts(cells, 2000, shares / shares.sum(),
+                                               depth=1000.0, depth_sd=0.5, random_state=1)
+        adata.X = adata.X.astype(np.float32)
+        adata.write_h5ad(path)
+    return path
+
+
+def pbmc(path: Path) -> Path:
+    import scanpy as sc
+
+    import sc_noise2self as n2s
+
+    if not path.exists():
+        adata = n2s.datasets.pbmc3k()
+        sc.pp.filter_cells(adata, min_genes=200)
+        sc.pp.filter_genes(adata, min_cells=3)
+        adata.obs["group"] = "unknown"
+        adata.write_h5ad(path)
+    return path
+
+
+def warm_up() -> None:
+    """numba's and pynndescent's compilation, paid before any clock starts."""
+    import anndata as ad
+    import scanpy as sc
+
+    import sc_noise2self as n2s
+    from sc_noise2self.embedding import scanpy_neighbors
+
+    small = n2s.simulation.simulate_counts(600, 300, (0.5, 0.5), random_state=0)
+    n2s.tl.calibrate_leiden(small)
+    n2s.tl.validate_clusters_split(small)
+    n2s.tl.rank_genes_groups_split(small, groupby="noise2self_leiden_validated")
+    probe = ad.AnnData(obsm={"X_pca": np.random.default_rng(0).normal(size=(9000, 10))})
+    scanpy_neighbors(probe, n_neighbors=15, use_rep="X_pca", random_state=0)
+    sc.tl.leiden(probe, flavor="igraph", n_iterations=2, directed=False)
+
+
+def ours(adata, clock: StageClock) -> str:
+    import sc_noise2self as n2s
+
+    install(clock, OUR_STAGES)
+    n2s.tl.calibrate_leiden(adata, random_state=0)
+    n2s.tl.validate_clusters_split(adata)
+    n2s.tl.rank_genes_groups_split(adata, groupby="noise2self_leiden_validated")
+    return "noise2self_leiden_validated"
+
+
+def scanpys(adata, clock: StageClock) -> str:
+    import scanpy as sc
+
+    from sc_noise2self.embedding import scanpy_neighbors
+
+    steps = (
+        ("normalise, log1p", lambda: (sc.pp.normalize_total(adata, target_sum=1e4),
+                                      sc.pp.log1p(adata))),
+        ("highly variable genes", lambda: sc.pp.highly_variable_genes(adata,
+                                                                      n_top_genes=2000)),
+        ("PCA 50", lambda: sc.pp.pca(adata, n_comps=50, mask_var="highly_variable")),
+        # scanpy's own neighbours; past 8,192 cells with pynndescent 0.7's output converted
+        # (scanpy 1.11.5 fails there otherwise: issue 24)
+        ("kNN", lambda: scanpy_neighbors(adata, n_neighbors=15, use_rep="X_pca",
+                                         random_state=0)),
+        ("Leiden 1.0", lambda: sc.tl.leiden(adata, resolution=1.0, flavor="igraph",
+                                            n_iterations=2, directed=False)),
+        ("markers (Wilcoxon)", lambda: sc.tl.rank_genes_groups(adata, "leiden",
+                                                                method="wilcoxon")),
+    )
+    for stage, step in steps:
+        clock.wrap(step, stage)()
+    return "leiden"
+
+
+def child(side: str, path: str, threads: int) -> None:
+    """One side's run in this (fresh) process; prints a JSON line."""
+    import warnings
+
+    import anndata as ad
+    import scanpy as sc
+    from scipy import sparse
+    from sklearn.metrics import adjusted_rand_score
+
+    warnings.filterwarnings("ignore")
+    sc.settings.n_jobs = threads
+    warm_up()
+    adata = ad.read_h5ad(path)
+    input_bytes = sum(part.nbytes for part in (adata.X.data, adata.X.indices, adata.X.indptr))
+    assert sparse.issparse(adata.X)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    clock = StageClock()
+    start = time.perf_counter()
+    key = (ours if side == "ours" else scanpys)(adata, clock)
+    seconds = time.perf_counter() - start
+    labels = adata.obs[key].to_numpy()
+    truth = adata.obs["group"].to_numpy()
+    print(json.dumps({
+        "side": side, "seconds": seconds, "stages": clock.seconds,
+        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+        "rss_before_gb": rss_before / 1e9, "input_gb": input_bytes / 1e9,
+        "clusters": int(len(set(labels))),
+        "ari": float(adjusted_rand_score(truth, labels)) if len(set(truth)) > 1 else None,
+        "load": os.getloadavg()[0]}))
+
+
+def table(rows: dict) -> None:
+    for side, row in rows.items():
+        print(f"\n{side}: {row['seconds']:.1f} s, {row['clusters']} clusters, ARI "
+              f"{row['ari'] if row['ari'] is None else round(row['ari'], 3)}, peak "
+              f"{row['peak_gb']:.2f} GB ({row['peak_gb'] / row['input_gb']:.1f}x the "
+              f"{row['input_gb']:.2f} GB sparse input; {row['rss_before_gb']:.2f} GB before "
+              f"the run), load {row['load']:.2f}")
+        print("| stage | seconds | share |")
+        print("|---|---|---|")
+        for stage, seconds in sorted(row["stages"].items(), key=lambda item: -item[1]):
+            print(f"| {stage} | {seconds:.1f} | {seconds / row['seconds']:.0%} |")
+    if {"ours", "scanpy"} <= set(rows):
+        print(f"\nratio ours / scanpy: {rows['ours']['seconds'] / rows['scanpy']['seconds']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", choices=("sim", "pbmc3k"), default="sim")
+    parser.add_argument("--cells", type=int, default=30000)
+    parser.add_argument("--sides", default="scanpy,ours")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--cache", default="/tmp/sc_noise2self_atlas")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.threads)
+        return
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    path = (simulated(args.cells, cache / f"sim_{args.cells}.h5ad") if args.data == "sim"
+            else pbmc(cache / "pbmc3k.h5ad"))
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.data} "
+          f"({path.name}), threads {args.threads}, load {os.getloadavg()}")
+    env = {**os.environ, **{name: str(args.threads) for name in (
+        "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
+    rows = {}
+    for side in args.sides.split(","):
+        done = subprocess.run([sys.executable, __file__, "--threads", str(args.threads),
+                               "--child", side, str(path)], env=env, capture_output=True,
+                              text=True, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode or not lines:
+            print(done.stdout[-3000:], done.stderr[-3000:])
+            raise SystemExit(f"{side} failed")
+        rows[side] = json.loads(lines[-1])
+        print(f"{side} done: {rows[side]['seconds']:.1f} s", flush=True)
+    table(rows)
+
+
+if __name__ == "__main__":
+    main()
