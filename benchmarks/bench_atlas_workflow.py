@@ -197,7 +197,7 @@ def child(side: str, path: str, threads: int) -> None:
         "side": side, "seconds": seconds, "stages": clock.seconds,
         "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
         "rss_before_gb": rss_before / 1e9, "input_gb": input_bytes / 1e9,
-        "clusters": int(len(set(labels))),
+        "clusters": len(set(labels)),
         "ari": float(adjusted_rand_score(truth, labels)) if len(set(truth)) > 1 else None,
         "load": os.getloadavg()[0]}))
 

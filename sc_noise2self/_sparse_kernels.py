@@ -1,12 +1,13 @@
-"""Leaf: CSR matrix times a thin dense matrix, both ways, on every core (numba).
+"""Leaf: sparse matrices times thin dense ones, and the marker tests' sums, on every core.
 
 scipy's sparse products run on one thread; the randomized PCA and the all-rank loss need
 ``X @ V`` and ``X.T @ U`` with a float32 ``X`` and float32 thin matrices, many times over.
 Sums run in float32 over one row (``X @ V``) or one block of rows (``X.T @ U``, blocks then
 summed in float64); measured on 100,000 cells x 2,000 genes, 16M values, w = 110: 0.07 and
 0.08 s against scipy's 0.14 and 0.12 s on 2 cores. Rows are cut into a fixed number of
-blocks that depends only on the shapes, so the sums do not depend on the thread count. This module
-imports numba: import it lazily.
+blocks that depends only on the shapes, so the sums do not depend on the thread count. The
+group sums and rank sums of CSC columns for :mod:`sc_noise2self.markers` are at the end.
+This module imports numba: import it lazily.
 """
 
 from __future__ import annotations
@@ -93,3 +94,65 @@ def column_sums(dense: np.ndarray, rows: int = 8192) -> np.ndarray:
     """Column sums of a float32 matrix, in float64 over row chunks."""
     return sum((dense[start:start + rows].sum(axis=0, dtype=np.float64)
                 for start in range(0, dense.shape[0], rows)), np.zeros(dense.shape[1]))
+
+
+@njit(parallel=True, cache=True)
+def column_group_sums(data, indices, indptr, codes, n_groups):
+    """Per group and gene: sums of the stored values, of their squares, and their number."""
+    n_genes = indptr.size - 1
+    values = np.zeros((n_groups, n_genes))
+    squares = np.zeros((n_groups, n_genes))
+    nonzeros = np.zeros((n_groups, n_genes))
+    for j in prange(n_genes):
+        for idx in range(indptr[j], indptr[j + 1]):
+            code, value = codes[indices[idx]], data[idx]
+            values[code, j] += value
+            squares[code, j] += value * value
+            nonzeros[code, j] += 1.0
+    return values, squares, nonzeros
+
+
+@njit(parallel=True, cache=True)
+def column_rank_sums(data, indices, indptr, codes, n_groups):
+    """Each group's rank sum per gene, and each gene's sum of ``t^3 - t`` over its ties.
+
+    Column ``j`` holds the non-zeros of gene ``j`` (CSC); its zeros are one tie placed
+    between the negative and the positive values.
+    """
+    n_cells = codes.size
+    n_genes = indptr.size - 1
+    counts = np.zeros(n_groups)
+    for code in codes:
+        counts[code] += 1.0
+    rank_sums = np.zeros((n_groups, n_genes))
+    ties = np.zeros(n_genes)
+    for j in prange(n_genes):
+        start, stop = indptr[j], indptr[j + 1]
+        values = data[start:stop]
+        order = np.argsort(values, kind="mergesort")
+        n_zero = n_cells - (stop - start)
+        n_negative = 0
+        for value in values:
+            if value < 0:
+                n_negative += 1
+        zero_rank = n_negative + (n_zero + 1) / 2.0
+        zeros_in = counts.copy()
+        tie_sum = float(n_zero) ** 3 - n_zero
+        i = 0
+        while i < order.size:
+            k = i
+            while k + 1 < order.size and values[order[k + 1]] == values[order[i]]:
+                k += 1
+            position = i + (n_zero if values[order[i]] > 0 else 0)
+            rank = position + (k - i) / 2.0 + 1.0  # the average rank of the tie
+            for m in range(i, k + 1):
+                code = codes[indices[start + order[m]]]
+                rank_sums[code, j] += rank
+                zeros_in[code] -= 1.0
+            size = float(k - i + 1)
+            tie_sum += size**3 - size
+            i = k + 1
+        for code in range(n_groups):
+            rank_sums[code, j] += zeros_in[code] * zero_rank
+        ties[j] = tie_sum
+    return rank_sums, ties

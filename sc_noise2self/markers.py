@@ -1,0 +1,194 @@
+"""Marker tests of groups against the rest from sparse group sums and sparse ranks.
+
+``sc.tl.rank_genes_groups`` ranks every cell of every gene (dense chunks of cells x genes)
+and, with ``tie_correct=True``, sorts each chunk again for every group. On split counts,
+where most values are 0, the ranks follow from the non-zeros alone: the zeros of a gene
+are one tie whose average rank is known, so each gene sorts only its stored values, and a
+group's rank sum is its non-zeros' ranks plus its zeros times the zeros' rank. Means and
+variances are group sums of the values and their squares. Nothing is densified, the cost
+grows with the non-zeros, and the statistics are scanpy's (equal to its output; tested).
+The results are written in scanpy's format, so ``sc.get.rank_genes_groups_df`` and the
+dotplots read them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import sparse, stats
+
+# The tests this module runs; any other (logreg) is scanpy's.
+FAST_METHODS = ("wilcoxon", "t-test", "t-test_overestim_var")
+# The options of sc.tl.rank_genes_groups that the fast path takes as scanpy does.
+FAST_OPTIONS = ("n_genes", "corr_method", "mask_var", "pts", "rankby_abs", "tie_correct",
+                "reference")
+CORRECTIONS = ("benjamini-hochberg", "bonferroni")
+
+
+def takes(method: str, options: dict) -> bool:
+    """Whether :func:`rank_genes_groups` runs ``method`` with these scanpy options."""
+    return (method in FAST_METHODS and set(options) <= set(FAST_OPTIONS)
+            and options.get("reference", "rest") == "rest"
+            and options.get("corr_method", "benjamini-hochberg") in CORRECTIONS)
+
+
+def rank_genes_groups(values, labels: pd.Categorical, var_names: pd.Index, *, method: str,
+                      key_params: dict, n_genes: int | None = None,
+                      corr_method: str = "benjamini-hochberg", mask_var=None,
+                      pts: bool = False, rankby_abs: bool = False, tie_correct: bool = False,
+                      reference: str = "rest") -> dict:
+    """Each group against the rest, in ``sc.tl.rank_genes_groups``'s record format.
+
+    Parameters
+    ----------
+    values
+        Cells x genes, sparse (log1p-normalised values ``>= 0`` as scanpy tests them) or
+        dense.
+    labels
+        Each cell's group.
+    var_names
+        The genes' names.
+    method
+        ``"wilcoxon"``, ``"t-test"`` or ``"t-test_overestim_var"``.
+    key_params
+        The ``params`` entry of the record (groupby, method, ...).
+    n_genes, corr_method, mask_var, pts, rankby_abs, tie_correct
+        As in ``sc.tl.rank_genes_groups`` (``mask_var`` a boolean array here).
+    reference
+        ``"rest"`` only.
+
+    Returns
+    -------
+    The record: ``params``, ``names``, ``scores``, ``pvals``, ``pvals_adj``,
+    ``logfoldchanges`` (and ``pts``, ``pts_rest``).
+    """
+    X = sparse.csc_matrix(values, dtype=np.float64)
+    if mask_var is not None:
+        X, var_names = X[:, np.asarray(mask_var, dtype=bool)], var_names[np.asarray(mask_var)]
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    codes = np.asarray(labels.codes, dtype=np.int64)
+    sizes = np.bincount(codes, minlength=len(labels.categories)).astype(np.float64)
+    if np.any(sizes < 2):
+        small = [str(labels.categories[g]) for g in np.flatnonzero(sizes < 2)]
+        raise ValueError(
+            f"groups {', '.join(small)} have fewer than 2 cells, and a test needs at least 2 "
+            "in each group; merge or drop them (or remove unused categories) first.")
+    sums = group_sums(X, codes, sizes.size)
+    if method == "wilcoxon":
+        scores, pvals = _wilcoxon(X, codes, sizes, tie_correct)
+    else:
+        scores, pvals = _welch(sums, sizes, overestimate=method == "t-test_overestim_var")
+    n_top = X.shape[1] if n_genes is None or n_genes > X.shape[1] else int(n_genes)
+    record = {"params": key_params}
+    columns = _top_columns(scores, pvals, _log_fold_changes(sums, sizes), var_names,
+                           [str(name) for name in labels.categories], n_top, rankby_abs,
+                           corr_method)
+    record.update(columns)
+    if pts:
+        record["pts"], record["pts_rest"] = _expressed_shares(sums, sizes, var_names,
+                                                              labels.categories)
+    return record
+
+
+class GroupSums:
+    """Per group and gene: the sum of values, of their squares and the non-zeros (K x genes)."""
+
+    def __init__(self, values: np.ndarray, squares: np.ndarray, nonzeros: np.ndarray) -> None:
+        self.values, self.squares, self.nonzeros = values, squares, nonzeros
+
+    def rest(self) -> GroupSums:
+        """The same sums over every cell outside each group."""
+        return GroupSums(*(part.sum(axis=0) - part for part in
+                           (self.values, self.squares, self.nonzeros)))
+
+
+def group_sums(X: sparse.csc_matrix, codes: np.ndarray, n_groups: int) -> GroupSums:
+    """:class:`GroupSums` of the stored values of ``X`` (CSC) by the groups ``codes``."""
+    from ._sparse_kernels import column_group_sums  # numba: imported when used
+
+    return GroupSums(*column_group_sums(X.data, X.indices, X.indptr, codes, n_groups))
+
+
+def _mean_var(values: np.ndarray, squares: np.ndarray, n: np.ndarray):
+    """Means and variances (ddof 1, as scanpy's) from sums over ``n`` cells."""
+    n = n[:, None]
+    mean = values / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (squares / n - mean**2) * (n / (n - 1))
+    return mean, var
+
+
+def _welch(sums: GroupSums, sizes: np.ndarray, *, overestimate: bool):
+    """Welch's t-test of each group against the rest, as scanpy runs it."""
+    rest, n_rest = sums.rest(), sizes.sum() - sizes
+    mean, var = _mean_var(sums.values, sums.squares, sizes)
+    mean_rest, var_rest = _mean_var(rest.values, rest.squares, n_rest)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores, pvals = stats.ttest_ind_from_stats(
+            mean1=mean, std1=np.sqrt(var), nobs1=sizes[:, None], mean2=mean_rest,
+            std2=np.sqrt(var_rest), nobs2=(sizes if overestimate else n_rest)[:, None],
+            equal_var=False)
+    scores, pvals = np.asarray(scores), np.asarray(pvals)
+    scores[np.isnan(scores)] = 0
+    pvals[np.isnan(pvals)] = 1
+    return scores, pvals
+
+
+def _wilcoxon(X: sparse.csc_matrix, codes: np.ndarray, sizes: np.ndarray, tie_correct: bool):
+    """Rank-sum z-scores and two-sided p-values of each group against the rest."""
+    from ._sparse_kernels import column_rank_sums  # numba: imported when used
+
+    n = float(codes.size)
+    rank_sums, ties = column_rank_sums(X.data, X.indices, X.indptr, codes, sizes.size)
+    correction = 1.0 - ties / (n**3 - n) if tie_correct and n >= 2 else 1.0
+    n_in, n_out = sizes[:, None], n - sizes[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = (rank_sums - n_in * (n + 1) / 2.0) / np.sqrt(
+            correction * n_in * n_out * (n + 1) / 12.0)
+    scores[np.isnan(scores)] = 0
+    return scores, 2 * stats.norm.sf(np.abs(scores))
+
+
+def _log_fold_changes(sums: GroupSums, sizes: np.ndarray) -> np.ndarray:
+    """log2 of the groups' over the rest's mean expm1 values, as scanpy computes it."""
+    rest = sums.rest()
+    mean = sums.values / sizes[:, None]
+    mean_rest = rest.values / (sizes.sum() - sizes)[:, None]
+    with np.errstate(invalid="ignore"):  # NaN where values below 0 make a mean negative
+        return np.log2((np.expm1(mean) + 1e-9) / (np.expm1(mean_rest) + 1e-9))
+
+
+def _top_columns(scores, pvals, log_fold, var_names, groups: list[str], n_top: int,
+                 rankby_abs: bool, corr_method: str) -> dict:
+    """The record's columns: per group, its ``n_top`` genes by score, as scanpy orders them."""
+    columns: dict[str, dict[str, np.ndarray]] = {
+        name: {} for name in ("names", "scores", "pvals", "pvals_adj", "logfoldchanges")}
+    names = np.asarray(var_names, dtype=object)
+    for g, group in enumerate(groups):
+        top = _top_n(np.abs(scores[g]) if rankby_abs else scores[g], n_top)
+        if corr_method == "benjamini-hochberg":
+            adjusted = stats.false_discovery_control(pvals[g], method="bh")
+        else:
+            adjusted = np.minimum(pvals[g] * pvals.shape[1], 1.0)
+        for name, column in (("names", names), ("scores", scores[g]), ("pvals", pvals[g]),
+                             ("pvals_adj", adjusted), ("logfoldchanges", log_fold[g])):
+            columns[name][group] = column[top]
+    dtypes = {"names": "O", "scores": "float32", "logfoldchanges": "float32",
+              "pvals": "float64", "pvals_adj": "float64"}
+    return {name: pd.DataFrame(table).to_records(index=False, column_dtypes=dtypes[name])
+            for name, table in columns.items()}
+
+
+def _top_n(scores: np.ndarray, n_top: int) -> np.ndarray:
+    """Indices of the ``n_top`` highest scores, highest first (ties as scanpy breaks them)."""
+    partition = np.argpartition(scores, -n_top)[-n_top:]
+    return partition[np.argsort(scores[partition])[::-1]]
+
+
+def _expressed_shares(sums: GroupSums, sizes: np.ndarray, var_names, categories):
+    """Share of each group's (and the rest's) cells with a non-zero value, genes x groups."""
+    names = [str(name) for name in categories]
+    rest = sums.rest().nonzeros / (sizes.sum() - sizes)[:, None]
+    return (pd.DataFrame((sums.nonzeros / sizes[:, None]).T, index=var_names, columns=names),
+            pd.DataFrame(rest.T, index=var_names, columns=names))
