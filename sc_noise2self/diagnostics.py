@@ -189,18 +189,19 @@ def _neighbour_mean_rows(X, size: np.ndarray, k: int, chunk: int):
     normalised = sparse.diags(1.0 / size) @ X
     halves = _gene_halves(X)
     graphs = [_neighbours(X[:, other], k) for other in halves[::-1]]
-    masks = [sparse.diags(np.isin(np.arange(X.shape[1]), genes).astype(np.float64))
-             for genes in halves]
+    # Each half's genes of the normalised counts, made once for every block of cells.
+    masked = [normalised @ sparse.diags(np.isin(np.arange(X.shape[1]), genes).astype(
+        np.float64)) for genes in halves]
     for start in range(0, n_cells, chunk):
         rows = slice(start, min(start + chunk, n_cells))
         expected, spread = [], []
-        for neighbours, mask in zip(graphs, masks, strict=True):
+        for neighbours, genes_of_half in zip(graphs, masked, strict=True):
             block = neighbours[rows]
             average = sparse.csr_matrix(
                 (np.full(block.size, 1.0 / k), block.ravel(),
                  np.arange(0, block.size + 1, k)), shape=(block.shape[0], n_cells),
             )
-            part = sparse.diags(size[rows]) @ (average @ (normalised @ mask))
+            part = sparse.diags(size[rows]) @ (average @ genes_of_half)
             expected.append(part)
             spread.append(sparse.diags(size[rows] * (average @ (1.0 / size)) / k) @ part)
         yield rows, sum(expected).tocsr(), sum(spread).tocsr()
