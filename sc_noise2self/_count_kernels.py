@@ -290,3 +290,30 @@ def normalised_data(values, indptr, scale: np.ndarray, transform: str) -> np.nda
     """
     return _scaled_values(values, indptr, np.asarray(scale, dtype=np.float32),
                           TRANSFORM_CODES[transform])
+
+
+@njit(parallel=True, cache=True)
+def partition_deviance_sums(b_indptr, genes, observed, own_a, labels, totals, sums,
+                            cluster_totals, gene_sums, population_total, prior, b_share):
+    """Each cell's ``sum b log(b / mu)`` over its half-B non-zeros (``cluster_loss``).
+
+    One pass per cell over its entries, with the leave-one-out cluster rate shrunk towards
+    the leave-one-out population rate, as :func:`~sc_noise2self.denoisers.cluster_loss.
+    partition_deviances` defines ``mu``; the entries are summed in their stored order.
+    """
+    n_cells = b_indptr.size - 1
+    out = np.zeros(n_cells)
+    for i in prange(n_cells):
+        own_total = totals[i]
+        left = max(population_total - own_total, 1.0)
+        cluster = labels[i]
+        denominator = cluster_totals[cluster] - own_total + prior
+        total = 0.0
+        for e in range(b_indptr[i], b_indptr[i + 1]):
+            g = genes[e]
+            population = (gene_sums[g] - own_a[e]) / left
+            rate = (sums[cluster, g] - own_a[e] + prior * population) / denominator
+            mean = max(rate * own_total * b_share, 1e-12)
+            total += observed[e] * np.log(observed[e] / mean)
+        out[i] = total
+    return out

@@ -761,3 +761,33 @@ def test_the_final_labels_reuse_the_scored_graph_only_when_it_fits(monkeypatch):
     scored = leiden.informative_genes(leiden.first_split(adata.X, leiden.split_settings(
         {}, "log1p", 2))[0], 2000)
     assert not start.fits(scored, 30, 15, 0)
+
+
+def test_a_cluster_above_the_cap_is_split_on_a_draw_and_every_cell_placed(monkeypatch):
+    # A cluster of more than REFINE_MAX_CELLS is refined on a draw of that many cells; the
+    # others join the sub-cluster of their nearest drawn cells. Two groups left as one
+    # cluster come apart for every cell. Fails when the undrawn cells are placed by
+    # anything but their neighbours (all into one sub-cluster: ARI about 0), or when the
+    # draw is not used (the neighbour graph of all 1,500 cells is built).
+    from sklearn.metrics import adjusted_rand_score
+
+    from sc_noise2self.denoisers import leiden
+    from sc_noise2self.denoisers.cluster_loss import DevianceTargets
+
+    adata = realistic((0.7, 0.3), 3, n_obs=1500, n_vars=300, effect=1.5)
+    halves, _ = leiden.first_split(adata.X, leiden.split_settings({}, "log1p", 0))
+    scored = leiden.informative_genes(halves, 2000)
+    targets = DevianceTargets.of(scored.a, scored.b, scored.totals, halves.p)
+    monkeypatch.setattr(leiden, "REFINE_MAX_CELLS", 400)
+    sizes = []
+    original = leiden.neighbour_graph
+    monkeypatch.setattr(leiden, "neighbour_graph",
+                        lambda values, *a: sizes.append(values.shape[0]) or original(values, *a))
+    cells = np.arange(adata.n_obs)
+    split, gain = leiden.cluster_split(cells, scored, targets, leiden.LEIDEN.options, 5)
+    assert sizes == [400]
+    assert split is not None and gain > 1
+    assert split.shape == (adata.n_obs,)
+    assert adjusted_rand_score(adata.obs["group"], split) > 0.95
+    drawn = leiden.refinement_sample(cells, 5)
+    assert drawn.size == 400 and np.array_equal(drawn, np.unique(drawn))

@@ -106,20 +106,19 @@ class DevianceTargets:
 
 def partition_deviances(labels: np.ndarray, targets: DevianceTargets) -> np.ndarray:
     """Each cell's deviance under ``labels`` (see :func:`cell_deviances`)."""
+    from .._count_kernels import partition_deviance_sums  # numba: imported when used
+
     t = targets
+    labels = np.asarray(labels, dtype=np.int64)
     members = sparse.csr_matrix(
         (np.ones(labels.size), (labels, np.arange(labels.size))),
         shape=(int(labels.max()) + 1, labels.size))
     sums = np.asarray((members @ t.a).todense(), dtype=np.float64)  # clusters x genes
-    cluster_totals = members @ t.totals
-    left = np.maximum(t.population_total - t.totals[t.rows], 1.0)
-    population = (t.gene_sums[t.genes] - t.own_a) / left
-    cells = labels[t.rows]
-    rate = ((sums[cells, t.genes] - t.own_a + t.prior * population)
-            / (cluster_totals[cells] - t.totals[t.rows] + t.prior))
-    mean = np.maximum(rate * t.totals[t.rows] * ((1.0 - t.p) / t.p), 1e-12)
-    deviance = np.bincount(t.rows, weights=t.observed * np.log(t.observed / mean),
-                           minlength=t.totals.size)
+    cluster_totals = np.asarray(members @ t.totals, dtype=np.float64)
+    b_indptr = np.searchsorted(t.rows, np.arange(t.totals.size + 1))
+    deviance = partition_deviance_sums(
+        b_indptr, t.genes, t.observed, t.own_a, labels, t.totals, sums, cluster_totals,
+        t.gene_sums, t.population_total, t.prior, (1.0 - t.p) / t.p)
     return 2.0 * deviance + t.constant
 
 

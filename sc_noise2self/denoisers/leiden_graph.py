@@ -30,18 +30,21 @@ def neighbour_graph(values, n_comps: int, n_neighbors: int, seed: int) -> Leiden
     The genes are scaled first (:func:`scaled_genes`), and the PCA is ARPACK's: on scaled
     genes the spectrum is flat, and the randomized solver's few power iterations lost the
     small groups' directions (1 of 20 seeds of K = 12 against ARPACK's 8; RESULTS, issue 24).
+    The graph keeps the scaling and the PCA, so that other cells can be placed in its space
+    (:meth:`LeidenGraph.embed`).
     """
     n_comps = max(1, min(n_comps, max_rank(values.shape)))
     n_neighbors = min(n_neighbors, values.shape[0] - 1)
-    scaled = scaled_genes(values)
+    scaling = GeneScaling.of(values)
+    scaled = scaling.apply(values)
     if values.shape[0] <= GRAM_MAX_CELLS:  # the same exact PCA, faster for few cells
-        scores = gram_pca(scaled, n_comps).scores
+        fit = gram_pca(scaled, n_comps)
     else:
-        scores = fit_pca(scaled, n_comps, random_state=seed, solver="arpack").scores
+        fit = fit_pca(scaled, n_comps, random_state=seed, solver="arpack")
     graph = ad.AnnData(obs=pd.DataFrame(index=np.arange(values.shape[0]).astype(str)),
-                       obsm={"X_pca": scores})
+                       obsm={"X_pca": fit.scores})
     scanpy_neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
-    return LeidenGraph.of(graph.obsp["connectivities"])
+    return LeidenGraph.of(graph.obsp["connectivities"], scaling=scaling, fit=fit)
 
 
 class LeidenGraph:
@@ -54,12 +57,13 @@ class LeidenGraph:
     "igraph", n_iterations=2, directed=False)`` (a test checks it).
     """
 
-    def __init__(self, graph) -> None:
+    def __init__(self, graph, scaling: GeneScaling | None = None, fit=None) -> None:
         self.graph = graph
+        self.scaling, self.fit = scaling, fit
 
     @classmethod
-    def of(cls, adjacency) -> LeidenGraph:
-        """The igraph graph of a symmetric sparse adjacency matrix."""
+    def of(cls, adjacency, *, scaling: GeneScaling | None = None, fit=None) -> LeidenGraph:
+        """The igraph graph of a symmetric sparse adjacency matrix (and how it was embedded)."""
         import igraph
 
         adjacency = sparse.csr_matrix(adjacency)
@@ -67,7 +71,13 @@ class LeidenGraph:
         graph = igraph.Graph(n=adjacency.shape[0], edges=np.column_stack([sources, targets]),
                              directed=False)
         graph.es["weight"] = np.asarray(adjacency[sources, targets]).ravel()
-        return cls(graph)
+        return cls(graph, scaling, fit)
+
+    def embed(self, values) -> np.ndarray:
+        """PCA scores of other cells' ``values`` in this graph's scaled space (cells x comps)."""
+        scaled = self.scaling.apply(values)
+        fit = self.fit
+        return np.asarray(scaled @ fit.components.T) - fit.mean @ fit.components.T
 
     def labels(self, resolution: float, seed: int) -> np.ndarray:
         """Leiden (modularity, two iterations) at ``resolution``: codes 0..K-1."""
@@ -120,16 +130,37 @@ def scaled_genes(values) -> sparse.csr_matrix:
     least 0, and a zero lies 10 SDs below the mean only for a gene 10 SDs above 0
     everywhere. Dense input takes the same path, so both formats give the same graph.
     """
-    scaled = sparse.csr_matrix(values, dtype=np.float64, copy=True)
-    n_cells = scaled.shape[0]
-    mean = np.asarray(scaled.mean(axis=0)).ravel()
-    square = np.asarray(scaled.multiply(scaled).mean(axis=0)).ravel()
-    sd = np.sqrt(np.maximum(square - mean**2, 0.0) * n_cells / max(n_cells - 1, 1))
-    inverse = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
-    scaled.data = np.minimum(scaled.data * inverse[scaled.indices],
-                             (mean * inverse + SCALE_CAP)[scaled.indices])
-    scaled.eliminate_zeros()
-    return scaled
+    return GeneScaling.of(values).apply(values)
+
+
+@dataclass(frozen=True)
+class GeneScaling:
+    """Each gene's scale and cap, learnt from some cells and applied to any.
+
+    See :func:`scaled_genes`.
+    """
+
+    inverse: np.ndarray  # 1 / SD (0 for a constant gene)
+    cap: np.ndarray  # the largest scaled value: mean / SD + SCALE_CAP
+
+    @classmethod
+    def of(cls, values) -> GeneScaling:
+        """The scaling that puts these cells' genes at unit variance."""
+        values = sparse.csr_matrix(values, dtype=np.float64)
+        n_cells = values.shape[0]
+        mean = np.asarray(values.mean(axis=0)).ravel()
+        square = np.asarray(values.multiply(values).mean(axis=0)).ravel()
+        sd = np.sqrt(np.maximum(square - mean**2, 0.0) * n_cells / max(n_cells - 1, 1))
+        inverse = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
+        return cls(inverse, mean * inverse + SCALE_CAP)
+
+    def apply(self, values) -> sparse.csr_matrix:
+        """``values`` scaled and capped (CSR, stored values only)."""
+        scaled = sparse.csr_matrix(values, dtype=np.float64, copy=True)
+        scaled.data = np.minimum(scaled.data * self.inverse[scaled.indices],
+                                 self.cap[scaled.indices])
+        scaled.eliminate_zeros()
+        return scaled
 
 
 def leiden_labels(graph: LeidenGraph, resolution: float, seed: int) -> np.ndarray:
