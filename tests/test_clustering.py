@@ -791,3 +791,43 @@ def test_a_cluster_above_the_cap_is_split_on_a_draw_and_every_cell_placed(monkey
     assert adjusted_rand_score(adata.obs["group"], split) > 0.95
     drawn = leiden.refinement_sample(cells, 5)
     assert drawn.size == 400 and np.array_equal(drawn, np.unique(drawn))
+
+
+def test_a_sweep_shared_among_workers_gives_each_resolution_its_own_labels(monkeypatch):
+    # Past PARALLEL_SWEEP_CELLS the resolutions run in worker processes; each run is seeded
+    # alone, so the labels equal the runs made in turn, resolution by resolution. Fails when
+    # the batches' results are put back in another order, or the seed is not passed on.
+    from sc_noise2self.denoisers import leiden_graph
+
+    adata = realistic((0.5, 0.3, 0.2), 4, n_obs=600, n_vars=200)
+    values = n2s.transforms.normalised_values(adata.X, 1000.0, "log1p")
+    graph = leiden_graph.neighbour_graph(values, 10, 15, 7)
+    grid = [0.0, 0.1, 0.5, 1.0, 3.0, 8.0]
+    in_turn = leiden_graph.leiden_sweep(graph, grid, 7)
+    monkeypatch.setattr(leiden_graph, "PARALLEL_SWEEP_CELLS", 100)
+    monkeypatch.setattr(leiden_graph, "worker_count", lambda n_jobs, n_tasks: 2)
+    shared = leiden_graph.leiden_sweep(graph, grid, 7)
+    assert len({int(labels.max()) for labels in shared}) >= 3  # the grid's runs differ
+    for one, other, resolution in zip(in_turn, shared, grid, strict=True):
+        np.testing.assert_array_equal(one, other, err_msg=f"resolution {resolution}")
+    assert not shared[0].any()
+
+
+def test_the_randomized_graph_of_many_cells_keeps_the_groups(monkeypatch):
+    # Past ARPACK_MAX_CELLS the graph's PCA is randomized with 10 power iterations; the
+    # groups must come out as ARPACK's graph gives them. Fails with too few iterations to
+    # reach the small group's direction, or the scores of another matrix.
+    from sklearn.metrics import adjusted_rand_score
+
+    from sc_noise2self.denoisers import leiden_graph
+
+    adata = realistic((0.6, 0.3, 0.1), 6, n_obs=1500, n_vars=300)
+    values = n2s.transforms.normalised_values(adata.X, 1000.0, "log1p")
+    exact = leiden_graph.neighbour_graph(values, 20, 15, 1)
+    monkeypatch.setattr(leiden_graph, "ARPACK_MAX_CELLS", 1000)
+    fast = leiden_graph.neighbour_graph(values, 20, 15, 1)
+    cosines = np.linalg.svd(exact.fit.components[:2] @ fast.fit.components.T,
+                            compute_uv=False)
+    assert cosines.min() > 0.999
+    truth = adata.obs["group"]
+    assert adjusted_rand_score(truth, leiden_graph.leiden_labels(fast, 0.3, 0)) > 0.9

@@ -38,6 +38,7 @@ from .cluster_loss import canonical as _canonical
 from .leiden_graph import (
     GraphStart,
     leiden_labels,
+    leiden_sweep,
     neighbour_graph,
     seed_of,
 )
@@ -219,9 +220,7 @@ def score_resolutions(halves: Halves, grid: np.ndarray, seed, options: dict, los
     graph = neighbour_graph(scored.values, options["n_comps"], options["n_neighbors"], seed)
     targets = DevianceTargets.of(scored.a, scored.b, scored.totals, halves.p)
     per_cell, n_clusters = [], []
-    for resolution in grid:
-        labels = (np.zeros(halves.a.shape[0], dtype=np.int64) if resolution == 0
-                  else leiden_labels(graph, resolution, seed))
+    for labels in leiden_sweep(graph, grid, seed):
         per_cell.append(partition_deviances(labels, targets))
         n_clusters.append(int(labels.max()) + 1)
     per_cell = np.asarray(per_cell) / scored.a.shape[1]

@@ -12,12 +12,12 @@ workers, so that serial and parallel runs give bit-identical losses.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from .._cores import worker_count
 from .._progress import progress_bar
 from .batched import Batch
 from .invariant import checked_output
@@ -163,24 +163,3 @@ def score_phases(scoring: PhaseScoring, masks: list[Mask], *, n_jobs: int | None
         totals[chunk] += sums
         counts[chunk] += size
     return totals / counts
-
-
-def worker_count(n_jobs: int | None, n_tasks: int) -> int:
-    """Workers to start: ``n_jobs`` (None or negative: every usable core), at most the tasks.
-
-    Parameters
-    ----------
-    n_jobs
-        What the user asked for.
-    n_tasks
-        Units of work there are.
-
-    Returns
-    -------
-    At least 1.
-    """
-    # The cores this process may use (a cgroup or taskset can grant fewer than the machine has).
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    wanted = cores if n_jobs is None or n_jobs < 0 else int(n_jobs)
-    return max(1, min(wanted, n_tasks))

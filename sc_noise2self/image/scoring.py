@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from numpy.typing import DTypeLike
 
+from .._cores import worker_count
 from .._progress import progress_bar
 from .._validation import check_choice, check_whole
 from ..results import expand_grid
@@ -25,7 +26,7 @@ from .classical import Method, get_method
 from .invariant import ImageCalibration, bind_denoiser, direct_loss
 from .masking import INTERPOLATIONS, grid_masks, replacement_values
 from .noise import estimate_noise_variance
-from .phases import PhaseScoring, score_phases, worker_count
+from .phases import PhaseScoring, score_phases
 from .referee import baseline_loss, check_losses, loses, neighbour_mean, warn_lost
 from .units import IDENTITY, Units, constant_message, units_of
 
