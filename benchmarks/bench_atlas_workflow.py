@@ -1,9 +1,11 @@
 """The documented atlas workflow, stage by stage, beside scanpy's standard pipeline (issue 28).
 
-Ours, as the README runs it: ``tl.calibrate_leiden`` (split, NB sizes, half A's genes,
-graph, the resolution's loss curve, the final labels with their refinement), then
-``tl.validate_clusters_split`` and ``tl.rank_genes_groups_split(groupby=<validated>)``
-(markers on half B). scanpy's standard pipeline on the same counts: ``normalize_total``,
+Ours, in one call (``--path one-call``, the default): ``tl.rank_genes_groups_split(adata)``
+splits the molecules, builds half A's graph, chooses the resolution by the loss, refines and
+validates the clusters and tests their markers on half B. Or as the README's three calls
+(``--path readme``): ``tl.calibrate_leiden``, ``tl.validate_clusters_split`` and
+``tl.rank_genes_groups_split(groupby=<validated>)``, which draw the split again in each.
+scanpy's standard pipeline on the same counts: ``normalize_total``,
 ``log1p``, 2,000 highly variable genes, PCA 50, ``neighbors``, Leiden 1.0,
 ``rank_genes_groups`` (Wilcoxon).
 
@@ -48,11 +50,15 @@ OUR_STAGES = (
     ("sc_noise2self.denoisers.leiden_graph", "scanpy_neighbors", "graph: kNN"),
     ("sc_noise2self.denoisers.leiden_graph", "scaled_genes", "graph: scaled genes"),
     ("sc_noise2self.denoisers.leiden", "leiden_labels", "Leiden runs"),
+    ("sc_noise2self.denoisers.leiden", "leiden_sweep", "Leiden sweep (rest: worker processes)"),
     ("sc_noise2self.denoisers.leiden", "partition_deviances", "loss"),
     ("sc_noise2self.denoisers.leiden", "refined_clusters", "refinement (rest)"),
     ("sc_noise2self.denoisers.leiden", "store_clusters", "store"),
+    ("sc_noise2self.tl", "calibrate_leiden", "calibrate_leiden (rest)"),
+    ("sc_noise2self.inference", "replicated_clusters", "validation (rest)"),
     ("sc_noise2self.tl", "validate_clusters_split", "validation (rest)"),
-    ("sc_noise2self.inference", "rank_genes_groups_split", "markers on half B (rest)"),
+    ("sc_noise2self.inference", "_test_groups", "markers on half B"),
+    ("sc_noise2self.inference", "rank_genes_groups_split", "rank_genes_groups_split (rest)"),
     ("scanpy.tools", "rank_genes_groups", "markers: scanpy's test"),
 )
 
@@ -136,17 +142,21 @@ def warm_up() -> None:
     sc.tl.leiden(probe, flavor="igraph", n_iterations=2, directed=False)
 
 
-def ours(adata, clock: StageClock) -> str:
+def ours(adata, clock: StageClock, path: str) -> str:
+    """The workflow in one call (``"one-call"``) or as the README's three calls."""
     import sc_noise2self as n2s
 
     install(clock, OUR_STAGES)
+    if path == "one-call":
+        n2s.tl.rank_genes_groups_split(adata, random_state=0)
+        return "rank_genes_groups_split_groups"
     n2s.tl.calibrate_leiden(adata, random_state=0)
     n2s.tl.validate_clusters_split(adata)
     n2s.tl.rank_genes_groups_split(adata, groupby="noise2self_leiden_validated")
     return "noise2self_leiden_validated"
 
 
-def scanpys(adata, clock: StageClock) -> str:
+def scanpys(adata, clock: StageClock, path: str) -> str:
     import scanpy as sc
 
     from sc_noise2self.embedding import scanpy_neighbors
@@ -171,7 +181,7 @@ def scanpys(adata, clock: StageClock) -> str:
     return "leiden"
 
 
-def child(side: str, path: str, threads: int) -> None:
+def child(side: str, path: str, threads: int, workflow: str) -> None:
     """One side's run in this (fresh) process; prints a JSON line."""
     import warnings
 
@@ -189,7 +199,7 @@ def child(side: str, path: str, threads: int) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     clock = StageClock()
     start = time.perf_counter()
-    key = (ours if side == "ours" else scanpys)(adata, clock)
+    key = (ours if side == "ours" else scanpys)(adata, clock, workflow)
     seconds = time.perf_counter() - start
     labels = adata.obs[key].to_numpy()
     truth = adata.obs["group"].to_numpy()
@@ -223,24 +233,31 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=30000)
     parser.add_argument("--sides", default="scanpy,ours")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--path", choices=("one-call", "readme"), default="one-call",
+                        help="ours as one rank_genes_groups_split call (split, graph, "
+                             "resolution, refinement, validation, markers on half B) or as "
+                             "the README's calibrate_leiden, validate_clusters_split, "
+                             "rank_genes_groups_split(groupby=...)")
     parser.add_argument("--cache", default="/tmp/sc_noise2self_atlas")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.threads)
+        child(args.child[0], args.child[1], args.threads, args.path)
         return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     path = (simulated(args.cells, cache / f"sim_{args.cells}.h5ad") if args.data == "sim"
             else pbmc(cache / "pbmc3k.h5ad"))
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.data} "
-          f"({path.name}), threads {args.threads}, load {os.getloadavg()}")
+          f"({path.name}), ours as {args.path}, threads {args.threads}, load "
+          f"{os.getloadavg()}")
     env = {**os.environ, **{name: str(args.threads) for name in (
         "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
     rows = {}
     for side in args.sides.split(","):
         done = subprocess.run([sys.executable, __file__, "--threads", str(args.threads),
-                               "--child", side, str(path)], env=env, capture_output=True,
+                               "--path", args.path, "--child", side, str(path)], env=env,
+                              capture_output=True,
                               text=True, check=False)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode or not lines:

@@ -831,3 +831,26 @@ def test_the_randomized_graph_of_many_cells_keeps_the_groups(monkeypatch):
     assert cosines.min() > 0.999
     truth = adata.obs["group"]
     assert adjusted_rand_score(truth, leiden_graph.leiden_labels(fast, 0.3, 0)) > 0.9
+
+
+def test_the_labels_are_made_on_the_scored_split_without_drawing_it_again(monkeypatch):
+    # Within one call the calibration hands its first split on to the labels; the labels
+    # equal those made on a split drawn again (the draws are seeded). Fails when the halves
+    # of another seed or share are taken (the labels differ) or when the split is drawn twice.
+    from sc_noise2self.denoisers import leiden
+
+    adata = realistic((0.6, 0.3, 0.1), 5, n_obs=500, n_vars=150)
+    draws = []
+    original = leiden.prepare_halves
+    monkeypatch.setattr(leiden, "prepare_halves",
+                        lambda *a, **k: draws.append(1) or original(*a, **k))
+    tl.calibrate_leiden(adata, resolutions=[0.3, 1.0], random_state=2, refine=False)
+    assert draws == []  # the calibration draws in the engine, the labels not at all
+    start = adata.uns["noise2self_leiden"]["params"]
+    again = leiden.fit_clusters(
+        adata.X, start["resolution"], {**leiden.LEIDEN.options, "n_comps": start["n_comps"],
+                                       "refine": False},
+        transform="log1p", random_state=2, max_layer_gb=0.0)
+    assert draws == [1]
+    np.testing.assert_array_equal(again.labels,
+                                  adata.obs["noise2self_leiden"].cat.codes.to_numpy())

@@ -228,7 +228,8 @@ def score_resolutions(halves: Halves, grid: np.ndarray, seed, options: dict, los
     # standard errors of several splits are computed from (choose_resolution).
     return per_cell.mean(axis=1), {"n_clusters": np.array(n_clusters), "cell_losses": per_cell,
                                    "standard_error": paired_standard_errors(per_cell),
-                                   "start": GraphStart.of(graph, scored, options, seed)}
+                                   "start": GraphStart.of(graph, scored, options, seed,
+                                                          halves)}
 
 
 # Each chosen cluster of at least this many cells is clustered again on its own cells, in
@@ -397,20 +398,24 @@ def check_first_split(settings: SplitSettings) -> None:
         )
 
 
-def first_split(counts, settings: SplitSettings) -> tuple[Halves, np.random.SeedSequence]:
+def first_split(counts, settings: SplitSettings, start: GraphStart | None = None,
+                ) -> tuple[Halves, np.random.SeedSequence]:
     """The halves of a calibration's first split, drawn again (the draws are seeded).
 
     The same call as :func:`~sc_noise2self.runs.run_splits` makes for its first split, so
     the labels made here on half A are the ones that were scored, and half B is the half
-    they never saw, for marker tests.
+    they never saw, for marker tests. Within one call the calibration's ``start`` hands the
+    very halves on, and they are not drawn again.
     """
     check_first_split(settings)
     settings = settings.validate(counts)
     seed = spawn_seeds(settings.random_state, settings.n_splits)[0]
-    halves = prepare_halves(
-        counts, p=settings.p, transform=settings.transform, random_state=seed,
-        keep_counts=True, keep_a_counts=True, split=settings.split,
-        overdispersion=settings.overdispersion)
+    halves = None if start is None else start.halves_of(seed_of(seed), settings.p)
+    if halves is None:
+        halves = prepare_halves(
+            counts, p=settings.p, transform=settings.transform, random_state=seed,
+            keep_counts=True, keep_a_counts=True, split=settings.split,
+            overdispersion=settings.overdispersion)
     halves.b_sizes = (np.asarray(settings.overdispersion, dtype=np.float64)
                       if isinstance(settings.overdispersion, np.ndarray) else None)
     return halves, seed
@@ -453,7 +458,7 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
     if resolution == 0:
         return Clustering(np.zeros(counts.shape[0], dtype=np.int64), values, depth, 0.0,
                           int(n_comps), fingerprint=counts_fingerprint(counts))
-    halves, seed = first_split(counts, settings)
+    halves, seed = first_split(counts, settings, start)
     scored = informative_genes(halves, options.get("n_top_genes", DEFAULT_TOP_GENES))
     if start is not None and start.fits(scored, n_comps, options["n_neighbors"], seed_of(seed)):
         graph = start.graph
