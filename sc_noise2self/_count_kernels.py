@@ -317,3 +317,34 @@ def partition_deviance_sums(b_indptr, genes, observed, own_a, labels, totals, su
             total += observed[e] * np.log(observed[e] / mean)
         out[i] = total
     return out
+
+
+@njit(parallel=True, cache=True)
+def values_at_entries(a_data, a_indices, a_indptr, b_indices, b_indptr):
+    """``a``'s value at each of ``b``'s stored entries (0 where ``a`` has none).
+
+    Both are canonical CSR (sorted column indices), so each row is one merge of two sorted
+    lists.
+    """
+    out = np.zeros(b_indices.size)
+    for i in prange(b_indptr.size - 1):
+        k = a_indptr[i]
+        stop = a_indptr[i + 1]
+        for e in range(b_indptr[i], b_indptr[i + 1]):
+            column = b_indices[e]
+            while k < stop and a_indices[k] < column:
+                k += 1
+            if k < stop and a_indices[k] == column:
+                out[e] = a_data[k]
+    return out
+
+
+@njit(cache=True)
+def labelled_row_sums(data, indices, indptr, labels, n_labels, n_cols):
+    """Sums of a CSR matrix's rows by label: ``n_labels x n_cols``, dense, float64."""
+    out = np.zeros((n_labels, n_cols))
+    for i in range(indptr.size - 1):
+        row = out[labels[i]]
+        for e in range(indptr[i], indptr[i + 1]):
+            row[indices[e]] += data[e]
+    return out

@@ -106,15 +106,17 @@ class DevianceTargets:
 
 def partition_deviances(labels: np.ndarray, targets: DevianceTargets) -> np.ndarray:
     """Each cell's deviance under ``labels`` (see :func:`cell_deviances`)."""
-    from .._count_kernels import partition_deviance_sums  # numba: imported when used
+    from .._count_kernels import (  # numba: imported when used
+        labelled_row_sums,
+        partition_deviance_sums,
+    )
 
     t = targets
     labels = np.asarray(labels, dtype=np.int64)
-    members = sparse.csr_matrix(
-        (np.ones(labels.size), (labels, np.arange(labels.size))),
-        shape=(int(labels.max()) + 1, labels.size))
-    sums = np.asarray((members @ t.a).todense(), dtype=np.float64)  # clusters x genes
-    cluster_totals = np.asarray(members @ t.totals, dtype=np.float64)
+    n_clusters = int(labels.max()) + 1
+    sums = labelled_row_sums(t.a.data, t.a.indices, t.a.indptr, labels, n_clusters,
+                             t.a.shape[1])  # clusters x genes
+    cluster_totals = np.bincount(labels, weights=t.totals, minlength=n_clusters)
     b_indptr = np.searchsorted(t.rows, np.arange(t.totals.size + 1))
     deviance = partition_deviance_sums(
         b_indptr, t.genes, t.observed, t.own_a, labels, t.totals, sums, cluster_totals,
@@ -128,20 +130,10 @@ PRIOR_CELLS = 10.0
 
 def values_at(a, b) -> np.ndarray:
     """``a``'s values at ``b``'s stored entries (0 where ``a`` has none); canonical CSR."""
-    a_keys = _entry_keys(a)
-    b_keys = _entry_keys(b)
-    values = np.zeros(b_keys.size)
-    if a_keys.size:
-        where = np.minimum(np.searchsorted(a_keys, b_keys), a_keys.size - 1)
-        hit = a_keys[where] == b_keys
-        values[hit] = a.data[where[hit]]
-    return values
+    from .._count_kernels import values_at_entries  # numba: imported when used
 
-
-def _entry_keys(X) -> np.ndarray:
-    """Row-major positions of a canonical CSR matrix's entries (increasing)."""
-    rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
-    return rows * X.shape[1] + X.indices
+    return values_at_entries(np.asarray(a.data, dtype=np.float64), a.indices, a.indptr,
+                             b.indices, b.indptr)
 
 
 def canonical(X):
