@@ -202,10 +202,11 @@ def leiden_labels(graph: LeidenGraph, resolution: float, seed: int) -> np.ndarra
 
 
 # From this many cells, the resolutions of a sweep are shared among worker processes, one per
-# usable core: igraph's Leiden runs on one core, and at 200,000 cells its twelve runs were a
-# quarter of the workflow (issue 28). Each run is seeded alone, so the labels do not depend on
-# the number of workers. At 30,000 cells the sweep took 4.5 s on two workers against 6.5 s
-# in turn, but 6.9 s when the workers had to start.
+# usable core: igraph's Leiden runs on one core, and at 200,000
+# cells its twelve runs (5.5-7.4 s each) were a third of the workflow (issue 28). Each run
+# is seeded alone, so the labels do not depend on the number of workers. At 30,000 cells the
+# sweep took 4.5 s on two workers against 6.5 s in turn, but 6.9 s when the workers had to
+# start (importing the package takes a new process 2.9 s).
 PARALLEL_SWEEP_CELLS = 50000
 
 
@@ -220,7 +221,9 @@ def leiden_sweep(graph: LeidenGraph, resolutions, seed: int) -> list[np.ndarray]
 
         # One task per worker, every worker-th resolution: low and high resolutions, whose
         # runs differ in cost, are spread evenly. The graph travels as its numpy arrays
-        # (pickling igraph's graph took 1.4 s at 30,000 cells, its arrays a few ms).
+        # (pickling igraph's graph took 1.4 s at 30,000 cells, its arrays a few ms). This
+        # process only waits: igraph holds the GIL, and a batch run here kept the thread that
+        # sends the workers their tasks from running until it was done.
         batches = [todo[start::workers] for start in range(workers)]
         done = Parallel(n_jobs=workers, backend="loky")(
             delayed(_batch_labels)(graph.arrays, batch, seed) for batch in batches)
