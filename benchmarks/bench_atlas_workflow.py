@@ -40,14 +40,18 @@ from pathlib import Path
 
 import numpy as np
 
-# (module, attribute, stage): wrapped in the child; the first module holding the name used.
+# Every PCA and every scanpy neighbour graph, wherever it is called from (the wrapper replaces
+# the function in each module that imported it): the graphs, the NB sizes, the validation.
+PCA_STAGE = "PCA (every one: graphs, NB sizes, validation)"
+KNN_STAGE = "kNN graphs (scanpy.pp.neighbors)"
+# (module, attribute, stage): wrapped in the child in every module that holds the function.
 OUR_STAGES = (
     ("sc_noise2self.runs", "estimate_overdispersion", "NB sizes"),
     ("sc_noise2self.losses", "prepare_halves", "split"),
     ("sc_noise2self.denoisers.leiden", "informative_genes", "half A's genes"),
-    ("sc_noise2self.denoisers.leiden_graph", "fit_pca", "graph: PCA"),
-    ("sc_noise2self.denoisers.leiden_graph", "gram_pca", "graph: PCA"),
-    ("sc_noise2self.denoisers.leiden_graph", "scanpy_neighbors", "graph: kNN"),
+    ("sc_noise2self.denoisers.leiden_graph", "fit_pca", PCA_STAGE),
+    ("sc_noise2self.denoisers.leiden_graph", "gram_pca", PCA_STAGE),
+    ("sc_noise2self.denoisers.leiden_graph", "scanpy_neighbors", KNN_STAGE),
     ("sc_noise2self.denoisers.leiden_graph", "scaled_genes", "graph: scaled genes"),
     ("sc_noise2self.denoisers.leiden", "leiden_labels", "Leiden runs"),
     ("sc_noise2self.denoisers.leiden", "leiden_sweep", "Leiden sweep (rest: worker processes)"),
@@ -133,10 +137,12 @@ def warm_up() -> None:
     import sc_noise2self as n2s
     from sc_noise2self.embedding import scanpy_neighbors
 
-    small = n2s.simulation.simulate_counts(600, 300, (0.5, 0.5), random_state=0)
+    # 1,500 cells: past the exact Gram PCA (1,000 cells), so ARPACK's first use is paid too
+    small = n2s.simulation.simulate_counts(1500, 300, (0.5, 0.5), random_state=0)
     n2s.tl.calibrate_leiden(small)
     n2s.tl.validate_clusters_split(small)
     n2s.tl.rank_genes_groups_split(small, groupby="noise2self_leiden_validated")
+    n2s.tl.rank_genes_groups_split(small)
     probe = ad.AnnData(obsm={"X_pca": np.random.default_rng(0).normal(size=(9000, 10))})
     scanpy_neighbors(probe, n_neighbors=15, use_rep="X_pca", random_state=0)
     sc.tl.leiden(probe, flavor="igraph", n_iterations=2, directed=False)

@@ -348,3 +348,35 @@ def labelled_row_sums(data, indices, indptr, labels, n_labels, n_cols):
         for e in range(indptr[i], indptr[i + 1]):
             row[indices[e]] += data[e]
     return out
+
+
+@njit(parallel=True, cache=True)
+def neighbour_mean_block(first, n_rows, neighbours_0, neighbours_1, half_of, data, indices,
+                         indptr, size, k):
+    """Expected counts ``m`` and their noise ``w m`` for rows ``first..first+n_rows`` (dense).
+
+    Gene ``g`` of half ``h = half_of[g]`` takes the mean normalised count of the cell's
+    neighbours in ``neighbours_h`` times the cell's size; the sums run over the neighbours in
+    their stored order, as the sparse products of ``estimate_overdispersion`` did.
+    """
+    n_genes = half_of.size
+    expected = np.zeros((n_rows, n_genes))
+    spread = np.zeros((n_rows, n_genes))
+    weight = 1.0 / k
+    for r in prange(n_rows):
+        i = first + r
+        row = expected[r]
+        for h in range(2):
+            neighbours = neighbours_0 if h == 0 else neighbours_1
+            inverse = 0.0
+            for j in neighbours[i]:
+                inverse += weight * (1.0 / size[j])
+                for e in range(indptr[j], indptr[j + 1]):
+                    if half_of[indices[e]] == h:
+                        row[indices[e]] += weight * data[e]
+            noise = size[i] * inverse / k
+            for g in range(n_genes):
+                if half_of[g] == h:
+                    row[g] = size[i] * row[g]
+                    spread[r, g] = noise * row[g]
+    return expected, spread

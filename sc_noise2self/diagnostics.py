@@ -102,8 +102,8 @@ def estimate_overdispersion(
     # at most BLOCK_ENTRIES values, and sparse element-wise products cost several times more.
     sums = np.zeros((5, X.shape[1]))
     for rows, expected, spread in expected_rows:
-        observed, expected = X[rows].toarray(), expected.toarray()
-        own = expected * expected - spread.toarray()  # m^2 less the Poisson noise of m
+        observed = X[rows].toarray()
+        own = expected * expected - spread  # m^2 less the Poisson noise of m
         excess = observed * (observed - 2 * expected) + own - expected
         for i, term in enumerate((excess, own, excess * excess, excess * own, own * own)):
             sums[i] += term.sum(axis=0)
@@ -175,36 +175,33 @@ def _gene_mean_rows(X, size: np.ndarray, chunk: int):
     spread = size * np.sum(1.0 / size) / n_cells**2
     for start in range(0, n_cells, chunk):
         rows = slice(start, min(start + chunk, n_cells))
-        expected = sparse.csr_matrix(np.outer(size[rows], mu))
-        yield rows, expected, sparse.diags(spread[rows]) @ expected
+        expected = np.outer(size[rows], mu)
+        yield rows, expected, spread[rows, None] * expected
 
 
 def _neighbour_mean_rows(X, size: np.ndarray, k: int, chunk: int):
-    """Expected counts ``m`` from each cell's ``k`` nearest other cells, and ``w_i m``.
+    """Expected counts ``m`` from each cell's ``k`` nearest other cells, and ``w m`` (dense).
 
     Each gene's neighbours come from the other half of the genes (see
     :func:`estimate_overdispersion`); with fewer than 4 genes, from all of them.
     """
+    from ._count_kernels import neighbour_mean_block  # numba: imported when used
+
     n_cells = X.shape[0]
-    normalised = sparse.diags(1.0 / size) @ X
+    normalised = sparse.csr_matrix(sparse.diags(1.0 / size) @ X)
+    normalised.sort_indices()
     halves = _gene_halves(X)
     graphs = [_neighbours(X[:, other], k) for other in halves[::-1]]
-    # Each half's genes of the normalised counts, made once for every block of cells.
-    masked = [normalised @ sparse.diags(np.isin(np.arange(X.shape[1]), genes).astype(
-        np.float64)) for genes in halves]
+    half_of = np.zeros(X.shape[1], dtype=np.int64)
+    if len(halves) == 2:
+        half_of[halves[1]] = 1
+    graphs = [np.ascontiguousarray(graph, dtype=np.int64) for graph in graphs]
     for start in range(0, n_cells, chunk):
         rows = slice(start, min(start + chunk, n_cells))
-        expected, spread = [], []
-        for neighbours, genes_of_half in zip(graphs, masked, strict=True):
-            block = neighbours[rows]
-            average = sparse.csr_matrix(
-                (np.full(block.size, 1.0 / k), block.ravel(),
-                 np.arange(0, block.size + 1, k)), shape=(block.shape[0], n_cells),
-            )
-            part = sparse.diags(size[rows]) @ (average @ genes_of_half)
-            expected.append(part)
-            spread.append(sparse.diags(size[rows] * (average @ (1.0 / size)) / k) @ part)
-        yield rows, sum(expected).tocsr(), sum(spread).tocsr()
+        expected, spread = neighbour_mean_block(
+            start, rows.stop - start, graphs[0], graphs[-1], half_of, normalised.data,
+            normalised.indices, normalised.indptr, size, k)
+        yield rows, expected, spread
 
 
 def _gene_halves(X) -> list[np.ndarray]:
