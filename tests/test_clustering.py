@@ -854,3 +854,20 @@ def test_the_labels_are_made_on_the_scored_split_without_drawing_it_again(monkey
     assert draws == [1]
     np.testing.assert_array_equal(again.labels,
                                   adata.obs["noise2self_leiden"].cat.codes.to_numpy())
+
+
+def test_cluster_means_made_a_block_of_cells_at_a_time_equal_the_whole(monkeypatch):
+    # The stored cluster means normalise the counts a block of cells at a time, so the
+    # normalised counts are never whole in memory. Fails when a block (the last, partial
+    # one) is dropped or a block is normalised to its own depth.
+    from sc_noise2self.denoisers import leiden
+
+    adata = realistic((0.6, 0.4), 1, n_obs=700, n_vars=120)
+    labels = (adata.obs["group"].cat.codes.to_numpy() + 0).astype(np.int64)
+    whole = leiden.normalised_cluster_means(adata.X, labels, 900.0, "log1p")
+    monkeypatch.setattr(leiden, "MEANS_BLOCK_CELLS", 64)  # 11 blocks, the last of 60 cells
+    blocks = leiden.normalised_cluster_means(adata.X, labels, 900.0, "log1p")
+    np.testing.assert_allclose(blocks, whole, rtol=1e-12)
+    values = n2s.transforms.normalised_values(adata.X, 900.0, "log1p")
+    dense = values.toarray() if sparse.issparse(values) else np.asarray(values)
+    np.testing.assert_allclose(whole[1], dense[labels == 1].mean(axis=0), rtol=1e-10)

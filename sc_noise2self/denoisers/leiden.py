@@ -148,15 +148,32 @@ def calibrated_rank(options: dict, X, settings) -> dict:
     return {**options, "n_comps": max(2, int(rank))}
 
 
-def cluster_means(values, labels: np.ndarray) -> np.ndarray:
-    """Each cluster's mean of ``values`` (dense K x genes, float64), sparse input kept sparse."""
-    n_clusters = int(labels.max()) + 1
+def cluster_sums(values, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Each cluster's sum of ``values`` (dense K x genes, float64), sparse input kept sparse."""
     members = sparse.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))),
                                 shape=(n_clusters, labels.size))
-    sizes = np.asarray(members.sum(axis=1)).ravel()
     sums = members @ values
-    sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
-    return sums / sizes[:, None]
+    return sums.toarray() if sparse.issparse(sums) else np.asarray(sums, dtype=np.float64)
+
+
+# Cells normalised at a time for the cluster means: the normalised counts are never whole in
+# memory (1.2 GB at 200,000 cells x 2,000 genes, issue 28).
+MEANS_BLOCK_CELLS = 65536
+
+
+def normalised_cluster_means(counts, labels: np.ndarray, depth: float,
+                             transform: str) -> np.ndarray:
+    """Each cluster's mean of the normalised, transformed counts (K x genes, float64).
+
+    The cells are normalised a block at a time, so the normalised counts are never whole.
+    """
+    n_clusters = int(labels.max()) + 1
+    sums = np.zeros((n_clusters, counts.shape[1]))
+    for start in range(0, counts.shape[0], MEANS_BLOCK_CELLS):
+        rows = slice(start, min(start + MEANS_BLOCK_CELLS, counts.shape[0]))
+        sums += cluster_sums(normalised_values(counts[rows], depth, transform), labels[rows],
+                             n_clusters)
+    return sums / np.bincount(labels, minlength=n_clusters)[:, None]
 
 
 # Genes scored and clustered, as scanpy's standard pipeline keeps (highly variable in half A).
@@ -369,7 +386,8 @@ class Clustering:
     """Leiden clusters of half A of the calibration's first split, at one resolution."""
 
     labels: np.ndarray
-    values: object  # the full normalised, transformed counts (for the cluster means)
+    counts: object  # the raw counts the labels were made from (for the cluster means)
+    transform: str  # how the cluster means are normalised and transformed
     depth: float
     resolution: float
     n_comps: int
@@ -454,10 +472,9 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
     # calibrated on these counts, as documented.
     n_comps = calibrated_rank(options, counts, settings)["n_comps"]
     depth = float(np.median(library_sizes(counts)))
-    values = normalised_values(counts, depth, transform)
     if resolution == 0:
-        return Clustering(np.zeros(counts.shape[0], dtype=np.int64), values, depth, 0.0,
-                          int(n_comps), fingerprint=counts_fingerprint(counts))
+        return Clustering(np.zeros(counts.shape[0], dtype=np.int64), counts, transform, depth,
+                          0.0, int(n_comps), fingerprint=counts_fingerprint(counts))
     halves, seed = first_split(counts, settings, start)
     scored = informative_genes(halves, options.get("n_top_genes", DEFAULT_TOP_GENES))
     if start is not None and start.fits(scored, n_comps, options["n_neighbors"], seed_of(seed)):
@@ -470,7 +487,7 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
         refinement = refined_clusters(labels, scored, targets,
                                       {**options, "n_comps": n_comps}, seed_of(seed))
         labels = refinement.labels
-    return Clustering(labels, values, depth, float(resolution), int(n_comps),
+    return Clustering(labels, counts, transform, depth, float(resolution), int(n_comps),
                       half_a=halves.a_counts, half_b=halves.b_counts,
                       fingerprint=counts_fingerprint(counts), nb_sizes=halves.b_sizes,
                       refinement=refinement)
@@ -482,8 +499,8 @@ def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> 
                                     categories=[str(k) for k in range(fitted.labels.max() + 1)])
     # Kept (genes x clusters), so that the values of any subset of the cells or genes are
     # its rows of the full data's cluster means, never means of the subset's own cells.
-    adata.varm[f"{key}_cluster_means"] = cluster_means(fitted.values,
-                                                       fitted.labels).T.astype(np.float32)
+    adata.varm[f"{key}_cluster_means"] = normalised_cluster_means(
+        fitted.counts, fitted.labels, fitted.depth, fitted.transform).T.astype(np.float32)
     if max_layer_gb is not None:  # None: calibrate_leiden writes the labels only
         write_dense_layer(adata, key, max_layer_gb, values=lambda: cluster_values(
             adata, key, np.arange(adata.n_vars)))
