@@ -35,8 +35,9 @@ def seed_of(seed) -> int:
 # Past this many cells the graph's PCA is randomized, with more power iterations and a wider
 # range than the calibration's: at 30,000 cells (10 groups) its 9 leading components met
 # ARPACK's at a principal-angle cosine of 0.99999 in 1.6 s against ARPACK's 5.9 s, where the
-# default 4 iterations lost the flat tail. Below it (every truth test of issue 24) ARPACK.
-ARPACK_MAX_CELLS = 50000
+# default 4 iterations lost the flat tail. Up to it ARPACK: every truth test of issue 24
+# (K = 12 at 3,000 cells, CellBench, PBMC 3k) and every refinement's draw of 5,000 cells.
+ARPACK_MAX_CELLS = 5000
 GRAPH_POWER_ITERATIONS = 10
 GRAPH_OVERSAMPLE = 20
 
@@ -47,7 +48,7 @@ def neighbour_graph(values, n_comps: int, n_neighbors: int, seed: int) -> Leiden
     The genes are scaled first (:func:`scaled_genes`), and the PCA is ARPACK's: on scaled
     genes the spectrum is flat, and the randomized solver's few power iterations lost the
     small groups' directions (1 of 20 seeds of K = 12 against ARPACK's 8; RESULTS, issue 24).
-    Past :data:`ARPACK_MAX_CELLS` it is randomized with 10 power iterations.
+    Past :data:`ARPACK_MAX_CELLS` (5,000) it is randomized with 10 power iterations.
     The graph keeps the scaling and the PCA, so that other cells can be placed in its space
     (:meth:`LeidenGraph.embed`).
     """
