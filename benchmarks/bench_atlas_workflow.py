@@ -13,9 +13,10 @@ Each side runs in a fresh child process that first pays numba's and pynndescent'
 compilation on a small warm-up set (so neither side is charged a one-off compile), then
 reads the counts from an ``.h5ad`` written once. A stage's seconds are exclusive: time
 spent in a nested stage is counted there only. Peak memory is the child's peak RSS (after
-the read) against the sparse counts' bytes in memory. Threads: BLAS, numba and scanpy use
-every core on both sides (``--threads`` sets them); precision is float32 counts on both
-sides, float64 in our loss.
+the read) against the sparse counts' bytes in memory; each stage's row says by how much the
+peak rose while it ran (a stage that ends on a new peak is charged with the rise).
+Threads: BLAS, numba and scanpy use every core on both sides (``--threads`` sets them);
+precision is float32 counts on both sides, float64 in our loss.
 
 Data: ``--data sim`` (the realistic simulator: NB counts, b from 0.5 to 50, library sizes
 lognormal with sd 0.5, 10 groups of 40% down to 1%) at ``--cells``; ``--data pbmc3k``
@@ -72,7 +73,9 @@ class StageClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rise: dict[str, float] = {}  # GB the process's peak RSS rose by in a stage
         self._stack: list[list[float]] = []
+        self._peak = _peak_gb()
 
     def wrap(self, function, stage: str):
         @functools.wraps(function)
@@ -84,9 +87,17 @@ class StageClock:
                 start, nested = self._stack.pop()
                 spent = time.perf_counter() - start
                 self.seconds[stage] = self.seconds.get(stage, 0.0) + spent - nested
+                peak = _peak_gb()
+                if peak > self._peak:
+                    self.peak_rise[stage] = self.peak_rise.get(stage, 0.0) + peak - self._peak
+                    self._peak = peak
                 if self._stack:
                     self._stack[-1][1] += spent
         return timed
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def install(clock: StageClock, stages) -> None:
@@ -211,6 +222,7 @@ def child(side: str, path: str, threads: int, workflow: str) -> None:
     truth = adata.obs["group"].to_numpy()
     print(json.dumps({
         "side": side, "seconds": seconds, "stages": clock.seconds,
+        "peak_rise": clock.peak_rise,
         "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
         "rss_before_gb": rss_before / 1e9, "input_gb": input_bytes / 1e9,
         "clusters": len(set(labels)),
@@ -225,10 +237,12 @@ def table(rows: dict) -> None:
               f"{row['peak_gb']:.2f} GB ({row['peak_gb'] / row['input_gb']:.1f}x the "
               f"{row['input_gb']:.2f} GB sparse input; {row['rss_before_gb']:.2f} GB before "
               f"the run), load {row['load']:.2f}")
-        print("| stage | seconds | share |")
-        print("|---|---|---|")
+        print("| stage | seconds | share | peak RSS raised by (GB) |")
+        print("|---|---|---|---|")
         for stage, seconds in sorted(row["stages"].items(), key=lambda item: -item[1]):
-            print(f"| {stage} | {seconds:.1f} | {seconds / row['seconds']:.0%} |")
+            rise = row.get("peak_rise", {}).get(stage, 0.0)
+            print(f"| {stage} | {seconds:.1f} | {seconds / row['seconds']:.0%} | "
+                  f"{rise:.2f} |")
     if {"ours", "scanpy"} <= set(rows):
         print(f"\nratio ours / scanpy: {rows['ours']['seconds'] / rows['scanpy']['seconds']:.2f}")
 
