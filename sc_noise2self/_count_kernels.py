@@ -326,7 +326,7 @@ def values_at_entries(a_data, a_indices, a_indptr, b_indices, b_indptr):
     Both are canonical CSR (sorted column indices), so each row is one merge of two sorted
     lists.
     """
-    out = np.zeros(b_indices.size)
+    out = np.zeros(b_indices.size, dtype=np.float32)  # counts: exact below 2^24
     for i in prange(b_indptr.size - 1):
         k = a_indptr[i]
         stop = a_indptr[i + 1]

@@ -204,13 +204,14 @@ def informative_genes(halves: Halves, n_top_genes: int | None) -> GeneSubset:
     most variable ones (+20.6 +- 1.7).
     """
     a = _canonical(halves.a_counts)
-    genes = np.arange(a.shape[1])
-    if n_top_genes is not None and n_top_genes < a.shape[1]:
-        genes = top_variable_genes(a, n_top_genes)
+    b = _canonical(halves.b_counts)
+    if n_top_genes is None or n_top_genes >= a.shape[1]:  # every gene: no copies
+        totals = np.asarray(a.sum(axis=1), dtype=np.float64).ravel()
+        return GeneSubset(np.arange(a.shape[1]), halves.a, a, b, totals)
+    genes = top_variable_genes(a, n_top_genes)
     a_genes = a[:, genes]
     totals = np.asarray(a_genes.sum(axis=1), dtype=np.float64).ravel()
-    return GeneSubset(genes, halves.a[:, genes], a_genes, _canonical(halves.b_counts)[:, genes],
-                      totals)
+    return GeneSubset(genes, halves.a[:, genes], a_genes, b[:, genes], totals)
 
 
 def top_variable_genes(counts, n_top_genes: int) -> np.ndarray:

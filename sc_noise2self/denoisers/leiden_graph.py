@@ -63,6 +63,7 @@ def neighbour_graph(values, n_comps: int, n_neighbors: int, seed: int) -> Leiden
     else:
         fit = randomized_pca(scaled, n_comps, seed, n_iter=GRAPH_POWER_ITERATIONS,
                              oversample=GRAPH_OVERSAMPLE)
+    del scaled  # a float64 copy of half A: not held while the neighbours are searched
     graph = ad.AnnData(obs=pd.DataFrame(index=np.arange(values.shape[0]).astype(str)),
                        obsm={"X_pca": fit.scores})
     scanpy_neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
