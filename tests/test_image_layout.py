@@ -13,7 +13,7 @@ IMAGE = Path(__file__).resolve().parents[1] / "sc_noise2self" / "image"
 #: What the image package may import from the rest of sc_noise2self: the leaves (the shared
 #: record among them), never the single-cell modules. Circles, private names, lazy imports
 #: and module sizes are checked for the whole package in test_architecture.py.
-ALLOWED_OUTSIDE = {"_validation", "_rng", "_device", "_progress", "results", "io"}
+ALLOWED_OUTSIDE = {"_validation", "_rng", "_device", "_progress", "_cores", "results", "io"}
 
 
 def modules() -> dict[str, tuple[ast.Module, bool]]:
