@@ -156,3 +156,28 @@ def column_rank_sums(data, indices, indptr, codes, n_groups):
             rank_sums[code, j] += zeros_in[code] * zero_rank
         ties[j] = tie_sum
     return rank_sums, ties
+
+
+# Row blocks of row_group_sums: a fixed number, so the sums do not depend on the threads.
+_GROUP_SUM_BLOCKS = 16
+
+
+@njit(parallel=True, cache=True)
+def row_group_sums(data, indices, indptr, codes, n_groups, n_cols):
+    """:func:`column_group_sums` of a CSR matrix: partial sums over fixed row blocks."""
+    n_rows = indptr.size - 1
+    per_block = (n_rows + _GROUP_SUM_BLOCKS - 1) // _GROUP_SUM_BLOCKS
+    partial = np.zeros((_GROUP_SUM_BLOCKS, 3, n_groups, n_cols))
+    for block in prange(_GROUP_SUM_BLOCKS):
+        sums = partial[block]
+        for i in range(block * per_block, min((block + 1) * per_block, n_rows)):
+            code = codes[i]
+            for idx in range(indptr[i], indptr[i + 1]):
+                value = np.float64(data[idx])
+                sums[0, code, indices[idx]] += value
+                sums[1, code, indices[idx]] += value * value
+                sums[2, code, indices[idx]] += 1.0
+    total = np.zeros((3, n_groups, n_cols))
+    for block in range(_GROUP_SUM_BLOCKS):
+        total += partial[block]
+    return total[0], total[1], total[2]

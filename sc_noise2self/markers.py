@@ -62,7 +62,10 @@ def rank_genes_groups(values, labels: pd.Categorical, var_names: pd.Index, *, me
     The record: ``params``, ``names``, ``scores``, ``pvals``, ``pvals_adj``,
     ``logfoldchanges`` (and ``pts``, ``pts_rest``).
     """
-    X = sparse.csc_matrix(values, dtype=np.float64)
+    # The ranks need each gene's values together (CSC); the t-tests only group sums, which
+    # rows give as well, without the transposed copy (200,000 cells: 0.9x scanpy with it).
+    X = (sparse.csc_matrix(values, dtype=np.float64) if method == "wilcoxon"
+         else sparse.csr_matrix(values))
     if mask_var is not None:
         X, var_names = X[:, np.asarray(mask_var, dtype=bool)], var_names[np.asarray(mask_var)]
     X.sum_duplicates()
@@ -103,10 +106,13 @@ class GroupSums:
                            (self.values, self.squares, self.nonzeros)))
 
 
-def group_sums(X: sparse.csc_matrix, codes: np.ndarray, n_groups: int) -> GroupSums:
-    """:class:`GroupSums` of the stored values of ``X`` (CSC) by the groups ``codes``."""
-    from ._sparse_kernels import column_group_sums  # numba: imported when used
+def group_sums(X, codes: np.ndarray, n_groups: int) -> GroupSums:
+    """:class:`GroupSums` of the stored values of ``X`` (CSC or CSR) by the groups ``codes``."""
+    from ._sparse_kernels import column_group_sums, row_group_sums  # numba: when used
 
+    if X.format == "csr":
+        return GroupSums(*row_group_sums(X.data, X.indices, X.indptr, codes, n_groups,
+                                         X.shape[1]))
     return GroupSums(*column_group_sums(X.data, X.indices, X.indptr, codes, n_groups))
 
 
