@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
+from ._validation import check_choice
+
 # The tests this module runs; any other (logreg) is scanpy's.
 FAST_METHODS = ("wilcoxon", "t-test", "t-test_overestim_var")
 # The options of sc.tl.rank_genes_groups that the fast path takes as scanpy does.
@@ -64,6 +66,7 @@ def rank_genes_groups(values, labels: pd.Categorical, var_names: pd.Index, *, me
     """
     # The ranks need each gene's values together (CSC); the t-tests only group sums, which
     # rows give as well, without the transposed copy (200,000 cells: 0.9x scanpy with it).
+    _check_test(method, reference, corr_method, values, labels, mask_var)
     X = (sparse.csc_matrix(values, dtype=np.float64) if method == "wilcoxon"
          else sparse.csr_matrix(values))
     if mask_var is not None:
@@ -92,6 +95,25 @@ def rank_genes_groups(values, labels: pd.Categorical, var_names: pd.Index, *, me
         record["pts"], record["pts_rest"] = _expressed_shares(sums, sizes, var_names,
                                                               labels.categories)
     return record
+
+
+def _check_test(method: str, reference: str, corr_method: str, values, labels,
+                mask_var) -> None:
+    """Refuse, before any work, what this test cannot run or would run wrong."""
+    check_choice(method, FAST_METHODS, name="method")
+    check_choice(corr_method, CORRECTIONS, name="corr_method")
+    if reference != "rest":
+        raise ValueError(
+            f"reference={reference!r}: this test compares each group with the rest only; "
+            "use sc.tl.rank_genes_groups for a reference group.")
+    if len(labels) != values.shape[0]:
+        raise ValueError(
+            f"labels has {len(labels)} entries for {values.shape[0]} cells; give one group "
+            "per cell.")
+    if mask_var is not None and np.asarray(mask_var).shape != (values.shape[1],):
+        raise ValueError(
+            f"mask_var has shape {np.asarray(mask_var).shape} for {values.shape[1]} genes; "
+            "give one True or False per gene.")
 
 
 class GroupSums:

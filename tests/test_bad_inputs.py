@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 
@@ -537,7 +538,29 @@ def test_bad_scvi_input(tmp_path, make, error, expect):
     test_bad_or_edge_input(tmp_path, make, error, expect)
 
 
+def _markers(**changes):
+    import pandas as pd
+
+    from sc_noise2self import markers
+
+    X = sparse.random(40, 6, density=0.5, random_state=0, format="csr")
+    options = {"values": X, "labels": pd.Categorical(["a", "b"] * 20),
+               "var_names": pd.Index(list("uvwxyz")), "method": "wilcoxon",
+               "key_params": {}, **changes}
+    return markers.rank_genes_groups(**options)
+
+
 ATLAS_CASES = [
+    ("markers: logreg", lambda t: _markers(method="logreg"), ValueError, "method='logreg'"),
+    ("markers: a reference group", lambda t: _markers(reference="a"), ValueError,
+     "reference='a'"),
+    ("markers: unknown correction", lambda t: _markers(corr_method="holm"), ValueError,
+     "corr_method='holm'"),
+    ("markers: labels of other cells", lambda t: _markers(
+        labels=pd.Categorical(["a", "b"] * 10)), ValueError,
+     "labels has 20 entries for 40 cells"),
+    ("markers: mask_var of other genes", lambda t: _markers(mask_var=np.ones(5, bool)),
+     ValueError, "mask_var has shape (5,) for 6 genes"),
     ("device and poisson loss", lambda t: tl.calibrate_pca(adata_of(), device="cpu",
                                                            loss="poisson"),
      ValueError, "device='cpu' calibrates with loss='mse'"),

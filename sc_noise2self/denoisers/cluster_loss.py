@@ -134,8 +134,7 @@ def values_at(a, b) -> np.ndarray:
     """``a``'s values at ``b``'s stored entries (0 where ``a`` has none); canonical CSR."""
     from .._count_kernels import values_at_entries  # numba: imported when used
 
-    return values_at_entries(np.asarray(a.data, dtype=np.float64), a.indices, a.indptr,
-                             b.indices, b.indptr)
+    return values_at_entries(a.data, a.indices, a.indptr, b.indices, b.indptr)
 
 
 def canonical(X):
