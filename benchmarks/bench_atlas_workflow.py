@@ -58,6 +58,8 @@ OUR_STAGES = (
     ("sc_noise2self.denoisers.leiden", "leiden_sweep", "Leiden sweep (rest: worker processes)"),
     ("sc_noise2self.denoisers.leiden", "partition_deviances", "loss"),
     ("sc_noise2self.denoisers.leiden", "refined_clusters", "refinement (rest)"),
+    ("sc_noise2self.denoisers.leiden_refine", "reassigned_by_likelihood",
+     "reassignment (rest)"),
     ("sc_noise2self.denoisers.leiden", "store_clusters", "store"),
     ("sc_noise2self.tl", "calibrate_leiden", "calibrate_leiden (rest)"),
     ("sc_noise2self.inference", "replicated_clusters", "validation (rest)"),

@@ -380,3 +380,47 @@ def neighbour_mean_block(first, n_rows, neighbours_0, neighbours_1, half_of, dat
                     row[g] = size[i] * row[g]
                     spread[r, g] = noise * row[g]
     return expected, spread
+
+
+@njit(cache=True)
+def nb_log_likelihood(x, mean, size):
+    """``log NB(x; mean, size)`` up to terms that do not depend on ``mean`` (size inf: Poisson)."""
+    if np.isinf(size):
+        return x * np.log(mean) - mean
+    shrink = np.log1p(mean / size)
+    return x * (np.log(mean) - shrink) - size * shrink
+
+
+@njit(parallel=True, cache=True)
+def likeliest_labels(data, indices, indptr, labels, rates, sums, prior_counts, totals,
+                     cluster_totals, prior, sizes, zero_terms):
+    """Each row's cluster of highest NB log-likelihood (``leiden_refine``).
+
+    Row ``i`` in cluster ``k`` expects ``rates[k] * totals[i]``; its own cluster's rate is
+    taken without its own counts, ``(sums - x + prior_counts) / (cluster_total - total +
+    prior)``. ``zero_terms[i, k]`` is the sum over every gene of the likelihood of a zero at
+    the cluster's rates times the row's depth (its own cluster's at ``totals[i]`` times
+    ``(cluster_total + prior) / (cluster_total - total + prior)``, the zeros' leave-one-out
+    depth); the row's non-zeros replace their zero terms. Ties go to the lowest cluster.
+    """
+    n_clusters = rates.shape[0]
+    out = np.empty(indptr.size - 1, dtype=np.int64)
+    for i in prange(indptr.size - 1):
+        own = labels[i]
+        depth = totals[i]
+        left = cluster_totals[own] - depth + prior
+        scores = zero_terms[i].copy()
+        for e in range(indptr[i], indptr[i + 1]):
+            g = indices[e]
+            x = data[e]
+            for k in range(n_clusters):
+                if k == own:
+                    mean = (sums[k, g] - x + prior_counts[g]) / left * depth
+                    zero_mean = (sums[k, g] + prior_counts[g]) / left * depth
+                else:
+                    mean = rates[k, g] * depth
+                    zero_mean = mean
+                scores[k] += (nb_log_likelihood(x, mean, sizes[g])
+                              - nb_log_likelihood(0.0, zero_mean, sizes[g]))
+        out[i] = np.argmax(scores)
+    return out

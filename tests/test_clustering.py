@@ -473,10 +473,14 @@ def test_validation_merges_clusters_of_noise_into_one(seed):
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize(("protocol", "share"), [("celseq2", 0.1), ("dropseq", 0.2)])
-def test_cellbench_cell_lines_at_low_depth(protocol, share):
+@pytest.mark.parametrize(("protocol", "share", "seed", "least"),
+                         [("celseq2", 0.1, 0, 0.9), ("dropseq", 0.2, 0, 0.8),
+                          ("dropseq", 0.1, 4, 0.9)])
+def test_cellbench_cell_lines_at_low_depth(protocol, share, seed, least):
     # Three labelled cell lines, deep counts thinned. Fails when every gene is scored
     # (n_top_genes=None: the estimation noise of 28k genes hides the lines at 10% depth).
+    # dropseq at 10% with split seed 4 fails without the reassignment by likelihood:
+    # Leiden's labels leave shallow cells in the wrong line (ARI 0.85; 0.905 after it).
     from conftest import shared_file
     from sklearn.metrics import adjusted_rand_score
 
@@ -484,13 +488,12 @@ def test_cellbench_cell_lines_at_low_depth(protocol, share):
     deep = n2s.datasets.cellbench(protocol)
     adata = deep.copy()
     adata.X = n2s.split_counts(deep.X, share, random_state=0)[0]
-    tl.calibrate_leiden(adata)
+    tl.calibrate_leiden(adata, random_state=seed)
     found = adata.obs["noise2self_leiden"]
     assert found.nunique() == 3
     # Over six split seeds the ARI ran 0.72-0.96 on dropseq at 20% (the labels are made on
     # one half A; 15 of its 225 cells are demuxlet doublets, benchmarks/RESULTS.md).
-    assert adjusted_rand_score(deep.obs["cell_line"], found) >= (0.9 if protocol == "celseq2"
-                                                                 else 0.8)
+    assert adjusted_rand_score(deep.obs["cell_line"], found) >= least
 
 
 def test_markers_in_one_call_are_of_the_clusters_that_replicate():
@@ -771,25 +774,25 @@ def test_a_cluster_above_the_cap_is_split_on_a_draw_and_every_cell_placed(monkey
     # draw is not used (the neighbour graph of all 1,500 cells is built).
     from sklearn.metrics import adjusted_rand_score
 
-    from sc_noise2self.denoisers import leiden
+    from sc_noise2self.denoisers import leiden, leiden_refine
     from sc_noise2self.denoisers.cluster_loss import DevianceTargets
 
     adata = realistic((0.7, 0.3), 3, n_obs=1500, n_vars=300, effect=1.5)
     halves, _ = leiden.first_split(adata.X, leiden.split_settings({}, "log1p", 0))
     scored = leiden.informative_genes(halves, 2000)
     targets = DevianceTargets.of(scored.a, scored.b, scored.totals, halves.p)
-    monkeypatch.setattr(leiden, "REFINE_MAX_CELLS", 400)
+    monkeypatch.setattr(leiden_refine, "REFINE_MAX_CELLS", 400)
     sizes = []
-    original = leiden.neighbour_graph
-    monkeypatch.setattr(leiden, "neighbour_graph",
+    original = leiden_refine.neighbour_graph
+    monkeypatch.setattr(leiden_refine, "neighbour_graph",
                         lambda values, *a: sizes.append(values.shape[0]) or original(values, *a))
     cells = np.arange(adata.n_obs)
-    split, gain = leiden.cluster_split(cells, scored, targets, leiden.LEIDEN.options, 5)
+    split, gain = leiden_refine.cluster_split(cells, scored, targets, leiden.LEIDEN.options, 5)
     assert sizes == [400]
     assert split is not None and gain > 1
     assert split.shape == (adata.n_obs,)
     assert adjusted_rand_score(adata.obs["group"], split) > 0.95
-    drawn = leiden.refinement_sample(cells, 5)
+    drawn = leiden_refine.refinement_sample(cells, 5)
     assert drawn.size == 400 and np.array_equal(drawn, np.unique(drawn))
 
 

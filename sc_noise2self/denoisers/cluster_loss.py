@@ -16,6 +16,21 @@ from scipy import sparse
 from ..losses import Halves
 
 
+@dataclass
+class GeneSubset:
+    """Half A's values and both halves' counts on the genes a clustering is made and scored on.
+
+    The genes are chosen from half A alone, so half B stays unseen. Each cell's depth is its
+    half-A total over these genes, so the rates of :func:`count_deviances` sum to one.
+    """
+
+    genes: np.ndarray
+    values: Any  # half A normalised and transformed (for the graph)
+    a: Any  # raw counts
+    b: Any
+    totals: np.ndarray
+
+
 def cell_deviances(labels: np.ndarray, halves: Halves) -> np.ndarray:
     """Each cell's Poisson deviance of half B under its half-A cluster's leave-one-out rate.
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -30,22 +29,26 @@ from ..results import BaselineWarning
 from ..transforms import library_sizes, normalised_values
 from .cluster_loss import (
     DevianceTargets,
+    GeneSubset,
     coarsest_within,
     paired_standard_errors,
     partition_deviances,
 )
 from .cluster_loss import canonical as _canonical
 from .leiden_graph import (
+    DEFAULT_RESOLUTIONS,
     GraphStart,
     leiden_labels,
     leiden_sweep,
     neighbour_graph,
     seed_of,
 )
+from .leiden_refine import (
+    Refinement,
+    reassigned_by_likelihood,
+    refined_clusters,
+)
 from .pca import calibrate_pca_counts
-
-DEFAULT_RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
-
 
 RULES = ("1se", "min")
 # What the Leiden family splits and scores by default (benchmarks/RESULTS.md, issue 24):
@@ -180,21 +183,6 @@ def normalised_cluster_means(counts, labels: np.ndarray, depth: float,
 DEFAULT_TOP_GENES = 2000
 
 
-@dataclass
-class GeneSubset:
-    """Half A's values and both halves' counts on the genes a clustering is made and scored on.
-
-    The genes are chosen from half A alone, so half B stays unseen. Each cell's depth is its
-    half-A total over these genes, so the rates of :func:`count_deviances` sum to one.
-    """
-
-    genes: np.ndarray
-    values: Any  # half A normalised and transformed (for the graph)
-    a: Any  # raw counts
-    b: Any
-    totals: np.ndarray
-
-
 def informative_genes(halves: Halves, n_top_genes: int | None) -> GeneSubset:
     """The ``n_top_genes`` most variable genes of half A (scanpy's "seurat" flavour).
 
@@ -248,138 +236,6 @@ def score_resolutions(halves: Halves, grid: np.ndarray, seed, options: dict, los
                                    "standard_error": paired_standard_errors(per_cell),
                                    "start": GraphStart.of(graph, scored, options, seed,
                                                           halves)}
-
-
-# Each chosen cluster of at least this many cells is clustered again on its own cells, in
-# up to this many passes (the second looks only at the clusters the first one split).
-REFINE_MIN_CELLS = 30
-REFINE_PASSES = 2
-# A split is offered only when each of its sub-clusters has this many cells. One-cell
-# clusters predict by the population's rate, so on a cluster of noise (Leiden at a given
-# resolution on one population) shattering it beat keeping it: the loss was right that the
-# cluster was worse than none, but hundreds of one-cell clusters are no answer.
-REFINE_MIN_SUBCLUSTER = 10
-
-
-@dataclass
-class Refinement:
-    """The labels after :func:`refined_clusters`, and what it split."""
-
-    labels: np.ndarray
-    n_before: int  # clusters before
-    splits: list[str]  # one line per split kept
-
-
-def refined_clusters(labels: np.ndarray, scored: GeneSubset, targets: DevianceTargets,
-                     options: dict, seed: int) -> Refinement:
-    """Split each cluster again on its own half-A graph, where the loss says so.
-
-    One graph of all the cells can leave groups of 1-2% mixed into their neighbours at every
-    resolution, though the loss prefers them apart by 8-13 standard errors (K = 12; RESULTS,
-    issue 24): its components follow the large groups. A cluster's own graph spends its
-    components on what varies inside it. Each cluster of at least
-    :data:`REFINE_MIN_CELLS` is clustered at every default resolution, and ``rule`` picks
-    among those splits and the unsplit cluster by the same loss and standard errors as the
-    resolution (under ``"1se"`` a split must beat the cluster by more than its noise). One
-    cluster is never refined, so a population without structure stays one cluster.
-    """
-    before = int(labels.max()) + 1
-    splits: list[str] = []
-    pending = set(range(before)) if before > 1 else set()
-    for step in range(REFINE_PASSES):
-        split_now = set()
-        for cluster in sorted(pending):
-            cells = np.flatnonzero(labels == cluster)
-            if cells.size < REFINE_MIN_CELLS:
-                continue
-            sub, gain = cluster_split(cells, scored, targets, options,
-                                      seed_of([seed, step, cluster]))
-            if sub is None:
-                continue
-            new_codes = int(labels.max()) + sub[sub > 0]
-            labels = labels.copy()
-            labels[cells[sub > 0]] = new_codes
-            split_now |= {cluster, *np.unique(new_codes).tolist()}
-            splits.append(f"pass {step + 1}: {cells.size} cells into {int(sub.max()) + 1} "
-                          f"clusters, {gain:.1f} standard errors better")
-        pending = split_now
-    return Refinement(ordered_by_size(labels), before, splits)
-
-
-def cluster_split(cells: np.ndarray, scored: GeneSubset, targets: DevianceTargets,
-                  options: dict, seed: int) -> tuple[np.ndarray | None, float]:
-    """The split of ``cells`` that ``rule`` picks (None: keep them together) and its gain.
-
-    The gain is the loss the split saves over the unsplit cluster, in paired standard
-    errors of the cluster's cells. A cluster of more than :data:`REFINE_MAX_CELLS` is split
-    on that many of its cells, drawn at random (:func:`placed_by_neighbours`).
-    """
-    sample = refinement_sample(cells, seed)
-    graph = neighbour_graph(scored.values[sample], options["n_comps"], options["n_neighbors"],
-                            seed)
-    candidates = [np.zeros(sample.size, dtype=np.int64)]
-    for resolution in DEFAULT_RESOLUTIONS:
-        sub = leiden_labels(graph, resolution, seed)
-        if sub.max() > 0 and np.bincount(sub).min() >= REFINE_MIN_SUBCLUSTER:
-            candidates.append(sub)
-    if len(candidates) == 1:
-        return None, 0.0
-    local = targets.of_cells(sample)
-    per_cell = np.asarray([partition_deviances(labels, local) for labels in candidates])
-    losses = per_cell.mean(axis=1)
-    best = int(np.argmin(losses))
-    chosen = (coarsest_within(losses, paired_standard_errors(per_cell), best)
-              if options.get("rule", "1se") == "1se" else best)
-    if chosen == 0:
-        return None, 0.0
-    saved = per_cell[0] - per_cell[chosen]
-    gain = float(saved.mean() / (saved.std(ddof=1) / np.sqrt(saved.size)))
-    split = candidates[chosen]
-    if sample.size < cells.size:
-        split = placed_by_neighbours(cells, sample, split, graph, scored.values,
-                                     options["n_neighbors"])
-    return split, gain
-
-
-# A cluster of more cells is refined on this many of them, drawn at random, and its other
-# cells join the sub-cluster of most of their nearest drawn cells: the refinement's cost
-# stops growing with the atlas, and a group of 1% of 200,000 cells inside a cluster of 40%
-# still has about 125 cells in the draw (issue 28).
-REFINE_MAX_CELLS = 5000
-
-
-def refinement_sample(cells: np.ndarray, seed: int) -> np.ndarray:
-    """At most :data:`REFINE_MAX_CELLS` of ``cells`` (sorted), drawn with ``seed``."""
-    if cells.size <= REFINE_MAX_CELLS:
-        return cells
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(cells, size=REFINE_MAX_CELLS, replace=False))
-
-
-def placed_by_neighbours(cells: np.ndarray, sample: np.ndarray, sample_labels: np.ndarray,
-                         graph, values, n_neighbors: int) -> np.ndarray:
-    """Labels of all ``cells`` from those of the drawn ``sample``.
-
-    The drawn cells keep theirs; the others take the majority of their ``n_neighbors``
-    nearest drawn cells in the PCA space of the drawn cells' graph.
-    """
-    from sklearn.neighbors import KNeighborsClassifier
-
-    labels = np.empty(cells.size, dtype=np.int64)
-    drawn = np.isin(cells, sample, assume_unique=True)
-    labels[drawn] = sample_labels
-    vote = KNeighborsClassifier(n_neighbors=min(n_neighbors, sample.size))
-    vote.fit(graph.fit.scores, sample_labels)
-    labels[~drawn] = vote.predict(graph.embed(values[cells[~drawn]]))
-    return labels
-
-
-def ordered_by_size(labels: np.ndarray) -> np.ndarray:
-    """Codes 0..K-1 with 0 the largest cluster, as ``sc.tl.leiden`` numbers them."""
-    order = np.argsort(-np.bincount(labels), kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return rank[labels]
 
 
 @dataclass
@@ -487,11 +343,21 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
         targets = DevianceTargets.of(scored.a, scored.b, scored.totals, halves.p)
         refinement = refined_clusters(labels, scored, targets,
                                       {**options, "n_comps": n_comps}, seed_of(seed))
+        if refinement.labels.max() > 0:
+            sizes = half_a_sizes(halves)
+            moved = reassigned_by_likelihood(refinement.labels, targets,
+                                             None if sizes is None else sizes[scored.genes])
+            refinement.labels, refinement.reassignment = moved.labels, moved.verdict
         labels = refinement.labels
     return Clustering(labels, counts, transform, depth, float(resolution), int(n_comps),
                       half_a=halves.a_counts, half_b=halves.b_counts,
                       fingerprint=counts_fingerprint(counts), nb_sizes=halves.b_sizes,
                       refinement=refinement)
+
+
+def half_a_sizes(halves: Halves) -> np.ndarray | None:
+    """Half A's per-gene NB sizes: ``p`` times the counts' (a gamma rate splits so), or None."""
+    return None if halves.b_sizes is None else halves.p * halves.b_sizes
 
 
 def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> dict:
@@ -510,7 +376,8 @@ def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> 
     if fitted.refinement is not None:
         adata.uns[key]["params"].update(
             n_clusters_before_refinement=fitted.refinement.n_before,
-            refinement="; ".join(fitted.refinement.splits) or "no cluster split further")
+            refinement="; ".join(fitted.refinement.splits) or "no cluster split further",
+            reassignment=fitted.refinement.reassignment or "one cluster: nothing to move")
     if fitted.nb_sizes is not None:  # the split's sizes, so that it can be drawn again
         adata.var[f"{key}_overdispersion"] = fitted.nb_sizes
         adata.uns[key]["params"]["overdispersion"] = (
@@ -570,8 +437,11 @@ LEIDEN = Family(
         "refine": "Cluster each cluster of at least 30 cells again on its own half-A "
                   "graph and keep the split that ``rule`` picks by the same loss (two "
                   "passes; sub-clusters of at least 10 cells); one cluster is never "
-                  "refined. The splits kept are listed in "
-                  "``uns[key_added]['params']['refinement']``. None (default) refines a "
+                  "refined. Then each cell moves to the cluster where its half-A counts "
+                  "are likeliest (NB, leave-one-out), kept when the loss on half B is "
+                  "lower. The splits kept are listed in "
+                  "``uns[key_added]['params']['refinement']``, the moves in "
+                  "``['reassignment']``. None (default) refines a "
                   "calibrated resolution and keeps Leiden's labels at a given one; True or "
                   "False decide either way.",
         "n_top_genes": "Genes the graph is built and the loss scored on: the most variable "
