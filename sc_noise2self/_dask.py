@@ -22,12 +22,13 @@ def rows_chunked(X):
     return X if X.numblocks[1] == 1 else X.rechunk({1: -1})
 
 
-def check_dask_counts(X) -> None:
+def check_dask_counts(X, *, name: str = "X") -> None:
     """What can be checked of dask counts without computing: the dtype and the shape."""
     if X.ndim != 2:
-        raise ValueError(f"Expected a cells x genes dask array; got {X.ndim} dimension(s).")
+        raise ValueError(f"Expected {name} as a cells x genes dask array; got {X.ndim} "
+                         "dimension(s).")
     if X.dtype.kind not in "iuf":
-        raise TypeError(f"X has dtype {X.dtype}; expected integer or float counts.")
+        raise TypeError(f"{name} has dtype {X.dtype}; expected integer or float counts.")
 
 
 def row_offsets(X) -> np.ndarray:

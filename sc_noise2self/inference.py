@@ -22,7 +22,14 @@ from scipy import stats
 from . import markers
 from ._anndata import counts_name, get_counts, logger, target
 from ._rng import RandomState
-from ._validation import check_choice, check_counts, check_fraction, check_real, check_whole
+from ._validation import (
+    check_choice,
+    check_counts,
+    check_fraction,
+    check_real,
+    check_whole,
+    is_dask_array,
+)
 from .calibration import DEFAULT_P, calibrate_counts
 from .denoisers.leiden import (
     DEFAULT_TOP_GENES,
@@ -149,6 +156,7 @@ def rank_genes_groups_split(
         p=p, split=split, random_state=random_state,
         overdispersion=("estimate" if overdispersion is None and split == "negative_binomial"
                         else overdispersion))
+    _check_dask_markers(adata, groupby, layer, method, kwargs)
     if groupby is None:
         counts = get_counts(adata, layer)
         check_counts(counts, name=counts_name(layer))
@@ -179,6 +187,26 @@ def rank_genes_groups_split(
                         "values": f"layers[{key_added!r}]" if write_layer else "half B"}
     adata.uns[key_added] = record
     return adata if copy else None
+
+
+def _check_dask_markers(adata: ad.AnnData, groupby, layer, method: str, options: dict) -> None:
+    """Refuse, before any work, what the dask path cannot run: clustering, other tests."""
+    counts = adata.X if layer is None else adata.layers.get(layer)
+    if not is_dask_array(counts):
+        return
+    if groupby is None:
+        raise ValueError(
+            "rank_genes_groups_split clusters half A in memory, and these counts are a dask "
+            "array. Split them with sc_noise2self.pp.split_molecules(adata), cluster "
+            "layers['noise2self_a'] (or its PCA) your way, and pass that obs column as "
+            "groupby: the markers are then tested on the dask half B, a block of genes at "
+            "a time.")
+    if not markers.takes(method, options):
+        raise ValueError(
+            f"method={method!r} with options {sorted(options)} is scanpy's test, which needs "
+            "half B in memory; on dask counts use method='wilcoxon', 't-test' or "
+            "'t-test_overestim_var' against the rest (options n_genes, corr_method, "
+            "mask_var, pts, rankby_abs, tie_correct).")
 
 
 def _test_groups(tested: ad.AnnData, group_key: str, method: str, key_added: str,
@@ -298,14 +326,28 @@ def _seed_record(random_state) -> int | str:
 
 
 def _normalised_half(half_b, adata: ad.AnnData) -> ad.AnnData:
-    """Half B as scanpy tests it: normalised to 10,000 per cell and log1p-transformed."""
+    """Half B as scanpy tests it: normalised to 10,000 per cell and log1p-transformed.
+
+    Each cell is normalised by its own total, so a dask half B is normalised chunk by chunk
+    by the same function, to the same bits.
+    """
+    if is_dask_array(half_b):
+        values = half_b.map_blocks(_normalised_rows, dtype=np.float32,
+                                   meta=half_b._meta.astype(np.float32))
+    else:
+        values = _normalised_rows(half_b)
+    return ad.AnnData(values, obs=pd.DataFrame(index=adata.obs_names),
+                      var=pd.DataFrame(index=adata.var_names))
+
+
+def _normalised_rows(counts):
+    """Rows of counts normalised to 10,000 and log1p-transformed, by scanpy (float32)."""
     import scanpy as sc
 
-    tested = ad.AnnData(half_b.astype(np.float32), obs=pd.DataFrame(index=adata.obs_names),
-                        var=pd.DataFrame(index=adata.var_names))
-    sc.pp.normalize_total(tested, target_sum=1e4)
-    sc.pp.log1p(tested)
-    return tested
+    rows = ad.AnnData(counts.astype(np.float32))
+    sc.pp.normalize_total(rows, target_sum=1e4)
+    sc.pp.log1p(rows)
+    return rows.X
 
 
 def association_split(

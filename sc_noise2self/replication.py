@@ -30,7 +30,8 @@ import pandas as pd
 from scipy import sparse, stats
 
 from ._anndata import get_counts, logger, target
-from ._validation import check_counts, check_fraction, check_whole
+from ._dask import check_dask_counts
+from ._validation import check_counts, check_fraction, check_whole, is_dask_array
 from .denoisers.cluster_loss import DevianceTargets, partition_deviances
 from .denoisers.leiden import (
     DEFAULT_TOP_GENES,
@@ -180,7 +181,7 @@ def _layer_halves(adata: ad.AnnData, column: str, split_key: str, what: str) -> 
             "from all the counts would be double dipping."
         )
     a, b = (adata.layers[name] for name in names)
-    check_counts(b, name=f"layers[{names[1]!r}]")
+    (check_dask_counts if is_dask_array(b) else check_counts)(b, name=f"layers[{names[1]!r}]")
     split = dict(adata.uns.get(f"{split_key}_split", {}))
     provenance = {**split, "groups_from": f"obs[{column!r}]",
                   "tested_on": f"layers['{split_key}_b']"}

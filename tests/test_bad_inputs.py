@@ -41,6 +41,15 @@ def _one_molecule_cells() -> np.ndarray:
     return counts
 
 
+def lazy_adata() -> ad.AnnData:
+    """Small counts as a dask array of CSR chunks."""
+    import dask.array as da
+
+    adata = adata_of()
+    adata.X = da.from_array(sparse.csr_matrix(adata.X), chunks=(10, -1), asarray=False)
+    return adata
+
+
 def adata_of(X=None, **layers) -> ad.AnnData:
     return ad.AnnData(sparse.csr_matrix(COUNTS if X is None else X).astype(np.float32),
                       layers=layers or None)
@@ -335,6 +344,11 @@ ANNDATA_CASES = [
         with_obs(adata_of(), g="a"), groupby="g"), ValueError, "split_molecules"),
     ("markers on normalised X", lambda t: tl.rank_genes_groups_split(normalised()),
      ValueError, "non-integer"),
+    ("markers of dask counts without groupby", lambda t: tl.rank_genes_groups_split(
+        lazy_adata()), ValueError, "clusters half A in memory"),
+    ("markers of dask counts by logreg", lambda t: tl.rank_genes_groups_split(
+        with_obs(lazy_adata(), g="a"), groupby="g", method="logreg"), ValueError,
+     "method='logreg'"),
     ("association covariate=3", lambda t: tl.association_split(adata_of(), 3), TypeError,
      "covariate=3"),
     ("association dpt without root", lambda t: tl.association_split(adata_of(), "dpt"),
