@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,14 +154,49 @@ def claimed(path: str | os.PathLike) -> Iterator[Path]:
         yield path
         return
     lock = path.with_name(f".{path.name}.lock")
-    _take(lock, path)
-    _HELD.add(path)
+    with HeldInterrupt() as held:  # the claim exists only with the finally that drops it
+        _take(lock, path)
+        _HELD.add(path)
     try:
+        held.release()
         _sweep(path)
         yield path
     finally:
         _HELD.discard(path)
         lock.unlink(missing_ok=True)
+
+
+class HeldInterrupt:
+    """Ctrl-C held while something is created, and raised once its cleanup is in place.
+
+    A ``KeyboardInterrupt`` between creating a file and entering the ``try`` whose
+    ``finally`` removes it would leave the file behind. Inside ``with HeldInterrupt() as
+    held`` a SIGINT is only recorded; ``held.release()``, the first line of the ``try``,
+    passes it on to the handler that was there before. Outside the main thread, where
+    Python delivers no signals, it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._previous = None
+        self._received = False
+
+    def __enter__(self) -> HeldInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum, frame) -> None:
+        self._received = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def release(self) -> None:
+        """Pass a held SIGINT on (``KeyboardInterrupt`` under Python's default handler)."""
+        if self._received and callable(self._previous):
+            self._received = False
+            self._previous(signal.SIGINT, None)
 
 
 def _take(lock: Path, path: Path) -> None:
@@ -241,11 +278,13 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     path = check_output(path, overwrite=overwrite)
     with claimed(path):
         check_output(path, overwrite=overwrite)  # again: a swept claim may restore it
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
-                                             dir=path.resolve().parent)
-        os.close(handle)
-        temporary = Path(temporary)
+        with HeldInterrupt() as held:  # the file exists only with the finally that drops it
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                                                 dir=path.resolve().parent)
+            os.close(handle)
+            temporary = Path(temporary)
         try:
+            held.release()
             yield temporary
             with open(temporary, "rb+") as written:
                 os.fsync(written.fileno())  # on disk before the rename makes it the file
@@ -276,9 +315,11 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     path = check_output(path, overwrite=overwrite, kind="store")
     with claimed(path):
         check_output(path, overwrite=overwrite, kind="store")
-        temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
-                                          dir=path.resolve().parent))
+        with HeldInterrupt() as held:
+            temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                                              dir=path.resolve().parent))
         try:
+            held.release()
             yield temporary
             replace_folder(temporary, path)
         finally:

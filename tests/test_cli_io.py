@@ -102,6 +102,42 @@ def test_an_interrupted_atomic_write_leaves_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]  # no partial file left behind
 
 
+@pytest.mark.parametrize("created_by", ["mkstemp", "lock"])
+def test_ctrl_c_just_after_a_temporary_is_created_leaves_nothing(tmp_path, monkeypatch,
+                                                                 created_by):
+    # A SIGINT delivered right after the temporary file (or the claim) exists, before the
+    # try whose finally removes it: the interrupt still stops the write, and nothing stays
+    # beside the old file. Fails without HeldInterrupt (the .partial or .lock file stays).
+    import tempfile
+
+    from sc_noise2self import io
+
+    target = tmp_path / "t.txt"
+    target.write_text("old")
+    if created_by == "mkstemp":
+        original = tempfile.mkstemp
+
+        def interrupted(*args, **kwargs):
+            made = original(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGINT)
+            return made
+
+        monkeypatch.setattr(tempfile, "mkstemp", interrupted)
+    else:
+        take = io._take
+
+        def interrupted(*args):
+            take(*args)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        monkeypatch.setattr(io, "_take", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_path(target, overwrite=True) as temporary:
+        temporary.write_text("new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 _WRITER = """
 import sys, time
 import numpy as np, anndata as ad

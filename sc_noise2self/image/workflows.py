@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import check_choice, check_whole
-from ..io import atomic_folder, check_output, claimed
+from ..io import HeldInterrupt, atomic_folder, check_output, claimed
 from .blocks import calibrate_sample, denoise_blocks, predict_blocks
 from .checks import check_pixel_dtype
 from .files import ImageData, add_pyramid, create_zarr, kind_of, read, write
@@ -380,9 +380,11 @@ def _write_by_blocks(output, image: ImageData, fill, overwrite: bool, layout: st
     # TIFF: blocks go to a scratch zarr store first, then to the TIFF one plane at a time;
     # the claim covers both, so a second writer cannot start beside the scratch.
     with claimed(output):
-        scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".blocks",
-                                        dir=output.resolve().parent))
+        with HeldInterrupt() as held:  # the scratch exists only with its cleanup
+            scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".blocks",
+                                            dir=output.resolve().parent))
         try:
+            held.release()
             array = create_zarr(scratch, image, dtype=stored)
             filled(array)
             import dask.array as da
