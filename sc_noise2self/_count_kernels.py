@@ -393,7 +393,7 @@ def nb_log_likelihood(x, mean, size):
 
 @njit(parallel=True, cache=True)
 def likeliest_labels(data, indices, indptr, labels, rates, sums, prior_counts, totals,
-                     cluster_totals, prior, sizes, zero_terms):
+                     cluster_totals, prior, sizes, zero_terms, closed, fallback):
     """Each row's cluster of highest NB log-likelihood (``leiden_refine``).
 
     Row ``i`` in cluster ``k`` expects ``rates[k] * totals[i]``; its own cluster's rate is
@@ -401,13 +401,18 @@ def likeliest_labels(data, indices, indptr, labels, rates, sums, prior_counts, t
     prior)``. ``zero_terms[i, k]`` is the sum over every gene of the likelihood of a zero at
     the cluster's rates times the row's depth (its own cluster's at ``totals[i]`` times
     ``(cluster_total + prior) / (cluster_total - total + prior)``, the zeros' leave-one-out
-    depth); the row's non-zeros replace their zero terms. Ties go to the lowest cluster.
+    depth); the row's non-zeros replace their zero terms. Ties go to the lowest cluster;
+    no row goes to a ``closed`` cluster; a row without counts stays where it is, or goes to
+    ``fallback`` from a closed one.
     """
     n_clusters = rates.shape[0]
     out = np.empty(indptr.size - 1, dtype=np.int64)
     for i in prange(indptr.size - 1):
         own = labels[i]
         depth = totals[i]
+        if depth <= 0.0:  # no molecules: no cluster is likelier, and the cell stays
+            out[i] = fallback if closed[own] else own
+            continue
         left = cluster_totals[own] - depth + prior
         scores = zero_terms[i].copy()
         for e in range(indptr[i], indptr[i + 1]):
@@ -422,5 +427,8 @@ def likeliest_labels(data, indices, indptr, labels, rates, sums, prior_counts, t
                     zero_mean = mean
                 scores[k] += (nb_log_likelihood(x, mean, sizes[g])
                               - nb_log_likelihood(0.0, zero_mean, sizes[g]))
+        for k in range(n_clusters):
+            if closed[k]:
+                scores[k] = -np.inf
         out[i] = np.argmax(scores)
     return out

@@ -21,6 +21,7 @@ from scipy import stats
 
 from . import markers
 from ._anndata import counts_name, get_counts, logger, target
+from ._dask import rows_chunked
 from ._rng import RandomState
 from ._validation import (
     check_choice,
@@ -156,7 +157,7 @@ def rank_genes_groups_split(
         p=p, split=split, random_state=random_state,
         overdispersion=("estimate" if overdispersion is None and split == "negative_binomial"
                         else overdispersion))
-    _check_dask_markers(adata, groupby, layer, method, kwargs)
+    _check_dask_markers(adata, groupby, layer, split_key, method, kwargs)
     if groupby is None:
         counts = get_counts(adata, layer)
         check_counts(counts, name=counts_name(layer))
@@ -189,10 +190,17 @@ def rank_genes_groups_split(
     return adata if copy else None
 
 
-def _check_dask_markers(adata: ad.AnnData, groupby, layer, method: str, options: dict) -> None:
-    """Refuse, before any work, what the dask path cannot run: clustering, other tests."""
+def _check_dask_markers(adata: ad.AnnData, groupby, layer, split_key: str, method: str,
+                        options: dict) -> None:
+    """Refuse, before any work, what the dask path cannot run: clustering, other tests.
+
+    The test runs on half B: split from the counts here (or again from calibrate_leiden's
+    record), or the layer of a pp.split_molecules run when ``groupby`` has one.
+    """
     counts = adata.X if layer is None else adata.layers.get(layer)
-    if not is_dask_array(counts):
+    half_b = adata.layers.get(f"{split_key}_b") if groupby is not None else None
+    tested = half_b if half_b is not None else counts
+    if not is_dask_array(tested):
         return
     if groupby is None:
         raise ValueError(
@@ -332,6 +340,8 @@ def _normalised_half(half_b, adata: ad.AnnData) -> ad.AnnData:
     by the same function, to the same bits.
     """
     if is_dask_array(half_b):
+        # Whole rows per chunk: a cell is normalised by its total over every gene.
+        half_b = rows_chunked(half_b)
         values = half_b.map_blocks(_normalised_rows, dtype=np.float32,
                                    meta=half_b._meta.astype(np.float32))
     else:

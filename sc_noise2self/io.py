@@ -167,36 +167,49 @@ def claimed(path: str | os.PathLike) -> Iterator[Path]:
 
 
 class HeldInterrupt:
-    """Ctrl-C held while something is created, and raised once its cleanup is in place.
+    """Ctrl-C held while something is created, and passed on once its cleanup is in place.
 
     A ``KeyboardInterrupt`` between creating a file and entering the ``try`` whose
-    ``finally`` removes it would leave the file behind. Inside ``with HeldInterrupt() as
-    held`` a SIGINT is only recorded; ``held.release()``, the first line of the ``try``,
-    passes it on to the handler that was there before. Outside the main thread, where
-    Python delivers no signals, it does nothing.
+    ``finally`` removes it would leave the file behind. From ``with HeldInterrupt() as
+    held`` until ``held.release()`` (the first line of that ``try``) a SIGINT is only
+    recorded; ``release`` puts the previous handler back and, if one came, raises SIGINT
+    again for it (Python's default handler raises ``KeyboardInterrupt``; ``SIG_DFL``
+    ends the process, as it would have). An exception inside the ``with`` puts the handler
+    back at once and passes a held SIGINT on. Outside the main thread, where Python
+    delivers no signals, and under a handler installed from C (which cannot be put back),
+    nothing is held.
     """
 
     def __init__(self) -> None:
         self._previous = None
+        self._installed = False
         self._received = False
 
     def __enter__(self) -> HeldInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._hold)
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not None:
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._hold)
+                self._installed = True
         return self
 
     def _hold(self, signum, frame) -> None:
         self._received = True
 
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is not None:  # the cleanup's try is never reached: pass the signal on now
+            self.release()
 
     def release(self) -> None:
-        """Pass a held SIGINT on (``KeyboardInterrupt`` under Python's default handler)."""
-        if self._received and callable(self._previous):
+        """Put the previous handler back and raise a held SIGINT for it."""
+        if not self._installed:
+            return
+        signal.signal(signal.SIGINT, self._previous)
+        self._installed = False
+        if self._received:
             self._received = False
-            self._previous(signal.SIGINT, None)
+            signal.raise_signal(signal.SIGINT)
 
 
 def _take(lock: Path, path: Path) -> None:

@@ -124,14 +124,20 @@ def _statistics_by_gene_blocks(values, columns: np.ndarray, codes: np.ndarray,
     A rank needs every cell of its gene, and every statistic here is computed gene by gene
     (Wilcoxon's sums and ranks over a column's stored values in row order), so a block of
     whole columns read into memory gives each gene exactly its in-memory statistics. The
-    blocks are sized by the non-zeros (counted in one pass) to about
-    :data:`DASK_BLOCK_VALUES` stored values each.
+    blocks are sized by the non-zeros (counted in one pass; dense chunks count every
+    cell) to about :data:`DASK_BLOCK_VALUES` stored values each. Each block is one pass
+    over the lazy matrix, its graph included (a lazy half B is split again per block):
+    persist it, or write it to a store and read it back, where that costs more than
+    reading.
     """
     import dask
 
-    per_chunk = values.map_blocks(_stored_per_column, dtype=np.int64,
-                                  chunks=((1,) * values.numblocks[0], values.chunks[1]))
-    per_gene = np.asarray(dask.compute(per_chunk.sum(axis=0))[0]).ravel()[columns]
+    if sparse.issparse(values._meta):
+        per_chunk = values.map_blocks(_stored_per_column, dtype=np.int64,
+                                      chunks=((1,) * values.numblocks[0], values.chunks[1]))
+        per_gene = np.asarray(dask.compute(per_chunk.sum(axis=0))[0]).ravel()[columns]
+    else:  # dense chunks are read whole: every cell of a gene takes memory
+        per_gene = np.full(columns.size, values.shape[0], dtype=np.int64)
     parts = []
     for block in _gene_blocks(per_gene, DASK_BLOCK_VALUES):
         chunk = values[:, columns[block]].compute()

@@ -138,6 +138,39 @@ def test_ctrl_c_just_after_a_temporary_is_created_leaves_nothing(tmp_path, monke
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+_HELD_DEFAULT = """
+import os, signal
+from sc_noise2self.io import HeldInterrupt
+
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # a CLI that lets Ctrl-C end it
+with HeldInterrupt() as held:
+    os.kill(os.getpid(), signal.SIGINT)
+print("held", flush=True)
+held.release()
+print("not reached", flush=True)
+"""
+
+
+def test_a_held_ctrl_c_reaches_the_handler_that_was_there_before():
+    # Under SIG_DFL the held SIGINT ends the process at release, as it would have without
+    # the hold; it is neither lost nor delivered early. Fails when release only calls a
+    # callable handler (SIG_DFL is not one, and the Ctrl-C was dropped).
+    done = subprocess.run([sys.executable, "-c", _HELD_DEFAULT], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.split() == ["held"]
+    assert done.returncode == -signal.SIGINT
+
+
+def test_a_held_ctrl_c_is_passed_on_when_the_block_fails():
+    # An error inside the hold: the handler is put back and the Ctrl-C still arrives.
+    from sc_noise2self.io import HeldInterrupt
+
+    with pytest.raises(KeyboardInterrupt), HeldInterrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+        raise OSError("the disk is full")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 _WRITER = """
 import sys, time
 import numpy as np, anndata as ad

@@ -62,6 +62,31 @@ def test_dask_markers_equal_the_in_memory_markers(monkeypatch, method, chunks):
     assert {"gene" in str(name) for name in top.to_numpy().ravel()} == {True}
 
 
+def test_a_half_b_chunked_along_genes_is_normalised_by_whole_cells():
+    # A lazy half B read back from a store may be chunked along genes too; each cell must
+    # still be normalised by its total over every gene. Fails when the chunks are
+    # normalised as they come (each by the totals of its own genes).
+    adata = clustered_counts(3)
+    memory = split_and_grouped(adata, None)
+    lazy = memory.copy()
+    lazy.layers["noise2self_b"] = da.from_array(memory.layers["noise2self_b"],
+                                                chunks=(500, 70), asarray=False)
+    for data in (memory, lazy):
+        n2s.tl.rank_genes_groups_split(data, groupby="groups")
+    pd.testing.assert_frame_equal(record_frames(lazy)["scores"],
+                                  record_frames(memory)["scores"], check_exact=True)
+
+
+def test_the_refusal_looks_at_the_half_b_that_is_tested():
+    # X in memory, a lazy half B: scanpy's logreg would get the dask array; refused.
+    adata = clustered_counts(4)
+    lazy = split_and_grouped(adata, None)
+    lazy.layers["noise2self_b"] = da.from_array(lazy.layers["noise2self_b"],
+                                                chunks=(500, -1), asarray=False)
+    with pytest.raises(ValueError, match="method='logreg'"):
+        n2s.tl.rank_genes_groups_split(lazy, groupby="groups", method="logreg")
+
+
 def test_gene_blocks_cover_every_gene_once_within_the_budget():
     per_gene = np.array([5, 5, 5, 50, 1, 1, 1, 30])
     blocks = markers._gene_blocks(per_gene, 12)

@@ -60,12 +60,12 @@ def halves_and_truth(seed: int):
                                            nb_size=(0.5, 50.0), effect=1.0,
                                            random_state=seed)
     sizes = n2s.diagnostics.estimate_overdispersion(adata.X, random_state=seed)
-    halves, _ = leiden.first_split(adata.X, leiden.split_settings(
-        {"overdispersion": sizes}, "log1p", seed))
+    settings = leiden.split_settings({"overdispersion": sizes}, "log1p", seed)
+    halves, _ = leiden.first_split(adata.X, settings)
     scored = leiden.informative_genes(halves, 2000)
     targets = DevianceTargets.of(scored.a, scored.b, scored.totals, halves.p)
     truth = adata.obs["group"].cat.codes.to_numpy().astype(np.int64)
-    return targets, truth, leiden.half_a_sizes(halves)[scored.genes]
+    return targets, truth, leiden.half_a_sizes(halves, settings, adata.X)[scored.genes]
 
 
 def test_misplaced_cells_go_back_to_their_groups_and_the_loss_keeps_it():
@@ -95,19 +95,50 @@ def test_the_loss_vetoes_a_reassignment_that_predicts_half_b_worse(monkeypatch):
     np.testing.assert_array_equal(result.labels, truth)
 
 
-def test_the_record_says_what_the_reassignment_did():
+def test_the_labels_and_the_record_are_the_reassignments(monkeypatch):
+    # What the reassignment returns is what obs and the record get. Fails when fit_clusters
+    # computes the reassignment but keeps Leiden's labels, or drops its verdict.
     adata = n2s.simulation.simulate_counts(900, 400, (0.6, 0.4), depth_sd=0.6,
                                            nb_size=(0.5, 50.0), random_state=4)
-    n2s.tl.calibrate_leiden(adata, random_state=4)
-    params = adata.uns["noise2self_leiden"]["params"]
-    assert adata.obs["noise2self_leiden"].nunique() == 2
-    assert any(words in params["reassignment"]
-               for words in ("cells moved", "no cell is likelier", "kept"))
+    seen = {}
+
+    def swapped(labels, targets, sizes):
+        moved = labels.copy()
+        moved[:3] = 1 - moved[:3]
+        seen.update(sizes=sizes, given=labels, moved=moved)
+        return leiden_refine.Reassignment(moved, 3, "three cells swapped")
+
+    monkeypatch.setattr(leiden, "reassigned_by_likelihood", swapped)
+    n2s.tl.calibrate_leiden(adata, random_state=4, resolutions=[0.1])
+    assert adata.uns["noise2self_leiden"]["params"]["reassignment"] == "three cells swapped"
+    found = adata.obs["noise2self_leiden"].astype(int).to_numpy()
+    np.testing.assert_array_equal(found, seen["moved"])
+    assert np.sum(found != seen["given"]) == 3
+    assert seen["sizes"] is not None and np.all(seen["sizes"] > 0)  # NB, not Poisson
 
 
-def test_one_cluster_is_never_reassigned():
-    # One cluster has nowhere to move its cells: the labels come back as they were.
-    targets, _, _ = halves_and_truth(2)
-    result = leiden_refine.reassigned_by_likelihood(
-        np.zeros(targets.totals.size, dtype=np.int64), targets)
-    assert result.moved == 0 and result.labels.max() == 0
+def test_a_cell_without_molecules_stays_and_an_emptied_cluster_is_dropped():
+    # A cell with no half-A counts has no likelier cluster: it stays. Five cells of group 0
+    # labelled as a cluster of their own all leave it, so it is dropped and counted as five
+    # moves (not as every cell renumbered). Fails when empty rows follow the tie-break, or
+    # the moves are counted in the renumbered codes.
+    targets, truth, sizes = halves_and_truth(3)
+    a = targets.a.tolil()
+    a[7, :] = 0
+    a = canonical(a.tocsr())
+    from dataclasses import replace
+
+    totals = np.asarray(a.sum(axis=1), dtype=np.float64).ravel()
+    targets = replace(targets, a=a, totals=totals)
+    labels = truth.copy()
+    labels[7] = (truth[7] + 1) % 3  # misplaced, but with nothing to go by
+    lonely = np.flatnonzero(truth == 0)[:5]
+    labels[lonely] = 3
+    step = leiden_refine.likeliest_clusters(labels, a, totals, sizes)
+    assert step[7] == labels[7]
+    result = leiden_refine.reassigned_by_likelihood(labels, targets, sizes)
+    assert result.labels.max() == 2  # three clusters left
+    assert "emptied" in result.verdict
+    mates = np.flatnonzero((labels == labels[7]) & (np.arange(labels.size) != 7))
+    assert result.labels[7] == np.bincount(result.labels[mates]).argmax()
+    assert 5 <= result.moved <= 8

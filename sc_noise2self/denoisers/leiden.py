@@ -26,6 +26,7 @@ from ..calibration import Family, Knob, SplitSettings, WarmStart, counts_calibra
 from ..embedding import max_rank
 from ..losses import Halves, prepare_halves
 from ..results import BaselineWarning
+from ..splitting import gene_sizes
 from ..transforms import library_sizes, normalised_values
 from .cluster_loss import (
     DevianceTargets,
@@ -344,7 +345,7 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
         refinement = refined_clusters(labels, scored, targets,
                                       {**options, "n_comps": n_comps}, seed_of(seed))
         if refinement.labels.max() > 0:
-            sizes = half_a_sizes(halves)
+            sizes = half_a_sizes(halves, settings.validate(counts), counts)
             moved = reassigned_by_likelihood(refinement.labels, targets,
                                              None if sizes is None else sizes[scored.genes])
             refinement.labels, refinement.reassignment = moved.labels, moved.verdict
@@ -355,9 +356,20 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
                       refinement=refinement)
 
 
-def half_a_sizes(halves: Halves) -> np.ndarray | None:
-    """Half A's per-gene NB sizes: ``p`` times the counts' (a gamma rate splits so), or None."""
-    return None if halves.b_sizes is None else halves.p * halves.b_sizes
+def half_a_sizes(halves: Halves, settings: SplitSettings, counts) -> np.ndarray | None:
+    """Half A's per-gene NB sizes: ``p`` times the split's (a gamma rate splits so).
+
+    None (Poisson) for a binomial split. The split's sizes are the calibration's estimate,
+    the user's number or array, or, with ``"estimate"`` and a given resolution, estimated
+    here as the split estimated them.
+    """
+    if halves.b_sizes is not None:
+        return halves.p * halves.b_sizes
+    if settings.split != "negative_binomial":
+        return None
+    if settings.estimates_sizes:
+        settings = settings.with_estimated_sizes(counts)
+    return halves.p * gene_sizes(counts, settings.split, settings.overdispersion)
 
 
 def store_clusters(adata, fitted: Clustering, key: str, max_layer_gb: float) -> dict:

@@ -193,29 +193,57 @@ def reassigned_by_likelihood(labels: np.ndarray, targets: DevianceTargets,
     totals = np.asarray(counts_a.sum(axis=1), dtype=np.float64).ravel()
     sizes = (np.full(counts_a.shape[1], np.inf) if sizes is None
              else np.asarray(sizes, dtype=np.float64))
-    moved = labels
+    current = np.unique(labels, return_inverse=True)[1]
+    origin = np.unique(labels)  # the given code of each current cluster
     for _ in range(REASSIGN_PASSES):
-        step = likeliest_clusters(moved, counts_a, totals, sizes)
-        step = np.unique(step, return_inverse=True)[1]
-        if np.array_equal(step, moved):
+        step = likeliest_step(current, counts_a, totals, sizes)
+        # A cluster every cell left is dropped: empty, it would predict by the population.
+        kept, step = np.unique(step, return_inverse=True)
+        if kept.size == origin.size and np.array_equal(step, current):
             break
-        moved = step
-    changed = int(np.sum(moved != labels))
+        origin, current = origin[kept], step
+    final = origin[current]
+    changed = int(np.sum(final != labels))
     if changed == 0:
         return Reassignment(labels, 0, "no cell is likelier in another cluster")
+    moved = ordered_by_size(final)
     saved = partition_deviances(labels, targets) - partition_deviances(moved, targets)
     errors = float(saved.std(ddof=1) / np.sqrt(saved.size))
     gain = float(saved.mean() / errors) if errors > 0 else 0.0
     if saved.mean() <= 0:
         return Reassignment(labels, 0, f"{changed} cells would move, but the loss on half B "
                                        f"is not lower ({gain:.1f} standard errors); kept")
-    return Reassignment(ordered_by_size(moved), changed,
-                        f"{changed} cells moved, {gain:.1f} standard errors better")
+    emptied = np.unique(labels).size - np.unique(final).size
+    lost = f"; {emptied} cluster(s) emptied" if emptied else ""
+    return Reassignment(moved, changed,
+                        f"{changed} cells moved, {gain:.1f} standard errors better{lost}")
 
 
-def likeliest_clusters(labels: np.ndarray, counts_a, totals: np.ndarray,
-                       sizes: np.ndarray) -> np.ndarray:
-    """One pass of :func:`reassigned_by_likelihood`: every cell's likeliest cluster."""
+def likeliest_step(labels: np.ndarray, counts_a, totals: np.ndarray,
+                   sizes: np.ndarray) -> np.ndarray:
+    """One pass of :func:`reassigned_by_likelihood`, with small clusters closed as they shrink.
+
+    A cluster that a pass would leave with fewer than :data:`REFINE_MIN_SUBCLUSTER` cells,
+    and fewer than it had, is closed and its cells go to their likeliest other cluster, as
+    the refinement offers no sub-cluster that small: otherwise a few cells like those that
+    left can linger in it (five misplaced cells left a cluster of their own, and two cells
+    of their group moved in).
+    """
+    n_clusters = int(labels.max()) + 1
+    before = np.bincount(labels, minlength=n_clusters)
+    closed = np.zeros(n_clusters, dtype=bool)
+    while True:
+        step = likeliest_clusters(labels, counts_a, totals, sizes, closed)
+        after = np.bincount(step, minlength=n_clusters)
+        shrunk = ~closed & (after < REFINE_MIN_SUBCLUSTER) & (after < before)
+        if not shrunk.any() or (closed | shrunk).all():
+            return step
+        closed |= shrunk
+
+
+def likeliest_clusters(labels: np.ndarray, counts_a, totals: np.ndarray, sizes: np.ndarray,
+                       closed: np.ndarray | None = None) -> np.ndarray:
+    """Every cell's likeliest cluster, none of them ``closed`` (default: none closed)."""
     from .._count_kernels import labelled_row_sums, likeliest_labels  # numba: when used
 
     n_clusters = int(labels.max()) + 1
@@ -230,9 +258,12 @@ def likeliest_clusters(labels: np.ndarray, counts_a, totals: np.ndarray,
     # The zeros' depth of a cell in its own cluster: the cluster's sums without the cell.
     own_scale = (cluster_totals[labels] + prior) / (cluster_totals[labels] - totals + prior)
     zero_terms = zero_likelihoods(rates, sizes, totals, labels, own_scale)
+    if closed is None:
+        closed = np.zeros(n_clusters, dtype=bool)
+    fallback = int(np.argmax(np.where(closed, -1.0, cluster_totals)))  # the largest open one
     return likeliest_labels(a.data.astype(np.float64), a.indices, a.indptr, labels, rates,
                             sums, prior_counts, totals, cluster_totals, prior, sizes,
-                            zero_terms)
+                            zero_terms, closed, fallback)
 
 
 # Depths at which each cluster's all-zero likelihood is computed exactly; a cubic spline in
