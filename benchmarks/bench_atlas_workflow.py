@@ -53,7 +53,9 @@ OUR_STAGES = (
     ("sc_noise2self.denoisers.leiden_graph", "fit_pca", PCA_STAGE),
     ("sc_noise2self.denoisers.leiden_graph", "gram_pca", PCA_STAGE),
     ("sc_noise2self.denoisers.leiden_graph", "scanpy_neighbors", KNN_STAGE),
-    ("sc_noise2self.denoisers.leiden_graph", "scaled_genes", "graph: scaled genes"),
+    ("sc_noise2self.denoisers.leiden_graph", "randomized_pca", PCA_STAGE),
+    ("sc_noise2self.denoisers.leiden_graph", "GeneScaling.of", "graph: scaled genes"),
+    ("sc_noise2self.denoisers.leiden_graph", "GeneScaling.apply", "graph: scaled genes"),
     ("sc_noise2self.denoisers.leiden", "leiden_labels", "Leiden runs"),
     ("sc_noise2self.denoisers.leiden", "leiden_sweep", "Leiden sweep (rest: worker processes)"),
     ("sc_noise2self.denoisers.leiden", "partition_deviances", "loss"),
@@ -106,6 +108,15 @@ def install(clock: StageClock, stages) -> None:
     """Wrap each named function in every loaded module that imported it by name."""
     for module_name, name, stage in stages:
         module = importlib.import_module(module_name)
+        if "." in name:  # a method: wrapped on its class, which every importer shares
+            owner, method = name.split(".")
+            cls = getattr(module, owner)
+            original = cls.__dict__[method]
+            function = original.__func__ if isinstance(original, classmethod) else original
+            wrapped = clock.wrap(function, stage)
+            setattr(cls, method, classmethod(wrapped) if isinstance(original, classmethod)
+                    else wrapped)
+            continue
         original = getattr(module, name)
         wrapped = clock.wrap(original, stage)
         for loaded in list(sys.modules.values()):
