@@ -667,6 +667,32 @@ def test_scaled_genes_have_unit_variance_a_cap_and_one_result_for_any_format():
     assert values[0, 7] == 40.0  # the input is not changed
 
 
+def test_gene_moments_are_scipys_without_a_float64_copy():
+    # The scaling's means and mean squares are summed from the float32 values as they are,
+    # to the bits of scipy's mean on a float64 copy (so the graph is unchanged) and with no
+    # copy of the matrix. Fails when the values are summed before the division (other
+    # bits) or through a float64 copy (tracemalloc sees the copy's 8 bytes per value).
+    import tracemalloc
+
+    from sc_noise2self.denoisers.leiden_graph import GeneScaling
+
+    rng = np.random.default_rng(2)
+    values = sparse.random(20000, 300, density=0.2, format="csr", dtype=np.float32,
+                           random_state=rng)
+    values.data = np.log1p(values.data * 30.0)
+    GeneScaling.of(values[:10])  # numba's compilation, outside the measurement
+    tracemalloc.start()
+    scaling = GeneScaling.of(values)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.2 * values.nnz * 8  # far below a float64 copy of the values
+    as64 = sparse.csr_matrix(values, dtype=np.float64)
+    mean = np.asarray(as64.mean(axis=0)).ravel()
+    square = np.asarray(as64.multiply(as64).mean(axis=0)).ravel()
+    sd = np.sqrt(np.maximum(square - mean**2, 0.0) * values.shape[0] / (values.shape[0] - 1))
+    np.testing.assert_array_equal(scaling.inverse, 1.0 / sd)
+
+
 def test_cluster_tree_is_wards_linkage_weighted_by_cluster_size():
     # With one cell per cluster it is scipy's Ward linkage; with sizes, a two-cell cluster
     # between two large groups joins one of them before the groups join, instead of being
