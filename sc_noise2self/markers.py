@@ -97,15 +97,20 @@ def rank_genes_groups(values, labels: pd.Categorical, var_names: pd.Index, *, me
     return record
 
 
+def _canonical(X):
+    """``X`` (CSR or CSC) with duplicates summed and stored zeros dropped, in place."""
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    return X
+
+
 def _statistics(values, codes: np.ndarray, sizes: np.ndarray, method: str,
                 tie_correct: bool) -> tuple[np.ndarray, np.ndarray, GroupSums]:
     """Scores, p-values (groups x genes) and group sums of values held in memory."""
     # The ranks need each gene's values together (CSC); the t-tests only group sums, which
     # rows give as well, without the transposed copy (200,000 cells: 0.9x scanpy with it).
-    X = (sparse.csc_matrix(values, dtype=np.float64) if method == "wilcoxon"
-         else sparse.csr_matrix(values))
-    X.sum_duplicates()
-    X.eliminate_zeros()
+    X = _canonical(sparse.csc_matrix(values, dtype=np.float64) if method == "wilcoxon"
+                   else sparse.csr_matrix(values))
     sums = group_sums(X, codes, sizes.size)
     if method == "wilcoxon":
         return (*_wilcoxon(X, codes, sizes, tie_correct), sums)
@@ -169,10 +174,7 @@ def _group_sums_by_row_chunks(values, codes: np.ndarray, n_groups: int) -> Group
 
 
 def _chunk_group_sums(chunk, codes: np.ndarray, n_groups: int) -> tuple:
-    X = sparse.csr_matrix(chunk, dtype=np.float64)
-    X.sum_duplicates()
-    X.eliminate_zeros()
-    sums = group_sums(X, codes, n_groups)
+    sums = group_sums(_canonical(sparse.csr_matrix(chunk, dtype=np.float64)), codes, n_groups)
     return sums.values, sums.squares, sums.nonzeros
 
 

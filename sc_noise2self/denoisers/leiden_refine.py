@@ -189,7 +189,8 @@ def reassigned_by_likelihood(labels: np.ndarray, targets: DevianceTargets,
     moved labels are kept only when their loss on half B is lower than Leiden's: the
     referee decides, and it never sees a label made from half B.
     """
-    counts_a = targets.a
+    # float64 once, not in every pass (the kernel reads the values as float64).
+    counts_a = targets.a.astype(np.float64, copy=False)
     totals = np.asarray(counts_a.sum(axis=1), dtype=np.float64).ravel()
     sizes = (np.full(counts_a.shape[1], np.inf) if sizes is None
              else np.asarray(sizes, dtype=np.float64))
@@ -261,9 +262,9 @@ def likeliest_clusters(labels: np.ndarray, counts_a, totals: np.ndarray, sizes: 
     if closed is None:
         closed = np.zeros(n_clusters, dtype=bool)
     fallback = int(np.argmax(np.where(closed, -1.0, cluster_totals)))  # the largest open one
-    return likeliest_labels(a.data.astype(np.float64), a.indices, a.indptr, labels, rates,
-                            sums, prior_counts, totals, cluster_totals, prior, sizes,
-                            zero_terms, closed, fallback)
+    return likeliest_labels(a.data.astype(np.float64, copy=False), a.indices, a.indptr,
+                            labels, rates, sums, prior_counts, totals, cluster_totals, prior,
+                            sizes, zero_terms, closed, fallback)
 
 
 # Depths at which each cluster's all-zero likelihood is computed exactly; a cubic spline in
