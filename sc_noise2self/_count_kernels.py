@@ -350,36 +350,67 @@ def labelled_row_sums(data, indices, indptr, labels, n_labels, n_cols):
     return out
 
 
-@njit(parallel=True, cache=True)
-def neighbour_mean_block(first, n_rows, neighbours_0, neighbours_1, half_of, data, indices,
-                         indptr, size, k):
-    """Expected counts ``m`` and their noise ``w m`` for rows ``first..first+n_rows`` (dense).
+# Genes per parallel task of :func:`moment_sums`: the task's scratch column (a float per
+# cell) is allocated once and reused for each of its genes.
+GENES_PER_TASK = 64
 
-    Gene ``g`` of half ``h = half_of[g]`` takes the mean normalised count of the cell's
-    neighbours in ``neighbours_h`` times the cell's size; the sums run over the neighbours in
-    their stored order, as the sparse products of ``estimate_overdispersion`` did.
+
+@njit(parallel=True, cache=True)
+def moment_sums(data, indices, indptr, size, reverse_indptr, reverse_indices, half_of, noise,
+                gene_means, k):
+    """The five per-gene sums over cells of ``estimate_overdispersion``, without dense blocks.
+
+    ``data, indices, indptr``: the counts ``x`` in CSC, cells sorted in each column. The
+    expected count ``m`` of cell ``i`` and gene ``g`` is ``size[i] * gene_means[g]`` when
+    ``gene_means`` is given (non-empty), else ``size[i] / k`` times the sum of ``x_jg /
+    size[j]`` over the cell's ``k`` neighbours in gene ``g``'s half ``h = half_of[g]``: each
+    non-zero ``x_jg`` is added to the cells that have ``j`` as a neighbour (row ``h`` of the
+    reverse graph, ``reverse_indptr`` / ``reverse_indices``), so the work follows the
+    non-zeros. With ``o = m^2 - noise[h, i] m`` (``m^2`` less ``m``'s Poisson noise) and
+    ``e = x (x - 2m) + o - m`` (the excess), returns the sums of ``e, o, e^2, e o, o^2``
+    (5 x genes). Each gene is summed over cells in order by one thread: the result does not
+    depend on the thread count.
     """
-    n_genes = half_of.size
-    expected = np.zeros((n_rows, n_genes))
-    spread = np.zeros((n_rows, n_genes))
-    weight = 1.0 / k
-    for r in prange(n_rows):
-        i = first + r
-        row = expected[r]
-        for h in range(2):
-            neighbours = neighbours_0 if h == 0 else neighbours_1
-            inverse = 0.0
-            for j in neighbours[i]:
-                inverse += weight * (1.0 / size[j])
-                for e in range(indptr[j], indptr[j + 1]):
-                    if half_of[indices[e]] == h:
-                        row[indices[e]] += weight * data[e]
-            noise = size[i] * inverse / k
-            for g in range(n_genes):
-                if half_of[g] == h:
-                    row[g] = size[i] * row[g]
-                    spread[r, g] = noise * row[g]
-    return expected, spread
+    n_cells = size.size
+    n_genes = indptr.size - 1
+    sums = np.zeros((5, n_genes))
+    per_gene = gene_means.size > 0
+    for task in prange((n_genes + GENES_PER_TASK - 1) // GENES_PER_TASK):
+        scratch = np.zeros(n_cells)
+        for g in range(task * GENES_PER_TASK, min((task + 1) * GENES_PER_TASK, n_genes)):
+            h = half_of[g]
+            if not per_gene:
+                for e in range(indptr[g], indptr[g + 1]):
+                    value = data[e] / size[indices[e]]
+                    j = indices[e]
+                    for r in range(reverse_indptr[h, j], reverse_indptr[h, j + 1]):
+                        scratch[reverse_indices[h, r]] += value
+            e = indptr[g]
+            stop = indptr[g + 1]
+            s_e = s_o = s_ee = s_eo = s_oo = 0.0
+            for i in range(n_cells):
+                if per_gene:
+                    m = size[i] * gene_means[g]
+                else:
+                    m = size[i] * scratch[i] / k
+                    scratch[i] = 0.0
+                x = 0.0
+                if e < stop and indices[e] == i:
+                    x = data[e]
+                    e += 1
+                own = m * m - noise[h, i] * m
+                excess = x * (x - 2.0 * m) + own - m
+                s_e += excess
+                s_o += own
+                s_ee += excess * excess
+                s_eo += excess * own
+                s_oo += own * own
+            sums[0, g] = s_e
+            sums[1, g] = s_o
+            sums[2, g] = s_ee
+            sums[3, g] = s_eo
+            sums[4, g] = s_oo
+    return sums
 
 
 @njit(cache=True)

@@ -89,24 +89,19 @@ def estimate_overdispersion(
             f"estimate_overdispersion needs at least 3 cells, got {X.shape[0]}; pass a "
             "number or per-gene sizes as overdispersion= instead."
         )
+    from ._count_kernels import moment_sums  # numba: imported when used
+
     totals = np.asarray(X.sum(axis=1)).ravel()
     size = totals / totals.mean()
-    chunk = max(1, BLOCK_ENTRIES // max(X.shape[1], 1))
     if mean == "gene":
-        k, expected_rows = X.shape[0], _gene_mean_rows(X, size, chunk)
+        k, model = X.shape[0], _gene_mean_model(X, size)
     else:
         k = min(n_neighbors, X.shape[0] - 1)
-        expected_rows = _neighbour_mean_rows(X, size, k, chunk)
-    # Per gene: sums of e, o, e^2, e o and o^2 over cells, e the excess and o the squared mean.
-    # The expected counts fill nearly every gene, so each block is summed dense: a block holds
-    # at most BLOCK_ENTRIES values, and sparse element-wise products cost several times more.
-    sums = np.zeros((5, X.shape[1]))
-    for rows, expected, spread in expected_rows:
-        observed = X[rows].toarray()
-        own = expected * expected - spread  # m^2 less the Poisson noise of m
-        excess = observed * (observed - 2 * expected) + own - expected
-        for i, term in enumerate((excess, own, excess * excess, excess * own, own * own)):
-            sums[i] += term.sum(axis=0)
+        model = _neighbour_mean_model(X, size, k)
+    columns = sparse.csc_matrix(X)
+    columns.sum_duplicates()  # also sorts the cells in each column, as the kernel needs
+    sums = moment_sums(columns.data, columns.indices.astype(np.int64),
+                       columns.indptr.astype(np.int64), size, *model, k)
     phi, variance = _excess_ratio(sums, k)
     with np.errstate(divide="ignore"):
         shrunk = _shrink(phi, variance)
@@ -161,47 +156,48 @@ def _sampled_rows(X, max_cells: int | None, random_state: RandomState):
     return rows
 
 
-# Values (cells x genes) per block of the expected counts: each block's neighbour means fill
-# nearly every gene, and the moment sums hold several such blocks at once, dense (2^21
-# values: 16 MB each). 4,096 cells x 2,000 genes in blocks of 512 cells peaked at 633 MB
-# above the input; the sums do not depend on the block size beyond rounding.
-BLOCK_ENTRIES = 2**21
+def _gene_mean_model(X, size: np.ndarray) -> tuple:
+    """:func:`moment_sums`' arguments for ``m = s_i mu_g``, one mean per gene.
 
-
-def _gene_mean_rows(X, size: np.ndarray, chunk: int):
-    """Expected counts ``m = s_i mu_g`` with one mean per gene, and ``w_i m``, by blocks."""
+    ``m``'s Poisson noise is ``w_i m`` with ``w_i = (s_i / n^2) sum_j 1 / s_j``.
+    """
     n_cells = X.shape[0]
-    mu = np.asarray(X.sum(axis=0)).ravel() / size.sum()
-    spread = size * np.sum(1.0 / size) / n_cells**2
-    for start in range(0, n_cells, chunk):
-        rows = slice(start, min(start + chunk, n_cells))
-        expected = np.outer(size[rows], mu)
-        yield rows, expected, spread[rows, None] * expected
+    noise = size * np.sum(1.0 / size) / n_cells**2
+    empty = np.zeros((2, 1), dtype=np.int64)
+    gene_means = np.asarray(X.sum(axis=0)).ravel() / size.sum()
+    return empty, empty, np.zeros(X.shape[1], dtype=np.int64), np.vstack([noise, noise]), \
+        gene_means
 
 
-def _neighbour_mean_rows(X, size: np.ndarray, k: int, chunk: int):
-    """Expected counts ``m`` from each cell's ``k`` nearest other cells, and ``w m`` (dense).
+def _neighbour_mean_model(X, size: np.ndarray, k: int) -> tuple:
+    """:func:`moment_sums`' arguments for ``m`` from each cell's ``k`` nearest other cells.
 
     Each gene's neighbours come from the other half of the genes (see
-    :func:`estimate_overdispersion`); with fewer than 4 genes, from all of them.
+    :func:`estimate_overdispersion`); with fewer than 4 genes, from all of them. The graph of
+    each half is given reversed (for each cell, the cells that have it as a neighbour), and
+    ``m``'s Poisson noise is ``w_i m`` with ``w_i = (s_i / k^2) sum_j 1 / s_j`` over the
+    neighbours.
     """
-    from ._count_kernels import neighbour_mean_block  # numba: imported when used
-
-    n_cells = X.shape[0]
-    normalised = sparse.csr_matrix(sparse.diags(1.0 / size) @ X)
-    normalised.sort_indices()
     halves = _gene_halves(X)
     graphs = [_neighbours(X[:, other], k) for other in halves[::-1]]
+    if len(graphs) == 1:
+        graphs *= 2
     half_of = np.zeros(X.shape[1], dtype=np.int64)
     if len(halves) == 2:
         half_of[halves[1]] = 1
-    graphs = [np.ascontiguousarray(graph, dtype=np.int64) for graph in graphs]
-    for start in range(0, n_cells, chunk):
-        rows = slice(start, min(start + chunk, n_cells))
-        expected, spread = neighbour_mean_block(
-            start, rows.stop - start, graphs[0], graphs[-1], half_of, normalised.data,
-            normalised.indices, normalised.indptr, size, k)
-        yield rows, expected, spread
+    noise = np.vstack([size * np.sum(1.0 / size[graph], axis=1) / k**2 for graph in graphs])
+    reverse = [_reversed(graph, X.shape[0]) for graph in graphs]
+    return (np.vstack([indptr for indptr, _ in reverse]),
+            np.vstack([indices for _, indices in reverse]), half_of, noise, np.zeros(0))
+
+
+def _reversed(graph: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each cell, the cells that have it among their neighbours (CSR pointers, indices)."""
+    targets = graph.ravel()
+    order = np.argsort(targets, kind="stable")
+    indptr = np.zeros(n_cells + 1, dtype=np.int64)
+    np.cumsum(np.bincount(targets, minlength=n_cells), out=indptr[1:])
+    return indptr, (order // graph.shape[1]).astype(np.int64)
 
 
 def _gene_halves(X) -> list[np.ndarray]:

@@ -107,3 +107,48 @@ def test_split_diagnostics_refuses_dask_counts():
     adata = ad.AnnData(da.from_array(counts, chunks=(20, 20)))
     with pytest.raises(TypeError, match="in memory"):
         pl.split_diagnostics(adata, show=False)
+
+
+@pytest.mark.parametrize("mean", ["neighbours", "gene"])
+def test_compiled_moment_sums_equal_the_dense_formula(mean):
+    """The sparse kernel's five sums over cells are the dense formula of the Notes.
+
+    ``m`` is the neighbours' (or all cells') mean normalised count times the cell's size,
+    ``o = m^2 - w m`` and ``e = x (x - 2 m) + o - m``. Dropping ``w m`` (m's own noise) or
+    the cell's size in ``m`` moves the sums far past the tolerance.
+    """
+    from scipy import sparse
+
+    from sc_noise2self import diagnostics
+    from sc_noise2self._count_kernels import moment_sums
+
+    rng = np.random.default_rng(8)
+    depth = rng.lognormal(0.0, 0.6, (120, 1))
+    X = sparse.csr_matrix(rng.negative_binomial(1.0, 1.0 / (1.0 + depth * rng.gamma(
+        0.5, 2.0, 40))).astype(np.float64))
+    X[:, 7] = 0  # a gene never seen
+    X.eliminate_zeros()
+    dense = X.toarray()
+    size = dense.sum(axis=1) / dense.sum(axis=1).mean()
+    k = X.shape[0] if mean == "gene" else 6
+    if mean == "gene":
+        model = diagnostics._gene_mean_model(X, size)
+        expected = np.outer(size, dense.sum(axis=0) / size.sum())
+        noise = np.outer(size * np.sum(1 / size) / k**2, np.ones(X.shape[1]))
+    else:
+        model = diagnostics._neighbour_mean_model(X, size, k)
+        halves = diagnostics._gene_halves(X)
+        expected, noise = np.zeros_like(dense), np.zeros_like(dense)
+        for genes, other in zip(halves, halves[::-1], strict=True):
+            graph = diagnostics._neighbours(X[:, other], k)
+            expected[:, genes] = size[:, None] * (dense / size[:, None])[graph][
+                :, :, genes].mean(axis=1)
+            noise[:, genes] = (size * np.sum(1 / size[graph], axis=1) / k**2)[:, None]
+    own = expected**2 - noise * expected
+    excess = dense * (dense - 2 * expected) + own - expected
+    want = [t.sum(axis=0) for t in (excess, own, excess**2, excess * own, own**2)]
+    columns = sparse.csc_matrix(X)
+    got = moment_sums(columns.data, columns.indices.astype(np.int64),
+                      columns.indptr.astype(np.int64), size, *model, k)
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-10, atol=1e-9)
+    assert np.all(got[:, 7] == 0)
