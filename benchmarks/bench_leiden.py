@@ -197,11 +197,19 @@ def type_one_table() -> None:
                       f"{stats.kstest(naive, 'uniform').pvalue:.2g} | | |")
 
 
+def warm_up() -> None:
+    """Both sides once on small data: numba's compilation and the imports, paid once."""
+    warm = n2s.simulation.simulate_counts(3000, 1000, unequal(4), depth_sd=0.5, random_state=99)
+    ours(warm.copy(), 99)
+    scanpy_sweep(warm)
+
+
 def cellbench_table(seeds: int = 1) -> None:
     """CellBench at four depths; with ``seeds`` > 1, ``random_state`` 0..seeds-1 of ours."""
     if not os.environ.get("SC_NOISE2SELF_DATA"):
         print("CellBench and PBMC 3k: skipped ($SC_NOISE2SELF_DATA is not set)")
         return
+    warm_up()
     print("| data | depth | ours: seeds with 3 and ARI >= 0.9; K; mean ARI (s) | validated: K, "
           "mean ARI | scanpy 1.0: K, ARI | scanpy best fixed: resolution, ARI | our time / "
           "scanpy sweep |")
@@ -238,8 +246,7 @@ def cost_table(seeds: int, repeats: int = 3) -> None:
     """Median seconds of ``calibrate_leiden`` and of one scanpy sweep, run in turn."""
     print("| K | seed | ours: median s | scanpy sweep: median s | ratio | load at the end |")
     print("|---|---|---|---|---|---|")
-    warm = n2s.simulation.simulate_counts(3000, 1000, unequal(4), depth_sd=0.5, random_state=99)
-    ours(warm.copy(), 99)  # numba's compilation, paid once per process
+    warm_up()
     for k in (4, 12):
         for seed in range(1, seeds + 1):
             adata = n2s.simulation.simulate_counts(3000, 1000, unequal(k), depth_sd=0.5,

@@ -422,6 +422,14 @@ def nb_log_likelihood(x, mean, size):
     return x * (np.log(mean) - shrink) - size * shrink
 
 
+@njit(inline="always", cache=True)
+def log_mean_shrunk(mean, size):
+    """``log(mean) - log(1 + mean / size)``: ``nb_log_likelihood(x, m) - (x = 0)`` over ``x``."""
+    if np.isinf(size):
+        return np.log(mean)
+    return np.log(mean) - np.log1p(mean / size)
+
+
 @njit(parallel=True, cache=True)
 def likeliest_labels(data, indices, indptr, labels, rates, sums, prior_counts, totals,
                      cluster_totals, prior, sizes, zero_terms, closed, fallback):
@@ -453,11 +461,11 @@ def likeliest_labels(data, indices, indptr, labels, rates, sums, prior_counts, t
                 if k == own:
                     mean = (sums[k, g] - x + prior_counts[g]) / left * depth
                     zero_mean = (sums[k, g] + prior_counts[g]) / left * depth
-                else:
+                    scores[k] += (nb_log_likelihood(x, mean, sizes[g])
+                                  - nb_log_likelihood(0.0, zero_mean, sizes[g]))
+                else:  # the zero term's mean is the same: its shrink cancels, one log1p
                     mean = rates[k, g] * depth
-                    zero_mean = mean
-                scores[k] += (nb_log_likelihood(x, mean, sizes[g])
-                              - nb_log_likelihood(0.0, zero_mean, sizes[g]))
+                    scores[k] += x * log_mean_shrunk(mean, sizes[g])
         for k in range(n_clusters):
             if closed[k]:
                 scores[k] = -np.inf

@@ -8,6 +8,7 @@ noise correlation), so neither has to import the other.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import numpy as np
 from scipy import linalg, sparse
 from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
 
 from ._rng import RandomState
 from ._validation import check_choice
@@ -249,6 +251,22 @@ def resolve_solver(solver: str, X, n_comps: int) -> str:
 # Up to this many cells (a refined cluster, a small data set) gram_pca is exact like ARPACK
 # and 3-6 times faster from 100 to 1,000 cells; at 2,000 cells they were even (issue 24).
 GRAM_MAX_CELLS = 1000
+# Up to this many cells a graph is built with one BLAS thread. scipy's OpenBLAS threads
+# keep spinning after a threaded call and take the cores from the kNN search that follows
+# (sklearn's OpenMP): on 2 cores, the kNN of 225 cells took 35 ms after an eigh of 700 cells
+# against 1.5 ms after the same eigh on one thread, and the refinement's eight kNN searches
+# on PBMC 3k 280 ms against 12 ms (RESULTS, issue 24, eighth session). On so few cells the
+# PCA loses little by it; past it the randomized PCA's products need the threads.
+ONE_BLAS_THREAD_MAX_CELLS = 5000
+
+
+def blas_threads_for(n_cells: int):
+    """A context with one BLAS thread for a graph of few cells (the default past them)."""
+    if n_cells <= ONE_BLAS_THREAD_MAX_CELLS:
+        return threadpool_limits(1, user_api="blas")
+    return contextlib.nullcontext()
+
+
 # Genes per dense block of gram_pca: the cells x cells Gram matrix is summed over blocks of
 # this many genes, so no more than cells x 256 values are ever dense at once.
 GRAM_GENE_BLOCK = 256
@@ -391,12 +409,13 @@ def build_graph(values, n_neighbors: int, *, n_pcs: int = 30, random_state=0,
             f"n_neighbors={n_neighbors} exceeds the {n_cells} cells; use at most {n_cells}."
         )
     n_pcs = max(1, min(n_pcs, max_rank(values.shape)))
-    if exact_for_few_cells and n_cells <= GRAM_MAX_CELLS:
-        embedding = gram_pca(values, n_pcs).scores
-    else:
-        embedding = fit_pca(values, n_pcs, random_state=random_state).scores
-    search = NearestNeighbors(n_neighbors=n_neighbors).fit(embedding)
-    distances, indices = search.kneighbors(embedding)
+    with blas_threads_for(n_cells):
+        if exact_for_few_cells and n_cells <= GRAM_MAX_CELLS:
+            embedding = gram_pca(values, n_pcs).scores
+        else:
+            embedding = fit_pca(values, n_pcs, random_state=random_state).scores
+        search = NearestNeighbors(n_neighbors=n_neighbors).fit(embedding)
+        distances, indices = search.kneighbors(embedding)
     put_self_first(indices, distances)
     return NeighbourGraph(indices, distances)
 

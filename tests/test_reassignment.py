@@ -95,6 +95,28 @@ def test_the_loss_vetoes_a_reassignment_that_predicts_half_b_worse(monkeypatch):
     np.testing.assert_array_equal(result.labels, truth)
 
 
+def test_the_passes_stop_once_the_loss_is_worse_than_leidens(monkeypatch):
+    # Pass 1 scrambles the labels (half B's loss rises above Leiden's): the passes stop
+    # there and Leiden's labels stay. Fails when the passes run on (pass 2 would put the
+    # misplaced cells back, and be kept).
+    targets, truth, _ = halves_and_truth(0)
+    wrong = truth.copy()
+    wrong[:60] = (wrong[:60] + 1) % 3
+    scrambled = np.random.default_rng(2).permutation(truth)
+    passes = iter([scrambled, truth, truth])
+    calls = []
+
+    def scripted(*args):
+        calls.append(1)
+        return next(passes)
+
+    monkeypatch.setattr(leiden_refine, "likeliest_clusters", scripted)
+    result = leiden_refine.reassigned_by_likelihood(wrong, targets)
+    assert len(calls) == 1
+    assert result.moved == 0 and "kept" in result.verdict
+    np.testing.assert_array_equal(result.labels, wrong)
+
+
 def test_the_labels_and_the_record_are_the_reassignments(monkeypatch):
     # What the reassignment returns is what obs and the record get. Fails when fit_clusters
     # computes the reassignment but keeps Leiden's labels, or drops its verdict.

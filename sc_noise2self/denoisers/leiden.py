@@ -334,7 +334,10 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
         return Clustering(np.zeros(counts.shape[0], dtype=np.int64), counts, transform, depth,
                           0.0, int(n_comps), fingerprint=counts_fingerprint(counts))
     halves, seed = first_split(counts, settings, start)
-    scored = informative_genes(halves, options.get("n_top_genes", DEFAULT_TOP_GENES))
+    n_top_genes = options.get("n_top_genes", DEFAULT_TOP_GENES)
+    scored = None if start is None else start.scored_of(halves, n_top_genes)
+    if scored is None:
+        scored = informative_genes(halves, n_top_genes)
     if start is not None and start.fits(scored, n_comps, options["n_neighbors"], seed_of(seed)):
         graph = start.graph
     else:

@@ -19,6 +19,7 @@ from scipy import sparse
 from .._cores import worker_count
 from ..embedding import (
     GRAM_MAX_CELLS,
+    blas_threads_for,
     fit_pca,
     gram_pca,
     max_rank,
@@ -58,22 +59,23 @@ def neighbour_graph(values, n_comps: int, n_neighbors: int, seed: int) -> Leiden
     """
     n_comps = max(1, min(n_comps, max_rank(values.shape)))
     n_neighbors = min(n_neighbors, values.shape[0] - 1)
-    scaling = GeneScaling.of(values)
-    # The randomized PCA runs in float32 (it would convert a float64 copy); the exact ones in
-    # float64, as every truth test of the clustering ran.
-    scaled = scaling.apply(values, np.float64 if values.shape[0] <= ARPACK_MAX_CELLS
-                           else np.float32)
-    if values.shape[0] <= GRAM_MAX_CELLS:  # the same exact PCA, faster for few cells
-        fit = gram_pca(scaled, n_comps)
-    elif values.shape[0] <= ARPACK_MAX_CELLS:
-        fit = fit_pca(scaled, n_comps, random_state=seed, solver="arpack")
-    else:
-        fit = randomized_pca(scaled, n_comps, seed, n_iter=GRAPH_POWER_ITERATIONS,
-                             oversample=GRAPH_OVERSAMPLE)
-    del scaled  # a float64 copy of half A: not held while the neighbours are searched
-    graph = ad.AnnData(obs=pd.DataFrame(index=np.arange(values.shape[0]).astype(str)),
-                       obsm={"X_pca": fit.scores})
-    scanpy_neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
+    with blas_threads_for(values.shape[0]):
+        scaling = GeneScaling.of(values)
+        # The randomized PCA runs in float32 (it would convert a float64 copy); the exact ones in
+        # float64, as every truth test of the clustering ran.
+        scaled = scaling.apply(values, np.float64 if values.shape[0] <= ARPACK_MAX_CELLS
+                               else np.float32)
+        if values.shape[0] <= GRAM_MAX_CELLS:  # the same exact PCA, faster for few cells
+            fit = gram_pca(scaled, n_comps)
+        elif values.shape[0] <= ARPACK_MAX_CELLS:
+            fit = fit_pca(scaled, n_comps, random_state=seed, solver="arpack")
+        else:
+            fit = randomized_pca(scaled, n_comps, seed, n_iter=GRAPH_POWER_ITERATIONS,
+                                 oversample=GRAPH_OVERSAMPLE)
+        del scaled  # a float64 copy of half A: not held while the neighbours are searched
+        graph = ad.AnnData(obs=pd.DataFrame(index=np.arange(values.shape[0]).astype(str)),
+                           obsm={"X_pca": fit.scores})
+        scanpy_neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
     return LeidenGraph.of(graph.obsp["connectivities"], scaling=scaling, fit=fit)
 
 
@@ -282,6 +284,8 @@ class GraphStart:
     key: tuple
     halves: Any = None  # the first split's halves the graph was built from
     split_seed: int | None = None  # that split's seed (seed_of)
+    scored: Any = None  # half A's GeneSubset the graph was built from
+    n_top_genes: int | None = None  # the option that chose its genes
 
     @classmethod
     def of(cls, graph: LeidenGraph, scored: Any, options: dict, seed: int,
@@ -292,13 +296,19 @@ class GraphStart:
         split is not drawn again (a draw took 11 s at 200,000 cells; issue 28).
         """
         return cls(graph, _graph_key(scored, options["n_comps"], options["n_neighbors"], seed),
-                   halves, seed)
+                   halves, seed, scored, options["n_top_genes"])
 
     def halves_of(self, seed: int, p: float):
         """The handed-on halves when they are the split of ``seed`` at share ``p``, else None."""
         if self.halves is None or self.split_seed != seed or self.halves.p != p:
             return None
         return self.halves
+
+    def scored_of(self, halves: Any, n_top_genes: int | None):
+        """The handed-on genes when they were chosen from these very halves so, else None."""
+        if self.scored is None or halves is not self.halves or n_top_genes != self.n_top_genes:
+            return None
+        return self.scored
 
     def fits(self, scored: Any, n_comps: int, n_neighbors: int, seed: int) -> bool:
         """Whether this graph is the one these values and options would build."""
