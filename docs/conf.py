@@ -49,8 +49,14 @@ templates_path = ["_templates"]
 
 # Run the notebooks during the build when asked (CI does, and so should a published site:
 # the committed notebooks have no outputs). Off by default, so that a quick local build of the
-# API pages needs neither the data nor the eight minutes.
-nb_execution_mode = "force" if os.environ.get("SC_NOISE2SELF_DOCS_EXECUTE") == "1" else "off"
+# API pages needs neither the data nor the eight minutes. Executed outputs are cached by
+# jupyter-cache, keyed by each notebook's code: a rebuild runs only the notebooks whose code
+# changed (CI starts from a clean clone, so it runs them all). The cache does not see changes
+# to the package: delete docs/_build/.jupyter_cache to run every notebook again. myst-nb runs
+# each notebook in its own folder (docs/tutorials), where tutorial 07 finds its screenshots.
+nb_execution_mode = "cache" if os.environ.get("SC_NOISE2SELF_DOCS_EXECUTE") == "1" else "off"
+nb_execution_cache_path = str(ROOT / "docs" / "_build" / ".jupyter_cache")
+nb_execution_in_temp = False
 nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 myst_enable_extensions = ["colon_fence", "dollarmath"]
