@@ -153,6 +153,7 @@ def main() -> None:
         peak_memory_child(*args.memory_child)
         return
     print(f"load average at start: {os.getloadavg()}")
+    print(threads_and_precision(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "counts.npz"
         make_counts(args.cells, path, args.data)
@@ -193,6 +194,18 @@ def main() -> None:
             print(f"peak RSS above the loaded input, {job}: {peak / 1e6:.0f} MB = "
                   f"{peak / input_bytes:.2f} x the sparse input", flush=True)
     print(f"load average at end: {os.getloadavg()}")
+
+
+def threads_and_precision() -> str:
+    """What both sides run on: the same process, so the same BLAS and OpenMP threads."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    pools = sorted({f"{pool['internal_api']} {pool['num_threads']}"
+                    for pool in threadpool_info()})
+    return (f"threads (both sides, one process): numba {numba.get_num_threads()}, "
+            f"{', '.join(pools)}; precision: float32 values on both sides (scanpy's PCA of "
+            "float32, our halves float32 with float64 loss sums)")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,30 @@ def test_channels_of_a_pixel_share_their_phase():
         assert np.all(hidden.all(axis=1) == hidden.any(axis=1))
 
 
+def test_torch_masked_copies_are_the_numpy_masked_copies():
+    # A grid phase hidden by the neighbour mean: the CNN's torch copy is the classical
+    # path's numpy copy. Fails when either side fills the hidden pixels otherwise (the
+    # pixel's own value, another phase).
+    torch = pytest.importorskip("torch")
+    from sc_noise2self.image.masking import (
+        fill_masked,
+        hide_torch,
+        phase_mask_torch,
+        phase_offsets,
+        replacement_values,
+    )
+
+    image = np.random.default_rng(5).random((12, 10)).astype(np.float32)
+    stand_ins = replacement_values(image, "mean")
+    generator = torch.Generator().manual_seed(0)
+    for offsets, mask in zip(phase_offsets(3, 2), grid_masks(image.shape, 3), strict=True):
+        expected = fill_masked(np.empty_like(image), image, mask, stand_ins)
+        hidden = phase_mask_torch((1, 1, *image.shape), 3, torch.tensor([offsets]))
+        got = hide_torch(torch.from_numpy(image)[None, None], hidden, "mean", generator)
+        np.testing.assert_allclose(got[0, 0].numpy(), expected, rtol=1e-6, atol=1e-7)
+        assert not np.array_equal(expected, image)
+
+
 @pytest.mark.parametrize("interpolation", ["mean", "kernel"])
 @pytest.mark.parametrize(("ndim", "channel_axis"), [(2, None), (3, None), (3, 0)])
 def test_kernels_sum_to_one_with_zero_centre(interpolation, ndim, channel_axis):
