@@ -17,6 +17,19 @@ from sc_noise2self import cli
 from sc_noise2self.io import atomic_path, check_output, read_counts, write_h5ad
 
 
+@pytest.fixture(autouse=True)
+def python_ctrl_c():
+    """Python's own Ctrl-C handler during each test, as in a terminal.
+
+    A process started in the background by a non-interactive shell (``nohup ... &``, some
+    CI runners) inherits SIGINT ignored, and Python then keeps it ignored: the tests of what
+    a Ctrl-C does would see none arrive.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def counts():
     rng = np.random.default_rng(0)
@@ -172,7 +185,7 @@ def test_a_held_ctrl_c_is_passed_on_when_the_block_fails():
 
 
 _WRITER = """
-import sys, time
+import signal, sys, time
 import numpy as np, anndata as ad
 from sc_noise2self.io import write_h5ad
 
@@ -185,6 +198,7 @@ def slow_disk(self, path, **options):  # the file is written, then the disk lags
 
 
 ad.AnnData.write_h5ad = slow_disk
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
 block = np.full((1000, 1000), 7.0, dtype=np.float32)
 adata = ad.AnnData(block, layers={name: block for name in "abc"})
 print("writing", flush=True)
