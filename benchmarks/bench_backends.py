@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
 from sc_noise2self import simulation
 from sc_noise2self._rng import row_stream_key
@@ -127,13 +128,14 @@ def main() -> None:
     counts = sparse.csr_matrix(simulation.simulate_counts(
         args.cells, args.genes, (0.5, 0.3, 0.2), depth_sd=0.5, nb_size=(0.5, 50.0),
         random_state=0).X)
-    print(f"load {os.getloadavg()}; numba and torch threads {args.threads}; counts "
+    print(f"load {os.getloadavg()}; numba, torch, BLAS and OpenMP threads {args.threads}; counts "
           f"{counts.shape[0]} x {counts.shape[1]}, {counts.nnz} stored; float32 values on "
           "both sides (the split's counts int64)")
     print("| kernel | CPU kernel s | torch on CPU s | torch / CPU kernel | same values |")
     print("|---|---|---|---|---|")
-    for name, mine, theirs, same in (*count_rows(counts, args.repeats),
-                                     image_row(args.image, args.repeats)):
+    with threadpool_limits(args.threads):  # BLAS and OpenMP too, for both sides
+        rows = (*count_rows(counts, args.repeats), image_row(args.image, args.repeats))
+    for name, mine, theirs, same in rows:
         print(f"| {name} | {mine:.3f} | {theirs:.3f} | {theirs / mine:.2f} | {same} |",
               flush=True)
     print(f"load at the end {os.getloadavg()}")

@@ -84,14 +84,17 @@ def estimate_overdispersion(
     if max_cells is not None:
         check_whole(max_cells, name="max_cells", minimum=3, hint="cells to estimate from")
     X = sparse.csr_matrix(_sampled_rows(X, max_cells, random_state), dtype=np.float64)
+    # A cell without molecules has size 0 and says nothing of any gene's variance; kept, its
+    # 1/size made every sum infinite and every gene came out Poisson.
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    X, totals = X[totals > 0], totals[totals > 0]
     if X.shape[0] < 3:
         raise ValueError(
-            f"estimate_overdispersion needs at least 3 cells, got {X.shape[0]}; pass a "
-            "number or per-gene sizes as overdispersion= instead."
+            f"estimate_overdispersion needs at least 3 cells with counts, got {X.shape[0]}; "
+            "pass a number or per-gene sizes as overdispersion= instead."
         )
     from ._count_kernels import moment_sums  # numba: imported when used
 
-    totals = np.asarray(X.sum(axis=1)).ravel()
     size = totals / totals.mean()
     if mean == "gene":
         k, model = X.shape[0], _gene_mean_model(X, size)

@@ -27,7 +27,8 @@ def python_ctrl_c():
     """
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    signal.signal(signal.SIGINT, previous)
+    if previous is not None:  # None: a handler installed from C, which cannot be put back
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="module")

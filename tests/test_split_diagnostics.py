@@ -152,3 +152,23 @@ def test_compiled_moment_sums_equal_the_dense_formula(mean):
                       columns.indptr.astype(np.int64), size, *model, k)
     np.testing.assert_allclose(got, np.asarray(want), rtol=1e-10, atol=1e-9)
     assert np.all(got[:, 7] == 0)
+
+
+@pytest.mark.parametrize("mean", ["neighbours", "gene"])
+def test_a_cell_without_molecules_does_not_hide_the_overdispersion(mean):
+    # An empty cell has size 0; kept, its 1/size made every moment infinite and every gene
+    # came out Poisson (inf). Fails without dropping such cells.
+    from scipy import sparse
+
+    from sc_noise2self.diagnostics import estimate_overdispersion
+
+    rng = np.random.default_rng(3)
+    means = rng.lognormal(0.5, 0.7, 200) * rng.lognormal(0.0, 0.3, (1500, 1))
+    X = rng.negative_binomial(0.5, 0.5 / (0.5 + means)).astype(np.float64)
+    X[7] = 0
+    estimate = estimate_overdispersion(sparse.csr_matrix(X), mean=mean)
+    without = estimate_overdispersion(sparse.csr_matrix(np.delete(X, 7, axis=0)), mean=mean)
+    assert np.all(np.isfinite(estimate))
+    np.testing.assert_allclose(estimate, without, rtol=1e-12)
+    if mean == "neighbours":
+        assert np.median(estimate) == pytest.approx(0.5, rel=0.2)
