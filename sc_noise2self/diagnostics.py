@@ -12,6 +12,8 @@ estimator when a user passes ``overdispersion="estimate"``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import sparse
 from sklearn.neighbors import NearestNeighbors
@@ -159,20 +161,30 @@ def _sampled_rows(X, max_cells: int | None, random_state: RandomState):
     return rows
 
 
-def _gene_mean_model(X, size: np.ndarray) -> tuple:
+class ExpectedCounts(NamedTuple):
+    """How :func:`moment_sums` forms each expected count ``m``, in its argument order."""
+
+    reverse_indptr: np.ndarray  # per gene half, the reversed kNN graph (unused per gene)
+    reverse_indices: np.ndarray
+    half_of: np.ndarray  # each gene's half (whose graph gives its neighbours)
+    noise: np.ndarray  # halves x cells: m's Poisson noise is noise * m
+    gene_means: np.ndarray  # one normalised mean per gene, or empty for neighbour means
+
+
+def _gene_mean_model(X, size: np.ndarray) -> ExpectedCounts:
     """:func:`moment_sums`' arguments for ``m = s_i mu_g``, one mean per gene.
 
     ``m``'s Poisson noise is ``w_i m`` with ``w_i = (s_i / n^2) sum_j 1 / s_j``.
     """
     n_cells = X.shape[0]
     noise = size * np.sum(1.0 / size) / n_cells**2
-    empty = np.zeros((2, 1), dtype=np.int64)
-    gene_means = np.asarray(X.sum(axis=0)).ravel() / size.sum()
-    return empty, empty, np.zeros(X.shape[1], dtype=np.int64), np.vstack([noise, noise]), \
-        gene_means
+    no_graph = np.zeros((2, 1), dtype=np.int64)
+    return ExpectedCounts(no_graph, no_graph, np.zeros(X.shape[1], dtype=np.int64),
+                          np.vstack([noise, noise]),
+                          np.asarray(X.sum(axis=0)).ravel() / size.sum())
 
 
-def _neighbour_mean_model(X, size: np.ndarray, k: int) -> tuple:
+def _neighbour_mean_model(X, size: np.ndarray, k: int) -> ExpectedCounts:
     """:func:`moment_sums`' arguments for ``m`` from each cell's ``k`` nearest other cells.
 
     Each gene's neighbours come from the other half of the genes (see
@@ -190,8 +202,9 @@ def _neighbour_mean_model(X, size: np.ndarray, k: int) -> tuple:
         half_of[halves[1]] = 1
     noise = np.vstack([size * np.sum(1.0 / size[graph], axis=1) / k**2 for graph in graphs])
     reverse = [_reversed(graph, X.shape[0]) for graph in graphs]
-    return (np.vstack([indptr for indptr, _ in reverse]),
-            np.vstack([indices for _, indices in reverse]), half_of, noise, np.zeros(0))
+    return ExpectedCounts(np.vstack([indptr for indptr, _ in reverse]),
+                          np.vstack([indices for _, indices in reverse]), half_of, noise,
+                          np.zeros(0))
 
 
 def _reversed(graph: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
