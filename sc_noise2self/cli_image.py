@@ -16,6 +16,7 @@ from pathlib import Path
 from ._progress import shows_progress_on_a_terminal
 from .image import workflows
 from .image.files import kind_of
+from .image.structure import MASKS, mask_name
 from .io import atomic_path, check_output, write_figure
 
 _FORMATS = "TIFF (.tif, .tiff, .ome.tif) or OME-Zarr (.zarr, .ome.zarr)"
@@ -45,6 +46,7 @@ def add_image_commands(commands, formatter) -> None:
     calibrate.add_argument("--report", default=None,
                            help="write the calibration record (loss curve, best, mix) as JSON")
     calibrate.add_argument("--plot", default=None, help="write the loss curve to an image")
+    _mask_option(calibrate)
     calibrate.set_defaults(run=run_calibrate)
 
     train = verbs.add_parser(
@@ -66,6 +68,7 @@ def add_image_commands(commands, formatter) -> None:
                        help="train one network per channel (saved as NAME.c0.pt, ...)")
     train.add_argument("--save-model", default=None, help="write the trained model (.pt)")
     train.add_argument("--random-state", type=int, default=0)
+    _mask_option(train)
     train.set_defaults(run=run_train)
 
     predict = verbs.add_parser(
@@ -101,6 +104,13 @@ def add_image_commands(commands, formatter) -> None:
                         help="axis letters of SAMPLE from TCZYX, overriding the file's")
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     export.set_defaults(run=run_export)
+
+
+def _mask_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mask", default="auto", choices=MASKS,
+                        help="what is hidden: pixels, or whole rows or columns for noise "
+                             "correlated along them (line-scanning, sCMOS read-out); auto "
+                             "(default) tests the noise and chooses")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -165,14 +175,15 @@ def run_calibrate(args) -> int:
         args.input, args.out, method=args.method, axes=args.axes, spatial=args.spatial,
         per_channel=args.per_channel, sample=args.sample, block=args.block,
         mix=not args.no_mix, dtype=args.dtype, overwrite=args.overwrite,
-        progress=_progress(args))
+        progress=_progress(args), mask=args.mask)
     calibrations = result if isinstance(result, list) else [result]
     for index, calibration in enumerate(calibrations):
         where = f"channel {index}: " if len(calibrations) > 1 else ""
         print(f"{where}method {calibration.method}, parameters {calibration.best_params}, "
               f"mix weight {calibration.mix_weight:.3f}, noise variance "
-              f"{calibration.noise_variance:.4g}; loss {calibration.best_loss:.5g} against "
-              f"{calibration.baseline_loss:.5g} of the neighbour mean", flush=True)
+              f"{calibration.noise_variance:.4g}, mask {calibration.settings['mask']}; loss "
+              f"{calibration.best_loss:.5g} against {calibration.baseline_loss:.5g} of the "
+              "neighbour mean", flush=True)
         for name, end in calibration.edge_parameters.items():
             print(f"{where}note: the best {name} is the {end} value of the grid; the loss "
                   "may fall further beyond it", flush=True)
@@ -202,11 +213,12 @@ def run_train(args) -> int:
                                  per_channel=args.per_channel, save_model=args.save_model,
                                  overwrite=args.overwrite, device=args.device,
                                  random_state=args.random_state, progress=_progress(args),
-                                 **budget)
+                                 mask=args.mask, **budget)
     models = model if isinstance(model, list) else [model]
     for index, one in enumerate(models):
         where = f"channel {index}: " if len(models) > 1 else ""
-        print(f"{where}trained {args.model} on {one.device}: held-out loss "
+        print(f"{where}trained {args.model} on {one.device} (mask "
+              f"{mask_name(one.line_axes, one.layout.n_spatial)}): held-out loss "
               f"{one.val_loss:.5g} against {one.baseline_loss:.5g} of the neighbour mean",
               flush=True)
     if args.save_model is not None:

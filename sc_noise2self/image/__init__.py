@@ -6,7 +6,8 @@ hides one at a time (numpy and torch); :mod:`.invariant` makes any denoiser J-in
 grades every output against the J-invariant neighbour mean; :mod:`.mixing` mixes the
 output with the input; :mod:`.classical` holds the built-in denoisers and their default
 grids; :mod:`.selection` picks the best method; :mod:`.noise` estimates the noise variance
-that the mixing needs; :mod:`.units` makes results independent of the image's units.
+that the mixing needs; :mod:`.structure` finds noise correlated along lines and
+chooses masks that hide it; :mod:`.units` makes results independent of the image's units.
 :mod:`.cnn` trains masked UNets and DnCNNs (it needs torch, and loads on first use, so that
 importing this package does not import torch). :mod:`.files` reads and writes TIFF and
 OME-Zarr with their axes and scale; :mod:`.blocks` and :mod:`.workflows` denoise files
@@ -24,6 +25,7 @@ from .noise import estimate_noise_variance
 from .referee import BaselineWarning
 from .scoring import calibrate
 from .selection import CNN_METHODS, auto_methods, denoise
+from .structure import MASKS, NoiseCorrelation, StructuredNoiseWarning, noise_correlation
 from .workflows import calibrate_file, predict_file, train_file
 
 # The CNN side needs torch: its names load on first use.
@@ -50,6 +52,7 @@ def __getattr__(name: str):
 __all__ = [
     "CNN_METHODS",
     "INTERPOLATIONS",
+    "MASKS",
     "METHODS",
     "BaselineWarning",
     "DnCNN",
@@ -58,6 +61,8 @@ __all__ = [
     "ImageData",
     "Method",
     "Noise2SelfModel",
+    "NoiseCorrelation",
+    "StructuredNoiseWarning",
     "UNet",
     "auto_methods",
     "available_methods",
@@ -76,6 +81,7 @@ __all__ = [
     "masked_inputs",
     "mixed_error",
     "neighbour_kernel",
+    "noise_correlation",
     "optimal_mix_weight",
     "predict_blocks",
     "predict_file",

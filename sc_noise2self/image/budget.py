@@ -60,7 +60,8 @@ class AutoChoice:
 
 def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str],
                    max_time: float, calibrations, best_of, *, mix: bool, fallback: bool,
-                   estimated: bool, progress: bool | None) -> tuple[np.ndarray, AutoChoice]:
+                   estimated: bool, progress: bool | None, line_axes: tuple[int, ...] = (),
+                   ) -> tuple[np.ndarray, AutoChoice]:
     """Choose and apply the best of the classical methods and a CNN within ``max_time``.
 
     Parameters
@@ -78,6 +79,8 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
         :func:`~sc_noise2self.image.selection.best_of`, which picks among them.
     mix, fallback, estimated, progress
         As in :func:`~sc_noise2self.image.selection.denoise`.
+    line_axes
+        Spatial axes whose lines the classical methods hid whole; the CNN hides them too.
 
     Returns
     -------
@@ -93,7 +96,8 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
         table.append({"method": name, "seconds": time.perf_counter() - began, "loss": None})
     best = best_of(done, estimated)
     left = max_time - (time.perf_counter() - started)
-    model = _trained_cnn(floats, channel_axis, CNN_SHARE * left, progress, table) if (
+    model = _trained_cnn(floats, channel_axis, CNN_SHARE * left, progress, table,
+                         line_axes) if (
         left >= CNN_MIN_SECONDS / CNN_SHARE and importlib.util.find_spec("torch")) else None
     choice = AutoChoice(best.method, best, model, table)
     if model is None:
@@ -109,14 +113,14 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
     return _cnn_output(model, floats, fallback, channel_axis), choice
 
 
-def _trained_cnn(floats, channel_axis, seconds: float, progress, table):
+def _trained_cnn(floats, channel_axis, seconds: float, progress, table, line_axes):
     from .cnn.training import train
 
     began = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BaselineWarning)  # graded below, on the band
         model = train(floats, CNN_MODEL, channel_axis=channel_axis, max_time=seconds,
-                      val_fraction=VAL_FRACTION, progress=progress)
+                      val_fraction=VAL_FRACTION, progress=progress, mask=line_axes)
     table.append({"method": CNN_MODEL, "seconds": time.perf_counter() - began, "loss": None})
     return model
 
@@ -141,5 +145,6 @@ def _cnn_output(model, floats: np.ndarray, fallback: bool, channel_axis) -> np.n
     """The CNN's prediction (augmented), or the neighbour mean if it lost to it."""
     if baseline_wins(f"The {CNN_MODEL} chosen by auto", model.val_loss, model.baseline_loss,
                      fallback, verb="returned"):
-        return neighbour_mean(floats, channel_axis).astype(np.float32)
+        return neighbour_mean(floats, channel_axis,
+                              model.line_axes).astype(np.float32)
     return model.predict(floats, augment=True)

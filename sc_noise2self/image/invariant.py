@@ -225,8 +225,10 @@ class ImageCalibration(CalibrationResult):
         True when the denoiser is J-invariant by construction (no masking needed).
     settings
         ``stride``, ``interpolation``, ``channel_axis``, ``approximate_loss``, ``dtype``,
-        ``rescaled`` (a built-in method run in working units) and ``baseline_loss`` (the
-        loss of the J-invariant neighbour mean on the same pixels).
+        ``rescaled`` (a built-in method run in working units), ``baseline_loss`` (the
+        loss of the J-invariant neighbour mean on the same pixels), ``mask`` and
+        ``line_axes`` (the unit hidden: pixels, or whole lines for structured noise) and
+        ``noise_correlation`` (the detector's record, when ``mask="auto"`` ran it).
     candidates
         For ``denoise(method="auto")``: the best loss of every method compared.
     """
@@ -274,6 +276,11 @@ class ImageCalibration(CalibrationResult):
     def settings(self) -> dict:
         """The run's settings (:attr:`params`): stride, interpolation, channel axis, ..."""
         return self.params
+
+    @property
+    def line_axes(self) -> tuple[int, ...]:
+        """Spatial axes along which whole lines were hidden (empty: pixel masks)."""
+        return tuple(self.params.get("line_axes") or ())
 
     @property
     def best_params(self) -> dict:
@@ -390,7 +397,8 @@ class ImageCalibration(CalibrationResult):
         baseline = self.baseline_loss
         what = f"{self.method!r} with its best parameters {self.best_params}"
         if baseline_wins(what, self.best_loss, baseline, fallback):
-            return self._mixed(neighbour_mean(floats, channel_axis), floats, baseline, mix)
+            return self._mixed(neighbour_mean(floats, channel_axis, self.line_axes), floats,
+                               baseline, mix)
         output = self._output(floats, channel_axis, units)
         return self._mixed(output, floats, self.best_loss, mix)
 
@@ -405,9 +413,11 @@ class ImageCalibration(CalibrationResult):
         if self.invariant:
             output = checked_output(denoise(floats), floats.shape)
         else:
-            masks = grid_masks(floats.shape, self.settings["stride"], channel_axis)
+            masks = grid_masks(floats.shape, self.settings["stride"], channel_axis,
+                               self.line_axes)
             replacement = replacement_values(floats, self.settings["interpolation"],
-                                             channel_axis=channel_axis, masks=masks)
+                                             channel_axis=channel_axis, masks=masks,
+                                             line_axes=self.line_axes)
             output = invariant_output(floats, denoise, masks, replacement)
         return units.inverse(output) if rescaled else output
 

@@ -56,7 +56,8 @@ def phase_offsets(stride: int, n_spatial: int) -> list[tuple[int, ...]]:
     return list(itertools.product(range(stride), repeat=n_spatial))
 
 
-def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = None) -> list[Mask]:
+def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = None,
+               line_axes: Sequence[int] = ()) -> list[Mask]:
     """Index tuples of every grid phase of an array of ``shape``.
 
     Parameters
@@ -64,28 +65,33 @@ def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = N
     shape
         Shape of the image, channel axis included.
     stride
-        Spacing of a phase's pixels along every spatial axis.
+        Spacing of a phase's pixels along every spatial axis not in ``line_axes``.
     channel_axis
         Non-negative index of the channel axis, or None. It is taken whole by every phase.
+    line_axes
+        Spatial axes (counted among the spatial axes only) along which a phase takes whole
+        lines: for noise correlated along them, so that no pixel of a hidden line is seen
+        (see :mod:`~sc_noise2self.image.structure`).
 
     Returns
     -------
-    ``stride ** n_spatial`` tuples of slices; ``image[mask]`` is one phase, and the phases
-    partition the image.
+    ``stride ** (n_spatial - len(line_axes))`` tuples of slices; ``image[mask]`` is one
+    phase, and the phases partition the image.
     """
     n_spatial = len(shape) - (channel_axis is not None)
+    spatial = [axis for axis in range(len(shape)) if axis != channel_axis]
+    gridded = [axis for i, axis in enumerate(spatial) if i not in set(line_axes)]
     masks = []
-    for offsets in phase_offsets(stride, n_spatial):
-        spatial = iter(slice(offset, None, stride) for offset in offsets)
-        masks.append(
-            tuple(
-                slice(None) if axis == channel_axis else next(spatial) for axis in range(len(shape))
-            )
-        )
+    for offsets in phase_offsets(stride, n_spatial - len(set(line_axes))):
+        mask = [slice(None)] * len(shape)
+        for axis, offset in zip(gridded, offsets, strict=True):
+            mask[axis] = slice(offset, None, stride)
+        masks.append(tuple(mask))
     return masks
 
 
-def neighbour_kernel(ndim: int, interpolation: str, channel_axis: int | None = None) -> np.ndarray:
+def neighbour_kernel(ndim: int, interpolation: str, channel_axis: int | None = None,
+                     line_axes: Sequence[int] = ()) -> np.ndarray:
     """Normalised replacement kernel with a zero centre, spanning only the spatial axes.
 
     Parameters
@@ -100,19 +106,26 @@ def neighbour_kernel(ndim: int, interpolation: str, channel_axis: int | None = N
     channel_axis
         Non-negative index of the channel axis, or None; the kernel has length 1 along it,
         so channels never mix.
+    line_axes
+        Spatial axes (counted among the spatial axes) whose lines are hidden whole; the
+        kernel has length 1 along them too, so a stand-in comes from the neighbouring
+        lines only (the pixels above and below, for hidden rows).
 
     Returns
     -------
     Kernel array of ``ndim`` axes, summing to 1.
     """
     n_spatial = ndim - (channel_axis is not None)
-    offsets = np.indices((3,) * n_spatial).reshape(n_spatial, -1).T - 1
+    n_reach = n_spatial - len(set(line_axes))
+    offsets = np.indices((3,) * n_reach).reshape(n_reach, -1).T - 1
     n_nonzero = np.count_nonzero(offsets, axis=1)
     if interpolation == "mean":
         weights = (n_nonzero == 1).astype(float)
     else:
         weights = np.where(n_nonzero > 0, 2.0 ** (1 - n_nonzero), 0.0)
-    kernel = (weights / weights.sum()).reshape((3,) * n_spatial)
+    kernel = (weights / weights.sum()).reshape((3,) * n_reach)
+    for axis in sorted(set(line_axes)):
+        kernel = np.expand_dims(kernel, axis)
     if channel_axis is not None:
         kernel = np.expand_dims(kernel, channel_axis)
     return kernel
@@ -125,6 +138,7 @@ def replacement_values(
     channel_axis: int | None = None,
     masks: list[Mask] | None = None,
     random_state: int = 0,
+    line_axes: Sequence[int] = (),
 ) -> np.ndarray:
     """Values that stand in for hidden pixels: one array, computed once for every phase.
 
@@ -143,6 +157,8 @@ def replacement_values(
         pixels only (without them, the whole image's range is used).
     random_state
         Seed of the ``"random"`` replacement; the same seed gives identical values.
+    line_axes
+        Spatial axes whose lines the phases hide whole (see :func:`neighbour_kernel`).
 
     Returns
     -------
@@ -152,7 +168,8 @@ def replacement_values(
     check_choice(interpolation, INTERPOLATIONS, name="interpolation")
     if interpolation == "random":
         return _random_values(image, masks, random_state)
-    kernel = neighbour_kernel(image.ndim, interpolation, channel_axis).astype(image.dtype)
+    kernel = neighbour_kernel(image.ndim, interpolation, channel_axis,
+                              line_axes).astype(image.dtype)
     return ndi.convolve(image, kernel, mode="mirror")
 
 
@@ -267,7 +284,7 @@ def masked_inputs(image: np.ndarray, masks: list[Mask], replacement: np.ndarray)
 # boolean tensor ``(batch, 1, *spatial)``, so every channel of a pixel is hidden together.
 
 
-def phase_mask_torch(shape: tuple[int, ...], stride: int, offsets):
+def phase_mask_torch(shape: tuple[int, ...], stride: int, offsets, line_axes: Sequence[int] = ()):
     """Boolean mask of the grid phase ``offsets[b]`` for every sample ``b`` of a batch.
 
     Parameters
@@ -277,28 +294,33 @@ def phase_mask_torch(shape: tuple[int, ...], stride: int, offsets):
     stride
         Grid spacing.
     offsets
-        Integer tensor ``(batch, n_spatial)`` of values in ``[0, stride)`` (see
-        :func:`phase_offsets`); the mask is made on its device.
+        Integer tensor ``(batch, n_spatial - len(line_axes))`` of values in ``[0, stride)``
+        (see :func:`phase_offsets`), one per gridded axis; the mask is made on its device.
+    line_axes
+        Spatial axes whose lines are hidden whole, as in :func:`grid_masks`.
 
     Returns
     -------
     Boolean tensor of ``shape``: pixel ``p`` of sample ``b`` is hidden when
-    ``p % stride == offsets[b]`` along every spatial axis, as in :func:`grid_masks`.
+    ``p % stride == offsets[b]`` along every gridded axis, as in :func:`grid_masks`.
     """
     import torch
 
     mask = torch.ones(shape, dtype=torch.bool, device=offsets.device)
-    for axis, size in enumerate(shape[2:]):
+    gridded = [axis for axis in range(len(shape) - 2) if axis not in set(line_axes)]
+    for column, axis in enumerate(gridded):
+        size = shape[2 + axis]
         coords = torch.arange(size, device=offsets.device) % stride
         view = [shape[0]] + [1] * (len(shape) - 1)
         view[2 + axis] = size
-        hit = coords.view(1, size) == offsets[:, axis : axis + 1]
+        hit = coords.view(1, size) == offsets[:, column : column + 1]
         mask = mask & hit.view(view)
     return mask
 
 
-def random_mask_torch(shape: tuple[int, ...], density: float, generator):
-    """Boolean mask hiding each pixel independently with probability ``density``.
+def random_mask_torch(shape: tuple[int, ...], density: float, generator,
+                      line_axes: Sequence[int] = ()):
+    """Boolean mask hiding each pixel (or each line) independently with probability ``density``.
 
     Parameters
     ----------
@@ -308,6 +330,9 @@ def random_mask_torch(shape: tuple[int, ...], density: float, generator):
         Probability that a pixel is hidden.
     generator
         Seeded ``torch.Generator``; the mask is made on its device.
+    line_axes
+        Spatial axes along which whole lines are hidden together: the draw is made once
+        per line and spread along them.
 
     Returns
     -------
@@ -315,7 +340,11 @@ def random_mask_torch(shape: tuple[int, ...], density: float, generator):
     """
     import torch
 
-    return torch.rand(shape, generator=generator, device=generator.device) < density
+    drawn = list(shape)
+    for axis in set(line_axes):
+        drawn[2 + axis] = 1
+    hidden = torch.rand(drawn, generator=generator, device=generator.device) < density
+    return hidden.expand(shape)
 
 
 def mirror_pad_torch(x, pads: list[tuple[int, int]]):
@@ -356,7 +385,7 @@ def mirror_pad_torch(x, pads: list[tuple[int, int]]):
     return x
 
 
-def neighbour_mean_torch(x, interpolation: str = "mean"):
+def neighbour_mean_torch(x, interpolation: str = "mean", line_axes: Sequence[int] = ()):
     """The torch twin of :func:`replacement_values` for ``"mean"`` and ``"kernel"``.
 
     Parameters
@@ -365,6 +394,8 @@ def neighbour_mean_torch(x, interpolation: str = "mean"):
         Tensor ``(batch, channels, *spatial)`` with 2 or 3 spatial axes.
     interpolation
         ``"mean"`` or ``"kernel"`` (see :func:`neighbour_kernel`); borders are mirrored.
+    line_axes
+        Spatial axes whose lines are hidden whole: no neighbour along them is used.
 
     Returns
     -------
@@ -376,14 +407,16 @@ def neighbour_mean_torch(x, interpolation: str = "mean"):
 
     n_spatial, channels = x.ndim - 2, x.shape[1]
     kernel = torch.as_tensor(
-        neighbour_kernel(n_spatial, interpolation), dtype=x.dtype, device=x.device
+        neighbour_kernel(n_spatial, interpolation, line_axes=line_axes), dtype=x.dtype,
+        device=x.device,
     )
     weight = kernel.expand(channels, 1, *kernel.shape).contiguous()
     conv = F.conv2d if n_spatial == 2 else F.conv3d
-    return conv(mirror_pad_torch(x, [(1, 1)] * n_spatial), weight, groups=channels)
+    pads = [(0, 0) if axis in set(line_axes) else (1, 1) for axis in range(n_spatial)]
+    return conv(mirror_pad_torch(x, pads), weight, groups=channels)
 
 
-def hide_torch(x, mask, replacement: str, generator):
+def hide_torch(x, mask, replacement: str, generator, line_axes: Sequence[int] = ()):
     """``x`` with the pixels of ``mask`` replaced by stand-ins (a new tensor).
 
     Parameters
@@ -399,6 +432,9 @@ def hide_torch(x, mask, replacement: str, generator):
         :func:`neighbour_median_torch` (N2V2, Hoeck et al. 2022), likewise.
     generator
         Seeded ``torch.Generator`` on ``x``'s device.
+    line_axes
+        Spatial axes whose lines ``mask`` hides whole: the stand-ins then come from the
+        neighbouring lines only.
 
     Returns
     -------
@@ -410,19 +446,21 @@ def hide_torch(x, mask, replacement: str, generator):
     if replacement == "random":
         values = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     elif replacement == "median":
-        values = neighbour_median_torch(x)
+        values = neighbour_median_torch(x, line_axes)
     else:
-        values = neighbour_mean_torch(x, "mean")
+        values = neighbour_mean_torch(x, "mean", line_axes)
     return torch.where(mask, values, x)
 
 
-def neighbour_median_torch(x):
+def neighbour_median_torch(x, line_axes: Sequence[int] = ()):
     """At every pixel, the median of its 3 x 3 (x 3) neighbours without itself (N2V2's).
 
     Parameters
     ----------
     x
         Tensor ``(batch, channels, *spatial)`` with 2 or 3 spatial axes; borders mirrored.
+    line_axes
+        Spatial axes whose lines are hidden whole: the window has length 1 along them.
 
     Returns
     -------
@@ -432,11 +470,12 @@ def neighbour_median_torch(x):
     import torch
 
     n_spatial = x.ndim - 2
-    padded = mirror_pad_torch(x, [(1, 1)] * n_spatial)
-    windows = padded
-    for axis in range(n_spatial):
-        windows = windows.unfold(2 + axis, 3, 1)
-    windows = windows.reshape(*x.shape, 3**n_spatial)
-    centre = 3**n_spatial // 2
+    widths = [1 if axis in set(line_axes) else 3 for axis in range(n_spatial)]
+    windows = mirror_pad_torch(x, [(w // 2, w // 2) for w in widths])
+    for axis, width in enumerate(widths):
+        windows = windows.unfold(2 + axis, width, 1)
+    size = int(np.prod(widths))
+    windows = windows.reshape(*x.shape, size)
+    centre = size // 2
     neighbours = torch.cat([windows[..., :centre], windows[..., centre + 1:]], dim=-1)
     return neighbours.median(dim=-1).values

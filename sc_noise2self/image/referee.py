@@ -23,7 +23,8 @@ from .units import IDENTITY, Units
 BASELINE = "the J-invariant neighbour mean (each pixel predicted by the mean of its neighbours)"
 
 
-def neighbour_mean(image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+def neighbour_mean(image: np.ndarray, channel_axis: int | None = None,
+                   line_axes: Sequence[int] = ()) -> np.ndarray:
     """The baseline's output: every pixel replaced by the mean of its face neighbours.
 
     Parameters
@@ -32,12 +33,15 @@ def neighbour_mean(image: np.ndarray, channel_axis: int | None = None) -> np.nda
         Float image.
     channel_axis
         Non-negative channel axis, or None; channels never mix.
+    line_axes
+        Spatial axes along which the noise is correlated: neighbours along them are left
+        out, so that the baseline stays J-invariant (the pixels above and below, for rows).
 
     Returns
     -------
     Array of the image's shape and dtype (mirrored borders).
     """
-    return replacement_values(image, "mean", channel_axis=channel_axis)
+    return replacement_values(image, "mean", channel_axis=channel_axis, line_axes=line_axes)
 
 
 def baseline_loss(image: np.ndarray, stand_ins: np.ndarray, masks: Sequence[Mask],

@@ -28,6 +28,7 @@ from .masking import INTERPOLATIONS, grid_masks, replacement_values
 from .noise import estimate_noise_variance
 from .phases import PhaseScoring, score_phases
 from .referee import baseline_loss, check_losses, loses, neighbour_mean, warn_lost
+from .structure import mask_name, resolve_mask
 from .units import IDENTITY, Units, constant_message, units_of
 
 Denoiser = Callable[..., np.ndarray]
@@ -71,6 +72,7 @@ def calibrate(
     channel_axis: int | None = None,
     interpolation: str = "mean",
     dtype: DTypeLike = np.float32,
+    mask: str | tuple[int, ...] = "auto",
 ) -> ImageCalibration:
     """Score every parameter set of a denoiser by its J-invariant self-supervised loss.
 
@@ -113,6 +115,14 @@ def calibrate(
         scikit-image's TV and wavelet run 1.5 to 4 times faster in float32, and the losses
         moved by under 1e-9 on camera (benchmarks/RESULTS.md).
         :meth:`ImageCalibration.denoise` uses the image's own precision.
+    mask
+        What one hidden unit is: ``"pixel"``; ``"rows"`` or ``"columns"``, whole lines, for
+        noise correlated along them (line-scanning, sCMOS read-out); a tuple of spatial axes
+        to hide whole lines (or planes) along; or ``"auto"`` (default): pixels, unless
+        :func:`~sc_noise2self.image.noise_correlation` finds the noise correlated along an
+        axis, which is then announced by a
+        :class:`~sc_noise2self.image.structure.StructuredNoiseWarning`. The record's
+        ``settings["mask"]`` names the mask used.
 
     Returns
     -------
@@ -133,6 +143,8 @@ def calibrate(
     n_spatial = floats.ndim - (channel_axis is not None)
     method = get_method(denoiser, n_spatial) if isinstance(denoiser, str) else None
     function, invariant, name = _resolve(denoiser, method)
+    line_axes, detection = resolve_mask(mask, floats, channel_axis)
+    invariant = invariant and not line_axes  # a donut footprint still sees its own line
     units = units_of(floats)  # refuses spreads whose squares leave float64
     if units.constant:
         warnings.warn(constant_message(units, "every J-invariant prediction is exact and "
@@ -140,19 +152,23 @@ def calibrate(
                       stacklevel=2)
     estimated = noise_variance is None
     if estimated:
-        noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis)
+        noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis,
+                                                 line_axes=line_axes)
     grid = _grid(param_grid, method, noise_variance, units)
     run_units = units if method is not None else IDENTITY
     losses, baseline = _score_grid(
         floats, function, grid, invariant, method=method, units=run_units, stride=stride,
         approximate_loss=approximate_loss, interpolation=interpolation,
         channel_axis=channel_axis, n_jobs=n_jobs, progress=progress, work_dtype=work_dtype,
+        line_axes=line_axes,
     )  # fmt: skip
     losses, baseline = losses * run_units.scale**2, baseline * run_units.scale**2
     check_losses(losses, grid, name)
     settings = dict(stride=stride, interpolation=interpolation, channel_axis=channel_axis,
                     approximate_loss=approximate_loss, dtype=work_dtype.name,
-                    rescaled=method is not None, baseline_loss=baseline)  # fmt: skip
+                    rescaled=method is not None, baseline_loss=baseline,
+                    mask=mask_name(line_axes, n_spatial), line_axes=list(line_axes),
+                    noise_correlation=None if detection is None else detection.to_dict())
     calibration = ImageCalibration(name, grid, losses, float(noise_variance), estimated,
                                    function, invariant, settings)  # fmt: skip
     if loses(calibration.best_loss, baseline) and not units.constant:
@@ -204,6 +220,7 @@ def _score_grid(
     n_jobs: int | None,
     progress: bool | None,
     work_dtype: np.dtype,
+    line_axes: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, float]:
     """Loss of every parameter set and of the baseline, in working units.
 
@@ -219,13 +236,14 @@ def _score_grid(
         losses = _direct_losses(image, units, work_dtype, denoisers, n_jobs=n_jobs,
                                 progress=progress, name=name)
         return losses, baseline_loss(image, stand_ins, masks, units)
-    masks = grid_masks(image.shape, stride, channel_axis)
+    masks = grid_masks(image.shape, stride, channel_axis, line_axes)
     if approximate_loss:
         masks = [masks[len(masks) // 2]]
     replacement = _in_units(replacement_values(
-        image, interpolation, channel_axis=channel_axis, masks=masks), units, work_dtype)
+        image, interpolation, channel_axis=channel_axis, masks=masks, line_axes=line_axes),
+        units, work_dtype)
     stand_ins = replacement if interpolation == "mean" else _in_units(
-        neighbour_mean(image, channel_axis), units, work_dtype)
+        neighbour_mean(image, channel_axis, line_axes), units, work_dtype)
     baseline = baseline_loss(image, stand_ins, masks, units)
     del stand_ins  # the replacement itself, or a copy no task needs
     if method is not None:

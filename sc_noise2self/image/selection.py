@@ -20,6 +20,7 @@ from .invariant import ImageCalibration
 from .noise import estimate_noise_variance
 from .referee import BaselineWarning
 from .scoring import calibrate
+from .structure import resolve_mask
 from .units import constant_message, units_of
 
 CNN_METHODS = ("unet", "dncnn")
@@ -103,6 +104,8 @@ def denoise(
         masked UNet together (:mod:`~sc_noise2self.image.budget`); the one with the lowest
         J-invariant loss on the same held-out pixels wins. Without it (the default),
         ``"auto"`` compares the classical methods only.
+        ``mask``: ``"auto"`` (default), ``"pixel"``, ``"rows"`` or ``"columns"``, as in
+        :func:`~sc_noise2self.image.calibrate`; the detector runs once for every method.
         For classical methods: the options of :func:`~sc_noise2self.image.calibrate`
         (``stride``, ``approximate_loss``, ``n_jobs``, ``interpolation``, ``dtype``). For
         ``"unet"`` and ``"dncnn"``: options of :func:`~sc_noise2self.image.train`
@@ -143,19 +146,31 @@ def denoise(
         return (same, None) if return_calibration else same
     n_spatial = floats.ndim - (channel_axis is not None)
     names = auto_methods(n_spatial) if method == "auto" else [get_method(method, n_spatial).name]
+    # Found once, said once: every method (and the CNN) then hides the same lines.
+    line_axes, detection = resolve_mask(options.pop("mask", "auto"), floats, channel_axis)
     estimated = noise_variance is None
     if estimated:
-        noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis)
-    runs = each_calibrated(floats, names, param_grid, progress=progress,
+        noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis,
+                                                 line_axes=line_axes)
+    runs = each_calibrated(floats, names, param_grid, progress=progress, mask=line_axes,
                            noise_variance=noise_variance, channel_axis=channel_axis, **options)
+    if detection is not None:
+        runs = (_with_detection(run, detection) for run in runs)
     if max_time is not None:  # the classical methods and a CNN, within one budget
         denoised, choice = denoise_within(floats, channel_axis, names, max_time, runs,
                                           best_of, mix=mix, fallback=fallback,
-                                          estimated=estimated, progress=progress)
+                                          estimated=estimated, progress=progress,
+                                          line_axes=line_axes)
         return (denoised, choice) if return_calibration else denoised
     best = best_of(list(runs), estimated)
     denoised = best.denoise(floats, mix=mix, fallback=fallback)
     return (denoised, best) if return_calibration else denoised
+
+
+def _with_detection(calibration: ImageCalibration, detection) -> ImageCalibration:
+    """The calibration, with the detector's record that chose its mask."""
+    calibration.settings["noise_correlation"] = detection.to_dict()
+    return calibration
 
 
 def _check_budget(max_time, method: str) -> float | None:

@@ -58,6 +58,9 @@ class TrainConfig:
     ema
         Decay of the exponential moving average of the weights that is validated, kept and
         returned; 0 keeps the raw weights.
+    line_axes
+        Spatial axes along which whole lines are hidden, for noise correlated along them
+        (see :class:`Masker`).
     """
 
     model: str
@@ -75,6 +78,7 @@ class TrainConfig:
     patience: int
     random_state: int
     ema: float = 0.0  # a default, so that models saved before it load
+    line_axes: tuple[int, ...] = ()  # likewise: spatial axes hidden in whole lines
 
     def progress(self, step: int, elapsed: float) -> float:
         """How far training is, in [0, 1], by steps or by time, whichever is further.

@@ -259,11 +259,15 @@ class PatchSampler:
         Requested patch size per spatial axis; clipped to the smallest image.
     rng
         The seeded generator that picks images, positions and flips.
+    transpose
+        Also transpose square patches at random. Off for noise correlated along one axis:
+        a transposed patch would carry it along the other, which the masks leave visible.
     """
 
     images: list[torch.Tensor]
     patch_size: tuple[int, ...]
     rng: np.random.Generator
+    transpose: bool = True
     _weights: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -300,7 +304,8 @@ class PatchSampler:
         flips = [1 + axis for axis in range(len(starts)) if self.rng.random() < 0.5]
         if flips:
             patch = torch.flip(patch, flips)
-        if self.patch_size[-1] == self.patch_size[-2] and self.rng.random() < 0.5:
+        if (self.transpose and self.patch_size[-1] == self.patch_size[-2]
+                and self.rng.random() < 0.5):
             patch = patch.transpose(-1, -2)
         return patch
 

@@ -94,7 +94,8 @@ def payload_of(model: Any, *, with_weights: bool = True) -> dict:
     Without the weights, the settings are plain Python values (as a bioimage.io package's
     ``config`` stores them, :mod:`.bioimageio`).
     """
-    config = {**vars(model.config), "patch_size": list(model.config.patch_size)}
+    config = {**vars(model.config), "patch_size": list(model.config.patch_size),
+              "line_axes": list(model.config.line_axes)}
     payload: dict = {
         "format_version": FORMAT_VERSION,
         "layout": vars(model.layout),
@@ -172,7 +173,8 @@ def _rebuild(payload: dict) -> ModelParts:
     """The network and records of a checked payload."""
     version = payload["format_version"]
     config = TrainConfig(**{**payload["config"],
-                            "patch_size": tuple(payload["config"]["patch_size"])})  # fmt: skip
+                            "patch_size": tuple(payload["config"]["patch_size"]),
+                            "line_axes": tuple(payload["config"].get("line_axes", ()))})
     if version == 1 and config.model == "unet":
         # Only the widths changed since format 1 was last written (the second session's
         # files); earlier format-1 files with instance norm or a residual DnCNN have the

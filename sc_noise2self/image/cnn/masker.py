@@ -44,12 +44,17 @@ class Masker:
         Grid spacing, at least 2.
     n_spatial
         2 or 3.
+    line_axes
+        Spatial axes along which whole lines are hidden (structN2V's purpose, exactly):
+        the unit of masking is then a line, drawn or gridded along the other axes, and
+        ``"mean"`` and ``"median"`` stand-ins come from the neighbouring lines.
     """
 
     masking: str
     replacement: str
     stride: int
     n_spatial: int
+    line_axes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice(self.masking, MASKINGS, name="masking")
@@ -63,9 +68,14 @@ class Masker:
             )
 
     @property
+    def n_gridded(self) -> int:
+        """Number of spatial axes the grid (or the random draw) runs along."""
+        return self.n_spatial - len(self.line_axes)
+
+    @property
     def density(self) -> float:
         """Expected fraction of hidden pixels."""
-        return float(self.stride) ** -self.n_spatial
+        return float(self.stride) ** -self.n_gridded
 
     def sample(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A boolean mask ``(batch, 1, *spatial)`` of hidden pixels (channels hidden together).
@@ -83,9 +93,9 @@ class Masker:
         """
         shape = (x.shape[0], 1, *x.shape[2:])
         if self.masking == "random":
-            return random_mask_torch(shape, self.density, generator)
+            return random_mask_torch(shape, self.density, generator, self.line_axes)
         offsets = torch.randint(
-            self.stride, (x.shape[0], self.n_spatial), generator=generator, device=x.device
+            self.stride, (x.shape[0], self.n_gridded), generator=generator, device=x.device
         )
         return self.phase_mask(shape, offsets)
 
@@ -97,13 +107,13 @@ class Masker:
         shape
             ``(batch, 1, *spatial)``.
         offsets
-            ``(batch, n_spatial)`` integers in ``[0, stride)``.
+            ``(batch, n_gridded)`` integers in ``[0, stride)``.
 
         Returns
         -------
         Boolean tensor of ``shape``.
         """
-        return phase_mask_torch(shape, self.stride, offsets)
+        return phase_mask_torch(shape, self.stride, offsets, self.line_axes)
 
     def replace(
         self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
@@ -123,7 +133,7 @@ class Masker:
         -------
         The masked input.
         """
-        return hide_torch(x, mask, self.replacement, generator)
+        return hide_torch(x, mask, self.replacement, generator, self.line_axes)
 
     def every_phase(
         self, x: torch.Tensor, generator: torch.Generator,
@@ -150,13 +160,13 @@ class Masker:
 
     @property
     def n_phases(self) -> int:
-        """Number of grid phases: ``stride ** n_spatial``."""
-        return self.stride**self.n_spatial
+        """Number of grid phases: ``stride ** n_gridded``."""
+        return self.stride**self.n_gridded
 
     def phase_masks(self, x: torch.Tensor,
                     phases: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
         """The masks of :meth:`every_phase`, without the masked copies."""
-        every = phase_offsets(self.stride, self.n_spatial)
+        every = phase_offsets(self.stride, self.n_gridded)
         shape = (1, 1, *x.shape[2:])
         for index in range(len(every)) if phases is None else phases:
             yield self.phase_mask(shape, torch.tensor([every[index]], device=x.device))

@@ -90,6 +90,11 @@ class Noise2SelfModel:
         return self
 
     @property
+    def line_axes(self) -> tuple[int, ...]:
+        """Spatial axes along which whole lines were hidden (empty: pixel masks)."""
+        return tuple(self.config.line_axes)
+
+    @property
     def val_loss(self) -> float | None:
         """The lowest held-out self-supervised loss (normalised units); None without a band."""
         losses = np.asarray(self.history.get("val_loss", []), dtype=float)
@@ -117,7 +122,7 @@ class Noise2SelfModel:
         self,
         image: ImageLike,
         *,
-        invariant: bool = False,
+        invariant: bool | None = None,
         augment: bool = False,
         tile_size: int | Sequence[int] | None = None,
         tile_overlap: int | None = None,
@@ -135,8 +140,12 @@ class Noise2SelfModel:
             them along axis 0, or a list; integer or float, never modified.
         invariant
             False: one direct pass, which the paper found about 0.5 dB better. True: the
-            J-invariant prediction, one pass per grid phase (``mask_stride ** n_spatial``),
-            each pixel predicted with itself hidden as in training.
+            J-invariant prediction, one pass per grid phase (``mask_stride ** n_spatial``,
+            or over the axes not hidden whole), each pixel predicted with itself hidden as in
+            training. None (default): True for a model that hides whole lines
+            (:attr:`line_axes`), whose direct pass would pass the correlated noise through
+            (camera, rows correlated over 5 pixels: 7.2 dB direct, 25.8 invariant), False
+            otherwise.
         augment
             Average the predictions of the 8 flipped (2D: and transposed) copies of the
             image, each mapped back: 8 times the passes, a smoother estimate. With
@@ -171,7 +180,9 @@ class Noise2SelfModel:
         -------
         Float array(s) of the input's shape, in the training images' units.
         """
-        check_flag(invariant, "invariant")
+        check_flag(invariant, "invariant", allow_none=True)
+        if invariant is None:
+            invariant = bool(self.line_axes)
         check_flag(augment, "augment")
         check_flag(keep_constant, "keep_constant")
         check_whole(random_state, name="random_state", minimum=0)
@@ -201,7 +212,7 @@ class Noise2SelfModel:
 
         x = torch.as_tensor(self.normalisation.forward(internal), device=self.device)[None]
         with torch.no_grad():
-            out = augmented(one_pass, x) if augment else one_pass(x)
+            out = augmented(one_pass, x, not self.line_axes) if augment else one_pass(x)
         result = self.normalisation.inverse(out[0].float().cpu().numpy())
         result = self.layout.to_user(result).astype(dtype)
         for channel, value in constant.items():
@@ -267,7 +278,7 @@ class Noise2SelfModel:
         self.net.eval()
         with torch.no_grad():
             output = invariant_prediction(x, Tiler(self.net, None), self._masker(), 0)
-            baseline = neighbour_mean_torch(x)
+            baseline = neighbour_mean_torch(x, "mean", self.line_axes)
         return {"loss": float(torch.mean((output - x) ** 2)),
                 "baseline_loss": float(torch.mean((baseline - x) ** 2))}
 
@@ -293,7 +304,8 @@ class Noise2SelfModel:
 
     def _masker(self) -> Masker:
         c = self.config
-        return Masker(c.masking, c.replacement, c.mask_stride, self.layout.n_spatial)
+        return Masker(c.masking, c.replacement, c.mask_stride, self.layout.n_spatial,
+                      tuple(c.line_axes))
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the weights, architecture, normalisation, settings and history.

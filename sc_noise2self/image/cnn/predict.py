@@ -244,7 +244,7 @@ class Tiler:
         return out[(..., *(slice(0, size) for size in original))]
 
 
-def augmented(one_pass: Pass, x: torch.Tensor) -> torch.Tensor:
+def augmented(one_pass: Pass, x: torch.Tensor, transpose: bool = True) -> torch.Tensor:
     """Test-time augmentation: the mean of ``one_pass`` over flipped copies of ``x``.
 
     Parameters
@@ -253,6 +253,9 @@ def augmented(one_pass: Pass, x: torch.Tensor) -> torch.Tensor:
         Prediction of one ``(1, channels, *spatial)`` tensor.
     x
         The normalised image.
+    transpose
+        Also transpose 2D images. Off for a model that hides whole lines: its masks run
+        along one axis only.
 
     Returns
     -------
@@ -260,7 +263,7 @@ def augmented(one_pass: Pass, x: torch.Tensor) -> torch.Tensor:
     transposed: 8 copies), each mapped back before averaging.
     """
     spatial = list(range(2, x.ndim))
-    transposes = (False, True) if len(spatial) == 2 else (False,)
+    transposes = (False, True) if len(spatial) == 2 and transpose else (False,)
     subsets = itertools.chain.from_iterable(
         itertools.combinations(spatial, r) for r in range(len(spatial) + 1)
     )
