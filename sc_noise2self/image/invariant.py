@@ -36,6 +36,7 @@ from .classical import METHODS
 from .masking import INTERPOLATIONS, Mask, grid_masks, masked_phases, replacement_values
 from .mixing import mixed_error, optimal_mix_weight
 from .referee import baseline_wins, neighbour_mean
+from .structure import resolve_mask
 from .units import Units, constant_message, units_of
 
 Denoiser = Callable[..., np.ndarray]
@@ -81,6 +82,7 @@ def denoise_invariant(
     interpolation: str = "mean",
     channel_axis: int | None = None,
     random_state: int = 0,
+    mask: str | tuple[int, ...] = "auto",
     **kwargs,
 ) -> np.ndarray:
     """Run ``denoiser`` so that its output at each pixel ignores that pixel's value.
@@ -109,6 +111,10 @@ def denoise_invariant(
         together.
     random_state
         Seed of ``interpolation="random"``.
+    mask
+        ``"pixel"``, ``"rows"``, ``"columns"``, a tuple of spatial axes to hide whole lines
+        along, or ``"auto"``: lines where the noise is correlated along them (see
+        :func:`~sc_noise2self.image.calibrate`). Not used with ``masks``.
     **kwargs
         Parameters of ``denoiser``.
 
@@ -122,11 +128,14 @@ def denoise_invariant(
     check_choice(interpolation, INTERPOLATIONS, name="interpolation")
     check_random_state(random_state)
     floats, channel_axis = prepare_image(image, stride=stride, channel_axis=channel_axis)
-    masks = grid_masks(floats.shape, stride, channel_axis) if masks is None else list(masks)
+    line_axes = resolve_mask(mask, floats, channel_axis)[0] if masks is None else ()
+    if masks is None:
+        masks = grid_masks(floats.shape, stride, channel_axis, line_axes)
     replacement = replacement_values(
-        floats, interpolation, channel_axis=channel_axis, masks=masks, random_state=random_state
+        floats, interpolation, channel_axis=channel_axis, masks=list(masks),
+        random_state=random_state, line_axes=line_axes,
     )
-    return invariant_output(floats, bind_denoiser(denoiser, kwargs, channel_axis), masks,
+    return invariant_output(floats, bind_denoiser(denoiser, kwargs, channel_axis), list(masks),
                             replacement)
 
 

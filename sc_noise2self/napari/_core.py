@@ -22,6 +22,7 @@ from .. import image
 from .._device import resolve_device
 from ..image.referee import baseline_wins
 from ..image.selection import best_of, each_calibrated
+from ..image.structure import resolve_mask
 
 MODEL_CHOICES: tuple[str, ...] = image.CNN_METHODS
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "mps", "cpu")
@@ -271,15 +272,19 @@ def calibration_steps(
     reference = len(planes) // 2
     names = image.auto_methods(n_spatial) if method == "auto" else [method]
     total = len(names) + len(planes)
-    noise_variance = image.estimate_noise_variance(planes[reference], channel_axis=channel_axis)
-    runs = each_calibrated(planes[reference], names, progress=False,
+    with warnings.catch_warnings(record=True) as found:  # said in the summary instead
+        warnings.simplefilter("always")
+        line_axes, _ = resolve_mask("auto", planes[reference], channel_axis)
+    noise_variance = image.estimate_noise_variance(planes[reference], channel_axis=channel_axis,
+                                                   line_axes=line_axes)
+    runs = each_calibrated(planes[reference], names, progress=False, mask=line_axes,
                            noise_variance=noise_variance, channel_axis=channel_axis)
     calibrations = []
     for i, name in enumerate(names):  # image.denoise's choice, with progress between methods
         yield Progress(i, total, f"calibrating {name}")
         calibrations.append(next(runs))
     best = best_of(calibrations, estimated=True)
-    outputs, caught = [], []
+    outputs, caught = [], [str(r.message) for r in found]
     for i, plane in enumerate(planes):
         yield Progress(len(names) + i, total, f"denoising with {best.method}"
                        + (f" (plane {i + 1} of {len(planes)})" if layout.stacked else ""))
