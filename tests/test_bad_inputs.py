@@ -864,6 +864,26 @@ IMAGE_MIXING_NOISE_CASES = [
     ("calibrate 4x40 without noise_variance", lambda t: im.calibrate(
         np.random.default_rng(0).random((4, 40)), "tv"), ValueError,
      "Pass noise_variance= yourself"),
+    # Structured noise: masks and the detector.
+    ("mask='diagonal'", lambda t: im.calibrate(IMG, "tv", mask="diagonal"), ValueError,
+     "mask='diagonal'"),
+    ("mask naming every axis", lambda t: im.denoise(IMG, "tv", mask=(0, 1)), ValueError,
+     "fewer than all of the image's 2 spatial axes"),
+    ("mask axis out of range", lambda t: im.denoise_invariant(IMG, lambda x: x, mask=(2,)),
+     ValueError, "fewer than all"),
+    ("mask of strings", lambda t: im.calibrate(IMG, "tv", mask=("x",)), TypeError,
+     "tuple of spatial axes"),
+    ("train mask='lines'", lambda t: train(mask="lines"), ValueError, "mask='lines'"),
+    ("noise_correlation max_lag=0", lambda t: im.noise_correlation(IMG, max_lag=0),
+     ValueError, "max_lag=0"),
+    ("noise_correlation threshold=1.5", lambda t: im.noise_correlation(IMG, threshold=1.5),
+     ValueError, "threshold=1.5 must be a correlation in"),
+    ("noise_correlation on a 12-pixel axis", lambda t: im.noise_correlation(IMG[:12]),
+     ValueError, "too few to estimate the noise correlation"),
+    ("auto mask on a tiny image keeps pixels",
+     lambda t: im.calibrate(np.random.default_rng(0).random((4, 40)), "tv",
+                            noise_variance=0.01).settings["mask"],
+     None, lambda out: out == "pixel"),
 ]
 
 CNN_CASES = [
