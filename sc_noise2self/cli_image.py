@@ -46,6 +46,10 @@ def add_image_commands(commands, formatter) -> None:
     calibrate.add_argument("--report", default=None,
                            help="write the calibration record (loss curve, best, mix) as JSON")
     calibrate.add_argument("--plot", default=None, help="write the loss curve to an image")
+    calibrate.add_argument("--max-time", type=float, default=None,
+                           help="with --method auto: seconds for choosing between the "
+                                "classical methods and a UNet trained on the sample; "
+                                "denoising the file follows")
     _mask_option(calibrate)
     calibrate.set_defaults(run=run_calibrate)
 
@@ -175,10 +179,18 @@ def run_calibrate(args) -> int:
         args.input, args.out, method=args.method, axes=args.axes, spatial=args.spatial,
         per_channel=args.per_channel, sample=args.sample, block=args.block,
         mix=not args.no_mix, dtype=args.dtype, overwrite=args.overwrite,
-        progress=_progress(args), mask=args.mask)
+        progress=_progress(args), mask=args.mask,
+        **({} if args.max_time is None else {"max_time": args.max_time}))
     calibrations = result if isinstance(result, list) else [result]
     for index, calibration in enumerate(calibrations):
         where = f"channel {index}: " if len(calibrations) > 1 else ""
+        if hasattr(calibration, "table"):  # auto within a budget
+            for row in calibration.table:
+                loss = "-" if row["loss"] is None else f"{row['loss']:.5g}"
+                print(f"{where}{row['method']}: {row['seconds']:.1f} s, held-out loss {loss}",
+                      flush=True)
+            print(f"{where}chose {calibration.method}", flush=True)
+            calibration = calibration.calibration
         print(f"{where}method {calibration.method}, parameters {calibration.best_params}, "
               f"mix weight {calibration.mix_weight:.3f}, noise variance "
               f"{calibration.noise_variance:.4g}, mask {calibration.settings['mask']}; loss "
@@ -195,7 +207,8 @@ def run_calibrate(args) -> int:
                                             json.loads(calibrations[0].to_json()), indent=1))
         print(f"wrote {args.report}")
     if plot is not None:
-        write_figure(_curves_figure(calibrations), plot, overwrite=args.overwrite)
+        classical = [getattr(c, "calibration", c) for c in calibrations]
+        write_figure(_curves_figure(classical), plot, overwrite=args.overwrite)
         print(f"wrote {args.plot}")
     print(f"time: {time.perf_counter() - start:.1f} s")
     return 0

@@ -213,3 +213,49 @@ def test_the_cli_shows_progress_on_a_terminal_unless_told_not_to(source, tmp_pat
     assert "%|" in capsys.readouterr().err  # a tqdm bar
     assert cli.main([*arguments, "--out", str(tmp_path / "b.zarr"), "--no-progress"]) == 0
     assert "%|" not in capsys.readouterr().err
+
+
+
+@pytest.fixture
+def unet_wins(monkeypatch):
+    """A budget that fits a UNet, and band losses that make it win (the file path is tested
+    here; which one wins on its merits is tested in test_image_budget.py)."""
+    pytest.importorskip("torch")
+    from sc_noise2self.image import budget
+
+    monkeypatch.setattr(budget, "CNN_MIN_SECONDS", 1.0)
+    monkeypatch.setattr(budget, "CLASSICAL_SHARE", 0.9)
+    losses = iter([1.0, 0.5])  # the classical method's band loss, then the UNet's
+    monkeypatch.setattr(budget, "_band_loss", lambda prediction, band: next(losses))
+
+
+def test_calibrate_auto_within_a_budget_prints_and_reports_the_table(source, tmp_path,
+                                                                     capsys, unet_wins):
+    out = tmp_path / "out.tif"
+    code = cli.main(["image", "calibrate", str(source), "--out", str(out), "--method", "auto",
+                     "--max-time", "6", "--sample", "64", "--block", "48", "--mask", "pixel",
+                     "--report", str(tmp_path / "r.json")])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "chose unet" in text and "unet:" in text and "held-out loss 0.5" in text
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["method"] == "unet" and report["table"][-1]["method"] == "unet"
+    assert report["calibration"]["params"]["mask"] == "pixel"
+    assert files.read(out).shape == NOISY.shape
+
+
+def test_a_unet_chosen_within_the_budget_denoises_the_whole_file(source, tmp_path, unet_wins):
+    """Mutation: denoise the file with the classical calibration whatever won: the output
+    then differs from the UNet's prediction of every plane."""
+    from sc_noise2self.image import workflows
+    from sc_noise2self.image.referee import neighbour_mean
+
+    out = tmp_path / "out.tif"
+    choice = workflows.calibrate_file(source, out, method="auto", sample=64, block=48,
+                                      max_time=6.0, progress=False, mask="pixel")
+    assert choice.method == "unet" and choice.model is not None
+    written = files.read(out).data
+    for plane, noisy in zip(written, NOISY, strict=True):
+        expected = (choice.model.predict(noisy) if choice.model.beats_baseline
+                    else neighbour_mean(noisy))
+        np.testing.assert_allclose(plane, expected, atol=1e-4)

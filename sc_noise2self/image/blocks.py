@@ -223,7 +223,9 @@ def calibrate_sample(image: ImageData, *, spatial: str = "YX", size: int = 256,
 
     Returns
     -------
-    The sample's :class:`ImageCalibration`, graded against the neighbour mean.
+    The sample's :class:`ImageCalibration`, graded against the neighbour mean; with
+    ``max_time`` (``method="auto"``), the :class:`~sc_noise2self.image.budget.AutoChoice`
+    between the classical methods and a UNet trained on the sample.
     """
     if method in CNN_METHODS:  # refused before any work, not after training it
         raise ValueError(f"calibrate_sample calibrates classical methods, not method="

@@ -57,6 +57,13 @@ class AutoChoice:
     model: Any = None
     table: list[dict] = field(default_factory=list)
 
+    def to_json(self) -> str:
+        """The choice as JSON: the winner, the table and the classical calibration's record."""
+        import json
+
+        return json.dumps({"method": self.method, "table": self.table,
+                           "calibration": json.loads(self.calibration.to_json())})
+
 
 def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str],
                    max_time: float, calibrations, best_of, *, mix: bool, fallback: bool,

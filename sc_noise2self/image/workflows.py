@@ -73,11 +73,16 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
     progress
         Progress bars.
     **options
-        Passed to the calibration (``param_grid``, ``stride``, ...).
+        Passed to the calibration (``param_grid``, ``stride``, ``mask``, ...). ``max_time``
+        with ``method="auto"``: seconds for choosing between the classical methods and a
+        UNet trained on the sample (shared equally by the channels with ``per_channel``);
+        the winner then denoises the whole file, which takes as long as the file needs.
 
     Returns
     -------
-    The calibration(s): one :class:`ImageCalibration`, or a list with one per channel.
+    The calibration(s): one :class:`ImageCalibration` (an
+    :class:`~sc_noise2self.image.budget.AutoChoice` with ``max_time``), or a list with one
+    per channel.
     """
     check_choice(dtype, OUTPUT_DTYPES, name="dtype")
     check_whole(sample, name="sample", minimum=1,
@@ -89,17 +94,32 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
     check_target(output, source, overwrite)
     spatial = spatial_axes_of(image, spatial)
     views = _channel_views(image, per_channel)
+    if options.get("max_time") is not None and len(views) > 1:
+        options["max_time"] = _shared_budget(options["max_time"], len(views))
     calibrations = [calibrate_sample(view, spatial=spatial, size=sample, method=method,
                                      progress=progress, **options) for view in views]
 
     def fill(out) -> None:
         for c, (view, calibration) in enumerate(zip(views, calibrations, strict=True)):
             target = out if len(views) == 1 else ChannelView(out, image.channel_axis, c)
-            denoise_blocks(view, calibration, spatial=spatial, block=block, out=target,
-                           mix=mix, progress=progress)
+            if getattr(calibration, "model", None) is not None and calibration.method == "unet":
+                predict_blocks(view, calibration.model, spatial=spatial, block=block,
+                               out=target, progress=progress)
+                continue
+            denoise_blocks(view, getattr(calibration, "calibration", calibration),
+                           spatial=spatial, block=block, out=target, mix=mix,
+                           progress=progress)
 
     _write_by_blocks(output, image, fill, overwrite, layout=given.axes, dtype=dtype)
     return calibrations[0] if len(calibrations) == 1 else calibrations
+
+
+def _shared_budget(max_time, n_channels: int):
+    """Each channel's share of a budget for all of them (checked where it is used)."""
+    try:
+        return float(max_time) / n_channels
+    except (TypeError, ValueError):
+        return max_time  # denoise's own check names what is wrong with it
 
 
 def train_file(source, *, model: str = "unet", axes: str | None = None,
