@@ -71,7 +71,8 @@ def add_image_commands(commands, formatter) -> None:
     train.add_argument("--per-channel", action="store_true",
                        help="train one network per channel (saved as NAME.c0.pt, ...)")
     train.add_argument("--save-model", default=None, help="write the trained model (.pt)")
-    train.add_argument("--random-state", type=int, default=0)
+    train.add_argument("--random-state", type=int, default=0,
+                       help="seed of the network's weights, patches and masks")
     _mask_option(train)
     train.set_defaults(run=run_train)
 
@@ -186,9 +187,10 @@ def run_calibrate(args) -> int:
         where = f"channel {index}: " if len(calibrations) > 1 else ""
         if hasattr(calibration, "table"):  # auto within a budget
             for row in calibration.table:
-                loss = "-" if row["loss"] is None else f"{row['loss']:.5g}"
-                print(f"{where}{row['method']}: {row['seconds']:.1f} s, held-out loss {loss}",
-                      flush=True)
+                loss, error = ("-" if row[key] is None else f"{row[key]:.5g}"
+                               for key in ("loss", "expected_error"))
+                print(f"{where}{row['method']}: {row['seconds']:.1f} s, held-out loss {loss}, "
+                      f"expected error {error}", flush=True)
             print(f"{where}chose {calibration.method}", flush=True)
             calibration = calibration.calibration
         print(f"{where}method {calibration.method}, parameters {calibration.best_params}, "

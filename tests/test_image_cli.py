@@ -225,7 +225,7 @@ def unet_wins(monkeypatch):
 
     monkeypatch.setattr(budget, "CNN_MIN_SECONDS", 1.0)
     monkeypatch.setattr(budget, "CLASSICAL_SHARE", 0.9)
-    losses = iter([1.0, 0.5])  # the classical method's band loss, then the UNet's
+    losses = iter([1.0, 1e-6])  # the classical method's band loss, then the UNet's
     monkeypatch.setattr(budget, "_band_loss", lambda prediction, band: next(losses))
 
 
@@ -237,7 +237,7 @@ def test_calibrate_auto_within_a_budget_prints_and_reports_the_table(source, tmp
                      "--report", str(tmp_path / "r.json")])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "chose unet" in text and "unet:" in text and "held-out loss 0.5" in text
+    assert "chose unet" in text and "unet:" in text and "held-out loss 1e-06, expected error 0" in text
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["method"] == "unet" and report["table"][-1]["method"] == "unet"
     assert report["calibration"]["params"]["mask"] == "pixel"

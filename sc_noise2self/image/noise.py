@@ -92,7 +92,7 @@ def _interior(shape: tuple[int, ...], channel_axis: int | None) -> tuple[slice, 
     )
 
 
-def _smoothed_slope(image: np.ndarray, sigmas: list[float], channel_axis: int | None) -> np.ndarray:
+def smoothed_slope(image: np.ndarray, sigmas: list[float], channel_axis: int | None) -> np.ndarray:
     """Gradient magnitude of the smoothed image along the spatial axes only (float32)."""
     squared = np.zeros(image.shape, dtype=np.float32)
     for axis in spatial_axes(image.ndim, channel_axis):
@@ -168,7 +168,7 @@ def _estimate(image: np.ndarray, channel_axis: int | None, line_axes: tuple[int,
     residual = noise_residual(image, channel_axis=channel_axis,
                               line_axes=line_axes)[inside].ravel()
     level = ndi.gaussian_filter(image, sigmas, output=np.float32)[inside].ravel()
-    slope = _smoothed_slope(image, sigmas, channel_axis)[inside].ravel()
+    slope = smoothed_slope(image, sigmas, channel_axis)[inside].ravel()
     n_bins = int(np.clip(residual.size // _MIN_BIN, 1, _N_BINS))  # small images: fewer bins
     edges = np.quantile(level, np.linspace(0.0, 1.0, n_bins + 1)).astype(level.dtype)
     bins = np.empty(level.size, dtype=np.int8)

@@ -34,7 +34,7 @@ from scipy import ndimage as ndi
 from .._validation import check_choice, check_real, check_whole
 from .checks import check_image
 from .masking import neighbour_kernel, spatial_axes
-from .noise import _smoothed_slope
+from .noise import smoothed_slope
 
 #: The values of every ``mask`` argument.
 MASKS: tuple[str, ...] = ("auto", "pixel", "rows", "columns")
@@ -212,7 +212,7 @@ def noise_correlation(image, *, channel_axis: int | None = None, max_lag: int = 
             "max_lag, or mask='pixel' (or 'rows'/'columns') instead of 'auto'.")
     work = floats.astype(np.float32) if floats.dtype != np.float64 else floats
     sigmas = [0.0 if a == channel_axis else _SMOOTHING for a in range(floats.ndim)]
-    slope = _smoothed_slope(work, sigmas, channel_axis)
+    slope = smoothed_slope(work, sigmas, channel_axis)
     flat = slope <= np.quantile(slope, _FLAT_SHARE)
     rows, errors = [], []
     for line in range(len(spatial)):

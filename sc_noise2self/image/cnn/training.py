@@ -28,6 +28,7 @@ from ..._validation import check_choice
 from ..checks import as_array, as_float, check_flag
 from ..masking import neighbour_mean_torch
 from ..referee import BaselineWarning, baseline_wins
+from ..structure import resolve_mask
 from .config import (
     CPU_COMPILE_MIN_SECONDS,
     CPU_COMPILE_MIN_STEPS,
@@ -528,8 +529,6 @@ def _finish(trainer: _Trainer, fitted: Noise2SelfModel, stop: str) -> None:
 
 def _line_axes(mask, arrays: list[np.ndarray]) -> tuple[int, ...]:
     """The line axes of ``mask``; ``"auto"`` looks at the first image (channels first)."""
-    from ..structure import resolve_mask
-
     return resolve_mask(mask, arrays[0], 0)[0]
 
 
