@@ -361,6 +361,15 @@ def write_figure(figure, path: str | os.PathLike, *, overwrite: bool = False) ->
     return path
 
 
+def axes_or_new(ax=None, figsize: tuple[float, float] = (5, 3.5)):
+    """``ax``, or the Axes of a new figure of ``figsize`` when it is None."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)[1]
+
+
 def _mode_for(path: Path) -> int:
     """The mode of the file being replaced, or what a plain ``open`` would give (umask)."""
     if path.exists():

@@ -30,6 +30,7 @@ import numpy as np
 
 from .._rng import check_random_state
 from .._validation import check_choice
+from ..io import axes_or_new
 from ..results import CalibrationResult, GridEdgeWarning, json_ready
 from .checks import DEFAULT_STRIDE, check_flag, prepare_image
 from .classical import METHODS
@@ -449,10 +450,7 @@ class ImageCalibration(CalibrationResult):
         -------
         The Axes.
         """
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3.5))
+        ax = axes_or_new(ax)
         x, label = self._plot_positions()
         ax.plot(x, self.losses, "o-", label=f"{self.method} (self-supervised)")
         ax.plot(x[self.best_index], self.best_loss, "r*", markersize=14, label="minimum")

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._validation import check_choice, check_real, check_whole
+from ..io import axes_or_new
 from .checks import check_image
 from .masking import neighbour_kernel, spatial_axes
 from .noise import smoothed_slope
@@ -130,19 +131,18 @@ class NoiseCorrelation:
     def plot(self, ax=None):
         """Draw the correlation against the lag along each axis, with the threshold.
 
+        The shaded band is two standard errors of a white-noise estimate around zero.
+
         Parameters
         ----------
         ax
-            Matplotlib Axes to draw on; a new figure when None.
+            Where to draw (None: a new figure).
 
         Returns
         -------
-        The Axes.
+        The matplotlib Axes drawn on.
         """
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3.5))
+        ax = axes_or_new(ax)
         lags = np.arange(1, self.correlation.shape[1] + 1)
         for name, values, se in zip(axis_names(self.n_spatial), self.correlation,
                                     self.standard_error, strict=True):
