@@ -232,7 +232,10 @@ def run_train(args) -> int:
     models = model if isinstance(model, list) else [model]
     for index, one in enumerate(models):
         where = f"channel {index}: " if len(models) > 1 else ""
-        print(f"{where}trained {args.model} on {one.device} (mask "
+        history = one.history
+        spent = (f" in {history['time'][-1]:.1f} s ({history['step'][-1]} steps)"
+                 if history.get("time") else "")
+        print(f"{where}trained {args.model} on {one.device}{spent} (mask "
               f"{mask_name(one.line_axes, one.layout.n_spatial)}): held-out loss "
               f"{one.val_loss:.5g} against {one.baseline_loss:.5g} of the neighbour mean",
               flush=True)

@@ -90,6 +90,24 @@ def test_calibration_chooses_as_image_denoise_does():
     assert "note: the best sigma is the highest value of the grid" in summary
 
 
+def test_the_calibration_widget_hides_the_lines_that_image_denoise_hides():
+    """Noise correlated along rows: the widget's run finds it, hides whole rows, says so in
+    its summary, and denoises as image.denoise does."""
+    from scipy import ndimage as ndi
+
+    white = noisy_crop(size=128)
+    rows = ndi.correlate1d(np.random.default_rng(4).normal(0, 0.1, white.shape),
+                           np.ones(5) / np.sqrt(5), axis=1)  # correlated over 5 pixels
+    x = (white + rows).astype(np.float32)
+    run = run_calibration(x, layouts_for(x.shape)[0], "gaussian", mix=True)
+    with pytest.warns(image.StructuredNoiseWarning):
+        expected, calibration = image.denoise(x, "gaussian", return_calibration=True)
+    assert calibration.settings["mask"] == "rows" and run.calibration.settings["mask"] == "rows"
+    np.testing.assert_allclose(run.denoised, expected, rtol=1e-6, atol=1e-7)
+    text = run.summary()
+    assert "mask: rows" in text and "warning: noise correlated along x" in text
+
+
 def test_a_stack_is_calibrated_on_its_middle_plane_and_denoised_plane_by_plane():
     stack = noisy_stack()
     layout = next(x for x in layouts_for(stack.shape) if x.stacked)

@@ -210,6 +210,7 @@ class CalibrationRun:
             f"self-supervised loss: {c.best_loss:.4g}"
             + (f" (neighbour mean: {c.baseline_loss:.4g})" if c.baseline_loss is not None else ""),
             f"noise variance (estimated): {self.noise_variance:.4g}",
+            f"mask: {c.settings.get('mask', 'pixel')}",
             f"mix weight: {c.mix_weight:.3f}; expected MSE: {c.expected_error():.4g}",
         ]
         lines += [f"note: the best {name} is the {end} value of the grid"
