@@ -874,6 +874,10 @@ IMAGE_MIXING_NOISE_CASES = [
     ("mask of strings", lambda t: im.calibrate(IMG, "tv", mask=("x",)), TypeError,
      "tuple of spatial axes"),
     ("train mask='lines'", lambda t: train(mask="lines"), ValueError, "mask='lines'"),
+    ("estimate with every axis a line", lambda t: im.estimate_noise_variance(
+        IMG, line_axes=(0, 1)), ValueError, "line_axes=(0, 1) must name fewer than all"),
+    ("estimate with an axis out of range", lambda t: im.estimate_noise_variance(
+        IMG, line_axes=(5,)), ValueError, "line_axes=(5,) must name fewer than all"),
     ("noise_correlation max_lag=0", lambda t: im.noise_correlation(IMG, max_lag=0),
      ValueError, "max_lag=0"),
     ("noise_correlation threshold=1.5", lambda t: im.noise_correlation(IMG, threshold=1.5),

@@ -260,3 +260,23 @@ def test_a_line_model_predicts_invariantly_and_keeps_its_lines(camera, tmp_path)
     assert im.load_model(path).line_axes == (1,)
     with pytest.raises(ValueError, match="hides whole lines"):
         model.export_bioimageio(tmp_path / "lines.zip", sample=x, authors=["A. Person"])
+
+
+def test_denoising_with_a_cnn_keeps_the_line_model_invariant(camera):
+    """``image.denoise(x, "dncnn")`` trains with whole rows hidden and returns the model's
+    J-invariant prediction, not its direct pass.
+
+    Mutation: let ``denoise_cnn`` default to a direct pass (``invariant=False``).
+    """
+    pytest.importorskip("torch")
+    x = (camera[:64, :64] + line_noise((64, 64), 5, 0.1, 0)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        denoised, model = im.denoise(x, "dncnn", steps=2, val_fraction=0.0, progress=False,
+                                     fallback=False, return_calibration=True,
+                                     model_kwargs={"depth": 3, "features": 8})
+    assert model.line_axes == (1,)
+    invariant = model.predict(x, invariant=True, augment=True)
+    np.testing.assert_allclose(denoised, invariant, atol=1e-6)
+    assert not np.allclose(denoised, model.predict(x, invariant=False, augment=True),
+                           atol=1e-3)

@@ -323,7 +323,8 @@ def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block
     out
         Where to write (a zarr array), or None for a numpy array.
     augment
-        Test-time augmentation (flips and transposes), as in ``model.predict``; blocks then
+        Test-time augmentation (flips, and transposes unless the model hides whole lines),
+        as in ``model.predict``; blocks then
         match the whole image only approximately (flips move the down-sampling grid).
     fallback
         When the model lost to the J-invariant neighbour mean on its held-out data

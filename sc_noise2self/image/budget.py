@@ -5,10 +5,14 @@ budget's first half lasts (at least one runs). What is left, when it is at least
 :data:`CNN_MIN_SECONDS`, trains a masked UNet on the image. Both are then scored on the
 same pixels by the same J-invariant loss: the CNN's held-out band (the share of the image
 it never trained on), each predicted with every pixel hidden from itself, in the image's
-units. The winner is the one whose delivered output has the lower expected error: the loss
-less the noise variance, and for the classical method, whose output is mixed with the input
-(``mix=True``), the mixed output's error (:func:`~sc_noise2self.image.mixed_error`). Ranking
-by the raw loss instead chose a UNet 0.9 dB worse than the mixed NL-means in tutorial 07.
+units. Each loss, less the noise variance, estimates the error of that J-invariant
+prediction. The classical method's output is delivered mixed with the input (``mix=True``),
+so its estimate is the mixed error at the weight that the band's loss gives
+(:func:`~sc_noise2self.image.mixed_error`; the delivered output uses the whole image's
+weight, which is close). The UNet's is its J-invariant prediction's, a stand-in for the
+direct pass it delivers (which the paper found about 0.5 dB better). The lower estimate wins;
+ranking by the raw loss instead chose a UNet 0.9 dB worse than the mixed NL-means in
+tutorial 07.
 The table of every candidate's loss, expected error and seconds is kept.
 """
 

@@ -56,6 +56,36 @@ def phase_offsets(stride: int, n_spatial: int) -> list[tuple[int, ...]]:
     return list(itertools.product(range(stride), repeat=n_spatial))
 
 
+def check_line_axes(line_axes, n_spatial: int, name: str = "mask") -> tuple[int, ...]:
+    """Explicit line axes, checked: distinct spatial axes, fewer than all of them.
+
+    Parameters
+    ----------
+    line_axes
+        Spatial axes (counted among the spatial axes) to hide whole lines along.
+    n_spatial
+        The image's number of spatial axes.
+    name
+        How to call the argument in errors.
+
+    Returns
+    -------
+    The axes, sorted and without repeats.
+    """
+    try:
+        axes = tuple(sorted({int(a) for a in line_axes}))
+    except (TypeError, ValueError) as error:
+        choices = "'auto', 'pixel', 'rows', 'columns' or " if name == "mask" else ""
+        raise TypeError(f"{name}={line_axes!r} must be {choices}a tuple of spatial axes to "
+                        "hide whole lines along, e.g. (1,) for rows of a 2D image.") from error
+    if any(a < 0 or a >= n_spatial for a in axes) or len(axes) >= n_spatial:
+        raise ValueError(f"{name}={line_axes!r} must name fewer than all of the image's "
+                         f"{n_spatial} spatial axes (0 to {n_spatial - 1}): the stand-ins come "
+                         "from the lines beside a hidden one. Use 'pixel', 'rows' or "
+                         "'columns'.")
+    return axes
+
+
 def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = None,
                line_axes: Sequence[int] = ()) -> list[Mask]:
     """Index tuples of every grid phase of an array of ``shape``.

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .checks import check_image
-from .masking import spatial_axes
+from .masking import check_line_axes, spatial_axes
 from .units import units_of
 
 _MAD_TO_SD = 1.4826
@@ -141,6 +141,7 @@ def estimate_noise_variance(image: np.ndarray, *, channel_axis: int | None = Non
     """
     image, channel_axis = check_image(image, channel_axis=channel_axis)
     spatial = tuple(s for axis, s in enumerate(image.shape) if axis != channel_axis)
+    line_axes = check_line_axes(line_axes, len(spatial), name="line_axes")
     if min(spatial) < _MIN_AXIS or np.prod(spatial) < _MIN_PIXELS:
         raise ValueError(
             f"image has spatial shape {spatial}: too small to estimate its noise variance "

@@ -34,13 +34,13 @@ from scipy import ndimage as ndi
 from .._validation import check_choice, check_real, check_whole
 from ..io import axes_or_new
 from .checks import check_image
-from .masking import neighbour_kernel, spatial_axes
+from .masking import check_line_axes, neighbour_kernel, spatial_axes
 from .noise import smoothed_slope
 
 #: The values of every ``mask`` argument.
 MASKS: tuple[str, ...] = ("auto", "pixel", "rows", "columns")
 #: Lag-1 correlation of the noise above which its structure changes the calibration.
-#: On white noise the flat-pixel estimate stayed below 0.07 on camera down to sigma 0.02,
+#: On white noise the flat-pixel estimate stayed below 0.08 on camera down to sigma 0.02,
 #: and on the real FMD noise it is 0.06-0.07 along rows; correlated noise of 3 pixels or more
 #: gives 0.6 and above (benchmarks/RESULTS.md).
 THRESHOLD = 0.2
@@ -179,7 +179,7 @@ def noise_correlation(image, *, channel_axis: int | None = None, max_lag: int = 
     """Estimate the noise's correlation along each axis from the line-wise J-invariant residual.
 
     See the module docstring for the method. It takes one pass of a few filters over the
-    image (about 0.1 s for 512 x 512).
+    image (about 0.05 s for 512 x 512).
 
     Parameters
     ----------
@@ -270,7 +270,7 @@ def _extent(values: np.ndarray, floor: float) -> int:
 
 
 def resolve_mask(mask: str | tuple[int, ...], floats: np.ndarray, channel_axis: int | None,
-                 ) -> tuple[tuple[int, ...], NoiseCorrelation | None]:
+                 stacklevel: int = 3) -> tuple[tuple[int, ...], NoiseCorrelation | None]:
     """The line axes of ``mask`` for this image; ``"auto"`` runs the detector.
 
     Parameters
@@ -282,6 +282,8 @@ def resolve_mask(mask: str | tuple[int, ...], floats: np.ndarray, channel_axis: 
         The checked float image.
     channel_axis
         Non-negative channel axis, or None.
+    stacklevel
+        Of the warning: 3 points at the caller of the function that calls this one.
 
     Returns
     -------
@@ -303,20 +305,5 @@ def resolve_mask(mask: str | tuple[int, ...], floats: np.ndarray, channel_axis: 
     if found.structured_axes:
         category = StructuredNoiseWarning if found.covered else UserWarning
         warnings.warn(found.summary() + ". Pass mask='pixel' to keep pixel masks.", category,
-                      stacklevel=3)
+                      stacklevel=stacklevel)
     return found.line_axes, found
-
-
-def check_line_axes(line_axes, n_spatial: int) -> tuple[int, ...]:
-    """Explicit line axes, checked: distinct spatial axes, fewer than all of them."""
-    try:
-        axes = tuple(sorted({int(a) for a in line_axes}))
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"mask={line_axes!r} must be one of {MASKS} or a tuple of spatial axes "
-                        "to hide whole lines along, e.g. (1,) for rows of a 2D image.") from error
-    if any(a < 0 or a >= n_spatial for a in axes) or len(axes) >= n_spatial:
-        raise ValueError(f"mask={line_axes!r} must name fewer than all of the image's "
-                         f"{n_spatial} spatial axes (0 to {n_spatial - 1}): the stand-ins come "
-                         "from the lines beside a hidden one. Use 'pixel', 'rows' or "
-                         "'columns'.")
-    return axes

@@ -148,7 +148,8 @@ class Noise2SelfModel:
             otherwise.
         augment
             Average the predictions of the 8 flipped (2D: and transposed) copies of the
-            image, each mapped back: 8 times the passes, a smoother estimate. With
+            image, each mapped back: 8 times the passes, a smoother estimate. A model that
+            hides whole lines skips the transposes (4 copies in 2D). With
             ``invariant=True`` every copy is itself J-invariant, and so is the average.
         tile_size
             Predict windows of this size (one int or one per axis) to bound memory; None

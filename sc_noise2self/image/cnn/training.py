@@ -529,7 +529,7 @@ def _finish(trainer: _Trainer, fitted: Noise2SelfModel, stop: str) -> None:
 
 def _line_axes(mask, arrays: list[np.ndarray]) -> tuple[int, ...]:
     """The line axes of ``mask``; ``"auto"`` looks at the first image (channels first)."""
-    return resolve_mask(mask, arrays[0], 0)[0]
+    return resolve_mask(mask, arrays[0], 0, stacklevel=4)[0]
 
 
 def denoise_cnn(
@@ -537,7 +537,7 @@ def denoise_cnn(
     model: str = "unet",
     *,
     channel_axis: int | None = None,
-    invariant: bool = False,
+    invariant: bool | None = None,
     augment: bool = True,
     tile_size: int | Sequence[int] | None = None,
     fallback: bool = True,
@@ -560,9 +560,11 @@ def denoise_cnn(
     channel_axis
         Channel axis, or None.
     invariant, augment, tile_size
-        As in :meth:`Noise2SelfModel.predict`. ``augment`` is on here (8 passes in 2D): the
-        mean over flips and transposes added 0.06 to 0.55 dB in every camera run where it
-        was scored (benchmarks/RESULTS.md), at a small cost next to training.
+        As in :meth:`Noise2SelfModel.predict` (``invariant`` None: J-invariant for a model
+        that hides whole lines, a direct pass otherwise). ``augment`` is on here (8 passes
+        in 2D; 4, without transposes, for a model that hides lines): the mean over flips and
+        transposes added 0.06 to 0.55 dB in every camera run where it was scored
+        (benchmarks/RESULTS.md), at a small cost next to training.
     fallback
         When the network loses to the neighbour mean, return the neighbour mean (the better
         of the two) instead of its prediction; False returns the prediction anyway.
@@ -576,8 +578,9 @@ def denoise_cnn(
     The denoised float image, or ``(denoised, model)``. A constant image is returned
     unchanged with a warning (and None as its model).
     """
-    for name, value in (("invariant", invariant), ("augment", augment),
-                        ("fallback", fallback), ("return_model", return_model)):  # fmt: skip
+    check_flag(invariant, "invariant", allow_none=True)
+    for name, value in (("augment", augment), ("fallback", fallback),
+                        ("return_model", return_model)):  # fmt: skip
         check_flag(value, name)
     floats = as_float(as_array(image))
     if floats.size and floats.min() == floats.max():
