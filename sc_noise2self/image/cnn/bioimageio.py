@@ -96,7 +96,7 @@ def export_bioimageio(model: Any, path: str | Path, *, sample, authors: Sequence
     """
     if tuple(model.config.line_axes):
         # A bioimage.io consumer runs one direct pass; this model predicts only through the
-        # J-invariant passes (a direct pass gave 7.2 dB on camera against 25.8 invariant).
+        # J-invariant passes (a direct pass gave 5.5 dB on camera against 25.9 invariant).
         raise ValueError(
             f"This model hides whole lines (line_axes={tuple(model.config.line_axes)}) for "
             "noise correlated along them, so its predictions need one pass per line phase "
