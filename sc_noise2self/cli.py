@@ -17,7 +17,7 @@ import numpy as np
 from . import datasets, pl, tl
 from ._version import __version__
 from .calibration import DEFAULT_P, SplitSettings
-from .cli_image import add_image_commands
+from .cli_image import add_image_commands, seconds_since_process_start
 from .io import check_output, formats_text, read_counts, write_figure, write_h5ad
 from .results import finite_argmin
 
@@ -154,7 +154,10 @@ def run_denoise(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sc-noise2self``."""
+    # Run from the shell (argv None), a command's time budget counts the process's start.
+    started = time.perf_counter() - (seconds_since_process_start() if argv is None else 0.0)
     args = build_parser().parse_args(argv)
+    args.started = started
     try:
         return args.run(args)
     except (ValueError, KeyError, TypeError, OSError, ImportError) as error:

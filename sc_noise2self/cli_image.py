@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def add_image_commands(commands, formatter) -> None:
     _common(train)
     train.add_argument("--model", default="unet", choices=("unet", "dncnn"),
                        help="the masked network trained on IN")
-    train.add_argument("--max-time", type=float, default=120.0, help="training budget, seconds")
+    train.add_argument("--max-time", type=float, default=120.0,
+                       help="seconds for the whole command: training gets what is left after "
+                            "the start and reading, less 5%% for predicting and writing")
     train.add_argument("--steps", type=int, default=None, help="training steps (instead)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     train.add_argument("--crop", type=int, default=None,
@@ -222,7 +225,8 @@ def run_train(args) -> int:
     _refuse_shared_outputs({"out": args.out, "save-model": args.save_model})
     workflows.check_target(args.out, args.input, args.overwrite)
     start = time.perf_counter()
-    budget = {"steps": args.steps} if args.steps is not None else {"max_time": args.max_time}
+    budget = ({"steps": args.steps} if args.steps is not None
+              else {"max_time": _training_seconds(args)})
     model = workflows.train_file(args.input, model=args.model, axes=args.axes,
                                  spatial=args.spatial, crop=args.crop, frames=args.frames,
                                  per_channel=args.per_channel, save_model=args.save_model,
@@ -244,6 +248,39 @@ def run_train(args) -> int:
                  else [args.save_model])
         print("wrote " + ", ".join(map(str, saved)))
     return _predict(args, model, start)
+
+
+#: Share of ``image train --max-time`` kept for predicting and writing the output.
+PREDICTION_SHARE = 0.05
+
+
+def _training_seconds(args) -> float:
+    """What ``--max-time`` leaves for training once the command has started and read."""
+    if not args.max_time > 0:
+        raise ValueError(f"--max-time {args.max_time:g} must be positive: seconds for the "
+                         "whole command.")
+    spent = time.perf_counter() - getattr(args, "started", time.perf_counter())
+    left = args.max_time * (1.0 - PREDICTION_SHARE) - spent
+    if left < 1.0:
+        raise ValueError(f"--max-time {args.max_time:g} leaves {left:.1f} s for training after "
+                         f"{spent:.1f} s of start-up and reading; give the command more time.")
+    return left
+
+
+def seconds_since_process_start() -> float:
+    """How long this process has run (Linux's /proc), so that a budget counts the imports.
+
+    Returns
+    -------
+    Seconds; 0 where /proc is not available.
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # clock ticks after boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+    return max(uptime - started, 0.0)
 
 
 def run_predict(args) -> int:

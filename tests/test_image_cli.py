@@ -259,3 +259,26 @@ def test_a_unet_chosen_within_the_budget_denoises_the_whole_file(source, tmp_pat
         expected = (choice.model.predict(noisy) if choice.model.beats_baseline
                     else neighbour_mean(noisy))
         np.testing.assert_allclose(plane, expected, atol=1e-4)
+
+
+def test_train_max_time_budgets_the_whole_command(source, tmp_path, capsys):
+    """``--max-time`` covers start-up and prediction: what is left trains, and too little
+    left is refused before any training."""
+    from sc_noise2self import cli_image
+
+    out = tmp_path / "out.tif"
+    code = cli.main(["image", "train", str(source), "--out", str(out), "--max-time", "0.5"])
+    assert code == 2 and "leaves" in capsys.readouterr().err and not out.exists()
+    assert cli_image.seconds_since_process_start() > 0  # Linux: the process's age
+
+
+def test_the_training_share_of_a_command_budget(monkeypatch):
+    """Mutation: forget the reserve for predicting and writing: the share is then 60 - 2."""
+    import argparse
+    import time
+
+    from sc_noise2self import cli_image
+
+    args = argparse.Namespace(max_time=60.0, started=time.perf_counter() - 2.0)
+    left = cli_image._training_seconds(args)
+    assert left == pytest.approx(60 * (1 - cli_image.PREDICTION_SHARE) - 2.0, abs=0.05)

@@ -155,7 +155,7 @@ def train_file(source, *, model: str = "unet", axes: str | None = None,
         Replace an existing model file.
     **train_options
         Passed to :func:`~sc_noise2self.image.train` (``max_time``, ``steps``, ``device``,
-        ``patch_size``, ...).
+        ``patch_size``, ...). With ``per_channel``, the channels share ``max_time`` equally.
 
     Returns
     -------
@@ -175,6 +175,8 @@ def train_file(source, *, model: str = "unet", axes: str | None = None,
     spatial = spatial_axes_of(image, spatial)
     if frames is not None:
         check_whole(frames, name="frames", minimum=1, hint="images of the stack to train on")
+    if train_options.get("max_time") is not None and len(views) > 1:
+        train_options["max_time"] = _shared_budget(train_options["max_time"], len(views))
     fitted = []
     for view, path in zip(views, paths, strict=True):
         stack, channel_axis = _training_stack(view, spatial, crop, frames)
