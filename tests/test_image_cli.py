@@ -282,3 +282,18 @@ def test_the_training_share_of_a_command_budget(monkeypatch):
     args = argparse.Namespace(max_time=60.0, started=time.perf_counter() - 2.0)
     left = cli_image._training_seconds(args)
     assert left == pytest.approx(60 * (1 - cli_image.PREDICTION_SHARE) - 2.0, abs=0.05)
+
+
+def test_per_channel_networks_share_the_time_budget(tmp_path, monkeypatch):
+    """Mutation: give every channel the whole ``max_time``: three channels then take 3 T."""
+    pytest.importorskip("torch")
+    from sc_noise2self.image import workflows
+    from sc_noise2self.image.cnn import training
+
+    path = tmp_path / "three.ome.tif"
+    files.write(path, np.stack([NOISY[0]] * 3), axes="CYX")
+    budgets = []
+    monkeypatch.setattr(training, "train",
+                        lambda *args, max_time=None, **kwargs: budgets.append(max_time))
+    workflows.train_file(path, per_channel=True, max_time=30.0)
+    assert budgets == [10.0, 10.0, 10.0]
