@@ -194,11 +194,11 @@ for ax, picture, title in zip(axes, [striped, pixel_mask, row_mask],
 #
 # With `--max-time` (or `max_time=` in `image.denoise(x, "auto")`), `auto` calibrates the
 # classical methods first, trains a masked UNet in the time left, and scores them all on
-# the same held-out pixels with the same J-invariant loss. Each loss, less the noise
-# variance, predicts the error of what would be delivered (for a classical method, its output
-# mixed with the input), and the lower one wins and denoises the file. The table gives each
-# one's seconds, held-out loss and expected error. (A minute is short for a UNet on a CPU;
-# give it several for real work.)
+# the same held-out pixels with the same J-invariant loss. Each loss gives the expected error
+# of that prediction mixed with the input at its best weight; the lower one wins and denoises
+# the file (a UNet that hides whole rows, as here, mixed as it was judged). The table gives
+# each one's seconds, held-out loss and expected error. (A minute is short for a UNet on a
+# CPU; give it several for real work.)
 
 # %%
 files.write(work / "striped.ome.tif", striped, axes="YX", scale=(0.1, 0.1))

@@ -5,14 +5,13 @@ budget's first half lasts (at least one runs). What is left, when it is at least
 :data:`CNN_MIN_SECONDS`, trains a masked UNet on the image. Both are then scored on the
 same pixels by the same J-invariant loss: the CNN's held-out band (the share of the image
 it never trained on), each predicted with every pixel hidden from itself, in the image's
-units. Each loss, less the noise variance, estimates the error of that J-invariant
-prediction. The classical method's output is delivered mixed with the input (``mix=True``),
-so its estimate is the mixed error at the weight that the band's loss gives
-(:func:`~sc_noise2self.image.mixed_error`; the delivered output uses the whole image's
-weight, which is close). The UNet's is its J-invariant prediction's, a stand-in for the
-direct pass it delivers (which the paper found about 0.5 dB better). The lower estimate wins;
-ranking by the raw loss instead chose a UNet 0.9 dB worse than the mixed NL-means in
-tutorial 07.
+units. With ``mix=True`` each J-invariant prediction is judged as mixed with the input at
+its optimal weight (:func:`~sc_noise2self.image.mixed_error`, from its loss and the noise
+variance; at the optimal weight this ranks as the losses do), and the lower wins. The
+classical winner is delivered mixed. A UNet that hides whole lines is delivered as it was
+judged: its J-invariant prediction, mixed (unmixed, it lost 0.9 dB to the mixed NL-means in
+tutorial 07). A pixel-masked UNet delivers its direct pass instead, which the paper found
+about 0.5 dB better than its J-invariant prediction.
 The table of every candidate's loss, expected error and seconds is kept.
 """
 
@@ -59,8 +58,9 @@ class AutoChoice:
     table
         One row per candidate: ``method``, ``seconds``, ``loss``, the J-invariant loss on
         the CNN's held-out band, and ``expected_error``, the error that loss predicts for
-        the output delivered (None for classical methods that lost to another classical
-        method on the whole image, and for all when no CNN ran).
+        the J-invariant prediction mixed at its optimal weight (unmixed with ``mix=False``)
+        (None for classical methods that lost to another classical method on the whole
+        image, and for all when no CNN ran).
     """
 
     method: str
@@ -122,16 +122,17 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
     band = held_out_band(floats, channel_axis)
     scores = {best.method: _band_loss(best.denoise(band, mix=False, fallback=False), band),
               CNN_MODEL: _band_loss(model.predict(band, invariant=True), band)}
-    weight = optimal_mix_weight(scores[best.method], best.noise_variance) if mix else 1.0
-    expected = {best.method: mixed_error(weight, scores[best.method], best.noise_variance),
-                CNN_MODEL: mixed_error(1.0, scores[CNN_MODEL], best.noise_variance)}
+    weights = {name: optimal_mix_weight(loss, best.noise_variance) if mix else 1.0
+               for name, loss in scores.items()}
+    expected = {name: mixed_error(weights[name], loss, best.noise_variance)
+                for name, loss in scores.items()}
     for row in table:
         row["loss"] = scores.get(row["method"])
         row["expected_error"] = expected.get(row["method"])
     if expected[CNN_MODEL] >= expected[best.method]:
         return best.denoise(floats, mix=mix, fallback=fallback), choice
     choice.method = CNN_MODEL
-    return _cnn_output(model, floats, fallback, channel_axis), choice
+    return _cnn_output(model, floats, fallback, channel_axis, weights[CNN_MODEL]), choice
 
 
 def _trained_cnn(floats, channel_axis, seconds: float, progress, table, line_axes):
@@ -163,10 +164,18 @@ def _band_loss(prediction: np.ndarray, band: np.ndarray) -> float:
     return float(np.mean((np.asarray(prediction, np.float64) - band) ** 2))
 
 
-def _cnn_output(model, floats: np.ndarray, fallback: bool, channel_axis) -> np.ndarray:
-    """The CNN's prediction (augmented), or the neighbour mean if it lost to it."""
+def _cnn_output(model, floats: np.ndarray, fallback: bool, channel_axis,
+                weight: float) -> np.ndarray:
+    """The CNN's prediction (augmented), or the neighbour mean if it lost to it.
+
+    A network that hides whole lines predicts J-invariantly, as it was scored, and is mixed
+    with the input at ``weight``; a pixel-masked one gives its direct pass, unmixed.
+    """
     if baseline_wins(f"The {CNN_MODEL} chosen by auto", model.val_loss, model.baseline_loss,
                      fallback, verb="returned"):
         return neighbour_mean(floats, channel_axis,
                               model.line_axes).astype(np.float32)
-    return model.predict(floats, augment=True)
+    output = model.predict(floats, augment=True)
+    if model.line_axes and weight < 1.0:
+        output = (weight * output + (1.0 - weight) * floats).astype(output.dtype, copy=False)
+    return output

@@ -102,8 +102,8 @@ def denoise(
     **options
         ``max_time`` with ``"auto"``: a budget in seconds for the classical methods and a
         masked UNet together (:mod:`~sc_noise2self.image.budget`); scored by the J-invariant
-        loss on the same held-out pixels, the one with the lowest expected error wins (the
-        classical output's as mixed). Without it (the default),
+        loss on the same held-out pixels, the one with the lowest expected error (each
+        mixed at its optimal weight) wins. Without it (the default),
         ``"auto"`` compares the classical methods only.
         ``mask``: ``"auto"`` (default), ``"pixel"``, ``"rows"`` or ``"columns"``, as in
         :func:`~sc_noise2self.image.calibrate`; the detector runs once for every method.
