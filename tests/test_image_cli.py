@@ -297,3 +297,20 @@ def test_per_channel_networks_share_the_time_budget(tmp_path, monkeypatch):
                         lambda *args, max_time=None, **kwargs: budgets.append(max_time))
     workflows.train_file(path, per_channel=True, max_time=30.0)
     assert budgets == [10.0, 10.0, 10.0]
+
+
+def test_predict_blocks_mixes_the_prediction_at_the_weight_given(tmp_path):
+    """What a line UNet chosen within a budget writes: the J-invariant prediction, mixed.
+
+    Mutation: ignore ``mix_weight``: the blocks then hold the prediction alone.
+    """
+    pytest.importorskip("torch")
+    from sc_noise2self.image import blocks
+
+    x = NOISY[0]
+    model = im.train(x, "dncnn", steps=2, val_fraction=0.0, progress=False, mask="rows",
+                     model_kwargs={"depth": 3, "features": 8})
+    data = files.ImageData(x, "YX")
+    out = blocks.predict_blocks(data, model, block=48, fallback=False, mix_weight=0.7)
+    expected = 0.7 * model.predict(x) + 0.3 * x
+    np.testing.assert_allclose(out, expected, atol=1e-5)

@@ -30,6 +30,7 @@ import numpy as np
 
 from .._progress import progress_bar
 from .._validation import check_whole
+from .budget import mixed_prediction
 from .files import ImageData
 from .referee import baseline_wins
 from .selection import CNN_METHODS, denoise
@@ -302,7 +303,7 @@ def denoise_blocks(image: ImageData, calibration, *, spatial: str = "YX", block:
 
 def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block: int = 256,
                    out=None, augment: bool = False, fallback: bool = True,
-                   progress: bool | None = None):
+                   progress: bool | None = None, mix_weight: float = 1.0):
     """Predict a (possibly lazy) image block by block with a trained Noise2Self CNN.
 
     Every block is read with the network's reach as its halo, starting on its down-sampling
@@ -332,6 +333,9 @@ def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block
         warning; False writes the network's output anyway (still warned).
     progress
         A progress bar over blocks.
+    mix_weight
+        Weight of the prediction in a mix with the input (1: the prediction alone), as
+        ``image.denoise(x, "auto", max_time=T)`` chose it for a network that hides lines.
 
     Returns
     -------
@@ -359,8 +363,8 @@ def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block
     def one(region: np.ndarray) -> np.ndarray:  # floats: the output keeps the file's units
         # A constant block of a varied image is the network's to predict, as in one
         # whole-image prediction.
-        return model.predict(region.astype(np.float32, copy=False), augment=augment,
-                             keep_constant=False)
+        return mixed_prediction(model, region.astype(np.float32, copy=False), mix_weight,
+                                augment=augment, keep_constant=False)
 
     return run_blocks(image, one, plan, out=out, progress=progress)
 

@@ -55,6 +55,9 @@ class AutoChoice:
         loss on the whole image).
     model
         The trained CNN, or None when the budget left none for it.
+    cnn_mix_weight
+        The weight of the CNN's output when it is mixed with the input: below 1 only for a
+        winning CNN that hides whole lines (delivered J-invariant and mixed).
     table
         One row per candidate: ``method``, ``seconds``, ``loss``, the J-invariant loss on
         the CNN's held-out band, and ``expected_error``, the error that loss predicts for
@@ -67,6 +70,7 @@ class AutoChoice:
     calibration: ImageCalibration
     model: Any = None
     table: list[dict] = field(default_factory=list)
+    cnn_mix_weight: float = 1.0
 
     def to_json(self) -> str:
         """The choice as JSON: the winner, the table and the classical calibration's record."""
@@ -132,7 +136,8 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
     if expected[CNN_MODEL] >= expected[best.method]:
         return best.denoise(floats, mix=mix, fallback=fallback), choice
     choice.method = CNN_MODEL
-    return _cnn_output(model, floats, fallback, channel_axis, weights[CNN_MODEL]), choice
+    choice.cnn_mix_weight = weights[CNN_MODEL] if model.line_axes else 1.0
+    return _cnn_output(model, floats, fallback, channel_axis, choice.cnn_mix_weight), choice
 
 
 def _trained_cnn(floats, channel_axis, seconds: float, progress, table, line_axes):
@@ -175,7 +180,12 @@ def _cnn_output(model, floats: np.ndarray, fallback: bool, channel_axis,
                      fallback, verb="returned"):
         return neighbour_mean(floats, channel_axis,
                               model.line_axes).astype(np.float32)
-    output = model.predict(floats, augment=True)
-    if model.line_axes and weight < 1.0:
+    return mixed_prediction(model, floats, weight, augment=True)
+
+
+def mixed_prediction(model, floats: np.ndarray, weight: float, **options) -> np.ndarray:
+    """``weight * model.predict(floats) + (1 - weight) * floats`` (the prediction alone at 1)."""
+    output = model.predict(floats, **options)
+    if weight < 1.0:
         output = (weight * output + (1.0 - weight) * floats).astype(output.dtype, copy=False)
     return output

@@ -104,7 +104,8 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
             target = out if len(views) == 1 else ChannelView(out, image.channel_axis, c)
             if getattr(calibration, "model", None) is not None and calibration.method == "unet":
                 predict_blocks(view, calibration.model, spatial=spatial, block=block,
-                               out=target, progress=progress)
+                               out=target, progress=progress,
+                               mix_weight=calibration.cnn_mix_weight)
                 continue
             denoise_blocks(view, getattr(calibration, "calibration", calibration),
                            spatial=spatial, block=block, out=target, mix=mix,

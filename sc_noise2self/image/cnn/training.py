@@ -383,7 +383,7 @@ def train(
         replacement = "mean" if masking == "grid" else "random"
     if mask_stride is None:
         mask_stride = 4 if masking == "grid" else 5
-    line_axes = _line_axes(mask, arrays)
+    line_axes = resolve_mask(mask, arrays[0], 0)[0]  # the first image, channels first
     masker = Masker(masking, replacement, mask_stride, layout.n_spatial, line_axes)
     config = TrainConfig(
         model, architecture(model, model_kwargs), steps, max_time, int(batch_size),
@@ -525,11 +525,6 @@ def _finish(trainer: _Trainer, fitted: Noise2SelfModel, stop: str) -> None:
     history["stopped"] = stop
     trainer.net.eval()
     fitted.history = history
-
-
-def _line_axes(mask, arrays: list[np.ndarray]) -> tuple[int, ...]:
-    """The line axes of ``mask``; ``"auto"`` looks at the first image (channels first)."""
-    return resolve_mask(mask, arrays[0], 0, stacklevel=4)[0]
 
 
 def denoise_cnn(
