@@ -196,6 +196,7 @@ def run_calibrate(args) -> int:
                       f"expected error {error}", flush=True)
             print(f"{where}chose {calibration.method}", flush=True)
             calibration = calibration.calibration
+            where += "best classical: "
         print(f"{where}method {calibration.method}, parameters {calibration.best_params}, "
               f"mix weight {calibration.mix_weight:.3f}, noise variance "
               f"{calibration.noise_variance:.4g}, mask {calibration.settings['mask']}; loss "
