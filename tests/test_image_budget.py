@@ -96,3 +96,18 @@ def test_a_line_unet_that_wins_is_delivered_as_it_was_judged(short_budget, monke
     assert 0.5 < weight < 1.0
     expected = weight * choice.model.predict(striped, augment=True) + (1 - weight) * striped
     np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_a_method_foreseen_to_overrun_the_classical_share_is_not_started(monkeypatch):
+    """Mutation: start every method while the share lasts, whatever its cost: the slow one
+    then runs (and on camera with T = 20 s, ``auto`` took 21.3 s so)."""
+    from dataclasses import replace
+
+    from sc_noise2self.image import classical
+
+    slow = replace(classical.METHODS["bilateral"], seconds=1e6)
+    monkeypatch.setitem(classical.METHODS, "bilateral", slow)
+    _, choice = im.denoise(NOISY, "auto", max_time=20.0, return_calibration=True,
+                           progress=False)
+    started = [row["method"] for row in choice.table]
+    assert "bilateral" not in started and "median" in started and "tv" in started

@@ -1,7 +1,9 @@
 """``image.denoise(x, "auto", max_time=T)``: the classical methods and a masked CNN, one budget.
 
-The classical methods are calibrated first, cheapest first, each started only while the
-budget's first half lasts (at least one runs). What is left, when it is at least
+The classical methods are calibrated first, cheapest first, each started only when it is
+foreseen to end within the budget's first half (at least one runs; the foresight is each
+method's measured cost on 512 x 512, scaled by the image's size and by how fast the methods
+so far ran). What is left, when it is at least
 :data:`CNN_MIN_SECONDS`, trains a masked UNet on the image. Both are then scored on the
 same pixels by the same J-invariant loss: the CNN's held-out band (the share of the image
 it never trained on), each predicted with every pixel hidden from itself, in the image's
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..results import BaselineWarning
+from .classical import METHODS
 from .invariant import ImageCalibration
 from .mixing import mixed_error, optimal_mix_weight
 from .referee import baseline_wins, neighbour_mean
@@ -79,7 +82,7 @@ class AutoChoice:
 
 
 def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str],
-                   max_time: float, calibrations, best_of, *, mix: bool, fallback: bool,
+                   max_time: float, calibrate_named, best_of, *, mix: bool, fallback: bool,
                    estimated: bool, progress: bool | None, line_axes: tuple[int, ...] = (),
                    ) -> tuple[np.ndarray, AutoChoice]:
     """Choose and apply the best of the classical methods and a CNN within ``max_time``.
@@ -92,9 +95,9 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
         The classical methods, in the order they are tried.
     max_time
         The budget, in seconds.
-    calibrations
-        An iterator of the methods' calibrations, one per name
-        (:func:`~sc_noise2self.image.selection.each_calibrated`).
+    calibrate_named
+        ``calibrate_named(name)``: one method's calibration
+        (:func:`~sc_noise2self.image.selection.each_calibrated` of that name).
     best_of
         :func:`~sc_noise2self.image.selection.best_of`, which picks among them.
     mix, fallback, estimated, progress
@@ -108,11 +111,15 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
     """
     started = time.perf_counter()
     done, table = [], []
+    foresight = _Foresight(floats.size / 512**2)
     for name in names:
-        if done and time.perf_counter() - started > CLASSICAL_SHARE * max_time:
-            break
+        # A method starts only when it is foreseen to end within the classical share.
+        if done and (time.perf_counter() - started + foresight.seconds(name)
+                     > CLASSICAL_SHARE * max_time):
+            continue
         began = time.perf_counter()
-        done.append(next(calibrations))
+        done.append(calibrate_named(name))
+        foresight.took(name, time.perf_counter() - began)
         table.append({"method": name, "seconds": time.perf_counter() - began, "loss": None,
                       "expected_error": None})
     best = best_of(done, estimated)
@@ -138,6 +145,25 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
     choice.method = CNN_MODEL
     choice.cnn_mix_weight = weights[CNN_MODEL] if model.line_axes else 1.0
     return _cnn_output(model, floats, fallback, channel_axis, choice.cnn_mix_weight), choice
+
+
+class _Foresight:
+    """Each method's foreseen seconds to calibrate.
+
+    Its cost on 512 x 512 (``Method.seconds``), times the image's size, times how much
+    slower than those costs the methods have run so far on this machine.
+    """
+
+    def __init__(self, size: float) -> None:
+        self.size, self.spent, self.priced = size, 0.0, 0.0
+
+    def seconds(self, name: str) -> float:
+        pace = self.spent / self.priced if self.priced > 0 else 1.0
+        return METHODS[name].seconds * self.size * pace
+
+    def took(self, name: str, seconds: float) -> None:
+        self.spent += seconds
+        self.priced += METHODS[name].seconds * self.size
 
 
 def _trained_cnn(floats, channel_axis, seconds: float, progress, table, line_axes):

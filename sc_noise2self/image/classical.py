@@ -53,6 +53,9 @@ class Method:
     options
         Every parameter the method takes when its function passes keywords on to
         scikit-image; None reads them from the function's signature.
+    seconds
+        Seconds to calibrate its default grid on a 512 x 512 image on 2 cores (camera,
+        benchmarks/RESULTS.md): how ``auto`` within a budget foresees what fits.
     """
 
     name: str
@@ -65,6 +68,7 @@ class Method:
     intensity: tuple[str, ...] = ()
     whole: tuple[str, ...] = ()
     options: tuple[str, ...] | None = None
+    seconds: float = 60.0
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -287,12 +291,14 @@ METHODS: dict[str, Method] = {
             defaults=lambda sd: {"radius": 1},
             invariant=True,
             whole=("radius",),
+            seconds=0.1,
         ),
         Method(
             "gaussian",
             gaussian,
             grid=lambda sd: {"sigma": [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0]},
             defaults=lambda sd: {"sigma": 1.0},
+            seconds=0.2,
         ),
         Method(
             "wavelet",
@@ -302,6 +308,7 @@ METHODS: dict[str, Method] = {
             requires="pywt",
             intensity=("sigma",),
             options=("sigma", "wavelet", "mode", "wavelet_levels", "convert2ycbcr", "method"),
+            seconds=0.3,
         ),
         Method(
             "nl_means",
@@ -311,6 +318,7 @@ METHODS: dict[str, Method] = {
             intensity=("h", "sigma"),
             whole=("patch_size", "patch_distance"),
             options=("h", "patch_size", "patch_distance", "sigma"),
+            seconds=2.8,
         ),
         Method(
             "tv",
@@ -318,6 +326,7 @@ METHODS: dict[str, Method] = {
             grid=lambda sd: {"weight": _scaled(sd, [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0])},
             defaults=lambda sd: {"weight": 0.1},
             intensity=("weight",),
+            seconds=2.7,
         ),
         Method(
             "bilateral",
@@ -327,6 +336,7 @@ METHODS: dict[str, Method] = {
             spatial_dims=(2,),
             intensity=("sigma_color",),
             options=("sigma_color", "sigma_spatial", "win_size", "bins", "mode", "cval"),
+            seconds=12.4,
         ),
         Method(
             "bm3d",

@@ -153,13 +153,16 @@ def denoise(
     if estimated:
         noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis,
                                                  line_axes=line_axes)
-    runs = each_calibrated(floats, names, param_grid, progress=progress, mask=line_axes,
-                           noise_variance=noise_variance, channel_axis=channel_axis, **options)
-    if detection is not None:
-        runs = (_with_detection(run, detection) for run in runs)
+    settings = dict(progress=progress, mask=line_axes, noise_variance=noise_variance,
+                    channel_axis=channel_axis, **options)
+    runs = (_with_detection(run, detection)
+            for run in each_calibrated(floats, names, param_grid, **settings))
     if max_time is not None:  # the classical methods and a CNN, within one budget
-        denoised, choice = denoise_within(floats, channel_axis, names, max_time, runs,
-                                          best_of, mix=mix, fallback=fallback,
+        def calibrate_named(name: str) -> ImageCalibration:
+            return _with_detection(next(each_calibrated(floats, [name], **settings)), detection)
+
+        denoised, choice = denoise_within(floats, channel_axis, names, max_time,
+                                          calibrate_named, best_of, mix=mix, fallback=fallback,
                                           estimated=estimated, progress=progress,
                                           line_axes=line_axes)
         return (denoised, choice) if return_calibration else denoised
@@ -169,8 +172,9 @@ def denoise(
 
 
 def _with_detection(calibration: ImageCalibration, detection) -> ImageCalibration:
-    """The calibration, with the detector's record that chose its mask."""
-    calibration.settings["noise_correlation"] = detection.to_dict()
+    """The calibration, with the detector's record that chose its mask (when it ran)."""
+    if detection is not None:
+        calibration.settings["noise_correlation"] = detection.to_dict()
     return calibration
 
 
