@@ -244,44 +244,70 @@ def test_calibrate_auto_within_a_budget_prints_and_reports_the_table(source, tmp
     assert files.read(out).shape == NOISY.shape
 
 
-def test_a_unet_chosen_within_the_budget_denoises_the_whole_file(source, tmp_path, unet_wins):
-    """Mutation: denoise the file with the classical calibration whatever won: the output
-    then differs from the UNet's prediction of every plane."""
-    from sc_noise2self.image import workflows
+@pytest.mark.parametrize("mask", ["pixel", "rows"])
+def test_a_unet_chosen_within_the_budget_denoises_the_whole_file(source, tmp_path, mask,
+                                                                  monkeypatch):
+    """The UNet that won writes every plane: its direct pass, or for a line model its
+    J-invariant prediction mixed at the weight the band gave.
+
+    Mutations: denoise the file with the classical calibration whatever won, or drop the
+    line model's mix weight on the file path: the planes then differ.
+    """
+    pytest.importorskip("torch")
+    from sc_noise2self.image import budget, workflows
     from sc_noise2self.image.referee import neighbour_mean
 
+    monkeypatch.setattr(budget, "CNN_MIN_SECONDS", 1.0)
+    monkeypatch.setattr(budget, "CLASSICAL_SHARE", 0.9)
+    losses = iter([0.03, 0.015])  # the UNet's is lower; mixed at about 0.01 / 0.015
+    monkeypatch.setattr(budget, "_band_loss", lambda prediction, band: next(losses))
     out = tmp_path / "out.tif"
     choice = workflows.calibrate_file(source, out, method="auto", sample=64, block=48,
-                                      max_time=6.0, progress=False, mask="pixel")
+                                      max_time=6.0, progress=False, mask=mask,
+                                      noise_variance=0.01)
     assert choice.method == "unet" and choice.model is not None
+    weight = choice.cnn_mix_weight
+    assert weight == (pytest.approx(0.01 / 0.015) if mask == "rows" else 1.0)
     written = files.read(out).data
+    line_axes = choice.model.line_axes
     for plane, noisy in zip(written, NOISY, strict=True):
-        expected = (choice.model.predict(noisy) if choice.model.beats_baseline
-                    else neighbour_mean(noisy))
+        predicted = weight * choice.model.predict(noisy, augment=True) + (1 - weight) * noisy
+        expected = (predicted if choice.model.beats_baseline
+                    else neighbour_mean(noisy, None, line_axes))
         np.testing.assert_allclose(plane, expected, atol=1e-4)
 
 
-def test_train_max_time_budgets_the_whole_command(source, tmp_path, capsys):
-    """``--max-time`` covers start-up and prediction: what is left trains, and too little
-    left is refused before any training."""
+def test_train_max_time_budgets_the_whole_command(source, tmp_path, capsys, monkeypatch):
+    """``--max-time`` covers the process's start and the reading: what is left trains, and
+    too little left is refused before any training.
+
+    Mutation: ignore the process's start when run from the shell: 40 of 60 s would then be
+    left, and training would start.
+    """
     from sc_noise2self import cli_image
 
     out = tmp_path / "out.tif"
     code = cli.main(["image", "train", str(source), "--out", str(out), "--max-time", "0.5"])
     assert code == 2 and "leaves" in capsys.readouterr().err and not out.exists()
-    assert cli_image.seconds_since_process_start() > 0  # Linux: the process's age
+    # From the shell (argv None), a process that has run 100 s has nothing left of 60.
+    monkeypatch.setattr(cli, "seconds_since_process_start", lambda: 100.0)
+    monkeypatch.setattr("sys.argv", ["sc-noise2self", "image", "train", str(source), "--out",
+                                     str(out), "--max-time", "60"])
+    assert cli.main() == 2 and "leaves" in capsys.readouterr().err and not out.exists()
+    assert cli_image.seconds_since_process_start() > 0  # this process's age, from /proc
 
 
-def test_the_training_share_of_a_command_budget(monkeypatch):
-    """Mutation: forget the reserve for predicting and writing: the share is then 60 - 2."""
+def test_the_training_deadline_keeps_a_share_for_predicting(monkeypatch):
+    """Mutation: forget the reserve for predicting and writing: the deadline is then 60 s."""
     import argparse
     import time
 
     from sc_noise2self import cli_image
 
-    args = argparse.Namespace(max_time=60.0, started=time.perf_counter() - 2.0)
-    left = cli_image._training_seconds(args)
-    assert left == pytest.approx(60 * (1 - cli_image.PREDICTION_SHARE) - 2.0, abs=0.05)
+    started = time.perf_counter() - 2.0
+    args = argparse.Namespace(max_time=60.0, started=started)
+    assert cli_image._training_deadline(args) == pytest.approx(
+        started + 60 * (1 - cli_image.PREDICTION_SHARE))
 
 
 def test_per_channel_networks_share_the_time_budget(tmp_path, monkeypatch):

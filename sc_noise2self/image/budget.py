@@ -1,6 +1,6 @@
 """``image.denoise(x, "auto", max_time=T)``: the classical methods and a masked CNN, one budget.
 
-The classical methods are calibrated first, cheapest first, each started only when it is
+The classical methods are calibrated first, in the registry's order, each started only when it is
 foreseen to end within the budget's first half (at least one runs; the foresight is each
 method's measured cost on 512 x 512, scaled by the image's size and by how fast the methods
 so far ran). What is left, when it is at least
@@ -78,13 +78,14 @@ class AutoChoice:
     def to_json(self) -> str:
         """The choice as JSON: the winner, the table and the classical calibration's record."""
         return json.dumps({"method": self.method, "table": self.table,
+                           "cnn_mix_weight": self.cnn_mix_weight,
                            "calibration": json.loads(self.calibration.to_json())})
 
 
 def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str],
                    max_time: float, calibrate_named, best_of, *, mix: bool, fallback: bool,
                    estimated: bool, progress: bool | None, line_axes: tuple[int, ...] = (),
-                   ) -> tuple[np.ndarray, AutoChoice]:
+                   started: float | None = None) -> tuple[np.ndarray, AutoChoice]:
     """Choose and apply the best of the classical methods and a CNN within ``max_time``.
 
     Parameters
@@ -104,12 +105,15 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
         As in :func:`~sc_noise2self.image.selection.denoise`.
     line_axes
         Spatial axes whose lines the classical methods hid whole; the CNN hides them too.
+    started
+        ``time.perf_counter()`` when the budget began (default now): the caller's checks,
+        the structure test and the noise estimate count too.
 
     Returns
     -------
     The denoised image and the :class:`AutoChoice`.
     """
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     done, table = [], []
     foresight = _Foresight(floats.size / 512**2)
     for name in names:
@@ -140,7 +144,8 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
     for row in table:
         row["loss"] = scores.get(row["method"])
         row["expected_error"] = expected.get(row["method"])
-    if expected[CNN_MODEL] >= expected[best.method]:
+    # Ties (both at or below the noise variance) go to the lower loss.
+    if (expected[CNN_MODEL], scores[CNN_MODEL]) >= (expected[best.method], scores[best.method]):
         return best.denoise(floats, mix=mix, fallback=fallback), choice
     choice.method = CNN_MODEL
     choice.cnn_mix_weight = weights[CNN_MODEL] if model.line_axes else 1.0

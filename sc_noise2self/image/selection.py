@@ -7,6 +7,7 @@ noise variance, so losses of different methods compare directly (the paper's Tab
 from __future__ import annotations
 
 import inspect
+import time
 import warnings
 
 import numpy as np
@@ -81,8 +82,8 @@ def denoise(
         Grid for a single named classical method; None uses its default grid. Not allowed
         with ``"auto"`` or a CNN.
     mix
-        Mix the J-invariant output with the input at the optimal weight (section 4.2);
-        classical methods only.
+        Mix the J-invariant output with the input at the optimal weight (section 4.2):
+        classical methods, and with ``max_time`` a UNet that hides whole lines.
     fallback
         When the chosen output loses to the neighbour mean, return the neighbour mean (the
         better of the two) instead; False returns the chosen output anyway (still warned).
@@ -131,6 +132,7 @@ def denoise(
 
         return denoise_cnn(image, model=method, channel_axis=channel_axis, fallback=fallback,
                            return_model=return_calibration, progress=progress, **options)
+    began = time.perf_counter()
     max_time = _check_budget(options.pop("max_time", None), method)
     _check_calibration_options(options)
     noise_variance = check_noise_variance(noise_variance)
@@ -164,7 +166,7 @@ def denoise(
         denoised, choice = denoise_within(floats, channel_axis, names, max_time,
                                           calibrate_named, best_of, mix=mix, fallback=fallback,
                                           estimated=estimated, progress=progress,
-                                          line_axes=line_axes)
+                                          line_axes=line_axes, started=began)
         return (denoised, choice) if return_calibration else denoised
     best = best_of(list(runs), estimated)
     denoised = best.denoise(floats, mix=mix, fallback=fallback)

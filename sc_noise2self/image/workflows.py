@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -97,15 +98,15 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
     if options.get("max_time") is not None and len(views) > 1:
         options["max_time"] = _shared_budget(options["max_time"], len(views))
     calibrations = [calibrate_sample(view, spatial=spatial, size=sample, method=method,
-                                     progress=progress, **options) for view in views]
+                                     progress=progress, mix=mix, **options) for view in views]
 
     def fill(out) -> None:
         for c, (view, calibration) in enumerate(zip(views, calibrations, strict=True)):
             target = out if len(views) == 1 else ChannelView(out, image.channel_axis, c)
             if getattr(calibration, "model", None) is not None and calibration.method == "unet":
                 predict_blocks(view, calibration.model, spatial=spatial, block=block,
-                               out=target, progress=progress,
-                               mix_weight=calibration.cnn_mix_weight)
+                               out=target, progress=progress, augment=True,
+                               mix_weight=calibration.cnn_mix_weight)  # as denoise gives
                 continue
             denoise_blocks(view, getattr(calibration, "calibration", calibration),
                            spatial=spatial, block=block, out=target, mix=mix,
@@ -113,6 +114,15 @@ def calibrate_file(source, output, *, method: str = "auto", axes: str | None = N
 
     _write_by_blocks(output, image, fill, overwrite, layout=given.axes, dtype=dtype)
     return calibrations[0] if len(calibrations) == 1 else calibrations
+
+
+def _time_left(deadline: float, n_left: int) -> float:
+    """One network's share of the seconds left before ``deadline``, refused under 1 s."""
+    left = (deadline - time.perf_counter()) / n_left
+    if left < 1.0:
+        raise ValueError(f"The time budget leaves {left:.1f} s to train after starting and "
+                         "reading; give the command more time (--max-time).")
+    return left
 
 
 def _shared_budget(max_time, n_channels: int):
@@ -126,7 +136,7 @@ def _shared_budget(max_time, n_channels: int):
 def train_file(source, *, model: str = "unet", axes: str | None = None,
                spatial: str | None = None, crop: int | None = None,
                frames: int | None = None, per_channel: bool = False, save_model=None,
-               overwrite: bool = False, **train_options):
+               overwrite: bool = False, deadline: float | None = None, **train_options):
     """Train a Noise2Self CNN on a file: every time point (and channel) of it, or a crop.
 
     Parameters
@@ -154,6 +164,10 @@ def train_file(source, *, model: str = "unet", axes: str | None = None,
         ``<name>.c1.pt``, ... (see :func:`channel_model_paths`).
     overwrite
         Replace an existing model file.
+    deadline
+        A ``time.perf_counter()`` time by which training must end (``image train
+        --max-time``): each network trains for its share of what is left once torch is
+        loaded and its images are read, instead of ``max_time``.
     **train_options
         Passed to :func:`~sc_noise2self.image.train` (``max_time``, ``steps``, ``device``,
         ``patch_size``, ...). With ``per_channel``, the channels share ``max_time`` equally.
@@ -179,8 +193,10 @@ def train_file(source, *, model: str = "unet", axes: str | None = None,
     if train_options.get("max_time") is not None and len(views) > 1:
         train_options["max_time"] = _shared_budget(train_options["max_time"], len(views))
     fitted = []
-    for view, path in zip(views, paths, strict=True):
+    for index, (view, path) in enumerate(zip(views, paths, strict=True)):
         stack, channel_axis = _training_stack(view, spatial, crop, frames)
+        if deadline is not None:
+            train_options["max_time"] = _time_left(deadline, len(views) - index)
         one = train(stack, model, channel_axis=channel_axis, n_spatial=len(spatial),
                     **train_options)
         if path is not None:
