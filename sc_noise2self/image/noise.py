@@ -130,8 +130,9 @@ def estimate_noise_variance(image: np.ndarray, *, channel_axis: int | None = Non
     line_axes
         Spatial axes along which the noise is correlated (see
         :func:`~sc_noise2self.image.noise_correlation`); the residual is taken across them
-        only. Without it, noise correlated along rows is underestimated (by 2.6 times on
-        camera with 5-pixel correlation: its differences along the rows cancel it).
+        only. Without it, noise correlated along rows is underestimated: on camera with
+        5-pixel correlation, 0.33 of the true variance, against 0.98 with the line axes
+        (differences along the rows cancel the shared noise).
 
     Returns
     -------
