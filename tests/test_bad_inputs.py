@@ -878,6 +878,12 @@ IMAGE_MIXING_NOISE_CASES = [
         IMG, line_axes=(0, 1)), ValueError, "line_axes=(0, 1) must name fewer than all"),
     ("estimate with an axis out of range", lambda t: im.estimate_noise_variance(
         IMG, line_axes=(5,)), ValueError, "line_axes=(5,) must name fewer than all"),
+    ("predict_blocks mix_weight=1.5", lambda t: im.predict_blocks(
+        im.ImageData(IMG, "YX"), tiny_model(), mix_weight=1.5), ValueError,
+     "mix_weight=1.5 must be at most 1"),
+    ("predict_blocks mix_weight=nan", lambda t: im.predict_blocks(
+        im.ImageData(IMG, "YX"), tiny_model(), mix_weight=float("nan")), ValueError,
+     "mix_weight"),
     ("noise_correlation max_lag=0", lambda t: im.noise_correlation(IMG, max_lag=0),
      ValueError, "max_lag=0"),
     ("noise_correlation threshold=1.5", lambda t: im.noise_correlation(IMG, threshold=1.5),

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._progress import progress_bar
-from .._validation import check_whole
+from .._validation import check_real, check_whole
 from .budget import mixed_prediction
 from .files import ImageData
 from .referee import baseline_wins
@@ -343,6 +343,12 @@ def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block
     """
     from .cnn.grading import baseline_output
     from .cnn.predict import DEFAULT_HALO, unwrap
+
+    mix_weight = check_real(mix_weight, name="mix_weight", minimum=0.0,
+                            hint="the prediction's share in a mix with the input")
+    if mix_weight > 1.0:
+        raise ValueError(f"mix_weight={mix_weight} must be at most 1: the prediction's share "
+                         "in a mix with the input (1: the prediction alone).")
 
     if spatial is None:
         spatial = "ZYX"[-model.layout.n_spatial:]

@@ -270,7 +270,7 @@ def _extent(values: np.ndarray, floor: float) -> int:
 
 
 def resolve_mask(mask: str | tuple[int, ...], floats: np.ndarray, channel_axis: int | None,
-                 stacklevel: int = 3) -> tuple[tuple[int, ...], NoiseCorrelation | None]:
+                 ) -> tuple[tuple[int, ...], NoiseCorrelation | None]:
     """The line axes of ``mask`` for this image; ``"auto"`` runs the detector.
 
     Parameters
@@ -282,8 +282,6 @@ def resolve_mask(mask: str | tuple[int, ...], floats: np.ndarray, channel_axis: 
         The checked float image.
     channel_axis
         Non-negative channel axis, or None.
-    stacklevel
-        Of the warning: 3 points at the caller of the function that calls this one.
 
     Returns
     -------
@@ -305,5 +303,5 @@ def resolve_mask(mask: str | tuple[int, ...], floats: np.ndarray, channel_axis: 
     if found.structured_axes:
         category = StructuredNoiseWarning if found.covered else UserWarning
         warnings.warn(found.summary() + ". Pass mask='pixel' to keep pixel masks.", category,
-                      stacklevel=stacklevel)
+                      stacklevel=3)  # the caller of the entry point that calls this
     return found.line_axes, found
