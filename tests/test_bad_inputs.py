@@ -828,6 +828,13 @@ IMAGE_CALIBRATION_CASES = [
      "fallback='no'"),
 ]
 
+def _napari_calibration(method: str = "auto", **options):
+    """The napari calibrate widget's computation (no Qt needed)."""
+    from sc_noise2self.napari import layouts_for, run_calibration
+
+    return run_calibration(IMG, layouts_for(IMG.shape)[0], method, **options)
+
+
 IMAGE_MIXING_NOISE_CASES = [
     ("optimal_mix_weight(0.01, -1)", lambda t: im.optimal_mix_weight(0.01, -1), ValueError,
      "noise_variance=-1"),
@@ -861,6 +868,10 @@ IMAGE_MIXING_NOISE_CASES = [
      "max_time=0 must be positive"),
     ("auto max_time='60'", lambda t: im.denoise(IMG, "auto", max_time="60"), TypeError,
      "max_time='60' must be a number"),
+    ("napari calibration max_time=-1", lambda t: _napari_calibration(max_time=-1.0),
+     ValueError, "max_time=-1.0"),
+    ("napari calibration max_time with tv", lambda t: _napari_calibration("tv", max_time=5.0),
+     TypeError, "max_time applies to method='auto'"),
     ("calibrate 4x40 without noise_variance", lambda t: im.calibrate(
         np.random.default_rng(0).random((4, 40)), "tv"), ValueError,
      "Pass noise_variance= yourself"),

@@ -122,6 +122,54 @@ def test_a_stack_is_calibrated_on_its_middle_plane_and_denoised_plane_by_plane()
         run_calibration(stack[0], layout)
 
 
+@pytest.fixture
+def short_budget(monkeypatch):
+    """A CNN trains within a few seconds (the benchmarks run the real constants)."""
+    pytest.importorskip("torch")
+    from sc_noise2self.image import budget
+
+    monkeypatch.setattr(budget, "CNN_MIN_SECONDS", 1.0)
+    monkeypatch.setattr(budget, "CLASSICAL_SHARE", 0.9)
+    return budget
+
+
+def test_a_budgeted_unet_that_wins_denoises_every_plane(short_budget, monkeypatch):
+    """Issue 27: with a time budget the widget's run chooses as ``image.denoise(x, "auto",
+    max_time=T)`` does, says the table, and the winner denoises every plane of a stack.
+
+    Mutation: denoise the other planes with the classical calibration (as the run without a
+    budget does): they then differ from the UNet's prediction.
+    """
+    from sc_noise2self.image.referee import neighbour_mean
+
+    losses = iter([0.02, 0.012])  # the classical finalist's band loss, then the UNet's
+    monkeypatch.setattr(short_budget, "_band_loss", lambda prediction, band: next(losses))
+    stack = noisy_stack()[:3]
+    layout = next(x for x in layouts_for(stack.shape) if x.stacked)
+    run = run_calibration(stack, layout, "auto", max_time=6.0)
+    assert run.method == "unet" and run.choice.model is not None
+    assert run.calibration.method in run.candidates  # the classical finalist is kept
+    model = run.choice.model
+    for plane, out in zip(stack, run.denoised, strict=True):
+        lost = model.val_loss >= model.baseline_loss  # the referee's fallback
+        expected = neighbour_mean(plane) if lost else model.predict(plane, augment=True)
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+    text = run.summary()
+    assert text.startswith("method: unet\nbest classical method: ")
+    assert "within the time budget: unet wins" in text
+    assert "  unet: " in text and "held-out loss 0.012" in text
+
+
+def test_a_budget_too_short_for_a_unet_keeps_the_classical_choice_and_says_so(short_budget):
+    x = noisy_crop()
+    run = run_calibration(x, layouts_for(x.shape)[0], "auto", max_time=1e-3)
+    assert run.choice.model is None and run.method == run.calibration.method
+    np.testing.assert_allclose(run.denoised, run.calibration.denoise(x), atol=1e-7)
+    assert "no time was left to train a UNet" in run.summary()
+    with pytest.raises(TypeError, match="max_time applies to method='auto'"):
+        run_calibration(x, layouts_for(x.shape)[0], "tv", max_time=10.0)
+
+
 def test_the_reader_gives_layers_their_scale_units_and_channel_names(tmp_path):
     # Issue 27: napari opened our OME-TIFF at unit scale: the plugin had no reader.
     from sc_noise2self.napari._reader import get_reader
@@ -309,6 +357,29 @@ def test_calibrate_widget_on_a_stack_keeps_the_stack_and_its_scale(viewer, bot):
     np.testing.assert_allclose(layer.scale, (3.0, 1.0, 0.5))
     assert "plane 2" in widget.summary.text()
     assert widget.progress.value() == widget.progress.maximum() == 1 + 4  # 1 method, 4 planes
+
+
+def test_calibrate_widget_runs_auto_with_a_unet_within_its_budget(viewer, bot, short_budget):
+    """Issue 27: the budget box (``auto`` only) adds a UNet to the comparison; the summary
+    holds the table and the bars show the finalists on the held-out band."""
+    viewer.add_image(noisy_crop(), name="crop")
+    widget = calibrate_widget(viewer)
+    widget.method_box.setCurrentText("tv")
+    assert not widget.budget_box.isEnabled() and widget.max_time() is None
+    widget.method_box.setCurrentText("auto")
+    assert widget.budget_box.isEnabled() and widget.max_time() is None  # off by default
+    widget.budget_box.setValue(6)
+    assert widget.max_time() == 6.0
+    widget.run()
+    bot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    result = widget.result
+    assert result is not None and result.choice is not None, widget.status.text()
+    assert "within the time budget" in widget.summary.text()
+    assert "  unet: " in widget.summary.text()
+    assert widget.result_layer.name == f"crop (Noise2Self {result.method})"
+    _, bars = widget.canvas.axes
+    assert bars.get_title() == "held-out band: expected MSE"
+    assert len(bars.patches) == 2  # the classical finalist and the UNet
 
 
 def test_calibrate_cancel_stops_before_the_end(viewer, bot):

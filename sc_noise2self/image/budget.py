@@ -81,6 +81,28 @@ class AutoChoice:
                            "cnn_mix_weight": self.cnn_mix_weight,
                            "calibration": json.loads(self.calibration.to_json())})
 
+    def apply(self, floats: np.ndarray, channel_axis: int | None = None, *, mix: bool = True,
+              fallback: bool = True) -> np.ndarray:
+        """Denoise an image (the one chosen on, or another plane like it) with the winner.
+
+        Parameters
+        ----------
+        floats
+            A float image of the chosen-on image's kind (units, channels, noise).
+        channel_axis
+            Its channel axis, or None.
+        mix, fallback
+            As in :func:`~sc_noise2self.image.denoise`. A winning CNN is mixed at
+            ``cnn_mix_weight`` (found with ``mix`` when it was chosen).
+
+        Returns
+        -------
+        The denoised image.
+        """
+        if self.method != CNN_MODEL:
+            return self.calibration.denoise(floats, mix=mix, fallback=fallback)
+        return _cnn_output(self.model, floats, fallback, channel_axis, self.cnn_mix_weight)
+
 
 def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str],
                    max_time: float, calibrate_named, best_of, *, mix: bool, fallback: bool,
@@ -133,7 +155,7 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
         left >= CNN_MIN_SECONDS / CNN_SHARE and importlib.util.find_spec("torch")) else None
     choice = AutoChoice(best.method, best, model, table)
     if model is None:
-        return best.denoise(floats, mix=mix, fallback=fallback), choice
+        return choice.apply(floats, channel_axis, mix=mix, fallback=fallback), choice
     band = held_out_band(floats, channel_axis)
     scores = {best.method: _band_loss(best.denoise(band, mix=False, fallback=False), band),
               CNN_MODEL: _band_loss(model.predict(band, invariant=True), band)}
@@ -145,11 +167,10 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
         row["loss"] = scores.get(row["method"])
         row["expected_error"] = expected.get(row["method"])
     # Ties (both at or below the noise variance) go to the lower loss.
-    if (expected[CNN_MODEL], scores[CNN_MODEL]) >= (expected[best.method], scores[best.method]):
-        return best.denoise(floats, mix=mix, fallback=fallback), choice
-    choice.method = CNN_MODEL
-    choice.cnn_mix_weight = weights[CNN_MODEL] if model.line_axes else 1.0
-    return _cnn_output(model, floats, fallback, channel_axis, choice.cnn_mix_weight), choice
+    if (expected[CNN_MODEL], scores[CNN_MODEL]) < (expected[best.method], scores[best.method]):
+        choice.method = CNN_MODEL
+        choice.cnn_mix_weight = weights[CNN_MODEL] if model.line_axes else 1.0
+    return choice.apply(floats, channel_axis, mix=mix, fallback=fallback), choice
 
 
 class _Foresight:

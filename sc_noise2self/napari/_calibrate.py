@@ -1,6 +1,8 @@
-"""The "Noise2Self: calibrate" widget: classical denoisers chosen by the J-invariant loss."""
+"""The "Noise2Self: calibrate" widget: denoisers chosen by the J-invariant loss, a UNet too."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import napari
 import numpy as np
@@ -9,6 +11,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -48,6 +51,16 @@ class CalibrateWidget(LayoutChoice, QWidget):
         self.method_box = QComboBox(self)
         self.mix_box = QCheckBox("mix with the input (optimal weight)", self)
         self.mix_box.setChecked(True)
+        self.budget_box = QDoubleSpinBox(self)
+        self.budget_box.setRange(0, 24 * 3600)
+        self.budget_box.setDecimals(0)
+        self.budget_box.setSingleStep(30)
+        self.budget_box.setSuffix(" s")
+        self.budget_box.setSpecialValueText("off: classical methods only")
+        self.budget_box.setToolTip(
+            "With 'auto': seconds for the classical methods and a masked UNet together; the "
+            "lowest loss on the same held-out pixels wins (needs torch: the [torch] extra)."
+        )
         self.run_button = QPushButton("Calibrate and denoise", self)
         self.cancel_button = QPushButton("Cancel", self)
         self.cancel_button.setEnabled(False)
@@ -62,6 +75,7 @@ class CalibrateWidget(LayoutChoice, QWidget):
         form.addRow("image", self.layer_picker)
         form.addRow("axes", self.layout_box)
         form.addRow("method", self.method_box)
+        form.addRow("CNN time budget", self.budget_box)
         form.addRow(self.mix_box)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -77,6 +91,7 @@ class CalibrateWidget(LayoutChoice, QWidget):
 
         self.layer_picker.currentIndexChanged.connect(self._layer_changed)
         self.layout_box.currentIndexChanged.connect(self._layout_changed)
+        self.method_box.currentTextChanged.connect(self._method_changed)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self._layer_changed()
@@ -106,6 +121,16 @@ class CalibrateWidget(LayoutChoice, QWidget):
             self.method_box.addItems(names)
             if current in names:
                 self.method_box.setCurrentText(current)
+        self._method_changed()
+
+    def _method_changed(self, *_) -> None:
+        # The budget buys a UNet beside the classical methods: "auto" only, torch installed.
+        self.budget_box.setEnabled(self.method_box.currentText() == "auto"
+                                   and importlib.util.find_spec("torch") is not None)
+
+    def max_time(self) -> float | None:
+        """The time budget for ``auto`` with a UNet, or None (classical methods only)."""
+        return (self.budget_box.value() or None) if self.budget_box.isEnabled() else None
 
     # -- running --------------------------------------------------------------------------
 
@@ -126,7 +151,7 @@ class CalibrateWidget(LayoutChoice, QWidget):
         self.result = None
         self.worker = create_worker(
             calibration_steps, np.asarray(layer.data), layout, self.method_box.currentText(),
-            self.mix_box.isChecked(), _start_thread=False,
+            self.mix_box.isChecked(), True, self.max_time(), _start_thread=False,
             # The error shows in the widget (and as napari's notification), not re-raised.
             _connect={"errored": self._on_error},
         )  # fmt: skip
@@ -167,7 +192,7 @@ class CalibrateWidget(LayoutChoice, QWidget):
 
     def _on_result(self, result: CalibrationRun) -> None:
         self.result = result
-        method = result.calibration.method
+        method = result.method
         source = self._source
         if source is not None and source in self.viewer.layers:
             self.result_layer = add_result(self.viewer, source, result.denoised,
@@ -177,7 +202,10 @@ class CalibrateWidget(LayoutChoice, QWidget):
         self.plot(result)
 
     def plot(self, result: CalibrationRun) -> None:
-        """Draw the chosen method's loss curve, and every method's best loss beside it.
+        """Draw the chosen classical method's loss curve, and the candidates' losses beside it.
+
+        The candidates are every classical method's best loss on the image, or, when a UNet
+        was trained within a time budget, each finalist's expected error on the held-out band.
 
         Parameters
         ----------
@@ -189,13 +217,20 @@ class CalibrateWidget(LayoutChoice, QWidget):
         result.calibration.plot(ax=curve)
         curve.set_title(f"{result.calibration.method}: loss per parameter", fontsize=9)
         curve.legend(frameon=False, fontsize=7)
-        names = list(result.candidates)
-        losses = [result.candidates[name] for name in names]
-        colours = ["tab:red" if name == result.calibration.method else "tab:blue"
-                   for name in names]  # fmt: skip
+        if result.choice is not None and result.choice.model is not None:
+            rows = [row for row in result.choice.table if row["expected_error"] is not None]
+            names = [row["method"] for row in rows]
+            losses = [row["expected_error"] for row in rows]
+            methods.set_title("held-out band: expected MSE", fontsize=9)
+            baseline = None
+        else:
+            names = list(result.candidates)
+            losses = [result.candidates[name] for name in names]
+            methods.set_title("best loss per method", fontsize=9)
+            baseline = result.calibration.baseline_loss
+        colours = ["tab:red" if name == result.method else "tab:blue" for name in names]
         methods.bar(names, losses, color=colours)
         methods.axhline(result.noise_variance, color="grey", ls="--", label="noise variance")
-        baseline = result.calibration.baseline_loss
         if baseline is not None:
             methods.axhline(baseline, color="tab:orange", ls=":", label="neighbour mean")
         # The losses differ by a small fraction of the noise variance: zoom on the tops.
@@ -203,7 +238,6 @@ class CalibrateWidget(LayoutChoice, QWidget):
         high = max([*losses, baseline or 0.0])
         span = (high - low) or max(abs(high), 1e-12)
         methods.set_ylim(low - 0.05 * span, high + 0.1 * span)
-        methods.set_title("best loss per method", fontsize=9)
         methods.tick_params(axis="x", labelrotation=45, labelsize=7)
         methods.legend(frameon=False, fontsize=7)
         self.canvas.draw_idle()

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import image
 from .._device import resolve_device
+from ..image.budget import CNN_MODEL
 from ..image.referee import baseline_wins
 from ..image.selection import best_of, each_calibrated
 from ..image.structure import resolve_mask
@@ -186,6 +187,9 @@ class CalibrationRun:
         Messages of the warnings raised on the way (e.g. the baseline referee's).
     seconds
         Wall-clock time.
+    choice
+        With a time budget, the :class:`~sc_noise2self.image.budget.AutoChoice`: the
+        winner among the classical methods and the UNet, and their table; else None.
     """
 
     denoised: np.ndarray
@@ -195,6 +199,12 @@ class CalibrationRun:
     calibrated_on: int | None = None
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    choice: Any = None
+
+    @property
+    def method(self) -> str:
+        """The method that denoised: the classical winner's name, or ``"unet"``."""
+        return self.choice.method if self.choice is not None else self.calibration.method
 
     def summary(self) -> str:
         """A few lines for the widget: choice, losses, noise variance, mixing weight.
@@ -205,8 +215,9 @@ class CalibrationRun:
         """
         c = self.calibration
         params = ", ".join(f"{k}={_short(v)}" for k, v in c.best_params.items()) or "-"
-        lines = [
-            f"method: {c.method} ({params})",
+        lines = [f"method: {self.method}"] if self.method != c.method else []
+        lines += [
+            f"{'best classical ' if lines else ''}method: {c.method} ({params})",
             f"self-supervised loss: {c.best_loss:.4g}"
             + (f" (neighbour mean: {c.baseline_loss:.4g})" if c.baseline_loss is not None else ""),
             f"noise variance (estimated): {self.noise_variance:.4g}",
@@ -215,11 +226,28 @@ class CalibrationRun:
         ]
         lines += [f"note: the best {name} is the {end} value of the grid"
                   for name, end in c.edge_parameters.items()]
+        lines += self._budget_lines()
         if self.calibrated_on is not None:
             lines.append(f"calibrated on plane {self.calibrated_on}; applied to every plane")
         lines += [f"warning: {message}" for message in self.warnings]
         lines.append(f"time: {self.seconds:.1f} s")
         return "\n".join(lines)
+
+    def _budget_lines(self) -> list[str]:
+        """The budgeted choice: the winner, then one line per candidate of its table."""
+        if self.choice is None:
+            return []
+        lines = [f"within the time budget: {self.choice.method} wins"
+                 + (f" (mix weight {self.choice.cnn_mix_weight:.3f})"
+                    if self.choice.method == CNN_MODEL else "")]
+        if self.choice.model is None:
+            lines.append("  no time was left to train a UNet")
+        for row in self.choice.table:
+            scored = (f"held-out loss {row['loss']:.4g}, expected MSE "
+                      f"{row['expected_error']:.4g}" if row["loss"] is not None
+                      else "not scored on the held-out band")
+            lines.append(f"  {row['method']}: {row['seconds']:.1f} s, {scored}")
+        return lines
 
 
 def _short(value) -> str:
@@ -232,14 +260,17 @@ def calibration_steps(
     method: str = "auto",
     mix: bool = True,
     fallback: bool = True,
+    max_time: float | None = None,
 ) -> Generator[Progress, None, CalibrationRun]:
-    """Calibrate classical denoisers on the layer and denoise it, one step per ``yield``.
+    """Calibrate denoisers on the layer and denoise it, one step per ``yield``.
 
     The same choice as ``image.denoise(method=...)``: every method of
     :func:`~sc_noise2self.image.auto_methods` (or the one named) is calibrated with a shared
-    noise variance and the lowest self-supervised loss wins. A stack is calibrated on its
+    noise variance and the lowest self-supervised loss wins. With ``max_time``, the choice of
+    ``image.denoise(method="auto", max_time=...)``: the classical methods and a masked UNet
+    within that budget, scored on the same held-out pixels. A stack is calibrated on its
     middle plane (its planes share their kind of noise and structure), then every plane is
-    denoised with that calibration, so a long time series costs one calibration.
+    denoised with the winner, so a long time series costs one calibration.
 
     Parameters
     ----------
@@ -253,11 +284,15 @@ def calibration_steps(
         Mix the output with the input at the optimal weight.
     fallback
         Return the neighbour mean when the chosen method does not beat it.
+    max_time
+        Seconds for the classical methods and a UNet together (``method="auto"`` only), or
+        None for the classical methods alone. The budgeted choice is one step: Cancel
+        takes effect after it.
 
     Yields
     ------
     Progress
-        After each method calibrated and each plane denoised.
+        After each method calibrated (or the budgeted choice) and each plane denoised.
 
     Returns
     -------
@@ -271,49 +306,94 @@ def calibration_steps(
     channel_axis = layout.image_channel_axis()
     planes = layout.images(array)
     reference = len(planes) // 2
-    names = image.auto_methods(n_spatial) if method == "auto" else [method]
-    total = len(names) + len(planes)
+    choose = _classical_choice if max_time is None else _budgeted_choice
+    chosen = yield from choose(planes[reference], channel_axis, method, mix, fallback,
+                               max_time, n_planes=len(planes))
+    outputs, caught = [], list(chosen.warnings)
+    for i, plane in enumerate(planes):
+        yield Progress(chosen.steps + i, chosen.steps + len(planes),
+                       f"denoising with {chosen.method}"
+                       + (f" (plane {i + 1} of {len(planes)})" if layout.stacked else ""))
+        if i == reference and chosen.reference_output is not None:
+            outputs.append(chosen.reference_output)
+            continue
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            outputs.append(chosen.apply(plane))
+        caught += [str(r.message) for r in records if str(r.message) not in caught]
+    total = chosen.steps + len(planes)
+    yield Progress(total, total, "done")
+    denoised = np.stack(outputs) if layout.stacked else outputs[0]
+    return CalibrationRun(denoised, chosen.calibration, dict(chosen.calibration.candidates),
+                          chosen.calibration.noise_variance,
+                          reference if layout.stacked else None, caught,
+                          time.perf_counter() - started, chosen.choice)  # fmt: skip
+
+
+@dataclass
+class _Chosen:
+    """What denoises every plane, as chosen on the reference plane."""
+
+    method: str
+    calibration: Any
+    apply: Callable[[np.ndarray], np.ndarray]
+    steps: int
+    warnings: list[str]
+    choice: Any = None
+    reference_output: np.ndarray | None = None
+
+
+def _classical_choice(plane, channel_axis, method, mix, fallback, max_time, *, n_planes):
+    """``image.denoise``'s classical choice, one step per method (``max_time`` is None)."""
+    names = image.auto_methods(plane.ndim - (channel_axis is not None)) if method == "auto" \
+        else [method]
+    total = len(names) + n_planes
     with warnings.catch_warnings(record=True) as found:  # said in the summary instead
         warnings.simplefilter("always")
-        line_axes, _ = resolve_mask("auto", planes[reference], channel_axis)
-    noise_variance = image.estimate_noise_variance(planes[reference], channel_axis=channel_axis,
+        line_axes, _ = resolve_mask("auto", plane, channel_axis)
+    noise_variance = image.estimate_noise_variance(plane, channel_axis=channel_axis,
                                                    line_axes=line_axes)
-    runs = each_calibrated(planes[reference], names, progress=False, mask=line_axes,
+    runs = each_calibrated(plane, names, progress=False, mask=line_axes,
                            noise_variance=noise_variance, channel_axis=channel_axis)
     calibrations = []
     for i, name in enumerate(names):  # image.denoise's choice, with progress between methods
         yield Progress(i, total, f"calibrating {name}")
         calibrations.append(next(runs))
     best = best_of(calibrations, estimated=True)
-    outputs, caught = [], [str(r.message) for r in found]
-    for i, plane in enumerate(planes):
-        yield Progress(len(names) + i, total, f"denoising with {best.method}"
-                       + (f" (plane {i + 1} of {len(planes)})" if layout.stacked else ""))
-        with warnings.catch_warnings(record=True) as records:
-            warnings.simplefilter("always")
-            outputs.append(best.denoise(plane, mix=mix, fallback=fallback))
-        caught += [str(r.message) for r in records if str(r.message) not in caught]
-    yield Progress(total, total, "done")
-    denoised = np.stack(outputs) if layout.stacked else outputs[0]
-    return CalibrationRun(denoised, best, dict(best.candidates), noise_variance,
-                          reference if layout.stacked else None, caught,
-                          time.perf_counter() - started)  # fmt: skip
+    return _Chosen(best.method, best, lambda x: best.denoise(x, mix=mix, fallback=fallback),
+                   len(names), [str(r.message) for r in found])
+
+
+def _budgeted_choice(plane, channel_axis, method, mix, fallback, max_time, *, n_planes):
+    """``image.denoise(plane, "auto", max_time=...)``'s choice, as one step."""
+    yield Progress(0, 1 + n_planes, f"choosing among the classical methods and a "
+                                    f"{CNN_MODEL} within {max_time:g} s")
+    with warnings.catch_warnings(record=True) as found:
+        warnings.simplefilter("always")
+        output, choice = image.denoise(plane, method, max_time=max_time, mix=mix,
+                                       fallback=fallback, channel_axis=channel_axis,
+                                       return_calibration=True, progress=False)
+    if choice is None:
+        raise ValueError("The image is constant: there is no noise to remove.")
+    return _Chosen(choice.method, choice.calibration,
+                   lambda x: choice.apply(x, channel_axis, mix=mix, fallback=fallback), 1,
+                   [str(r.message) for r in found], choice, output)
 
 
 def run_calibration(data, layout: Layout, method: str = "auto", mix: bool = True,
-                    fallback: bool = True) -> CalibrationRun:
+                    fallback: bool = True, max_time: float | None = None) -> CalibrationRun:
     """:func:`calibration_steps` run to its end, for scripts and tests.
 
     Parameters
     ----------
-    data, layout, method, mix, fallback
+    data, layout, method, mix, fallback, max_time
         As in :func:`calibration_steps`.
 
     Returns
     -------
     The :class:`CalibrationRun`.
     """
-    steps = calibration_steps(data, layout, method, mix, fallback)
+    steps = calibration_steps(data, layout, method, mix, fallback, max_time)
     while True:
         try:
             next(steps)
