@@ -117,8 +117,9 @@ def add_image_commands(commands, formatter) -> None:
 def _mask_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", default="auto", choices=MASKS,
                         help="what is hidden: pixels, or whole rows or columns for noise "
-                             "correlated along them (line-scanning, sCMOS read-out); auto "
-                             "(default) tests the noise and chooses")
+                             "correlated along them (line-scanning, sCMOS read-out), or a "
+                             "block around each pixel for noise correlated along every "
+                             "axis; auto (default) tests the noise and chooses")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -243,7 +244,7 @@ def run_train(args) -> int:
         spent = (f" in {history['time'][-1]:.1f} s ({history['step'][-1]} steps)"
                  if history.get("time") else "")
         print(f"{where}trained {args.model} on {one.device}{spent} (mask "
-              f"{mask_name(one.line_axes, one.layout.n_spatial)}): held-out loss "
+              f"{mask_name(one.line_axes, one.layout.n_spatial, one.reach)}): held-out loss "
               f"{one.val_loss:.5g} against {one.baseline_loss:.5g} of the neighbour mean",
               flush=True)
     if args.save_model is not None:

@@ -889,6 +889,20 @@ IMAGE_MIXING_NOISE_CASES = [
         IMG, line_axes=(0, 1)), ValueError, "line_axes=(0, 1) must name fewer than all"),
     ("estimate with an axis out of range", lambda t: im.estimate_noise_variance(
         IMG, line_axes=(5,)), ValueError, "line_axes=(5,) must name fewer than all"),
+    ("estimate reach=5", lambda t: im.estimate_noise_variance(IMG, reach=5), ValueError,
+     "reach=5 must be from 0 to 3"),
+    ("estimate reach=1.5", lambda t: im.estimate_noise_variance(IMG, reach=1.5), TypeError,
+     "reach=1.5 must be a whole number"),
+    ("estimate reach with lines", lambda t: im.estimate_noise_variance(
+        IMG, reach=1, line_axes=(1,)), ValueError, "blocks and lines do not combine"),
+    ("train blocks with random masking", lambda t: train(mask="blocks", masking="random"),
+     ValueError, "need masking='grid'"),
+    ("train blocks with median stand-ins", lambda t: train(mask="blocks", replacement="median"),
+     ValueError, "need masking='grid' and replacement='mean' or 'random'"),
+    ("blocks on a 9 x 9 image", lambda t: im.calibrate(
+        np.random.default_rng(0).random((9, 9)), "gaussian", mask="blocks",
+        noise_variance=0.01, progress=False), None,
+     lambda out: out.settings["mask"] == "blocks" and out.settings["reach"] == 1),
     ("predict_blocks mix_weight=1.5", lambda t: im.predict_blocks(
         im.ImageData(IMG, "YX"), tiny_model(), mix_weight=1.5), ValueError,
      "mix_weight=1.5 must be at most 1"),

@@ -33,6 +33,7 @@ from .classical import METHODS
 from .invariant import ImageCalibration
 from .mixing import mixed_error, optimal_mix_weight
 from .referee import baseline_wins, neighbour_mean
+from .structure import MaskChoice
 
 #: Share of the budget within which a classical method may still be started.
 CLASSICAL_SHARE = 0.5
@@ -106,7 +107,7 @@ class AutoChoice:
 
 def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str],
                    max_time: float, calibrate_named, best_of, *, mix: bool, fallback: bool,
-                   estimated: bool, progress: bool | None, line_axes: tuple[int, ...] = (),
+                   estimated: bool, progress: bool | None, masking: MaskChoice | None = None,
                    started: float | None = None) -> tuple[np.ndarray, AutoChoice]:
     """Choose and apply the best of the classical methods and a CNN within ``max_time``.
 
@@ -125,8 +126,10 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
         :func:`~sc_noise2self.image.selection.best_of`, which picks among them.
     mix, fallback, estimated, progress
         As in :func:`~sc_noise2self.image.selection.denoise`.
-    line_axes
-        Spatial axes whose lines the classical methods hid whole; the CNN hides them too.
+    masking
+        The lines or blocks the classical methods hid
+        (:func:`~sc_noise2self.image.structure.resolve_mask`); the CNN hides the same
+        (default: pixels).
     started
         ``time.perf_counter()`` when the budget began (default now): the caller's checks,
         the structure test and the noise estimate count too.
@@ -151,7 +154,7 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
     best = best_of(done, estimated)
     left = max_time - (time.perf_counter() - started)
     model = _trained_cnn(floats, channel_axis, CNN_SHARE * left, progress, table,
-                         line_axes) if (
+                         masking or MaskChoice((), 0, None)) if (
         left >= CNN_MIN_SECONDS / CNN_SHARE and importlib.util.find_spec("torch")) else None
     choice = AutoChoice(best.method, best, model, table)
     if model is None:
@@ -169,7 +172,7 @@ def denoise_within(floats: np.ndarray, channel_axis: int | None, names: list[str
     # Ties (both at or below the noise variance) go to the lower loss.
     if (expected[CNN_MODEL], scores[CNN_MODEL]) < (expected[best.method], scores[best.method]):
         choice.method = CNN_MODEL
-        choice.cnn_mix_weight = weights[CNN_MODEL] if model.line_axes else 1.0
+        choice.cnn_mix_weight = weights[CNN_MODEL] if model.hides_structure else 1.0
     return choice.apply(floats, channel_axis, mix=mix, fallback=fallback), choice
 
 
@@ -192,14 +195,14 @@ class _Foresight:
         self.priced += METHODS[name].seconds * self.size
 
 
-def _trained_cnn(floats, channel_axis, seconds: float, progress, table, line_axes):
+def _trained_cnn(floats, channel_axis, seconds: float, progress, table, masking):
     from .cnn.training import train
 
     began = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BaselineWarning)  # graded below, on the band
         model = train(floats, CNN_MODEL, channel_axis=channel_axis, max_time=seconds,
-                      val_fraction=VAL_FRACTION, progress=progress, mask=line_axes)
+                      val_fraction=VAL_FRACTION, progress=progress, mask=masking)
     table.append({"method": CNN_MODEL, "seconds": time.perf_counter() - began, "loss": None,
                   "expected_error": None})
     return model
@@ -230,8 +233,8 @@ def _cnn_output(model, floats: np.ndarray, fallback: bool, channel_axis,
     """
     if baseline_wins(f"The {CNN_MODEL} chosen by auto", model.val_loss, model.baseline_loss,
                      fallback, verb="returned"):
-        return neighbour_mean(floats, channel_axis,
-                              model.line_axes).astype(np.float32)
+        return neighbour_mean(floats, channel_axis, model.line_axes,
+                              model.reach).astype(np.float32)
     return mixed_prediction(model, floats, weight, augment=True)
 
 

@@ -113,8 +113,9 @@ def denoise_invariant(
     random_state
         Seed of ``interpolation="random"``.
     mask
-        ``"pixel"``, ``"rows"``, ``"columns"``, a tuple of spatial axes to hide whole lines
-        along, or ``"auto"``: lines where the noise is correlated along them (see
+        ``"pixel"``, ``"rows"``, ``"columns"``, ``"blocks"``, a tuple of spatial axes to hide
+        whole lines along, or ``"auto"``: lines where the noise is correlated along them,
+        blocks where it is correlated along every axis (see
         :func:`~sc_noise2self.image.calibrate`). Not used with ``masks``.
     **kwargs
         Parameters of ``denoiser``.
@@ -129,12 +130,15 @@ def denoise_invariant(
     check_choice(interpolation, INTERPOLATIONS, name="interpolation")
     check_random_state(random_state)
     floats, channel_axis = prepare_image(image, stride=stride, channel_axis=channel_axis)
-    line_axes = resolve_mask(mask, floats, channel_axis)[0] if masks is None else ()
     if masks is None:
-        masks = grid_masks(floats.shape, stride, channel_axis, line_axes)
+        line_axes, reach, _ = resolve_mask(mask, floats, channel_axis)
+        masks = grid_masks(floats.shape, stride, channel_axis, line_axes, reach)
+    else:  # the given phases say what they hide (blocks: their stand-ins are read outside)
+        masks = list(masks)
+        line_axes, reach = (), max((getattr(m, "reach", 0) for m in masks), default=0)
     replacement = replacement_values(
         floats, interpolation, channel_axis=channel_axis, masks=list(masks),
-        random_state=random_state, line_axes=line_axes,
+        random_state=random_state, line_axes=line_axes, reach=reach,
     )
     return invariant_output(floats, bind_denoiser(denoiser, kwargs, channel_axis), list(masks),
                             replacement)
@@ -293,6 +297,11 @@ class ImageCalibration(CalibrationResult):
         return tuple(self.params.get("line_axes") or ())
 
     @property
+    def reach(self) -> int:
+        """Half-width of the block hidden around each scored pixel (0: none)."""
+        return int(self.params.get("reach") or 0)
+
+    @property
     def best_params(self) -> dict:
         """The parameter set with the lowest self-supervised loss (a copy)."""
         return dict(self.best)
@@ -407,8 +416,8 @@ class ImageCalibration(CalibrationResult):
         baseline = self.baseline_loss
         what = f"{self.method!r} with its best parameters {self.best_params}"
         if baseline_wins(what, self.best_loss, baseline, fallback):
-            return self._mixed(neighbour_mean(floats, channel_axis, self.line_axes), floats,
-                               baseline, mix)
+            return self._mixed(neighbour_mean(floats, channel_axis, self.line_axes,
+                                              self.reach), floats, baseline, mix)
         output = self._output(floats, channel_axis, units)
         return self._mixed(output, floats, self.best_loss, mix)
 
@@ -424,10 +433,10 @@ class ImageCalibration(CalibrationResult):
             output = checked_output(denoise(floats), floats.shape)
         else:
             masks = grid_masks(floats.shape, self.settings["stride"], channel_axis,
-                               self.line_axes)
+                               self.line_axes, self.reach)
             replacement = replacement_values(floats, self.settings["interpolation"],
                                              channel_axis=channel_axis, masks=masks,
-                                             line_axes=self.line_axes)
+                                             line_axes=self.line_axes, reach=self.reach)
             output = invariant_output(floats, denoise, masks, replacement)
         return units.inverse(output) if rescaled else output
 

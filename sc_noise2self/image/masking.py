@@ -31,6 +31,40 @@ INTERPOLATIONS: tuple[str, ...] = ("mean", "kernel", "random")
 TORCH_REPLACEMENTS: tuple[str, ...] = ("random", "mean", "median")
 
 Mask = tuple[slice, ...]
+#: Largest block half-width: a reach of r needs a grid of spacing 2 r + 2, so (2 r + 2) ** n
+#: phases (64 in 2D at 3), each a denoiser run per parameter set.
+MAX_REACH = 3
+
+
+class BlockPhase(tuple):
+    """A grid phase that hides a block around each of its pixels (noise correlated in 2D).
+
+    Indexes an array like the tuple of slices it is (``image[phase]`` is the phase's own
+    pixels, the ones scored); :func:`fill_masked` also hides every pixel within ``reach``
+    of them along each spatial axis (a cube of side ``2 reach + 1``), with the centre's
+    stand-in. For noise correlated only within that cube, the denoiser then sees nothing
+    correlated with a scored pixel's noise.
+    """
+
+    reach: int
+
+    def __new__(cls, slices: tuple[slice, ...], reach: int) -> BlockPhase:
+        """The phase ``slices`` with blocks of half-width ``reach``."""
+        phase = super().__new__(cls, slices)
+        phase.reach = int(reach)
+        return phase
+
+    def __getnewargs__(self) -> tuple:  # pickling, for worker processes
+        return tuple(self), self.reach
+
+
+def block_stride(stride: int, reach: int) -> int:
+    """The grid spacing of blocks of half-width ``reach``: no block touches another's stand-ins.
+
+    A stand-in is read ``reach + 1`` pixels from its block's centre, so centres of one phase
+    must be at least ``2 reach + 2`` apart for no block to cover a neighbour's stand-in.
+    """
+    return max(stride, 2 * reach + 2) if reach else stride
 
 
 def spatial_axes(ndim: int, channel_axis: int | None) -> tuple[int, ...]:
@@ -86,8 +120,36 @@ def check_line_axes(line_axes, n_spatial: int, name: str = "mask") -> tuple[int,
     return axes
 
 
+def check_reach(reach, line_axes: Sequence[int] = (), name: str = "reach") -> int:
+    """A block half-width, checked: a whole number from 0 to :data:`MAX_REACH`, without lines.
+
+    Parameters
+    ----------
+    reach
+        The value given.
+    line_axes
+        The line axes given with it (blocks and lines do not combine).
+    name
+        How to call the argument in errors.
+
+    Returns
+    -------
+    ``reach`` as an int.
+    """
+    if isinstance(reach, bool) or not isinstance(reach, (int, np.integer)):
+        raise TypeError(f"{name}={reach!r} must be a whole number of pixels from 0 to "
+                        f"{MAX_REACH}: the half-width of the block hidden around each pixel.")
+    if not 0 <= reach <= MAX_REACH:
+        raise ValueError(f"{name}={reach} must be from 0 to {MAX_REACH}: a block of half-width r "
+                         f"needs (2 r + 2) ** n grid phases. Pass a value in that range.")
+    if reach and len(line_axes):
+        raise ValueError(f"{name}={reach} with line_axes={tuple(line_axes)}: blocks and lines do "
+                         "not combine. Pass one of them.")
+    return int(reach)
+
+
 def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = None,
-               line_axes: Sequence[int] = ()) -> list[Mask]:
+               line_axes: Sequence[int] = (), reach: int = 0) -> list[Mask]:
     """Index tuples of every grid phase of an array of ``shape``.
 
     Parameters
@@ -102,12 +164,19 @@ def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = N
         Spatial axes (counted among the spatial axes only) along which a phase takes whole
         lines: for noise correlated along them, so that no pixel of a hidden line is seen
         (see :mod:`~sc_noise2self.image.structure`).
+    reach
+        Half-width of the block hidden around each pixel of a phase (0: the pixel alone);
+        the spacing is then at least ``2 reach + 2`` (:func:`block_stride`) and the phases
+        are :class:`BlockPhase`. Not combined with ``line_axes``.
 
     Returns
     -------
     ``stride ** (n_spatial - len(line_axes))`` tuples of slices; ``image[mask]`` is one
     phase, and the phases partition the image.
     """
+    if reach and line_axes:
+        raise ValueError("Blocks and lines do not combine: pass reach=0 or line_axes=().")
+    stride = block_stride(stride, reach)
     n_spatial = len(shape) - (channel_axis is not None)
     spatial = [axis for axis in range(len(shape)) if axis != channel_axis]
     gridded = [axis for i, axis in enumerate(spatial) if i not in set(line_axes)]
@@ -116,12 +185,12 @@ def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = N
         mask = [slice(None)] * len(shape)
         for axis, offset in zip(gridded, offsets, strict=True):
             mask[axis] = slice(offset, None, stride)
-        masks.append(tuple(mask))
+        masks.append(BlockPhase(tuple(mask), reach) if reach else tuple(mask))
     return masks
 
 
 def neighbour_kernel(ndim: int, interpolation: str, channel_axis: int | None = None,
-                     line_axes: Sequence[int] = ()) -> np.ndarray:
+                     line_axes: Sequence[int] = (), reach: int = 0) -> np.ndarray:
     """Normalised replacement kernel with a zero centre, spanning only the spatial axes.
 
     Parameters
@@ -140,6 +209,9 @@ def neighbour_kernel(ndim: int, interpolation: str, channel_axis: int | None = N
         Spatial axes (counted among the spatial axes) whose lines are hidden whole; the
         kernel has length 1 along them too, so a stand-in comes from the neighbouring
         lines only (the pixels above and below, for hidden rows).
+    reach
+        Half-width of a hidden block: the kernel's taps then sit ``reach + 1`` pixels from
+        the centre, just outside the block (side ``2 reach + 3``).
 
     Returns
     -------
@@ -154,6 +226,10 @@ def neighbour_kernel(ndim: int, interpolation: str, channel_axis: int | None = N
     else:
         weights = np.where(n_nonzero > 0, 2.0 ** (1 - n_nonzero), 0.0)
     kernel = (weights / weights.sum()).reshape((3,) * n_reach)
+    if reach:  # the same taps, spread to the pixels just outside the block
+        spread = np.zeros((2 * reach + 3,) * n_reach)
+        spread[(slice(None, None, reach + 1),) * n_reach] = kernel
+        kernel = spread
     for axis in sorted(set(line_axes)):
         kernel = np.expand_dims(kernel, axis)
     if channel_axis is not None:
@@ -169,6 +245,7 @@ def replacement_values(
     masks: list[Mask] | None = None,
     random_state: int = 0,
     line_axes: Sequence[int] = (),
+    reach: int = 0,
 ) -> np.ndarray:
     """Values that stand in for hidden pixels: one array, computed once for every phase.
 
@@ -189,17 +266,20 @@ def replacement_values(
         Seed of the ``"random"`` replacement; the same seed gives identical values.
     line_axes
         Spatial axes whose lines the phases hide whole (see :func:`neighbour_kernel`).
+    reach
+        Half-width of the blocks the phases hide (see :func:`neighbour_kernel`): each
+        pixel's value is its block's stand-in, read outside the block.
 
     Returns
     -------
     Array of the image's shape and dtype. On each phase, its values never depend on the
-    values of that phase's own pixels.
+    values of that phase's own pixels (nor, with ``reach``, on their blocks).
     """
     check_choice(interpolation, INTERPOLATIONS, name="interpolation")
     if interpolation == "random":
         return _random_values(image, masks, random_state)
     kernel = neighbour_kernel(image.ndim, interpolation, channel_axis,
-                              line_axes).astype(image.dtype)
+                              line_axes, reach).astype(image.dtype)
     return ndi.convolve(image, kernel, mode="mirror")
 
 
@@ -281,7 +361,33 @@ def fill_masked(buffer: np.ndarray, image: np.ndarray, mask: Mask, replacement: 
     else:
         np.copyto(buffer, image, casting="same_kind")
     buffer[mask] = replacement[mask]
+    reach = getattr(mask, "reach", 0)
+    if reach:  # every pixel of a block takes its centre's stand-in
+        spatial = [axis for axis, part in enumerate(mask) if part.step is not None]
+        for shift in itertools.product(range(-reach, reach + 1), repeat=len(spatial)):
+            if any(shift):
+                target, source = _shifted_phase(mask, dict(zip(spatial, shift, strict=True)),
+                                                buffer.shape)
+                buffer[target] = replacement[source]
     return buffer
+
+
+def _shifted_phase(mask: Mask, shifts: dict[int, int],
+                   shape: tuple[int, ...]) -> tuple[Mask, Mask]:
+    """The pixels ``shifts`` away from a phase's pixels, and those phase pixels, in bounds.
+
+    Returns ``(target, source)`` slices with ``target`` = ``source`` + shift pixel by pixel.
+    """
+    target, source = list(mask), list(mask)
+    for axis, shift in shifts.items():
+        step, length = mask[axis].step, shape[axis]
+        offset = mask[axis].start
+        # The first phase pixel whose shifted copy is inside, and the end both must keep.
+        first = offset + step * max(0, -(-(-shift - offset) // step))
+        stop = min(length, length - shift)
+        source[axis] = slice(first, stop, step)
+        target[axis] = slice(first + shift, stop + shift, step)
+    return tuple(target), tuple(source)
 
 
 def masked_inputs(image: np.ndarray, masks: list[Mask], replacement: np.ndarray) -> np.ndarray:
@@ -415,7 +521,8 @@ def mirror_pad_torch(x, pads: list[tuple[int, int]]):
     return x
 
 
-def neighbour_mean_torch(x, interpolation: str = "mean", line_axes: Sequence[int] = ()):
+def neighbour_mean_torch(x, interpolation: str = "mean", line_axes: Sequence[int] = (),
+                         reach: int = 0):
     """The torch twin of :func:`replacement_values` for ``"mean"`` and ``"kernel"``.
 
     Parameters
@@ -426,6 +533,8 @@ def neighbour_mean_torch(x, interpolation: str = "mean", line_axes: Sequence[int
         ``"mean"`` or ``"kernel"`` (see :func:`neighbour_kernel`); borders are mirrored.
     line_axes
         Spatial axes whose lines are hidden whole: no neighbour along them is used.
+    reach
+        Half-width of hidden blocks: the neighbours are read ``reach + 1`` pixels away.
 
     Returns
     -------
@@ -437,16 +546,18 @@ def neighbour_mean_torch(x, interpolation: str = "mean", line_axes: Sequence[int
 
     n_spatial, channels = x.ndim - 2, x.shape[1]
     kernel = torch.as_tensor(
-        neighbour_kernel(n_spatial, interpolation, line_axes=line_axes), dtype=x.dtype,
-        device=x.device,
+        neighbour_kernel(n_spatial, interpolation, line_axes=line_axes, reach=reach),
+        dtype=x.dtype, device=x.device,
     )
     weight = kernel.expand(channels, 1, *kernel.shape).contiguous()
     conv = F.conv2d if n_spatial == 2 else F.conv3d
-    pads = [(0, 0) if axis in set(line_axes) else (1, 1) for axis in range(n_spatial)]
+    pads = [(0, 0) if axis in set(line_axes) else (reach + 1, reach + 1)
+            for axis in range(n_spatial)]
     return conv(mirror_pad_torch(x, pads), weight, groups=channels)
 
 
-def hide_torch(x, mask, replacement: str, generator, line_axes: Sequence[int] = ()):
+def hide_torch(x, mask, replacement: str, generator, line_axes: Sequence[int] = (),
+               reach: int = 0):
     """``x`` with the pixels of ``mask`` replaced by stand-ins (a new tensor).
 
     Parameters
@@ -465,6 +576,11 @@ def hide_torch(x, mask, replacement: str, generator, line_axes: Sequence[int] = 
     line_axes
         Spatial axes whose lines ``mask`` hides whole: the stand-ins then come from the
         neighbouring lines only.
+    reach
+        Half-width of the block hidden around each pixel of ``mask`` (whose pixels must be
+        at least ``2 reach + 2`` apart, a grid phase of :func:`block_stride`): the block
+        takes its centre's stand-in, read ``reach + 1`` pixels away (``"mean"``), or
+        uniform values (``"random"``).
 
     Returns
     -------
@@ -478,8 +594,30 @@ def hide_torch(x, mask, replacement: str, generator, line_axes: Sequence[int] = 
     elif replacement == "median":
         values = neighbour_median_torch(x, line_axes)
     else:
-        values = neighbour_mean_torch(x, "mean", line_axes)
+        values = neighbour_mean_torch(x, "mean", line_axes, reach)
+    if reach:
+        return _hide_blocks_torch(x, mask, values, reach, replacement == "random")
     return torch.where(mask, values, x)
+
+
+def _hide_blocks_torch(x, mask, values, reach: int, per_pixel: bool):
+    """``x`` with the block around each pixel of ``mask`` replaced by that pixel's stand-in."""
+    import torch
+    import torch.nn.functional as F
+
+    n_spatial = x.ndim - 2
+    pool = F.max_pool2d if n_spatial == 2 else F.max_pool3d
+    side = 2 * reach + 1
+    centres = mask.to(x.dtype)
+    hidden = pool(centres, side, stride=1, padding=reach) > 0
+    if per_pixel:  # uniform stand-ins carry nothing: each hidden pixel keeps its own draw
+        return torch.where(hidden, values, x)
+    # Blocks never overlap, so a box sum of the centres' stand-ins is each block's own.
+    conv = F.conv2d if n_spatial == 2 else F.conv3d
+    channels = x.shape[1]
+    box = torch.ones((channels, 1) + (side,) * n_spatial, dtype=x.dtype, device=x.device)
+    spread = conv(values * centres, box, padding=reach, groups=channels)
+    return torch.where(hidden, spread, x)
 
 
 def neighbour_median_torch(x, line_axes: Sequence[int] = ()):

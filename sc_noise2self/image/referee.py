@@ -24,7 +24,7 @@ BASELINE = "the J-invariant neighbour mean (each pixel predicted by the mean of 
 
 
 def neighbour_mean(image: np.ndarray, channel_axis: int | None = None,
-                   line_axes: Sequence[int] = ()) -> np.ndarray:
+                   line_axes: Sequence[int] = (), reach: int = 0) -> np.ndarray:
     """The baseline's output: every pixel replaced by the mean of its face neighbours.
 
     Parameters
@@ -36,12 +36,16 @@ def neighbour_mean(image: np.ndarray, channel_axis: int | None = None,
     line_axes
         Spatial axes along which the noise is correlated: neighbours along them are left
         out, so that the baseline stays J-invariant (the pixels above and below, for rows).
+    reach
+        For noise correlated along every axis, within ``reach`` pixels: the neighbours are
+        taken ``reach + 1`` pixels away, outside the correlation.
 
     Returns
     -------
     Array of the image's shape and dtype (mirrored borders).
     """
-    return replacement_values(image, "mean", channel_axis=channel_axis, line_axes=line_axes)
+    return replacement_values(image, "mean", channel_axis=channel_axis, line_axes=line_axes,
+                              reach=reach)
 
 
 def baseline_loss(image: np.ndarray, stand_ins: np.ndarray, masks: Sequence[Mask],

@@ -118,11 +118,15 @@ def calibrate(
     mask
         What one hidden unit is: ``"pixel"``; ``"rows"`` or ``"columns"``, whole lines, for
         noise correlated along them (line-scanning, sCMOS read-out); a tuple of spatial axes
-        to hide whole lines (or planes) along; or ``"auto"`` (default): pixels, unless
-        :func:`~sc_noise2self.image.noise_correlation` finds the noise correlated along an
-        axis, which is then announced by a
-        :class:`~sc_noise2self.image.structure.StructuredNoiseWarning`. The record's
-        ``settings["mask"]`` names the mask used.
+        to hide whole lines (or planes) along; ``"blocks"``, a block around each scored
+        pixel, for noise correlated along every axis (its half-width from the detector); or
+        ``"auto"`` (default): pixels, unless
+        :func:`~sc_noise2self.image.noise_correlation` finds the noise correlated (lines
+        along the axes it is correlated along, blocks when that is every axis), which is
+        then announced by a :class:`~sc_noise2self.image.structure.StructuredNoiseWarning`.
+        Blocks of half-width r take a grid spacing of at least ``2 r + 2`` (36 phases in
+        2D at r = 2). The record's ``settings["mask"]`` and ``settings["reach"]`` name the
+        mask used.
 
     Returns
     -------
@@ -143,8 +147,9 @@ def calibrate(
     n_spatial = floats.ndim - (channel_axis is not None)
     method = get_method(denoiser, n_spatial) if isinstance(denoiser, str) else None
     function, invariant, name = _resolve(denoiser, method)
-    line_axes, detection = resolve_mask(mask, floats, channel_axis)
-    invariant = invariant and not line_axes  # a donut footprint still sees its own line
+    line_axes, reach, detection = resolve_mask(mask, floats, channel_axis)
+    # A donut footprint still sees its own line, and the correlated pixels around it.
+    invariant = invariant and not line_axes and not reach
     units = units_of(floats)  # refuses spreads whose squares leave float64
     if units.constant:
         warnings.warn(constant_message(units, "every J-invariant prediction is exact and "
@@ -153,21 +158,22 @@ def calibrate(
     estimated = noise_variance is None
     if estimated:
         noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis,
-                                                 line_axes=line_axes)
+                                                 line_axes=line_axes, reach=reach)
     grid = _grid(param_grid, method, noise_variance, units)
     run_units = units if method is not None else IDENTITY
     losses, baseline = _score_grid(
         floats, function, grid, invariant, method=method, units=run_units, stride=stride,
         approximate_loss=approximate_loss, interpolation=interpolation,
         channel_axis=channel_axis, n_jobs=n_jobs, progress=progress, work_dtype=work_dtype,
-        line_axes=line_axes,
+        line_axes=line_axes, reach=reach,
     )  # fmt: skip
     losses, baseline = losses * run_units.scale**2, baseline * run_units.scale**2
     check_losses(losses, grid, name)
     settings = dict(stride=stride, interpolation=interpolation, channel_axis=channel_axis,
                     approximate_loss=approximate_loss, dtype=work_dtype.name,
                     rescaled=method is not None, baseline_loss=baseline,
-                    mask=mask_name(line_axes, n_spatial), line_axes=list(line_axes),
+                    mask=mask_name(line_axes, n_spatial, reach), line_axes=list(line_axes),
+                    reach=reach,
                     noise_correlation=None if detection is None else detection.to_dict())
     calibration = ImageCalibration(name, grid, losses, float(noise_variance), estimated,
                                    function, invariant, settings)  # fmt: skip
@@ -221,6 +227,7 @@ def _score_grid(
     progress: bool | None,
     work_dtype: np.dtype,
     line_axes: tuple[int, ...] = (),
+    reach: int = 0,
 ) -> tuple[np.ndarray, float]:
     """Loss of every parameter set and of the baseline, in working units.
 
@@ -236,14 +243,14 @@ def _score_grid(
         losses = _direct_losses(image, units, work_dtype, denoisers, n_jobs=n_jobs,
                                 progress=progress, name=name)
         return losses, baseline_loss(image, stand_ins, masks, units)
-    masks = grid_masks(image.shape, stride, channel_axis, line_axes)
+    masks = grid_masks(image.shape, stride, channel_axis, line_axes, reach)
     if approximate_loss:
         masks = [masks[len(masks) // 2]]
     replacement = _in_units(replacement_values(
-        image, interpolation, channel_axis=channel_axis, masks=masks, line_axes=line_axes),
-        units, work_dtype)
+        image, interpolation, channel_axis=channel_axis, masks=masks, line_axes=line_axes,
+        reach=reach), units, work_dtype)
     stand_ins = replacement if interpolation == "mean" else _in_units(
-        neighbour_mean(image, channel_axis, line_axes), units, work_dtype)
+        neighbour_mean(image, channel_axis, line_axes, reach), units, work_dtype)
     baseline = baseline_loss(image, stand_ins, masks, units)
     del stand_ins  # the replacement itself, or a copy no task needs
     if method is not None:

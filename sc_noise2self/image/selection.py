@@ -149,35 +149,27 @@ def denoise(
         return (same, None) if return_calibration else same
     n_spatial = floats.ndim - (channel_axis is not None)
     names = auto_methods(n_spatial) if method == "auto" else [get_method(method, n_spatial).name]
-    # Found once, said once: every method (and the CNN) then hides the same lines.
-    line_axes, detection = resolve_mask(options.pop("mask", "auto"), floats, channel_axis)
+    # Found once, said once: every method (and the CNN) then hides the same lines or blocks.
+    masking = resolve_mask(options.pop("mask", "auto"), floats, channel_axis)
     estimated = noise_variance is None
     if estimated:
         noise_variance = estimate_noise_variance(floats, channel_axis=channel_axis,
-                                                 line_axes=line_axes)
-    settings = dict(progress=progress, mask=line_axes, noise_variance=noise_variance,
+                                                 line_axes=masking.line_axes,
+                                                 reach=masking.reach)
+    settings = dict(progress=progress, mask=masking, noise_variance=noise_variance,
                     channel_axis=channel_axis, **options)
-    runs = (_with_detection(run, detection)
-            for run in each_calibrated(floats, names, param_grid, **settings))
     if max_time is not None:  # the classical methods and a CNN, within one budget
         def calibrate_named(name: str) -> ImageCalibration:
-            return _with_detection(next(each_calibrated(floats, [name], **settings)), detection)
+            return next(each_calibrated(floats, [name], **settings))
 
         denoised, choice = denoise_within(floats, channel_axis, names, max_time,
                                           calibrate_named, best_of, mix=mix, fallback=fallback,
                                           estimated=estimated, progress=progress,
-                                          line_axes=line_axes, started=began)
+                                          masking=masking, started=began)
         return (denoised, choice) if return_calibration else denoised
-    best = best_of(list(runs), estimated)
+    best = best_of(list(each_calibrated(floats, names, param_grid, **settings)), estimated)
     denoised = best.denoise(floats, mix=mix, fallback=fallback)
     return (denoised, best) if return_calibration else denoised
-
-
-def _with_detection(calibration: ImageCalibration, detection) -> ImageCalibration:
-    """The calibration, with the detector's record that chose its mask (when it ran)."""
-    if detection is not None:
-        calibration.settings["noise_correlation"] = detection.to_dict()
-    return calibration
 
 
 def _check_budget(max_time, method: str) -> float | None:

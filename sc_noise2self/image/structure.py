@@ -21,12 +21,21 @@ Masks. Noise correlated along axis ``a`` is covered exactly by hiding whole line
 (``line_axes``, see :func:`~sc_noise2self.image.masking.grid_masks`): lines are independent
 of each other, so a hidden line's noise is independent of every pixel the denoiser sees,
 whatever the correlation's length. Stand-ins come from the neighbouring lines.
+
+Noise correlated along every axis (a blurred or resampled image, demosaicing) leaves no line
+to predict from. It is covered by blocks instead: each scored pixel hides the cube of
+half-width ``reach`` around it (the detector's longest extent, at most
+:data:`~sc_noise2self.image.masking.MAX_REACH`), and the cube takes the mean of the face
+pixels ``reach + 1`` away, outside the correlation. This is exactly J-invariant for noise
+correlated within ``reach`` pixels (Chebyshev distance); a longer correlation is said in the
+warning, and what reaches past the blocks still biases the losses low.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -34,11 +43,11 @@ from scipy import ndimage as ndi
 from .._validation import check_choice, check_real, check_whole
 from ..io import axes_or_new
 from .checks import check_image
-from .masking import check_line_axes, neighbour_kernel, spatial_axes
+from .masking import MAX_REACH, check_line_axes, neighbour_kernel, spatial_axes
 from .noise import smoothed_slope
 
 #: The values of every ``mask`` argument.
-MASKS: tuple[str, ...] = ("auto", "pixel", "rows", "columns")
+MASKS: tuple[str, ...] = ("auto", "pixel", "rows", "columns", "blocks")
 #: Lag-1 correlation of the noise above which its structure changes the calibration.
 #: On white noise the flat-pixel estimate stayed below 0.08 on camera down to sigma 0.02,
 #: and on the real FMD noise it is 0.06-0.07 along rows; correlated noise of 3 pixels or more
@@ -104,9 +113,23 @@ class NoiseCorrelation:
         return len(self.structured_axes) < self.n_spatial
 
     @property
+    def reach(self) -> int:
+        """Half-width of the blocks to hide when every axis is structured, else 0.
+
+        The longest extent of the correlation, at most
+        :data:`~sc_noise2self.image.masking.MAX_REACH` (at least 1).
+        """
+        return 0 if self.covered else self.block_reach
+
+    @property
+    def block_reach(self) -> int:
+        """The blocks' half-width that would cover the correlation found (at least 1)."""
+        return int(min(max(max(self.extent, default=1), 1), MAX_REACH))
+
+    @property
     def mask(self) -> str:
-        """The mask chosen: ``"pixel"``, ``"rows"``, ``"columns"``, or the lines' axes."""
-        return mask_name(self.line_axes, self.n_spatial)
+        """The mask chosen: ``"pixel"``, ``"rows"``, ``"columns"``, ``"blocks"``, or lines."""
+        return mask_name(self.line_axes, self.n_spatial, self.reach)
 
     def summary(self) -> str:
         """One sentence: which axes are structured, with their lag-1 correlations."""
@@ -118,13 +141,19 @@ class NoiseCorrelation:
         along = " and ".join(names[a] for a in self.structured_axes)
         found = f"noise correlated along {along} (lag-1 correlation along {lag1})"
         if not self.covered:
-            return (f"{found}: along every axis, so no line mask can hide it; pixel masks are "
-                    "kept and every self-supervised loss is biased low")
+            side = 2 * self.reach + 1
+            text = (f"{found}: along every axis, so each hidden pixel hides its {side} x "
+                    f"{side} block (mask 'blocks', reach {self.reach})")
+            if max(self.extent) > self.reach:
+                text += (f"; the correlation reaches {max(self.extent)} pixels, past the "
+                         f"largest block ({MAX_REACH}), so the losses stay biased low")
+            return text
         return f"{found}: mask {self.mask!r}"
 
     def to_dict(self) -> dict:
         """JSON-ready record."""
-        return {"mask": self.mask, "structured_axes": list(self.structured_axes),
+        return {"mask": self.mask, "reach": self.reach,
+                "structured_axes": list(self.structured_axes),
                 "lag1": [round(float(c), 4) for c in self.correlation[:, 0]],
                 "extent": list(self.extent), "threshold": self.threshold}
 
@@ -163,8 +192,10 @@ def axis_names(n_spatial: int) -> list[str]:
                                                                 range(n_spatial)]
 
 
-def mask_name(line_axes: tuple[int, ...], n_spatial: int) -> str:
-    """``"pixel"``, ``"rows"`` (lines along x), ``"columns"`` (along y), or the axes."""
+def mask_name(line_axes: tuple[int, ...], n_spatial: int, reach: int = 0) -> str:
+    """``"pixel"``, ``"rows"`` (along x), ``"columns"`` (along y), ``"blocks"``, or the axes."""
+    if reach:
+        return "blocks"
     if not line_axes:
         return "pixel"
     if tuple(line_axes) == (n_spatial - 1,):
@@ -269,15 +300,28 @@ def _extent(values: np.ndarray, floor: float) -> int:
     return int(np.argmin(above)) if not above.all() else int(above.size)
 
 
+class MaskChoice(NamedTuple):
+    """What a ``mask`` argument resolves to for one image."""
+
+    #: Spatial axes to hide whole lines along.
+    line_axes: tuple[int, ...]
+    #: Half-width of the block hidden around each pixel (0: none).
+    reach: int
+    #: The detector's result, when it ran (``"auto"``, ``"blocks"``).
+    detection: NoiseCorrelation | None
+
+
 def resolve_mask(mask: str | tuple[int, ...], floats: np.ndarray, channel_axis: int | None,
-                 ) -> tuple[tuple[int, ...], NoiseCorrelation | None]:
-    """The line axes of ``mask`` for this image; ``"auto"`` runs the detector.
+                 ) -> MaskChoice:
+    """The lines or blocks that ``mask`` hides on this image; ``"auto"`` runs the detector.
 
     Parameters
     ----------
     mask
         One of :data:`MASKS`, or a tuple of spatial axes (counted among the spatial axes)
-        to hide whole lines along; ``()`` is ``"pixel"``.
+        to hide whole lines along; ``()`` is ``"pixel"``. ``"blocks"`` hides a block
+        around each pixel, of the half-width the detector finds (at least 1). A
+        :class:`MaskChoice` (resolved once for several methods) is returned as it is.
     floats
         The checked float image.
     channel_axis
@@ -285,23 +329,27 @@ def resolve_mask(mask: str | tuple[int, ...], floats: np.ndarray, channel_axis: 
 
     Returns
     -------
-    ``(line_axes, detection)``: the spatial axes to hide whole lines along, and the
-    detector's result for ``"auto"`` (None otherwise). A structure found is announced by a
-    :class:`StructuredNoiseWarning`; one that no line mask can cover, by a UserWarning.
+    ``(line_axes, reach, detection)``: the spatial axes to hide whole lines along, the
+    blocks' half-width, and the detector's result (None when it did not run). A structure
+    found by ``"auto"`` is announced by a :class:`StructuredNoiseWarning`.
     """
+    if isinstance(mask, MaskChoice):  # resolved once by the caller, for every method
+        return mask
     n_spatial = floats.ndim - (channel_axis is not None)
     if not isinstance(mask, str):
-        return check_line_axes(mask, n_spatial), None
+        return MaskChoice(check_line_axes(mask, n_spatial), 0, None)
     check_choice(mask, MASKS, name="mask")
-    if mask != "auto":
-        return {"pixel": (), "rows": (n_spatial - 1,), "columns": (n_spatial - 2,)}[mask], None
+    if mask in ("pixel", "rows", "columns"):
+        lines = {"pixel": (), "rows": (n_spatial - 1,), "columns": (n_spatial - 2,)}[mask]
+        return MaskChoice(lines, 0, None)
     shortest = min(floats.shape[a] for a in spatial_axes(floats.ndim, channel_axis))
     max_lag = min(8, (shortest - 3) // 2)
-    if max_lag < 1:
-        return (), None  # too small to tell: pixel masks, as before
+    if max_lag < 1:  # too small to tell: pixel masks, as before (blocks of 1 if asked)
+        return MaskChoice((), int(mask == "blocks"), None)
     found = noise_correlation(floats, channel_axis=channel_axis, max_lag=max_lag)
+    if mask == "blocks":
+        return MaskChoice((), found.block_reach, found)
     if found.structured_axes:
-        category = StructuredNoiseWarning if found.covered else UserWarning
-        warnings.warn(found.summary() + ". Pass mask='pixel' to keep pixel masks.", category,
-                      stacklevel=3)  # the caller of the entry point that calls this
-    return found.line_axes, found
+        warnings.warn(found.summary() + ". Pass mask='pixel' to keep pixel masks.",
+                      StructuredNoiseWarning, stacklevel=3)  # the entry point's caller
+    return MaskChoice(found.line_axes, found.reach, found)

@@ -350,10 +350,11 @@ def _classical_choice(plane, channel_axis, method, mix, fallback, max_time, *, n
     total = len(names) + n_planes
     with warnings.catch_warnings(record=True) as found:  # said in the summary instead
         warnings.simplefilter("always")
-        line_axes, _ = resolve_mask("auto", plane, channel_axis)
+        masking = resolve_mask("auto", plane, channel_axis)
     noise_variance = image.estimate_noise_variance(plane, channel_axis=channel_axis,
-                                                   line_axes=line_axes)
-    runs = each_calibrated(plane, names, progress=False, mask=line_axes,
+                                                   line_axes=masking.line_axes,
+                                                   reach=masking.reach)
+    runs = each_calibrated(plane, names, progress=False, mask=masking,
                            noise_variance=noise_variance, channel_axis=channel_axis)
     calibrations = []
     for i, name in enumerate(names):  # image.denoise's choice, with progress between methods

@@ -61,6 +61,9 @@ class TrainConfig:
     line_axes
         Spatial axes along which whole lines are hidden, for noise correlated along them
         (see :class:`Masker`).
+    reach
+        Half-width of the block hidden around each scored pixel, for noise correlated along
+        every axis (0: none; see :class:`Masker`).
     """
 
     model: str
@@ -79,6 +82,7 @@ class TrainConfig:
     random_state: int
     ema: float = 0.0  # a default, so that models saved before it load
     line_axes: tuple[int, ...] = ()  # likewise: spatial axes hidden in whole lines
+    reach: int = 0  # likewise: half-width of the blocks hidden around scored pixels
 
     def progress(self, step: int, elapsed: float) -> float:
         """How far training is, in [0, 1], by steps or by time, whichever is further.

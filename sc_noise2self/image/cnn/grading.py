@@ -101,6 +101,7 @@ def baseline_output(fitted: Noise2SelfModel, floats: np.ndarray) -> np.ndarray:
     axis = normalise_channel_axis(layout.channel_axis, layout.image_ndim)
     dtype = np.result_type(floats.dtype, np.float32)
     if floats.ndim == layout.image_ndim + 1:
-        return np.stack([neighbour_mean(one, axis, fitted.line_axes)
+        return np.stack([neighbour_mean(one, axis, fitted.line_axes, fitted.reach)
                          for one in floats]).astype(dtype)
-    return neighbour_mean(floats, axis, fitted.line_axes).astype(dtype, copy=False)
+    return neighbour_mean(floats, axis, fitted.line_axes,
+                          fitted.reach).astype(dtype, copy=False)

@@ -15,6 +15,7 @@ from ..._validation import check_choice
 from ..checks import check_stride
 from ..masking import (
     TORCH_REPLACEMENTS,
+    block_stride,
     hide_torch,
     phase_mask_torch,
     phase_offsets,
@@ -48,6 +49,11 @@ class Masker:
         Spatial axes along which whole lines are hidden (structN2V's purpose, exactly):
         the unit of masking is then a line, drawn or gridded along the other axes, and
         ``"mean"`` and ``"median"`` stand-ins come from the neighbouring lines.
+    reach
+        Half-width of the block hidden around each scored pixel, for noise correlated along
+        every axis (structN2V's square masks): grid masking only, the grid spaced at least
+        ``2 reach + 2``, and ``"mean"`` stand-ins read ``reach + 1`` pixels away (or
+        ``"random"`` ones). The loss is scored on the centres only.
     """
 
     masking: str
@@ -55,6 +61,7 @@ class Masker:
     stride: int
     n_spatial: int
     line_axes: tuple[int, ...] = ()
+    reach: int = 0
 
     def __post_init__(self) -> None:
         check_choice(self.masking, MASKINGS, name="masking")
@@ -66,6 +73,18 @@ class Masker:
                 "neighbours would see each other through their stand-ins); use "
                 "masking='grid' with it, or replacement='random'."
             )
+        if self.reach and (self.masking != "grid" or self.replacement == "median"):
+            raise ValueError(
+                f"Blocks (reach {self.reach}, for noise correlated along every axis) need "
+                f"masking='grid' and replacement='mean' or 'random' (got "
+                f"masking={self.masking!r}, replacement={self.replacement!r}): random "
+                "blocks could overlap, and a median stand-in is not read outside the block."
+            )
+
+    @property
+    def grid_stride(self) -> int:
+        """The grid's spacing: ``stride``, widened for blocks so that none touches another."""
+        return block_stride(self.stride, self.reach)
 
     @property
     def n_gridded(self) -> int:
@@ -75,7 +94,7 @@ class Masker:
     @property
     def density(self) -> float:
         """Expected fraction of hidden pixels."""
-        return float(self.stride) ** -self.n_gridded
+        return float(self.grid_stride) ** -self.n_gridded
 
     def sample(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A boolean mask ``(batch, 1, *spatial)`` of hidden pixels (channels hidden together).
@@ -95,7 +114,8 @@ class Masker:
         if self.masking == "random":
             return random_mask_torch(shape, self.density, generator, self.line_axes)
         offsets = torch.randint(
-            self.stride, (x.shape[0], self.n_gridded), generator=generator, device=x.device
+            self.grid_stride, (x.shape[0], self.n_gridded), generator=generator,
+            device=x.device,
         )
         return self.phase_mask(shape, offsets)
 
@@ -107,13 +127,13 @@ class Masker:
         shape
             ``(batch, 1, *spatial)``.
         offsets
-            ``(batch, n_gridded)`` integers in ``[0, stride)``.
+            ``(batch, n_gridded)`` integers in ``[0, grid_stride)``.
 
         Returns
         -------
         Boolean tensor of ``shape``.
         """
-        return phase_mask_torch(shape, self.stride, offsets, self.line_axes)
+        return phase_mask_torch(shape, self.grid_stride, offsets, self.line_axes)
 
     def replace(
         self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
@@ -133,7 +153,7 @@ class Masker:
         -------
         The masked input.
         """
-        return hide_torch(x, mask, self.replacement, generator, self.line_axes)
+        return hide_torch(x, mask, self.replacement, generator, self.line_axes, self.reach)
 
     def every_phase(
         self, x: torch.Tensor, generator: torch.Generator,
@@ -160,13 +180,13 @@ class Masker:
 
     @property
     def n_phases(self) -> int:
-        """Number of grid phases: ``stride ** n_gridded``."""
-        return self.stride**self.n_gridded
+        """Number of grid phases: ``grid_stride ** n_gridded``."""
+        return self.grid_stride**self.n_gridded
 
     def phase_masks(self, x: torch.Tensor,
                     phases: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
         """The masks of :meth:`every_phase`, without the masked copies."""
-        every = phase_offsets(self.stride, self.n_gridded)
+        every = phase_offsets(self.grid_stride, self.n_gridded)
         shape = (1, 1, *x.shape[2:])
         for index in range(len(every)) if phases is None else phases:
             yield self.phase_mask(shape, torch.tensor([every[index]], device=x.device))

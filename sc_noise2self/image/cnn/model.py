@@ -95,6 +95,19 @@ class Noise2SelfModel:
         return tuple(self.config.line_axes)
 
     @property
+    def reach(self) -> int:
+        """Half-width of the blocks hidden around scored pixels in training (0: none)."""
+        return int(self.config.reach)
+
+    @property
+    def hides_structure(self) -> bool:
+        """Whether training hid lines or blocks, for correlated noise.
+
+        Its direct pass would pass that noise through, so it predicts J-invariantly by default.
+        """
+        return bool(self.line_axes) or self.reach > 0
+
+    @property
     def val_loss(self) -> float | None:
         """The lowest held-out self-supervised loss (normalised units); None without a band."""
         losses = np.asarray(self.history.get("val_loss", []), dtype=float)
@@ -142,10 +155,10 @@ class Noise2SelfModel:
             False: one direct pass, which the paper found about 0.5 dB better. True: the
             J-invariant prediction, one pass per grid phase (``mask_stride ** n_spatial``,
             or over the axes not hidden whole), each pixel predicted with itself hidden as in
-            training. None (default): True for a model that hides whole lines
-            (:attr:`line_axes`), whose direct pass would pass the correlated noise through
-            (camera, rows correlated over 5 pixels: 5.5 dB direct, 25.9 invariant), False
-            otherwise.
+            training. None (default): True for a model that hides whole lines or blocks
+            (:attr:`hides_structure`), whose direct pass would pass the correlated noise
+            through (camera, rows correlated over 5 pixels: 5.5 dB direct, 25.9 invariant),
+            False otherwise.
         augment
             Average the predictions of the 8 flipped (2D: and transposed) copies of the
             image, each mapped back: 8 times the passes, a smoother estimate. A model that
@@ -183,7 +196,7 @@ class Noise2SelfModel:
         """
         check_flag(invariant, "invariant", allow_none=True)
         if invariant is None:
-            invariant = bool(self.line_axes)
+            invariant = self.hides_structure
         check_flag(augment, "augment")
         check_flag(keep_constant, "keep_constant")
         check_whole(random_state, name="random_state", minimum=0)
@@ -279,7 +292,7 @@ class Noise2SelfModel:
         self.net.eval()
         with torch.no_grad():
             output = invariant_prediction(x, Tiler(self.net, None), self._masker(), 0)
-            baseline = neighbour_mean_torch(x, "mean", self.line_axes)
+            baseline = neighbour_mean_torch(x, "mean", self.line_axes, self.reach)
         return {"loss": float(torch.mean((output - x) ** 2)),
                 "baseline_loss": float(torch.mean((baseline - x) ** 2))}
 
@@ -306,7 +319,7 @@ class Noise2SelfModel:
     def _masker(self) -> Masker:
         c = self.config
         return Masker(c.masking, c.replacement, c.mask_stride, self.layout.n_spatial,
-                      tuple(c.line_axes))
+                      tuple(c.line_axes), int(c.reach))
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the weights, architecture, normalisation, settings and history.

@@ -198,7 +198,8 @@ class _Trainer:
         """Held-out loss of the J-invariant neighbour mean on the pixels :meth:`validate` scores."""
         total, count = 0.0, 0.0
         for target in val_set:
-            stand_ins = neighbour_mean_torch(target.float(), "mean", self.masker.line_axes)
+            stand_ins = neighbour_mean_torch(target.float(), "mean", self.masker.line_axes,
+                                             self.masker.reach)
             squares = (stand_ins - target.float()) ** 2
             for mask in self.masker.phase_masks(target, self.val_phases):
                 hidden = mask.expand_as(squares)
@@ -302,8 +303,10 @@ def train(
         The unit hidden, as in :func:`~sc_noise2self.image.calibrate`: ``"pixel"``,
         ``"rows"``, ``"columns"``, a tuple of spatial axes, or ``"auto"`` (default): whole
         lines along the axes where :func:`~sc_noise2self.image.noise_correlation` finds the
-        first image's noise correlated (structN2V's mask, grown to the whole line), pixels
-        otherwise. Kept in the model's ``config.line_axes``.
+        first image's noise correlated (structN2V's mask, grown to the whole line), blocks
+        around each scored pixel when it is correlated along every axis (``"blocks"``; grid
+        masking), pixels otherwise. Kept in the model's ``config.line_axes`` and
+        ``config.reach``.
     val_fraction
         Share of every image (a band along its longest axis) held out to score the
         self-supervised loss after each epoch; 0 turns validation and early stopping off.
@@ -383,13 +386,13 @@ def train(
         replacement = "mean" if masking == "grid" else "random"
     if mask_stride is None:
         mask_stride = 4 if masking == "grid" else 5
-    line_axes = resolve_mask(mask, arrays[0], 0)[0]  # the first image, channels first
-    masker = Masker(masking, replacement, mask_stride, layout.n_spatial, line_axes)
+    line_axes, reach, _ = resolve_mask(mask, arrays[0], 0)  # the first image, channels first
+    masker = Masker(masking, replacement, mask_stride, layout.n_spatial, line_axes, reach)
     config = TrainConfig(
         model, architecture(model, model_kwargs), steps, max_time, int(batch_size),
         parse_patch_size(patch_size, layout.n_spatial), float(lr), masking, replacement,
         int(mask_stride), float(val_fraction), int(steps_per_epoch), int(patience),
-        int(random_state), check_ema(ema), line_axes,
+        int(random_state), check_ema(ema), line_axes, reach,
     )  # fmt: skip
     normalisation = Normalisation.fit(arrays)
     train_parts, val_parts = split_validation(
