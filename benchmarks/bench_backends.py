@@ -99,7 +99,8 @@ def image_row(size: int, repeats: int) -> tuple[str, float, float, bool]:
     """Row 5: the neighbour mean of one noisy image."""
     import torch
 
-    from sc_noise2self.image.masking import neighbour_mean_torch, replacement_values
+    from sc_noise2self.image.masking import replacement_values
+    from sc_noise2self.image.masking_torch import neighbour_mean_torch
 
     image = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
     tensor = torch.from_numpy(image)[None, None]

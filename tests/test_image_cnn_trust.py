@@ -196,7 +196,7 @@ def test_the_reach_of_n2v2_unets_is_what_an_output_pixel_depends_on(options):
 def test_n2v2_median_replacement_is_the_median_of_the_neighbours_and_hides_the_pixel():
     from scipy import ndimage
 
-    from sc_noise2self.image.masking import hide_torch, neighbour_median_torch
+    from sc_noise2self.image.masking_torch import hide_torch, neighbour_median_torch
 
     x = torch.rand(1, 2, 9, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     footprint = np.ones((3, 3), bool)

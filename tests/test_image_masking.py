@@ -39,26 +39,31 @@ def test_channels_of_a_pixel_share_their_phase():
         assert np.all(hidden.all(axis=1) == hidden.any(axis=1))
 
 
-def test_torch_masked_copies_are_the_numpy_masked_copies():
-    # A grid phase hidden by the neighbour mean: the CNN's torch copy is the classical
-    # path's numpy copy. Fails when either side fills the hidden pixels otherwise (the
-    # pixel's own value, another phase).
+@pytest.mark.parametrize("reach", [0, 1, 2])
+def test_torch_masked_copies_are_the_numpy_masked_copies(reach):
+    # A grid phase hidden by the neighbour mean (with reach, a block around each of its
+    # pixels): the CNN's torch copy is the classical path's numpy copy. Fails when either
+    # side fills the hidden pixels otherwise (the pixel's own value, another phase, a block
+    # of another size or with other stand-ins).
     torch = pytest.importorskip("torch")
     from sc_noise2self.image.masking import (
+        block_stride,
         fill_masked,
-        hide_torch,
-        phase_mask_torch,
         phase_offsets,
         replacement_values,
     )
+    from sc_noise2self.image.masking_torch import hide_torch, phase_mask_torch
 
-    image = np.random.default_rng(5).random((12, 10)).astype(np.float32)
-    stand_ins = replacement_values(image, "mean")
+    image = np.random.default_rng(5).random((15, 13)).astype(np.float32)
+    stand_ins = replacement_values(image, "mean", reach=reach)
     generator = torch.Generator().manual_seed(0)
-    for offsets, mask in zip(phase_offsets(3, 2), grid_masks(image.shape, 3), strict=True):
+    stride = block_stride(3, reach)
+    for offsets, mask in zip(phase_offsets(stride, 2), grid_masks(image.shape, 3, reach=reach),
+                             strict=True):
         expected = fill_masked(np.empty_like(image), image, mask, stand_ins)
-        hidden = phase_mask_torch((1, 1, *image.shape), 3, torch.tensor([offsets]))
-        got = hide_torch(torch.from_numpy(image)[None, None], hidden, "mean", generator)
+        hidden = phase_mask_torch((1, 1, *image.shape), stride, torch.tensor([offsets]))
+        got = hide_torch(torch.from_numpy(image)[None, None], hidden, "mean", generator,
+                         reach=reach)
         np.testing.assert_allclose(got[0, 0].numpy(), expected, rtol=1e-6, atol=1e-7)
         assert not np.array_equal(expected, image)
 
@@ -148,7 +153,8 @@ def test_masked_phases_stream_the_same_copies_one_buffer_at_a_time():
 @pytest.mark.parametrize(("shape", "stride"), [((2, 1, 9, 11), 3), ((1, 1, 5, 6, 7), 2)])
 def test_torch_phases_are_the_numpy_phases(shape, stride):
     torch = pytest.importorskip("torch")
-    from sc_noise2self.image.masking import phase_mask_torch, phase_offsets
+    from sc_noise2self.image.masking import phase_offsets
+    from sc_noise2self.image.masking_torch import phase_mask_torch
 
     spatial = shape[2:]
     for offsets, mask in zip(phase_offsets(stride, len(spatial)),
@@ -165,7 +171,7 @@ def test_torch_phases_are_the_numpy_phases(shape, stride):
 @pytest.mark.parametrize("spatial", [(7, 9), (4, 5, 6)])
 def test_torch_neighbour_mean_is_the_numpy_replacement(interpolation, spatial):
     torch = pytest.importorskip("torch")
-    from sc_noise2self.image.masking import neighbour_mean_torch
+    from sc_noise2self.image.masking_torch import neighbour_mean_torch
 
     image = np.random.default_rng(3).random((2, *spatial))  # channels first
     expected = replacement_values(image, interpolation, channel_axis=0)
@@ -175,7 +181,7 @@ def test_torch_neighbour_mean_is_the_numpy_replacement(interpolation, spatial):
 
 def test_torch_random_mask_density_and_mirror_pad_of_short_axes():
     torch = pytest.importorskip("torch")
-    from sc_noise2self.image.masking import mirror_pad_torch, random_mask_torch
+    from sc_noise2self.image.masking_torch import mirror_pad_torch, random_mask_torch
 
     mask = random_mask_torch((4, 1, 50, 50), 1 / 25, torch.Generator().manual_seed(0))
     assert mask.dtype == torch.bool and abs(mask.float().mean().item() - 1 / 25) < 0.01

@@ -409,7 +409,7 @@ def test_the_cnn_masker_hides_blocks_with_their_centres_stand_ins():
     """Mutation: hide the centres only (no ``_hide_blocks_torch``): the hidden region shrinks."""
     torch = pytest.importorskip("torch")
     from sc_noise2self.image.cnn.masker import Masker
-    from sc_noise2self.image.masking import neighbour_mean_torch
+    from sc_noise2self.image.masking_torch import neighbour_mean_torch
 
     masker = Masker("grid", "mean", 4, 2, (), 2)
     assert masker.n_phases == 36

@@ -1,7 +1,7 @@
 """Step 1 and 3 for the CNNs: hide pixels of a batch, and score the output on them only.
 
-The partitions themselves come from :mod:`sc_noise2self.image.masking` (its ``*_torch``
-functions), the same module that masks images for the classical J-invariant wrapper.
+The partitions themselves come from :mod:`sc_noise2self.image.masking_torch`, the torch
+twin of the module that masks images for the classical J-invariant wrapper.
 """
 
 from __future__ import annotations
@@ -13,14 +13,8 @@ import torch
 
 from ..._validation import check_choice
 from ..checks import check_stride
-from ..masking import (
-    TORCH_REPLACEMENTS,
-    block_stride,
-    hide_torch,
-    phase_mask_torch,
-    phase_offsets,
-    random_mask_torch,
-)
+from ..masking import TORCH_REPLACEMENTS, block_stride, phase_offsets
+from ..masking_torch import hide_torch, phase_mask_torch, random_mask_torch
 
 MASKINGS: tuple[str, ...] = ("random", "grid")
 REPLACEMENTS: tuple[str, ...] = TORCH_REPLACEMENTS

@@ -16,7 +16,7 @@ import torch
 from ..._device import resolve_amp, resolve_device
 from ..._validation import check_whole
 from ..checks import as_array, as_float, check_flag
-from ..masking import neighbour_mean_torch
+from ..masking_torch import neighbour_mean_torch
 from .config import TrainConfig
 from .data import ImageLike, Layout, Normalisation
 from .io import read_model, save_model

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..._validation import check_whole
-from ..masking import mirror_pad_torch
+from ..masking_torch import mirror_pad_torch
 from .data import parse_patch_size
 from .masker import Masker
 

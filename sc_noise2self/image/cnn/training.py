@@ -26,7 +26,7 @@ from ..._device import resolve_amp, resolve_device
 from ..._progress import progress_bar
 from ..._validation import check_choice
 from ..checks import as_array, as_float, check_flag
-from ..masking import neighbour_mean_torch
+from ..masking_torch import neighbour_mean_torch
 from ..referee import BaselineWarning, baseline_wins
 from ..structure import resolve_mask
 from .config import (
