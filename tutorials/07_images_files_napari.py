@@ -209,6 +209,10 @@ print(f"noisy {psnr(truth[1], blotchy):.2f} dB | pixel mask {psnr(truth[1], pixe
       f"{psnr(truth[1], block_mask):.2f} dB")
 
 # %% [markdown]
+# With pixel masks the hidden pixel's noise leaks through its neighbours, the loss is too low
+# for light smoothing and TV under-smooths; the blocks keep the loss unbiased and the TV
+# output gains about 2 dB here. Blocks cost more phases: 36 at reach 2, against 16 pixel
+# phases.
 #
 # ## One call, one budget: the classical methods and a CNN
 #
