@@ -111,3 +111,24 @@ def test_a_method_foreseen_to_overrun_the_classical_share_is_not_started(monkeyp
                            progress=False)
     started = [row["method"] for row in choice.table]
     assert "bilateral" not in started and "median" in started and "tv" in started
+
+
+def test_under_noise_correlated_both_ways_the_unet_hides_the_same_blocks(short_budget):
+    """The CNN in the budget hides what the classical methods hid: blocks of the same reach,
+    scored on the band with them (``model.reach``), and a winning block UNet is mixed.
+
+    Mutation: train the UNet on pixel masks (``masking`` not passed to ``train``): its reach
+    is then 0 and its band loss sees the correlated noise.
+    """
+    from scipy import ndimage as ndi
+
+    noise = np.random.default_rng(3).normal(0, 0.1, CLEAN.shape)
+    for axis in (0, 1):
+        noise = ndi.correlate1d(noise, np.ones(3) / np.sqrt(3), axis=axis, mode="wrap")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, choice = im.denoise(CLEAN + noise, "auto", max_time=6.0, return_calibration=True,
+                               progress=False)
+    assert choice.calibration.settings["mask"] == "blocks"
+    assert choice.model is not None and choice.model.reach == choice.calibration.reach == 2
+    assert choice.model.hides_structure

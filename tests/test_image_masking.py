@@ -68,6 +68,30 @@ def test_torch_masked_copies_are_the_numpy_masked_copies(reach):
         assert not np.array_equal(expected, image)
 
 
+def test_torch_block_copies_are_the_numpy_ones_in_3d_with_channels():
+    # Blocks in a volume with two channels (channels first, as the CNNs hold them): the
+    # torch copy of each phase is the numpy one, and each phase hides 3 x 3 x 3 cubes.
+    torch = pytest.importorskip("torch")
+    from sc_noise2self.image.masking import fill_masked, phase_offsets, replacement_values
+    from sc_noise2self.image.masking_torch import hide_torch, phase_mask_torch
+
+    volume = np.random.default_rng(6).random((2, 9, 10, 11)).astype(np.float32)
+    stand_ins = replacement_values(volume, "mean", channel_axis=0, reach=1)
+    generator = torch.Generator().manual_seed(0)
+    masks = grid_masks(volume.shape, 4, channel_axis=0, reach=1)
+    assert len(masks) == 64
+    for offsets, mask in zip(phase_offsets(4, 3), masks, strict=True):
+        expected = fill_masked(np.empty_like(volume), volume, mask, stand_ins)
+        hidden = phase_mask_torch((1, 1, *volume.shape[1:]), 4, torch.tensor([offsets]))
+        got = hide_torch(torch.from_numpy(volume)[None], hidden, "mean", generator, reach=1)
+        np.testing.assert_allclose(got[0].numpy(), expected, rtol=1e-6, atol=1e-7)
+        centres = hidden[0, 0].numpy()
+        cubes = np.zeros_like(centres)
+        for z, y, x in np.argwhere(centres):
+            cubes[max(z - 1, 0):z + 2, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = True
+        np.testing.assert_array_equal((expected != volume).any(axis=0), cubes)
+
+
 @pytest.mark.parametrize("interpolation", ["mean", "kernel"])
 @pytest.mark.parametrize(("ndim", "channel_axis"), [(2, None), (3, None), (3, 0)])
 def test_kernels_sum_to_one_with_zero_centre(interpolation, ndim, channel_axis):
