@@ -271,6 +271,45 @@ def test_block_phases_score_every_pixel_once_and_hide_its_block_with_its_stand_i
     assert kernel.shape == (7, 7) and kernel[0, 3] == kernel[3, 6] == 0.25
 
 
+@pytest.mark.parametrize("interpolation", ["mean", "random"])
+@pytest.mark.parametrize("reach", [1, 2, 3])
+def test_no_masked_copy_depends_on_its_blocks_even_at_the_edges(interpolation, reach):
+    """Brute force: for every phase, changing any pixel of any of its blocks leaves the whole
+    masked copy as it was (so no denoiser output can see it), the edge pixels included.
+
+    Mutations (the review found both): mirrored stand-ins for blocks (a tap of a pixel d
+    from the edge folds back inside its own block, onto itself when reach + 1 = 2 d), and a
+    random range that leaves out only the centres.
+    """
+    image = np.random.default_rng(1).random((12, 13))
+    masks = grid_masks(image.shape, 4, reach=reach)
+    for mask in masks:
+        centres = np.zeros(image.shape, bool)
+        centres[mask] = True
+        blocks = ndi.binary_dilation(centres, np.ones((2 * reach + 1,) * 2, bool))
+        copy = fill_masked(np.empty_like(image), image, mask, replacement_values(
+            image, interpolation, masks=[mask], reach=reach))
+        for q in map(tuple, np.argwhere(blocks)):
+            changed = image.copy()
+            changed[q] += 10.0
+            again = fill_masked(np.empty_like(image), changed, mask, replacement_values(
+                changed, interpolation, masks=[mask], reach=reach))
+            np.testing.assert_array_equal(again, copy, err_msg=f"{mask} sees {q}")
+
+
+def test_torch_block_stand_ins_never_read_their_blocks_at_the_edges():
+    torch = pytest.importorskip("torch")
+    from sc_noise2self.image.masking_torch import neighbour_mean_torch
+
+    x = torch.rand(1, 1, 12, 13, dtype=torch.float64)
+    for reach in (1, 2, 3):
+        for i, j in [(0, 0), (1, 1), (2, 5), (11, 12), (10, 3)]:  # edges, corners, inside
+            changed = x.clone()
+            changed[0, 0, max(i - reach, 0):i + reach + 1, max(j - reach, 0):j + reach + 1] += 5
+            assert torch.equal(neighbour_mean_torch(x, reach=reach)[0, 0, i, j],
+                               neighbour_mean_torch(changed, reach=reach)[0, 0, i, j])
+
+
 def test_a_block_masked_output_ignores_the_block_around_each_pixel(camera):
     """J-invariance for noise correlated within 2 pixels: change every pixel within 2 of p,
     and p's output must not move.

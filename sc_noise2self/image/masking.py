@@ -280,7 +280,13 @@ def replacement_values(
         return _random_values(image, masks, random_state)
     kernel = neighbour_kernel(image.ndim, interpolation, channel_axis,
                               line_axes, reach).astype(image.dtype)
-    return ndi.convolve(image, kernel, mode="mirror")
+    if not reach:
+        return ndi.convolve(image, kernel, mode="mirror")
+    # A mirrored tap of a pixel near the edge would fall inside its own block (onto the
+    # pixel itself, reach + 1 = 2 d pixels from the edge): average the taps inside instead.
+    inside = ndi.convolve(np.ones(image.shape, image.dtype), kernel, mode="constant")
+    values = ndi.convolve(image, kernel, mode="constant")
+    return values / np.maximum(inside, np.finfo(image.dtype).tiny)
 
 
 def _random_values(image: np.ndarray, masks: list[Mask] | None, random_state: int) -> np.ndarray:
@@ -290,10 +296,11 @@ def _random_values(image: np.ndarray, masks: list[Mask] | None, random_state: in
         return (low + unit * (high - low)).astype(image.dtype)
     values = np.empty_like(image)
     outside = np.empty(image.shape, dtype=bool)
+    everywhere, nowhere = np.ones(image.shape, bool), np.zeros(image.shape, bool)
     for mask in masks:
-        # A boolean ``where`` instead of a NaN-filled copy: an eighth of the memory.
-        outside.fill(True)
-        outside[mask] = False
+        # A boolean ``where`` instead of a NaN-filled copy: an eighth of the memory. The
+        # range leaves out every hidden pixel (with blocks, the whole of each block).
+        fill_masked(outside, everywhere, mask, nowhere)
         low = float(np.min(image, where=outside, initial=np.inf))
         high = float(np.max(image, where=outside, initial=-np.inf))
         values[mask] = low + unit[mask] * (high - low)

@@ -147,8 +147,11 @@ def neighbour_mean_torch(x, interpolation: str = "mean", line_axes: Sequence[int
     )
     weight = kernel.expand(channels, 1, *kernel.shape).contiguous()
     conv = F.conv2d if n_spatial == 2 else F.conv3d
-    pads = [(0, 0) if axis in set(line_axes) else (reach + 1, reach + 1)
-            for axis in range(n_spatial)]
+    if reach:  # only the taps inside the image, as replacement_values does for blocks
+        inside = conv(torch.ones_like(x[:, :1]), weight[:1], padding=reach + 1)
+        return conv(x, weight, padding=reach + 1, groups=channels) / inside.clamp_min(
+            torch.finfo(x.dtype).tiny)
+    pads = [(0, 0) if axis in set(line_axes) else (1, 1) for axis in range(n_spatial)]
     return conv(mirror_pad_torch(x, pads), weight, groups=channels)
 
 
