@@ -828,6 +828,11 @@ IMAGE_CALIBRATION_CASES = [
      "fallback='no'"),
 ]
 
+def _classical_choice():
+    """A budgeted choice too short for a CNN: the classical winner."""
+    return im.denoise(IMG, "auto", max_time=1e-3, return_calibration=True, progress=False)[1]
+
+
 def _napari_calibration(method: str = "auto", **options):
     """The napari calibrate widget's computation (no Qt needed)."""
     from sc_noise2self.napari import layouts_for, run_calibration
@@ -899,6 +904,8 @@ IMAGE_MIXING_NOISE_CASES = [
      ValueError, "need masking='grid'"),
     ("train blocks with median stand-ins", lambda t: train(mask="blocks", replacement="median"),
      ValueError, "need masking='grid' and replacement='mean' or 'random'"),
+    ("AutoChoice.apply on integers", lambda t: _classical_choice().apply(
+        (IMG * 255).astype(np.uint8)), TypeError, "floats has dtype uint8"),
     ("blocks on a 9 x 9 image", lambda t: im.calibrate(
         np.random.default_rng(0).random((9, 9)), "gaussian", mask="blocks",
         noise_variance=0.01, progress=False), None,

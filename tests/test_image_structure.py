@@ -19,6 +19,7 @@ from sc_noise2self.image.masking import (
     MAX_REACH,
     fill_masked,
     grid_masks,
+    max_reach,
     neighbour_kernel,
     replacement_values,
 )
@@ -99,7 +100,7 @@ def test_noise_correlated_along_every_axis_is_hidden_by_blocks(camera):
     assert line_axes == () and reach == 2 and again.structured_axes == (0, 1)
     longer = box_noise(camera.shape, 7, 0.1, 0)  # 6 pixels: past the largest block
     with pytest.warns(StructuredNoiseWarning, match="past the largest block"):
-        assert resolve_mask("auto", camera + longer, None).reach == MAX_REACH
+        assert resolve_mask("auto", camera + longer, None).reach == MAX_REACH == max_reach(2)
     # Asked for, blocks take the detector's reach (1 at least, on white noise too).
     assert resolve_mask("blocks", camera + both, None).reach == 2
     assert resolve_mask("blocks", camera + line_noise(camera.shape, 1, 0.1, 0), None).reach == 1
@@ -484,3 +485,17 @@ def test_a_block_model_predicts_invariantly_and_keeps_its_blocks(camera, tmp_pat
     assert im.load_model(model.save(tmp_path / "blocks.pt")).reach == 2
     with pytest.raises(ValueError, match="hides blocks"):
         model.export_bioimageio(tmp_path / "blocks.zip", sample=x, authors=["A. Person"])
+
+
+def test_the_papers_random_masking_keeps_pixels_under_2d_noise_with_a_warning(camera):
+    """Blocks need grid masking; chosen by the detector (not asked for), the paper's random
+    masking still trains, on pixels, and says so (review: it raised after blocks came in).
+
+    Mutation: pass the detector's reach to the Masker whatever the masking: it raises.
+    """
+    pytest.importorskip("torch")
+    x = (camera[:64, :64] + box_noise((64, 64), 3, 0.1, 0)).astype(np.float32)
+    with pytest.warns(StructuredNoiseWarning, match="cannot hide blocks"):
+        model = im.train(x, "dncnn", steps=1, val_fraction=0.0, progress=False,
+                         masking="random", model_kwargs={"depth": 3, "features": 8})
+    assert model.reach == 0

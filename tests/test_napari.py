@@ -168,6 +168,11 @@ def test_a_budget_too_short_for_a_unet_keeps_the_classical_choice_and_says_so(sh
     assert "no time was left to train a UNet" in run.summary()
     with pytest.raises(TypeError, match="max_time applies to method='auto'"):
         run_calibration(x, layouts_for(x.shape)[0], "tv", max_time=10.0)
+    # A constant layer is returned as the classical path returns it (review: it raised).
+    flat = np.full((40, 40), 7.0, np.float32)
+    with pytest.warns(UserWarning, match="constant"):
+        run = run_calibration(flat, layouts_for(flat.shape)[0], "auto", max_time=5.0)
+    np.testing.assert_array_equal(run.denoised, flat)
 
 
 def test_the_reader_gives_layers_their_scale_units_and_channel_names(tmp_path):

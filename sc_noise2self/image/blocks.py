@@ -284,7 +284,10 @@ def denoise_blocks(image: ImageData, calibration, *, spatial: str = "YX", block:
     """
     stride = int(calibration.settings["stride"])
     reach = method_reach(calibration.method, calibration.best_params)
-    plan = make_plan(image, spatial, block, (reach or GLOBAL_METHOD_HALO) + 1, stride)
+    # The stand-ins reach one pixel past a hidden pixel; with blocks, a kept pixel reads
+    # block pixels up to 2 reach away from it whose stand-ins lie reach + 1 further.
+    halo = (reach or GLOBAL_METHOD_HALO) + 1 + 2 * calibration.reach
+    plan = make_plan(image, spatial, block, halo, stride)
     if reach is None and _cut_into_blocks(image, spatial, plan):
         # An image within one block is denoised whole: nothing is approximated then.
         warnings.warn(
@@ -355,10 +358,12 @@ def predict_blocks(image: ImageData, model, *, spatial: str | None = None, block
     net = unwrap(model.net)
     multiple = int(getattr(net, "size_multiple", 1))
     halo = int(getattr(net, "reach", DEFAULT_HALO))
+    if model.hides_structure:  # predicted J-invariantly: the stand-ins reach further
+        halo += 2 * model.reach + 1
     if baseline_wins(f"The {model.config.model} being applied", model.val_loss,
                      model.baseline_loss, fallback, verb="written", stacklevel=3):
-        # the neighbour mean reaches one pixel
-        plan = make_plan(image, spatial, block, 1, 1)
+        # the neighbour mean reaches one pixel (reach + 1 with blocks)
+        plan = make_plan(image, spatial, block, model.reach + 1, 1)
         return run_blocks(image, lambda region: baseline_output(model, region.astype(
             np.float32)), plan, out=out, progress=progress)
     if _holds_one_value(image.data):  # its own prediction, as model.predict returns it

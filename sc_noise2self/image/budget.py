@@ -100,6 +100,10 @@ class AutoChoice:
         -------
         The denoised image.
         """
+        if not np.issubdtype(np.asarray(floats).dtype, np.floating):
+            raise TypeError(f"floats has dtype {np.asarray(floats).dtype}: pass a float image in "
+                            "the units the choice was made in (image.denoise scales integers "
+                            "into [0, 1]: divide by the dtype's maximum first).")
         if self.method != CNN_MODEL:
             return self.calibration.denoise(floats, mix=mix, fallback=fallback)
         return _cnn_output(self.model, floats, fallback, channel_axis, self.cnn_mix_weight)

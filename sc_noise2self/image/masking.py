@@ -34,6 +34,20 @@ Mask = tuple[slice, ...]
 #: Largest block half-width: a reach of r needs a grid of spacing 2 r + 2, so (2 r + 2) ** n
 #: phases (64 in 2D at 3), each a denoiser run per parameter set.
 MAX_REACH = 3
+#: Most phases the detector's blocks may take: reach 3 in 2D, 1 in 3D (64 phases each).
+MAX_BLOCK_PHASES = 64
+
+
+def max_reach(n_spatial: int) -> int:
+    """The widest blocks the detector chooses for ``n_spatial`` axes (at least 1).
+
+    The largest r up to :data:`MAX_REACH` whose ``(2 r + 2) ** n_spatial`` phases stay
+    within :data:`MAX_BLOCK_PHASES`: 3 in 2D, 1 in 3D.
+    """
+    reach = 1
+    while reach < MAX_REACH and (2 * reach + 4) ** n_spatial <= MAX_BLOCK_PHASES:
+        reach += 1
+    return reach
 
 
 class BlockPhase(tuple):

@@ -25,10 +25,11 @@ whatever the correlation's length. Stand-ins come from the neighbouring lines.
 Noise correlated along every axis (a blurred or resampled image, demosaicing) leaves no line
 to predict from. It is covered by blocks instead: each scored pixel hides the cube of
 half-width ``reach`` around it (the detector's longest extent, at most
-:data:`~sc_noise2self.image.masking.MAX_REACH`), and the cube takes the mean of the face
-pixels ``reach + 1`` away, outside the correlation. This is exactly J-invariant for noise
-correlated within ``reach`` pixels (Chebyshev distance); a longer correlation is said in the
-warning, and what reaches past the blocks still biases the losses low.
+:func:`~sc_noise2self.image.masking.max_reach`: 3 in 2D, 1 in 3D), and the cube takes the
+mean of the face pixels ``reach + 1`` away, outside the correlation. This is exactly
+J-invariant for noise correlated within ``reach`` pixels (Chebyshev distance); a longer
+correlation is said in the warning, and what reaches past the blocks still biases the
+losses low.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from scipy import ndimage as ndi
 from .._validation import check_choice, check_real, check_whole
 from ..io import axes_or_new
 from .checks import check_image
-from .masking import MAX_REACH, check_line_axes, neighbour_kernel, spatial_axes
+from .masking import check_line_axes, max_reach, neighbour_kernel, spatial_axes
 from .noise import smoothed_slope
 
 #: The values of every ``mask`` argument.
@@ -117,14 +118,17 @@ class NoiseCorrelation:
         """Half-width of the blocks to hide when every axis is structured, else 0.
 
         The longest extent of the correlation, at most
-        :data:`~sc_noise2self.image.masking.MAX_REACH` (at least 1).
+        :func:`~sc_noise2self.image.masking.max_reach` (at least 1).
         """
         return 0 if self.covered else self.block_reach
 
     @property
     def block_reach(self) -> int:
-        """The blocks' half-width that would cover the correlation found (at least 1)."""
-        return int(min(max(max(self.extent, default=1), 1), MAX_REACH))
+        """The blocks' half-width that would cover the correlation found (at least 1).
+
+        At most :func:`~sc_noise2self.image.masking.max_reach` (3 in 2D, 1 in 3D).
+        """
+        return int(min(max(max(self.extent, default=1), 1), max_reach(self.n_spatial)))
 
     @property
     def mask(self) -> str:
@@ -146,7 +150,7 @@ class NoiseCorrelation:
                     f"{side} block (mask 'blocks', reach {self.reach})")
             if max(self.extent) > self.reach:
                 text += (f"; the correlation reaches {max(self.extent)} pixels, past the "
-                         f"largest block ({MAX_REACH}), so the losses stay biased low")
+                         f"largest block ({self.reach}), so the losses stay biased low")
             return text
         return f"{found}: mask {self.mask!r}"
 

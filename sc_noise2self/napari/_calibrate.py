@@ -52,7 +52,7 @@ class CalibrateWidget(LayoutChoice, QWidget):
         self.mix_box = QCheckBox("mix with the input (optimal weight)", self)
         self.mix_box.setChecked(True)
         self.budget_box = QDoubleSpinBox(self)
-        self.budget_box.setRange(0, 24 * 3600)
+        self.budget_box.setRange(0, 3600)  # Cancel waits for the budgeted choice
         self.budget_box.setDecimals(0)
         self.budget_box.setSingleStep(30)
         self.budget_box.setSuffix(" s")

@@ -374,8 +374,9 @@ def _budgeted_choice(plane, channel_axis, method, mix, fallback, max_time, *, n_
         output, choice = image.denoise(plane, method, max_time=max_time, mix=mix,
                                        fallback=fallback, channel_axis=channel_axis,
                                        return_calibration=True, progress=False)
-    if choice is None:
-        raise ValueError("The image is constant: there is no noise to remove.")
+    if choice is None:  # a constant plane: the classical path says so and returns it
+        return (yield from _classical_choice(plane, channel_axis, method, mix, fallback, None,
+                                             n_planes=n_planes))
     return _Chosen(choice.method, choice.calibration,
                    lambda x: choice.apply(x, channel_axis, mix=mix, fallback=fallback), 1,
                    [str(r.message) for r in found], choice, output)

@@ -6,6 +6,7 @@ twin of the module that masks images for the classical J-invariant wrapper.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from ..._validation import check_choice
 from ..checks import check_stride
 from ..masking import TORCH_REPLACEMENTS, block_stride, phase_offsets
 from ..masking_torch import hide_torch, phase_mask_torch, random_mask_torch
+from ..structure import StructuredNoiseWarning
 
 MASKINGS: tuple[str, ...] = ("random", "grid")
 REPLACEMENTS: tuple[str, ...] = TORCH_REPLACEMENTS
@@ -184,6 +186,24 @@ class Masker:
         shape = (1, 1, *x.shape[2:])
         for index in range(len(every)) if phases is None else phases:
             yield self.phase_mask(shape, torch.tensor([every[index]], device=x.device))
+
+
+def cnn_reach(reach: int, masking: str, replacement: str, *, asked: bool) -> int:
+    """The blocks a CNN hides: ``reach``, or 0 when its masks cannot hide blocks.
+
+    Blocks need grid masking with mean or random stand-ins (see :class:`Masker`). When they
+    were ``asked`` for (``mask="blocks"``) any other masks are refused by :class:`Masker`;
+    when the detector chose them, pixel masks are kept with a warning, as before blocks
+    existed, so that the paper's random masking still trains.
+    """
+    if not reach or asked or (masking == "grid" and replacement != "median"):
+        return reach
+    warnings.warn(f"The noise is correlated along every axis, but masking={masking!r} with "
+                  f"replacement={replacement!r} cannot hide blocks: pixel masks are kept, and "
+                  "the losses are biased low. Pass masking='grid' (the default) to hide "
+                  "blocks, or mask='pixel' to silence this.", StructuredNoiseWarning,
+                  stacklevel=3)
+    return 0
 
 
 def masked_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,8 @@ Each training step hides a set J of pixels of every patch (a random subset of de
 ``1 / mask_stride ** n_spatial``, or one grid phase), replaces them by values that carry no
 information about them, and scores the network's output only on J: mask, model, loss. The
 network cannot see a hidden pixel, so the loss on J is the self-supervised loss of a
-J-invariant function, and its minimiser is the best denoiser (Batson & Royer 2019,
-section 3). Around the step: the weight average, validation on a held-out band, early
-stopping and the best checkpoint.
+J-invariant function, and its minimiser is the best denoiser (Batson & Royer 2019, section
+3). Around the step: weight averaging, validation on a held-out band, early stopping, checkpoints.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ from .data import (
     split_validation,
 )
 from .grading import baseline_output, report, steps_done
-from .masker import MASKINGS, Masker, masked_loss
+from .masker import MASKINGS, Masker, cnn_reach, masked_loss
 from .model import Noise2SelfModel
 from .models import MODEL_NAMES, architecture, build_model
 from .predict import autocast, padded_forward
@@ -198,9 +197,9 @@ class _Trainer:
         """Held-out loss of the J-invariant neighbour mean on the pixels :meth:`validate` scores."""
         total, count = 0.0, 0.0
         for target in val_set:
-            stand_ins = neighbour_mean_torch(target.float(), "mean", self.masker.line_axes,
-                                             self.masker.reach)
-            squares = (stand_ins - target.float()) ** 2
+            m = self.masker
+            squares = (neighbour_mean_torch(target.float(), "mean", m.line_axes, m.reach)
+                       - target.float()) ** 2
             for mask in self.masker.phase_masks(target, self.val_phases):
                 hidden = mask.expand_as(squares)
                 total += float(squares[hidden].sum())
@@ -387,6 +386,7 @@ def train(
     if mask_stride is None:
         mask_stride = 4 if masking == "grid" else 5
     line_axes, reach, _ = resolve_mask(mask, arrays[0], 0)  # the first image, channels first
+    reach = cnn_reach(reach, masking, replacement, asked=str(mask) == "blocks")
     masker = Masker(masking, replacement, mask_stride, layout.n_spatial, line_axes, reach)
     config = TrainConfig(
         model, architecture(model, model_kwargs), steps, max_time, int(batch_size),
