@@ -46,6 +46,20 @@ def line_noise(shape, length: int, sigma: float, seed: int, axis: int = -1) -> n
     return ndi.correlate1d(white, np.ones(length) / np.sqrt(length), axis=axis, mode="wrap")
 
 
+def gaussian_widths_scored(clean: np.ndarray, noisy: np.ndarray, mask: str):
+    """For Gaussian widths 0.5-3: the true errors of the J-invariant outputs under ``mask``,
+    the calibrations under ``mask`` and under pixel masks, and the true noise variance."""
+    grid = {"sigma": [0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        truth = [np.mean((im.denoise_invariant(noisy, ndi.gaussian_filter, sigma=s,
+                                               mask=mask) - clean) ** 2)
+                 for s in grid["sigma"]]
+        structured = im.calibrate(noisy, ndi.gaussian_filter, grid, mask=mask, **QUIET)
+        pixels = im.calibrate(noisy, ndi.gaussian_filter, grid, mask="pixel", **QUIET)
+    return truth, structured, pixels, np.mean((noisy - clean) ** 2)
+
+
 @pytest.fixture(scope="module")
 def camera() -> np.ndarray:
     return img_as_float(data.camera())
@@ -187,16 +201,8 @@ def test_under_row_correlated_noise_the_line_loss_has_the_true_minimiser(camera)
     ``replacement_values``): the hidden rows' stand-ins then carry their own noise.
     """
     clean = camera[128:384, 128:384]
-    noisy = clean + line_noise(clean.shape, 5, 0.1, 0)
-    grid = {"sigma": [0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0]}
-    truth = [np.mean((im.denoise_invariant(noisy, ndi.gaussian_filter, sigma=s,
-                                           mask="rows") - clean) ** 2)
-             for s in grid["sigma"]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lines = im.calibrate(noisy, ndi.gaussian_filter, grid, mask="rows", **QUIET)
-        pixels = im.calibrate(noisy, ndi.gaussian_filter, grid, mask="pixel", **QUIET)
-    noise_variance = np.mean((noisy - clean) ** 2)
+    truth, lines, pixels, noise_variance = gaussian_widths_scored(
+        clean, clean + line_noise(clean.shape, 5, 0.1, 0), "rows")
     assert np.argmin(lines.losses) == np.argmin(truth)
     assert np.allclose(lines.losses - noise_variance, truth, rtol=0.1, atol=2e-4)
     assert np.argmin(pixels.losses) < np.argmin(truth)
@@ -340,16 +346,8 @@ def test_under_noise_correlated_in_2d_the_block_loss_has_the_true_minimiser(came
     ``replacement_values``): they carry the hidden pixel's own noise.
     """
     clean = camera[128:384, 128:384]
-    noisy = clean + box_noise(clean.shape, 3, 0.1, 0)
-    grid = {"sigma": [0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0]}
-    truth = [np.mean((im.denoise_invariant(noisy, ndi.gaussian_filter, sigma=s,
-                                           mask="blocks") - clean) ** 2)
-             for s in grid["sigma"]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        blocks = im.calibrate(noisy, ndi.gaussian_filter, grid, **QUIET)
-        pixels = im.calibrate(noisy, ndi.gaussian_filter, grid, mask="pixel", **QUIET)
-    noise_variance = np.mean((noisy - clean) ** 2)
+    truth, blocks, pixels, noise_variance = gaussian_widths_scored(
+        clean, clean + box_noise(clean.shape, 3, 0.1, 0), "auto")
     assert blocks.settings["mask"] == "blocks" and blocks.settings["reach"] == 2
     assert np.argmin(blocks.losses) == np.argmin(truth) > 0
     np.testing.assert_allclose(blocks.losses - noise_variance, truth, rtol=0.05)
