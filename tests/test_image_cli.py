@@ -244,11 +244,11 @@ def test_calibrate_auto_within_a_budget_prints_and_reports_the_table(source, tmp
     assert files.read(out).shape == NOISY.shape
 
 
-@pytest.mark.parametrize("mask", ["pixel", "rows"])
+@pytest.mark.parametrize("mask", ["pixel", "rows", "blocks"])
 def test_a_unet_chosen_within_the_budget_denoises_the_whole_file(source, tmp_path, mask,
                                                                   monkeypatch):
-    """The UNet that won writes every plane: its direct pass, or for a line model its
-    J-invariant prediction mixed at the weight the band gave.
+    """The UNet that won writes every plane: its direct pass, or for a line or block model
+    its J-invariant prediction mixed at the weight the band gave.
 
     Mutations: denoise the file with the classical calibration whatever won, or drop the
     line model's mix weight on the file path: the planes then differ.
@@ -267,13 +267,14 @@ def test_a_unet_chosen_within_the_budget_denoises_the_whole_file(source, tmp_pat
                                       noise_variance=0.01)
     assert choice.method == "unet" and choice.model is not None
     weight = choice.cnn_mix_weight
-    assert weight == (pytest.approx(0.01 / 0.015) if mask == "rows" else 1.0)
+    assert weight == (pytest.approx(0.01 / 0.015) if mask != "pixel" else 1.0)
+    assert choice.model.reach == (mask == "blocks")  # reach 1 on this white noise
     written = files.read(out).data
     line_axes = choice.model.line_axes
     for plane, noisy in zip(written, NOISY, strict=True):
         predicted = weight * choice.model.predict(noisy, augment=True) + (1 - weight) * noisy
         expected = (predicted if choice.model.beats_baseline
-                    else neighbour_mean(noisy, None, line_axes))
+                    else neighbour_mean(noisy, None, line_axes, choice.model.reach))
         np.testing.assert_allclose(plane, expected, atol=1e-4)
 
 
