@@ -909,7 +909,8 @@ IMAGE_MIXING_NOISE_CASES = [
     ("blocks on a 9 x 9 image", lambda t: im.calibrate(
         np.random.default_rng(0).random((9, 9)), "gaussian", mask="blocks",
         noise_variance=0.01, progress=False), None,
-     lambda out: out.settings["mask"] == "blocks" and out.settings["reach"] == 1),
+     lambda out: out.settings["mask"] == "blocks" and out.settings["reach"] == 1
+     and out.settings["noise_correlation"]["mask"] == "blocks"),
     ("predict_blocks mix_weight=1.5", lambda t: im.predict_blocks(
         im.ImageData(IMG, "YX"), tiny_model(), mix_weight=1.5), ValueError,
      "mix_weight=1.5 must be at most 1"),

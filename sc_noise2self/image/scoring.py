@@ -174,7 +174,10 @@ def calibrate(
                     rescaled=method is not None, baseline_loss=baseline,
                     mask=mask_name(line_axes, n_spatial, reach), line_axes=list(line_axes),
                     reach=reach,
-                    noise_correlation=None if detection is None else detection.to_dict())
+                    # what the detector measured, with the mask used (asked-for blocks too)
+                    noise_correlation=None if detection is None else {
+                        **detection.to_dict(), "mask": mask_name(line_axes, n_spatial, reach),
+                        "reach": reach})
     calibration = ImageCalibration(name, grid, losses, float(noise_variance), estimated,
                                    function, invariant, settings)  # fmt: skip
     if loses(calibration.best_loss, baseline) and not units.constant:
