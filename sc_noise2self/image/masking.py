@@ -188,9 +188,7 @@ def grid_masks(shape: tuple[int, ...], stride: int, channel_axis: int | None = N
     ``stride ** (n_spatial - len(line_axes))`` tuples of slices; ``image[mask]`` is one
     phase, and the phases partition the image.
     """
-    if reach and line_axes:
-        raise ValueError("Blocks and lines do not combine: pass reach=0 or line_axes=().")
-    stride = block_stride(stride, reach)
+    stride = block_stride(stride, check_reach(reach, line_axes))
     n_spatial = len(shape) - (channel_axis is not None)
     spatial = [axis for axis in range(len(shape)) if axis != channel_axis]
     gridded = [axis for i, axis in enumerate(spatial) if i not in set(line_axes)]

@@ -310,9 +310,9 @@ def calibration_steps(
     chosen = yield from choose(planes[reference], channel_axis, method, mix, fallback,
                                max_time, n_planes=len(planes))
     outputs, caught = [], list(chosen.warnings)
+    total = chosen.steps + len(planes)
     for i, plane in enumerate(planes):
-        yield Progress(chosen.steps + i, chosen.steps + len(planes),
-                       f"denoising with {chosen.method}"
+        yield Progress(chosen.steps + i, total, f"denoising with {chosen.method}"
                        + (f" (plane {i + 1} of {len(planes)})" if layout.stacked else ""))
         if i == reference and chosen.reference_output is not None:
             outputs.append(chosen.reference_output)
@@ -321,7 +321,6 @@ def calibration_steps(
             warnings.simplefilter("always")
             outputs.append(chosen.apply(plane))
         caught += [str(r.message) for r in records if str(r.message) not in caught]
-    total = chosen.steps + len(planes)
     yield Progress(total, total, "done")
     denoised = np.stack(outputs) if layout.stacked else outputs[0]
     return CalibrationRun(denoised, chosen.calibration, dict(chosen.calibration.candidates),
@@ -334,13 +333,17 @@ def calibration_steps(
 class _Chosen:
     """What denoises every plane, as chosen on the reference plane."""
 
-    method: str
     calibration: Any
     apply: Callable[[np.ndarray], np.ndarray]
     steps: int
     warnings: list[str]
     choice: Any = None
     reference_output: np.ndarray | None = None
+
+    @property
+    def method(self) -> str:
+        """The winner's name: the budgeted choice's, else the calibration's."""
+        return self.choice.method if self.choice is not None else self.calibration.method
 
 
 def _classical_choice(plane, channel_axis, method, mix, fallback, max_time, *, n_planes):
@@ -361,7 +364,7 @@ def _classical_choice(plane, channel_axis, method, mix, fallback, max_time, *, n
         yield Progress(i, total, f"calibrating {name}")
         calibrations.append(next(runs))
     best = best_of(calibrations, estimated=True)
-    return _Chosen(best.method, best, lambda x: best.denoise(x, mix=mix, fallback=fallback),
+    return _Chosen(best, lambda x: best.denoise(x, mix=mix, fallback=fallback),
                    len(names), [str(r.message) for r in found])
 
 
@@ -377,7 +380,7 @@ def _budgeted_choice(plane, channel_axis, method, mix, fallback, max_time, *, n_
     if choice is None:  # a constant plane: the classical path says so and returns it
         return (yield from _classical_choice(plane, channel_axis, method, mix, fallback, None,
                                              n_planes=n_planes))
-    return _Chosen(choice.method, choice.calibration,
+    return _Chosen(choice.calibration,
                    lambda x: choice.apply(x, channel_axis, mix=mix, fallback=fallback), 1,
                    [str(r.message) for r in found], choice, output)
 
