@@ -86,13 +86,16 @@ def resolve_amp(device, amp: bool | str | None = None):
     device
         The ``torch.device`` that computes.
     amp
-        None: on for CUDA, off elsewhere. True: on (ignored with a warning off CUDA, where
-        low-precision convolutions are slower). False: off. ``"bf16"`` or ``"fp16"``: that
-        dtype on CUDA.
+        None: on for CUDA, off elsewhere. True or ``"bf16"``: on; on a CPU, bfloat16 where
+        the CPU computes it natively (AMX or AVX-512 BF16: about 2 times the float32 speed
+        of a UNet's training step there), else ignored with a warning (emulated bfloat16
+        is slower than float32). False: off. ``"fp16"``: float16 on CUDA (ignored on a
+        CPU, with a warning).
 
     Returns
     -------
-    ``torch.bfloat16`` when the GPU supports it, else ``torch.float16``; None when off.
+    ``torch.bfloat16`` when the device supports it, else ``torch.float16`` on CUDA; None
+    when off.
     """
     import torch
 
@@ -100,16 +103,42 @@ def resolve_amp(device, amp: bool | str | None = None):
         raise ValueError(f"amp={amp!r} must be None, True, False, 'bf16' or 'fp16'.")
     if amp is False or (amp is None and device.type != "cuda"):
         return None
+    if device.type == "cpu" and amp != "fp16" and cpu_computes_bf16():
+        return torch.bfloat16
     if device.type != "cuda":
         warnings.warn(
-            f"amp={amp!r} is ignored on device {device.type!r}: mixed precision is used on CUDA "
-            "only, and the computation runs in float32.",
+            f"amp={amp!r} is ignored on device {device.type!r}: mixed precision runs on CUDA, "
+            "and in bfloat16 on CPUs that compute it natively (AMX or AVX-512 BF16), which "
+            "this one does not; the computation runs in float32.",
             stacklevel=3,
         )
         return None
     if amp == "fp16" or (amp != "bf16" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AMX tiles or AVX-512 BF16)."""
+    import torch
+
+    native = (getattr(torch.cpu, name, None) for name in
+              ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(check is not None and bool(check()) for check in native)
+
+
+def memory_format(device, n_spatial: int):
+    """The tensor layout convolutions run fastest in on ``device``.
+
+    On a CPU, oneDNN's convolutions take channels-last tensors without reordering them:
+    a default 2D UNet's training step took 0.83 to 0.88 of its time in the default layout
+    (2 cores, float32; 0.47 with bfloat16). Elsewhere the default layout.
+    """
+    import torch
+
+    layouts = {2: torch.channels_last, 3: torch.channels_last_3d}
+    return layouts.get(n_spatial, torch.contiguous_format) if device.type == "cpu" else (
+        torch.contiguous_format)
 
 
 #: Environment variable: a cap, in GB, on the device memory the in-memory GPU paths fill

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sc_noise2self._device import resolve_amp, resolve_device
+from sc_noise2self._device import cpu_computes_bf16, resolve_amp, resolve_device
 from sc_noise2self.image.cnn.data import Normalisation
 from sc_noise2self.image.cnn.masker import Masker, masked_loss
 from sc_noise2self.image.cnn.model import Noise2SelfModel
@@ -535,13 +535,21 @@ def test_device_auto_prefers_cuda(monkeypatch):
     assert resolve_device("auto").type == "cpu"
 
 
-def test_amp_is_cuda_only(monkeypatch):
+def test_amp_is_cuda_and_native_bf16_cpus_only(monkeypatch):
+    from sc_noise2self import _device
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert resolve_amp(cpu, None) is None
+        assert resolve_amp(cpu, None) is None  # float32 on a CPU unless asked
+    monkeypatch.setattr(_device, "cpu_computes_bf16", lambda: False)
     with pytest.warns(UserWarning, match="ignored"):
-        assert resolve_amp(cpu, True) is None
+        assert resolve_amp(cpu, True) is None  # emulated bfloat16 is slower than float32
+    monkeypatch.setattr(_device, "cpu_computes_bf16", lambda: True)
+    assert resolve_amp(cpu, True) is torch.bfloat16
+    assert resolve_amp(cpu, "bf16") is torch.bfloat16
+    with pytest.warns(UserWarning, match="ignored"):
+        assert resolve_amp(cpu, "fp16") is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert resolve_amp(cuda, None) is torch.bfloat16
     assert resolve_amp(cuda, "fp16") is torch.float16
@@ -555,3 +563,28 @@ def test_amp_is_cuda_only(monkeypatch):
 def test_predict_wrong_rank(fitted):
     with pytest.raises(ValueError, match="this model takes images of 2 axes"):
         fitted.predict(np.zeros((2, 3, 4, 5)))
+
+
+def test_cpu_training_runs_channels_last_and_a_loaded_model_predicts_the_same_bits(tmp_path):
+    # oneDNN's fast layout on a CPU; the loaded copy must be in it too, or its float
+    # rounding differs from the trained model's (the mutation: .to() without the layout).
+    image = smooth_noisy((32, 32))
+    fitted = train(image, "unet", steps=2, model_kwargs=TINY_UNET, **FAST)
+    conv = next(m for m in fitted.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    loaded = Noise2SelfModel.load(fitted.save(tmp_path / "m.pt"), device="cpu")
+    conv = next(m for m in loaded.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.array_equal(loaded.predict(image), fitted.predict(image))
+
+
+@pytest.mark.skipif(not cpu_computes_bf16(),
+                    reason="this CPU has no native bfloat16 (AMX or AVX-512 BF16)")
+def test_bf16_training_on_a_cpu_that_computes_it():
+    image = smooth_noisy((32, 32))
+    options = dict(steps=3, model_kwargs=TINY_UNET, **FAST)
+    fitted = train(image, "unet", amp="bf16", **options)
+    plain = train(image, "unet", **options)
+    # Same seeds, other arithmetic: close, not equal (bfloat16 keeps 8 bits of mantissa).
+    a, b = fitted.predict(image), plain.predict(image)
+    assert np.all(np.isfinite(a)) and not np.array_equal(a, b)

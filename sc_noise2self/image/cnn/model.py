@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._device import resolve_amp, resolve_device
+from ..._device import memory_format, resolve_amp, resolve_device
 from ..._validation import check_whole
 from ..checks import as_array, as_float, check_flag
 from ..masking_torch import neighbour_mean_torch
@@ -86,7 +86,9 @@ class Noise2SelfModel:
         -------
         self.
         """
-        self.net.to(resolve_device(device))
+        device = resolve_device(device)
+        # The layout training used there, so a saved and loaded model predicts the same bits.
+        self.net.to(device, memory_format=memory_format(device, self.layout.n_spatial))
         return self
 
     @property
