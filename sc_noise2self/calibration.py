@@ -132,6 +132,10 @@ class Family:
         The losses the family can score (``"nb"`` needs predictions of every gene at once).
     needs_counts
         The family fits half A's raw counts (``Halves.a_counts``), not its normalised values.
+    scores_b_values
+        The family reads half B's normalised values (``Halves.b``). False (the Leiden
+        family, which scores half B's counts) leaves them unmade when the loss is on counts:
+        half B is held once, as counts.
     covariates
         Options that name ``obs`` columns (scVI's ``batch_key``): the front passes those
         columns as ``obs=``, which reach ``score`` as ``Halves.obs`` and ``fit`` as ``obs=``.
@@ -180,6 +184,7 @@ class Family:
     fit_after_calibrate: bool = False
     losses: tuple[str, ...] = LOSSES
     needs_counts: bool = False
+    scores_b_values: bool = True
     covariates: tuple[str, ...] = ()
     returns_model: bool = False
     warm_start: WarmStart | None = None
@@ -282,7 +287,8 @@ def calibrate_counts(
     referee = Referee(settings.loss, index)
     device = (None if family.halves_device is None or is_dask_array(X)
               else family.halves_device(own, X, settings))
-    needs = HalvesNeeds(family.needs_counts, nb_scoring_sizes(X, settings), obs, device)
+    needs = HalvesNeeds(family.needs_counts, nb_scoring_sizes(X, settings), obs, device,
+                        b_values=family.scores_b_values)
     extras: list[dict] = []
     fitted: list = []
     starts: list = []

@@ -42,7 +42,8 @@ class Halves:
 
     ``a`` and ``b`` are library-size normalised to depths ``p * depth`` and ``(1 - p) * depth``
     and transformed; ``b_counts`` keeps half B's raw counts for the Poisson loss (else None);
-    ``max_value`` is the largest transformed value in either half. ``b_sizes`` holds the
+    ``max_value`` is the largest transformed value in either half; ``b`` is None where the
+    family scores half B's counts only (``keep_b_values=False``). ``b_sizes`` holds the
     per-gene NB sizes of the ``"nb"`` loss, ``a_counts`` half A's raw counts for families
     that model counts (scVI), and ``obs`` the cells' covariates for families that use them.
     """
@@ -95,6 +96,7 @@ def prepare_halves(
     depth: float | None = None,
     keep_counts: bool = False,
     keep_a_counts: bool = False,
+    keep_b_values: bool = True,
     split: str = "binomial",
     overdispersion=None,
     sample_ratio: float | None = None,
@@ -117,6 +119,9 @@ def prepare_halves(
         Keep half B's raw counts (needed by the count losses).
     keep_a_counts
         Keep half A's raw counts too (for families that model counts).
+    keep_b_values
+        Normalise and transform half B; False (with ``keep_counts``) keeps half B as counts
+        only, for families that score counts, and ``b`` is None.
     split, overdispersion, sample_ratio
         Passed to :func:`~sc_noise2self.split_counts` (``split`` as ``method``).
 
@@ -124,6 +129,7 @@ def prepare_halves(
     -------
     The prepared :class:`Halves`.
     """
+    _check_half_b_kept(keep_counts, keep_b_values)
     if depth is None:
         depth = float(np.median(library_sizes(X)))
     if _fusable(X, keep_counts or keep_a_counts, split, sample_ratio):
@@ -133,7 +139,8 @@ def prepare_halves(
         sample_ratio=sample_ratio,
     )
     return halves_from_counts(counts_a, counts_b, p=p, transform=transform, depth=depth,
-                              keep_counts=keep_counts, keep_a_counts=keep_a_counts)
+                              keep_counts=keep_counts, keep_a_counts=keep_a_counts,
+                              keep_b_values=keep_b_values)
 
 
 def _fusable(X, keep_counts: bool, split: str, sample_ratio) -> bool:
@@ -214,7 +221,8 @@ def device_halves(X, *, p: float, transform: str, random_state, depth: float,
 
 
 def halves_from_counts(counts_a, counts_b, *, p: float, transform: str, depth: float,
-                       keep_counts: bool = False, keep_a_counts: bool = False) -> Halves:
+                       keep_counts: bool = False, keep_a_counts: bool = False,
+                       keep_b_values: bool = True) -> Halves:
     """Normalise and transform two halves that are already split (and owned by the caller).
 
     Parameters
@@ -231,29 +239,52 @@ def halves_from_counts(counts_a, counts_b, *, p: float, transform: str, depth: f
         Keep half B's raw counts (needed by the count losses).
     keep_a_counts
         Keep half A's raw counts too (for families that model counts).
+    keep_b_values
+        As in :func:`prepare_halves`.
 
     Returns
     -------
     The prepared :class:`Halves`.
     """
+    _check_half_b_kept(keep_counts, keep_b_values)
     totals_a = library_sizes(counts_a)
     a_counts = _owned_rows(counts_a) if keep_a_counts else None
     # The halves are ours: normalise them in place, so no copy of their patterns is made.
     a = normalize_to_depth(counts_a, p * depth, totals_a, inplace=True)
-    b_counts = None
-    if keep_counts:
-        b_counts = _owned_rows(counts_b)
-    b = normalize_to_depth(counts_b, (1.0 - p) * depth, inplace=True)
+    b = b_counts = None
+    if keep_counts:  # without its values, half B's counts are kept as they came
+        b_counts = _owned_rows(counts_b) if keep_b_values else _rows(counts_b)
+    if keep_b_values:
+        b = normalize_to_depth(counts_b, (1.0 - p) * depth, inplace=True)
+        apply_transform(b, transform, inplace=True)
     del counts_a, counts_b
     apply_transform(a, transform, inplace=True)
-    apply_transform(b, transform, inplace=True)
-    max_value = max(_max_value(a), _max_value(b))
+    max_value = max(_max_value(a), 0.0 if b is None else _max_value(b))
     return Halves(a, b, b_counts, totals_a, p, depth, transform, max_value, a_counts=a_counts)
 
 
+def _check_half_b_kept(keep_counts: bool, keep_b_values: bool) -> None:
+    if not (keep_counts or keep_b_values):
+        raise ValueError("keep_b_values=False keeps half B as counts only: pass "
+                         "keep_counts=True with it, or nothing of half B is kept.")
+
+
 def _owned_rows(counts):
-    """A copy of raw counts as CSR (or dense), so that rows can be sliced for scoring."""
-    return counts.tocsr(copy=True) if sparse.issparse(counts) else counts.copy()
+    """A copy of raw counts' values as CSR (or dense), so that rows can be sliced for scoring.
+
+    A CSR copy shares the index arrays: the caller normalises the original's values in
+    place and keeps its pattern, so both matrices have one pattern (4 bytes a count saved).
+    """
+    if not sparse.issparse(counts):
+        return counts.copy()
+    counts = _rows(counts)
+    return sparse.csr_matrix((counts.data.copy(), counts.indices, counts.indptr),
+                             shape=counts.shape)
+
+
+def _rows(counts):
+    """Counts as CSR (itself when it is CSR), or dense as they are."""
+    return counts.tocsr() if sparse.issparse(counts) else counts
 
 
 def _max_value(X) -> float:

@@ -211,6 +211,7 @@ class HalvesNeeds:
     nb_sizes: np.ndarray | None = None
     obs: Any = None
     device: Any = None  # a torch device: split and normalise there (Family.halves_device)
+    b_values: bool = True  # False: half B as counts only (Family.scores_b_values)
 
 
 def nb_scoring_sizes(X, settings: SplitSettings) -> np.ndarray | None:
@@ -294,18 +295,20 @@ def _halves_of(X, settings: SplitSettings, seed, needs: HalvesNeeds):
         yield device_halves(X, p=settings.p, transform=settings.transform, random_state=seed,
                             depth=float(np.median(library_sizes(X))), device=needs.device)
         return
-    for halves in _split_halves(X, settings, seed, needs.keep_a_counts):
+    for halves in _split_halves(X, settings, seed, needs):
         halves.b_sizes, halves.obs = needs.nb_sizes, needs.obs
         yield halves
 
 
-def _split_halves(X, settings: SplitSettings, seed, keep_a_counts: bool):
+def _split_halves(X, settings: SplitSettings, seed, needs: HalvesNeeds):
     keep_counts = settings.loss != "mse"
+    kept = dict(keep_counts=keep_counts, keep_a_counts=needs.keep_a_counts,
+                keep_b_values=needs.b_values or not keep_counts)
     if settings.folds is None:
         yield prepare_halves(
-            X, p=settings.p, transform=settings.transform, random_state=seed,
-            keep_counts=keep_counts, keep_a_counts=keep_a_counts, split=settings.split,
-            overdispersion=settings.overdispersion, sample_ratio=settings.sample_ratio,
+            X, p=settings.p, transform=settings.transform, random_state=seed, **kept,
+            split=settings.split, overdispersion=settings.overdispersion,
+            sample_ratio=settings.sample_ratio,
         )
         return
     depth = float(np.median(library_sizes(X)))
@@ -314,5 +317,4 @@ def _split_halves(X, settings: SplitSettings, seed, keep_a_counts: bool):
     for k, held_out in enumerate(parts):
         rest = sum(part for i, part in enumerate(parts) if i != k)
         yield halves_from_counts(rest, held_out.copy(), p=settings.p,
-                                 transform=settings.transform, depth=depth,
-                                 keep_counts=keep_counts, keep_a_counts=keep_a_counts)
+                                 transform=settings.transform, depth=depth, **kept)

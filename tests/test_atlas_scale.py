@@ -411,3 +411,71 @@ def test_the_explicit_transpose_gives_the_products_of_the_csc_view(counts):
     copy = OnDevice(halves.a)
     copy.transposed = halves.a.t().to_sparse_csr()  # what a backend without CSC @ U uses
     torch.testing.assert_close(copy.rmatmul(U), view.rmatmul(U), rtol=1e-5, atol=1e-4)
+
+
+# --- what the Leiden path holds (issue 28: peak memory against the counts) ---------------
+
+
+def nb_halves(counts, **kept):
+    X = sparse.csr_matrix(counts, dtype=np.float32)
+    return prepare_halves(X, p=0.5, transform="log1p", random_state=4, keep_counts=True,
+                          keep_a_counts=True, split="negative_binomial",
+                          overdispersion=np.full(X.shape[1], 5.0), **kept)
+
+
+def test_halves_for_count_losses_hold_half_b_once_and_half_a_pattern_once(counts):
+    full, lean = nb_halves(counts), nb_halves(counts, keep_b_values=False)
+    assert lean.b is None and full.b is not None
+    # The same draws: the counts and half A's values do not change.
+    for name in ("a", "a_counts", "b_counts"):
+        assert (getattr(lean, name) != getattr(full, name)).nnz == 0
+    # Half A's counts and values share one pattern, not one another's values.
+    assert np.shares_memory(lean.a.indices, lean.a_counts.indices)
+    assert not np.shares_memory(lean.a.data, lean.a_counts.data)
+    with pytest.raises(ValueError, match="keep_b_values=False"):
+        prepare_halves(sparse.csr_matrix(counts), p=0.5, transform="log1p", random_state=0,
+                       keep_b_values=False)
+
+
+def test_the_leiden_loss_is_the_same_without_half_b_values(counts):
+    from dataclasses import replace
+
+    from sc_noise2self.calibration import calibrate_counts
+    from sc_noise2self.denoisers.leiden import LEIDEN
+
+    seen = []
+
+    def spying(family):
+        def score(halves, *args, **kwargs):
+            seen.append((family.scores_b_values, halves.b is None))
+            return family.score(halves, *args, **kwargs)
+        return replace(family, score=score)
+
+    results = [calibrate_counts(counts, spying(family),
+                                settings=LEIDEN.default_settings(random_state=0),
+                                resolutions=[0.3, 1.0], n_comps=10, refine=False)
+               for family in (LEIDEN, replace(LEIDEN, scores_b_values=True))]
+    assert seen == [(False, True), (True, False)]  # the Leiden family skips half B's values
+    np.testing.assert_array_equal(results[0].loss, results[1].loss)
+
+
+def test_deviance_targets_keep_half_b_counts_without_a_copy(counts):
+    from dataclasses import replace
+
+    from sc_noise2self.denoisers.cluster_loss import DevianceTargets, partition_deviances
+
+    halves = nb_halves(counts, keep_b_values=False)
+    targets = DevianceTargets.of(halves.a_counts, halves.b_counts, halves.totals_a, 0.5)
+    assert np.shares_memory(targets.observed, halves.b_counts.data)
+    # Some cells' targets are those of their rows alone, with the population's rates.
+    cells = np.sort(np.random.default_rng(0).choice(counts.shape[0], 300, replace=False))
+    local = targets.of_cells(cells)
+    alone = DevianceTargets.of(halves.a_counts[cells], halves.b_counts[cells],
+                               halves.totals_a[cells], 0.5)
+    for name in ("indptr", "genes", "observed", "own_a", "constant", "totals"):
+        np.testing.assert_array_equal(getattr(local, name), getattr(alone, name))
+    np.testing.assert_array_equal(local.gene_sums, targets.gene_sums)
+    labels = np.random.default_rng(1).integers(0, 3, cells.size)
+    np.testing.assert_array_equal(partition_deviances(labels, local),
+                                  partition_deviances(labels, replace(
+                                      alone, gene_sums=targets.gene_sums, prior=targets.prior)))

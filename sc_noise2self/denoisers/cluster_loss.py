@@ -76,8 +76,8 @@ class DevianceTargets:
 
     a: Any  # canonical CSR, raw half-A counts
     totals: np.ndarray  # each cell's half-A total
-    rows: np.ndarray  # the cell of each of half B's non-zeros
-    genes: np.ndarray  # and its gene
+    indptr: np.ndarray  # half B's row pointers: cell i's non-zeros are indptr[i]:indptr[i+1]
+    genes: np.ndarray  # the gene of each of half B's non-zeros
     observed: np.ndarray  # and its count
     own_a: np.ndarray  # the half-A count of the same cell and gene
     constant: np.ndarray  # each cell's 2 (sum_g mu - sum_g b), the same for every partition
@@ -93,13 +93,13 @@ class DevianceTargets:
         b_totals = np.asarray(b.sum(axis=1), dtype=np.float64).ravel()
         # The rates sum to one over genes, so sum_g mu = n_i (1 - p) / p for any partition.
         constant = 2.0 * (totals * (1.0 - p) / p - b_totals)
-        # int32 cells and float32 counts (exact below 2^24): half B's non-zeros are the
-        # largest arrays of a clustering's loss, 12 bytes each instead of 24.
-        rows = np.repeat(np.arange(b.shape[0], dtype=np.int32), np.diff(b.indptr))
+        # float32 counts (exact below 2^24), half B's own when they are float32 already:
+        # half B's non-zeros are the largest arrays of a clustering's loss (issue 28).
         gene_sums = np.asarray(a.sum(axis=0), dtype=np.float64).ravel()
         prior = PRIOR_CELLS * max(float(np.median(totals)), 1.0)
-        return cls(a, totals, rows, b.indices, b.data.astype(np.float32), values_at(a, b),
-                   constant, p, gene_sums, prior)
+        return cls(a, totals, b.indptr.astype(np.int64), b.indices,
+                   b.data.astype(np.float32, copy=False), values_at(a, b), constant, p,
+                   gene_sums, prior)
 
     def of_cells(self, cells: np.ndarray) -> DevianceTargets:
         """The targets of ``cells`` (sorted indices) alone, scored against the population.
@@ -107,13 +107,14 @@ class DevianceTargets:
         A partition of some cells leaves every other cell's prediction as it was, so two
         partitions of them are compared on their deviances alone.
         """
-        position = np.full(self.totals.size, -1)
-        position[cells] = np.arange(cells.size)
-        keep = position[self.rows] >= 0
-        return replace(self, a=self.a[cells], totals=self.totals[cells],
-                       rows=position[self.rows[keep]], genes=self.genes[keep],
-                       observed=self.observed[keep], own_a=self.own_a[keep],
-                       constant=self.constant[cells])
+        per_cell = np.diff(self.indptr)
+        chosen = np.zeros(self.totals.size, dtype=bool)
+        chosen[cells] = True
+        keep = np.repeat(chosen, per_cell)  # sorted cells keep their entries in order
+        indptr = np.concatenate([[0], np.cumsum(per_cell[cells])])
+        return replace(self, a=self.a[cells], totals=self.totals[cells], indptr=indptr,
+                       genes=self.genes[keep], observed=self.observed[keep],
+                       own_a=self.own_a[keep], constant=self.constant[cells])
 
     @property
     def population_total(self) -> float:
@@ -134,9 +135,8 @@ def partition_deviances(labels: np.ndarray, targets: DevianceTargets) -> np.ndar
     sums = labelled_row_sums(t.a.data, t.a.indices, t.a.indptr, labels, n_clusters,
                              t.a.shape[1])  # clusters x genes
     cluster_totals = np.bincount(labels, weights=t.totals, minlength=n_clusters)
-    b_indptr = np.searchsorted(t.rows, np.arange(t.totals.size + 1))
     deviance = partition_deviance_sums(
-        b_indptr, t.genes, t.observed, t.own_a, labels, t.totals, sums, cluster_totals,
+        t.indptr, t.genes, t.observed, t.own_a, labels, t.totals, sums, cluster_totals,
         t.gene_sums, t.population_total, t.prior, (1.0 - t.p) / t.p)
     return 2.0 * deviance + t.constant
 

@@ -290,7 +290,7 @@ def first_split(counts, settings: SplitSettings, start: GraphStart | None = None
     if halves is None:
         halves = prepare_halves(
             counts, p=settings.p, transform=settings.transform, random_state=seed,
-            keep_counts=True, keep_a_counts=True, split=settings.split,
+            keep_counts=True, keep_a_counts=True, keep_b_values=False, split=settings.split,
             overdispersion=settings.overdispersion)
     halves.b_sizes = (np.asarray(settings.overdispersion, dtype=np.float64)
                       if isinstance(settings.overdispersion, np.ndarray) else None)
@@ -428,6 +428,7 @@ LEIDEN = Family(
     score=score_resolutions, check_options=_check, prepare_options=_prepare,
     fit=fit_clusters, store=store_clusters, values=cluster_values, fit_after_calibrate=True,
     baseline_index=_baseline_index, choose=choose_resolution, needs_counts=True,
+    scores_b_values=False,  # the loss reads half B's counts; its values would be 1/3 more
     losses=("poisson",), denoise_losses=("poisson",), split_defaults=LEIDEN_SPLIT,
     # The graph is handed on within a call only: nothing is written, nothing read back.
     warm_start=WarmStart(save=lambda adata, start, key: None, load=lambda adata, key: None),
