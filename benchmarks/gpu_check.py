@@ -184,7 +184,7 @@ def check_consistency() -> None:
         ("float32 tiled 48", {"tile_size": 48, "tile_overlap": 8}, 1e-4),
         ("autocast whole", {"amp": True}, 5e-2),
     )
-    # The CPU reference of each case: the same call, in float32 (autocast is CUDA-only).
+    # The CPU reference of each case: the same call, in float32 (no autocast on the CPU).
     on_cpu = {
         label: model.predict(odd, **{k: v for k, v in kwargs.items() if k != "amp"})
         for label, kwargs, _ in cases

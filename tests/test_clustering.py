@@ -842,6 +842,29 @@ def test_a_sweep_shared_among_workers_gives_each_resolution_its_own_labels(monke
     assert not shared[0].any()
 
 
+def test_the_sweep_starts_only_the_workers_the_free_memory_holds(monkeypatch):
+    # At a million cells two workers with a graph each outgrew 24 GB (issue 28). Fails when
+    # the workers are not capped, or when a machine without the figure gets none.
+    from sc_noise2self.denoisers import leiden_graph
+
+    adata = realistic((0.5, 0.5), 4, n_obs=300, n_vars=100)
+    values = n2s.transforms.normalised_values(adata.X, 1000.0, "log1p")
+    graph = leiden_graph.neighbour_graph(values, 10, 15, 7)
+    one_worker = leiden_graph.WORKER_BYTES_PER_EDGE * graph.n_edges / 0.8
+    for free, workers in ((None, 1 << 30), (0, 1), (1.5 * one_worker, 1), (3 * one_worker, 3)):
+        monkeypatch.setattr(leiden_graph, "free_memory_bytes", lambda free=free: free)
+        assert leiden_graph.workers_that_fit(graph) == workers
+    started = []
+    monkeypatch.setattr(leiden_graph, "PARALLEL_SWEEP_CELLS", 100)
+    monkeypatch.setattr(leiden_graph, "_batch_labels",
+                        lambda *args: started.append(args) or [])
+    monkeypatch.setattr(leiden_graph, "free_memory_bytes", lambda: 0)
+    in_process = leiden_graph.leiden_sweep(graph, [0.0, 0.5, 1.0], 7)
+    assert not started and len(in_process) == 3 and in_process[2].max() >= 1
+    # The weights each run takes are the adjacency's, one per stored entry.
+    assert graph.weights.dtype == np.float64 and graph.n_edges == graph.graph.ecount()
+
+
 def test_the_randomized_graph_of_many_cells_keeps_the_groups(monkeypatch):
     # Past ARPACK_MAX_CELLS the graph's PCA is randomized with 10 power iterations; the
     # groups must come out as ARPACK's graph gives them. Fails with too few iterations to

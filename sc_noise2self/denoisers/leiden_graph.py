@@ -89,9 +89,12 @@ class LeidenGraph:
     "igraph", n_iterations=2, directed=False)`` (a test checks it).
     """
 
-    def __init__(self, graph, scaling: GeneScaling | None = None, fit=None,
-                 arrays: tuple | None = None) -> None:
+    def __init__(self, graph, weights: np.ndarray, scaling: GeneScaling | None = None,
+                 fit=None, arrays: tuple | None = None) -> None:
         self.graph = graph
+        # float64, one per edge, passed to each run: as an igraph edge attribute they were a
+        # list of Python floats, 32 bytes an edge (0.8 GB for a million cells; issue 28).
+        self.weights = weights
         self.scaling, self.fit = scaling, fit
         self.arrays = arrays  # (cells, edges, weights): what workers rebuild the graph from
 
@@ -100,10 +103,19 @@ class LeidenGraph:
         """The igraph graph of a symmetric sparse adjacency matrix (and how it was embedded)."""
         adjacency = sparse.csr_matrix(adjacency)
         sources, targets = adjacency.nonzero()
-        edges = np.column_stack([sources, targets])
+        # int32 cells and the float32 weights scanpy stores (exact in float64): 12 bytes an
+        # edge kept for the workers, where int64 and float64 took 24.
+        index = np.int32 if adjacency.shape[0] < np.iinfo(np.int32).max else np.int64
+        edges = np.column_stack([sources, targets]).astype(index, copy=False)
         weights = np.asarray(adjacency[sources, targets]).ravel()
-        return cls(_igraph_of(adjacency.shape[0], edges, weights), scaling, fit,
-                   (adjacency.shape[0], edges, weights))
+        arrays = (adjacency.shape[0], edges, weights.astype(np.float32)
+                  if adjacency.dtype == np.float32 else weights)
+        return cls(*_igraph_of(*arrays), scaling, fit, arrays)
+
+    @property
+    def n_edges(self) -> int:
+        """Edges of the graph (each stored entry of the adjacency one edge)."""
+        return int(self.weights.size)
 
     def embed(self, values) -> np.ndarray:
         """PCA scores of other cells' ``values`` in this graph's scaled space (cells x comps)."""
@@ -118,23 +130,25 @@ class LeidenGraph:
         try:
             igraph.set_random_number_generator(_SeededForIgraph(seed))
             part = self.graph.community_leiden(objective_function="modularity",
-                                               weights="weight", resolution=float(resolution),
-                                               n_iterations=2)
+                                               weights=self.weights,
+                                               resolution=float(resolution), n_iterations=2)
         finally:
             igraph.set_random_number_generator(random)
         return np.asarray(part.membership, dtype=np.int64)
 
 
 def _igraph_of(n_cells: int, edges: np.ndarray, weights: np.ndarray):
-    """igraph's weighted undirected graph of these edges (each stored entry one edge)."""
+    """igraph's undirected graph of these edges, and their weights in float64.
+
+    Each stored entry is one edge; each Leiden run takes the weights as they are.
+    """
     import igraph
 
     # add_edges takes the array in half the time of Graph(edges=...): 1.7 s against 3.4 s
-    # for 3.4 million edges; the weights go in as a list, which igraph reads fastest.
+    # for 3.4 million edges.
     graph = igraph.Graph(n=n_cells, directed=False)
     graph.add_edges(edges)
-    graph.es["weight"] = np.asarray(weights, dtype=np.float64).tolist()
-    return graph
+    return graph, np.asarray(weights, dtype=np.float64)
 
 
 class _SeededForIgraph:
@@ -241,8 +255,9 @@ def leiden_sweep(graph: LeidenGraph, resolutions, seed: int) -> list[np.ndarray]
     """:func:`leiden_labels` at each resolution, in order (resolution 0: one cluster)."""
     resolutions = [float(value) for value in resolutions]
     todo = [value for value in resolutions if value > 0]
-    workers = (worker_count(None, len(todo)) if graph.arrays is not None
-               and graph.graph.vcount() >= PARALLEL_SWEEP_CELLS else 1)
+    workers = (min(worker_count(None, len(todo)), workers_that_fit(graph))
+               if graph.arrays is not None and graph.graph.vcount() >= PARALLEL_SWEEP_CELLS
+               else 1)
     if workers > 1:
         from joblib import Parallel, delayed
 
@@ -263,9 +278,38 @@ def leiden_sweep(graph: LeidenGraph, resolutions, seed: int) -> list[np.ndarray]
             for value in resolutions]
 
 
+# What one sweep worker holds per edge: igraph's edge vectors, the weights, the arrays it
+# is sent and Leiden's own (3.0-3.5 GB of RSS for about 25 million edges at a million cells).
+WORKER_BYTES_PER_EDGE = 130
+
+
+def workers_that_fit(graph: LeidenGraph) -> int:
+    """How many sweep workers the free memory holds, at least 1 (this process runs alone).
+
+    At a million cells two workers with a graph each, beside this process, outgrew a 24 GB
+    machine; the runs are the same whoever makes them, so fewer workers only take longer.
+    """
+    free = free_memory_bytes()
+    if free is None:
+        return 1 << 30
+    return max(1, int(0.8 * free // (WORKER_BYTES_PER_EDGE * max(graph.n_edges, 1))))
+
+
+def free_memory_bytes() -> int | None:
+    """Memory the system can give without swapping (Linux's MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _batch_labels(arrays: tuple, resolutions: list[float], seed: int) -> list[np.ndarray]:
     """A worker's share of a sweep (module level, so that it can be sent to the worker)."""
-    graph = LeidenGraph(_igraph_of(*arrays))
+    graph = LeidenGraph(*_igraph_of(*arrays))
     return [graph.labels(value, seed) for value in resolutions]
 
 

@@ -312,8 +312,11 @@ def _write_files(folder: Path, model: Any, test_input: np.ndarray,
              "input": folder / "test_input.npy", "output": folder / "test_output.npy",
              "cover": folder / "cover.png", "readme": folder / "README.md",
              "torchscript": folder / "weights_torchscript.pt"}
+    device = model.device
     net = model.net.cpu().eval()
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, files["weights"])
+    # Contiguous tensors: a consumer's network may keep the default layout.
+    torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+               files["weights"])
     files["source"].write_text(inspect.getsource(networks))
     files["input_shape"] = test_input.shape  # for the axes' scales (_description)
     np.save(files["input"], test_input)
@@ -325,7 +328,7 @@ def _write_files(folder: Path, model: Any, test_input: np.ndarray,
         example = torch.zeros(test_input.shape, dtype=torch.float32)  # any shape traces
         traced = torch.jit.trace(net, example)
         traced.save(str(files["torchscript"]))
-    model.net.to(model.device)
+    model.to(device)  # back where it was, in that device's layout (it was left on the CPU)
     return files
 
 
