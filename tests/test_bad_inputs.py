@@ -564,7 +564,16 @@ def _markers(**changes):
     return markers.rank_genes_groups(**options)
 
 
+def _halves_keeping_nothing_of_b():
+    from sc_noise2self.losses import prepare_halves
+
+    return prepare_halves(sparse.csr_matrix(COUNTS), p=0.5, transform="log1p", random_state=0,
+                          keep_b_values=False)
+
+
 ATLAS_CASES = [
+    ("halves: half B neither as values nor as counts", lambda t: _halves_keeping_nothing_of_b(),
+     ValueError, "keep_b_values=False keeps half B as counts only: pass keep_counts=True"),
     ("markers: logreg", lambda t: _markers(method="logreg"), ValueError, "method='logreg'"),
     ("markers: a reference group", lambda t: _markers(reference="a"), ValueError,
      "reference='a'"),
@@ -1010,6 +1019,10 @@ CNN_PREDICT_AND_FILE_CASES = [
      TypeError, "invariant='yes'"),
     ("predict amp='fp8'", lambda t: tiny_model().predict(IMG, amp="fp8"), ValueError,
      "amp='fp8'"),
+    # float16 has no CPU path: said, and the prediction runs in float32.
+    ("predict amp='fp16' on a CPU", lambda t: warned(
+        "amp='fp16' is ignored on device 'cpu'", tiny_model().predict, IMG, amp="fp16"),
+     None, lambda out: np.array_equal(out, tiny_model().predict(IMG))),
     ("predict a 1x1 image", lambda t: tiny_model().predict(np.ones((1, 1))), None,
      lambda out: out.shape == (1, 1) and np.isfinite(out).all()),
     ("tiled equals whole", lambda t: tiny_model().predict(IMG, tile_size=8), None,
