@@ -136,9 +136,10 @@ def memory_format(device, n_spatial: int):
     """
     import torch
 
-    layouts = {2: torch.channels_last, 3: torch.channels_last_3d}
-    return layouts.get(n_spatial, torch.contiguous_format) if device.type == "cpu" else (
-        torch.contiguous_format)
+    if device.type != "cpu":
+        return torch.contiguous_format
+    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(n_spatial,
+                                                                   torch.contiguous_format)
 
 
 #: Environment variable: a cap, in GB, on the device memory the in-memory GPU paths fill

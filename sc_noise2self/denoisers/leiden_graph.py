@@ -107,9 +107,7 @@ class LeidenGraph:
         # edge kept for the workers, where int64 and float64 took 24.
         index = np.int32 if adjacency.shape[0] < np.iinfo(np.int32).max else np.int64
         edges = np.column_stack([sources, targets]).astype(index, copy=False)
-        weights = np.asarray(adjacency[sources, targets]).ravel()
-        arrays = (adjacency.shape[0], edges, weights.astype(np.float32)
-                  if adjacency.dtype == np.float32 else weights)
+        arrays = (adjacency.shape[0], edges, np.asarray(adjacency[sources, targets]).ravel())
         return cls(*_igraph_of(*arrays), scaling, fit, arrays)
 
     @property

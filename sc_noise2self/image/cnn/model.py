@@ -87,7 +87,7 @@ class Noise2SelfModel:
         self.
         """
         device = resolve_device(device)
-        # The layout training used there, so a saved and loaded model predicts the same bits.
+        # Training moves its net here too: a loaded model gets its layout and predicts its bits.
         self.net.to(device, memory_format=memory_format(device, self.layout.n_spatial))
         return self
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._device import memory_format, resolve_amp, resolve_device
+from ..._device import resolve_amp, resolve_device
 from ..._progress import progress_bar
 from ..._validation import check_choice
 from ..checks import as_array, as_float, check_flag
@@ -403,8 +403,8 @@ def train(
         net = build_model(
             model, in_channels=arrays[0].shape[0], out_channels=arrays[0].shape[0],
             n_spatial=layout.n_spatial, **config.model_kwargs,
-        ).to(torch_device, memory_format=memory_format(torch_device, layout.n_spatial))  # fmt: skip
-        fitted = Noise2SelfModel(net, layout, normalisation, config)
+        )  # fmt: skip
+        fitted = Noise2SelfModel(net, layout, normalisation, config).to(torch_device)
         compile_ = _should_compile(torch_device, steps, max_time) if compile is None else compile
         trainer = _Trainer(net, config, masker, torch_device, amp_dtype, compile_)
         sampler = PatchSampler(
