@@ -293,9 +293,7 @@ def calibrate_counts(
     fitted: list = []
     starts: list = []
 
-    def score(halves: Halves, seed) -> np.ndarray:
-        scored = family.score(referee.before(halves), grid, seed, own, settings.loss,
-                              progress=progress)
+    def kept(scored):
         if isinstance(scored, tuple):  # (losses, {name: one value per grid point})
             scored, extra = scored
             models = extra.pop("fitted", None)
@@ -305,12 +303,17 @@ def calibrate_counts(
             if not starts:  # the first split's: later ones would only hold memory
                 starts.append(start)
             extras.append(extra)
-        return referee.scored(halves, scored)
+        return scored
+
+    def score(halves: Halves, seed) -> np.ndarray:
+        return referee.scored(halves, kept(family.score(referee.before(halves), grid, seed, own,
+                                                        settings.loss, progress=progress)))
 
     score_dask = None
     if family.score_dask is not None:
         def score_dask(counts: DaskCounts, seed) -> np.ndarray:
-            return referee.scored(None, family.score_dask(counts, settings, grid, seed, own))
+            return referee.scored(None, kept(family.score_dask(counts, settings, grid, seed,
+                                                               own)))
 
     curves = run_splits(X, settings, score, score_dask=score_dask, progress=progress,
                         family=family.name, needs=needs)

@@ -21,7 +21,7 @@ from scipy import stats
 
 from . import markers
 from ._anndata import counts_name, get_counts, logger, target
-from ._dask import rows_chunked
+from ._dask import check_dask_counts, rows_chunked
 from ._rng import RandomState
 from ._validation import (
     check_choice,
@@ -160,7 +160,10 @@ def rank_genes_groups_split(
     _check_dask_markers(adata, groupby, layer, split_key, method, kwargs)
     if groupby is None:
         counts = get_counts(adata, layer)
-        check_counts(counts, name=counts_name(layer))
+        if is_dask_array(counts):  # the values are checked chunk by chunk, as they are read
+            check_dask_counts(counts, name=counts_name(layer))
+        else:
+            check_counts(counts, name=counts_name(layer))
         labels, half_b, split_record = _clusters_of_first_split(counts, resolution, options,
                                                                 settings, validate)
         group_key = f"{key_added}_groups"
@@ -202,13 +205,6 @@ def _check_dask_markers(adata: ad.AnnData, groupby, layer, split_key: str, metho
     tested = half_b if half_b is not None else counts
     if not is_dask_array(tested):
         return
-    if groupby is None:
-        raise ValueError(
-            "rank_genes_groups_split clusters half A in memory, and these counts are a dask "
-            "array. Split them with sc_noise2self.pp.split_molecules(adata), cluster "
-            "layers['noise2self_a'] (or its PCA) your way, and pass that obs column as "
-            "groupby: the markers are then tested on the dask half B, a block of genes at "
-            "a time.")
     if not markers.takes(method, options):
         raise ValueError(
             f"method={method!r} with options {sorted(options)} is scanpy's test, which needs "
@@ -277,7 +273,9 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
     labels = clusters.labels.astype(str)
     validated_to = None
     if validate and np.unique(labels).size > 1:
-        halves = GroupHalves(clusters.half_a, clusters.half_b, settings.p, {})
+        # On dask the split's scored genes, in their chunks, are what the test reads.
+        halves = (clusters.scored if clusters.scored is not None
+                  else GroupHalves(clusters.half_a, clusters.half_b, settings.p, {}))
         n_comps = 30 if options["n_comps"] is None else options["n_comps"]
         merged, tree = replicated_clusters(labels, halves, 0.05, n_comps,
                                            options["n_top_genes"])

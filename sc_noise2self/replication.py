@@ -32,15 +32,15 @@ from scipy import sparse, stats
 from ._anndata import get_counts, logger, target
 from ._dask import check_dask_counts
 from ._validation import check_counts, check_fraction, check_whole, is_dask_array
-from .denoisers.cluster_loss import DevianceTargets, partition_deviances
+from .denoisers.cluster_loss import DevianceTargets, partition_deviances, top_variable_genes
 from .denoisers.leiden import (
     DEFAULT_TOP_GENES,
     LABELS_FROM_HALF_A,
     counts_fingerprint,
     first_split,
     split_settings,
-    top_variable_genes,
 )
+from .denoisers.leiden_dask import ChunkedTargets, DaskSplit
 from .embedding import fit_pca, max_rank
 from .transforms import library_sizes, normalised_values
 
@@ -269,7 +269,7 @@ def replicated_clusters(labels: np.ndarray, halves: GroupHalves, alpha: float, n
     """
     halves = restricted(halves, n_top_genes)
     names, codes = np.unique(labels, return_inverse=True)
-    tree = cluster_tree(halves.a, codes, n_comps)
+    tree = cluster_tree(halves if isinstance(halves, DaskSplit) else halves.a, codes, n_comps)
     tested = test_tree(tree, codes, halves, alpha)
     merged = merged_names(tree, names, tested["merged"])[codes]
     new_names, members = renamed_by_size(merged)
@@ -280,8 +280,14 @@ def replicated_clusters(labels: np.ndarray, halves: GroupHalves, alpha: float, n
     return categorical, record
 
 
-def restricted(halves: GroupHalves, n_top_genes: int | None) -> GroupHalves:
-    """``halves`` on the most variable genes of half A (all genes for None)."""
+def restricted(halves: GroupHalves | DaskSplit, n_top_genes: int | None,
+               ) -> GroupHalves | DaskSplit:
+    """``halves`` on the most variable genes of half A (all genes for None).
+
+    A dask split is on them already: the clustering chose them from the same half A.
+    """
+    if isinstance(halves, DaskSplit):
+        return halves
     a = sparse.csr_matrix(halves.a)
     if n_top_genes is None or n_top_genes >= a.shape[1]:
         return halves
@@ -291,7 +297,12 @@ def restricted(halves: GroupHalves, n_top_genes: int | None) -> GroupHalves:
 
 
 def cluster_tree(half_a, codes: np.ndarray, n_comps: int) -> np.ndarray:
-    """scipy linkage of the clusters' centroids in half A's log1p principal components."""
+    """scipy linkage of the clusters' centroids in half A's log1p principal components.
+
+    ``half_a``: counts in memory, or a dask split (an exact PCA summed over its chunks).
+    """
+    if isinstance(half_a, DaskSplit):
+        return weighted_ward(half_a.centroids(codes, n_comps), np.bincount(codes))
     depth = float(np.median(library_sizes(half_a)))
     values = normalised_values(half_a, depth, "log1p")
     n_comps = max(1, min(n_comps, max_rank(values.shape)))
@@ -343,7 +354,7 @@ def test_tree(tree: np.ndarray, codes: np.ndarray, halves: GroupHalves, alpha: f
     pvalues = np.full(tree.shape[0], np.nan)
     levels = np.full(tree.shape[0], np.nan)
     merged = np.zeros(tree.shape[0], dtype=bool)
-    totals = library_sizes(halves.a)
+    totals = halves.totals if isinstance(halves, DaskSplit) else library_sizes(halves.a)
     stack = [tree.shape[0] - 1]  # the root
     while stack:
         node = stack.pop()
@@ -361,7 +372,10 @@ def test_tree(tree: np.ndarray, codes: np.ndarray, halves: GroupHalves, alpha: f
 def split_pvalue(rows: np.ndarray, right: np.ndarray, halves: GroupHalves,
                  totals: np.ndarray) -> float:
     """One-sided p-value that two branches' half-A rates predict half B better than one."""
-    targets = DevianceTargets.of(halves.a[rows], halves.b[rows], totals[rows], halves.p)
+    if isinstance(halves, DaskSplit):  # the node's cells are the population, in chunks
+        targets = ChunkedTargets(halves, rows)
+    else:
+        targets = DevianceTargets.of(halves.a[rows], halves.b[rows], totals[rows], halves.p)
     together = partition_deviances(np.zeros(rows.size, dtype=np.int64), targets)
     apart = partition_deviances(right.astype(np.int64), targets)
     gain = together - apart

@@ -266,7 +266,7 @@ def run_splits(X, settings: SplitSettings, score_split, *, score_dask=None,
                 f"{family} needs the counts in memory and got a dask array; compute them "
                 "(e.g. adata.X = adata.X.compute()) or calibrate PCA, which runs on dask."
             )
-        counts = _prepare_dask(X)
+        counts = prepare_dask(X)
 
         def curves_of(seed):
             yield score_dask(counts, seed)
@@ -281,7 +281,7 @@ def run_splits(X, settings: SplitSettings, score_split, *, score_dask=None,
     return np.vstack(curves)
 
 
-def _prepare_dask(X) -> DaskCounts:
+def prepare_dask(X) -> DaskCounts:
     """One pass over the chunks: every cell's total, the counts checked on the way."""
     X = rows_chunked(X)
     totals = checked_library_sizes(X)

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import anndata as ad
 import numpy as np
 from scipy import sparse
 
+from .._validation import is_dask_array
 from ..losses import Halves
 
 
@@ -29,6 +31,14 @@ class GeneSubset:
     a: Any  # raw counts
     b: Any
     totals: np.ndarray
+
+    def values_of(self, cells: np.ndarray):
+        """Half A's values of ``cells`` (what a refinement's graph is built from)."""
+        return self.values[cells]
+
+    def embedded(self, graph, cells: np.ndarray) -> np.ndarray:
+        """PCA scores of ``cells`` in ``graph``'s space (:meth:`LeidenGraph.embed`)."""
+        return graph.embed(self.values[cells])
 
 
 def cell_deviances(labels: np.ndarray, halves: Halves) -> np.ndarray:
@@ -122,22 +132,51 @@ class DevianceTargets:
         return float(self.gene_sums.sum())
 
 
-def partition_deviances(labels: np.ndarray, targets: DevianceTargets) -> np.ndarray:
-    """Each cell's deviance under ``labels`` (see :func:`cell_deviances`)."""
-    from .._count_kernels import (  # numba: imported when used
-        labelled_row_sums,
-        partition_deviance_sums,
-    )
+def partition_deviances(labels: np.ndarray, targets) -> np.ndarray:
+    """Each cell's deviance under ``labels`` (see :func:`cell_deviances`).
+
+    ``targets`` are :class:`DevianceTargets`, or any targets with a ``deviances`` method
+    (the dask backend's, whose cells live in chunks).
+    """
+    if not isinstance(targets, DevianceTargets):
+        return targets.deviances(labels)
+    labels = np.asarray(labels, dtype=np.int64)
+    sums, cluster_totals = partition_sums(labels, targets.a, targets.totals,
+                                          int(labels.max()) + 1)
+    return deviances_given(labels, targets, sums, cluster_totals)
+
+
+def partition_sums(labels: np.ndarray, a, totals: np.ndarray,
+                   n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's sums of half-A counts ``a`` (canonical CSR): per gene, and ``totals``.
+
+    Sums over cells: those of several blocks of cells add up to the whole population's.
+
+    Returns
+    -------
+    ``(clusters x genes, clusters)``, float64.
+    """
+    from .._count_kernels import labelled_row_sums  # numba: imported when used
+
+    labels = np.asarray(labels, dtype=np.int64)
+    sums = labelled_row_sums(a.data, a.indices, a.indptr, labels, n_clusters, a.shape[1])
+    return sums, np.bincount(labels, weights=totals, minlength=n_clusters)
+
+
+def deviances_given(labels: np.ndarray, targets: DevianceTargets, sums: np.ndarray,
+                    cluster_totals: np.ndarray) -> np.ndarray:
+    """Each cell's deviance under ``labels``, given the clusters' :func:`partition_sums`.
+
+    The sums may be a larger population's (the cells of ``targets`` are then a block of it,
+    with the population's ``gene_sums`` and ``prior``): each cell's deviance depends on its
+    own counts and on these sums only.
+    """
+    from .._count_kernels import partition_deviance_sums  # numba: imported when used
 
     t = targets
-    labels = np.asarray(labels, dtype=np.int64)
-    n_clusters = int(labels.max()) + 1
-    sums = labelled_row_sums(t.a.data, t.a.indices, t.a.indptr, labels, n_clusters,
-                             t.a.shape[1])  # clusters x genes
-    cluster_totals = np.bincount(labels, weights=t.totals, minlength=n_clusters)
     deviance = partition_deviance_sums(
-        t.indptr, t.genes, t.observed, t.own_a, labels, t.totals, sums, cluster_totals,
-        t.gene_sums, t.population_total, t.prior, (1.0 - t.p) / t.p)
+        t.indptr, t.genes, t.observed, t.own_a, np.asarray(labels, dtype=np.int64), t.totals,
+        sums, cluster_totals, t.gene_sums, t.population_total, t.prior, (1.0 - t.p) / t.p)
     return 2.0 * deviance + t.constant
 
 
@@ -160,6 +199,45 @@ def canonical(X):
         X.sum_duplicates()
         X.eliminate_zeros()  # a stored 0 would make 0 log 0 a NaN in the deviance
     return X
+
+
+def cluster_sums(values, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Each cluster's sum of ``values`` (dense K x genes, float64), sparse input kept sparse."""
+    members = sparse.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))),
+                                shape=(n_clusters, labels.size))
+    sums = members @ values
+    return sums.toarray() if sparse.issparse(sums) else np.asarray(sums, dtype=np.float64)
+
+
+def top_variable_genes(counts, n_top_genes: int) -> np.ndarray:
+    """Indices of the most variable genes of raw counts (normalised, log1p, "seurat").
+
+    ``counts`` in memory, or a dask array of them (scanpy sums its chunks).
+    """
+    import scanpy as sc
+
+    if is_dask_array(counts):
+        values = counts.map_blocks(hvg_values, dtype=np.float32,
+                                   meta=sparse.csr_matrix((0, 0), dtype=np.float32))
+    else:
+        values = hvg_values(counts)
+    table = sc.pp.highly_variable_genes(ad.AnnData(values), n_top_genes=n_top_genes,
+                                        flavor="seurat", inplace=False)
+    return np.flatnonzero(np.asarray(table["highly_variable"]))
+
+
+def hvg_values(counts) -> sparse.csr_matrix:
+    """Counts as scanpy's standard pipeline has them for ``highly_variable_genes``.
+
+    Normalised to 10,000 per cell and log1p-transformed, in float32; each cell by its own
+    total, so a block of cells gets its rows of the whole matrix's values.
+    """
+    import scanpy as sc
+
+    values = ad.AnnData(sparse.csr_matrix(counts, dtype=np.float32))
+    sc.pp.normalize_total(values, target_sum=1e4)
+    sc.pp.log1p(values)
+    return values.X
 
 
 def paired_standard_errors(per_cell: np.ndarray) -> np.ndarray:

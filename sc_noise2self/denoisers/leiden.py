@@ -13,29 +13,33 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from .._anndata import write_dense_layer
+from .._dask import checked_library_sizes, rows_chunked, tree_reduce
 from .._rng import spawn_seeds
-from .._validation import check_choice, check_real, check_whole
-from ..calibration import Family, Knob, SplitSettings, WarmStart, counts_calibrator
+from .._validation import check_choice, check_real, check_whole, is_dask_array
+from ..calibration import DaskCounts, Family, Knob, SplitSettings, WarmStart, counts_calibrator
 from ..embedding import max_rank
 from ..losses import Halves, prepare_halves
 from ..results import BaselineWarning
-from ..splitting import gene_sizes
+from ..runs import prepare_dask
+from ..splitting import gene_sizes, split_counts
 from ..transforms import library_sizes, normalised_values
 from .cluster_loss import (
     DevianceTargets,
     GeneSubset,
+    cluster_sums,
     coarsest_within,
     paired_standard_errors,
     partition_deviances,
+    top_variable_genes,
 )
 from .cluster_loss import canonical as _canonical
+from .leiden_dask import ChunkedTargets, DaskSplit
 from .leiden_graph import (
     DEFAULT_RESOLUTIONS,
     GraphStart,
@@ -152,14 +156,6 @@ def calibrated_rank(options: dict, X, settings) -> dict:
     return {**options, "n_comps": max(2, int(rank))}
 
 
-def cluster_sums(values, labels: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Each cluster's sum of ``values`` (dense K x genes, float64), sparse input kept sparse."""
-    members = sparse.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))),
-                                shape=(n_clusters, labels.size))
-    sums = members @ values
-    return sums.toarray() if sparse.issparse(sums) else np.asarray(sums, dtype=np.float64)
-
-
 # Cells normalised at a time for the cluster means: the normalised counts are never whole in
 # memory (1.2 GB at 200,000 cells x 2,000 genes, issue 28).
 MEANS_BLOCK_CELLS = 65536
@@ -172,12 +168,27 @@ def normalised_cluster_means(counts, labels: np.ndarray, depth: float,
     The cells are normalised a block at a time, so the normalised counts are never whole.
     """
     n_clusters = int(labels.max()) + 1
+    if is_dask_array(counts):  # chunk by chunk, each chunk's rows normalised on their own
+        import dask
+
+        counts = rows_chunked(counts)
+        ends = np.cumsum(counts.chunks[0])
+        blocks = counts.to_delayed(optimize_graph=False).ravel()
+        sums = tree_reduce([dask.delayed(_normalised_sums)(block, labels[end - rows:end],
+                                                           n_clusters, depth, transform)
+                            for block, end, rows in zip(blocks, ends, counts.chunks[0],
+                                                        strict=True)], sum)
+        return dask.compute(sums)[0] / np.bincount(labels, minlength=n_clusters)[:, None]
     sums = np.zeros((n_clusters, counts.shape[1]))
     for start in range(0, counts.shape[0], MEANS_BLOCK_CELLS):
         rows = slice(start, min(start + MEANS_BLOCK_CELLS, counts.shape[0]))
-        sums += cluster_sums(normalised_values(counts[rows], depth, transform), labels[rows],
-                             n_clusters)
+        sums += _normalised_sums(counts[rows], labels[rows], n_clusters, depth, transform)
     return sums / np.bincount(labels, minlength=n_clusters)[:, None]
+
+
+def _normalised_sums(counts, labels: np.ndarray, n_clusters: int, depth: float,
+                     transform: str) -> np.ndarray:
+    return cluster_sums(normalised_values(counts, depth, transform), labels, n_clusters)
 
 
 # Genes scored and clustered, as scanpy's standard pipeline keeps (highly variable in half A).
@@ -203,18 +214,6 @@ def informative_genes(halves: Halves, n_top_genes: int | None) -> GeneSubset:
     return GeneSubset(genes, halves.a[:, genes], a_genes, b[:, genes], totals)
 
 
-def top_variable_genes(counts, n_top_genes: int) -> np.ndarray:
-    """Indices of the most variable genes of raw counts (normalised, log1p, "seurat")."""
-    import scanpy as sc
-
-    values = ad.AnnData(sparse.csr_matrix(counts, dtype=np.float32))
-    sc.pp.normalize_total(values, target_sum=1e4)
-    sc.pp.log1p(values)
-    table = sc.pp.highly_variable_genes(values, n_top_genes=n_top_genes, flavor="seurat",
-                                        inplace=False)
-    return np.flatnonzero(table["highly_variable"].to_numpy())
-
-
 def score_resolutions(halves: Halves, grid: np.ndarray, seed, options: dict, loss: str, *,
                       progress: bool | None = None):
     """Loss and number of clusters at every resolution, from one graph of half A.
@@ -222,21 +221,50 @@ def score_resolutions(halves: Halves, grid: np.ndarray, seed, options: dict, los
     Resolution 0 is one cluster, the population's rate: the baseline. The extras carry the
     paired standard error of each point against the best (for ``rule="1se"``).
     """
-    seed = seed_of(seed)
     scored = informative_genes(halves, options["n_top_genes"])
-    graph = neighbour_graph(scored.values, options["n_comps"], options["n_neighbors"], seed)
-    targets = DevianceTargets.of(scored.a, scored.b, scored.totals, halves.p)
+    return _sweep_scores(scored, targets_of(scored, halves.p), grid, seed_of(seed), options,
+                         halves)
+
+
+def score_resolutions_dask(counts: DaskCounts, settings: SplitSettings, grid: np.ndarray,
+                           seed, options: dict):
+    """:func:`score_resolutions` of one split of a dask array (the family's dask backend).
+
+    The split is kept on the scored genes in its chunks (:class:`~.leiden_dask.DaskSplit`);
+    the graph and Leiden run in memory, each loss is a pass over the chunks.
+    """
+    scored = DaskSplit.of(counts, settings, seed, options["n_top_genes"])
+    return _sweep_scores(scored, ChunkedTargets(scored), grid, seed_of(seed), options, scored)
+
+
+def _sweep_scores(scored, targets, grid: np.ndarray, seed: int, options: dict, halves):
+    """Leiden at every resolution of ``grid`` on ``scored``'s graph, each scored by the loss."""
+    graph = graph_of(scored, options["n_comps"], options["n_neighbors"], seed)
     per_cell, n_clusters = [], []
     for labels in leiden_sweep(graph, grid, seed):
         per_cell.append(partition_deviances(labels, targets))
         n_clusters.append(int(labels.max()) + 1)
-    per_cell = np.asarray(per_cell) / scored.a.shape[1]
+    per_cell = np.asarray(per_cell) / scored.genes.size
     # The engine averages extras over splits: the per-cell losses' average is what the
     # standard errors of several splits are computed from (choose_resolution).
     return per_cell.mean(axis=1), {"n_clusters": np.array(n_clusters), "cell_losses": per_cell,
                                    "standard_error": paired_standard_errors(per_cell),
                                    "start": GraphStart.of(graph, scored, options, seed,
                                                           halves)}
+
+
+def graph_of(scored, n_comps: int, n_neighbors: int, seed: int):
+    """Half A's neighbour graph of the scored genes, in memory or from a dask split."""
+    if isinstance(scored, DaskSplit):
+        return scored.graph(n_comps, n_neighbors, seed)
+    return neighbour_graph(scored.values, n_comps, n_neighbors, seed)
+
+
+def targets_of(scored, p: float):
+    """The loss's targets of the scored genes: in memory, or chunk by chunk on dask."""
+    if isinstance(scored, DaskSplit):
+        return ChunkedTargets(scored)
+    return DevianceTargets.of(scored.a, scored.b, scored.totals, p)
 
 
 @dataclass
@@ -254,6 +282,7 @@ class Clustering:
     fingerprint: str = ""  # of the counts the split was drawn from (counts_fingerprint)
     nb_sizes: object = None  # the NB split's per-gene sizes, when they were an array
     refinement: Refinement | None = None  # None: Leiden's labels at the resolution
+    scored: Any = None  # on dask, the split's scored genes in chunks (DaskSplit)
 
 
 # The split options that the final labels share with the calibration (its first split).
@@ -275,8 +304,12 @@ def check_first_split(settings: SplitSettings) -> None:
 
 
 def first_split(counts, settings: SplitSettings, start: GraphStart | None = None,
-                ) -> tuple[Halves, np.random.SeedSequence]:
+                n_top_genes: int | None = DEFAULT_TOP_GENES,
+                ) -> tuple[Halves | DaskSplit, np.random.SeedSequence]:
     """The halves of a calibration's first split, drawn again (the draws are seeded).
+
+    Dask counts give a :class:`~.leiden_dask.DaskSplit` on half A's ``n_top_genes`` most
+    variable genes, in its chunks.
 
     The same call as :func:`~sc_noise2self.runs.run_splits` makes for its first split, so
     the labels made here on half A are the ones that were scored, and half B is the half
@@ -287,7 +320,9 @@ def first_split(counts, settings: SplitSettings, start: GraphStart | None = None
     settings = settings.validate(counts)
     seed = spawn_seeds(settings.random_state, settings.n_splits)[0]
     halves = None if start is None else start.halves_of(seed_of(seed), settings.p)
-    if halves is None:
+    if halves is None and is_dask_array(counts):
+        halves = DaskSplit.of(prepare_dask(counts), settings, seed, n_top_genes)
+    elif halves is None:
         halves = prepare_halves(
             counts, p=settings.p, transform=settings.transform, random_state=seed,
             keep_counts=True, keep_a_counts=True, keep_b_values=False, split=settings.split,
@@ -304,11 +339,34 @@ def counts_fingerprint(counts) -> str:
     tested on the half B of the same rows, genes and totals: a subset or a re-ordering of
     the cells or genes draws another split, whose half B holds molecules that made them.
     """
-    totals = np.asarray(library_sizes(counts), dtype=np.float64)
+    totals = np.asarray(cell_totals(counts), dtype=np.float64)
     digest = hashlib.sha1(np.asarray(counts.shape, dtype=np.int64).tobytes())
     digest.update(totals.tobytes())
-    digest.update(np.asarray(counts.sum(axis=0), dtype=np.float64).ravel().tobytes())
+    digest.update(gene_totals(counts).tobytes())
     return digest.hexdigest()
+
+
+def cell_totals(counts) -> np.ndarray:
+    """Every cell's total count, of counts in memory or on dask (checked chunk by chunk)."""
+    if is_dask_array(counts):
+        return checked_library_sizes(rows_chunked(counts))
+    return library_sizes(counts)
+
+
+def gene_totals(counts) -> np.ndarray:
+    """Every gene's total count (float64), of counts in memory or on dask (exact either way)."""
+    if is_dask_array(counts):
+        import dask
+
+        blocks = rows_chunked(counts).to_delayed(optimize_graph=False).ravel()
+        (total,) = dask.compute(tree_reduce([dask.delayed(_column_totals)(b) for b in blocks],
+                                            sum))
+        return total
+    return _column_totals(counts)
+
+
+def _column_totals(counts) -> np.ndarray:
+    return np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
 
 
 def split_settings(options: dict, transform: str, random_state) -> SplitSettings:
@@ -329,22 +387,23 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
     # A given resolution skips the calibration, but n_comps=None still means the PCA rank
     # calibrated on these counts, as documented.
     n_comps = calibrated_rank(options, counts, settings)["n_comps"]
-    depth = float(np.median(library_sizes(counts)))
+    depth = float(np.median(cell_totals(counts)))
     if resolution == 0:
         return Clustering(np.zeros(counts.shape[0], dtype=np.int64), counts, transform, depth,
                           0.0, int(n_comps), fingerprint=counts_fingerprint(counts))
-    halves, seed = first_split(counts, settings, start)
     n_top_genes = options.get("n_top_genes", DEFAULT_TOP_GENES)
+    halves, seed = first_split(counts, settings, start, n_top_genes)
     scored = None if start is None else start.scored_of(halves, n_top_genes)
     if scored is None:
-        scored = informative_genes(halves, n_top_genes)
+        scored = halves if isinstance(halves, DaskSplit) else informative_genes(halves,
+                                                                                n_top_genes)
     if start is not None and start.fits(scored, n_comps, options["n_neighbors"], seed_of(seed)):
         graph = start.graph
     else:
-        graph = neighbour_graph(scored.values, n_comps, options["n_neighbors"], seed_of(seed))
+        graph = graph_of(scored, n_comps, options["n_neighbors"], seed_of(seed))
     labels, refinement = leiden_labels(graph, resolution, seed_of(seed)), None
     if options.get("refine"):
-        targets = DevianceTargets.of(scored.a, scored.b, scored.totals, halves.p)
+        targets = targets_of(scored, halves.p)
         refinement = refined_clusters(labels, scored, targets,
                                       {**options, "n_comps": n_comps}, seed_of(seed))
         if refinement.labels.max() > 0:
@@ -353,10 +412,19 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
                                              None if sizes is None else sizes[scored.genes])
             refinement.labels, refinement.reassignment = moved.labels, moved.verdict
         labels = refinement.labels
+    half_a, half_b = ((halves.a_counts, halves.b_counts) if not isinstance(halves, DaskSplit)
+                      else lazy_halves(counts, settings.validate(counts), seed))
     return Clustering(labels, counts, transform, depth, float(resolution), int(n_comps),
-                      half_a=halves.a_counts, half_b=halves.b_counts,
-                      fingerprint=counts_fingerprint(counts), nb_sizes=halves.b_sizes,
-                      refinement=refinement)
+                      half_a=half_a, half_b=half_b, fingerprint=counts_fingerprint(counts),
+                      nb_sizes=halves.b_sizes, refinement=refinement,
+                      scored=halves if isinstance(halves, DaskSplit) else None)
+
+
+def lazy_halves(counts, settings: SplitSettings, seed) -> tuple:
+    """Both halves of dask ``counts``' split of ``seed``, every gene, lazy (for markers)."""
+    return split_counts(counts, settings.p, random_state=seed, split=settings.split,
+                        overdispersion=gene_sizes(counts, settings.split,
+                                                  settings.overdispersion))
 
 
 def half_a_sizes(halves: Halves, settings: SplitSettings, counts) -> np.ndarray | None:
@@ -425,7 +493,8 @@ def cluster_values(adata, key: str, columns: np.ndarray) -> np.ndarray:
 LEIDEN = Family(
     name="leiden",
     grid=Knob("resolution", grid_arg="resolutions", default=None, make_grid=_grid),
-    score=score_resolutions, check_options=_check, prepare_options=_prepare,
+    score=score_resolutions, score_dask=score_resolutions_dask, check_options=_check,
+    prepare_options=_prepare,
     fit=fit_clusters, store=store_clusters, values=cluster_values, fit_after_calibrate=True,
     baseline_index=_baseline_index, choose=choose_resolution, needs_counts=True,
     scores_b_values=False,  # the loss reads half B's counts; its values would be 1/3 more

@@ -73,10 +73,17 @@ def neighbour_graph(values, n_comps: int, n_neighbors: int, seed: int) -> Leiden
             fit = randomized_pca(scaled, n_comps, seed, n_iter=GRAPH_POWER_ITERATIONS,
                                  oversample=GRAPH_OVERSAMPLE)
         del scaled  # a float64 copy of half A: not held while the neighbours are searched
-        graph = ad.AnnData(obs=pd.DataFrame(index=np.arange(values.shape[0]).astype(str)),
-                           obsm={"X_pca": fit.scores})
-        scanpy_neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
-    return LeidenGraph.of(graph.obsp["connectivities"], scaling=scaling, fit=fit)
+        adjacency = knn_connectivities(fit.scores, n_neighbors, seed)
+    return LeidenGraph.of(adjacency, scaling=scaling, fit=fit)
+
+
+def knn_connectivities(scores: np.ndarray, n_neighbors: int, seed: int):
+    """scanpy's kNN connectivities of cells' PCA ``scores`` (``sc.pp.neighbors``)."""
+    graph = ad.AnnData(obs=pd.DataFrame(index=np.arange(scores.shape[0]).astype(str)),
+                       obsm={"X_pca": scores})
+    scanpy_neighbors(graph, n_neighbors=min(n_neighbors, scores.shape[0] - 1), use_rep="X_pca",
+                     random_state=seed)
+    return graph.obsp["connectivities"]
 
 
 class LeidenGraph:
@@ -210,6 +217,11 @@ class GeneScaling:
         # itself were the graph's largest memory (1.2 GB at 200,000 cells; issue 28).
         mean, square = column_means_and_squares(values.data, values.indices, values.shape[1],
                                                 n_cells)
+        return cls.of_moments(mean, square, n_cells)
+
+    @classmethod
+    def of_moments(cls, mean: np.ndarray, square: np.ndarray, n_cells: int) -> GeneScaling:
+        """The scaling of genes with these means and mean squares over ``n_cells`` cells."""
         sd = np.sqrt(np.maximum(square - mean**2, 0.0) * n_cells / max(n_cells - 1, 1))
         inverse = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
         return cls(inverse, mean * inverse + SCALE_CAP)
@@ -360,6 +372,10 @@ class GraphStart:
 def _graph_key(scored: Any, n_comps: int, n_neighbors: int, seed: int) -> tuple:
     """What a half-A graph depends on: its values (by digest), genes, options and seed."""
     digest = hashlib.blake2b(digest_size=16)
+    if hasattr(scored, "fingerprint"):  # a dask split: its counts, seed and genes
+        digest.update(scored.fingerprint.encode())
+        return (digest.hexdigest(), (scored.n_cells, scored.genes.size),
+                scored.genes.tobytes(), int(n_comps), int(n_neighbors), int(seed))
     values = scored.values
     if sparse.issparse(values):
         values = sparse.csr_matrix(values)

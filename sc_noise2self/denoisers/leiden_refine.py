@@ -8,6 +8,7 @@ referee and the marker tests on it stay honest.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.interpolate import CubicSpline
@@ -18,6 +19,7 @@ from .cluster_loss import (
     coarsest_within,
     paired_standard_errors,
     partition_deviances,
+    partition_sums,
 )
 from .leiden_graph import DEFAULT_RESOLUTIONS, leiden_labels, neighbour_graph, seed_of
 
@@ -87,8 +89,8 @@ def cluster_split(cells: np.ndarray, scored: GeneSubset, targets: DevianceTarget
     on that many of its cells, drawn at random (:func:`placed_by_neighbours`).
     """
     sample = refinement_sample(cells, seed)
-    graph = neighbour_graph(scored.values[sample], options["n_comps"], options["n_neighbors"],
-                            seed)
+    graph = neighbour_graph(scored.values_of(sample), options["n_comps"],
+                            options["n_neighbors"], seed)
     candidates = [np.zeros(sample.size, dtype=np.int64)]
     for resolution in DEFAULT_RESOLUTIONS:
         sub = leiden_labels(graph, resolution, seed)
@@ -108,7 +110,7 @@ def cluster_split(cells: np.ndarray, scored: GeneSubset, targets: DevianceTarget
     gain = paired_gain(saved)
     split = candidates[chosen]
     if sample.size < cells.size:
-        split = placed_by_neighbours(cells, sample, split, graph, scored.values,
+        split = placed_by_neighbours(cells, sample, split, graph, scored,
                                      options["n_neighbors"])
     return split, gain
 
@@ -129,11 +131,12 @@ def refinement_sample(cells: np.ndarray, seed: int) -> np.ndarray:
 
 
 def placed_by_neighbours(cells: np.ndarray, sample: np.ndarray, sample_labels: np.ndarray,
-                         graph, values, n_neighbors: int) -> np.ndarray:
+                         graph, scored, n_neighbors: int) -> np.ndarray:
     """Labels of all ``cells`` from those of the drawn ``sample``.
 
     The drawn cells keep theirs; the others take the majority of their ``n_neighbors``
-    nearest drawn cells in the PCA space of the drawn cells' graph.
+    nearest drawn cells in the PCA space of the drawn cells' graph (``scored``'s values
+    placed there by :meth:`~.cluster_loss.GeneSubset.embedded`).
     """
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -142,7 +145,7 @@ def placed_by_neighbours(cells: np.ndarray, sample: np.ndarray, sample_labels: n
     labels[drawn] = sample_labels
     vote = KNeighborsClassifier(n_neighbors=min(n_neighbors, sample.size))
     vote.fit(graph.fit.scores, sample_labels)
-    labels[~drawn] = vote.predict(graph.embed(values[cells[~drawn]]))
+    labels[~drawn] = vote.predict(scored.embedded(graph, cells[~drawn]))
     return labels
 
 
@@ -190,17 +193,15 @@ def reassigned_by_likelihood(labels: np.ndarray, targets: DevianceTargets,
     passes stop as soon as it is not: the referee decides, and it never sees a label made
     from half B.
     """
-    # float64 once, not in every pass (the kernel reads the values as float64).
-    counts_a = targets.a.astype(np.float64, copy=False)
-    totals = np.asarray(counts_a.sum(axis=1), dtype=np.float64).ravel()
-    sizes = (np.full(counts_a.shape[1], np.inf) if sizes is None
+    rows = CountRows.of(targets)
+    sizes = (np.full(targets.gene_sums.size, np.inf) if sizes is None
              else np.asarray(sizes, dtype=np.float64))
     current = np.unique(labels, return_inverse=True)[1]
     origin = np.unique(labels)  # the given code of each current cluster
     given = partition_deviances(labels, targets)
     loss = given
     for _ in range(REASSIGN_PASSES):
-        step = likeliest_step(current, counts_a, totals, sizes)
+        step = likeliest_step(current, rows, rows.totals, sizes)
         # A cluster every cell left is dropped: empty, it would predict by the population.
         kept, step = np.unique(step, return_inverse=True)
         if kept.size == origin.size and np.array_equal(step, current):
@@ -259,27 +260,78 @@ def likeliest_step(labels: np.ndarray, counts_a, totals: np.ndarray,
 
 def likeliest_clusters(labels: np.ndarray, counts_a, totals: np.ndarray, sizes: np.ndarray,
                        closed: np.ndarray | None = None) -> np.ndarray:
-    """Every cell's likeliest cluster, none of them ``closed`` (default: none closed)."""
-    from .._count_kernels import labelled_row_sums, likeliest_labels  # numba: when used
+    """Every cell's likeliest cluster, none of them ``closed`` (default: none closed).
 
+    ``counts_a`` are half A's counts (CSR) with their row ``totals``, or rows held in
+    chunks (:class:`CountRows`'s methods: the dask backend's targets).
+    """
+    rows = counts_a if hasattr(counts_a, "map_rows") else CountRows(counts_a, totals)
     n_clusters = int(labels.max()) + 1
     labels = np.asarray(labels, dtype=np.int64)
-    a = counts_a
-    sums = labelled_row_sums(a.data, a.indices, a.indptr, labels, n_clusters, a.shape[1])
-    cluster_totals = np.bincount(labels, weights=totals, minlength=n_clusters)
+    sums, cluster_totals = rows.label_sums(labels, n_clusters)
     gene_sums = sums.sum(axis=0)
     prior = REASSIGN_PRIOR_CELLS * max(float(np.median(totals)), 1.0)
     prior_counts = prior * gene_sums / max(float(gene_sums.sum()), 1.0)
     rates = (sums + prior_counts) / (cluster_totals + prior)[:, None]
     # The zeros' depth of a cell in its own cluster: the cluster's sums without the cell.
     own_scale = (cluster_totals[labels] + prior) / (cluster_totals[labels] - totals + prior)
-    zero_terms = zero_likelihoods(rates, sizes, totals, labels, own_scale)
     if closed is None:
         closed = np.zeros(n_clusters, dtype=bool)
     fallback = int(np.argmax(np.where(closed, -1.0, cluster_totals)))  # the largest open one
+    model = LikelihoodModel(rates, sums, prior_counts, cluster_totals, prior, sizes,
+                            zero_grid(totals, own_scale))
+    return rows.map_rows(_likeliest_rows, model, closed, fallback, labels=labels,
+                         own_scale=own_scale)
+
+
+@dataclass
+class CountRows:
+    """Half A's counts in memory, with the two operations the reassignment needs.
+
+    The dask backend's targets offer the same two, computed chunk by chunk.
+    """
+
+    a: Any  # CSR, float64 (the kernel reads float64)
+    totals: np.ndarray
+
+    @classmethod
+    def of(cls, targets) -> Any:
+        """The rows of deviance targets: in memory, the counts in float64 once."""
+        if hasattr(targets, "map_rows"):
+            return targets
+        return cls(targets.a.astype(np.float64, copy=False), targets.totals)
+
+    def label_sums(self, labels: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each cluster's sums of every gene and of the totals."""
+        return partition_sums(labels, self.a, self.totals, n_clusters)
+
+    def map_rows(self, function, *args, **by_rows) -> np.ndarray:
+        """``function(a, totals, *args, **by_rows)`` on all the rows."""
+        return function(self.a, self.totals, *args, **by_rows)
+
+
+@dataclass(frozen=True)
+class LikelihoodModel:
+    """The clusters' rates of one reassignment pass: what every cell is scored against."""
+
+    rates: np.ndarray
+    sums: np.ndarray
+    prior_counts: np.ndarray
+    cluster_totals: np.ndarray
+    prior: float
+    sizes: np.ndarray
+    grid: np.ndarray  # log depths of the zero terms' spline (zero_grid)
+
+
+def _likeliest_rows(a, totals: np.ndarray, model: LikelihoodModel, closed: np.ndarray,
+                    fallback: int, labels: np.ndarray, own_scale: np.ndarray) -> np.ndarray:
+    from .._count_kernels import likeliest_labels  # numba: when used
+
+    m = model
+    zero_terms = zero_likelihoods(m.rates, m.sizes, totals, labels, own_scale, m.grid)
     return likeliest_labels(a.data.astype(np.float64, copy=False), a.indices, a.indptr,
-                            labels, rates, sums, prior_counts, totals, cluster_totals, prior,
-                            sizes, zero_terms, closed, fallback)
+                            labels, m.rates, m.sums, m.prior_counts, totals, m.cluster_totals,
+                            m.prior, m.sizes, zero_terms, closed, fallback)
 
 
 # Depths at which each cluster's all-zero likelihood is computed exactly; a cubic spline in
@@ -293,19 +345,32 @@ ZERO_GRID_POINTS = 64
 ZERO_GRID_SPACING = 0.05
 
 
-def zero_likelihoods(rates: np.ndarray, sizes: np.ndarray, totals: np.ndarray,
-                     labels: np.ndarray, own_scale: np.ndarray) -> np.ndarray:
-    """Cells x clusters: the NB log-likelihood of all zeros at each cluster's rates.
+def zero_grid(totals: np.ndarray, own_scale: np.ndarray) -> np.ndarray:
+    """The log depths at which :func:`zero_likelihoods` computes its terms exactly.
 
-    ``sum_g log NB(0; r_kg n, s_g) = -sum_g s_g log(1 + r_kg n / s_g)`` is a smooth
-    function of the depth ``n`` alone, so it is computed on a grid of depths and
-    interpolated, instead of over every gene for every cell and cluster.
+    From every cell's depth (and its leave-one-out depth in its own cluster), so that cells
+    scored in blocks share one spline.
     """
     depths = np.maximum(totals, 1.0)
     low = np.log(depths.min())
     high = np.log(max(float((depths * own_scale).max()), depths.max() * 1.0001))
     points = max(ZERO_GRID_POINTS, int(np.ceil((high - low) / ZERO_GRID_SPACING)) + 1)
-    grid = np.linspace(low, high, points)
+    return np.linspace(low, high, points)
+
+
+def zero_likelihoods(rates: np.ndarray, sizes: np.ndarray, totals: np.ndarray,
+                     labels: np.ndarray, own_scale: np.ndarray,
+                     grid: np.ndarray | None = None) -> np.ndarray:
+    """Cells x clusters: the NB log-likelihood of all zeros at each cluster's rates.
+
+    ``sum_g log NB(0; r_kg n, s_g) = -sum_g s_g log(1 + r_kg n / s_g)`` is a smooth
+    function of the depth ``n`` alone, so it is computed on a ``grid`` of log depths
+    (:func:`zero_grid` of these cells by default) and interpolated, instead of over every
+    gene for every cell and cluster.
+    """
+    if grid is None:
+        grid = zero_grid(totals, own_scale)
+    depths = np.maximum(totals, 1.0)
     finite = np.isfinite(sizes)
     out = np.empty((totals.size, rates.shape[0]))
     for k, rate in enumerate(rates):

@@ -85,7 +85,7 @@ def score_pca_dask(counts: DaskCounts, settings: SplitSettings, grid: np.ndarray
     plan = ChunkPlan(settings.p, settings.transform, settings.loss, counts.depth,
                      row_stream_key(seed, "split"), sizes, shares, linear, device)
     stats = _split_statistics(X, plan, cells)
-    fit = _components(stats, n_comps, options["center"], device)
+    fit = covariance_components(stats, n_comps, options["center"], device)
     return _curve(stats, fit, plan, X.shape, conversion)
 
 
@@ -139,13 +139,14 @@ def _chunk_statistics(chunk, first_row: int, plan: ChunkPlan, local) -> dict:
     halves = halves_from_counts(half_a, half_b, p=plan.p, transform=plan.transform,
                                 depth=plan.depth, keep_counts=plan.loss == "poisson")
     a = _as_float64(halves.a)
-    stats = {"n": a.shape[0], "a_sum": _column_sums(a), "a_gram": _gram(a, a, plan.device),
-             "max_value": halves.max_value, "rows": []}
+    stats = {"n": a.shape[0], "a_sum": summed_columns(a),
+             "a_gram": cross_products(a, a, plan.device), "max_value": halves.max_value,
+             "rows": []}
     if plan.linear:
         b = _as_float64(halves.b)
         values = b.data if sparse.issparse(b) else b
-        stats.update(b_sum=_column_sums(b), b_sq=float(np.sum(values * values)),
-                     ba=_gram(b, a, plan.device))
+        stats.update(b_sum=summed_columns(b), b_sq=float(np.sum(values * values)),
+                     ba=cross_products(b, a, plan.device))
     if local is not None and local.size:
         target = halves.target(plan.loss)
         stats["rows"] = [(first_row, _rows(halves.a, local), _rows(target, local),
@@ -176,11 +177,12 @@ def _as_float64(M):
     return np.asarray(M, dtype=np.float64)
 
 
-def _column_sums(M) -> np.ndarray:
+def summed_columns(M) -> np.ndarray:
+    """Each column's sum of ``M`` (dense or sparse), float64."""
     return np.asarray(M.sum(axis=0), dtype=np.float64).ravel()
 
 
-def _gram(left, right, device: str | None = None) -> np.ndarray:
+def cross_products(left, right, device: str | None = None) -> np.ndarray:
     """``left^T right`` as a dense genes x genes float64 array (on a torch device if given)."""
     if device is not None:
         return _torch_gram(left, right, device)
@@ -230,7 +232,8 @@ def _torch_gram(left, right, device: str) -> np.ndarray:
     return (first.T @ second).cpu().numpy()
 
 
-def _components(stats: dict, n_comps: int, center: bool, device: str | None = None) -> PCAFit:
+def covariance_components(stats: dict, n_comps: int, center: bool,
+                          device: str | None = None) -> PCAFit:
     """Top ``n_comps`` eigenvectors of half A's covariance (or second moment), descending.
 
     The fit's scores hold only the gathered rows' scores (or nothing): the curve needs no
@@ -314,10 +317,10 @@ def fit_pca_dask(X, n_comps: int, *, transform: str = "sqrt", max_scores_gb: flo
     meta = X._meta.astype(np.float32)
     values = X.map_blocks(_normalised_chunk, depth=depth, transform=transform,
                           dtype=np.float32, meta=meta)
-    parts = [dask.delayed(_value_statistics)(block)
+    parts = [dask.delayed(value_statistics)(block)
              for block in values.to_delayed(optimize_graph=False).ravel()]
     (stats,) = dask.compute(tree_reduce(parts, _combine))
-    fit = _components(stats, n_comps, center=True)
+    fit = covariance_components(stats, n_comps, center=True)
     V, mu = fit.components, fit.mean
     scores = values.map_blocks(_chunk_scores, V=V, mu=mu, chunks=(values.chunks[0], (n_comps,)),
                                dtype=np.float64, meta=np.empty((0, 0)))
@@ -333,9 +336,11 @@ def _normalised_chunk(chunk, *, depth: float, transform: str):
     return apply_transform(normalize_to_depth(chunk, depth), transform, inplace=True)
 
 
-def _value_statistics(chunk) -> dict:
+def value_statistics(chunk) -> dict:
+    """A chunk's rows, column sums and ``X^T X``: what :func:`covariance_components` sums."""
     values = _as_float64(chunk)
-    return {"n": values.shape[0], "a_sum": _column_sums(values), "a_gram": _gram(values, values)}
+    return {"n": values.shape[0], "a_sum": summed_columns(values),
+            "a_gram": cross_products(values, values)}
 
 
 def _chunk_scores(chunk, *, V: np.ndarray, mu: np.ndarray) -> np.ndarray:
