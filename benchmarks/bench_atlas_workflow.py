@@ -22,7 +22,12 @@ Data: ``--data sim`` (the realistic simulator: NB counts, b from 0.5 to 50, libr
 lognormal with sd 0.5, 10 groups of 40% down to 1%) at ``--cells``; ``--data pbmc3k``
 (all genes, cells filtered as in scanpy's tutorial: ``min_genes=200``, genes in 3 cells).
 
+``--sides`` may add ``dask``: ours on a ``LocalCluster`` of two single-thread worker
+processes limited to ``--worker-memory`` each, the counts read lazily from the ``.h5ad`` in
+chunks of 50,000 cells (the workers' peak memory is printed too).
+
 Run:  python benchmarks/bench_atlas_workflow.py --data sim --cells 200000
+      python benchmarks/bench_atlas_workflow.py --data sim --cells 200000 --sides dask,scanpy
       SC_NOISE2SELF_DATA=../shared/data python benchmarks/bench_atlas_workflow.py --data pbmc3k
 """
 
@@ -58,11 +63,16 @@ OUR_STAGES = (
     ("sc_noise2self.denoisers.leiden_graph", "GeneScaling.apply", "graph: scaled genes"),
     ("sc_noise2self.denoisers.leiden", "leiden_labels", "Leiden runs"),
     ("sc_noise2self.denoisers.leiden", "leiden_sweep", "Leiden sweep (rest: worker processes)"),
-    ("sc_noise2self.denoisers.leiden", "partition_deviances", "loss"),
+    ("sc_noise2self.denoisers.leiden", "partition_deviances_of", "loss"),
     ("sc_noise2self.denoisers.leiden", "refined_clusters", "refinement (rest)"),
     ("sc_noise2self.denoisers.leiden_refine", "reassigned_by_likelihood",
      "reassignment (rest)"),
     ("sc_noise2self.denoisers.leiden", "store_clusters", "store"),
+    ("sc_noise2self.denoisers.leiden_dask", "DaskSplit.of",
+     "dask: split, half A's genes, chunks persisted"),
+    ("sc_noise2self.denoisers.leiden_dask", "DaskSplit.graph", "dask: graph (PCA passes, kNN)"),
+    ("sc_noise2self.denoisers.leiden_dask", "ChunkedTargets.deviances_of", "loss"),
+    ("sc_noise2self.runs", "prepare_dask", "dask: totals pass"),
     ("sc_noise2self.tl", "calibrate_leiden", "calibrate_leiden (rest)"),
     ("sc_noise2self.inference", "replicated_clusters", "validation (rest)"),
     ("sc_noise2self.tl", "validate_clusters_split", "validation (rest)"),
@@ -211,7 +221,30 @@ def scanpys(adata, clock: StageClock, path: str) -> str:
     return "leiden"
 
 
-def child(side: str, path: str, threads: int, workflow: str) -> None:
+# The dask side: a LocalCluster of DASK_WORKERS single-thread worker processes, each limited
+# to --worker-memory; the counts are read lazily from the .h5ad in chunks of DASK_CHUNK cells.
+DASK_WORKERS = 2
+DASK_CHUNK = 50_000
+
+
+def lazy_counts(path: str):
+    """The .h5ad's counts as a lazy dask array of CSR chunks, with its obs and var.
+
+    Also the bytes the sparse counts would take in memory (read from the file's metadata).
+    """
+    import anndata as ad
+    import h5py
+    from anndata.experimental import read_elem_lazy
+
+    store = h5py.File(path, "r")
+    X = read_elem_lazy(store["X"], chunks=(DASK_CHUNK, -1))
+    nbytes = sum(store["X"][part].size * store["X"][part].dtype.itemsize
+                 for part in ("data", "indices", "indptr"))
+    return ad.AnnData(X=X, obs=ad.io.read_elem(store["obs"]),
+                      var=ad.io.read_elem(store["var"])), nbytes
+
+
+def child(side: str, path: str, threads: int, workflow: str, worker_memory: str) -> None:
     """One side's run in this (fresh) process; prints a JSON line."""
     import warnings
 
@@ -223,21 +256,39 @@ def child(side: str, path: str, threads: int, workflow: str) -> None:
     warnings.filterwarnings("ignore")
     sc.settings.n_jobs = threads
     warm_up()
-    adata = ad.read_h5ad(path)
-    input_bytes = sum(part.nbytes for part in (adata.X.data, adata.X.indices, adata.X.indptr))
-    assert sparse.issparse(adata.X)
+    cluster = client = None
+    if side == "dask":
+        from dask.distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=DASK_WORKERS, threads_per_worker=1,
+                               memory_limit=worker_memory, dashboard_address=None)
+        client = Client(cluster)
+        adata, input_bytes = lazy_counts(path)
+    else:
+        adata = ad.read_h5ad(path)
+        input_bytes = sum(part.nbytes for part in (adata.X.data, adata.X.indices,
+                                                   adata.X.indptr))
+        assert sparse.issparse(adata.X)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     clock = StageClock()
     start = time.perf_counter()
-    key = (ours if side == "ours" else scanpys)(adata, clock, workflow)
+    key = (scanpys if side == "scanpy" else ours)(adata, clock, workflow)
     seconds = time.perf_counter() - start
     labels = adata.obs[key].to_numpy()
     truth = adata.obs["group"].to_numpy()
+    workers = {}
+    if client is not None:
+        workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                             * 1024 / 1e9)
+        client.close()
+        cluster.close()
     print(json.dumps({
         "side": side, "seconds": seconds, "stages": clock.seconds,
         "peak_rise": clock.peak_rise,
         "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
-        "rss_before_gb": rss_before / 1e9, "input_gb": input_bytes / 1e9,
+        "rss_before_gb": rss_before / 1e9,
+        "input_gb": input_bytes / 1e9,
+        "worker_peak_gb": sorted(workers.values()), "worker_memory": worker_memory,
         "clusters": len(set(labels)),
         "ari": float(adjusted_rand_score(truth, labels)) if len(set(truth)) > 1 else None,
         "load": os.getloadavg()[0]}))
@@ -250,14 +301,19 @@ def table(rows: dict) -> None:
               f"{row['peak_gb']:.2f} GB ({row['peak_gb'] / row['input_gb']:.1f}x the "
               f"{row['input_gb']:.2f} GB sparse input; {row['rss_before_gb']:.2f} GB before "
               f"the run), load {row['load']:.2f}")
+        if row.get("worker_peak_gb"):
+            print(f"dask workers' peak RSS (GB): {row['worker_peak_gb']}, limit "
+                  f"{row['worker_memory']} each")
         print("| stage | seconds | share | peak RSS raised by (GB) |")
         print("|---|---|---|---|")
         for stage, seconds in sorted(row["stages"].items(), key=lambda item: -item[1]):
             rise = row.get("peak_rise", {}).get(stage, 0.0)
             print(f"| {stage} | {seconds:.1f} | {seconds / row['seconds']:.0%} | "
                   f"{rise:.2f} |")
-    if {"ours", "scanpy"} <= set(rows):
-        print(f"\nratio ours / scanpy: {rows['ours']['seconds'] / rows['scanpy']['seconds']:.2f}")
+    for side in ("ours", "dask"):
+        if {side, "scanpy"} <= set(rows):
+            print(f"\nratio {side} / scanpy: "
+                  f"{rows[side]['seconds'] / rows['scanpy']['seconds']:.2f}")
 
 
 def main() -> None:
@@ -272,11 +328,13 @@ def main() -> None:
                              "the README's calibrate_leiden, validate_clusters_split, "
                              "rank_genes_groups_split(groupby=...)")
     parser.add_argument("--cache", default="/tmp/sc_noise2self_atlas")
+    parser.add_argument("--worker-memory", default="6GB",
+                        help="memory limit of each of the dask side's two worker processes")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--make-data", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.threads, args.path)
+        child(args.child[0], args.child[1], args.threads, args.path, args.worker_memory)
         return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -296,7 +354,8 @@ def main() -> None:
     rows = {}
     for side in args.sides.split(","):
         done = subprocess.run([sys.executable, __file__, "--threads", str(args.threads),
-                               "--path", args.path, "--child", side, str(path)], env=env,
+                               "--path", args.path, "--worker-memory", args.worker_memory,
+                               "--child", side, str(path)], env=env,
                               capture_output=True,
                               text=True, check=False)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

@@ -195,7 +195,7 @@ def rank_genes_groups_split(
 
 def _check_dask_markers(adata: ad.AnnData, groupby, layer, split_key: str, method: str,
                         options: dict) -> None:
-    """Refuse, before any work, what the dask path cannot run: clustering, other tests.
+    """Refuse, before any work, what the dask path cannot run: scanpy's other tests.
 
     The test runs on half B: split from the counts here (or again from calibrate_leiden's
     record), or the layer of a pp.split_molecules run when ``groupby`` has one.

@@ -32,7 +32,11 @@ from scipy import sparse, stats
 from ._anndata import get_counts, logger, target
 from ._dask import check_dask_counts
 from ._validation import check_counts, check_fraction, check_whole, is_dask_array
-from .denoisers.cluster_loss import DevianceTargets, partition_deviances, top_variable_genes
+from .denoisers.cluster_loss import (
+    DevianceTargets,
+    partition_deviances_of,
+    top_variable_genes,
+)
 from .denoisers.leiden import (
     DEFAULT_TOP_GENES,
     LABELS_FROM_HALF_A,
@@ -376,8 +380,8 @@ def split_pvalue(rows: np.ndarray, right: np.ndarray, halves: GroupHalves,
         targets = ChunkedTargets(halves, rows)
     else:
         targets = DevianceTargets.of(halves.a[rows], halves.b[rows], totals[rows], halves.p)
-    together = partition_deviances(np.zeros(rows.size, dtype=np.int64), targets)
-    apart = partition_deviances(right.astype(np.int64), targets)
+    together, apart = partition_deviances_of(
+        [np.zeros(rows.size, dtype=np.int64), right.astype(np.int64)], targets)
     gain = together - apart
     if gain.std() == 0:
         return 1.0

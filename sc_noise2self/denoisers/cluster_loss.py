@@ -146,6 +146,17 @@ def partition_deviances(labels: np.ndarray, targets) -> np.ndarray:
     return deviances_given(labels, targets, sums, cluster_totals)
 
 
+def partition_deviances_of(labelings: list, targets) -> list[np.ndarray]:
+    """:func:`partition_deviances` of several partitions of the same cells.
+
+    In memory one after the other; the dask backend's targets score them all in the same
+    two passes over the chunks.
+    """
+    if not isinstance(targets, DevianceTargets):
+        return targets.deviances_of(labelings)
+    return [partition_deviances(labels, targets) for labels in labelings]
+
+
 def partition_sums(labels: np.ndarray, a, totals: np.ndarray,
                    n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
     """Each cluster's sums of half-A counts ``a`` (canonical CSR): per gene, and ``totals``.

@@ -35,7 +35,7 @@ from .cluster_loss import (
     cluster_sums,
     coarsest_within,
     paired_standard_errors,
-    partition_deviances,
+    partition_deviances_of,
     top_variable_genes,
 )
 from .cluster_loss import canonical as _canonical
@@ -240,11 +240,9 @@ def score_resolutions_dask(counts: DaskCounts, settings: SplitSettings, grid: np
 def _sweep_scores(scored, targets, grid: np.ndarray, seed: int, options: dict, halves):
     """Leiden at every resolution of ``grid`` on ``scored``'s graph, each scored by the loss."""
     graph = graph_of(scored, options["n_comps"], options["n_neighbors"], seed)
-    per_cell, n_clusters = [], []
-    for labels in leiden_sweep(graph, grid, seed):
-        per_cell.append(partition_deviances(labels, targets))
-        n_clusters.append(int(labels.max()) + 1)
-    per_cell = np.asarray(per_cell) / scored.genes.size
+    sweep = leiden_sweep(graph, grid, seed)
+    n_clusters = [int(labels.max()) + 1 for labels in sweep]
+    per_cell = np.asarray(partition_deviances_of(sweep, targets)) / scored.genes.size
     # The engine averages extras over splits: the per-cell losses' average is what the
     # standard errors of several splits are computed from (choose_resolution).
     return per_cell.mean(axis=1), {"n_clusters": np.array(n_clusters), "cell_losses": per_cell,

@@ -301,23 +301,37 @@ class ChunkedTargets:
     def __init__(self, split: DaskSplit, cells: np.ndarray | None = None) -> None:
         self.split, self.p, self.cells = split, split.p, cells
         self.mask = None if cells is None else split._local(cells)
-        if cells is None:
-            self.totals, self.gene_sums = split.totals, split.gene_sums
-        else:
-            self.totals = split.totals[cells]
-            self.gene_sums = split.reduce(_gene_sums, mask=self.mask)
+        self.totals = split.totals if cells is None else split.totals[cells]
+        # A subpopulation's gene sums come with its first partition's sums (no extra pass).
+        self._gene_sums = split.gene_sums if cells is None else None
         self.prior = PRIOR_CELLS * max(float(np.median(self.totals)), 1.0)
+
+    @property
+    def gene_sums(self) -> np.ndarray:
+        """The population's half-A sum of each gene."""
+        if self._gene_sums is None:
+            self._gene_sums = self.split.reduce(_gene_sums, mask=self.mask)
+        return self._gene_sums
 
     def deviances(self, labels: np.ndarray) -> np.ndarray:
         """Each cell's deviance under ``labels``: two passes over the chunks."""
-        labels = np.asarray(labels, dtype=np.int64)
-        sums, cluster_totals = self.label_sums(labels, int(labels.max()) + 1)
-        return self.map_rows(_deviances_of_rows, self.p, self.gene_sums, self.prior, sums,
-                             cluster_totals, labels=labels, whole=True)
+        return self.deviances_of([labels])[0]
+
+    def deviances_of(self, labelings: list) -> list[np.ndarray]:
+        """Each cell's deviance under each of ``labelings``, in the same two passes."""
+        labels = np.column_stack([np.asarray(one, dtype=np.int64) for one in labelings])
+        sizes = [int(column.max()) + 1 for column in labels.T]
+        sums = self.split.reduce(_chunk_labelled_sums, sizes, **self._by_rows(labels=labels))
+        if self._gene_sums is None:  # every cell of the population has a label
+            self._gene_sums = sums[0].sum(axis=0)
+        per_cell = self.map_rows(_deviances_of_rows, self.p, self.gene_sums, self.prior,
+                                 sums, labels=labels, whole=True)
+        return list(per_cell.T)
 
     def label_sums(self, labels: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
         """Each cluster's half-A sums of every gene and of all genes (one pass)."""
-        return self.split.reduce(_chunk_label_sums, n_clusters, **self._by_rows(labels=labels))
+        return self.split.reduce(_chunk_labelled_sums, [n_clusters],
+                                 **self._by_rows(labels=np.asarray(labels)[:, None]))
 
     def map_rows(self, function, *args, whole: bool = False, **by_rows) -> np.ndarray:
         """``function(a, totals, *args, **by_rows)`` on each chunk's population, joined.
@@ -357,15 +371,21 @@ def _selected(part: ChunkHalves, mask: np.ndarray | None) -> ChunkHalves:
     return ChunkHalves(part.a[rows], part.b[rows], part.values[rows], part.totals[rows])
 
 
-def _chunk_label_sums(part: ChunkHalves, n_clusters: int, labels: np.ndarray, mask=None):
+def _chunk_labelled_sums(part: ChunkHalves, sizes: list[int], labels: np.ndarray,
+                         mask=None) -> tuple:
+    """:func:`partition_sums` of every column of ``labels``, flat: (sums, totals, ...)."""
     part = _selected(part, mask)
     labels = labels if mask is None else labels[mask]
-    return partition_sums(labels, part.a, part.totals, n_clusters)
+    return tuple(array for column, size in zip(labels.T, sizes, strict=True)
+                 for array in partition_sums(column, part.a, part.totals, size))
 
 
-def _deviances_of_rows(part: ChunkHalves, totals, p: float, gene_sums, prior: float, sums,
-                       cluster_totals, labels: np.ndarray) -> np.ndarray:
-    return deviances_given(labels, part.targets(p, gene_sums, prior), sums, cluster_totals)
+def _deviances_of_rows(part: ChunkHalves, totals, p: float, gene_sums, prior: float,
+                       sums: tuple, labels: np.ndarray) -> np.ndarray:
+    """Cells x labelings: each cell's deviance under each column of ``labels``."""
+    targets = part.targets(p, gene_sums, prior)
+    return np.column_stack([deviances_given(column, targets, sums[2 * k], sums[2 * k + 1])
+                            for k, column in enumerate(labels.T)])
 
 
 def _chunk_rows(part: ChunkHalves, function, args: tuple, whole: bool, mask=None,

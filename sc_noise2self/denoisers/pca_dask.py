@@ -182,12 +182,31 @@ def summed_columns(M) -> np.ndarray:
     return np.asarray(M.sum(axis=0), dtype=np.float64).ravel()
 
 
+# Rows made dense at a time for the products of sparse chunks (64 MB at 2,000 genes).
+DENSE_BLOCK_ROWS = 4096
+
+
 def cross_products(left, right, device: str | None = None) -> np.ndarray:
-    """``left^T right`` as a dense genes x genes float64 array (on a torch device if given)."""
+    """``left^T right`` as a dense genes x genes float64 array (on a torch device if given).
+
+    Sparse chunks are multiplied a block of :data:`DENSE_BLOCK_ROWS` dense rows at a time:
+    BLAS on dense blocks took 2.1 s for 50,000 cells x 2,000 genes at 22% density, where
+    scipy's sparse product, whose result is dense anyway, took 28 s (and agreed to 1e-14).
+    """
     if device is not None:
         return _torch_gram(left, right, device)
-    product = left.T @ right
-    return product.toarray() if sparse.issparse(product) else np.asarray(product)
+    if not (sparse.issparse(left) or sparse.issparse(right)):
+        return np.asarray(left.T @ right)
+    out = np.zeros((left.shape[1], right.shape[1]))
+    for start in range(0, left.shape[0], DENSE_BLOCK_ROWS):
+        rows = slice(start, start + DENSE_BLOCK_ROWS)
+        block = _dense(left[rows])
+        out += block.T @ (block if right is left else _dense(right[rows]))
+    return out
+
+
+def _dense(M) -> np.ndarray:
+    return M.toarray() if sparse.issparse(M) else np.asarray(M)
 
 
 def _rows(M, rows: np.ndarray):
