@@ -72,3 +72,19 @@ def tree_reduce(parts: list, combine, fan_in: int = 8):
         parts = [dask.delayed(combine)(parts[i : i + fan_in])
                  for i in range(0, len(parts), fan_in)]
     return parts[0]
+
+
+def persisted_on_cluster(X):
+    """``X`` persisted on the workers of an active ``dask.distributed`` client, else ``X``.
+
+    For a lazy array that several passes read: on a cluster each pass then reads the
+    workers' copy instead of computing it again. Without a client it stays lazy (persisting
+    would load it whole into this process).
+    """
+    try:
+        from distributed import default_client
+
+        default_client()
+    except (ImportError, ValueError):  # no distributed, or no client
+        return X
+    return X.persist()

@@ -21,7 +21,7 @@ from scipy import stats
 
 from . import markers
 from ._anndata import counts_name, get_counts, logger, target
-from ._dask import check_dask_counts, rows_chunked
+from ._dask import check_dask_counts, persisted_on_cluster, rows_chunked
 from ._rng import RandomState
 from ._validation import (
     check_choice,
@@ -177,6 +177,11 @@ def rank_genes_groups_split(
         labels = checked_groups(adata, groupby)
         group_key = groupby
     tested = _normalised_half(half_b, adata)
+    values = tested.X
+    if is_dask_array(values):
+        # Each block of genes is a pass over half B: on a cluster, over the workers' copy
+        # (without it, each pass split the counts again: 438 of 1,468 s at a million cells).
+        tested.X = persisted_on_cluster(values)
     tested.var = adata.var.copy()  # so that mask_var="highly_variable" finds its column
     tested.obs[group_key] = pd.Categorical(labels)
     logger().info(f"testing {tested.obs[group_key].nunique()} groups of half A on half B")
@@ -184,8 +189,8 @@ def rank_genes_groups_split(
     adata = target(adata, copy)
     if groupby is None:
         adata.obs[group_key] = pd.Categorical(labels)
-    if write_layer:
-        adata.layers[key_added] = tested.X
+    if write_layer:  # lazy on dask: a persisted copy would live only as long as the cluster
+        adata.layers[key_added] = values
     record = dict(tested.uns[key_added])
     record["params"] = {**dict(record["params"]), "count_split": split_record,
                         "values": f"layers[{key_added!r}]" if write_layer else "half B"}

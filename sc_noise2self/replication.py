@@ -42,6 +42,8 @@ from .denoisers.leiden import (
     LABELS_FROM_HALF_A,
     counts_fingerprint,
     first_split,
+    first_split_seed,
+    lazy_halves,
     split_settings,
 )
 from .denoisers.leiden_dask import ChunkedTargets, DaskSplit
@@ -61,6 +63,9 @@ class GroupHalves:
     b: Any  # raw half-B counts
     p: float
     record: dict  # where the groups and the halves came from
+    # On dask counts: the split kept on half A's n_top_genes in its chunks (n_top_genes ->
+    # DaskSplit), which the validation reads; None in memory.
+    chunked: Any = None
 
 
 def checked_groups(adata: ad.AnnData, column: str, *, what: str = "groupby",
@@ -165,11 +170,16 @@ def _leiden_halves(adata: ad.AnnData, column: str, record: dict, layer,
             )
         params["overdispersion"] = adata.var[sizes].to_numpy()
     settings = split_settings(params, params["transform"], int(params["random_state"]))
-    halves, _ = first_split(counts, settings)
     provenance = {"p": settings.p, "split": settings.split,
                   "random_state": int(params["random_state"]),
                   "groups_from": f"obs[{column!r}] (half A of calibrate_leiden's split)",
                   "tested_on": "half B of that split"}
+    if is_dask_array(counts):  # both halves lazy; the validation's split in chunks
+        settings = settings.validate(counts)
+        a, b = lazy_halves(counts, settings, first_split_seed(settings))
+        return GroupHalves(a, b, settings.p, provenance, chunked=lambda n_top_genes: (
+            first_split(counts, settings, n_top_genes=n_top_genes)[0]))
+    halves, _ = first_split(counts, settings)
     return GroupHalves(halves.a_counts, halves.b_counts, settings.p, provenance)
 
 
@@ -271,6 +281,14 @@ def replicated_clusters(labels: np.ndarray, halves: GroupHalves, alpha: float, n
     The merged clusters are named 0..K-1, largest first; ``members`` maps each new name to
     the old clusters it holds.
     """
+    if isinstance(halves, GroupHalves) and halves.chunked is not None:
+        halves = halves.chunked(n_top_genes)
+    elif isinstance(halves, GroupHalves) and is_dask_array(halves.b):
+        raise ValueError(
+            "Validating groups on the dask layers of pp.split_molecules is not supported: "
+            "the tree and its tests read half A and half B together. Cluster the dask counts "
+            "with tl.calibrate_leiden (its record lets validate_clusters_split draw the split "
+            "again in chunks), or compute the two layers into memory first.")
     halves = restricted(halves, n_top_genes)
     names, codes = np.unique(labels, return_inverse=True)
     tree = cluster_tree(halves if isinstance(halves, DaskSplit) else halves.a, codes, n_comps)

@@ -144,3 +144,42 @@ def test_leiden_markers_on_a_local_cluster_are_the_in_memory_markers():
     np.testing.assert_array_equal(chunked.obs[f"{key}_groups"], memory.obs[f"{key}_groups"])
     pd.testing.assert_frame_equal(pd.DataFrame(chunked.uns[key]["pvals"]),
                                   pd.DataFrame(memory.uns[key]["pvals"]), check_exact=True)
+
+
+def test_dask_counts_on_fewer_genes_than_they_have_choose_the_in_memory_genes():
+    # Half A's most variable genes are chosen from its chunks by scanpy (dask sums): the same
+    # genes, hence the same clusters, as in memory.
+    adata = realistic(1500, seed=5)
+    memory, chunked = adata.copy(), lazy(adata, 400)
+    for data in (memory, chunked):
+        n2s.tl.calibrate_leiden(data, n_top_genes=150, random_state=0)
+    np.testing.assert_allclose(chunked.uns["noise2self_leiden"]["loss"],
+                               memory.uns["noise2self_leiden"]["loss"], rtol=1e-12)
+    np.testing.assert_array_equal(chunked.obs["noise2self_leiden"],
+                                  memory.obs["noise2self_leiden"])
+
+
+def test_labels_made_on_dask_are_validated_and_tested_from_their_record():
+    # calibrate_leiden's record on dask counts: validate_clusters_split draws the split
+    # again in chunks, and rank_genes_groups_split tests on the lazy half B.
+    adata = realistic(1200, seed=6)
+    memory, chunked = adata.copy(), lazy(adata, 300)
+    for data in (memory, chunked):
+        n2s.tl.calibrate_leiden(data, random_state=0)
+        n2s.tl.validate_clusters_split(data)
+        n2s.tl.rank_genes_groups_split(data, groupby="noise2self_leiden_validated",
+                                       write_layer=False)
+    key = "noise2self_leiden_validated"
+    np.testing.assert_array_equal(chunked.obs[key], memory.obs[key])
+    np.testing.assert_array_equal(chunked.uns[key]["pvalues"], memory.uns[key]["pvalues"])
+    pd.testing.assert_frame_equal(pd.DataFrame(chunked.uns["rank_genes_groups_split"]["pvals"]),
+                                  pd.DataFrame(memory.uns["rank_genes_groups_split"]["pvals"]),
+                                  check_exact=True)
+
+
+def test_validating_groups_of_dask_split_molecules_layers_is_refused_clearly():
+    adata = lazy(realistic(600, seed=7), 200)
+    n2s.pp.split_molecules(adata, random_state=0)
+    adata.obs["groups"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")
+    with pytest.raises(ValueError, match=r"dask layers of pp\.split_molecules"):
+        n2s.tl.validate_clusters_split(adata, groupby="groups")

@@ -100,7 +100,8 @@ X
 # %%
 tasks = []
 with Callback(pretask=lambda key, graph, state: tasks.append(key)):
-    n2s.pp.split_molecules(adata, random_state=0)
+    # Binomially, as split_counts below: these counts are Poisson by construction (see below)
+    n2s.pp.split_molecules(adata, p=0.5, split="binomial", random_state=0)
 print(f"tasks run while splitting 200,000 cells: {len(tasks)}")
 half_a = adata.layers["noise2self_a"]
 print(half_a)

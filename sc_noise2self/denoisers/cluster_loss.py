@@ -105,7 +105,7 @@ class DevianceTargets:
         constant = 2.0 * (totals * (1.0 - p) / p - b_totals)
         # float32 counts (exact below 2^24), half B's own when they are float32 already:
         # half B's non-zeros are the largest arrays of a clustering's loss (issue 28).
-        gene_sums = np.asarray(a.sum(axis=0), dtype=np.float64).ravel()
+        gene_sums = np.asarray(a.sum(axis=0, dtype=np.float64)).ravel()
         prior = PRIOR_CELLS * max(float(np.median(totals)), 1.0)
         return cls(a, totals, b.indptr.astype(np.int64), b.indices,
                    b.data.astype(np.float32, copy=False), values_at(a, b), constant, p,

@@ -316,8 +316,10 @@ def first_split(counts, settings: SplitSettings, start: GraphStart | None = None
     """
     check_first_split(settings)
     settings = settings.validate(counts)
-    seed = spawn_seeds(settings.random_state, settings.n_splits)[0]
+    seed = first_split_seed(settings)
     halves = None if start is None else start.halves_of(seed_of(seed), settings.p)
+    if isinstance(halves, DaskSplit) and halves.n_top_genes != n_top_genes:
+        halves = None  # kept on other genes: drawn again on these
     if halves is None and is_dask_array(counts):
         halves = DaskSplit.of(prepare_dask(counts), settings, seed, n_top_genes)
     elif halves is None:
@@ -328,6 +330,11 @@ def first_split(counts, settings: SplitSettings, start: GraphStart | None = None
     halves.b_sizes = (np.asarray(settings.overdispersion, dtype=np.float64)
                       if isinstance(settings.overdispersion, np.ndarray) else None)
     return halves, seed
+
+
+def first_split_seed(settings: SplitSettings) -> np.random.SeedSequence:
+    """The seed of a calibration's first split, as ``run_splits`` draws it."""
+    return spawn_seeds(settings.random_state, settings.n_splits)[0]
 
 
 def counts_fingerprint(counts) -> str:
@@ -364,7 +371,9 @@ def gene_totals(counts) -> np.ndarray:
 
 
 def _column_totals(counts) -> np.ndarray:
-    return np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
+    # Summed in float64: float32 sums round past 2^24, and by an order that differs between
+    # a whole matrix and its chunks.
+    return np.asarray(counts.sum(axis=0, dtype=np.float64)).ravel()
 
 
 def split_settings(options: dict, transform: str, random_state) -> SplitSettings:
@@ -411,7 +420,7 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
             refinement.labels, refinement.reassignment = moved.labels, moved.verdict
         labels = refinement.labels
     half_a, half_b = ((halves.a_counts, halves.b_counts) if not isinstance(halves, DaskSplit)
-                      else lazy_halves(counts, settings.validate(counts), seed))
+                      else lazy_halves(counts, halves.settings, seed))
     return Clustering(labels, counts, transform, depth, float(resolution), int(n_comps),
                       half_a=half_a, half_b=half_b, fingerprint=counts_fingerprint(counts),
                       nb_sizes=halves.b_sizes, refinement=refinement,
@@ -419,7 +428,10 @@ def fit_clusters(counts, resolution: float, options: dict, *, transform: str, ra
 
 
 def lazy_halves(counts, settings: SplitSettings, seed) -> tuple:
-    """Both halves of dask ``counts``' split of ``seed``, every gene, lazy (for markers)."""
+    """Both halves of dask ``counts``' split of ``seed``, every gene, lazy (for markers).
+
+    ``settings`` validated: NB sizes resolved.
+    """
     return split_counts(counts, settings.p, random_state=seed, split=settings.split,
                         overdispersion=gene_sizes(counts, settings.split,
                                                   settings.overdispersion))

@@ -29,9 +29,8 @@ from .._dask import row_offsets, tree_reduce
 from .._rng import row_stream_key
 from ..calibration import DaskCounts, SplitSettings
 from ..embedding import PCAFit, blas_threads_for, max_rank
-from ..losses import halves_from_counts
 from ..splitting import gene_sizes, split_rows
-from ..transforms import normalised_values
+from ..transforms import apply_transform, library_sizes, normalised_values, normalize_to_depth
 from .cluster_loss import (
     PRIOR_CELLS,
     DevianceTargets,
@@ -61,13 +60,20 @@ class SplitPlan:
         return cls(settings.p, settings.transform, counts.depth, row_stream_key(seed, "split"),
                    gene_sizes(counts.X, settings.split, settings.overdispersion))
 
-    def halves(self, chunk, first_row: int):
-        """The chunk's halves as :func:`~sc_noise2self.losses.prepare_halves` makes them."""
+    def scored_halves(self, chunk, first_row: int, genes: np.ndarray) -> ChunkHalves:
+        """The chunk's halves on ``genes``, as in memory (``prepare_halves``, then the genes).
+
+        Half A's values are normalised by each cell's total over every gene, then only the
+        scored genes are normalised (the same arithmetic, entry by entry).
+        """
         half_a, half_b = split_rows(chunk, self.p, self.key, first_row=first_row,
                                     sizes=self.sizes)
-        return halves_from_counts(half_a, half_b, p=self.p, transform=self.transform,
-                                  depth=self.depth, keep_counts=True, keep_a_counts=True,
-                                  keep_b_values=False)
+        totals_a = library_sizes(half_a)
+        a = canonical(half_a)[:, genes]
+        b = canonical(half_b)[:, genes]
+        values = normalize_to_depth(a, self.p * self.depth, totals_a)
+        apply_transform(values, self.transform, inplace=True)
+        return ChunkHalves(a, b, values, np.asarray(a.sum(axis=1), dtype=np.float64).ravel())
 
     def half_a_counts(self, chunk, block_id=None, offsets=None):
         """Half A's raw counts of a chunk (CSR), for ``map_blocks``."""
@@ -84,15 +90,6 @@ class ChunkHalves:
     b: sparse.csr_matrix  # half B's raw counts, canonical
     values: sparse.csr_matrix  # half A normalised and transformed: the graph's values
     totals: np.ndarray  # half-A totals over the scored genes
-
-    @classmethod
-    def of(cls, chunk, first_row: int, plan: SplitPlan, genes: np.ndarray) -> ChunkHalves:
-        """Split ``chunk`` (rows from ``first_row``) and keep the scored ``genes``."""
-        halves = plan.halves(chunk, first_row)
-        a = canonical(halves.a_counts)[:, genes]
-        b = canonical(halves.b_counts)[:, genes]
-        values = sparse.csr_matrix(halves.a)[:, genes]
-        return cls(a, b, values, np.asarray(a.sum(axis=1), dtype=np.float64).ravel())
 
     def targets(self, p: float, gene_sums: np.ndarray, prior: float) -> DevianceTargets:
         """These cells' deviance targets, scored against the population's rates."""
@@ -147,7 +144,9 @@ class DaskSplit:
     p: float
     totals: np.ndarray  # half-A totals over the scored genes, every cell
     gene_sums: np.ndarray  # the population's half-A sum of each scored gene
-    fingerprint: str  # of the counts, the seed and the genes: what the split depends on
+    fingerprint: str  # of the counts, the split and the genes: what the split depends on
+    settings: SplitSettings  # validated (NB sizes resolved): the lazy halves' too
+    n_top_genes: int | None  # the option that chose the genes
     b_sizes: Any = None  # the NB split's sizes, when they were an array (as Halves keeps)
 
     @classmethod
@@ -166,15 +165,17 @@ class DaskSplit:
             genes = top_variable_genes(half_a, n_top_genes)
         starts = row_offsets(X)
         blocks = X.to_delayed(optimize_graph=False).ravel()
-        parts = [dask.delayed(ChunkHalves.of)(block, int(first), plan, genes)
+        parts = [dask.delayed(plan.scored_halves)(block, int(first), genes)
                  for block, first in zip(blocks, starts, strict=True)]
         parts = list(dask.persist(*parts))
         totals = np.concatenate(dask.compute(*[dask.delayed(_totals)(part) for part in parts]))
         digest = hashlib.sha1(counts.totals.tobytes())
-        for piece in (plan.key, genes, np.asarray(X.shape)):
+        sizes = np.zeros(0) if plan.sizes is None else plan.sizes
+        for piece in (plan.key, genes, np.asarray(X.shape), np.asarray([plan.p]), sizes):
             digest.update(np.ascontiguousarray(piece).tobytes())
+        digest.update(plan.transform.encode())
         split = cls(parts, starts, X.shape[0], genes, settings.p, totals, np.zeros(genes.size),
-                    digest.hexdigest())
+                    digest.hexdigest(), settings, n_top_genes)
         split.gene_sums = split.reduce(_gene_sums)
         return split
 
@@ -207,8 +208,11 @@ class DaskSplit:
     def _tasks(self, function, args: tuple, by_rows: dict) -> list:
         import dask
 
-        return [dask.delayed(function)(part, *args, **{name: array[self.rows(i)]
-                                                         for name, array in by_rows.items()})
+        # Each argument once in the graph, which every chunk's task refers to: inlined, the
+        # clusters x genes sums of a sweep would travel once per chunk to the workers.
+        shared = [dask.delayed(arg, pure=True) for arg in args]
+        return [dask.delayed(function)(part, *shared, **{name: array[self.rows(i)]
+                                                           for name, array in by_rows.items()})
                 for i, part in enumerate(self.parts)]
 
     # -- what the Leiden family asks of its scored genes -----------------------------------
@@ -276,7 +280,7 @@ def _totals(part: ChunkHalves) -> np.ndarray:
 
 
 def _gene_sums(part: ChunkHalves, mask=None) -> np.ndarray:
-    return np.asarray(_selected(part, mask).a.sum(axis=0), dtype=np.float64).ravel()
+    return np.asarray(_selected(part, mask).a.sum(axis=0, dtype=np.float64)).ravel()
 
 
 def _values_at(part: ChunkHalves, cells: np.ndarray) -> sparse.csr_matrix:

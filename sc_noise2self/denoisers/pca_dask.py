@@ -182,24 +182,35 @@ def summed_columns(M) -> np.ndarray:
     return np.asarray(M.sum(axis=0), dtype=np.float64).ravel()
 
 
-# Rows made dense at a time for the products of sparse chunks (64 MB at 2,000 genes).
-DENSE_BLOCK_ROWS = 4096
+# Sparse chunks at least this dense are multiplied as dense row blocks of about
+# DENSE_BLOCK_BYTES: BLAS took 2.1 s for 50,000 cells x 2,000 genes at 22% density, where
+# scipy's sparse product (whose result is dense anyway) took 28 s, agreeing to 1e-14. Dense
+# work grows with rows x genes^2 whatever the density, sparse work with its square, so
+# sparser chunks keep scipy's product.
+DENSE_PRODUCT_DENSITY = 0.05
+DENSE_BLOCK_BYTES = 2**25
 
 
 def cross_products(left, right, device: str | None = None) -> np.ndarray:
-    """``left^T right`` as a dense genes x genes float64 array (on a torch device if given).
-
-    Sparse chunks are multiplied a block of :data:`DENSE_BLOCK_ROWS` dense rows at a time:
-    BLAS on dense blocks took 2.1 s for 50,000 cells x 2,000 genes at 22% density, where
-    scipy's sparse product, whose result is dense anyway, took 28 s (and agreed to 1e-14).
-    """
+    """``left^T right`` as a dense genes x genes float64 array (on a torch device if given)."""
     if device is not None:
         return _torch_gram(left, right, device)
-    if not (sparse.issparse(left) or sparse.issparse(right)):
-        return np.asarray(left.T @ right)
+    if sparse.issparse(left) and _density(left) >= DENSE_PRODUCT_DENSITY:
+        return _blocked_products(left, right)
+    product = left.T @ right
+    return product.toarray() if sparse.issparse(product) else np.asarray(product)
+
+
+def _density(M) -> float:
+    return M.nnz / max(M.shape[0] * M.shape[1], 1)
+
+
+def _blocked_products(left, right) -> np.ndarray:
+    """``left^T right`` from dense row blocks of :data:`DENSE_BLOCK_BYTES` (float64)."""
+    step = max(1, DENSE_BLOCK_BYTES // (8 * max(left.shape[1], right.shape[1], 1)))
     out = np.zeros((left.shape[1], right.shape[1]))
-    for start in range(0, left.shape[0], DENSE_BLOCK_ROWS):
-        rows = slice(start, start + DENSE_BLOCK_ROWS)
+    for start in range(0, left.shape[0], step):
+        rows = slice(start, start + step)
         block = _dense(left[rows])
         out += block.T @ (block if right is left else _dense(right[rows]))
     return out
