@@ -61,6 +61,14 @@ def halved(adata: ad.AnnData) -> ad.AnnData:
     return adata
 
 
+def lazy_split_grouped() -> ad.AnnData:
+    """Dask counts split by pp.split_molecules, with two groups made on half A (say)."""
+    adata = lazy_adata()
+    n2s.pp.split_molecules(adata, random_state=0)
+    adata.obs["g"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")
+    return adata
+
+
 def normalised() -> ad.AnnData:
     a = adata_of()
     a.X = sparse.csr_matrix(np.log1p(COUNTS / COUNTS.sum(1, keepdims=True) * 1e4))
@@ -352,6 +360,8 @@ ANNDATA_CASES = [
      ValueError, "non-integer"),
     ("markers of non-integer dask counts", lambda t: tl.rank_genes_groups_split(
         halved(lazy_adata())), ValueError, "non-integer values"),
+    ("validation of dask split_molecules groups", lambda t: tl.validate_clusters_split(
+        lazy_split_grouped(), groupby="g"), ValueError, "dask layers of pp.split_molecules"),
     ("markers of dask counts by logreg", lambda t: tl.rank_genes_groups_split(
         with_obs(lazy_adata(), g="a"), groupby="g", method="logreg"), ValueError,
      "method='logreg'"),

@@ -176,10 +176,3 @@ def test_labels_made_on_dask_are_validated_and_tested_from_their_record():
                                   pd.DataFrame(memory.uns["rank_genes_groups_split"]["pvals"]),
                                   check_exact=True)
 
-
-def test_validating_groups_of_dask_split_molecules_layers_is_refused_clearly():
-    adata = lazy(realistic(600, seed=7), 200)
-    n2s.pp.split_molecules(adata, random_state=0)
-    adata.obs["groups"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")
-    with pytest.raises(ValueError, match=r"dask layers of pp\.split_molecules"):
-        n2s.tl.validate_clusters_split(adata, groupby="groups")

@@ -71,7 +71,11 @@ class SplitPlan:
         totals_a = library_sizes(half_a)
         a = canonical(half_a)[:, genes]
         b = canonical(half_b)[:, genes]
-        values = normalize_to_depth(a, self.p * self.depth, totals_a)
+        # Half A's values share its counts' index arrays (as in memory): a copy of the
+        # counts' values, normalised and transformed in place.
+        values = sparse.csr_matrix((a.data.astype(np.float32), a.indices, a.indptr),
+                                   shape=a.shape)
+        normalize_to_depth(values, self.p * self.depth, totals_a, inplace=True)
         apply_transform(values, self.transform, inplace=True)
         return ChunkHalves(a, b, values, np.asarray(a.sum(axis=1), dtype=np.float64).ravel())
 
