@@ -40,7 +40,7 @@ from .cluster_loss import (
     partition_sums,
     top_variable_genes,
 )
-from .leiden_graph import GeneScaling, LeidenGraph, knn_connectivities
+from .leiden_graph import GeneScaling, LeidenGraph, embedded, knn_connectivities
 from .pca_dask import covariance_components, value_statistics
 
 
@@ -115,12 +115,7 @@ def _chunk_gram(part: ChunkHalves, scaling) -> dict:
 
 
 def _chunk_scores(part: ChunkHalves, scaling, fit: PCAFit) -> np.ndarray:
-    return _embedded(part.values, scaling, fit)
-
-
-def _embedded(values, scaling, fit: PCAFit) -> np.ndarray:
-    scaled = scaling.apply(values)
-    return np.asarray(scaled @ fit.components.T) - fit.mean @ fit.components.T
+    return embedded(part.values, scaling, fit)
 
 
 def _added(parts: list):
@@ -292,7 +287,7 @@ def _values_at(part: ChunkHalves, cells: np.ndarray) -> sparse.csr_matrix:
 
 
 def _embedded_at(part: ChunkHalves, scaling, fit: PCAFit, cells: np.ndarray) -> np.ndarray:
-    return _embedded(part.values[np.flatnonzero(cells)], scaling, fit)
+    return embedded(part.values[np.flatnonzero(cells)], scaling, fit)
 
 
 class ChunkedTargets:

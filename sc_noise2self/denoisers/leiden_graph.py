@@ -124,9 +124,7 @@ class LeidenGraph:
 
     def embed(self, values) -> np.ndarray:
         """PCA scores of other cells' ``values`` in this graph's scaled space (cells x comps)."""
-        scaled = self.scaling.apply(values)
-        fit = self.fit
-        return np.asarray(scaled @ fit.components.T) - fit.mean @ fit.components.T
+        return embedded(values, self.scaling, self.fit)
 
     def labels(self, resolution: float, seed: int) -> np.ndarray:
         """Leiden (modularity, two iterations) at ``resolution``: codes 0..K-1."""
@@ -140,6 +138,12 @@ class LeidenGraph:
         finally:
             igraph.set_random_number_generator(random)
         return np.asarray(part.membership, dtype=np.int64)
+
+
+def embedded(values, scaling: GeneScaling, fit) -> np.ndarray:
+    """PCA scores of cells' ``values``, scaled by ``scaling``, in ``fit``'s components."""
+    scaled = scaling.apply(values)
+    return np.asarray(scaled @ fit.components.T) - fit.mean @ fit.components.T
 
 
 def _igraph_of(n_cells: int, edges: np.ndarray, weights: np.ndarray):
