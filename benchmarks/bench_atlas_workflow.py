@@ -244,6 +244,19 @@ def lazy_counts(path: str):
                       var=ad.io.read_elem(store["var"])), nbytes
 
 
+def labels_path(path: str, side: str) -> Path:
+    """Where a side's labels of the data at ``path`` are kept, beside it."""
+    return Path(path).with_name(f"{Path(path).stem}.{side}.labels.npy")
+
+
+def _resolution(adata, side: str, key: str) -> float | None:
+    """The Leiden resolution the side clustered at (ours: chosen by the loss)."""
+    if side == "scanpy":
+        return 1.0
+    split = adata.uns.get("rank_genes_groups_split", {}).get("params", {}).get("count_split")
+    return None if not split or "resolution" not in split else float(split["resolution"])
+
+
 def child(side: str, path: str, threads: int, workflow: str, worker_memory: str) -> None:
     """One side's run in this (fresh) process; prints a JSON line."""
     import warnings
@@ -276,6 +289,8 @@ def child(side: str, path: str, threads: int, workflow: str, worker_memory: str)
     seconds = time.perf_counter() - start
     labels = adata.obs[key].to_numpy()
     truth = adata.obs["group"].to_numpy()
+    # Kept for the agreement of the sides' labels (main compares ours and dask's).
+    np.save(labels_path(path, side), np.unique(labels.astype(str), return_inverse=True)[1])
     workers = {}
     if client is not None:
         workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -290,13 +305,15 @@ def child(side: str, path: str, threads: int, workflow: str, worker_memory: str)
         "input_gb": input_bytes / 1e9,
         "worker_peak_gb": sorted(workers.values()), "worker_memory": worker_memory,
         "clusters": len(set(labels)),
+        "resolution": _resolution(adata, side, key),
         "ari": float(adjusted_rand_score(truth, labels)) if len(set(truth)) > 1 else None,
         "load": os.getloadavg()[0]}))
 
 
-def table(rows: dict) -> None:
+def table(rows: dict, path: str | None = None) -> None:
     for side, row in rows.items():
-        print(f"\n{side}: {row['seconds']:.1f} s, {row['clusters']} clusters, ARI "
+        print(f"\n{side}: {row['seconds']:.1f} s, {row['clusters']} clusters at resolution "
+              f"{row.get('resolution')}, ARI "
               f"{row['ari'] if row['ari'] is None else round(row['ari'], 3)}, peak "
               f"{row['peak_gb']:.2f} GB ({row['peak_gb'] / row['input_gb']:.1f}x the "
               f"{row['input_gb']:.2f} GB sparse input; {row['rss_before_gb']:.2f} GB before "
@@ -310,6 +327,14 @@ def table(rows: dict) -> None:
             rise = row.get("peak_rise", {}).get(stage, 0.0)
             print(f"| {stage} | {seconds:.1f} | {seconds / row['seconds']:.0%} | "
                   f"{rise:.2f} |")
+    if {"ours", "dask"} <= set(rows) and path is not None:
+        from sklearn.metrics import adjusted_rand_score
+
+        agreement = adjusted_rand_score(np.load(labels_path(path, "ours")),
+                                        np.load(labels_path(path, "dask")))
+        print(f"\nours (in memory) against dask: resolutions {rows['ours'].get('resolution')} "
+              f"and {rows['dask'].get('resolution')}, ARI between their labels "
+              f"{agreement:.4f}")
     for side in ("ours", "dask"):
         if {side, "scanpy"} <= set(rows):
             print(f"\nratio {side} / scanpy: "
@@ -364,7 +389,7 @@ def main() -> None:
             raise SystemExit(f"{side} failed")
         rows[side] = json.loads(lines[-1])
         print(f"{side} done: {rows[side]['seconds']:.1f} s", flush=True)
-    table(rows)
+    table(rows, str(path))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,19 @@ def test_chunked_deviances_of_a_subpopulation_are_its_in_memory_deviances(split_
     assert not np.allclose(whole, want)
 
 
+def test_dask_weighs_a_persisted_chunk_by_its_arrays(split_pair):
+    # The scheduler moves what it thinks is small: weighed at the object's own few bytes,
+    # whole chunks went from worker to worker on every pass (issue 28's dask loss regression).
+    # Mutation: without ChunkHalves.__sizeof__, sizeof is a few dozen bytes.
+    from dask.sizeof import sizeof
+
+    _, chunked, _ = split_pair
+    part = chunked.parts[0].compute()
+    held = sum(x.nbytes for x in (part.a.data, part.b.data, part.values.data,
+                                  part.deviance_targets.own_a))
+    assert held < sizeof(part) < 3 * held
+
+
 def test_chunked_likeliest_clusters_are_the_in_memory_ones(split_pair):
     scored, chunked, _ = split_pair
     labels = np.random.default_rng(1).integers(0, 4, scored.a.shape[0])

@@ -77,7 +77,8 @@ class SplitPlan:
                                    shape=a.shape)
         normalize_to_depth(values, self.p * self.depth, totals_a, inplace=True)
         apply_transform(values, self.transform, inplace=True)
-        return ChunkHalves(a, b, values, np.asarray(a.sum(axis=1), dtype=np.float64).ravel())
+        totals = np.asarray(a.sum(axis=1), dtype=np.float64).ravel()
+        return ChunkHalves(a, b, values, totals, DevianceTargets.of(a, b, totals, self.p))
 
     def half_a_counts(self, chunk, block_id=None, offsets=None):
         """Half A's raw counts of a chunk (CSR), for ``map_blocks``."""
@@ -94,11 +95,22 @@ class ChunkHalves:
     b: sparse.csr_matrix  # half B's raw counts, canonical
     values: sparse.csr_matrix  # half A normalised and transformed: the graph's values
     totals: np.ndarray  # half-A totals over the scored genes
+    # Made once with the chunk: remade on every pass, they were three quarters of a
+    # deviance pass's time (half A's count at each of half B's non-zeros, above all).
+    deviance_targets: DevianceTargets
 
-    def targets(self, p: float, gene_sums: np.ndarray, prior: float) -> DevianceTargets:
-        """These cells' deviance targets, scored against the population's rates."""
-        return replace(DevianceTargets.of(self.a, self.b, self.totals, p), gene_sums=gene_sums,
-                       prior=prior)
+    def __sizeof__(self) -> int:
+        # What dask's scheduler weighs a chunk by (its ``sizeof`` falls back to this): with
+        # the object's own few bytes it moved whole chunks between workers to balance their
+        # load, seconds a pass, and kept a copy on both.
+        t = self.deviance_targets
+        arrays = (self.a.data, self.a.indices, self.a.indptr, self.b.data, self.b.indices,
+                  self.b.indptr, self.values.data, self.totals, t.indptr, t.own_a, t.constant)
+        return object.__sizeof__(self) + sum({id(x): x.nbytes for x in arrays}.values())
+
+    def targets_of(self, rows: np.ndarray | None) -> DevianceTargets:
+        """The deviance targets of ``rows`` of the chunk (None: all of them)."""
+        return self.deviance_targets if rows is None else self.deviance_targets.of_cells(rows)
 
 
 def _chunk_moments(part: ChunkHalves, n_cells: int) -> dict:
@@ -279,7 +291,9 @@ def _totals(part: ChunkHalves) -> np.ndarray:
 
 
 def _gene_sums(part: ChunkHalves, mask=None) -> np.ndarray:
-    return np.asarray(_selected(part, mask).a.sum(axis=0, dtype=np.float64)).ravel()
+    if mask is None:
+        return np.asarray(part.a.sum(axis=0, dtype=np.float64)).ravel()
+    return _masked_sums(part, np.zeros(mask.size, dtype=np.int64), 1, mask)[0][0]
 
 
 def _values_at(part: ChunkHalves, cells: np.ndarray) -> sparse.csr_matrix:
@@ -327,8 +341,8 @@ class ChunkedTargets:
         sums = self.split.reduce(_chunk_labelled_sums, sizes, **self._by_rows(labels=labels))
         if self._gene_sums is None:  # every cell of the population has a label
             self._gene_sums = sums[0].sum(axis=0)
-        per_cell = self.map_rows(_deviances_of_rows, self.p, self.gene_sums, self.prior,
-                                 sums, labels=labels, whole=True)
+        per_cell = self.map_rows(_deviances_of_rows, self.gene_sums, self.prior, sums,
+                                 labels=labels, targets=True)
         return list(per_cell.T)
 
     def label_sums(self, labels: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
@@ -336,13 +350,14 @@ class ChunkedTargets:
         return self.split.reduce(_chunk_labelled_sums, [n_clusters],
                                  **self._by_rows(labels=np.asarray(labels)[:, None]))
 
-    def map_rows(self, function, *args, whole: bool = False, **by_rows) -> np.ndarray:
+    def map_rows(self, function, *args, targets: bool = False, **by_rows) -> np.ndarray:
         """``function(a, totals, *args, **by_rows)`` on each chunk's population, joined.
 
-        ``a`` is the chunk's half-A counts in float64 (its :class:`ChunkHalves` when
-        ``whole``), ``by_rows`` arrays of one entry per population cell are cut likewise.
+        ``a`` is the chunk's half-A counts in float64 (its :class:`DevianceTargets` when
+        ``targets``), ``by_rows`` arrays of one entry per population cell are cut likewise.
         """
-        parts = self.split.map(_chunk_rows, function, args, whole, **self._by_rows(**by_rows))
+        parts = self.split.map(_chunk_rows, function, args, targets,
+                               **self._by_rows(**by_rows))
         return np.concatenate([part for part in parts if part is not None])
 
     def of_cells(self, cells: np.ndarray) -> DevianceTargets:
@@ -366,40 +381,47 @@ class ChunkedTargets:
         return {**spread, "mask": self.mask}
 
 
-def _selected(part: ChunkHalves, mask: np.ndarray | None) -> ChunkHalves:
-    """The chunk's population cells (all when ``mask`` is None)."""
+def _masked_sums(part: ChunkHalves, labels: np.ndarray, size: int,
+                 mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`partition_sums` of the population's cells of the chunk, by ``labels``.
+
+    Cells outside the population go to one more cluster, dropped after: the chunk's counts
+    are summed where they lie, not copied row by row first.
+    """
     if mask is None:
-        return part
-    rows = np.flatnonzero(mask)
-    return ChunkHalves(part.a[rows], part.b[rows], part.values[rows], part.totals[rows])
+        return partition_sums(labels, part.a, part.totals, size)
+    sums, totals = partition_sums(np.where(mask, labels, size), part.a, part.totals, size + 1)
+    return sums[:size], totals[:size]
 
 
 def _chunk_labelled_sums(part: ChunkHalves, sizes: list[int], labels: np.ndarray,
                          mask=None) -> tuple:
     """:func:`partition_sums` of every column of ``labels``, flat: (sums, totals, ...)."""
-    part = _selected(part, mask)
-    labels = labels if mask is None else labels[mask]
     return tuple(array for column, size in zip(labels.T, sizes, strict=True)
-                 for array in partition_sums(column, part.a, part.totals, size))
+                 for array in _masked_sums(part, column, size, mask))
 
 
-def _deviances_of_rows(part: ChunkHalves, totals, p: float, gene_sums, prior: float,
+def _deviances_of_rows(targets: DevianceTargets, totals, gene_sums, prior: float,
                        sums: tuple, labels: np.ndarray) -> np.ndarray:
     """Cells x labelings: each cell's deviance under each column of ``labels``."""
-    targets = part.targets(p, gene_sums, prior)
+    targets = replace(targets, gene_sums=gene_sums, prior=prior)
     return np.column_stack([deviances_given(column, targets, sums[2 * k], sums[2 * k + 1])
                             for k, column in enumerate(labels.T)])
 
 
-def _chunk_rows(part: ChunkHalves, function, args: tuple, whole: bool, mask=None,
+def _chunk_rows(part: ChunkHalves, function, args: tuple, targets: bool, mask=None,
                 **by_rows) -> np.ndarray:
-    part = _selected(part, mask)
-    if mask is not None:
-        by_rows = {name: values[mask] for name, values in by_rows.items()}
-    if not part.totals.size:  # no cell of the population here
-        return None
-    a = part if whole else part.a.astype(np.float64)
-    return function(a, part.totals, *args, **by_rows)
+    rows = None if mask is None else np.flatnonzero(mask)
+    if rows is not None:
+        if not rows.size:  # no cell of the population here
+            return None
+        by_rows = {name: values[rows] for name, values in by_rows.items()}
+    totals = part.totals if rows is None else part.totals[rows]
+    if targets:
+        first = part.targets_of(rows)
+    else:
+        first = (part.a if rows is None else part.a[rows]).astype(np.float64)
+    return function(first, totals, *args, **by_rows)
 
 
 def _chunk_cells(part: ChunkHalves, cells: np.ndarray):
