@@ -104,7 +104,7 @@ def test_dask_weighs_a_persisted_chunk_by_its_arrays(split_pair):
 
     _, chunked, _ = split_pair
     part = chunked.parts[0].compute()
-    held = sum(x.nbytes for x in (part.a.data, part.b.data, part.values.data,
+    held = sum(x.nbytes for x in (part.a.data, part.a.indices, part.b.data,
                                   part.deviance_targets.own_a))
     assert held < sizeof(part) < 3 * held
 

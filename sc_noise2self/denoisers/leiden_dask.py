@@ -68,17 +68,11 @@ class SplitPlan:
         """
         half_a, half_b = split_rows(chunk, self.p, self.key, first_row=first_row,
                                     sizes=self.sizes)
-        totals_a = library_sizes(half_a)
         a = canonical(half_a)[:, genes]
         b = canonical(half_b)[:, genes]
-        # Half A's values share its counts' index arrays (as in memory): a copy of the
-        # counts' values, normalised and transformed in place.
-        values = sparse.csr_matrix((a.data.astype(np.float32), a.indices, a.indptr),
-                                   shape=a.shape)
-        normalize_to_depth(values, self.p * self.depth, totals_a, inplace=True)
-        apply_transform(values, self.transform, inplace=True)
         totals = np.asarray(a.sum(axis=1), dtype=np.float64).ravel()
-        return ChunkHalves(a, b, values, totals, DevianceTargets.of(a, b, totals, self.p))
+        return ChunkHalves(a, b, totals, DevianceTargets.of(a, b, totals, self.p),
+                           library_sizes(half_a), self.p * self.depth, self.transform)
 
     def half_a_counts(self, chunk, block_id=None, offsets=None):
         """Half A's raw counts of a chunk (CSR), for ``map_blocks``."""
@@ -93,11 +87,29 @@ class ChunkHalves:
 
     a: sparse.csr_matrix  # half A's raw counts, canonical
     b: sparse.csr_matrix  # half B's raw counts, canonical
-    values: sparse.csr_matrix  # half A normalised and transformed: the graph's values
     totals: np.ndarray  # half-A totals over the scored genes
     # Made once with the chunk: remade on every pass, they were three quarters of a
     # deviance pass's time (half A's count at each of half B's non-zeros, above all).
     deviance_targets: DevianceTargets
+    # What half A's values are made from, when a pass reads them (graph, validation):
+    # kept, they were a fifth of what the workers hold, for a few passes of the whole run.
+    depth_totals: np.ndarray  # half-A totals over every gene: the normalisation's
+    depth: float  # the total every cell is normalised to
+    transform: str
+
+    def values(self, rows: np.ndarray | None = None) -> sparse.csr_matrix:
+        """Half A's values of ``rows`` (None: every cell): the graph's, as in memory.
+
+        Each cell is normalised by its total over every gene, then only the scored genes
+        are normalised and transformed: the in-memory arithmetic, entry by entry.
+        """
+        a = self.a if rows is None else self.a[rows]
+        totals = self.depth_totals if rows is None else self.depth_totals[rows]
+        # A copy of the counts' values that shares their index arrays, as in memory.
+        values = sparse.csr_matrix((a.data.astype(np.float32), a.indices, a.indptr),
+                                   shape=a.shape)
+        normalize_to_depth(values, self.depth, totals, inplace=True)
+        return apply_transform(values, self.transform, inplace=True)
 
     def __sizeof__(self) -> int:
         # What dask's scheduler weighs a chunk by (its ``sizeof`` falls back to this): with
@@ -105,7 +117,8 @@ class ChunkHalves:
         # load, seconds a pass, and kept a copy on both.
         t = self.deviance_targets
         arrays = (self.a.data, self.a.indices, self.a.indptr, self.b.data, self.b.indices,
-                  self.b.indptr, self.values.data, self.totals, t.indptr, t.own_a, t.constant)
+                  self.b.indptr, self.totals, self.depth_totals, t.indptr, t.own_a,
+                  t.constant)
         return object.__sizeof__(self) + sum({id(x): x.nbytes for x in arrays}.values())
 
     def targets_of(self, rows: np.ndarray | None) -> DevianceTargets:
@@ -116,18 +129,18 @@ class ChunkHalves:
 def _chunk_moments(part: ChunkHalves, n_cells: int) -> dict:
     from .._sparse_kernels import column_means_and_squares  # numba: imported when used
 
-    values = part.values
+    values = part.values()
     mean, square = column_means_and_squares(values.data, values.indices, values.shape[1],
                                             n_cells)
     return {"mean": mean, "square": square}
 
 
 def _chunk_gram(part: ChunkHalves, scaling) -> dict:
-    return value_statistics(scaling.apply(part.values))
+    return value_statistics(scaling.apply(part.values()))
 
 
 def _chunk_scores(part: ChunkHalves, scaling, fit: PCAFit) -> np.ndarray:
-    return embedded(part.values, scaling, fit)
+    return embedded(part.values(), scaling, fit)
 
 
 def _added(parts: list):
@@ -144,8 +157,9 @@ def _added(parts: list):
 class DaskSplit:
     """The first split of dask counts on the scored genes, held chunk by chunk.
 
-    It stands where :class:`~.cluster_loss.GeneSubset` stands in memory: the genes, half A's
-    values (for the graph) and both halves' counts (for the loss), each in its chunks.
+    It stands where :class:`~.cluster_loss.GeneSubset` stands in memory: the genes, both
+    halves' counts (for the loss) and half A's values (for the graph, made from its counts
+    when a pass reads them), each in its chunks.
     """
 
     parts: list  # persisted delayed ChunkHalves, one per row chunk
@@ -297,11 +311,11 @@ def _gene_sums(part: ChunkHalves, mask=None) -> np.ndarray:
 
 
 def _values_at(part: ChunkHalves, cells: np.ndarray) -> sparse.csr_matrix:
-    return part.values[np.flatnonzero(cells)]
+    return part.values(np.flatnonzero(cells))
 
 
 def _embedded_at(part: ChunkHalves, scaling, fit: PCAFit, cells: np.ndarray) -> np.ndarray:
-    return embedded(part.values[np.flatnonzero(cells)], scaling, fit)
+    return embedded(part.values(np.flatnonzero(cells)), scaling, fit)
 
 
 class ChunkedTargets:
