@@ -11,6 +11,7 @@ independent, so the p-values of half B are valid whatever half A's clusters are.
 from __future__ import annotations
 
 import inspect
+import time
 import warnings
 
 import anndata as ad
@@ -119,6 +120,9 @@ def rank_genes_groups_split(
         The test results go to ``uns[key_added]`` in ``sc.tl.rank_genes_groups``'s format,
         so ``sc.pl.rank_genes_groups``, ``sc.get.rank_genes_groups_df`` and dotplots read
         them; half A's groups go to ``obs[key_added + '_groups']`` (or stay in ``groupby``).
+        ``uns[key_added]['params']['seconds']`` says where the time went: the resolution
+        (split, rank, graph, sweep), the clusters (Leiden, refinement, reassignment), the
+        validation and the markers.
     validate
         When ``groupby`` is None: merge the clusters whose split does not replicate on half
         B (:func:`~sc_noise2self.tl.validate_clusters_split`, family-wise level 0.05) before
@@ -176,6 +180,9 @@ def rank_genes_groups_split(
         half_b, split_record = halves.b, halves.record
         labels = checked_groups(adata, groupby)
         group_key = groupby
+    split_record = dict(split_record)  # with groupby, the record of the user's split
+    seconds = split_record.pop("seconds", {})
+    started = time.perf_counter()
     tested = _normalised_half(half_b, adata)
     values = tested.X
     if is_dask_array(values):
@@ -191,9 +198,11 @@ def rank_genes_groups_split(
         adata.obs[group_key] = pd.Categorical(labels)
     if write_layer:  # lazy on dask: a persisted copy would live only as long as the cluster
         adata.layers[key_added] = values
+    seconds["markers"] = time.perf_counter() - started
     record = dict(tested.uns[key_added])
     record["params"] = {**dict(record["params"]), "count_split": split_record,
-                        "values": f"layers[{key_added!r}]" if write_layer else "half B"}
+                        "values": f"layers[{key_added!r}]" if write_layer else "half B",
+                        "seconds": seconds}
     adata.uns[key_added] = record
     return adata if copy else None
 
@@ -257,7 +266,7 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
     """
     fit_options = {**options, "p": settings.p, "split": settings.split,
                    "overdispersion": settings.overdispersion, "n_splits": 1}
-    start = None
+    start, seconds, started = None, {}, time.perf_counter()
     if resolution in (None, "calibrated"):
         result = calibrate_counts(counts, LEIDEN, settings=settings, **options)
         resolution = choose_resolution(result)
@@ -267,6 +276,8 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
         if isinstance(result.params.get("overdispersion"), np.ndarray):
             fit_options["overdispersion"] = result.params["overdispersion"]
         start = result.start  # the scored graph, used again for the labels
+        seconds["resolution"] = time.perf_counter() - started
+        started = time.perf_counter()
     clusters = fit_clusters(counts, resolution, fit_options, transform=settings.transform,
                             random_state=settings.random_state, max_layer_gb=0.0, start=start)
     if clusters.half_b is None:
@@ -276,6 +287,8 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
             "the loss does not support, or use deeper data."
         )
     labels = clusters.labels.astype(str)
+    seconds["clusters"] = time.perf_counter() - started
+    started = time.perf_counter()
     validated_to = None
     if validate and np.unique(labels).size > 1:
         # On dask the split's scored genes, in their chunks, are what the test reads.
@@ -285,13 +298,15 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
         merged, tree = replicated_clusters(labels, halves, 0.05, n_comps,
                                            options["n_top_genes"])
         labels, validated_to = np.asarray(merged).astype(str), tree["n_clusters"]
+        seconds["validation"] = time.perf_counter() - started
     what = "validated" if validated_to is not None else "unvalidated"
     checked_labels(labels, f"Half A's {what} clustering at resolution {resolution:g}")
     record = {"p": settings.p, "split": settings.split, "validated": bool(validate),
               **({} if validated_to is None else {"clusters_after_validation": validated_to}),
               "random_state": _seed_record(settings.random_state),
               "resolution": float(resolution),
-              "groups_from": "half A of the split (Leiden)", "tested_on": "its half B"}
+              "groups_from": "half A of the split (Leiden)", "tested_on": "its half B",
+              "seconds": seconds}  # taken out by the caller, into the test's record
     return labels, clusters.half_b, record
 
 

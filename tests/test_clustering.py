@@ -115,6 +115,11 @@ def test_true_markers_are_found_at_fdr_005():
                   if q < 0.05 and s > 0}
     markers = {f"g{j}" for j in range(40)}
     assert len(found & markers) >= 0.8 * len(markers)
+    # Where the time went, stage by stage (mutation: a stage not timed leaves its key out).
+    seconds = record["params"]["seconds"]
+    assert set(seconds) == {"resolution", "clusters", "validation", "markers"}
+    assert all(value > 0 for value in seconds.values())
+    assert "seconds" not in record["params"]["count_split"]
 
 
 def realistic(group_sizes, seed: int, *, n_obs: int = 1200, n_vars: int = 600,
@@ -247,6 +252,8 @@ def test_markers_of_calibrate_leiden_are_tested_on_its_own_half_b():
     np.testing.assert_array_equal(pvalues(fresh, "rank_genes_groups_split"),
                                   pvalues(adata, "rank_genes_groups_split"))
     assert by_record["params"]["count_split"]["tested_on"] == "half B of that split"
+    assert set(by_record["params"]["seconds"]) == {"markers"}  # the groups were given
+    assert "seconds" not in adata.uns["noise2self_leiden"]
     with pytest.raises(ValueError, match=r"\['p'\] cannot be used"):
         tl.rank_genes_groups_split(adata, groupby="noise2self_leiden", p=0.5)
 
