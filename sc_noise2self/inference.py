@@ -121,8 +121,9 @@ def rank_genes_groups_split(
         so ``sc.pl.rank_genes_groups``, ``sc.get.rank_genes_groups_df`` and dotplots read
         them; half A's groups go to ``obs[key_added + '_groups']`` (or stay in ``groupby``).
         ``uns[key_added]['params']['seconds']`` says where the time went: the resolution
-        (split, rank, graph, sweep), the clusters (Leiden, refinement, reassignment), the
-        validation and the markers.
+        (split, rank, graph, sweep; when calibrated), the clusters (Leiden, refinement,
+        reassignment; with a given resolution the split and graph too), the validation
+        (when it ran) and the markers.
     validate
         When ``groupby`` is None: merge the clusters whose split does not replicate on half
         B (:func:`~sc_noise2self.tl.validate_clusters_split`, family-wise level 0.05) before
@@ -180,8 +181,8 @@ def rank_genes_groups_split(
         half_b, split_record = halves.b, halves.record
         labels = checked_groups(adata, groupby)
         group_key = groupby
-    split_record = dict(split_record)  # with groupby, the record of the user's split
-    seconds = split_record.pop("seconds", {})
+    # Stage seconds come with the clusters' record; with groupby the record is the user's.
+    seconds = split_record.pop("seconds") if groupby is None else {}
     started = time.perf_counter()
     tested = _normalised_half(half_b, adata)
     values = tested.X

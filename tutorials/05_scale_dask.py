@@ -232,7 +232,7 @@ ax.set(xlabel="component 1", ylabel="component 2", title="200,000 cells, denoise
 # negative-binomial genes, library sizes varying several-fold (lognormal, sd 0.5). *For
 # speed* 40,000 cells x 1,000 genes on a local cluster of two worker threads; set the
 # environment variable `SC_NOISE2SELF_TUTORIAL_CELLS=1000000` to run this section on a
-# million cells (about half an hour on 2 cores; benchmarks/RESULTS.md has that run).
+# million cells.
 # `benchmarks/bench_atlas_workflow.py --sides dask,scanpy` runs the same at 200,000 and a
 # million cells on two worker processes, with scanpy's pipeline beside it.
 

@@ -111,18 +111,21 @@ class DevianceTargets:
                    b.data.astype(np.float32, copy=False), values_at(a, b), constant, p,
                    gene_sums, prior)
 
-    def of_cells(self, cells: np.ndarray) -> DevianceTargets:
+    def of_cells(self, cells: np.ndarray, with_counts: bool = True) -> DevianceTargets:
         """The targets of ``cells`` (sorted indices) alone, scored against the population.
 
         A partition of some cells leaves every other cell's prediction as it was, so two
-        partitions of them are compared on their deviances alone.
+        partitions of them are compared on their deviances alone. Without ``with_counts``
+        their half-A counts ``a`` are not copied (None): :func:`deviances_given` does not
+        read them, and a dask pass over a chunk's cells needs nothing else.
         """
         per_cell = np.diff(self.indptr)
         chosen = np.zeros(self.totals.size, dtype=bool)
         chosen[cells] = True
         keep = np.repeat(chosen, per_cell)  # sorted cells keep their entries in order
         indptr = np.concatenate([[0], np.cumsum(per_cell[cells])])
-        return replace(self, a=self.a[cells], totals=self.totals[cells], indptr=indptr,
+        return replace(self, a=self.a[cells] if with_counts else None,
+                       totals=self.totals[cells], indptr=indptr,
                        genes=self.genes[keep], observed=self.observed[keep],
                        own_a=self.own_a[keep], constant=self.constant[cells])
 

@@ -117,13 +117,19 @@ class ChunkHalves:
         # load, seconds a pass, and kept a copy on both.
         t = self.deviance_targets
         arrays = (self.a.data, self.a.indices, self.a.indptr, self.b.data, self.b.indices,
-                  self.b.indptr, self.totals, self.depth_totals, t.indptr, t.own_a,
-                  t.constant)
+                  self.b.indptr, self.totals, self.depth_totals, t.indptr, t.genes,
+                  t.observed, t.own_a, t.constant, t.gene_sums)  # shared ones counted once
         return object.__sizeof__(self) + sum({id(x): x.nbytes for x in arrays}.values())
 
     def targets_of(self, rows: np.ndarray | None) -> DevianceTargets:
-        """The deviance targets of ``rows`` of the chunk (None: all of them)."""
-        return self.deviance_targets if rows is None else self.deviance_targets.of_cells(rows)
+        """The deviance targets of ``rows`` of the chunk (None: all of them).
+
+        Their ``gene_sums`` and ``prior`` are the chunk's own: a pass replaces them with its
+        population's (:func:`_deviances_of_rows`).
+        """
+        if rows is None:
+            return self.deviance_targets
+        return self.deviance_targets.of_cells(rows, with_counts=False)
 
 
 def _chunk_moments(part: ChunkHalves, n_cells: int) -> dict:
@@ -368,7 +374,9 @@ class ChunkedTargets:
         """``function(a, totals, *args, **by_rows)`` on each chunk's population, joined.
 
         ``a`` is the chunk's half-A counts in float64 (its :class:`DevianceTargets` when
-        ``targets``), ``by_rows`` arrays of one entry per population cell are cut likewise.
+        ``targets``: with the chunk's own ``gene_sums`` and ``prior``, which ``function``
+        replaces with the population's), ``by_rows`` arrays of one entry per population cell
+        are cut likewise.
         """
         parts = self.split.map(_chunk_rows, function, args, targets,
                                **self._by_rows(**by_rows))
@@ -426,11 +434,11 @@ def _deviances_of_rows(targets: DevianceTargets, totals, gene_sums, prior: float
 def _chunk_rows(part: ChunkHalves, function, args: tuple, targets: bool, mask=None,
                 **by_rows) -> np.ndarray:
     rows = None if mask is None else np.flatnonzero(mask)
-    if rows is not None:
-        if not rows.size:  # no cell of the population here
-            return None
-        by_rows = {name: values[rows] for name, values in by_rows.items()}
     totals = part.totals if rows is None else part.totals[rows]
+    if not totals.size:  # no cell of the population here
+        return None
+    if rows is not None:
+        by_rows = {name: values[rows] for name, values in by_rows.items()}
     if targets:
         first = part.targets_of(rows)
     else:
