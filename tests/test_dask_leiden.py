@@ -109,6 +109,25 @@ def test_dask_weighs_a_persisted_chunk_by_its_arrays(split_pair):
     assert held < sizeof(part) < 3 * held
 
 
+def test_a_pass_warns_of_a_large_graph_only_beyond_what_it_must_send():
+    # A sweep's labels go to the chunks on every pass (104 MB at a million cells and 13
+    # resolutions); distributed's 10 MB warning then told users of nothing they could change.
+    # Mutation: no raised threshold around the passes' compute.
+    import dask
+
+    from sc_noise2self.denoisers.leiden_dask import _expected_graph
+
+    pytest.importorskip("distributed")  # its config holds the threshold
+
+    labels = np.zeros((1_000_000, 13), dtype=np.int64)
+    sums = (np.zeros((40, 2000)), np.zeros(40))
+    with _expected_graph((sums,), {"labels": labels}):
+        threshold = dask.utils.parse_bytes(
+            dask.config.get("distributed.admin.large-graph-warning-threshold"))
+    assert 2 * (labels.nbytes + sums[0].nbytes) < threshold < 3 * labels.nbytes
+    assert dask.config.get("distributed.admin.large-graph-warning-threshold") == "10MB"
+
+
 def test_chunked_likeliest_clusters_are_the_in_memory_ones(split_pair):
     scored, chunked, _ = split_pair
     labels = np.random.default_rng(1).integers(0, 4, scored.a.shape[0])

@@ -254,7 +254,11 @@ counts = read_elem_lazy(zarr.open_group(folder / "groups.zarr", mode="r")["X"],
 atlas = ad.AnnData(X=counts, obs=grouped.obs[["group"]].copy(), var=grouped.var[[]].copy())
 print(atlas)
 
-with (LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+# Worker threads in this process share its memory with everything else here, so a limit
+# per worker counts the whole process: at a million cells under the default limit the run
+# wrote about 540 GB to disk, most likely dask spilling the split's chunks and reading them
+# back. No limit for in-process workers; on a real cluster give each worker process its own.
+with (LocalCluster(n_workers=2, threads_per_worker=1, processes=False, memory_limit=0,
                    dashboard_address=None) as cluster,
       Client(cluster)):
     started = time.perf_counter()
