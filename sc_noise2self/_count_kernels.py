@@ -456,7 +456,7 @@ def likeliest_labels(data, indices, indptr, labels, rates, sums, prior_counts, t
         scores = zero_terms[i].copy()
         for e in range(indptr[i], indptr[i + 1]):
             g = indices[e]
-            x = data[e]
+            x = np.float64(data[e])  # float32 counts are exact; the likelihood is float64
             for k in range(n_clusters):
                 if k == own:
                     mean = (sums[k, g] - x + prior_counts[g]) / left * depth

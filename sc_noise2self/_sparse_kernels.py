@@ -199,3 +199,59 @@ def column_means_and_squares(data, indices, n_cols, n_rows):
         means[indices[e]] += value * inverse
         squares[indices[e]] += (value * value) * inverse
     return means, squares
+
+
+def split_patterns(indptr, indices, values, a, shared):
+    """The CSR parts of halves ``a`` and ``values - a (+ shared)`` of one CSR matrix, zeros dropped.
+
+    Each half is written once at its own size, with no full-size copy of the pattern or of
+    half B's values: at 200,000 cells, copying the pattern and then dropping each half's
+    zeros left index and value arrays at the input's size (scipy trims in place only below
+    half), 0.55 GB more than the halves hold. ``shared`` (empty, or one count per value)
+    is what MCV's overlap adds to half B.
+
+    Returns
+    -------
+    ``(data, indices, indptr)`` of half A, then of half B.
+    """
+    n_rows = indptr.size - 1
+    kept_a, kept_b = _kept_per_row(indptr, values, a, shared)
+    a_indptr, b_indptr = (np.zeros(n_rows + 1, dtype=indptr.dtype) for _ in range(2))
+    np.cumsum(kept_a, out=a_indptr[1:])
+    np.cumsum(kept_b, out=b_indptr[1:])
+    a_parts = (np.empty(a_indptr[-1], dtype=a.dtype), np.empty(a_indptr[-1], indices.dtype))
+    b_parts = (np.empty(b_indptr[-1], dtype=a.dtype), np.empty(b_indptr[-1], indices.dtype))
+    _fill_halves(indptr, indices, values, a, shared, a_indptr, b_indptr, *a_parts, *b_parts)
+    return (*a_parts, a_indptr), (*b_parts, b_indptr)
+
+
+@njit(parallel=True, cache=True)
+def _kept_per_row(indptr, values, a, shared):
+    n_rows = indptr.size - 1
+    kept_a = np.zeros(n_rows, dtype=np.int64)
+    kept_b = np.zeros(n_rows, dtype=np.int64)
+    overlap = shared.size > 0
+    for i in prange(n_rows):
+        for e in range(indptr[i], indptr[i + 1]):
+            b = values[e] - a[e] + (shared[e] if overlap else 0)
+            kept_a[i] += a[e] != 0
+            kept_b[i] += b != 0
+    return kept_a, kept_b
+
+
+@njit(parallel=True, cache=True)
+def _fill_halves(indptr, indices, values, a, shared, a_indptr, b_indptr, a_data, a_indices,
+                 b_data, b_indices):
+    overlap = shared.size > 0
+    for i in prange(indptr.size - 1):
+        next_a, next_b = a_indptr[i], b_indptr[i]
+        for e in range(indptr[i], indptr[i + 1]):
+            b = values[e] - a[e] + (shared[e] if overlap else 0)
+            if a[e] != 0:
+                a_data[next_a] = a[e]
+                a_indices[next_a] = indices[e]
+                next_a += 1
+            if b != 0:
+                b_data[next_b] = b
+                b_indices[next_b] = indices[e]
+                next_b += 1

@@ -209,12 +209,17 @@ def _counter_split(X, p: float, key: np.ndarray, first_row: int, shares, sizes=N
     if form not in (None, "csr"):
         rows.sort_indices()
     a, shared = half_a_values(rows, p, key, first_row=first_row, shares=shares, sizes=sizes)
-    values = rows.data if form is not None else np.asarray(rows).ravel()
-    b = values - a  # before rebuild: eliminating A's zeros compacts ``a`` in place
-    if shared.size:  # MCV's overlap: molecules in both halves count in each
-        b += shared
-    half_a, half_b = rebuild(rows, a), rebuild(rows, b)
-    if form not in (None, "csr"):
+    if form is None:
+        b = np.asarray(rows).ravel() - a
+        if shared.size:  # MCV's overlap: molecules in both halves count in each
+            b += shared
+        return rebuild(rows, a), rebuild(rows, b)
+    from ._sparse_kernels import split_patterns  # numba: imported when used
+
+    parts = split_patterns(rows.indptr, rows.indices, rows.data, a, shared)
+    del a
+    half_a, half_b = (type(rows)(part, shape=rows.shape) for part in parts)
+    if form != "csr":
         return half_a.asformat(form), half_b.asformat(form)
     return half_a, half_b
 

@@ -275,3 +275,20 @@ def test_beta_binomial_split_is_right_for_tiny_and_large_sizes(size):
     assert abs(np.corrcoef(a, b)[0, 1]) < 0.03
     assert a.sum() / X.sum() == pytest.approx(p, abs=0.02)
     assert a.var() == pytest.approx(p * mu + (p * mu) ** 2 / (p * size), rel=0.15)
+
+
+@pytest.mark.parametrize("sample_ratio", [None, 0.6])
+def test_sparse_halves_own_arrays_of_their_own_size_and_match_dense_ones(sample_ratio):
+    # Deep counts: each half keeps most entries, where dropping the zeros of a copied
+    # pattern leaves arrays at the input's size (scipy trims only below half).
+    rng = np.random.default_rng(0)
+    dense = rng.poisson(8.0, size=(60, 40)) * (rng.random((60, 40)) < 0.7)
+    dense_halves = split_counts(dense, 0.5, random_state=5, sample_ratio=sample_ratio)
+    sparse_halves = split_counts(sparse.csr_matrix(dense), 0.5, random_state=5,
+                                 sample_ratio=sample_ratio)
+    for half, expected in zip(sparse_halves, dense_halves, strict=True):
+        np.testing.assert_array_equal(half.toarray(), expected)
+        assert half.has_canonical_format and np.all(half.data != 0)
+        for array in (half.data, half.indices):
+            owner = array if array.base is None else array.base
+            assert owner.nbytes == array.nbytes

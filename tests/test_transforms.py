@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import scprep
 from conftest import as_format, to_dense
+from scipy import sparse
 
 from sc_noise2self.transforms import (
     DepthConversion,
@@ -21,6 +22,22 @@ def test_normalisation_matches_scprep_and_keeps_input(counts, fmt):
     theirs = scprep.normalize.library_size_normalize(counts.astype(float), rescale=target)
     np.testing.assert_allclose(ours, np.asarray(theirs), rtol=1e-5)
     np.testing.assert_array_equal(to_dense(X), before)
+
+
+@pytest.mark.parametrize("block", [5, 25])
+def test_rows_scaled_in_blocks_as_at_once(monkeypatch, block):
+    from sc_noise2self import transforms
+
+    rng = np.random.default_rng(1)
+    dense = (rng.poisson(2.0, size=(120, 30)) * (rng.random((120, 30)) < 0.4)).astype(np.float32)
+    dense[7] = 0  # an empty row inside a block
+    X = sparse.csr_matrix(dense)
+    expected = dense * (50.0 / np.maximum(dense.sum(axis=1), 1))[:, None].astype(np.float32)
+    # Rows hold about 10 values: blocks of 5 leave every row alone, blocks of 25 hold a few
+    # rows and end inside one.
+    monkeypatch.setattr(transforms, "_SCALE_BLOCK", block)
+    np.testing.assert_array_equal(normalize_to_depth(X, 50.0).toarray(), expected)
+    np.testing.assert_array_equal(X.toarray(), dense)
 
 
 def test_zero_cells_stay_zero():
