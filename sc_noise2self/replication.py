@@ -34,6 +34,7 @@ from ._dask import check_dask_counts
 from ._validation import check_counts, check_fraction, check_whole, is_dask_array
 from .denoisers.cluster_loss import (
     DevianceTargets,
+    deviances_within,
     partition_deviances_of,
     top_variable_genes,
 )
@@ -376,14 +377,17 @@ def test_tree(tree: np.ndarray, codes: np.ndarray, halves: GroupHalves, alpha: f
     pvalues = np.full(tree.shape[0], np.nan)
     levels = np.full(tree.shape[0], np.nan)
     merged = np.zeros(tree.shape[0], dtype=bool)
-    totals = halves.totals if isinstance(halves, DaskSplit) else library_sizes(halves.a)
+    # In memory, the targets of every cell, made once; each node's cells are a population
+    # of them (deviances_within), with no copy of their counts.
+    every = (halves if isinstance(halves, DaskSplit)
+             else DevianceTargets.of(halves.a, halves.b, library_sizes(halves.a), halves.p))
     stack = [tree.shape[0] - 1]  # the root
     while stack:
         node = stack.pop()
         left, right = (_leaves(tree, int(child)) for child in tree[node, :2])
         rows = np.flatnonzero(np.isin(codes, left + right))
         levels[node] = alpha * (rows.size - 1) / (codes.size - 1)
-        pvalues[node] = split_pvalue(rows, np.isin(codes[rows], right), halves, totals)
+        pvalues[node] = split_pvalue(rows, np.isin(codes[rows], right), every)
         if not pvalues[node] <= levels[node]:  # a NaN p-value merges too
             merged[node] = True
             continue
@@ -391,15 +395,20 @@ def test_tree(tree: np.ndarray, codes: np.ndarray, halves: GroupHalves, alpha: f
     return {"pvalues": pvalues, "levels": levels, "merged": _below_merged(tree, merged)}
 
 
-def split_pvalue(rows: np.ndarray, right: np.ndarray, halves: GroupHalves,
-                 totals: np.ndarray) -> float:
-    """One-sided p-value that two branches' half-A rates predict half B better than one."""
-    if isinstance(halves, DaskSplit):  # the node's cells are the population, in chunks
-        targets = ChunkedTargets(halves, rows)
+def split_pvalue(rows: np.ndarray, right: np.ndarray,
+                 every: DevianceTargets | DaskSplit) -> float:
+    """One-sided p-value that two branches' half-A rates predict half B better than one.
+
+    ``rows`` (sorted) are the node's cells, the population whose rates are compared, and
+    ``right`` marks the right branch's; ``every`` holds the targets of all cells.
+    """
+    labelings = [np.zeros(rows.size, dtype=np.int64), right.astype(np.int64)]
+    if isinstance(every, DaskSplit):  # the node's cells are the population, in chunks
+        together, apart = partition_deviances_of(labelings, ChunkedTargets(every, rows))
     else:
-        targets = DevianceTargets.of(halves.a[rows], halves.b[rows], totals[rows], halves.p)
-    together, apart = partition_deviances_of(
-        [np.zeros(rows.size, dtype=np.int64), right.astype(np.int64)], targets)
+        mask = np.zeros(every.totals.size, dtype=bool)
+        mask[rows] = True
+        together, apart = (deviances_within(every, mask, labels) for labels in labelings)
     gain = together - apart
     if gain.std() == 0:
         return 1.0

@@ -654,6 +654,32 @@ def test_the_deviances_of_some_cells_are_their_deviances_among_all():
         partition_deviances(whole, targets)[cells], rtol=1e-10)
 
 
+def test_a_nodes_deviances_among_all_cells_are_those_of_its_cells_alone():
+    # The validation scores a tree node's cells as their own population without copying
+    # them: the same deviances, bit for bit, as targets made of those cells alone. Fails
+    # if the node took the population's gene sums or prior from every cell.
+    from sc_noise2self.denoisers.cluster_loss import (
+        DevianceTargets,
+        deviances_within,
+        partition_deviances,
+    )
+    from sc_noise2self.losses import prepare_halves
+
+    adata = realistic((0.5, 0.3, 0.2), 5, n_obs=300, n_vars=120)
+    halves = prepare_halves(adata.X, p=0.5, transform="log1p", random_state=1,
+                            keep_counts=True, keep_a_counts=True)
+    a, b, totals = halves.a_counts, halves.b_counts, halves.totals_a
+    every = DevianceTargets.of(a, b, totals, 0.5)
+    groups = adata.obs["group"].cat.codes.to_numpy()
+    rows = np.flatnonzero(groups != 2)
+    mask = np.isin(np.arange(groups.size), rows)
+    right = (groups[rows] == 1).astype(np.int64)
+    alone = DevianceTargets.of(a[rows], b[rows], totals[rows], 0.5)
+    for labels in (np.zeros(rows.size, dtype=np.int64), right):
+        np.testing.assert_array_equal(deviances_within(every, mask, labels),
+                                      partition_deviances(labels, alone))
+
+
 def test_scaled_genes_have_unit_variance_a_cap_and_one_result_for_any_format():
     from sc_noise2self.denoisers.leiden_graph import SCALE_CAP, scaled_genes
 

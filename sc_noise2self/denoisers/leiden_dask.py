@@ -37,7 +37,7 @@ from .cluster_loss import (
     canonical,
     cluster_sums,
     deviances_given,
-    partition_sums,
+    partition_sums_within,
     top_variable_genes,
 )
 from .leiden_graph import GeneScaling, LeidenGraph, embedded, knn_connectivities
@@ -430,15 +430,8 @@ class ChunkedTargets:
 
 def _masked_sums(part: ChunkHalves, labels: np.ndarray, size: int,
                  mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`partition_sums` of the population's cells of the chunk, by ``labels``.
-
-    Cells outside the population go to one more cluster, dropped after: the chunk's counts
-    are summed where they lie, not copied row by row first.
-    """
-    if mask is None:
-        return partition_sums(labels, part.a, part.totals, size)
-    sums, totals = partition_sums(np.where(mask, labels, size), part.a, part.totals, size + 1)
-    return sums[:size], totals[:size]
+    """:func:`partition_sums` of the population's cells of the chunk, by ``labels``."""
+    return partition_sums_within(labels, part.a, part.totals, size, mask)
 
 
 def _chunk_labelled_sums(part: ChunkHalves, sizes: list[int], labels: np.ndarray,
