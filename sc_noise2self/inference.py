@@ -277,10 +277,14 @@ def _clusters_of_first_split(counts, resolution, options: dict, settings, valida
         if isinstance(result.params.get("overdispersion"), np.ndarray):
             fit_options["overdispersion"] = result.params["overdispersion"]
         start = result.start  # the scored graph, used again for the labels
+        del result
         seconds["resolution"] = time.perf_counter() - started
         started = time.perf_counter()
     clusters = fit_clusters(counts, resolution, fit_options, transform=settings.transform,
                             random_state=settings.random_state, max_layer_gb=0.0, start=start)
+    # The calibration's graph, half-A values and targets are done with: held on through the
+    # validation and the markers, they were a quarter of the peak at 200,000 cells.
+    start = None
     if clusters.half_b is None:
         raise ValueError(
             "No clustering of these counts beats one cluster (resolution 0), so there are no "

@@ -203,7 +203,7 @@ def split_rows(X, p: float, key: np.ndarray, *, first_row: int = 0, sizes=None, 
 
 def _counter_split(X, p: float, key: np.ndarray, first_row: int, shares, sizes=None):
     """Binomial, beta-binomial or MCV overlap halves from counter-based draws (row, gene)."""
-    X, values, _ = flat_counts(X)
+    X, _, _ = flat_counts(X)
     form = X.format if sparse.issparse(X) else None
     rows = X.tocsr() if form not in (None, "csr") else X
     if form not in (None, "csr"):

@@ -384,8 +384,8 @@ def _graph_key(scored: Any, n_comps: int, n_neighbors: int, seed: int) -> tuple:
     if sparse.issparse(values):
         values = sparse.csr_matrix(values)
         for part in (values.indptr, values.indices, values.data):
-            digest.update(np.ascontiguousarray(part).tobytes())
+            digest.update(np.ascontiguousarray(part))  # read in place: tobytes() copied it
     else:
-        digest.update(np.ascontiguousarray(values).tobytes())
+        digest.update(np.ascontiguousarray(values))
     return (digest.hexdigest(), tuple(values.shape), scored.genes.tobytes(), int(n_comps),
             int(n_neighbors), int(seed))
