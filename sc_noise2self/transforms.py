@@ -83,7 +83,8 @@ def _scale_rows(X, row_values: np.ndarray) -> None:
     indptr = X.indptr
     start = 0
     while start < indptr.size - 1:
-        stop = int(np.searchsorted(indptr, indptr[start] + _SCALE_BLOCK, side="right")) - 1
+        # int(): an int32 pointer plus the block would wrap past 2**31 stored values.
+        stop = int(np.searchsorted(indptr, int(indptr[start]) + _SCALE_BLOCK, side="right")) - 1
         stop = min(max(stop, start + 1), indptr.size - 1)
         rows = slice(indptr[start], indptr[stop])
         X.data[rows] *= np.repeat(row_values[start:stop], np.diff(indptr[start:stop + 1]))
